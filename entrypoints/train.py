@@ -1,0 +1,101 @@
+"""Train a model and log every checkpoint to MLflow.
+
+    mlflow run . --env-manager local -e train -P dataset=fashion-mnist -P model=resnet20 -P epochs=5 \
+        -P train_size=5000
+
+Logs: every parameter, `config.json`, per-epoch `train_loss, train_acc, test_loss, test_acc, epoch, lr`
+(MLflow step = global optimizer step), `checkpoints/step_XXXXXXXX.pt` from step 0 to the last step,
+`checkpoints/index.json` (step, epoch, file, sha256) and `resume/state.pt`.
+
+Resume a killed run (its own config is used; other parameters are ignored):
+
+    mlflow run . --env-manager local -e train -P resume_run_id=<run id>
+"""
+
+from __future__ import annotations
+
+import sys
+
+import mlflow
+import torch
+
+from tc import tracking
+from tc.checkpoints import IndexEntry
+from tc.config import TrainConfig, build_parser, from_strings, unquote
+from tc.data import DatasetNotFoundError, load_data
+from tc.models import ModelSpec, build_model
+from tc.train import DivergenceError, ProgressReporter, train
+
+
+def parse(argv: list[str] | None) -> tuple[TrainConfig, str | None]:
+    parser = build_parser(TrainConfig, description=__doc__.splitlines()[0])
+    parser.add_argument("--resume_run_id", default="none", help="continue this killed or failed run")
+    ns = vars(parser.parse_args(argv))
+    resume = unquote(ns.pop("resume_run_id"))
+    return from_strings(TrainConfig, ns), (None if resume.lower() in ("", "none") else resume)
+
+
+def run_training(run_id: str, cfg: TrainConfig, resume_state: dict | None = None) -> None:
+    """Train `cfg` logging into `run_id`; from `resume_state` when given."""
+    data = load_data(cfg.dataset, data_dir=cfg.data_dir, download=cfg.download, train_size=cfg.train_size,
+                     label_noise=cfg.label_noise, seed=cfg.seed)
+    torch.manual_seed(cfg.seed)
+    spec = ModelSpec(cfg.model, cfg.depth, cfg.width, data.in_channels, data.image_size, data.num_classes)
+    model = build_model(spec)
+    start, index = 0, []
+    if resume_state is not None:
+        start = int(resume_state["step"])
+        index = [IndexEntry(**e) for e in resume_state["index"]]
+        pending = resume_state.get("pending_metrics")
+        # The crash may have come between saving this state and logging its epoch's metrics.
+        if pending and start not in tracking.logged_steps(run_id, "test_acc"):
+            tracking.log_metrics(run_id, pending, start)
+    print(f"tc train: {cfg.model} (depth {cfg.depth}, width {cfg.width}) on {cfg.dataset}: "
+          f"{len(data.train_y)} train / {len(data.test_y)} test examples; run {run_id}"
+          + (f"; resuming at step {start}" if resume_state else ""), flush=True)
+    progress = ProgressReporter(cfg, len(data.train_y), start)
+    try:
+        train(model, data, cfg, [tracking.CheckpointLogger(run_id, spec.to_dict(), index), progress],
+              resume_state)
+    finally:
+        progress.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        cfg, resume_id = parse(argv)
+    except ValueError as e:
+        print(f"tc train: {e}", file=sys.stderr)
+        return 2
+    with mlflow.start_run() as run:  # the run `mlflow run` made (MLFLOW_RUN_ID), or a new one
+        target = run.info.run_id
+        resume_state = None
+        try:
+            if resume_id:
+                target = resume_id
+                status = tracking.get_run(resume_id).info.status
+                if status == "FINISHED":
+                    raise ValueError(f"run {resume_id} already FINISHED: nothing to resume")
+                cfg = tracking.load_train_config(resume_id)
+                resume_state = tracking.load_resume_state(resume_id)
+                mlflow.set_tag("tc.resumed_run_id", resume_id)
+                tracking.client().update_run(resume_id, status="RUNNING")
+            else:
+                tracking.log_config(target, cfg)
+            run_training(target, cfg, resume_state)
+        except (ValueError, LookupError, DatasetNotFoundError, DivergenceError) as e:
+            print(f"tc train: {e}", file=sys.stderr)
+            for run_id in {target, run.info.run_id}:
+                tracking.client().set_tag(run_id, "tc.error", str(e)[:5000])
+            if target != run.info.run_id and resume_id and tracking.get_run(target).info.status == "RUNNING":
+                tracking.client().set_terminated(target, "FAILED")
+            mlflow.end_run("FAILED")
+            return 1
+        if target != run.info.run_id:
+            tracking.client().set_terminated(target, "FINISHED")
+        print(f"tc train: done; run {target}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

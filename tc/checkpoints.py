@@ -1,0 +1,109 @@
+"""Checkpoint schema, file names, safe loading and the index.
+
+A checkpoint is plain data: `{"format", "step", "epoch", "model_spec", "state_dict"}` with tensors and
+builtins only, so `torch.load(weights_only=True)` reads it and no code from an artifact store ever runs.
+One integer, the global optimizer step, names the file and keys the index. `checkpoints/index.json` lists
+every checkpoint with its epoch, file name and sha256, which `analyze` uses to verify downloads.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import pickle
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+FORMAT = "tc-checkpoint/1"
+INDEX_FILE = "index.json"
+ARTIFACT_DIR = "checkpoints"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file that is missing, tampered with, not plain data, or of another format."""
+
+
+def filename(step: int) -> str:
+    """The one rule for checkpoint names: zero padding makes lexical order equal step order."""
+    return f"step_{step:08d}.pt"
+
+
+@dataclass(frozen=True)
+class IndexEntry:
+    step: int
+    epoch: float  # fractional when checkpoint_every does not divide an epoch
+    file: str
+    sha256: str
+
+
+def sha256(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def atomic_save(obj: Any, path: str | Path) -> None:
+    """torch.save to a temporary name, then rename: a crash never leaves half a file under `path`."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    torch.save(obj, tmp)
+    tmp.replace(path)
+
+
+def save_checkpoint(
+    directory: str | Path, step: int, epoch: float, model_spec: dict, state_dict: dict[str, torch.Tensor]
+) -> IndexEntry:
+    """Write the checkpoint for `step` into `directory`; returns its index entry."""
+    path = Path(directory) / filename(step)
+    payload = {
+        "format": FORMAT,
+        "step": int(step),
+        "epoch": float(epoch),
+        "model_spec": dict(model_spec),
+        "state_dict": {k: v.detach().cpu().clone() for k, v in state_dict.items()},
+    }
+    atomic_save(payload, path)
+    return IndexEntry(step=int(step), epoch=float(epoch), file=path.name, sha256=sha256(path))
+
+
+def safe_load(path: str | Path) -> Any:
+    """torch.load with weights_only=True, never falling back to unpickling arbitrary objects."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        raise CheckpointError(f"{path}: refused to load, it holds more than tensors and builtins ({e})") from e
+    except (RuntimeError, EOFError, OSError) as e:
+        raise CheckpointError(f"{path}: not a readable torch file (truncated or corrupted?): {e}") from e
+
+
+def load_checkpoint(path: str | Path, expected_sha256: str | None = None) -> dict:
+    """Load and check one checkpoint. With `expected_sha256`, the file's hash must match first."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such checkpoint file")
+    if expected_sha256 is not None and (actual := sha256(path)) != expected_sha256:
+        raise CheckpointError(f"{path}: sha256 {actual[:12]}… does not match the index ({expected_sha256[:12]}…)")
+    payload = safe_load(path)
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise CheckpointError(f"{path}: not a {FORMAT} checkpoint")
+    return payload
+
+
+def write_index(directory: str | Path, entries: list[IndexEntry]) -> Path:
+    path = Path(directory) / INDEX_FILE
+    body = {"format": FORMAT, "checkpoints": [asdict(e) for e in sorted(entries, key=lambda e: e.step)]}
+    path.write_text(json.dumps(body, indent=1))
+    return path
+
+
+def read_index(path: str | Path) -> list[IndexEntry]:
+    body = json.loads(Path(path).read_text())
+    if body.get("format") != FORMAT:
+        raise CheckpointError(f"{path}: not a {FORMAT} index")
+    return [IndexEntry(**e) for e in body["checkpoints"]]

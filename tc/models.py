@@ -1,0 +1,164 @@
+"""Networks built as an ordered list of named blocks, so that the cut between blocks is part of the API.
+
+Every model is a `BlockNet`: blocks named `stem`, `block1` .. `blockK`, `head`, run in that order. A *cut*
+`d` (1 <= d < number of blocks) splits the network after its first `d` blocks:
+`f = f_[d+1:n] ∘ f_[1:d]` (SPEC section 1). `stage_cuts` are the headline cuts (stage boundaries).
+Parameters and buffers live under `blocks.<name>.`, so a checkpoint's state dict splits by block name.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import nn
+
+_DEFAULT_DEPTH = {"resnet20": 20, "vgg": 6, "mlp": 3}
+
+
+def default_depth(model: str) -> int:
+    return _DEFAULT_DEPTH[model]
+
+
+def validate_depth(model: str, depth: int) -> None:
+    if model == "resnet20" and (depth < 8 or (depth - 2) % 6):
+        raise ValueError(f"depth={depth} is not valid for resnet20; use 6n+2 with n >= 1 (8, 14, 20, 32, ...)")
+    if model == "vgg" and depth < 3:
+        raise ValueError(f"depth={depth} is not valid for vgg; use >= 3 conv layers (one stage needs one)")
+    if model == "mlp" and depth < 1:
+        raise ValueError(f"depth={depth} is not valid for mlp; use >= 1 hidden layer")
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """All that is needed to rebuild a model; stored (as builtins) in every checkpoint."""
+
+    model: str
+    depth: int
+    width: int
+    in_channels: int
+    image_size: int
+    num_classes: int
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class BlockNet(nn.Module):
+    """A sequence of named blocks. `forward_blocks(x, a, b)` runs blocks a..b-1 (0-based)."""
+
+    def __init__(self, blocks: OrderedDict[str, nn.Module], stage_cuts: list[int], spec: ModelSpec):
+        super().__init__()
+        self.blocks = nn.ModuleDict(blocks)
+        self.stage_cuts = list(stage_cuts)
+        self.spec = spec
+
+    @property
+    def block_names(self) -> list[str]:
+        return list(self.blocks.keys())
+
+    @property
+    def cuts(self) -> list[int]:
+        """Every block boundary: cut d keeps blocks [0, d) in the shallow part."""
+        return list(range(1, len(self.blocks)))
+
+    def forward_blocks(self, x: torch.Tensor, start: int = 0, stop: int | None = None) -> torch.Tensor:
+        for block in list(self.blocks.values())[start:stop]:
+            x = block(x)
+        return x
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_blocks(x)
+
+    def block_of(self, state_key: str) -> str:
+        """Name of the block that owns a state-dict key such as `blocks.block3.conv1.weight`."""
+        prefix, name, _ = state_key.split(".", 2)
+        if prefix != "blocks" or name not in self.blocks:
+            raise KeyError(f"{state_key!r} belongs to no block")
+        return name
+
+
+def conv_bn(c_in: int, c_out: int, stride: int = 1) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv2d(c_in, c_out, 3, stride=stride, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU()
+    )
+
+
+class BasicBlock(nn.Module):
+    """He et al. (2016) basic residual block; a 1x1 projection when shape changes (option B)."""
+
+    def __init__(self, c_in: int, c_out: int, stride: int):
+        super().__init__()
+        self.conv1 = nn.Conv2d(c_in, c_out, 3, stride=stride, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(c_out)
+        self.conv2 = nn.Conv2d(c_out, c_out, 3, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(c_out)
+        self.shortcut = nn.Identity()
+        if stride != 1 or c_in != c_out:
+            self.shortcut = nn.Sequential(
+                nn.Conv2d(c_in, c_out, 1, stride=stride, bias=False), nn.BatchNorm2d(c_out)
+            )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = torch.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        return torch.relu(out + self.shortcut(x))
+
+
+def _head(c_in: int, num_classes: int) -> nn.Sequential:
+    return nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(c_in, num_classes))
+
+
+def _resnet(spec: ModelSpec) -> BlockNet:
+    n = (spec.depth - 2) // 6
+    w = spec.width
+    blocks: OrderedDict[str, nn.Module] = OrderedDict(stem=conv_bn(spec.in_channels, w))
+    c_in, k = w, 0
+    for stage, c_out in enumerate((w, 2 * w, 4 * w)):
+        for i in range(n):
+            k += 1
+            blocks[f"block{k}"] = BasicBlock(c_in, c_out, stride=2 if (stage > 0 and i == 0) else 1)
+            c_in = c_out
+    blocks["head"] = _head(c_in, spec.num_classes)
+    return BlockNet(blocks, stage_cuts=[1, 1 + n, 1 + 2 * n, 1 + 3 * n], spec=spec)
+
+
+def _vgg(spec: ModelSpec) -> BlockNet:
+    """Conv-BN-ReLU layers in three stages of widths w, 2w, 4w; 2x2 max-pool after each stage while the
+    feature map is at least 2 pixels wide. The first layer is the stem."""
+    per_stage = [spec.depth // 3 + (1 if s < spec.depth % 3 else 0) for s in range(3)]
+    blocks: OrderedDict[str, nn.Module] = OrderedDict()
+    c_in, size, k, stage_cuts = spec.in_channels, spec.image_size, 0, []
+    for stage, count in enumerate(per_stage):
+        c_out = spec.width * 2**stage
+        for i in range(count):
+            layer = conv_bn(c_in, c_out)
+            if i == count - 1 and size >= 2:
+                layer.append(nn.MaxPool2d(2))
+                size //= 2
+            blocks["stem" if k == 0 else f"block{k}"] = layer
+            c_in, k = c_out, k + 1
+        stage_cuts.append(k)
+    blocks["head"] = _head(c_in, spec.num_classes)
+    return BlockNet(blocks, stage_cuts=stage_cuts, spec=spec)
+
+
+def _mlp(spec: ModelSpec) -> BlockNet:
+    d_in = spec.in_channels * spec.image_size**2
+    blocks: OrderedDict[str, nn.Module] = OrderedDict(
+        stem=nn.Sequential(nn.Flatten(), nn.Linear(d_in, spec.width), nn.ReLU())
+    )
+    for k in range(1, spec.depth):
+        blocks[f"block{k}"] = nn.Sequential(nn.Linear(spec.width, spec.width), nn.ReLU())
+    blocks["head"] = nn.Linear(spec.width, spec.num_classes)
+    return BlockNet(blocks, stage_cuts=list(range(1, spec.depth + 1)), spec=spec)
+
+
+_BUILDERS = {"resnet20": _resnet, "vgg": _vgg, "mlp": _mlp}
+
+
+def build_model(spec: ModelSpec) -> BlockNet:
+    """Build an untrained model. Initialisation uses torch's global RNG: seed it first."""
+    validate_depth(spec.model, spec.depth)
+    return _BUILDERS[spec.model](spec)

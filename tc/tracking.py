@@ -1,0 +1,103 @@
+"""The only module in `tc/` that talks to MLflow: configs, metrics, checkpoints and resume state.
+
+Everything here takes an explicit `run_id`, so the same code logs into the run `mlflow run` created, into
+a training run being resumed, or (for `analyze`) into a finished training run.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import mlflow
+from mlflow.entities import Metric, Param
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
+
+from tc import checkpoints as ck
+from tc.config import TrainConfig, from_strings
+
+CONFIG_FILE = "config.json"
+RESUME_FILE = "resume/state.pt"
+
+
+class RunNotFoundError(LookupError):
+    """No MLflow run with that id on the current tracking server."""
+
+
+def client() -> MlflowClient:
+    return MlflowClient()
+
+
+def get_run(run_id: str) -> mlflow.entities.Run:
+    try:
+        return client().get_run(run_id)
+    except MlflowException as e:
+        raise RunNotFoundError(
+            f"no MLflow run {run_id!r} at tracking URI {mlflow.get_tracking_uri()} (set MLFLOW_TRACKING_URI?)"
+        ) from e
+
+
+def log_config(run_id: str, cfg: Any) -> None:
+    """Log every field as a param (one batch) and the whole config as `config.json`."""
+    values = asdict(cfg)
+    client().log_batch(run_id, params=[Param(k, str(v)) for k, v in values.items()])
+    client().log_dict(run_id, values, CONFIG_FILE)
+
+
+def load_train_config(run_id: str) -> TrainConfig:
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            path = client().download_artifacts(run_id, CONFIG_FILE, tmp)
+        except (MlflowException, OSError) as e:
+            raise RunNotFoundError(f"run {run_id} has no {CONFIG_FILE}: was it made by `tc` train?") from e
+        return from_strings(TrainConfig, json.loads(Path(path).read_text()))
+
+
+def log_metrics(run_id: str, metrics: dict[str, float], step: int) -> None:
+    client().log_batch(run_id, metrics=[Metric(k, float(v), int(time.time() * 1000), step) for k, v in metrics.items()])
+
+
+def logged_steps(run_id: str, key: str) -> set[int]:
+    return {m.step for m in client().get_metric_history(run_id, key)}
+
+
+class CheckpointLogger:
+    """Training callback: every checkpoint becomes an artifact under `checkpoints/`, `checkpoints/index.json`
+    is re-logged after each one, and the resume state (which lists the index) is logged after it, so the
+    resume state never names a checkpoint that is not yet stored."""
+
+    def __init__(self, run_id: str, model_spec: dict, index: list[ck.IndexEntry] = ()):
+        self.run_id = run_id
+        self.model_spec = model_spec
+        self.index = {e.step: e for e in index}
+        self._tmp = tempfile.TemporaryDirectory(prefix="tc-ckpt-")
+        self.dir = Path(self._tmp.name)
+
+    def on_save(self, step: int, epoch: float, model: Any, state: dict, checkpoint: bool) -> None:
+        if checkpoint:
+            entry = ck.save_checkpoint(self.dir, step, epoch, self.model_spec, model.state_dict())
+            client().log_artifact(self.run_id, str(self.dir / entry.file), ck.ARTIFACT_DIR)
+            (self.dir / entry.file).unlink()
+            self.index[step] = entry
+            index_path = ck.write_index(self.dir, list(self.index.values()))
+            client().log_artifact(self.run_id, str(index_path), ck.ARTIFACT_DIR)
+        resume_path = self.dir / Path(RESUME_FILE).name
+        ck.atomic_save({**state, "index": [asdict(e) for e in self.index.values()]}, resume_path)
+        client().log_artifact(self.run_id, str(resume_path), str(Path(RESUME_FILE).parent))
+
+    def on_epoch_end(self, step: int, epoch: int, metrics: dict[str, float]) -> None:
+        log_metrics(self.run_id, metrics, step)
+
+
+def load_resume_state(run_id: str) -> dict | None:
+    """The last resume state of a run, or None if it was killed before its first checkpoint."""
+    names = {f.path for f in client().list_artifacts(run_id, str(Path(RESUME_FILE).parent))}
+    if RESUME_FILE not in names:
+        return None
+    with tempfile.TemporaryDirectory() as tmp:
+        return ck.safe_load(client().download_artifacts(run_id, RESUME_FILE, tmp))
