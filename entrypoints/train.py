@@ -37,8 +37,14 @@ def parse(argv: list[str] | None) -> tuple[TrainConfig, str | None]:
 
 def run_training(run_id: str, cfg: TrainConfig, resume_state: dict | None = None) -> None:
     """Train `cfg` logging into `run_id`; from `resume_state` when given."""
-    data = load_data(cfg.dataset, data_dir=cfg.data_dir, download=cfg.download, train_size=cfg.train_size,
-                     label_noise=cfg.label_noise, seed=cfg.seed)
+    data = load_data(
+        cfg.dataset,
+        data_dir=cfg.data_dir,
+        download=cfg.download,
+        train_size=cfg.train_size,
+        label_noise=cfg.label_noise,
+        seed=cfg.seed,
+    )
     torch.manual_seed(cfg.seed)
     spec = ModelSpec(cfg.model, cfg.depth, cfg.width, data.in_channels, data.image_size, data.num_classes)
     model = build_model(spec)
@@ -50,13 +56,15 @@ def run_training(run_id: str, cfg: TrainConfig, resume_state: dict | None = None
         # The crash may have come between saving this state and logging its epoch's metrics.
         if pending and start not in tracking.logged_steps(run_id, "test_acc"):
             tracking.log_metrics(run_id, pending, start)
-    print(f"tc train: {cfg.model} (depth {cfg.depth}, width {cfg.width}) on {cfg.dataset}: "
-          f"{len(data.train_y)} train / {len(data.test_y)} test examples; run {run_id}"
-          + (f"; resuming at step {start}" if resume_state else ""), flush=True)
+    print(
+        f"tc train: {cfg.model} (depth {cfg.depth}, width {cfg.width}) on {cfg.dataset}: "
+        f"{len(data.train_y)} train / {len(data.test_y)} test examples; run {run_id}"
+        + (f"; resuming at step {start}" if resume_state else ""),
+        flush=True,
+    )
     progress = ProgressReporter(cfg, len(data.train_y), start)
     try:
-        train(model, data, cfg, [tracking.CheckpointLogger(run_id, spec.to_dict(), index), progress],
-              resume_state)
+        train(model, data, cfg, [tracking.CheckpointLogger(run_id, spec.to_dict(), index), progress], resume_state)
     finally:
         progress.close()
 

@@ -147,9 +147,9 @@ def load_data(
     """Load data set `name`; keep a seeded subset of `train_size` training examples (0 = all), then replace
     the labels of a seeded fraction `label_noise` of them by labels drawn uniformly from all classes (a
     replaced label can equal the true one, as in Zhang et al. 2017; 1.0 = fully random labels)."""
-    train_x, train_y, test_x, test_y = (torch.from_numpy(np.ascontiguousarray(a)) for a in _load_arrays(
-        name, data_dir, download
-    ))
+    train_x, train_y, test_x, test_y = (
+        torch.from_numpy(np.ascontiguousarray(a)) for a in _load_arrays(name, data_dir, download)
+    )
     train_y, test_y = train_y.long(), test_y.long()
     num_classes = int(max(train_y.max(), test_y.max())) + 1
     scaled = train_x.float() / 255.0

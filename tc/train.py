@@ -61,8 +61,9 @@ def lr_at(step: int, total_steps: int, cfg: TrainConfig) -> float:
 
 def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
     if cfg.optimizer == "adam":
-        return torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=(cfg.momentum, 0.999),
-                                weight_decay=cfg.weight_decay)
+        return torch.optim.Adam(
+            model.parameters(), lr=cfg.lr, betas=(cfg.momentum, 0.999), weight_decay=cfg.weight_decay
+        )
     return torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
 
 
@@ -73,7 +74,11 @@ def _memory_format(x: torch.Tensor) -> torch.memory_format:
 
 @torch.inference_mode()
 def evaluate(
-    model: nn.Module, data: DataBundle, x: torch.Tensor, y: torch.Tensor, device: torch.device,
+    model: nn.Module,
+    data: DataBundle,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    device: torch.device,
     batch_size: int = 1000,
 ) -> dict[str, float]:
     """Mean cross-entropy and accuracy of `model` (eval mode) on uint8 images `x` with labels `y`."""
