@@ -66,7 +66,7 @@ def save_checkpoint(
         "step": int(step),
         "epoch": float(epoch),
         "model_spec": dict(model_spec),
-        "state_dict": {k: v.detach().cpu().clone() for k, v in state_dict.items()},
+        "state_dict": {k: v.detach().cpu().contiguous().clone() for k, v in state_dict.items()},
     }
     atomic_save(payload, path)
     return IndexEntry(step=int(step), epoch=float(epoch), file=path.name, sha256=sha256(path))

@@ -1,0 +1,170 @@
+"""The training loop and the train entry point, in process, on a private MLflow store."""
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+from mlflow.tracking import MlflowClient
+
+from entrypoints import train as train_ep
+from tc import checkpoints as ck
+from tc import tracking
+from tc.config import TrainConfig
+from tc.data import load_data
+from tc.models import ModelSpec, build_model
+from tc.train import DivergenceError, lr_at, train
+
+TINY = [
+    "--dataset",
+    "digits",
+    "--model",
+    "mlp",
+    "--width",
+    "16",
+    "--epochs",
+    "3",
+    "--batch_size",
+    "256",
+    "--train_size",
+    "600",
+]  # 3 steps per epoch
+
+
+def _run(argv) -> str:
+    assert train_ep.main(argv) == 0
+    return MlflowClient().search_runs(["0"], order_by=["attribute.start_time DESC"])[0].info.run_id
+
+
+def _checkpoints(run_id, tmp) -> dict[int, str]:
+    """step -> sha256 as listed in the run's index, after verifying every file against it."""
+    local = Path(MlflowClient().download_artifacts(run_id, ck.ARTIFACT_DIR, str(tmp)))
+    index = ck.read_index(local / ck.INDEX_FILE)
+    for e in index:
+        ck.load_checkpoint(local / e.file, e.sha256)
+    assert sorted(p.name for p in local.glob("*.pt")) == [e.file for e in index]
+    return {e.step: e.sha256 for e in index}
+
+
+def _history(run_id) -> dict[str, list[tuple[int, float]]]:
+    c = MlflowClient()
+    return {
+        k: [(m.step, m.value) for m in c.get_metric_history(run_id, k)]
+        for k in ("train_loss", "train_acc", "test_loss", "test_acc", "epoch", "lr")
+    }
+
+
+def test_lr_schedules():
+    cfg = TrainConfig(lr=1.0, schedule="cosine")
+    assert lr_at(0, 100, cfg) == 1.0 and math.isclose(lr_at(50, 100, cfg), 0.5) and lr_at(100, 100, cfg) < 1e-12
+    step = TrainConfig(lr=1.0, schedule="step")
+    assert [lr_at(s, 100, step) for s in (49, 50, 75)] == pytest.approx([1.0, 0.1, 0.01])
+    assert lr_at(99, 100, TrainConfig(lr=0.3, schedule="constant")) == 0.3
+
+
+def test_train_logs_every_checkpoint_config_and_metrics(mlflow_store, tmp_path):
+    run_id = _run([*TINY, "--checkpoint_every", "2"])
+    run = MlflowClient().get_run(run_id)
+    assert run.info.status == "FINISHED"
+    assert run.data.params["dataset"] == "digits" and run.data.params["depth"] == "3"
+    config = json.loads((Path(MlflowClient().download_artifacts(run_id, "config.json", str(tmp_path)))).read_text())
+    assert config["width"] == 16 and config["data_dir"] is None
+    steps = _checkpoints(run_id, tmp_path)
+    assert sorted(steps) == [0, 2, 4, 6, 8, 9]  # init, every 2 steps, and the final step
+    history = _history(run_id)
+    assert [s for s, _ in history["test_acc"]] == [3, 6, 9]  # one point per epoch, at the global step
+    assert [v for _, v in history["epoch"]] == [1, 2, 3]
+    index = ck.read_index(Path(MlflowClient().download_artifacts(run_id, "checkpoints/index.json", str(tmp_path))))
+    assert [e.epoch for e in index] == pytest.approx([0, 2 / 3, 4 / 3, 2, 8 / 3, 3])
+    payload = ck.load_checkpoint(tmp_path / "checkpoints" / ck.filename(9))
+    model = build_model(ModelSpec(**payload["model_spec"]))
+    model.load_state_dict(payload["state_dict"])  # the checkpoint rebuilds its own architecture
+
+
+def test_same_seed_gives_identical_checkpoints_and_other_seed_does_not(mlflow_store, tmp_path):
+    a = _checkpoints(_run([*TINY, "--augment", "true"]), tmp_path / "a")
+    b = _checkpoints(_run([*TINY, "--augment", "true"]), tmp_path / "b")
+    c = _checkpoints(_run([*TINY, "--augment", "true", "--seed", "1"]), tmp_path / "c")
+    assert a == b
+    assert a[0] != c[0] and a[9] != c[9]
+
+
+class Killed(BaseException):
+    """Stands in for SIGKILL: nothing in tc catches a BaseException."""
+
+
+@pytest.mark.parametrize("where", ["mid_epoch_checkpoint", "before_epoch_metrics"])
+def test_killed_run_resumes_to_the_same_checkpoints_and_metrics(mlflow_store, tmp_path, monkeypatch, where):
+    argv = [
+        *TINY,
+        "--checkpoint_every",
+        "2",
+        "--augment",
+        "true",
+        "--model",
+        "resnet20",
+        "--depth",
+        "8",
+        "--width",
+        "4",
+    ]
+    reference = _run(argv)
+
+    calls = {"n": 0}
+    if where == "mid_epoch_checkpoint":  # dies right after uploading the step-4 checkpoint, before its state
+        real = MlflowClient.log_artifact
+
+        def flaky(self, run_id, local_path, artifact_path=None):
+            real(self, run_id, local_path, artifact_path)
+            if local_path.endswith(ck.filename(4)):
+                raise Killed
+
+        monkeypatch.setattr(MlflowClient, "log_artifact", flaky)
+    else:  # dies after the epoch-2 state was saved, before epoch 2's metrics reached MLflow
+        real = tracking.log_metrics
+
+        def flaky(run_id, metrics, step):
+            calls["n"] += 1
+            if calls["n"] == 2:
+                raise Killed
+            real(run_id, metrics, step)
+
+        monkeypatch.setattr(tracking, "log_metrics", flaky)
+    with pytest.raises(Killed):
+        train_ep.main(argv)
+    monkeypatch.undo()
+    killed = MlflowClient().search_runs(["0"], order_by=["attribute.start_time DESC"])[0].info.run_id
+    assert MlflowClient().get_run(killed).info.status == "FAILED"
+
+    assert train_ep.main(["--resume_run_id", killed]) == 0
+    assert MlflowClient().get_run(killed).info.status == "FINISHED"
+    assert _checkpoints(killed, tmp_path / "k") == _checkpoints(reference, tmp_path / "r")
+    assert _history(killed) == _history(reference)  # same values at the same steps, none twice
+
+
+def test_resuming_a_finished_run_is_refused(mlflow_store, capsys):
+    run_id = _run(TINY)
+    assert train_ep.main(["--resume_run_id", run_id]) == 1
+    assert "already FINISHED" in capsys.readouterr().err
+
+
+def test_divergence_raises_in_the_loop():
+    data = load_data("digits", train_size=200)
+    cfg = TrainConfig(dataset="digits", model="mlp", lr=1e6, momentum=0.0, weight_decay=0.0, epochs=3)
+    torch.manual_seed(0)
+    model = build_model(ModelSpec("mlp", 3, 64, 1, 8, 10))
+    with pytest.raises(DivergenceError, match="diverged at step"):
+        train(model, data, cfg)
+
+
+def test_diverging_run_is_marked_failed_with_its_reason(mlflow_store, capsys):
+    assert train_ep.main([*TINY, "--lr", "1e6", "--momentum", "0"]) == 1
+    run = MlflowClient().search_runs(["0"])[0]
+    assert run.info.status == "FAILED"
+    assert "diverged" in run.data.tags["tc.error"] and "diverged" in capsys.readouterr().err
+
+
+def test_bad_parameter_exits_2_and_names_it(mlflow_store, capsys):
+    assert train_ep.main(["--optimizer", "rmsprop"]) == 2
+    assert "optimizer" in capsys.readouterr().err
