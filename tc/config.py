@@ -83,6 +83,11 @@ def from_strings(cls: type[C], values: dict[str, Any]) -> C:
     return cls(**kwargs)
 
 
+def cast_field(cls: type, name: str, raw: Any) -> Any:
+    """Cast one raw value to the type of field `name` of config class `cls` (no validation)."""
+    return _cast(name, raw, typing.get_type_hints(cls)[name])
+
+
 def build_parser(cls: type, description: str | None = None) -> argparse.ArgumentParser:
     """An argparse parser with one `--name` option per field; values stay strings for `from_strings`."""
     parser = argparse.ArgumentParser(description=description)

@@ -19,7 +19,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from tc import checkpoints as ck
-from tc.config import TrainConfig, from_strings
+from tc.config import TrainConfig, cast_field, from_strings
 
 CONFIG_FILE = "config.json"
 RESUME_FILE = "resume/state.pt"
@@ -42,10 +42,30 @@ def get_run(run_id: str) -> mlflow.entities.Run:
         ) from e
 
 
+def param_str(value: Any) -> str:
+    """How a config value is written as an MLflow param (as MLproject defaults spell them)."""
+    if value is None:
+        return "none"
+    if isinstance(value, bool):
+        return str(value).lower()
+    return str(value)
+
+
 def log_config(run_id: str, cfg: Any) -> None:
-    """Log every field as a param (one batch) and the whole config as `config.json`."""
+    """Log the config as params (one batch) and as `config.json`.
+
+    `mlflow run` has already logged the parameters as given, and MLflow params are immutable, so a value
+    that was given in another spelling ("1e-1" for 0.1) is kept, and one that the config resolved
+    (depth=0 -> the model's default) is logged beside it as `<name>_resolved`."""
     values = asdict(cfg)
-    client().log_batch(run_id, params=[Param(k, str(v)) for k, v in values.items()])
+    given = get_run(run_id).data.params
+    params = []
+    for key, value in values.items():
+        if key not in given:
+            params.append(Param(key, param_str(value)))
+        elif cast_field(type(cfg), key, given[key]) != value:
+            params.append(Param(f"{key}_resolved", param_str(value)))
+    client().log_batch(run_id, params=params)
     client().log_dict(run_id, values, CONFIG_FILE)
 
 

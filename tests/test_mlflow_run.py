@@ -1,0 +1,47 @@
+"""The README's commands, end to end through `mlflow run --env-manager local` in a subprocess."""
+
+import os
+import subprocess
+import sys
+
+from mlflow.tracking import MlflowClient
+
+from tests.conftest import ROOT
+
+
+def mlflow_run(entry: str, *params: str, timeout: int = 300) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", "mlflow", "run", str(ROOT), "--env-manager", "local", "-e", entry]
+    for p in params:
+        cmd += ["-P", p]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=os.environ.copy())
+
+
+def test_train_through_mlflow_run_logs_checkpoints(mlflow_store):
+    proc = mlflow_run("train", "dataset=digits", "model=mlp", "epochs=2", "width=16", "batch_size=512")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "epoch 2/2" in proc.stdout
+    (run,) = MlflowClient().search_runs(["0"])
+    assert run.info.status == "FINISHED" and run.data.params["model"] == "mlp"
+    assert run.data.params["depth"] == "0" and run.data.params["depth_resolved"] == "3"  # 0 = model default
+    names = sorted(f.path for f in MlflowClient().list_artifacts(run.info.run_id, "checkpoints"))
+    assert names == [
+        "checkpoints/index.json",
+        "checkpoints/step_00000000.pt",
+        "checkpoints/step_00000003.pt",
+        "checkpoints/step_00000006.pt",
+    ]
+    assert {"train_loss", "train_acc", "test_loss", "test_acc"} <= set(run.data.metrics)
+
+
+def test_diverging_run_fails_with_a_clear_message(mlflow_store):
+    proc = mlflow_run("train", "dataset=digits", "model=mlp", "epochs=1", "lr=1e6", "momentum=0")
+    assert proc.returncode != 0
+    assert "training diverged at step" in proc.stderr
+    (run,) = MlflowClient().search_runs(["0"])
+    assert run.info.status == "FAILED"
+
+
+def test_bad_value_is_rejected_before_training(mlflow_store):
+    proc = mlflow_run("train", "dataset=imagenet")
+    assert proc.returncode != 0
+    assert "dataset='imagenet' is not valid; choose one of: fashion-mnist" in proc.stderr
