@@ -67,9 +67,11 @@ def main(argv: list[str] | None = None) -> None:
     steps = cfg.epochs * steps_per_epoch(len(data.train_y), cfg.batch_size)
     best = {k: min(v) for k, v in times.items()}
     overhead = best["tracked"] / best["untracked"] - 1
-    print(f"# train overhead: {cfg.model} width {cfg.width} on {cfg.dataset}, {len(data.train_y)} examples, "
-          f"{cfg.epochs} epochs = {steps} steps, {cfg.epochs + 1} checkpoints; torch {torch.__version__}, "
-          f"{torch.get_num_threads()} threads")
+    print(
+        f"# train overhead: {cfg.model} width {cfg.width} on {cfg.dataset}, {len(data.train_y)} examples, "
+        f"{cfg.epochs} epochs = {steps} steps, {cfg.epochs + 1} checkpoints; torch {torch.__version__}, "
+        f"{torch.get_num_threads()} threads"
+    )
     print("| variant | best time (s) | steps/s | all times (s) |")
     print("|---|---|---|---|")
     for k in ("untracked", "tracked"):

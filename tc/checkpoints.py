@@ -107,3 +107,19 @@ def read_index(path: str | Path) -> list[IndexEntry]:
     if body.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not a {FORMAT} index")
     return [IndexEntry(**e) for e in body["checkpoints"]]
+
+
+def load_series(files: list[tuple[IndexEntry, Path]]) -> tuple[list[int], list[dict], dict]:
+    """Load verified checkpoints in step order: (steps, state dicts, the common model spec)."""
+    steps, state_dicts, spec = [], [], None
+    for entry, path in sorted(files, key=lambda f: f[0].step):
+        payload = load_checkpoint(path, entry.sha256)
+        if spec is None:
+            spec = payload["model_spec"]
+        elif payload["model_spec"] != spec:
+            raise CheckpointError(f"{path}: its model_spec {payload['model_spec']} differs from the run's ({spec})")
+        steps.append(int(payload["step"]))
+        state_dicts.append(payload["state_dict"])
+    if len(steps) < 2:
+        raise CheckpointError(f"need at least two checkpoints to analyze, found {len(steps)}")
+    return steps, state_dicts, spec

@@ -166,3 +166,70 @@ class TrainConfig:
         _check_range("train_size", self.train_size, 0)
         _check_range("checkpoint_every", self.checkpoint_every, 0)
         _check_range("seed", self.seed, 0)
+
+
+BN_MODES = ("splice", "recalibrate")
+PRECISIONS = ("fp32", "bf16")
+MATRICES = ("full", "final")
+SPLITS = ("train", "test", "corrupt")
+
+
+def split_list(text: str) -> list[str]:
+    return [t.strip() for t in unquote(text).split(",") if t.strip()]
+
+
+@dataclass(frozen=True)
+class AnalyzeConfig:
+    """How `analyze` reads a training run's checkpoints and what it computes (SPEC sections 1-4)."""
+
+    run_id: str = _opt("", "the training run to analyze (required)")
+    cuts: str = _opt(
+        "stages", "cuts: stages (the model's stage boundaries), all (every block boundary), or a list 1,4,7"
+    )
+    splits: str = _opt("train,test,corrupt", "comma list of splits among train, test, corrupt")
+    max_samples: int = _opt(1000, "examples per split (seeded subset); 0 = the whole split")
+    checkpoints: str = _opt("all", "checkpoints to use: all, every:K (every K-th, always the last), or a list of steps")
+    bn_mode: str = _opt(
+        "splice", "BatchNorm in composites: each part keeps its own statistics, or re-estimate", BN_MODES
+    )
+    corruptions: str = _opt("all", "comma list of corruptions for the corrupt split, or all")
+    severities: str = _opt("3", "comma list of severities 1..5 for the corrupt split")
+    reference_run_id: str | None = _opt(None, "a second run (another seed) for the cross-seed control; none = skip")
+    batch_size: int = _opt(500, "examples per forward pass (per shallow checkpoint)")
+    device: str = _opt("auto", "where to compute; auto = cuda when available", DEVICES)
+    precision: str = _opt("fp32", "fp32, or bf16 autocast (faster where the hardware has bf16)", PRECISIONS)
+    matrix: str = _opt("full", "full: every (t1, t2) pair (heatmaps, lag curves); final: only t2 = last", MATRICES)
+    window: float = _opt(0.5, "fraction of training, before the final checkpoint, that the tc score averages over")
+    calibration_batches: int = _opt(5, "training batches used to re-estimate BatchNorm (bn_mode=recalibrate)")
+    seed: int = _opt(0, "seed for the sample subsets and the corruptions")
+
+    def __post_init__(self) -> None:
+        from tc.corruptions import CORRUPTIONS
+
+        validate_choices(self)
+        if not unquote(self.run_id):
+            raise ValueError("run_id is required: the id of a training run (see `mlflow runs list`)")
+        for s in split_list(self.splits):
+            _check_choice("splits", s, SPLITS)
+        if not split_list(self.splits):
+            raise ValueError(f"splits={self.splits!r} names no split; use some of: {', '.join(SPLITS)}")
+        if self.corruptions != "all":
+            for c in split_list(self.corruptions):
+                _check_choice("corruptions", c, tuple(CORRUPTIONS))
+        for s in split_list(self.severities):
+            if s not in {"1", "2", "3", "4", "5"}:
+                raise ValueError(f"severities={self.severities!r} is not valid; use a comma list of 1..5")
+        _check_range("max_samples", self.max_samples, 0)
+        _check_range("batch_size", self.batch_size, 1)
+        _check_range("window", self.window, 0.0, 1.0, low_open=True)
+        _check_range("calibration_batches", self.calibration_batches, 1)
+
+    @property
+    def corruption_names(self) -> list[str]:
+        from tc.corruptions import CORRUPTIONS
+
+        return list(CORRUPTIONS) if self.corruptions == "all" else split_list(self.corruptions)
+
+    @property
+    def severity_levels(self) -> list[int]:
+        return [int(s) for s in split_list(self.severities)]

@@ -121,3 +121,55 @@ def load_resume_state(run_id: str) -> dict | None:
         return None
     with tempfile.TemporaryDirectory() as tmp:
         return ck.safe_load(client().download_artifacts(run_id, RESUME_FILE, tmp))
+
+
+def download_checkpoints(run_id: str, cache: Path) -> list[tuple[ck.IndexEntry, Path]]:
+    """Fetch a run's checkpoints through MLflow (any tracking URI) into `cache/<run_id>/`, verifying every
+    file against the sha256 in `checkpoints/index.json`. Files already cached with the right hash are not
+    downloaded again; a cached file with the wrong hash is replaced."""
+    get_run(run_id)
+    target = Path(cache) / run_id
+    target.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            index_path = client().download_artifacts(run_id, f"{ck.ARTIFACT_DIR}/{ck.INDEX_FILE}", tmp)
+        except (MlflowException, OSError) as e:
+            raise ck.CheckpointError(
+                f"run {run_id} has no {ck.ARTIFACT_DIR}/{ck.INDEX_FILE}: it logged no checkpoints to analyze"
+            ) from e
+        entries = ck.read_index(index_path)
+        out = []
+        for e in entries:
+            local = target / e.file
+            if not (local.is_file() and ck.sha256(local) == e.sha256):
+                fetched = Path(client().download_artifacts(run_id, f"{ck.ARTIFACT_DIR}/{e.file}", tmp))
+                if ck.sha256(fetched) != e.sha256:
+                    raise ck.CheckpointError(
+                        f"run {run_id}: {e.file} does not match its sha256 in the index (tampered or truncated)"
+                    )
+                fetched.replace(local)
+            out.append((e, local))
+    return out
+
+
+ANALYSIS_DIR = "analysis"
+
+
+def previous_analysis_metrics(run_id: str) -> set[str]:
+    """Metric names the last analysis of `run_id` logged (from its analysis/summary.json), if any."""
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            path = client().download_artifacts(run_id, f"{ANALYSIS_DIR}/summary.json", tmp)
+        except (MlflowException, OSError):
+            return set()
+        return set(json.loads(Path(path).read_text()).get("metrics", {}))
+
+
+def log_analysis(run_id: str, local_dir: Path, metrics: dict[str, float], step: int, config: dict) -> None:
+    """Log an analysis into `run_id` so that the run holds one coherent result: the files replace those of
+    any earlier analysis (same names), its metrics become the latest values, and a metric an earlier
+    analysis logged but this one does not (another cut, say) gets NaN as its latest value, not a stale one."""
+    stale = previous_analysis_metrics(run_id) - set(metrics)
+    log_metrics(run_id, {**metrics, **{k: float("nan") for k in stale}}, step)
+    client().log_artifacts(run_id, str(local_dir), ANALYSIS_DIR)
+    client().set_tag(run_id, "tc.analysis", json.dumps(config)[:5000])

@@ -1,0 +1,140 @@
+"""Temporal-consistency analysis of a training run's checkpoints, logged back to that run.
+
+    mlflow run . --env-manager local -e analyze -P run_id=<training run id>
+
+Downloads the run's checkpoints through MLflow (cached under $TC_CACHE_DIR/checkpoints/<run id>/, every file
+checked against the sha256 in checkpoints/index.json), computes the SPEC section 2-4 quantities and logs to
+the *training* run: metrics tc_<split>, tc_<split>_d<cut>, half_life_<split>, drift_*, tc_corrupt_<name>
+(and tc_test_crossseed with reference_run_id), and under analysis/ the tidy CSV tables, summary.json and
+figures. The analyze run itself is tagged tc.source_run_id and links to the training run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import tempfile
+from dataclasses import asdict
+from pathlib import Path
+
+import mlflow
+
+from tc import checkpoints as ck
+from tc import plots, tracking
+from tc.analysis import AnalysisResult, Checkpoints, analyze, make_splits, select_steps
+from tc.config import AnalyzeConfig, parse_args
+from tc.data import DatasetNotFoundError, cache_dir, load_data
+from tc.models import ModelSpec, build_model
+
+HEADLINE = ("tc_train", "tc_test", "tc_corrupt", "half_life_test", "tc_test_crossseed", "drift_test")
+
+
+def load_run_checkpoints(run_id: str, expected: ModelSpec, checkpoints: str) -> Checkpoints:
+    """Download, verify and load a run's checkpoints; refuse any whose architecture differs from `expected`."""
+    files = tracking.download_checkpoints(run_id, cache_dir() / "checkpoints")
+    chosen = set(select_steps(checkpoints, [e.step for e, _ in files]))
+    steps, sds, spec = ck.load_series([(e, p) for e, p in files if e.step in chosen])
+    if spec != expected.to_dict():
+        raise ck.CheckpointError(
+            f"run {run_id}: checkpoints are of architecture {spec}, its config says {expected.to_dict()}"
+        )
+    model = build_model(expected)
+    for step, sd in zip(steps, sds, strict=True):
+        try:
+            model.load_state_dict(sd)
+        except RuntimeError as e:
+            raise ck.CheckpointError(
+                f"run {run_id}: checkpoint at step {step} does not fit {expected.model}: {str(e)[:300]}"
+            ) from e
+    return Checkpoints(steps, sds)
+
+
+def compute(cfg: AnalyzeConfig) -> tuple[AnalysisResult, int]:
+    train_cfg = tracking.load_train_config(cfg.run_id)
+    data = load_data(
+        train_cfg.dataset,
+        data_dir=train_cfg.data_dir,
+        download=train_cfg.download,
+        train_size=train_cfg.train_size,
+        label_noise=train_cfg.label_noise,
+        seed=train_cfg.seed,
+    )
+    spec = ModelSpec(
+        train_cfg.model, train_cfg.depth, train_cfg.width, data.in_channels, data.image_size, data.num_classes
+    )
+    ckpts = load_run_checkpoints(cfg.run_id, spec, cfg.checkpoints)
+    reference = None
+    if cfg.reference_run_id:
+        reference = load_run_checkpoints(cfg.reference_run_id, spec, "all")
+    print(
+        f"tc analyze: run {cfg.run_id}: {len(ckpts.steps)} checkpoints (steps {ckpts.steps[0]}..{ckpts.steps[-1]}), "
+        f"splits {cfg.splits}, up to {cfg.max_samples or 'all'} samples each, matrix={cfg.matrix}, "
+        f"bn_mode={cfg.bn_mode}, precision={cfg.precision}",
+        flush=True,
+    )
+    from tqdm.auto import tqdm
+
+    total = sum(len(s.y) for s in make_splits(data, cfg))
+    with tqdm(total=total, unit="sample", disable=None, leave=False) as bar:
+        result = analyze(build_model(spec), ckpts, data, cfg, reference, progress=bar.update)
+    return result, ckpts.steps[-1]
+
+
+def write_outputs(result: AnalysisResult, cfg: AnalyzeConfig, out: Path) -> None:
+    for name in ("matrices", "lags", "drift", "per_sample", "corrupt"):
+        getattr(result, name).to_csv(out / f"{name}.csv", index=False)
+    (out / "summary.json").write_text(json.dumps({**result.summary, "config": asdict(cfg)}, indent=1))
+    figures = {
+        "drift_vs_consistency.png": plots.drift_vs_consistency(result.drift),
+        "per_sample_kde.png": plots.per_sample_kde(result.per_sample),
+    }
+    if cfg.matrix == "full":
+        figures["consistency_heatmaps.png"] = plots.consistency_heatmaps(result.matrices)
+        figures["lag_curves.png"] = plots.lag_curves(result.lags)
+    for name, fig in figures.items():
+        fig.savefig(out / name, dpi=110)
+        plots.plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> int:
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    try:
+        cfg = parse_args(AnalyzeConfig, argv, description=__doc__.splitlines()[0])
+    except ValueError as e:
+        print(f"tc analyze: {e}", file=sys.stderr)
+        return 2
+    with mlflow.start_run() as run:
+        mlflow.set_tag("tc.source_run_id", cfg.run_id)
+        try:
+            source = tracking.get_run(cfg.run_id)
+            mlflow.set_tag(
+                "mlflow.note.content",
+                f"Analysis of training run [{cfg.run_id}]"
+                f"(#/experiments/{source.info.experiment_id}/runs/{cfg.run_id}).",
+            )
+            result, last_step = compute(cfg)
+        except (LookupError, ValueError, DatasetNotFoundError) as e:  # CheckpointError is a ValueError
+            print(f"tc analyze: {e}", file=sys.stderr)
+            mlflow.set_tag("tc.error", str(e)[:5000])
+            mlflow.end_run("FAILED")
+            return 1
+        with tempfile.TemporaryDirectory() as tmp:
+            write_outputs(result, cfg, Path(tmp))
+            tracking.log_analysis(
+                cfg.run_id, Path(tmp), result.metrics, last_step, {**asdict(cfg), "analyze_run_id": run.info.run_id}
+            )
+            mlflow.log_artifact(str(Path(tmp) / "summary.json"))
+    m = result.metrics
+    print(
+        "tc analyze: " + "  ".join(f"{k} {m[k]:.4f}" for k in HEADLINE if k in m) + f"  [{m['analysis_seconds']:.0f}s]"
+    )
+    print(
+        f"tc analyze: logged to run {cfg.run_id}; open `mlflow ui` and look under its Metrics and "
+        f"Artifacts > {tracking.ANALYSIS_DIR}/"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

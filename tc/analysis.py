@@ -1,0 +1,274 @@
+"""The `analyze` computation: checkpoints + data + config in, tidy tables and metrics out (no MLflow here).
+
+Splits: `train` is a seeded subset of the training set with the labels the model was trained on (noisy
+labels included); `test` a seeded subset of the test set; `corrupt` the same test subset with CIFAR-10-C-style
+corruptions assigned round-robin (see `tc.corruptions.corrupted_set`).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+import torch
+
+from tc import consistency as C
+from tc.compose import StateDict, composite_outputs, composite_outputs_naive
+from tc.config import AnalyzeConfig, split_list
+from tc.corruptions import corrupted_set
+from tc.data import DataBundle
+from tc.models import BlockNet
+from tc.train import resolve_device
+
+
+@dataclass
+class Checkpoints:
+    steps: list[int]
+    state_dicts: list[StateDict]
+
+
+@dataclass
+class EvalSplit:
+    name: str
+    x: torch.Tensor  # uint8 images
+    y: torch.Tensor
+    corruption: list[str] | None = None
+    severity: list[int] | None = None
+
+
+@dataclass
+class AnalysisResult:
+    matrices: pd.DataFrame  # cut, split, t1, t2, acc, agree, loss, rc (t1, t2 = steps)
+    lags: pd.DataFrame  # cut, split, lag, acc, rc
+    drift: pd.DataFrame  # cut, split, t1, drift, agree_final, acc_final
+    per_sample: pd.DataFrame  # cut, split, sample, c
+    corrupt: pd.DataFrame  # cut, corruption, severity, tc, acc
+    metrics: dict[str, float] = field(default_factory=dict)
+    summary: dict = field(default_factory=dict)
+
+
+def parse_cuts(text: str, model: BlockNet) -> list[int]:
+    if text == "stages":
+        return list(model.stage_cuts)
+    if text == "all":
+        return list(model.cuts)
+    try:
+        cuts = sorted({int(c) for c in split_list(text)})
+    except ValueError:
+        cuts = []
+    if not cuts or not set(cuts) <= set(model.cuts):
+        raise ValueError(f"cuts={text!r} is not valid; use stages, all, or a comma list from {model.cuts}")
+    return cuts
+
+
+def select_steps(text: str, steps: list[int]) -> list[int]:
+    """`all`, `every:K` (every K-th checkpoint counted from the first, plus the last), or a list of steps."""
+    if text == "all":
+        return list(steps)
+    if text.startswith("every:"):
+        k = int(text.split(":", 1)[1])
+        if k < 1:
+            raise ValueError(f"checkpoints={text!r}: K must be >= 1")
+        return sorted(set(steps[::k]) | {steps[-1]})
+    try:
+        chosen = sorted({int(s) for s in split_list(text)})
+    except ValueError:
+        raise ValueError(f"checkpoints={text!r} is not valid; use all, every:K, or a list of steps") from None
+    missing = sorted(set(chosen) - set(steps))
+    if missing:
+        raise ValueError(f"checkpoints: steps {missing} are not in the run; it has {steps}")
+    if len(chosen) < 2:
+        raise ValueError("checkpoints: choose at least two")
+    return chosen
+
+
+def _subset(n: int, k: int, seed: int) -> torch.Tensor:
+    if k == 0 or k >= n:
+        return torch.arange(n)
+    return torch.randperm(n, generator=torch.Generator().manual_seed(seed))[:k].sort().values
+
+
+def make_splits(data: DataBundle, cfg: AnalyzeConfig) -> list[EvalSplit]:
+    names = split_list(cfg.splits)
+    out = []
+    if "train" in names:
+        idx = _subset(len(data.train_y), cfg.max_samples, cfg.seed)
+        out.append(EvalSplit("train", data.train_x[idx], data.train_y[idx]))
+    test_idx = _subset(len(data.test_y), cfg.max_samples, cfg.seed + 1)
+    if "test" in names:
+        out.append(EvalSplit("test", data.test_x[test_idx], data.test_y[test_idx]))
+    if "corrupt" in names:
+        x, cor, sev = corrupted_set(data.test_x[test_idx], cfg.corruption_names, cfg.severity_levels, cfg.seed)
+        out.append(EvalSplit("corrupt", x, data.test_y[test_idx], cor, sev))
+    return out
+
+
+def _outputs(model, ckpts, split, data, cfg, cuts, columns, calibration, progress, precision=None):
+    x = data.normalize(split.x)
+    sds = ckpts.state_dicts
+    device = resolve_device(cfg.device)
+    if cfg.bn_mode == "recalibrate":
+        return composite_outputs_naive(
+            model,
+            sds,
+            sds,
+            x,
+            split.y,
+            cuts,
+            columns=columns,
+            batch_size=cfg.batch_size,
+            calibration=calibration,
+            device=device,
+        )
+    return composite_outputs(
+        model,
+        sds,
+        sds,
+        x,
+        split.y,
+        cuts,
+        columns=columns,
+        batch_size=cfg.batch_size,
+        precision=precision or cfg.precision,
+        device=device,
+        progress=progress,
+    )
+
+
+def analyze(
+    model: BlockNet,
+    ckpts: Checkpoints,
+    data: DataBundle,
+    cfg: AnalyzeConfig,
+    reference: Checkpoints | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> AnalysisResult:
+    """Every SPEC section 2-3 quantity for each (cut, split); see `tc.consistency` for the formulas."""
+    t0 = time.perf_counter()
+    cuts = parse_cuts(cfg.cuts, model)
+    steps = ckpts.steps
+    T = len(steps) - 1
+    columns = None if cfg.matrix == "full" else [T]
+    win = C.window(steps, cfg.window)
+    calibration = None
+    if cfg.bn_mode == "recalibrate":
+        g = torch.Generator().manual_seed(cfg.seed + 2)
+        order = torch.randperm(len(data.train_y), generator=g)
+        b = cfg.batch_size
+        calibration = [data.normalize(data.train_x[order[i * b : (i + 1) * b]]) for i in range(cfg.calibration_batches)]
+    rows, lag_rows, drift_rows, sample_rows, corrupt_rows = [], [], [], [], []
+    metrics: dict[str, float] = {}
+    summary: dict = {"cuts": cuts, "steps": steps, "window_steps": [steps[i] for i in win], "half_life": {}}
+    for split in make_splits(data, cfg):
+        outs = _outputs(model, ckpts, split, data, cfg, cuts, columns, calibration, progress)
+        rel_lags = []
+        for cut, out in outs.items():
+            acc = C.acc_matrix(out, split.y)
+            agree = C.agree_matrix(out, C.own_predictions(out))
+            loss = C.loss_matrix(out)
+            rc = acc / torch.stack([acc[j, j] for j in range(acc.shape[1])])[None, :]
+            for i, j in zip(*torch.nonzero(out.done, as_tuple=True), strict=True):
+                i, j = int(i), int(j)
+                rows.append(
+                    (
+                        cut,
+                        split.name,
+                        steps[i],
+                        steps[j],
+                        float(acc[i, j]),
+                        float(agree[i, j]),
+                        float(loss[i, j]),
+                        float(rc[i, j]),
+                    )
+                )
+            if cfg.matrix == "full":
+                m, r = C.lag_curve(acc), C.lag_curve(rc)
+                rel_lags.append(r)
+                lag_rows += [(cut, split.name, lag, m[lag], r[lag]) for lag in range(len(m))]
+                hl = C.half_life(r)
+                summary["half_life"][f"{split.name}_d{cut}"] = hl
+            metrics[f"tc_{split.name}_d{cut}"] = C.tc_score(agree, win)
+            metrics[f"tc_{split.name}_random_shallow_d{cut}"] = float(agree[0, T])
+            drift = out.drift.mean(dim=1)
+            metrics[f"drift_{split.name}_d{cut}"] = float(drift[win].mean())
+            drift_rows += [
+                (cut, split.name, steps[i], float(drift[i]), float(agree[i, T]), float(acc[i, T]))
+                for i in range(len(steps))
+            ]
+            c = C.per_sample_consistency(out, split.y, win)
+            sample_rows.append(
+                pd.DataFrame({"cut": cut, "split": split.name, "sample": np.arange(len(c)), "c": c.numpy()})
+            )
+            if split.corruption is not None:
+                frame = pd.DataFrame({"corruption": split.corruption, "severity": split.severity})
+                ref = C.own_predictions(out)[T]
+                hits = (out.pred[win, T] == ref).double().mean(0).numpy()
+                correct = (out.pred[T, T] == split.y).double().numpy()
+                frame["agree"], frame["correct"] = hits, correct
+                for (name, sev), grp in frame.groupby(["corruption", "severity"]):
+                    corrupt_rows.append((cut, name, int(sev), grp["agree"].mean(), grp["correct"].mean()))
+        for prefix in (f"tc_{split.name}", f"tc_{split.name}_random_shallow", f"drift_{split.name}"):
+            metrics[prefix] = float(np.mean([metrics[f"{prefix}_d{cut}"] for cut in cuts]))
+        if rel_lags:
+            hl = C.half_life(np.nanmean(np.stack(rel_lags), axis=0))
+            summary["half_life"][split.name] = hl
+            # Censored (never below 0.9 within the run): log the number of lags observed, a lower bound.
+            metrics[f"half_life_{split.name}"] = float(hl if hl is not None else len(steps))
+    corrupt = pd.DataFrame(corrupt_rows, columns=["cut", "corruption", "severity", "tc", "acc"])
+    for name, grp in corrupt.groupby("corruption"):
+        metrics[f"tc_corrupt_{name}"] = float(grp["tc"].mean())
+    if reference is not None and "test" in split_list(cfg.splits):
+        metrics.update(_cross_seed(model, ckpts, reference, data, cfg, cuts, win))
+    if cfg.precision == "bf16":
+        metrics["bf16_agreement"] = _bf16_agreement(model, ckpts, data, cfg, cuts, T)
+    metrics["analysis_seconds"] = time.perf_counter() - t0
+    summary["metrics"] = metrics
+    return AnalysisResult(
+        matrices=pd.DataFrame(rows, columns=["cut", "split", "t1", "t2", "acc", "agree", "loss", "rc"]),
+        lags=pd.DataFrame(lag_rows, columns=["cut", "split", "lag", "acc", "rc"]),
+        drift=pd.DataFrame(drift_rows, columns=["cut", "split", "t1", "drift", "agree_final", "acc_final"]),
+        per_sample=pd.concat(sample_rows, ignore_index=True) if sample_rows else pd.DataFrame(),
+        corrupt=corrupt,
+        metrics=metrics,
+        summary=summary,
+    )
+
+
+def _cross_seed(model, ckpts, reference, data, cfg, cuts, win) -> dict[str, float]:
+    """Shallow parts of this run's window checkpoints under the final deep part of the reference run
+    (another seed): agreement with the reference network's own predictions. Expected to be low."""
+    split = next(s for s in make_splits(data, cfg) if s.name == "test")
+    ref_last = reference.state_dicts[-1]
+    shallow = [ckpts.state_dicts[i] for i in win] + [ref_last]
+    x = data.normalize(split.x)
+    outs = composite_outputs(
+        model,
+        shallow,
+        [ref_last],
+        x,
+        split.y,
+        cuts,
+        batch_size=cfg.batch_size,
+        precision=cfg.precision,
+        device=resolve_device(cfg.device),
+    )
+    per_cut = {}
+    for cut, out in outs.items():
+        own = out.pred[-1, 0]
+        per_cut[f"tc_test_crossseed_d{cut}"] = float((out.pred[:-1, 0] == own).double().mean())
+    return {**per_cut, "tc_test_crossseed": float(np.mean(list(per_cut.values())))}
+
+
+def _bf16_agreement(model, ckpts, data, cfg, cuts, T) -> float:
+    """Fraction of (shallow checkpoint, cut, sample) whose bf16 prediction of the final column equals fp32's."""
+    split = make_splits(data, cfg)[0]
+    x = data.normalize(split.x)
+    device = resolve_device(cfg.device)
+    kw = dict(columns=[T], batch_size=cfg.batch_size, device=device)
+    sds = ckpts.state_dicts
+    lo = composite_outputs(model, sds, sds, x, split.y, cuts, precision="bf16", **kw)
+    hi = composite_outputs(model, sds, sds, x, split.y, cuts, precision="fp32", **kw)
+    return float(np.mean([(lo[c].pred[:, T] == hi[c].pred[:, T]).double().mean() for c in cuts]))

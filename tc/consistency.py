@@ -1,0 +1,99 @@
+"""Temporal-consistency quantities from composite outputs (SPEC section 2): pure tensors in, numbers out.
+
+Indices i (shallow checkpoint t1) and j (deep checkpoint t2) run over the same checkpoint list within a run;
+T is the last checkpoint.
+
+    acc[i, j]   = mean_x 1[argmax g[i, j](x) = y]
+    agree[i, j] = mean_x 1[argmax g[i, j](x) = argmax f(x; θ_j)]        (f(·; θ_j) = g[j, j])
+    loss[i, j]  = mean_x CE(g[i, j](x), y)
+    rc[i, j]    = acc[i, j] / acc[j, j]
+    tc          = mean_{i in W} agree[i, T]          W = checkpoints in the last half of training, before T
+    m(Δ)        = mean_i acc[i, i + Δ];   r(Δ) = mean_i rc[i, i + Δ]
+    half-life   = min {Δ : r(Δ) < 0.9}   (in checkpoints; None if r never falls below 0.9 = censored)
+    c(x)        = mean_{i in W} 1[argmax g[i, T](x) = y]
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+from tc.compose import CompositeOutputs
+
+
+def acc_matrix(out: CompositeOutputs, y: torch.Tensor) -> torch.Tensor:
+    """[n_shallow, n_deep] accuracy; NaN where the pair was not evaluated."""
+    acc = (out.pred == y).double().mean(dim=2)
+    return acc.masked_fill(~out.done, math.nan)
+
+
+def agree_matrix(out: CompositeOutputs, reference_pred: torch.Tensor) -> torch.Tensor:
+    """[n_shallow, n_deep] fraction of x where g[i, j] predicts what `reference_pred[j]` (the deep
+    checkpoint's own network) predicts; NaN where not evaluated."""
+    agree = (out.pred == reference_pred[None]).double().mean(dim=2)
+    return agree.masked_fill(~out.done, math.nan)
+
+
+def loss_matrix(out: CompositeOutputs) -> torch.Tensor:
+    return out.nll.double().mean(dim=2).masked_fill(~out.done, math.nan)
+
+
+def own_predictions(out: CompositeOutputs) -> torch.Tensor:
+    """[n_deep, N] predictions of f(·; θ_j) = g[j, j], from a square output (same checkpoints both ways)."""
+    return torch.stack([out.pred[j, j] for j in range(out.pred.shape[1])])
+
+
+def relative_consistency(acc: torch.Tensor) -> torch.Tensor:
+    diag = torch.diagonal(acc)
+    return acc / diag[None, :]
+
+
+def window(steps: Sequence[int], fraction: float = 0.5) -> list[int]:
+    """Indices of the checkpoints in the last `fraction` of training, excluding the final one. Falls back
+    to every earlier checkpoint when the window holds none."""
+    last = steps[-1]
+    idx = [i for i, s in enumerate(steps[:-1]) if s >= (1 - fraction) * last]
+    return idx or list(range(len(steps) - 1))
+
+
+def tc_score(agree: torch.Tensor, win: Sequence[int]) -> float:
+    """Mean agreement of the final deep part on earlier shallow features over the window."""
+    return float(agree[list(win), -1].mean())
+
+
+def lag_curve(matrix: torch.Tensor) -> np.ndarray:
+    """m(Δ) = mean_i matrix[i, i+Δ] for Δ = 0 .. n-1 (earlier shallow, later deep); NaN if no pair is done."""
+    n = matrix.shape[0]
+    values = []
+    for lag in range(n):
+        diag = torch.diagonal(matrix, offset=lag)
+        diag = diag[~torch.isnan(diag)]
+        values.append(float(diag.mean()) if len(diag) else math.nan)
+    return np.array(values)
+
+
+def half_life(rel_lag: np.ndarray, threshold: float = 0.9) -> int | None:
+    """The first lag (in checkpoints) where relative consistency falls below `threshold`; None if never."""
+    below = np.nonzero(rel_lag < threshold)[0]
+    return int(below[0]) if len(below) else None
+
+
+def per_sample_consistency(out: CompositeOutputs, y: torch.Tensor, win: Sequence[int]) -> torch.Tensor:
+    """c(x) in [0, 1] for every sample: how often the final deep part classifies earlier features right."""
+    return (out.pred[list(win), -1] == y).double().mean(dim=0)
+
+
+def kde(values: np.ndarray, grid: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, float] | None:
+    """Gaussian KDE with Scott's rule: (grid, density, bandwidth). None when the values are all equal
+    (a KDE of a point mass is undefined)."""
+    from scipy.stats import gaussian_kde
+
+    values = np.asarray(values, dtype=float)
+    if len(values) < 2 or np.ptp(values) == 0:
+        return None
+    k = gaussian_kde(values, bw_method="scott")
+    grid = np.linspace(-0.1, 1.1, 241) if grid is None else grid
+    return grid, k(grid), float(k.factor * values.std(ddof=1))

@@ -1,0 +1,105 @@
+"""Matplotlib figures from the analysis tables. Each function returns a Figure and never shows it."""
+
+from __future__ import annotations
+
+import matplotlib
+
+matplotlib.use("Agg")  # headless: figures are files logged to MLflow
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+
+from tc.consistency import kde
+
+
+def consistency_heatmaps(matrices: pd.DataFrame, value: str = "rc") -> Figure:
+    """Grid cuts (rows) x splits (columns) of `value`[t1, t2]: rows t1 (shallow), columns t2 (deep).
+    The upper triangle (t1 < t2) is "earlier shallow, later deep"."""
+    cuts, splits = sorted(matrices["cut"].unique()), list(dict.fromkeys(matrices["split"]))
+    fig, axes = plt.subplots(
+        len(cuts), len(splits), figsize=(3.2 * len(splits) + 1, 2.9 * len(cuts)), squeeze=False, constrained_layout=True
+    )
+    image = None
+    for r, cut in enumerate(cuts):
+        for c, split in enumerate(splits):
+            ax = axes[r][c]
+            sub = matrices[(matrices["cut"] == cut) & (matrices["split"] == split)]
+            grid = sub.pivot(index="t1", columns="t2", values=value)
+            image = ax.imshow(
+                grid.to_numpy(),
+                vmin=0,
+                vmax=1.05 if value == "rc" else 1,
+                cmap="viridis",
+                origin="upper",
+                aspect="auto",
+            )
+            ticks = np.arange(len(grid.columns))
+            step = max(1, len(ticks) // 6)
+            ax.set_xticks(ticks[::step], [str(t) for t in grid.columns[::step]], fontsize=7)
+            ax.set_yticks(np.arange(len(grid.index))[::step], [str(t) for t in grid.index[::step]], fontsize=7)
+            ax.set_title(f"{split}, cut {cut}", fontsize=9)
+            if c == 0:
+                ax.set_ylabel("t1: shallow step")
+            if r == len(cuts) - 1:
+                ax.set_xlabel("t2: deep step")
+    if image is not None:
+        fig.colorbar(
+            image, ax=axes, shrink=0.6, label={"rc": "relative consistency acc[t1,t2]/acc[t2,t2]"}.get(value, value)
+        )
+    return fig
+
+
+def lag_curves(lags: pd.DataFrame) -> Figure:
+    """Relative consistency r(Δ) against lag Δ (checkpoints), one panel per split, one line per cut."""
+    splits = list(dict.fromkeys(lags["split"]))
+    fig, axes = plt.subplots(
+        1, len(splits), figsize=(4 * len(splits), 3.2), squeeze=False, sharey=True, constrained_layout=True
+    )
+    for ax, split in zip(axes[0], splits, strict=True):
+        for cut, sub in lags[lags["split"] == split].groupby("cut"):
+            ax.plot(sub["lag"], sub["rc"], marker="o", ms=3, label=f"cut {cut}")
+        ax.axhline(0.9, color="grey", ls="--", lw=0.8)
+        ax.set_title(split)
+        ax.set_xlabel("lag Δ (checkpoints)")
+        ax.set_ylim(0, 1.1)
+    axes[0][0].set_ylabel("r(Δ) = mean_t rc[t, t+Δ]")
+    axes[0][-1].legend(fontsize=8)
+    return fig
+
+
+def per_sample_kde(per_sample: pd.DataFrame) -> Figure:
+    """Density of per-sample consistency c(x) (Gaussian KDE, Scott's rule), one panel per cut, one line per
+    split; a split whose c(x) is constant is drawn as a vertical line."""
+    cuts = sorted(per_sample["cut"].unique())
+    fig, axes = plt.subplots(
+        1, len(cuts), figsize=(3.4 * len(cuts), 3), squeeze=False, sharey=True, constrained_layout=True
+    )
+    for ax, cut in zip(axes[0], cuts, strict=True):
+        for split, sub in per_sample[per_sample["cut"] == cut].groupby("split", sort=False):
+            est = kde(sub["c"].to_numpy())
+            if est is None:
+                ax.axvline(sub["c"].iloc[0], label=f"{split} (all {sub['c'].iloc[0]:.2f})", ls=":")
+            else:
+                grid, density, bw = est
+                ax.plot(grid, density, label=f"{split} (bw {bw:.3f})")
+        ax.set_title(f"cut {cut}")
+        ax.set_xlabel("c(x)")
+    axes[0][0].set_ylabel("density")
+    axes[0][-1].legend(fontsize=7)
+    return fig
+
+
+def drift_vs_consistency(drift: pd.DataFrame) -> Figure:
+    """Feature drift of each checkpoint against the last, beside the final deep part's agreement on it."""
+    splits = list(dict.fromkeys(drift["split"]))
+    fig, axes = plt.subplots(1, len(splits), figsize=(4 * len(splits), 3.2), squeeze=False, constrained_layout=True)
+    for ax, split in zip(axes[0], splits, strict=True):
+        for cut, sub in drift[drift["split"] == split].groupby("cut"):
+            line = ax.plot(sub["t1"], sub["drift"], ls="--", lw=1)[0]
+            ax.plot(sub["t1"], sub["agree_final"], color=line.get_color(), marker="o", ms=3, label=f"cut {cut}")
+        ax.set_title(f"{split}: drift (dashed) vs agreement (solid)", fontsize=9)
+        ax.set_xlabel("t1: shallow step")
+    axes[0][-1].legend(fontsize=8)
+    return fig
