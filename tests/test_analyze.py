@@ -1,0 +1,197 @@
+"""The analyze entry point on real training runs in a private MLflow store: results and bad inputs."""
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+from mlflow.tracking import MlflowClient
+
+from entrypoints import analyze as analyze_ep
+from entrypoints import train as train_ep
+from tc import checkpoints as ck
+from tc import tracking
+
+TINY = [
+    "--dataset",
+    "digits",
+    "--model",
+    "resnet20",
+    "--depth",
+    "8",
+    "--width",
+    "4",
+    "--epochs",
+    "4",
+    "--batch_size",
+    "128",
+    "--train_size",
+    "512",
+]
+
+
+def _train(*extra) -> str:
+    assert train_ep.main([*TINY, *extra]) == 0
+    return MlflowClient().search_runs(["0"], order_by=["attribute.start_time DESC"])[0].info.run_id
+
+
+def _latest_run():
+    return MlflowClient().search_runs(["0"], order_by=["attribute.start_time DESC"])[0]
+
+
+def _tc_metrics(run_id):
+    return {k: v for k, v in MlflowClient().get_run(run_id).data.metrics.items() if k.startswith(("tc_", "half"))}
+
+
+def test_analyze_logs_metrics_tables_and_figures_back_to_the_training_run(mlflow_store, tmp_path):
+    run_id = _train()
+    reference = _train("--seed", "1")
+    assert analyze_ep.main(["--run_id", run_id, "--max_samples", "120", "--reference_run_id", reference]) == 0
+    analysis_run = _latest_run()
+    assert analysis_run.data.tags["tc.source_run_id"] == run_id
+    assert run_id in analysis_run.data.tags["mlflow.note.content"]
+
+    metrics = MlflowClient().get_run(run_id).data.metrics
+    for key in (
+        "tc_train",
+        "tc_test",
+        "tc_corrupt",
+        "half_life_test",
+        "tc_test_crossseed",
+        "tc_test_d1",
+        "tc_test_d3",
+        "tc_corrupt_jpeg",
+        "drift_test",
+    ):
+        assert key in metrics, key
+    assert 0 <= metrics["tc_test"] <= 1
+    # the control: another seed's deep part does not read this run's features like its own
+    assert metrics["tc_test_crossseed"] < metrics["tc_test"]
+    assert metrics["tc_test"] == pytest.approx(sum(metrics[f"tc_test_d{c}"] for c in (1, 2, 3, 4)) / 4)
+
+    names = {f.path for f in MlflowClient().list_artifacts(run_id, "analysis")}
+    for f in (
+        "matrices.csv",
+        "lags.csv",
+        "drift.csv",
+        "per_sample.csv",
+        "corrupt.csv",
+        "summary.json",
+        "consistency_heatmaps.png",
+        "lag_curves.png",
+        "per_sample_kde.png",
+        "drift_vs_consistency.png",
+    ):
+        assert f"analysis/{f}" in names
+    import pandas as pd
+
+    local = Path(MlflowClient().download_artifacts(run_id, "analysis", str(tmp_path)))
+    matrices = pd.read_csv(local / "matrices.csv")
+    assert list(matrices.columns) == ["cut", "split", "t1", "t2", "acc", "agree", "loss", "rc"]
+    assert len(matrices) == 4 * 3 * 5 * 5  # cuts x splits x checkpoints^2
+    diag = matrices[matrices.t1 == matrices.t2]
+    assert (diag.agree == 1.0).all() and (diag.rc == 1.0).all()
+    assert json.loads(MlflowClient().get_run(run_id).data.tags["tc.analysis"])["max_samples"] == 120
+
+
+def test_second_analysis_leaves_one_coherent_result(mlflow_store):
+    run_id = _train()
+    assert analyze_ep.main(["--run_id", run_id, "--max_samples", "60", "--splits", "test"]) == 0
+    assert (
+        analyze_ep.main(
+            ["--run_id", run_id, "--max_samples", "60", "--splits", "test", "--cuts", "1,3", "--matrix", "final"]
+        )
+        == 0
+    )
+    metrics = MlflowClient().get_run(run_id).data.metrics
+    assert not math.isnan(metrics["tc_test_d1"]) and not math.isnan(metrics["tc_test_d3"])
+    assert math.isnan(metrics["tc_test_d4"])  # from the first analysis only: superseded, not left stale
+    assert math.isnan(metrics["half_life_test"])  # matrix=final computes no lag curve
+    names = {f.path for f in MlflowClient().list_artifacts(run_id, "analysis")}
+    assert "analysis/summary.json" in names
+
+
+def _fails_cleanly(argv, capsys, words, run_id=None):
+    before = _tc_metrics(run_id) if run_id else None
+    assert analyze_ep.main(argv) == 1
+    err = capsys.readouterr().err
+    assert all(w in err for w in words), err
+    assert _latest_run().info.status == "FAILED"
+    if run_id:
+        assert _tc_metrics(run_id) == before == {}  # nothing logged as if it were a result
+
+
+def test_unknown_run_id(mlflow_store, capsys):
+    _fails_cleanly(["--run_id", "0123456789abcdef"], capsys, ["no MLflow run", "0123456789abcdef"])
+
+
+def test_run_without_checkpoints(mlflow_store, capsys):
+    client = MlflowClient()
+    run_id = client.create_run("0").info.run_id
+    from tc.config import TrainConfig
+
+    tracking.log_config(run_id, TrainConfig(dataset="digits"))
+    _fails_cleanly(["--run_id", run_id], capsys, ["no checkpoints"], run_id)
+
+
+def _artifact_dir(run_id) -> Path:
+    uri = MlflowClient().get_run(run_id).info.artifact_uri
+    return Path(uri.removeprefix("file://"))
+
+
+def test_tampered_checkpoint(mlflow_store, capsys):
+    run_id = _train()
+    path = _artifact_dir(run_id) / "checkpoints" / ck.filename(8)
+    data = bytearray(path.read_bytes())
+    data[-50] ^= 0xFF
+    path.write_bytes(bytes(data))
+    _fails_cleanly(["--run_id", run_id], capsys, ["sha256", ck.filename(8)], run_id)
+
+
+def test_truncated_checkpoint(mlflow_store, capsys):
+    run_id = _train()
+    path = _artifact_dir(run_id) / "checkpoints" / ck.filename(4)
+    path.write_bytes(path.read_bytes()[:1000])
+    _fails_cleanly(["--run_id", run_id], capsys, ["sha256"], run_id)
+
+
+class Exploit:
+    ran = False
+
+    def __reduce__(self):
+        return (setattr, (Exploit, "ran", True))
+
+
+def test_checkpoint_holding_pickled_code_is_never_executed(mlflow_store, capsys):
+    run_id = _train()
+    art = _artifact_dir(run_id) / "checkpoints"
+    evil = art / ck.filename(8)
+    payload = ck.safe_load(evil)
+    payload["hook"] = Exploit()
+    torch.save(payload, evil)
+    # an attacker who can write the store can also rewrite the index: the hash then matches
+    index = ck.read_index(art / ck.INDEX_FILE)
+    index = [
+        ck.IndexEntry(e.step, e.epoch, e.file, ck.sha256(evil) if e.file == evil.name else e.sha256) for e in index
+    ]
+    ck.write_index(art, index)
+    _fails_cleanly(["--run_id", run_id], capsys, ["refused to load"], run_id)
+    assert Exploit.ran is False
+
+
+def test_checkpoint_of_another_architecture(mlflow_store, capsys, tmp_path):
+    run_id = _train()
+    # the run's config now claims a wider network than its checkpoints hold
+    art = _artifact_dir(run_id)
+    config = json.loads((art / "config.json").read_text())
+    config["width"] = 8
+    (art / "config.json").write_text(json.dumps(config))
+    _fails_cleanly(["--run_id", run_id], capsys, ["architecture"], run_id)
+
+
+def test_bad_parameters_exit_2(mlflow_store, capsys):
+    assert analyze_ep.main(["--run_id", "x", "--splits", "val"]) == 2
+    assert "splits" in capsys.readouterr().err
+    assert analyze_ep.main([]) == 2
+    assert "run_id is required" in capsys.readouterr().err
