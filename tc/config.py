@@ -195,7 +195,7 @@ class AnalyzeConfig:
     corruptions: str = _opt("all", "comma list of corruptions for the corrupt split, or all")
     severities: str = _opt("3", "comma list of severities 1..5 for the corrupt split")
     reference_run_id: str | None = _opt(None, "a second run (another seed) for the cross-seed control; none = skip")
-    batch_size: int = _opt(500, "examples per forward pass (per shallow checkpoint)")
+    batch_size: int = _opt(128, "examples per forward pass (per shallow checkpoint)")
     device: str = _opt("auto", "where to compute; auto = cuda when available", DEVICES)
     precision: str = _opt("fp32", "fp32, or bf16 autocast (faster where the hardware has bf16)", PRECISIONS)
     matrix: str = _opt("full", "full: every (t1, t2) pair (heatmaps, lag curves); final: only t2 = last", MATRICES)

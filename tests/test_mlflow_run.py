@@ -4,6 +4,7 @@ import os
 import subprocess
 import sys
 
+import pytest
 from mlflow.tracking import MlflowClient
 
 from tests.conftest import ROOT
@@ -45,3 +46,15 @@ def test_bad_value_is_rejected_before_training(mlflow_store):
     proc = mlflow_run("train", "dataset=imagenet")
     assert proc.returncode != 0
     assert "dataset='imagenet' is not valid; choose one of: fashion-mnist" in proc.stderr
+
+
+@pytest.mark.slow
+def test_main_quick_start_trains_analyzes_and_prints_headline(mlflow_store):
+    proc = mlflow_run("main", "epochs=2", "train_size=300", "width=4", "max_samples=60")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "=== tc quick start ===" in proc.stdout and "tc_test" in proc.stdout
+    runs = MlflowClient().search_runs(["0"])
+    parent = next(r for r in runs if "tc.train_run_id" in r.data.tags)
+    train = MlflowClient().get_run(parent.data.tags["tc.train_run_id"])
+    assert train.data.tags["mlflow.parentRunId"] == parent.info.run_id
+    assert "tc_test" in train.data.metrics and "tc_test" in parent.data.metrics
