@@ -75,9 +75,9 @@ def compute(cfg: AnalyzeConfig) -> tuple[AnalysisResult, int]:
     )
     from tqdm.auto import tqdm
 
-    total = sum(len(s.y) for s in make_splits(data, cfg))
-    with tqdm(total=total, unit="sample", disable=None, leave=False) as bar:
-        result = analyze(build_model(spec), ckpts, data, cfg, reference, progress=bar.update)
+    splits = make_splits(data, cfg)
+    with tqdm(total=sum(len(s.y) for s in splits), unit="sample", disable=None, leave=False) as bar:
+        result = analyze(build_model(spec), ckpts, data, cfg, reference, progress=bar.update, splits=splits)
     return result, ckpts.steps[-1]
 
 

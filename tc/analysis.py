@@ -145,9 +145,12 @@ def analyze(
     cfg: AnalyzeConfig,
     reference: Checkpoints | None = None,
     progress: Callable[[int], None] | None = None,
+    splits: list[EvalSplit] | None = None,
 ) -> AnalysisResult:
-    """Every SPEC section 2-3 quantity for each (cut, split); see `tc.consistency` for the formulas."""
+    """Every SPEC section 2-3 quantity for each (cut, split); see `tc.consistency` for the formulas.
+    `splits` defaults to `make_splits(data, cfg)`."""
     t0 = time.perf_counter()
+    splits = make_splits(data, cfg) if splits is None else splits
     cuts = parse_cuts(cfg.cuts, model)
     steps = ckpts.steps
     T = len(steps) - 1
@@ -162,7 +165,7 @@ def analyze(
     rows, lag_rows, drift_rows, sample_rows, corrupt_rows = [], [], [], [], []
     metrics: dict[str, float] = {}
     summary: dict = {"cuts": cuts, "steps": steps, "window_steps": [steps[i] for i in win], "half_life": {}}
-    for split in make_splits(data, cfg):
+    for split in splits:
         outs = _outputs(model, ckpts, split, data, cfg, cuts, columns, calibration, progress)
         rel_lags = []
         for cut, out in outs.items():
@@ -220,10 +223,11 @@ def analyze(
     corrupt = pd.DataFrame(corrupt_rows, columns=["cut", "corruption", "severity", "tc", "acc"])
     for name, grp in corrupt.groupby("corruption"):
         metrics[f"tc_corrupt_{name}"] = float(grp["tc"].mean())
-    if reference is not None and "test" in split_list(cfg.splits):
-        metrics.update(_cross_seed(model, ckpts, reference, data, cfg, cuts, win))
+    test = next((s for s in splits if s.name == "test"), None)
+    if reference is not None and test is not None:
+        metrics.update(_cross_seed(model, ckpts, reference, test, data, cfg, cuts, win))
     if cfg.precision == "bf16":
-        metrics["bf16_agreement"] = _bf16_agreement(model, ckpts, data, cfg, cuts, T)
+        metrics["bf16_agreement"] = _bf16_agreement(model, ckpts, splits[0], data, cfg, cuts, T)
     metrics["analysis_seconds"] = time.perf_counter() - t0
     summary["metrics"] = metrics
     return AnalysisResult(
@@ -237,10 +241,9 @@ def analyze(
     )
 
 
-def _cross_seed(model, ckpts, reference, data, cfg, cuts, win) -> dict[str, float]:
+def _cross_seed(model, ckpts, reference, split, data, cfg, cuts, win) -> dict[str, float]:
     """Shallow parts of this run's window checkpoints under the final deep part of the reference run
     (another seed): agreement with the reference network's own predictions. Expected to be low."""
-    split = next(s for s in make_splits(data, cfg) if s.name == "test")
     ref_last = reference.state_dicts[-1]
     shallow = [ckpts.state_dicts[i] for i in win] + [ref_last]
     x = data.normalize(split.x)
@@ -262,9 +265,8 @@ def _cross_seed(model, ckpts, reference, data, cfg, cuts, win) -> dict[str, floa
     return {**per_cut, "tc_test_crossseed": float(np.mean(list(per_cut.values())))}
 
 
-def _bf16_agreement(model, ckpts, data, cfg, cuts, T) -> float:
+def _bf16_agreement(model, ckpts, split, data, cfg, cuts, T) -> float:
     """Fraction of (shallow checkpoint, cut, sample) whose bf16 prediction of the final column equals fp32's."""
-    split = make_splits(data, cfg)[0]
     x = data.normalize(split.x)
     device = resolve_device(cfg.device)
     kw = dict(columns=[T], batch_size=cfg.batch_size, device=device)

@@ -178,9 +178,10 @@ def composite_outputs(
                     done = cut
                     feats[cut].append(z)
             for cut in cuts:
-                flat = torch.stack([f.float().flatten(1) for f in feats[cut]])  # [n_shallow, b, dim]
-                drift = (flat - flat[-1]).norm(dim=2) / flat[-1].norm(dim=1).clamp_min(1e-12)
-                outs[cut].drift[:, sl] = drift.cpu()
+                last = feats[cut][-1].float().flatten(1)
+                last_norm = last.norm(dim=1).clamp_min(1e-12)
+                for i, f in enumerate(feats[cut]):  # one [b, dim] difference at a time: no n_shallow-fold copy
+                    outs[cut].drift[i, sl] = ((f.float().flatten(1) - last).norm(dim=1) / last_norm).cpu()
                 for j in columns:
                     for g in range(0, n_s, group):
                         stacked = torch.cat(feats[cut][g : g + group])
