@@ -15,6 +15,7 @@ import json
 import os
 import sys
 import tempfile
+import time
 from dataclasses import asdict
 from pathlib import Path
 
@@ -22,12 +23,25 @@ import mlflow
 
 from tc import checkpoints as ck
 from tc import plots, tracking
-from tc.analysis import AnalysisResult, Checkpoints, analyze, make_splits, select_steps
+from tc.analysis import AnalysisResult, Checkpoints, analyze, anisotropy, make_splits, select_steps
 from tc.config import AnalyzeConfig, parse_args
 from tc.data import DatasetNotFoundError, cache_dir, load_data
 from tc.models import ModelSpec, build_model
 
-HEADLINE = ("tc_train", "tc_test", "tc_corrupt", "half_life_test", "tc_test_crossseed", "drift_test")
+HEADLINE = (
+    "tc_train",
+    "tc_test",
+    "tc_corrupt",
+    "half_life_test",
+    "tc_test_crossseed",
+    "drift_test",
+    "aniso_drift_topk_var",
+    "aniso_drift_pvalue",
+    "aniso_grad_topk_var",
+    "aniso_grad_pvalue",
+    "aniso_perturb_acc_structured",
+    "aniso_perturb_acc_isotropic",
+)
 
 
 def load_run_checkpoints(run_id: str, expected: ModelSpec, checkpoints: str) -> Checkpoints:
@@ -78,6 +92,12 @@ def compute(cfg: AnalyzeConfig) -> tuple[AnalysisResult, int]:
     splits = make_splits(data, cfg)
     with tqdm(total=sum(len(s.y) for s in splits), unit="sample", disable=None, leave=False) as bar:
         result = analyze(build_model(spec), ckpts, data, cfg, reference, progress=bar.update, splits=splits)
+    if cfg.anisotropy:
+        split = next((s for s in splits if s.name == "test"), splits[0])
+        t0 = time.perf_counter()
+        result.aniso = anisotropy(build_model(spec), ckpts, data, cfg, split, train_cfg.batch_size, train_cfg.seed)
+        result.metrics.update(result.aniso.metrics)
+        result.metrics["anisotropy_seconds"] = time.perf_counter() - t0
     return result, ckpts.steps[-1]
 
 
@@ -89,6 +109,12 @@ def write_outputs(result: AnalysisResult, cfg: AnalyzeConfig, out: Path) -> None
         "drift_vs_consistency.png": plots.drift_vs_consistency(result.drift),
         "per_sample_kde.png": plots.per_sample_kde(result.per_sample),
     }
+    if result.aniso is not None:
+        result.aniso.stats.to_csv(out / "anisotropy.csv", index=False)
+        result.aniso.spectra.to_csv(out / "anisotropy_spectra.csv", index=False)
+        result.aniso.perturb.to_csv(out / "perturbation.csv", index=False)
+        figures["anisotropy_spectra.png"] = plots.spectra_vs_null(result.aniso.spectra)
+        figures["perturbation.png"] = plots.perturbation_curves(result.aniso.perturb)
     if cfg.matrix == "full":
         figures["consistency_heatmaps.png"] = plots.consistency_heatmaps(result.matrices)
         figures["lag_curves.png"] = plots.lag_curves(result.lags)

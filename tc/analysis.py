@@ -48,6 +48,7 @@ class AnalysisResult:
     corrupt: pd.DataFrame  # cut, corruption, severity, tc, acc
     metrics: dict[str, float] = field(default_factory=dict)
     summary: dict = field(default_factory=dict)
+    aniso: AnisotropyResult | None = None
 
 
 def parse_cuts(text: str, model: BlockNet) -> list[int]:
@@ -274,3 +275,85 @@ def _bf16_agreement(model, ckpts, split, data, cfg, cuts, T) -> float:
     lo = composite_outputs(model, sds, sds, x, split.y, cuts, precision="bf16", **kw)
     hi = composite_outputs(model, sds, sds, x, split.y, cuts, precision="fp32", **kw)
     return float(np.mean([(lo[c].pred[:, T] == hi[c].pred[:, T]).double().mean() for c in cuts]))
+
+
+@dataclass
+class AnisotropyResult:
+    stats: pd.DataFrame  # cut, kind (drift|grad), statistic, value, n, p, unit
+    spectra: pd.DataFrame  # cut, kind, index, eig, null_q05, null_q95
+    perturb: pd.DataFrame  # cut, eps, kind (clean|structured|isotropic), acc
+    metrics: dict[str, float]
+
+
+def anisotropy(
+    model: BlockNet,
+    ckpts: Checkpoints,
+    data: DataBundle,
+    cfg: AnalyzeConfig,
+    split: EvalSplit,
+    train_batch_size: int,
+    train_seed: int,
+) -> AnisotropyResult:
+    """SPEC section 5 at every cut: feature drift over the window (split `split`), gradient noise at the
+    window's first checkpoint, and the perturbation test on the final checkpoint at ε = 0.5 (headline)."""
+    from tc import anisotropy as A
+    from tc import noise
+    from tc.data import iterate_batches
+
+    cuts = parse_cuts(cfg.cuts, model)
+    win = C.window(ckpts.steps, cfg.window)
+    chosen = [ckpts.state_dicts[i] for i in win] + [ckpts.state_dicts[-1]]
+    x = data.normalize(split.x)
+    grad_ckpt = win[0]
+    batches = []
+    for xb, yb in iterate_batches(data, train_batch_size, train_seed, epoch=0, augment=False):
+        if len(batches) == cfg.grad_batches or len(yb) < train_batch_size:
+            break
+        batches.append((data.normalize(xb), yb))
+    grads = noise.gradient_noise(model, ckpts.state_dicts[grad_ckpt], batches, cuts, seed=cfg.seed)
+    stat_rows, spec_rows, pert_rows, metrics = [], [], [], {}
+    units = {"drift": "sample-checkpoint pairs", "grad": "minibatches"}
+    for cut in cuts:
+        feats = noise.features(model, chosen, x, cut, cfg.batch_size)
+        vectors = {"drift": noise.drift_vectors(feats), "grad": grads[cut]}
+        for kind, vecs in vectors.items():
+            r = A.analyze_samples(vecs, k=cfg.aniso_k, draws=cfg.null_draws, seed=cfg.seed)
+            values = {
+                "topk_var": r.topk[r.k - 1],
+                "eff_rank": r.eff_rank,
+                "max_over_mean": r.max_over_mean,
+                "pvalue": r.pvalue,
+                "lw_pvalue": r.lw_pvalue,
+                "spikes": r.spikes,
+                "mp_spikes": r.mp_spikes,
+                "power_law_alpha": r.power_law_alpha,
+                **{f"top{j + 1}_var": v for j, v in enumerate(r.topk)},
+            }
+            stat_rows += [(cut, kind, name, float(v), r.n, r.p, units[kind]) for name, v in values.items()]
+            for name in ("topk_var", "eff_rank", "pvalue"):
+                metrics[f"aniso_{kind}_{name}_d{cut}"] = float(values[name])
+            spec_rows += [(cut, kind, i + 1, r.eig[i], r.null_q05[i], r.null_q95[i]) for i in range(len(r.eig))]
+        full = (feats[1:] - feats[:-1]).flatten(2).flatten(0, 1)[:2000]  # [rows, D], rows capped for the SVD
+        for eps, kind, acc in noise.perturbation_test(
+            model, ckpts.state_dicts[-1], feats[-1], full, split.y, cut, k=cfg.aniso_k, seed=cfg.seed
+        ):
+            pert_rows.append((cut, eps, kind, acc))
+            if eps == 0.5:
+                metrics[f"aniso_perturb_acc_{kind}_d{cut}"] = acc
+    for name in (
+        "drift_topk_var",
+        "drift_eff_rank",
+        "drift_pvalue",
+        "grad_topk_var",
+        "grad_eff_rank",
+        "grad_pvalue",
+        "perturb_acc_structured",
+        "perturb_acc_isotropic",
+    ):
+        metrics[f"aniso_{name}"] = float(np.mean([metrics[f"aniso_{name}_d{c}"] for c in cuts]))
+    return AnisotropyResult(
+        stats=pd.DataFrame(stat_rows, columns=["cut", "kind", "statistic", "value", "n", "p", "unit"]),
+        spectra=pd.DataFrame(spec_rows, columns=["cut", "kind", "index", "eig", "null_q05", "null_q95"]),
+        perturb=pd.DataFrame(pert_rows, columns=["cut", "eps", "kind", "acc"]),
+        metrics=metrics,
+    )

@@ -202,6 +202,10 @@ class AnalyzeConfig:
     window: float = _opt(0.5, "fraction of training, before the final checkpoint, that the tc score averages over")
     calibration_batches: int = _opt(5, "training batches used to re-estimate BatchNorm (bn_mode=recalibrate)")
     seed: int = _opt(0, "seed for the sample subsets and the corruptions")
+    anisotropy: bool = _opt(True, "also compute the SGD-noise anisotropy statistics (SPEC section 5)")
+    aniso_k: int = _opt(3, "top-k principal directions for the explained-variance test and perturbations")
+    null_draws: int = _opt(1000, "Monte-Carlo draws of the isotropic Gaussian null")
+    grad_batches: int = _opt(32, "training minibatches for the gradient-noise covariance")
 
     def __post_init__(self) -> None:
         from tc.corruptions import CORRUPTIONS
@@ -223,6 +227,9 @@ class AnalyzeConfig:
         _check_range("batch_size", self.batch_size, 1)
         _check_range("window", self.window, 0.0, 1.0, low_open=True)
         _check_range("calibration_batches", self.calibration_batches, 1)
+        _check_range("aniso_k", self.aniso_k, 1, 10)
+        _check_range("null_draws", self.null_draws, 100)
+        _check_range("grad_batches", self.grad_batches, 3)
 
     @property
     def corruption_names(self) -> list[str]:

@@ -103,3 +103,51 @@ def drift_vs_consistency(drift: pd.DataFrame) -> Figure:
         ax.set_xlabel("t1: shallow step")
     axes[0][-1].legend(fontsize=8)
     return fig
+
+
+def spectra_vs_null(spectra: pd.DataFrame) -> Figure:
+    """Eigen-spectra (log scale) of drift and gradient noise per cut, with the isotropic null's 5-95% band."""
+    kinds = list(dict.fromkeys(spectra["kind"]))
+    cuts = sorted(spectra["cut"].unique())
+    fig, axes = plt.subplots(
+        len(kinds), len(cuts), figsize=(3.2 * len(cuts), 2.8 * len(kinds)), squeeze=False, constrained_layout=True
+    )
+    for r, kind in enumerate(kinds):
+        for c, cut in enumerate(cuts):
+            ax = axes[r][c]
+            sub = spectra[(spectra["kind"] == kind) & (spectra["cut"] == cut)]
+            sub = sub[sub["eig"] > 0]
+            ax.fill_between(
+                sub["index"],
+                sub["null_q05"].clip(lower=1e-30),
+                sub["null_q95"],
+                color="grey",
+                alpha=0.35,
+                label="isotropic null 5-95%",
+            )
+            ax.plot(sub["index"], sub["eig"], marker=".", ms=3, label="observed")
+            ax.set_yscale("log")
+            ax.set_title(f"{kind}, cut {cut}", fontsize=9)
+            ax.set_xlabel("eigenvalue index")
+    axes[0][0].legend(fontsize=7)
+    return fig
+
+
+def perturbation_curves(perturb: pd.DataFrame) -> Figure:
+    """Final deep part's accuracy against perturbation norm ε ||z||: structured (top-k drift directions)
+    versus isotropic noise, one panel per cut."""
+    cuts = sorted(perturb["cut"].unique())
+    fig, axes = plt.subplots(
+        1, len(cuts), figsize=(3.2 * len(cuts), 3), squeeze=False, sharey=True, constrained_layout=True
+    )
+    for ax, cut in zip(axes[0], cuts, strict=True):
+        sub = perturb[perturb["cut"] == cut]
+        clean = sub[sub["kind"] == "clean"]["acc"].iloc[0]
+        for kind in ("structured", "isotropic"):
+            k = sub[sub["kind"] == kind]
+            ax.plot([0, *k["eps"]], [clean, *k["acc"]], marker="o", ms=3, label=kind)
+        ax.set_title(f"cut {cut}")
+        ax.set_xlabel("ε (noise norm / feature norm)")
+    axes[0][0].set_ylabel("accuracy")
+    axes[0][-1].legend(fontsize=8)
+    return fig

@@ -66,6 +66,7 @@ def test_analyze_logs_metrics_tables_and_figures_back_to_the_training_run(mlflow
     ):
         assert key in metrics, key
     assert 0 <= metrics["tc_test"] <= 1
+    assert 0 < metrics["aniso_drift_pvalue"] <= 1 and 0 < metrics["aniso_grad_topk_var"] <= 1
     # the control: another seed's deep part does not read this run's features like its own
     assert metrics["tc_test_crossseed"] < metrics["tc_test"]
     assert metrics["tc_test"] == pytest.approx(sum(metrics[f"tc_test_d{c}"] for c in (1, 2, 3, 4)) / 4)
@@ -93,6 +94,9 @@ def test_analyze_logs_metrics_tables_and_figures_back_to_the_training_run(mlflow
     diag = matrices[matrices.t1 == matrices.t2]
     assert (diag.agree == 1.0).all() and (diag.rc == 1.0).all()
     assert json.loads(MlflowClient().get_run(run_id).data.tags["tc.analysis"])["max_samples"] == 120
+    stats = pd.read_csv(local / "anisotropy.csv")
+    units = dict(zip(stats["kind"], stats["unit"], strict=False))
+    assert units == {"drift": "sample-checkpoint pairs", "grad": "minibatches"}
 
 
 def test_second_analysis_leaves_one_coherent_result(mlflow_store):
