@@ -53,12 +53,26 @@ def main(argv: list[str] | None = None) -> int:
             parameters={"run_id": train.run_id, "max_samples": args.max_samples},
         )
         m = tracking.get_run(train.run_id).data.metrics
-        headline = {k: m[k] for k in ("test_acc", "tc_train", "tc_test", "tc_corrupt", "half_life_test") if k in m}
+        headline = {
+            k: m[k]
+            for k in (
+                "test_acc",
+                "tc_train",
+                "tc_test",
+                "tc_corrupt",
+                "half_life_test",
+                "aniso_drift_topk_var",
+                "aniso_drift_pvalue",
+                "aniso_perturb_acc_structured",
+                "aniso_perturb_acc_isotropic",
+            )
+            if k in m
+        }
         mlflow.log_metrics(headline)
     print("\n=== tc quick start ===")
     print(f"training run: {train.run_id}")
     for k, v in headline.items():
-        print(f"  {k:15s} {v:.4f}")
+        print(f"  {k:29s} {v:.4f}")
     print("open the results: `mlflow ui` (in this directory), then http://127.0.0.1:5000")
     return 0
 
