@@ -7,6 +7,7 @@ corruptions assigned round-robin (see `tc.corruptions.corrupted_set`).
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -107,36 +108,14 @@ def make_splits(data: DataBundle, cfg: AnalyzeConfig) -> list[EvalSplit]:
     return out
 
 
-def _outputs(model, ckpts, split, data, cfg, cuts, columns, calibration, progress, precision=None):
-    x = data.normalize(split.x)
+def _outputs(model, ckpts, split, data, cfg, cuts, columns, calibration, progress):
+    """Composite outputs of one split: the fast path, or the naive one where BatchNorm is recalibrated."""
     sds = ckpts.state_dicts
-    device = resolve_device(cfg.device)
+    common = dict(columns=columns, batch_size=cfg.batch_size, device=resolve_device(cfg.device))
+    x = data.normalize(split.x)
     if cfg.bn_mode == "recalibrate":
-        return composite_outputs_naive(
-            model,
-            sds,
-            sds,
-            x,
-            split.y,
-            cuts,
-            columns=columns,
-            batch_size=cfg.batch_size,
-            calibration=calibration,
-            device=device,
-        )
-    return composite_outputs(
-        model,
-        sds,
-        sds,
-        x,
-        split.y,
-        cuts,
-        columns=columns,
-        batch_size=cfg.batch_size,
-        precision=precision or cfg.precision,
-        device=device,
-        progress=progress,
-    )
+        return composite_outputs_naive(model, sds, sds, x, split.y, cuts, calibration=calibration, **common)
+    return composite_outputs(model, sds, sds, x, split.y, cuts, precision=cfg.precision, progress=progress, **common)
 
 
 def analyze(
@@ -196,8 +175,10 @@ def analyze(
                 summary["half_life"][f"{split.name}_d{cut}"] = hl
             metrics[f"tc_{split.name}_d{cut}"] = C.tc_score(agree, win)
             metrics[f"tc_{split.name}_random_shallow_d{cut}"] = float(agree[0, T])
-            drift = out.drift.mean(dim=1)
-            metrics[f"drift_{split.name}_d{cut}"] = float(drift[win].mean())
+            # the recalibrating (naive) path keeps no features, so it reports no drift
+            drift = out.drift.mean(dim=1) if out.drift is not None else torch.full((len(steps),), math.nan)
+            if out.drift is not None:
+                metrics[f"drift_{split.name}_d{cut}"] = float(drift[win].mean())
             drift_rows += [
                 (cut, split.name, steps[i], float(drift[i]), float(agree[i, T]), float(acc[i, T]))
                 for i in range(len(steps))
@@ -215,7 +196,8 @@ def analyze(
                 for (name, sev), grp in frame.groupby(["corruption", "severity"]):
                     corrupt_rows.append((cut, name, int(sev), grp["agree"].mean(), grp["correct"].mean()))
         for prefix in (f"tc_{split.name}", f"tc_{split.name}_random_shallow", f"drift_{split.name}"):
-            metrics[prefix] = float(np.mean([metrics[f"{prefix}_d{cut}"] for cut in cuts]))
+            if f"{prefix}_d{cuts[0]}" in metrics:
+                metrics[prefix] = float(np.mean([metrics[f"{prefix}_d{cut}"] for cut in cuts]))
         if rel_lags:
             hl = C.half_life(np.nanmean(np.stack(rel_lags), axis=0))
             summary["half_life"][split.name] = hl

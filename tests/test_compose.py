@@ -155,3 +155,25 @@ def test_kde_uses_scotts_rule_and_refuses_a_point_mass():
     assert np.trapezoid(density, grid) == pytest.approx(1.0, abs=0.05)
     assert C.kde(np.ones(10)) is None
     assert math.isnan(C.lag_curve(torch.full((2, 2), math.nan))[0])
+
+
+def test_analyze_with_recalibrated_batchnorm_and_final_column():
+    from tc.analysis import Checkpoints, analyze
+    from tc.config import AnalyzeConfig
+    from tc.data import load_data
+
+    data = load_data("digits", train_size=200)
+    model, sds = _checkpoints(n=3)
+    cfg = AnalyzeConfig(
+        run_id="x",
+        splits="test",
+        max_samples=40,
+        bn_mode="recalibrate",
+        matrix="final",
+        calibration_batches=2,
+        batch_size=32,
+        cuts="all",
+    )
+    result = analyze(model, Checkpoints([0, 5, 10], sds), data, cfg)
+    assert set(result.matrices["t2"]) == {10} and len(result.matrices) == 3 * len(model.cuts)
+    assert 0 <= result.metrics["tc_test"] <= 1 and "half_life_test" not in result.metrics
