@@ -98,6 +98,8 @@ def compute(cfg: AnalyzeConfig) -> tuple[AnalysisResult, int]:
         result.aniso = anisotropy(build_model(spec), ckpts, data, cfg, split, train_cfg.batch_size, train_cfg.seed)
         result.metrics.update(result.aniso.metrics)
         result.metrics["anisotropy_seconds"] = time.perf_counter() - t0
+        if "aniso_grad_pvalue" not in result.metrics:
+            print("tc analyze: gradient noise skipped: the training set has fewer than 3 full minibatches")
     return result, ckpts.steps[-1]
 
 

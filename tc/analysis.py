@@ -277,7 +277,8 @@ def anisotropy(
     train_seed: int,
 ) -> AnisotropyResult:
     """SPEC section 5 at every cut: feature drift over the window (split `split`), gradient noise at the
-    window's first checkpoint, and the perturbation test on the final checkpoint at ε = 0.5 (headline)."""
+    window's first checkpoint, and the perturbation test on the final checkpoint at ε = 0.5 (headline).
+    A kind with fewer than 3 vectors (a training set of fewer than 3 full minibatches) is left out."""
     from tc import anisotropy as A
     from tc import noise
     from tc.data import iterate_batches
@@ -298,6 +299,8 @@ def anisotropy(
     for cut in cuts:
         feats = noise.features(model, chosen, x, cut, cfg.batch_size)
         vectors = {"drift": noise.drift_vectors(feats), "grad": grads[cut]}
+        # a covariance needs >= 3 vectors: a tiny training set may give fewer full minibatches
+        vectors = {kind: v for kind, v in vectors.items() if len(v) >= 3}
         for kind, vecs in vectors.items():
             r = A.analyze_samples(vecs, k=cfg.aniso_k, draws=cfg.null_draws, seed=cfg.seed)
             values = {
@@ -332,7 +335,8 @@ def anisotropy(
         "perturb_acc_structured",
         "perturb_acc_isotropic",
     ):
-        metrics[f"aniso_{name}"] = float(np.mean([metrics[f"aniso_{name}_d{c}"] for c in cuts]))
+        if f"aniso_{name}_d{cuts[0]}" in metrics:
+            metrics[f"aniso_{name}"] = float(np.mean([metrics[f"aniso_{name}_d{c}"] for c in cuts]))
     return AnisotropyResult(
         stats=pd.DataFrame(stat_rows, columns=["cut", "kind", "statistic", "value", "n", "p", "unit"]),
         spectra=pd.DataFrame(spec_rows, columns=["cut", "kind", "index", "eig", "null_q05", "null_q95"]),

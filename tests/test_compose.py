@@ -177,3 +177,19 @@ def test_analyze_with_recalibrated_batchnorm_and_final_column():
     result = analyze(model, Checkpoints([0, 5, 10], sds), data, cfg)
     assert set(result.matrices["t2"]) == {10} and len(result.matrices) == 3 * len(model.cuts)
     assert 0 <= result.metrics["tc_test"] <= 1 and "half_life_test" not in result.metrics
+
+
+def test_anisotropy_leaves_out_gradient_noise_with_too_few_minibatches():
+    from tc.analysis import Checkpoints, anisotropy, make_splits
+    from tc.config import AnalyzeConfig
+    from tc.data import load_data
+
+    model, sds = _checkpoints(n=3)
+    cfg = AnalyzeConfig(run_id="x", splits="test", max_samples=30, null_draws=100, cuts="1,3")
+    for train_size, has_grad in ((200, False), (512, True)):  # batch 128: 1 or 4 full minibatches
+        data = load_data("digits", train_size=train_size)
+        split = make_splits(data, cfg)[0]
+        result = anisotropy(model, Checkpoints([0, 5, 10], sds), data, cfg, split, 128, 0)
+        assert "aniso_drift_pvalue" in result.metrics
+        assert ("aniso_grad_pvalue" in result.metrics) is has_grad
+        assert set(result.perturb["kind"]) == {"clean", "structured", "isotropic"}
