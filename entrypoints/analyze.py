@@ -125,6 +125,14 @@ def write_outputs(result: AnalysisResult, cfg: AnalyzeConfig, out: Path) -> None
         plots.plt.close(fig)
 
 
+def log_into_run(cfg: AnalyzeConfig, result: AnalysisResult, last_step: int, analyze_run_id: str) -> None:
+    """Write the tables and figures and log them, with the metrics, into the training run `cfg.run_id`."""
+    with tempfile.TemporaryDirectory() as tmp:
+        write_outputs(result, cfg, Path(tmp))
+        config = {**asdict(cfg), "analyze_run_id": analyze_run_id}
+        tracking.log_analysis(cfg.run_id, Path(tmp), result.metrics, last_step, config)
+
+
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     try:
@@ -147,12 +155,8 @@ def main(argv: list[str] | None = None) -> int:
             mlflow.set_tag("tc.error", str(e)[:5000])
             mlflow.end_run("FAILED")
             return 1
-        with tempfile.TemporaryDirectory() as tmp:
-            write_outputs(result, cfg, Path(tmp))
-            tracking.log_analysis(
-                cfg.run_id, Path(tmp), result.metrics, last_step, {**asdict(cfg), "analyze_run_id": run.info.run_id}
-            )
-            mlflow.log_artifact(str(Path(tmp) / "summary.json"))
+        log_into_run(cfg, result, last_step, run.info.run_id)
+        mlflow.log_dict(result.summary, "summary.json")
     m = result.metrics
     print(
         "tc analyze: " + "  ".join(f"{k} {m[k]:.4f}" for k in HEADLINE if k in m) + f"  [{m['analysis_seconds']:.0f}s]"

@@ -35,8 +35,8 @@ def parse(argv: list[str] | None) -> tuple[TrainConfig, str | None]:
     return from_strings(TrainConfig, ns), (None if resume.lower() in ("", "none") else resume)
 
 
-def run_training(run_id: str, cfg: TrainConfig, resume_state: dict | None = None) -> None:
-    """Train `cfg` logging into `run_id`; from `resume_state` when given."""
+def run_training(run_id: str, cfg: TrainConfig, resume_state: dict | None = None, callbacks: list = ()) -> None:
+    """Train `cfg` logging into `run_id`; from `resume_state` when given; extra `callbacks` (e.g. pruning)."""
     data = load_data(
         cfg.dataset,
         data_dir=cfg.data_dir,
@@ -64,7 +64,8 @@ def run_training(run_id: str, cfg: TrainConfig, resume_state: dict | None = None
     )
     progress = ProgressReporter(cfg, len(data.train_y), start)
     try:
-        train(model, data, cfg, [tracking.CheckpointLogger(run_id, spec.to_dict(), index), progress], resume_state)
+        logger = tracking.CheckpointLogger(run_id, spec.to_dict(), index)
+        train(model, data, cfg, [logger, progress, *callbacks], resume_state)
     finally:
         progress.close()
 

@@ -174,6 +174,7 @@ def analyze(
                 hl = C.half_life(r)
                 summary["half_life"][f"{split.name}_d{cut}"] = hl
             metrics[f"tc_{split.name}_d{cut}"] = C.tc_score(agree, win)
+            metrics[f"acc_{split.name}"] = float(acc[T, T])  # the final network itself (same at every cut)
             metrics[f"tc_{split.name}_random_shallow_d{cut}"] = float(agree[0, T])
             # the recalibrating (naive) path keeps no features, so it reports no drift
             drift = out.drift.mean(dim=1) if out.drift is not None else torch.full((len(steps),), math.nan)

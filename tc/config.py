@@ -240,3 +240,42 @@ class AnalyzeConfig:
     @property
     def severity_levels(self) -> list[int]:
         return [int(s) for s in split_list(self.severities)]
+
+
+SAMPLERS = ("tpe", "random", "grid")
+PRUNERS = ("none", "median")
+
+
+@dataclass(frozen=True)
+class SweepConfig:
+    """An Optuna study over training hyperparameters; every trial trains (every checkpoint logged) and is
+    analyzed, as a nested MLflow run. Fixed training settings are the TrainConfig defaults unless set here."""
+
+    n_trials: int = _opt(20, "trials in the whole study, counted over all workers (finished, pruned or failed)")
+    timeout: float = _opt(0.0, "stop this worker after this many seconds; 0 = no limit")
+    study_name: str = _opt("tc-sweep", "Optuna study name; workers with the same name and storage share it")
+    storage: str | None = _opt(
+        None, "an Optuna journal file path, or an SQLAlchemy URL (postgresql://...); none = optuna_journal.log"
+    )
+    search_space: str | None = _opt(None, "YAML/JSON file of parameter -> {type, low, high, log | choices}")
+    sampler: str = _opt("tpe", "Optuna sampler", SAMPLERS)
+    pruner: str = _opt("none", "prune trials whose test accuracy lags the median at the same epoch", PRUNERS)
+    seed: int = _opt(0, "sampler seed (reproducible only with one worker) and every trial's training seed")
+    dataset: str = _opt("fashion-mnist", "data set of every trial", DATASETS)
+    model: str = _opt("resnet20", "architecture of every trial", MODELS)
+    depth: int = _opt(0, "model depth of every trial; 0 = the model's default")
+    epochs: int = _opt(3, "epochs of every trial")
+    max_samples: int = _opt(500, "analysis: examples per split")
+    analyze_matrix: str = _opt("final", "analysis: final (scores only, fast) or full", MATRICES)
+    anisotropy: bool = _opt(True, "analysis: also the anisotropy statistics")
+    bootstrap: int = _opt(1000, "bootstrap resamples for the confidence intervals")
+
+    def __post_init__(self) -> None:
+        validate_choices(self)
+        _check_range("n_trials", self.n_trials, 1)
+        _check_range("timeout", self.timeout, 0.0)
+        _check_range("epochs", self.epochs, 1)
+        _check_range("max_samples", self.max_samples, 0)
+        _check_range("bootstrap", self.bootstrap, 100)
+        if not self.study_name.strip():
+            raise ValueError("study_name must not be empty")

@@ -1,0 +1,206 @@
+"""Optuna sweep: every trial trains and is analyzed as a nested MLflow run; the sweep run gets the
+correlation of each consistency measure with test accuracy and with the generalization gap.
+
+    mlflow run . --env-manager local -e sweep -P n_trials=20 -P study_name=fmnist-tc -P storage=<url or path>
+
+Several workers (processes or machines) that run the same command with the same study_name, storage and
+MLFLOW_TRACKING_URI share one study; n_trials counts trials over all of them. Each worker's sweep run logs
+the correlations over every trial finished so far.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import sys
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `python entrypoints/sweep.py` finds entrypoints/
+
+import mlflow
+import optuna
+import pandas as pd
+
+from entrypoints import analyze as analyze_ep
+from entrypoints import train as train_ep
+from tc import plots, sweep, tracking
+from tc.config import AnalyzeConfig, SweepConfig, TrainConfig, parse_args
+from tc.train import DivergenceError
+
+
+class Pruning:
+    """Training callback: report test accuracy per epoch, stop the trial when the pruner says so."""
+
+    def __init__(self, trial: optuna.Trial):
+        self.trial = trial
+
+    def on_epoch_end(self, step: int, epoch: int, metrics: dict) -> None:
+        self.trial.report(metrics["test_acc"], epoch)
+        if self.trial.should_prune():
+            raise optuna.TrialPruned(f"test_acc {metrics['test_acc']:.4f} below the median at epoch {epoch}")
+
+
+def default_storage() -> str:
+    """optuna_journal.log next to the MLflow sqlite store, or in the working directory."""
+    uri = mlflow.get_tracking_uri()
+    if uri.startswith("sqlite:///"):
+        return str(Path(uri.removeprefix("sqlite:///")).parent / "optuna_journal.log")
+    return "optuna_journal.log"
+
+
+def objective(cfg: SweepConfig, space: dict, parent_id: str):
+    def run_trial(trial: optuna.Trial) -> float:
+        values = sweep.suggest(trial, space)
+        fixed = {"dataset": cfg.dataset, "model": cfg.model, "depth": cfg.depth, "epochs": cfg.epochs, "seed": cfg.seed}
+        train_cfg = TrainConfig(**{**fixed, **values})
+        tags = {"tc.study": cfg.study_name, "tc.trial": str(trial.number), "tc.sweep_run_id": parent_id}
+        with mlflow.start_run(nested=True, run_name=f"{cfg.study_name}-trial-{trial.number}", tags=tags) as child:
+            run_id = child.info.run_id
+            trial.set_user_attr("mlflow_run_id", run_id)
+            tracking.log_config(run_id, train_cfg)
+            try:
+                train_ep.run_training(run_id, train_cfg, callbacks=[Pruning(trial)] if cfg.pruner != "none" else [])
+            except (DivergenceError, ValueError) as e:  # a failed trial with its reason; the study goes on
+                # (ValueError: a sampled combination the data cannot satisfy, e.g. train_size > data set)
+                trial.set_user_attr("fail_reason", str(e))
+                mlflow.set_tag("tc.error", str(e))
+                mlflow.end_run("FAILED")
+                print(f"tc sweep: trial {trial.number} failed: {e}", flush=True)
+                return math.nan
+            except optuna.TrialPruned as e:
+                mlflow.set_tag("tc.pruned", str(e))
+                mlflow.end_run("KILLED")
+                raise
+            acfg = AnalyzeConfig(
+                run_id=run_id,
+                max_samples=cfg.max_samples,
+                matrix=cfg.analyze_matrix,
+                anisotropy=cfg.anisotropy,
+                null_draws=200,
+                seed=cfg.seed,
+            )
+            result, last_step = analyze_ep.compute(acfg)
+            analyze_ep.log_into_run(acfg, result, last_step, parent_id)
+            return float(tracking.get_run(run_id).data.metrics["test_acc"])
+
+    return run_trial
+
+
+def trials_table(study: optuna.Study) -> pd.DataFrame:
+    """One row per finished trial: hyperparameters, accuracies, gap, every measure, run id."""
+    rows = []
+    for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
+        run_id = t.user_attrs.get("mlflow_run_id")
+        if not run_id:
+            continue
+        m = tracking.get_run(run_id).data.metrics
+        row = {
+            "trial": t.number,
+            **t.params,
+            "test_acc": m.get("test_acc"),
+            "train_acc": m.get("acc_train"),
+            "run_id": run_id,
+        }
+        row["gen_gap"] = (
+            (row["train_acc"] - m["acc_test"]) if "acc_test" in m and row["train_acc"] is not None else None
+        )
+        row.update({k: v for k, v in m.items() if k in sweep.measure_columns(list(m))})
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def report(cfg: SweepConfig, space: dict, study: optuna.Study, out: Path) -> pd.DataFrame:
+    trials = trials_table(study)
+    trials.to_csv(out / "trials.csv", index=False)
+    if len(trials) < 3:
+        print(f"tc sweep: {len(trials)} finished trial(s): too few for correlations", flush=True)
+        return pd.DataFrame()
+    measures = sweep.measure_columns(list(trials.columns))
+    table = sweep.correlation_table(trials, measures, space, draws=cfg.bootstrap, seed=cfg.seed)
+    table.to_csv(out / "correlations.csv", index=False)
+    acc = table[table["target"] == "test_acc"]
+    metrics = {f"corr_spearman_{r.measure}": r.spearman for r in acc.itertuples()}
+    metrics |= {f"corr_kendall_{r.measure}": r.kendall for r in acc.itertuples()}
+    metrics["n_trials_finished"] = len(trials)
+    mlflow.log_metrics({k: v for k, v in metrics.items() if not math.isnan(v)})
+    headline = "tc_test" if "tc_test" in trials else measures[0]
+    figs = {
+        "scatter.png": plots.measure_scatter(trials, headline, "test_acc", list(space)),
+        "correlation_bars.png": plots.correlation_bars(table),
+    }
+    for name, fig in figs.items():
+        fig.savefig(out / name, dpi=110)
+        plots.plt.close(fig)
+    return table
+
+
+def load_or_create(cfg: SweepConfig, storage, sampler, pruner) -> optuna.Study:
+    # Workers starting together race to create the study (and an RDB's tables): retry briefly.
+    for attempt in range(5):
+        try:
+            return optuna.create_study(
+                study_name=cfg.study_name,
+                storage=storage,
+                sampler=sampler,
+                pruner=pruner,
+                direction="maximize",
+                load_if_exists=True,
+            )
+        except Exception:  # DuplicatedStudyError, or an IntegrityError from concurrent table creation
+            if attempt == 4:
+                raise
+            time.sleep(1 + attempt)
+    raise AssertionError("unreachable")
+
+
+def main(argv: list[str] | None = None) -> int:
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    try:
+        cfg = parse_args(SweepConfig, argv, description=__doc__.splitlines()[0])
+        space = sweep.load_space(cfg.search_space)
+        storage = sweep.open_storage(cfg.storage or default_storage())
+    except ValueError as e:
+        print(f"tc sweep: {e}", file=sys.stderr)
+        return 2
+    sampler = {
+        "tpe": lambda: optuna.samplers.TPESampler(seed=cfg.seed),
+        "random": lambda: optuna.samplers.RandomSampler(seed=cfg.seed),
+        "grid": lambda: optuna.samplers.GridSampler(sweep.grid_of(space), seed=cfg.seed),
+    }[cfg.sampler]()
+    pruner = optuna.pruners.MedianPruner(n_startup_trials=3) if cfg.pruner == "median" else optuna.pruners.NopPruner()
+    with mlflow.start_run() as parent:
+        study = load_or_create(cfg, storage, sampler, pruner)
+        mlflow.set_tags({"tc.study": cfg.study_name, "tc.storage": cfg.storage or default_storage()})
+        mlflow.log_dict({**asdict(cfg), "search_space": space}, "sweep_config.json")
+        # n_trials is a budget over all workers and all trial states. Each worker checks it after every trial,
+        # so k workers that start their last trials together can overshoot it by up to k - 1 trials.
+        done = optuna.study.MaxTrialsCallback(cfg.n_trials, states=None)
+        already = len(study.trials)
+        print(
+            f"tc sweep: study {cfg.study_name!r} has {already} trial(s); this worker runs until {cfg.n_trials} in all",
+            flush=True,
+        )
+        if already < cfg.n_trials:
+            study.optimize(
+                objective(cfg, space, parent.info.run_id),
+                n_trials=cfg.n_trials - already,
+                timeout=cfg.timeout or None,
+                callbacks=[done],
+                gc_after_trial=True,
+            )
+        import tempfile
+
+        with tempfile.TemporaryDirectory() as tmp:
+            table = report(cfg, space, study, Path(tmp))
+            mlflow.log_artifacts(tmp)
+    if len(table):
+        best = table[table["target"] == "test_acc"].assign(a=lambda d: d["kendall"].abs()).sort_values("a")
+        print(best[["measure", "spearman", "kendall", "granulated_kendall", "n_trials"]].tail(8).to_string(index=False))
+    print(f"tc sweep: done; sweep run {parent.info.run_id}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

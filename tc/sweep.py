@@ -1,0 +1,265 @@
+"""Search spaces and the statistics that score a measure as a predictor of generalization (SPEC 6, 6.1).
+
+Pure functions: a search space is a plain dict, trials are a DataFrame (one row per trial), results are
+DataFrames. Optuna appears only where a trial suggests values.
+
+For models i = 1..M with measure μ_i and target g_i:
+    τ (pairwise, SPEC 6.1) = 1/(M(M-1)) Σ_{i≠j} sign(μ_i - μ_j) sign(g_i - g_j)   -- reported as `kendall_pairs`;
+    `kendall` is SciPy's tie-corrected τ-b with its p-value; `spearman` is Spearman's ρ with its p-value;
+    Ψ (granulated, Jiang et al. 2020) = mean over hyperparameters h of ψ_h, ψ_h = mean of τ over groups of
+    trials that agree on every other hyperparameter (floats within a relative tolerance, log-scale for
+    log-uniform ones; others exactly) and differ in h; groups need >= 2 trials; `n_groups_<h>` is reported;
+    partial τ controlling for the hyperparameters: from the pseudo-inverse P of the τ-b matrix of
+    (μ, g, h_1..h_k), τ_partial = -P_μg / sqrt(P_μμ P_gg) (the matrix form of Kendall's partial τ);
+    95% bootstrap CIs resample trials with replacement (percentile method).
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+from tc.config import TrainConfig
+
+DEFAULT_SPACE: dict[str, dict[str, Any]] = {
+    "lr": {"type": "float", "low": 0.01, "high": 0.4, "log": True},
+    "batch_size": {"type": "categorical", "choices": [64, 128, 256]},
+    "weight_decay": {"type": "float", "low": 1e-5, "high": 1e-3, "log": True},
+    "width": {"type": "categorical", "choices": [8, 16]},
+    "label_noise": {"type": "categorical", "choices": [0.0, 0.2, 0.5]},
+    "augment": {"type": "categorical", "choices": [False, True]},
+    "train_size": {"type": "categorical", "choices": [1000, 2000, 4000]},
+}
+
+
+def load_space(path: str | None) -> dict[str, dict[str, Any]]:
+    """The default space, or one read from a YAML or JSON file mapping parameter -> spec; validated."""
+    if path is None:
+        return DEFAULT_SPACE
+    p = Path(path)
+    if not p.is_file():
+        raise ValueError(f"search_space={path!r}: no such file")
+    try:
+        import yaml
+
+        space = yaml.safe_load(p.read_text()) if p.suffix in (".yaml", ".yml") else json.loads(p.read_text())
+    except (ValueError, yaml.YAMLError) as e:
+        raise ValueError(f"search_space={path!r} is not valid YAML/JSON: {e}") from e
+    validate_space(space, path)
+    return space
+
+
+def validate_space(space: Any, where: str = "search space") -> None:
+    fields = set(TrainConfig.__dataclass_fields__) - {"seed", "device", "data_dir", "download", "dataset", "model"}
+    if not isinstance(space, dict) or not space:
+        raise ValueError(f"{where}: expected a non-empty mapping of parameter -> spec")
+    for name, spec in space.items():
+        if name not in fields:
+            raise ValueError(f"{where}: {name!r} is not a tunable training parameter; valid: {sorted(fields)}")
+        kind = spec.get("type") if isinstance(spec, dict) else None
+        if kind in ("float", "int"):
+            if not {"low", "high"} <= set(spec) or not spec["low"] < spec["high"]:
+                raise ValueError(f"{where}: {name} needs low < high, got {spec}")
+        elif kind == "categorical":
+            if not spec.get("choices"):
+                raise ValueError(f"{where}: {name} needs a non-empty `choices` list")
+        else:
+            raise ValueError(f"{where}: {name} has type {kind!r}; use float, int or categorical")
+
+
+def suggest(trial: Any, space: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """Values for one Optuna trial."""
+    out = {}
+    for name, spec in space.items():
+        if spec["type"] == "float":
+            out[name] = trial.suggest_float(name, spec["low"], spec["high"], log=spec.get("log", False))
+        elif spec["type"] == "int":
+            out[name] = trial.suggest_int(name, spec["low"], spec["high"], log=spec.get("log", False))
+        else:
+            out[name] = trial.suggest_categorical(name, spec["choices"])
+    return out
+
+
+def grid_of(space: dict[str, dict[str, Any]], points: int = 3) -> dict[str, list]:
+    """A grid for Optuna's GridSampler: categorical choices, and `points` values across numeric ranges."""
+    grid = {}
+    for name, spec in space.items():
+        if spec["type"] == "categorical":
+            grid[name] = list(spec["choices"])
+        elif spec.get("log"):
+            grid[name] = list(np.geomspace(spec["low"], spec["high"], points))
+        else:
+            values = np.linspace(spec["low"], spec["high"], points)
+            grid[name] = [round(v) for v in values] if spec["type"] == "int" else list(values)
+    return grid
+
+
+# ---- scoring measures -------------------------------------------------------------------------------
+
+
+def kendall_pairs(mu: np.ndarray, g: np.ndarray) -> float:
+    """SPEC 6.1's τ over all ordered pairs (ties count 0)."""
+    mu, g = np.asarray(mu, float), np.asarray(g, float)
+    m = len(mu)
+    if m < 2:
+        return math.nan
+    s = np.sign(mu[:, None] - mu[None, :]) * np.sign(g[:, None] - g[None, :])
+    return float(s.sum() / (m * (m - 1)))
+
+
+def _numeric(df: pd.DataFrame) -> pd.DataFrame:
+    return df.apply(lambda c: c.astype(float) if c.dtype == bool else pd.to_numeric(c, errors="coerce"))
+
+
+def _same(a: pd.Series, b: pd.Series, space: dict, tol: float) -> bool:
+    for name, spec in space.items():
+        x, y = a[name], b[name]
+        if spec["type"] == "categorical" or spec["type"] == "int":
+            if x != y:
+                return False
+        else:
+            x, y = (math.log(x), math.log(y)) if spec.get("log") else (x, y)
+            width = (math.log(spec["high"]) - math.log(spec["low"])) if spec.get("log") else spec["high"] - spec["low"]
+            if abs(x - y) > tol * width:
+                return False
+    return True
+
+
+def granulated_kendall(
+    trials: pd.DataFrame, measure: str, target: str, space: dict, tol: float = 0.1
+) -> tuple[float, dict[str, float], dict[str, int]]:
+    """(Ψ, {h: ψ_h}, {h: number of groups}). A group: trials that match on every hyperparameter but h
+    (within `tol` of a numeric range) and take >= 2 distinct values of h."""
+    psi, counts = {}, {}
+    rows = trials.reset_index(drop=True)
+    for h in space:
+        others = {k: v for k, v in space.items() if k != h}
+        groups, seen = [], set()
+        for i in range(len(rows)):
+            if i in seen:
+                continue
+            members = [j for j in range(len(rows)) if j not in seen and _same(rows.loc[i], rows.loc[j], others, tol)]
+            seen.update(members)
+            if len(members) >= 2 and rows.loc[members, h].nunique() >= 2:
+                groups.append(members)
+        taus = [kendall_pairs(rows.loc[g, measure], rows.loc[g, target]) for g in groups]
+        counts[h] = len(groups)
+        psi[h] = float(np.mean(taus)) if taus else math.nan
+    valid = [v for v in psi.values() if not math.isnan(v)]
+    return (float(np.mean(valid)) if valid else math.nan), psi, counts
+
+
+def partial_kendall(trials: pd.DataFrame, measure: str, target: str, controls: list[str]) -> float:
+    cols = [measure, target, *[c for c in controls if trials[c].nunique() > 1]]
+    data = _numeric(trials[cols]).to_numpy()
+    k = len(cols)
+    tau = np.eye(k)
+    for a, b in itertools.combinations(range(k), 2):
+        t = stats.kendalltau(data[:, a], data[:, b]).statistic
+        tau[a, b] = tau[b, a] = 0.0 if np.isnan(t) else t
+    p = np.linalg.pinv(tau)
+    denom = math.sqrt(max(p[0, 0] * p[1, 1], 1e-300))
+    return float(-p[0, 1] / denom)
+
+
+def _bootstrap(fn, n: int, draws: int, seed: int) -> tuple[float, float]:
+    """Percentile 95% interval of `fn(indices)` over resamples; resamples where it is undefined are
+    skipped (a resample can repeat one trial), and fewer than half defined gives NaN."""
+    rng = np.random.default_rng(seed)
+    values = []
+    for _ in range(draws):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", stats.ConstantInputWarning)
+            v = fn(rng.integers(0, n, n))
+        if not math.isnan(v):
+            values.append(v)
+    if len(values) < draws // 2:
+        return math.nan, math.nan
+    return float(np.quantile(values, 0.025)), float(np.quantile(values, 0.975))
+
+
+def correlation_table(
+    trials: pd.DataFrame,
+    measures: list[str],
+    space: dict,
+    targets: tuple[str, ...] = ("test_acc", "gen_gap"),
+    draws: int = 1000,
+    seed: int = 0,
+    tol: float = 0.1,
+) -> pd.DataFrame:
+    """One row per (measure, target): every coefficient of the module docstring with 95% bootstrap CIs."""
+    rows = []
+    for measure, target in itertools.product(measures, targets):
+        sub = trials[[measure, target, *space]].dropna(subset=[measure, target]).reset_index(drop=True)
+        if len(sub) >= 3 and sub[measure].nunique() >= 2:
+            rows.append(_scores(sub, measure, target, space, draws, seed, tol))
+    return pd.DataFrame(rows)
+
+
+def _scores(sub: pd.DataFrame, measure: str, target: str, space: dict, draws: int, seed: int, tol: float) -> dict:
+    n = len(sub)
+    mu, g = sub[measure].to_numpy(float), sub[target].to_numpy(float)
+    rho, tb = stats.spearmanr(mu, g), stats.kendalltau(mu, g)
+    psi, per_h, counts = granulated_kendall(sub, measure, target, space, tol)
+    row = {
+        "measure": measure,
+        "target": target,
+        "n_trials": n,
+        "spearman": rho.statistic,
+        "spearman_p": rho.pvalue,
+        "kendall": tb.statistic,
+        "kendall_p": tb.pvalue,
+        "kendall_pairs": kendall_pairs(mu, g),
+        "granulated_kendall": psi,
+        "worst_psi": min((v for v in per_h.values() if not math.isnan(v)), default=math.nan),
+        "partial_kendall": partial_kendall(sub, measure, target, list(space)),
+    }
+    for h in space:
+        row[f"psi_{h}"], row[f"n_groups_{h}"] = per_h[h], counts[h]
+    row["spearman_ci_low"], row["spearman_ci_high"] = _bootstrap(
+        lambda idx: stats.spearmanr(mu[idx], g[idx]).statistic, n, draws, seed
+    )
+    row["kendall_ci_low"], row["kendall_ci_high"] = _bootstrap(
+        lambda idx: stats.kendalltau(mu[idx], g[idx]).statistic, n, draws, seed
+    )
+    row["partial_kendall_ci_low"], row["partial_kendall_ci_high"] = _bootstrap(
+        lambda idx: partial_kendall(sub.iloc[idx], measure, target, list(space)), n, min(draws, 200), seed
+    )
+    return row
+
+
+def open_storage(spec: str):
+    """An Optuna storage: an SQLAlchemy URL (anything with ://) becomes an RDBStorage with heartbeats (so a
+    killed worker's trial is marked FAILED, not left RUNNING); anything else is a journal file path."""
+    import optuna
+    from optuna.storages import JournalStorage, RDBStorage
+    from optuna.storages.journal import JournalFileBackend
+
+    if "://" in spec:
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # heartbeats: stable enough
+                return RDBStorage(spec, heartbeat_interval=30, grace_period=120)
+        except Exception as e:  # sqlalchemy raises many kinds: bad dialect, refused connection, bad auth
+            raise ValueError(f"storage={spec!r}: cannot open this database: {type(e).__name__}: {e}"[:600]) from e
+    path = Path(spec).expanduser()
+    if not path.parent.is_dir():
+        raise ValueError(f"storage={spec!r}: directory {path.parent} does not exist")
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    return JournalStorage(JournalFileBackend(str(path)))
+
+
+def measure_columns(columns: list[str]) -> list[str]:
+    """The generalization measures among a trials table's columns: tc_*, drift_*, aniso_* summaries
+    (per-cut `_d<cut>` variants left out)."""
+    import re
+
+    return [c for c in columns if c.startswith(("tc_", "drift_", "aniso_")) and not re.search(r"_d\d+$", c)]

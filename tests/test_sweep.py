@@ -1,0 +1,179 @@
+"""The sweep entry point: trials as nested MLflow runs, the correlation report, and several workers on one
+study (an Optuna journal file, and PostgreSQL where a server is reachable)."""
+
+import os
+import subprocess
+import sys
+
+import optuna
+import pandas as pd
+import pytest
+from mlflow.tracking import MlflowClient
+
+from tc.sweep import open_storage
+from tests.conftest import ROOT
+
+SPACE = ROOT / "examples" / "digits_space.yaml"
+TINY = ["dataset=digits", "model=mlp", "epochs=2", "max_samples=60", "bootstrap=100", f"search_space={SPACE}"]
+
+
+def _sweep_cmd(*params):
+    cmd = [sys.executable, "-m", "mlflow", "run", str(ROOT), "--env-manager", "local", "-e", "sweep"]
+    for p in [*TINY, *params]:
+        cmd += ["-P", p]
+    return cmd
+
+
+def _check_study(study_name, storage, n_trials, workers):
+    study = optuna.load_study(study_name=study_name, storage=open_storage(storage))
+    complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    assert n_trials <= len(study.trials) <= n_trials + workers - 1  # the global budget (see sweep.py)
+    assert len(complete) == len(study.trials)
+    numbers = [t.number for t in study.trials]
+    assert len(set(numbers)) == len(numbers)
+    client = MlflowClient()
+    sweep_runs = {r.info.run_id for r in client.search_runs(["0"], "tags.`tc.storage` != ''")}
+    assert len(sweep_runs) == workers
+    run_ids = [t.user_attrs["mlflow_run_id"] for t in complete]
+    assert len(set(run_ids)) == len(run_ids)  # no trial ran twice, none shares a run
+    for t in complete:
+        run = client.get_run(t.user_attrs["mlflow_run_id"])
+        assert run.data.tags["tc.trial"] == str(t.number) and run.data.tags["tc.study"] == study_name
+        assert run.data.tags["mlflow.parentRunId"] in sweep_runs and "tc_test" in run.data.metrics
+        assert any(f.path == "checkpoints/index.json" for f in client.list_artifacts(run.info.run_id, "checkpoints"))
+    return study
+
+
+def _two_workers(storage, study_name, n_trials=4):
+    procs = [
+        subprocess.Popen(
+            _sweep_cmd(f"n_trials={n_trials}", f"study_name={study_name}", f"storage={storage}", f"seed={i}"),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=os.environ.copy(),
+        )
+        for i in range(2)
+    ]
+    for p in procs:
+        _, err = p.communicate(timeout=600)
+        assert p.returncode == 0, err[-3000:]
+    return _check_study(study_name, storage, n_trials, workers=2)
+
+
+@pytest.mark.slow
+def test_two_workers_share_one_journal_study_and_a_rerun_adds_trials(mlflow_store, tmp_path):
+    storage = str(tmp_path / "journal.log")
+    _two_workers(storage, "journal-study")
+    proc = subprocess.run(
+        _sweep_cmd("n_trials=6", "study_name=journal-study", f"storage={storage}"),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    study = optuna.load_study(
+        study_name="journal-study",
+        storage=optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(storage)),
+    )
+    assert len(study.trials) >= 6  # resumed the study, did not start over
+
+
+@pytest.mark.slow
+def test_two_workers_share_one_postgresql_study(mlflow_store):
+    url = os.environ.get("TC_TEST_POSTGRES_URL")
+    if not url:
+        pytest.skip(
+            "no PostgreSQL server: set TC_TEST_POSTGRES_URL (.ci/run starts one with scripts/start_postgres.sh)"
+        )
+    name = f"pg-study-{os.getpid()}"
+    try:
+        _two_workers(url, name)
+    finally:
+        optuna.delete_study(study_name=name, storage=url)
+
+
+def test_sweep_reports_correlations_to_the_parent_run(mlflow_store, tmp_path):
+    from entrypoints import sweep as sweep_ep
+
+    argv = [
+        "--n_trials",
+        "4",
+        "--dataset",
+        "digits",
+        "--model",
+        "mlp",
+        "--epochs",
+        "2",
+        "--max_samples",
+        "60",
+        "--bootstrap",
+        "100",
+        "--search_space",
+        str(SPACE),
+        "--storage",
+        str(tmp_path / "j.log"),
+        "--anisotropy",
+        "false",
+    ]
+    assert sweep_ep.main(argv) == 0
+    client = MlflowClient()
+    (parent,) = client.search_runs(["0"], "tags.`tc.storage` != ''")
+    names = {f.path for f in client.list_artifacts(parent.info.run_id)}
+    assert {"trials.csv", "correlations.csv", "scatter.png", "correlation_bars.png"} <= names
+    assert "corr_spearman_tc_test" in parent.data.metrics and "corr_kendall_tc_test" in parent.data.metrics
+    local = client.download_artifacts(parent.info.run_id, "trials.csv", str(tmp_path))
+    trials = pd.read_csv(local)
+    assert len(trials) == 4 and {"lr", "width", "test_acc", "train_acc", "gen_gap", "tc_test", "run_id"} <= set(trials)
+    children = client.search_runs(["0"], f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
+    assert sorted(r.info.run_id for r in children) == sorted(trials["run_id"])
+
+
+def test_diverging_trial_fails_with_its_reason_and_the_study_goes_on(mlflow_store, tmp_path):
+    from entrypoints import sweep as sweep_ep
+
+    space = tmp_path / "space.json"
+    space.write_text(
+        '{"lr": {"type": "categorical", "choices": [1e6, 0.05]}, "momentum": {"type": "categorical", "choices": [0.0]}}'
+    )
+    storage = str(tmp_path / "j.log")
+    argv = [
+        "--n_trials",
+        "4",
+        "--dataset",
+        "digits",
+        "--model",
+        "mlp",
+        "--epochs",
+        "1",
+        "--max_samples",
+        "40",
+        "--search_space",
+        str(space),
+        "--storage",
+        storage,
+        "--sampler",
+        "grid",
+        "--anisotropy",
+        "false",
+    ]
+    assert sweep_ep.main(argv) == 0
+    study = optuna.load_study(
+        study_name="tc-sweep",
+        storage=optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(storage)),
+    )
+    states = {t.params["lr"]: t for t in study.trials}
+    assert states[1e6].state == optuna.trial.TrialState.FAIL and "diverged" in states[1e6].user_attrs["fail_reason"]
+    assert states[0.05].state == optuna.trial.TrialState.COMPLETE
+    failed_run = MlflowClient().get_run(states[1e6].user_attrs["mlflow_run_id"])
+    assert failed_run.info.status == "FAILED" and "diverged" in failed_run.data.tags["tc.error"]
+
+
+def test_bad_storage_and_search_space_exit_2(mlflow_store, tmp_path, capsys):
+    from entrypoints import sweep as sweep_ep
+
+    assert sweep_ep.main(["--storage", "nosuchdialect://x"]) == 2
+    assert "cannot open this database" in capsys.readouterr().err
+    (tmp_path / "s.json").write_text("{")
+    assert sweep_ep.main(["--search_space", str(tmp_path / "s.json")]) == 2
+    assert "not valid YAML/JSON" in capsys.readouterr().err
