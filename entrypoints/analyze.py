@@ -22,7 +22,7 @@ from pathlib import Path
 import mlflow
 
 from tc import checkpoints as ck
-from tc import plots, tracking
+from tc import measures, plots, tracking
 from tc.analysis import AnalysisResult, Checkpoints, analyze, anisotropy, make_splits, select_steps
 from tc.config import AnalyzeConfig, parse_args
 from tc.data import DatasetNotFoundError, cache_dir, load_data
@@ -100,7 +100,44 @@ def compute(cfg: AnalyzeConfig) -> tuple[AnalysisResult, int]:
         result.metrics["anisotropy_seconds"] = time.perf_counter() - t0
         if "aniso_grad_pvalue" not in result.metrics:
             print("tc analyze: gradient noise skipped: the training set has fewer than 3 full minibatches")
+    if cfg.measures:
+        result.metrics.update(baseline_measures(cfg, spec, ckpts, reference, data, splits))
+    per_epoch = tracking.seconds_per_epoch(cfg.run_id)
+    if per_epoch:  # what the consistency analysis cost, in the run's own training epochs
+        result.metrics["tc_cost_epochs"] = result.metrics["analysis_seconds"] / per_epoch
     return result, ckpts.steps[-1]
+
+
+def baseline_measures(cfg, spec, ckpts, reference, data, splits) -> dict[str, float]:
+    """gm_<name> of the final checkpoint on the analysis samples, each with its cost in seconds and in
+    training-epoch equivalents (`gm_<name>_cost_epochs`, from this run's own time per epoch)."""
+
+    def model_at(sd):
+        m = build_model(spec)
+        m.load_state_dict(sd)
+        return m.eval()
+
+    train = next((s for s in splits if s.name == "train"), None)
+    test = next((s for s in splits if s.name == "test"), None)
+    if train is None:
+        print("tc analyze: baseline measures need the train split; skipped")
+        return {}
+    values, seconds = measures.compute_all(
+        model_at(ckpts.state_dicts[-1]),
+        model_at(ckpts.state_dicts[0]),
+        data.normalize(train.x),
+        train.y,
+        other=model_at(reference.state_dicts[-1]) if reference is not None else None,
+        x_test=data.normalize(test.x) if test is not None else None,
+        seed=cfg.seed,
+    )
+    per_epoch = tracking.seconds_per_epoch(cfg.run_id)
+    out = dict(values)
+    for name, sec in seconds.items():
+        out[f"{name}_seconds"] = sec
+        if per_epoch:
+            out[f"{name}_cost_epochs"] = sec / per_epoch
+    return out
 
 
 def write_outputs(result: AnalysisResult, cfg: AnalyzeConfig, out: Path) -> None:

@@ -206,6 +206,7 @@ class AnalyzeConfig:
     aniso_k: int = _opt(3, "top-k principal directions for the explained-variance test and perturbations")
     null_draws: int = _opt(1000, "Monte-Carlo draws of the isotropic Gaussian null")
     grad_batches: int = _opt(32, "training minibatches for the gradient-noise covariance")
+    measures: bool = _opt(True, "also the baseline generalization measures gm_* of the final checkpoint")
 
     def __post_init__(self) -> None:
         from tc.corruptions import CORRUPTIONS

@@ -60,8 +60,9 @@ def loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
     return float(nn.functional.cross_entropy(_logits(model, x), y))
 
 
-def sharpness(model: nn.Module, x: torch.Tensor, y: torch.Tensor, sigma: float = 0.05, draws: int = 5,
-              seed: int = 0) -> float:
+def sharpness(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, sigma: float = 0.05, draws: int = 5, seed: int = 0
+) -> float:
     """Magnitude-aware average sharpness: mean over `draws` of L(θ + δ) - L(θ), δ_i ~ N(0, (σ |θ_i|)²),
     seeded. An average-case (PAC-Bayes-style) perturbation, not a worst-case ascent."""
     base = loss(model, x, y)
@@ -83,8 +84,13 @@ def disagreement(model: nn.Module, other: nn.Module, x: torch.Tensor) -> float:
 
 
 def compute_all(
-    model: nn.Module, init: nn.Module, x_train: torch.Tensor, y_train: torch.Tensor,
-    other: nn.Module | None = None, x_test: torch.Tensor | None = None, seed: int = 0,
+    model: nn.Module,
+    init: nn.Module,
+    x_train: torch.Tensor,
+    y_train: torch.Tensor,
+    other: nn.Module | None = None,
+    x_test: torch.Tensor | None = None,
+    seed: int = 0,
 ) -> tuple[dict[str, float], dict[str, float]]:
     """({gm_<name>: value}, {gm_<name>: seconds})."""
     jobs: dict[str, Callable[[], float]] = {

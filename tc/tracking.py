@@ -173,3 +173,13 @@ def log_analysis(run_id: str, local_dir: Path, metrics: dict[str, float], step: 
     log_metrics(run_id, {**metrics, **{k: float("nan") for k in stale}}, step)
     client().log_artifacts(run_id, str(local_dir), ANALYSIS_DIR)
     client().set_tag(run_id, "tc.analysis", json.dumps(config)[:5000])
+
+
+def seconds_per_epoch(run_id: str) -> float | None:
+    """Wall time of one training epoch, from the timestamps of the run's per-epoch metrics (the first epoch
+    is timed from the run's start). None when the run logged no epoch."""
+    history = sorted(client().get_metric_history(run_id, "epoch"), key=lambda m: m.step)
+    if not history:
+        return None
+    start = get_run(run_id).info.start_time
+    return (history[-1].timestamp - start) / 1000 / len(history)

@@ -63,6 +63,26 @@ def test_analyze_logs_metrics_tables_and_figures_back_to_the_training_run(mlflow
         "tc_test_d3",
         "tc_corrupt_jpeg",
         "drift_test",
+        "acc_test",
+        "aniso_drift_topk_var",
+        "aniso_drift_eff_rank",
+        "aniso_drift_pvalue",
+        "aniso_grad_topk_var",
+        "aniso_grad_eff_rank",
+        "aniso_grad_pvalue",
+        "aniso_perturb_acc_structured",
+        "aniso_perturb_acc_isotropic",
+        "aniso_drift_pvalue_d1",
+        "gm_param_norm",
+        "gm_dist_init",
+        "gm_log_spectral_product",
+        "gm_margin",
+        "gm_train_loss",
+        "gm_sharpness",
+        "gm_disagreement",
+        "gm_sharpness_seconds",
+        "gm_sharpness_cost_epochs",
+        "tc_cost_epochs",
     ):
         assert key in metrics, key
     assert 0 <= metrics["tc_test"] <= 1
@@ -83,6 +103,11 @@ def test_analyze_logs_metrics_tables_and_figures_back_to_the_training_run(mlflow
         "lag_curves.png",
         "per_sample_kde.png",
         "drift_vs_consistency.png",
+        "anisotropy.csv",
+        "anisotropy_spectra.csv",
+        "perturbation.csv",
+        "anisotropy_spectra.png",
+        "perturbation.png",
     ):
         assert f"analysis/{f}" in names
     import pandas as pd
