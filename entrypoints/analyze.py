@@ -23,7 +23,15 @@ import mlflow
 
 from tc import checkpoints as ck
 from tc import measures, plots, tracking
-from tc.analysis import AnalysisResult, Checkpoints, analyze, anisotropy, make_splits, select_steps
+from tc.analysis import (
+    AnalysisResult,
+    Checkpoints,
+    analyze,
+    anisotropy,
+    make_splits,
+    mmd_measures,
+    select_steps,
+)
 from tc.config import AnalyzeConfig, parse_args
 from tc.data import DatasetNotFoundError, cache_dir, load_data
 from tc.models import ModelSpec, build_model
@@ -102,6 +110,9 @@ def compute(cfg: AnalyzeConfig) -> tuple[AnalysisResult, int]:
             print("tc analyze: gradient noise skipped: the training set has fewer than 3 full minibatches")
     if cfg.measures:
         result.metrics.update(baseline_measures(cfg, spec, ckpts, reference, data, splits))
+        named = {s.name: s for s in splits}
+        if "train" in named and "test" in named:
+            result.metrics.update(mmd_measures(build_model(spec), ckpts, cfg, data, named["train"], named["test"]))
     per_epoch = tracking.seconds_per_epoch(cfg.run_id)
     if per_epoch:  # what the consistency analysis cost, in the run's own training epochs
         result.metrics["tc_cost_epochs"] = result.metrics["analysis_seconds"] / per_epoch

@@ -344,3 +344,32 @@ def anisotropy(
         perturb=pd.DataFrame(pert_rows, columns=["cut", "eps", "kind", "acc"]),
         metrics=metrics,
     )
+
+
+def mmd_measures(
+    model: BlockNet,
+    ckpts: Checkpoints,
+    cfg: AnalyzeConfig,
+    data: DataBundle,
+    train: EvalSplit,
+    test: EvalSplit,
+    max_rows: int = 1000,
+) -> dict[str, float]:
+    """tc_mmd_d<cut>: MMD² between the temporally augmented shallow features {z_t(x): t in the window,
+    x in the train split} and the final checkpoint's features of the test split, global-average-pooled
+    (at most `max_rows` rows each, seeded). Small = the augmentation covers the test distribution."""
+    from tc import noise
+
+    win = C.window(ckpts.steps, cfg.window)
+    g = torch.Generator().manual_seed(cfg.seed + 3)
+    out = {}
+    for cut in parse_cuts(cfg.cuts, model):
+        aug = noise.pool(
+            noise.features(model, [ckpts.state_dicts[i] for i in win], data.normalize(train.x), cut, cfg.batch_size)
+        ).flatten(0, 1)
+        tst = noise.pool(noise.features(model, [ckpts.state_dicts[-1]], data.normalize(test.x), cut, cfg.batch_size))[0]
+        aug = aug[torch.randperm(len(aug), generator=g)[:max_rows]]
+        tst = tst[torch.randperm(len(tst), generator=g)[:max_rows]]
+        out[f"tc_mmd_d{cut}"] = C.mmd2(aug, tst)[0]
+    out["tc_mmd"] = float(np.mean(list(out.values())))
+    return out

@@ -83,6 +83,8 @@ def test_analyze_logs_metrics_tables_and_figures_back_to_the_training_run(mlflow
         "gm_sharpness_seconds",
         "gm_sharpness_cost_epochs",
         "tc_cost_epochs",
+        "tc_mmd",
+        "tc_mmd_d1",
     ):
         assert key in metrics, key
     assert 0 <= metrics["tc_test"] <= 1

@@ -193,3 +193,21 @@ def test_anisotropy_leaves_out_gradient_noise_with_too_few_minibatches():
         assert "aniso_drift_pvalue" in result.metrics
         assert ("aniso_grad_pvalue" in result.metrics) is has_grad
         assert set(result.perturb["kind"]) == {"clean", "structured", "isotropic"}
+
+
+def test_mmd_matches_brute_force_and_separates_distributions():
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(6, 3, generator=g), torch.randn(5, 3, generator=g) + 1
+
+    def k(a, b, h=0.7):
+        return math.exp(-float(((a - b) ** 2).sum()) / (2 * h * h))
+
+    brute = (
+        sum(k(x[i], x[j]) for i in range(6) for j in range(6) if i != j) / 30
+        + sum(k(y[i], y[j]) for i in range(5) for j in range(5) if i != j) / 20
+        - 2 * sum(k(x[i], y[j]) for i in range(6) for j in range(5)) / 30
+    )
+    assert C.mmd2(x, y, bandwidth=0.7)[0] == pytest.approx(brute)
+    same = C.mmd2(torch.randn(300, 4, generator=g), torch.randn(300, 4, generator=g))[0]
+    shifted = C.mmd2(torch.randn(300, 4, generator=g), torch.randn(300, 4, generator=g) + 0.5)[0]
+    assert abs(same) < 0.01 < shifted
