@@ -147,6 +147,8 @@ class TrainConfig:
     seed: int = _opt(0, "seed for initialisation, subset, label noise, data order and augmentation")
     checkpoint_every: int = _opt(0, "optimizer steps between checkpoints; 0 = once per epoch")
     device: str = _opt("auto", "where to train; auto = cuda when available", DEVICES)
+    freeze_cut: int = _opt(0, "freeze blocks [0, freeze_cut) from epoch freeze_epoch on (SPEC 3); 0 = never")
+    freeze_epoch: int = _opt(1, "the epoch (0-based) from which the shallow blocks are frozen")
     data_dir: str | None = _opt(None, "directory with the data set files; none = $TC_DATA_DIR, then known places")
     download: bool = _opt(False, "let torchvision download the data set when it is not found locally")
 
@@ -166,6 +168,8 @@ class TrainConfig:
         _check_range("train_size", self.train_size, 0)
         _check_range("checkpoint_every", self.checkpoint_every, 0)
         _check_range("seed", self.seed, 0)
+        _check_range("freeze_cut", self.freeze_cut, 0)
+        _check_range("freeze_epoch", self.freeze_epoch, 0)
 
 
 BN_MODES = ("splice", "recalibrate")

@@ -108,6 +108,8 @@ def train(
     resume_state: dict | None = None,
 ) -> nn.Module:
     """Train `model` in place according to `cfg`, from scratch or from `resume_state` (see module doc)."""
+    if cfg.freeze_cut >= len(model.blocks):
+        raise ValueError(f"freeze_cut={cfg.freeze_cut} is not a cut of this model; valid: 0 (none) or {model.cuts}")
     device = resolve_device(cfg.device)
     model.to(device)
     if next(model.parameters()).dim() > 1:
@@ -143,8 +145,11 @@ def train(
 
     while step < total:
         epoch = step // spe
+        frozen = list(model.blocks.values())[: cfg.freeze_cut] if epoch >= cfg.freeze_epoch else []
         for x, y in iterate_batches(data, cfg.batch_size, cfg.seed, epoch, cfg.augment, start_batch=step % spe):
             model.train()
+            for block in frozen:  # frozen: no updates, and BatchNorm keeps its running statistics
+                block.eval()
             for group in optimizer.param_groups:
                 group["lr"] = lr_at(step, total, cfg)
             xb = data.normalize(x.to(device))
@@ -157,6 +162,9 @@ def train(
                 raise DivergenceError(step + 1, loss_value)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
+            for block in frozen:
+                for p in block.parameters():
+                    p.grad = None  # SGD and Adam skip a parameter without gradient: no decay, no momentum
             optimizer.step()
             step += 1
             sums.loss += loss_value * len(y)

@@ -168,3 +168,33 @@ def test_diverging_run_is_marked_failed_with_its_reason(mlflow_store, capsys):
 def test_bad_parameter_exits_2_and_names_it(mlflow_store, capsys):
     assert train_ep.main(["--optimizer", "rmsprop"]) == 2
     assert "optimizer" in capsys.readouterr().err
+
+
+class _Keep:
+    def __init__(self):
+        self.states = {}
+
+    def on_save(self, step, epoch, model, state, checkpoint):
+        if checkpoint:
+            self.states[step] = {k: v.clone() for k, v in model.state_dict().items()}
+
+
+def test_freezing_keeps_the_shallow_blocks_fixed_after_the_freeze_epoch():
+    data = load_data("digits", train_size=256)
+    cfg = TrainConfig(
+        dataset="digits", model="resnet20", depth=8, width=4, epochs=3, batch_size=64, freeze_cut=2, freeze_epoch=1
+    )
+    torch.manual_seed(0)
+    model = build_model(ModelSpec("resnet20", 8, 4, 1, 8, 10))
+    keep = _Keep()
+    train(model, data, cfg, [keep])
+    s1, s3 = keep.states[4], keep.states[12]  # end of epoch 1 (freeze starts), end of training
+    for key in s1:
+        block = model.block_of(key)
+        if block in ("stem", "block1"):
+            assert torch.equal(s1[key], s3[key]), key  # weights and BatchNorm statistics alike
+        elif key.endswith("weight") and "bn" not in key:
+            assert not torch.equal(s1[key], s3[key]), key
+    assert not torch.equal(keep.states[0]["blocks.stem.0.weight"], s1["blocks.stem.0.weight"])  # trained before
+    with pytest.raises(ValueError, match="freeze_cut"):
+        train(build_model(ModelSpec("resnet20", 8, 4, 1, 8, 10)), data, TrainConfig(freeze_cut=5, epochs=1))
