@@ -14,7 +14,7 @@ import math
 import os
 import sys
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `python entrypoints/sweep.py` finds entrypoints/
@@ -83,9 +83,33 @@ def objective(cfg: SweepConfig, space: dict, parent_id: str):
             )
             result, last_step = analyze_ep.compute(acfg)
             analyze_ep.log_into_run(acfg, result, last_step, parent_id)
+            tracking.log_metrics(run_id, cheap_scores(acfg, result.summary["steps"]), last_step)
             return float(tracking.get_run(run_id).data.metrics["test_acc"])
 
     return run_trial
+
+
+def cheap_scores(acfg: AnalyzeConfig, steps: list[int], samples: int = 100) -> dict[str, float]:
+    """Cheap surrogates of tc_test: the final deep part on the k checkpoints before it only (k = 1, 2) and
+    `samples` test examples. `tc_test_cheap_k<k>_n<samples>`; compare them with tc_test across trials."""
+    out = {}
+    for k in (1, 2):
+        if len(steps) < k + 1:
+            continue
+        cheap = replace(
+            acfg,
+            splits="test",
+            max_samples=samples,
+            matrix="final",
+            anisotropy=False,
+            measures=False,
+            checkpoints=",".join(str(s) for s in steps[-(k + 1) :]),
+            window=1.0,
+        )
+        result, _ = analyze_ep.compute(cheap)
+        out[f"tc_test_cheap_k{k}_n{samples}"] = result.metrics["tc_test"]
+        out[f"tc_test_cheap_k{k}_n{samples}_seconds"] = result.metrics["analysis_seconds"]
+    return out
 
 
 def trials_table(study: optuna.Study) -> pd.DataFrame:

@@ -258,8 +258,12 @@ def open_storage(spec: str):
 
 
 def measure_columns(columns: list[str]) -> list[str]:
-    """The generalization measures among a trials table's columns: tc_*, drift_*, aniso_* summaries
-    (per-cut `_d<cut>` variants left out)."""
+    """The generalization measures among a trials table's columns: tc_*, drift_*, aniso_* and gm_* summaries
+    (per-cut `_d<cut>` variants and the `_seconds` / `_cost_epochs` costs left out)."""
     import re
 
-    return [c for c in columns if c.startswith(("tc_", "drift_", "aniso_")) and not re.search(r"_d\d+$", c)]
+    return [
+        c
+        for c in columns
+        if c.startswith(("tc_", "drift_", "aniso_", "gm_")) and not re.search(r"(_d\d+|_seconds|_cost_epochs)$", c)
+    ]

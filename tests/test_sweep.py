@@ -125,6 +125,8 @@ def test_sweep_reports_correlations_to_the_parent_run(mlflow_store, tmp_path):
     local = client.download_artifacts(parent.info.run_id, "trials.csv", str(tmp_path))
     trials = pd.read_csv(local)
     assert len(trials) == 4 and {"lr", "width", "test_acc", "train_acc", "gen_gap", "tc_test", "run_id"} <= set(trials)
+    assert {"tc_test_cheap_k1_n100", "tc_test_cheap_k2_n100", "gm_sharpness", "gm_margin", "tc_mmd"} <= set(trials)
+    assert not any(c.endswith(("_seconds", "_cost_epochs")) for c in trials if c.startswith(("tc_", "gm_")))
     children = client.search_runs(["0"], f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
     assert sorted(r.info.run_id for r in children) == sorted(trials["run_id"])
 
