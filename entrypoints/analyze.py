@@ -112,7 +112,9 @@ def compute(cfg: AnalyzeConfig) -> tuple[AnalysisResult, int]:
         result.metrics.update(baseline_measures(cfg, spec, ckpts, reference, data, splits))
         named = {s.name: s for s in splits}
         if "train" in named and "test" in named:
+            t0 = time.perf_counter()
             result.metrics.update(mmd_measures(build_model(spec), ckpts, cfg, data, named["train"], named["test"]))
+            result.metrics["tc_mmd_seconds"] = time.perf_counter() - t0
     per_epoch = tracking.seconds_per_epoch(cfg.run_id)
     if per_epoch:  # what the consistency analysis cost, in the run's own training epochs
         result.metrics["tc_cost_epochs"] = result.metrics["analysis_seconds"] / per_epoch
