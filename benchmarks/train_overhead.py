@@ -36,7 +36,7 @@ def main(argv: list[str] | None = None) -> None:
 
     cfg = TrainConfig(dataset=args.dataset, train_size=args.train_size, epochs=args.epochs, width=args.width)
     data = load_data(cfg.dataset, train_size=cfg.train_size, seed=cfg.seed)
-    spec = ModelSpec(cfg.model, cfg.depth, cfg.width, data.in_channels, data.image_size, data.num_classes)
+    spec = ModelSpec.of(cfg, data)
 
     with tempfile.TemporaryDirectory() as tmp:
         os.chdir(tmp)  # the sqlite store and its artifacts live here

@@ -33,7 +33,7 @@ from tc.analysis import (
     select_steps,
 )
 from tc.config import AnalyzeConfig, parse_args
-from tc.data import DatasetNotFoundError, cache_dir, load_data
+from tc.data import DatasetNotFoundError, cache_dir, load_for
 from tc.models import ModelSpec, build_model
 
 HEADLINE = (
@@ -74,17 +74,8 @@ def load_run_checkpoints(run_id: str, expected: ModelSpec, checkpoints: str) -> 
 
 def compute(cfg: AnalyzeConfig) -> tuple[AnalysisResult, int]:
     train_cfg = tracking.load_train_config(cfg.run_id)
-    data = load_data(
-        train_cfg.dataset,
-        data_dir=train_cfg.data_dir,
-        download=train_cfg.download,
-        train_size=train_cfg.train_size,
-        label_noise=train_cfg.label_noise,
-        seed=train_cfg.seed,
-    )
-    spec = ModelSpec(
-        train_cfg.model, train_cfg.depth, train_cfg.width, data.in_channels, data.image_size, data.num_classes
-    )
+    data = load_for(train_cfg)
+    spec = ModelSpec.of(train_cfg, data)
     ckpts = load_run_checkpoints(cfg.run_id, spec, cfg.checkpoints)
     reference = None
     if cfg.reference_run_id:

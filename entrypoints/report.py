@@ -89,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
             t0 = time.time()
             _run("analyze", {"run_id": runs[name], "max_samples": samples, **extra})
             m[name] = _metrics(runs[name])
-            timing[f"analyze {name}"] = time.time() - t0
+            timing[f"analyze {name} {extra.get('bn_mode', '')}".strip()] = time.time() - t0
 
         train("base")
         train("seed1", seed=1)

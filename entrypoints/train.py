@@ -22,7 +22,7 @@ import torch
 from tc import tracking
 from tc.checkpoints import IndexEntry
 from tc.config import TrainConfig, build_parser, from_strings, unquote
-from tc.data import DatasetNotFoundError, load_data
+from tc.data import DatasetNotFoundError, load_for
 from tc.models import ModelSpec, build_model
 from tc.train import DivergenceError, ProgressReporter, train
 
@@ -37,16 +37,9 @@ def parse(argv: list[str] | None) -> tuple[TrainConfig, str | None]:
 
 def run_training(run_id: str, cfg: TrainConfig, resume_state: dict | None = None, callbacks: list = ()) -> None:
     """Train `cfg` logging into `run_id`; from `resume_state` when given; extra `callbacks` (e.g. pruning)."""
-    data = load_data(
-        cfg.dataset,
-        data_dir=cfg.data_dir,
-        download=cfg.download,
-        train_size=cfg.train_size,
-        label_noise=cfg.label_noise,
-        seed=cfg.seed,
-    )
+    data = load_for(cfg)
     torch.manual_seed(cfg.seed)
-    spec = ModelSpec(cfg.model, cfg.depth, cfg.width, data.in_channels, data.image_size, data.num_classes)
+    spec = ModelSpec.of(cfg, data)
     model = build_model(spec)
     start, index = 0, []
     if resume_state is not None:

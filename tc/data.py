@@ -171,6 +171,18 @@ def load_data(
     return DataBundle(name, train_x, train_y, clean, test_x, test_y, num_classes, mean, std)
 
 
+def load_for(cfg) -> DataBundle:
+    """The data a training config (`tc.config.TrainConfig`) trains on: same subset, same noisy labels."""
+    return load_data(
+        cfg.dataset,
+        data_dir=cfg.data_dir,
+        download=cfg.download,
+        train_size=cfg.train_size,
+        label_noise=cfg.label_noise,
+        seed=cfg.seed,
+    )
+
+
 def batch_generator(seed: int, epoch: int, batch: int = -1) -> torch.Generator:
     """A generator that depends only on (seed, epoch, batch): any step's randomness can be replayed, which
     is what makes resuming a run mid-epoch exact."""

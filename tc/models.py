@@ -44,6 +44,11 @@ class ModelSpec:
     def to_dict(self) -> dict:
         return asdict(self)
 
+    @classmethod
+    def of(cls, cfg, data) -> ModelSpec:
+        """The architecture that training config `cfg` gives on data set `data` (a `tc.data.DataBundle`)."""
+        return cls(cfg.model, cfg.depth, cfg.width, data.in_channels, data.image_size, data.num_classes)
+
 
 class BlockNet(nn.Module):
     """A sequence of named blocks. `forward_blocks(x, a, b)` runs blocks a..b-1 (0-based)."""
