@@ -176,8 +176,12 @@ def correlation_bars(table: pd.DataFrame, target: str = "test_acc") -> Figure:
     """|Kendall τ-b| of each measure with `target`, with its bootstrap 95% interval."""
     sub = table[table["target"] == target].assign(abs_tau=lambda d: d["kendall"].abs()).sort_values("abs_tau")
     fig, ax = plt.subplots(figsize=(6, 0.3 * len(sub) + 1.2), constrained_layout=True)
-    lo = (sub["abs_tau"] - sub[["kendall_ci_low", "kendall_ci_high"]].abs().min(axis=1)).clip(lower=0)
-    hi = (sub[["kendall_ci_low", "kendall_ci_high"]].abs().max(axis=1) - sub["abs_tau"]).clip(lower=0)
+    ci = sub[["kendall_ci_low", "kendall_ci_high"]]
+    # the interval of |τ|: from 0 when the CI of τ spans 0, else from the bound nearer 0
+    spans_zero = (ci["kendall_ci_low"] < 0) & (ci["kendall_ci_high"] > 0)
+    low_abs = ci.abs().min(axis=1).where(~spans_zero, 0.0)
+    lo = (sub["abs_tau"] - low_abs).clip(lower=0)
+    hi = (ci.abs().max(axis=1) - sub["abs_tau"]).clip(lower=0)
     ax.barh(sub["measure"], sub["abs_tau"], xerr=[lo.fillna(0), hi.fillna(0)], color="tab:blue", alpha=0.8)
     ax.set_xlabel(f"|Kendall τ-b| with {target} (bar: bootstrap 95% CI)")
     ax.set_xlim(0, 1)
