@@ -135,10 +135,11 @@ def _same(a: pd.Series, b: pd.Series, space: dict, tol: float) -> bool:
 
 def granulated_kendall(
     trials: pd.DataFrame, measure: str, target: str, space: dict, tol: float = 0.1
-) -> tuple[float, dict[str, float], dict[str, int]]:
-    """(Ψ, {h: ψ_h}, {h: number of groups}). A group: trials that match on every hyperparameter but h
-    (within `tol` of a numeric range) and take >= 2 distinct values of h."""
-    psi, counts = {}, {}
+) -> tuple[float, dict[str, float], dict[str, int], dict[str, int]]:
+    """(Ψ, {h: ψ_h}, {h: number of groups}, {h: number of trial pairs in them that differ in h}). A group:
+    trials that match on every hyperparameter but h (within `tol` of a numeric range) and take >= 2
+    distinct values of h."""
+    psi, counts, pairs = {}, {}, {}
     rows = trials.reset_index(drop=True)
     for h in space:
         others = {k: v for k, v in space.items() if k != h}
@@ -152,9 +153,10 @@ def granulated_kendall(
                 groups.append(members)
         taus = [kendall_pairs(rows.loc[g, measure], rows.loc[g, target]) for g in groups]
         counts[h] = len(groups)
+        pairs[h] = sum(int(rows.loc[a, h] != rows.loc[b, h]) for g in groups for a, b in itertools.combinations(g, 2))
         psi[h] = float(np.mean(taus)) if taus else math.nan
     valid = [v for v in psi.values() if not math.isnan(v)]
-    return (float(np.mean(valid)) if valid else math.nan), psi, counts
+    return (float(np.mean(valid)) if valid else math.nan), psi, counts, pairs
 
 
 def partial_kendall(trials: pd.DataFrame, measure: str, target: str, controls: list[str]) -> float:
@@ -208,7 +210,7 @@ def _scores(sub: pd.DataFrame, measure: str, target: str, space: dict, draws: in
     n = len(sub)
     mu, g = sub[measure].to_numpy(float), sub[target].to_numpy(float)
     rho, tb = stats.spearmanr(mu, g), stats.kendalltau(mu, g)
-    psi, per_h, counts = granulated_kendall(sub, measure, target, space, tol)
+    psi, per_h, counts, pairs = granulated_kendall(sub, measure, target, space, tol)
     row = {
         "measure": measure,
         "target": target,
@@ -223,7 +225,7 @@ def _scores(sub: pd.DataFrame, measure: str, target: str, space: dict, draws: in
         "partial_kendall": partial_kendall(sub, measure, target, list(space)),
     }
     for h in space:
-        row[f"psi_{h}"], row[f"n_groups_{h}"] = per_h[h], counts[h]
+        row[f"psi_{h}"], row[f"n_groups_{h}"], row[f"n_pairs_{h}"] = per_h[h], counts[h], pairs[h]
     row["spearman_ci_low"], row["spearman_ci_high"] = _bootstrap(
         lambda idx: stats.spearmanr(mu[idx], g[idx]).statistic, n, draws, seed
     )

@@ -35,15 +35,16 @@ def test_granulated_kendall_on_a_grid():
     df = _grid_trials()
     df["perfect"] = df["test_acc"]  # a measure equal to the target: τ = 1 in every group
     df["width_only"] = df["width"]  # tracks one hyperparameter only
-    psi, per_h, counts = sweep.granulated_kendall(df, "perfect", "test_acc", SPACE)
+    psi, per_h, counts, pairs = sweep.granulated_kendall(df, "perfect", "test_acc", SPACE)
     assert psi == pytest.approx(1.0) and counts == {"lr": 3, "width": 3}
-    psi, per_h, _ = sweep.granulated_kendall(df, "width_only", "test_acc", SPACE)
+    assert pairs == {"lr": 9, "width": 9}  # 3 groups of 3 trials: 3 pairs each
+    psi, per_h, _, _ = sweep.granulated_kendall(df, "width_only", "test_acc", SPACE)
     assert per_h["width"] == pytest.approx(1.0) and per_h["lr"] == 0.0 and psi == pytest.approx(0.5)
 
 
 def test_granulated_kendall_groups_within_tolerance():
     df = pd.DataFrame({"lr": [0.1, 0.105, 0.5, 0.52], "width": [8, 16, 8, 16], "m": [1, 2, 3, 4], "t": [1, 2, 3, 5]})
-    _, per_h, counts = sweep.granulated_kendall(df, "m", "t", SPACE, tol=0.05)
+    _, per_h, counts, _ = sweep.granulated_kendall(df, "m", "t", SPACE, tol=0.05)
     assert counts["width"] == 2 and per_h["width"] == 1.0  # lr 0.1 ~ 0.105 and 0.5 ~ 0.52 on a log scale
     assert counts["lr"] == 2 and per_h["lr"] == 1.0
 
@@ -73,6 +74,7 @@ def test_correlation_table_has_every_coefficient_and_ci():
         "worst_psi",
         "partial_kendall",
         "n_groups_lr",
+        "n_pairs_width",
         "kendall_ci_low",
         "partial_kendall_ci_high",
     ):
