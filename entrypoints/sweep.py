@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 import os
 import sys
+import tempfile
 import time
 from dataclasses import asdict, replace
 from pathlib import Path
@@ -214,8 +215,6 @@ def main(argv: list[str] | None = None) -> int:
                 callbacks=[done],
                 gc_after_trial=True,
             )
-        import tempfile
-
         with tempfile.TemporaryDirectory() as tmp:
             table = report(cfg, space, study, Path(tmp))
             mlflow.log_artifacts(tmp)

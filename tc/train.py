@@ -15,11 +15,13 @@ Events, in order, after optimizer step s:
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 import torch
 from torch import nn
+from tqdm.auto import tqdm
 
 from tc.config import TrainConfig
 from tc.data import DataBundle, iterate_batches, steps_per_epoch
@@ -197,14 +199,10 @@ class ProgressReporter:
     """A tqdm bar over optimizer steps when stderr is a terminal, and one concise line per epoch always."""
 
     def __init__(self, cfg: TrainConfig, n_train: int, start_step: int = 0):
-        import time
-
-        from tqdm.auto import tqdm
-
         self.cfg = cfg
         self.total = cfg.epochs * steps_per_epoch(n_train, cfg.batch_size)
         self.bar = tqdm(total=self.total, initial=start_step, unit="step", disable=None, leave=False)
-        self._clock, self._t0 = time.perf_counter, time.perf_counter()
+        self._t0 = time.perf_counter()
 
     def on_step(self, step: int, loss: float) -> None:
         self.bar.update(1)
@@ -214,7 +212,7 @@ class ProgressReporter:
         self.bar.write(
             f"epoch {epoch}/{self.cfg.epochs}  step {step}/{self.total}  train_loss {m['train_loss']:.4f}  "
             f"train_acc {m['train_acc']:.4f}  test_loss {m['test_loss']:.4f}  test_acc {m['test_acc']:.4f}  "
-            f"[{self._clock() - self._t0:.1f}s]"
+            f"[{time.perf_counter() - self._t0:.1f}s]"
         )
 
     def close(self) -> None:
