@@ -175,7 +175,8 @@ def analyze(
                 summary["half_life"][f"{split.name}_d{cut}"] = hl
             metrics[f"tc_{split.name}_d{cut}"] = C.tc_score(agree, win)
             metrics[f"acc_{split.name}"] = float(acc[T, T])  # the final network itself (same at every cut)
-            metrics[f"tc_{split.name}_random_shallow_d{cut}"] = float(agree[0, T])
+            if steps[0] == 0:  # the initialisation only if step 0 was selected (training saves it first)
+                metrics[f"tc_{split.name}_random_shallow_d{cut}"] = float(agree[0, T])
             # the recalibrating (naive) path keeps no features, so it reports no drift
             drift = out.drift.mean(dim=1) if out.drift is not None else torch.full((len(steps),), math.nan)
             if out.drift is not None:
@@ -264,8 +265,11 @@ def _bf16_agreement(model, ckpts, split, data, cfg, cuts, T) -> float:
 class AnisotropyResult:
     stats: pd.DataFrame  # cut, kind (drift|grad), statistic, value, n, p, unit
     spectra: pd.DataFrame  # cut, kind, index, eig, null_q05, null_q95
-    perturb: pd.DataFrame  # cut, eps, kind (clean|structured|isotropic), acc
+    perturb: pd.DataFrame  # cut, eps, kind (clean|top|random|bottom), draw, acc
     metrics: dict[str, float]
+
+
+PERTURB_HEADLINE_EPS = 0.5
 
 
 def anisotropy(
@@ -277,9 +281,16 @@ def anisotropy(
     train_batch_size: int,
     train_seed: int,
 ) -> AnisotropyResult:
-    """SPEC section 5 at every cut: feature drift over the window (split `split`), gradient noise at the
-    window's first checkpoint, and the perturbation test on the final checkpoint at ε = 0.5 (headline).
-    A kind with fewer than 3 vectors (a training set of fewer than 3 full minibatches) is left out."""
+    """SPEC section 5 at every cut: feature drift over the window and the final checkpoint (split `split`;
+    `tc.anisotropy.drift_test`, sampling unit: samples, as pairs), gradient noise at the window's first
+    checkpoint (sampling unit: minibatches), and the perturbation test on the final checkpoint.
+
+    Metrics: per cut `aniso_{drift,grad}_{topk_var,eff_rank,pvalue,lw_pvalue}_d<cut>`; across cuts the mean of
+    topk_var and eff_rank (descriptive) and `aniso_{drift,grad}_min_pvalue` / `_lw_min_pvalue`: the smallest
+    Holm-adjusted p-value over the cuts ("anisotropic at some cut", family-wise error controlled). Perturbation
+    at ε = 0.5: `aniso_perturb_{clean,top,random,bottom}_acc_d<cut>`, the last three with `_lo`/`_hi` (95% t
+    interval over draws), and their means over cuts. A kind with fewer than 3 units (under 6 samples, or
+    under 3 full training minibatches) is left out."""
     from tc import anisotropy as A
     from tc import noise
     from tc.data import iterate_batches
@@ -295,15 +306,20 @@ def anisotropy(
             break
         batches.append((data.normalize(xb), yb))
     grads = noise.gradient_noise(model, ckpts.state_dicts[grad_ckpt], batches, cuts, seed=cfg.seed)
-    stat_rows, spec_rows, pert_rows, metrics = [], [], [], {}
-    units = {"drift": "sample-checkpoint pairs", "grad": "minibatches"}
+    stat_rows, spec_rows, pert_frames, metrics = [], [], [], {}
+    pvalues: dict[tuple[str, str], dict[int, float]] = {}
     for cut in cuts:
         feats = noise.features(model, chosen, x, cut, cfg.batch_size)
-        vectors = {"drift": noise.drift_vectors(feats), "grad": grads[cut]}
-        # a covariance needs >= 3 vectors: a tiny training set may give fewer full minibatches
-        vectors = {kind: v for kind, v in vectors.items() if len(v) >= 3}
-        for kind, vecs in vectors.items():
-            r = A.analyze_samples(vecs, k=cfg.aniso_k, draws=cfg.null_draws, seed=cfg.seed)
+        reports = {}
+        if feats.shape[1] >= 6:  # >= 3 pairs of samples
+            reports["drift"] = A.drift_test(
+                noise.drift_vectors(feats), k=cfg.aniso_k, draws=cfg.null_draws, seed=cfg.seed
+            )
+        if len(grads[cut]) >= 3:  # a tiny training set may give fewer full minibatches
+            reports["grad"] = A.analyze_samples(
+                grads[cut], k=cfg.aniso_k, draws=cfg.null_draws, seed=cfg.seed, unit="minibatches"
+            )
+        for kind, r in reports.items():
             values = {
                 "topk_var": r.topk[r.k - 1],
                 "eff_rank": r.eff_rank,
@@ -315,33 +331,39 @@ def anisotropy(
                 "power_law_alpha": r.power_law_alpha,
                 **{f"top{j + 1}_var": v for j, v in enumerate(r.topk)},
             }
-            stat_rows += [(cut, kind, name, float(v), r.n, r.p, units[kind]) for name, v in values.items()]
-            for name in ("topk_var", "eff_rank", "pvalue"):
+            stat_rows += [(cut, kind, name, float(v), r.n, r.p, r.unit) for name, v in values.items()]
+            for name in ("topk_var", "eff_rank", "pvalue", "lw_pvalue"):
                 metrics[f"aniso_{kind}_{name}_d{cut}"] = float(values[name])
+            for name in ("pvalue", "lw_pvalue"):
+                pvalues.setdefault((kind, name), {})[cut] = float(values[name])
             spec_rows += [(cut, kind, i + 1, r.eig[i], r.null_q05[i], r.null_q95[i]) for i in range(len(r.eig))]
-        full = (feats[1:] - feats[:-1]).flatten(2).flatten(0, 1)[:2000]  # [rows, D], rows capped for the SVD
-        for eps, kind, acc in noise.perturbation_test(
-            model, ckpts.state_dicts[-1], feats[-1], full, split.y, cut, k=cfg.aniso_k, seed=cfg.seed
-        ):
-            pert_rows.append((cut, eps, kind, acc))
-            if eps == 0.5:
-                metrics[f"aniso_perturb_acc_{kind}_d{cut}"] = acc
-    for name in (
-        "drift_topk_var",
-        "drift_eff_rank",
-        "drift_pvalue",
-        "grad_topk_var",
-        "grad_eff_rank",
-        "grad_pvalue",
-        "perturb_acc_structured",
-        "perturb_acc_isotropic",
-    ):
+        pert = noise.perturbation_test(
+            model, ckpts.state_dicts[-1], feats[-1], feats[1:] - feats[:-1], split.y, cut, k=cfg.aniso_k, seed=cfg.seed
+        )
+        pert_frames.append(pert.assign(cut=cut)[["cut", "eps", "kind", "draw", "acc"]])
+        summary = noise.perturbation_summary(pert)
+        for row in summary.itertuples():
+            if row.kind == "clean":
+                metrics[f"aniso_perturb_clean_acc_d{cut}"] = row.acc
+            elif row.eps == PERTURB_HEADLINE_EPS:
+                for suffix, v in (("", row.acc), ("_lo", row.lo), ("_hi", row.hi)):
+                    metrics[f"aniso_perturb_{row.kind}_acc{suffix}_d{cut}"] = float(v)
+    for name in ("drift_topk_var", "drift_eff_rank", "grad_topk_var", "grad_eff_rank"):
         if f"aniso_{name}_d{cuts[0]}" in metrics:
             metrics[f"aniso_{name}"] = float(np.mean([metrics[f"aniso_{name}_d{c}"] for c in cuts]))
+    for kind in ("clean", *noise.KINDS):
+        if f"aniso_perturb_{kind}_acc_d{cuts[0]}" in metrics:
+            metrics[f"aniso_perturb_{kind}_acc"] = float(
+                np.mean([metrics[f"aniso_perturb_{kind}_acc_d{c}"] for c in cuts])
+            )
+    # a mean of p-values is not a p-value: the smallest Holm-adjusted one tests "anisotropic at some cut"
+    for (kind, name), per_cut in pvalues.items():
+        prefix = "" if name == "pvalue" else "lw_"
+        metrics[f"aniso_{kind}_{prefix}min_pvalue"] = float(A.holm(list(per_cut.values())).min())
     return AnisotropyResult(
         stats=pd.DataFrame(stat_rows, columns=["cut", "kind", "statistic", "value", "n", "p", "unit"]),
         spectra=pd.DataFrame(spec_rows, columns=["cut", "kind", "index", "eig", "null_q05", "null_q95"]),
-        perturb=pd.DataFrame(pert_rows, columns=["cut", "eps", "kind", "acc"]),
+        perturb=pd.concat(pert_frames, ignore_index=True),
         metrics=metrics,
     )
 

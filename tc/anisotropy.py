@@ -1,11 +1,12 @@
 """Is SGD's noise anisotropic? Covariance spectra of sample vectors and tests against an isotropic null
 (SPEC section 5). Pure functions: arrays in, numbers out.
 
-Input: a matrix X [n, p] of n sample vectors (rows) in dimension p. Which vectors, and so what "a sample" is,
-depends on the caller, and every statistic built on X inherits it (the literature mixes conventions):
-- feature drift: rows are Δz_t(x) = z_{t+1}(x) - z_t(x) pooled over samples x AND consecutive checkpoint
-  pairs t (sampling unit: sample-checkpoint pairs);
-- gradient noise: rows are g_b - mean_b g_b over minibatches b (sampling unit: minibatches).
+Input: a matrix X [n, p] of n sample vectors (rows) in dimension p. Every statistic treats the rows as
+independent draws, so the caller must hand it independent units and say what they are:
+- feature drift (`drift_test`): one row per PAIR of samples, built from the whole window of that pair's
+  drift (sampling unit: samples; see `drift_test` for why pairs and why unit vectors);
+- gradient noise (`tc.noise.gradient_noise`): rows g_b - mean_b g_b over minibatches b (sampling unit:
+  minibatches; the centring costs one degree of freedom, which the null below reproduces).
 
 Spectra never build a dense p x p covariance when p > n: the nonzero eigenvalues of S = Xcᵀ Xc / (n - 1)
 are those of the n x n Gram matrix Xc Xcᵀ / (n - 1). Memory: min(n, p)² floats for the eigenproblem plus X.
@@ -14,14 +15,23 @@ Statistics of the eigenvalues λ_1 >= ... >= λ_p (zeros included when p > n; tr
     topk_var(k)      = Σ_{i<=k} λ_i / Σ λ_i                       (explained variance of the top k)
     eff_rank         = (Σ λ_i)² / Σ λ_i²                          (participation ratio; p when isotropic)
     max_over_mean    = λ_1 / (Σ λ_i / p)
-    mp_spikes        = #{λ_i > σ² (1 + sqrt(p / n))²}, σ² = Σλ / p (the null's asymptotic Marchenko-Pastur
-                       edge; at finite n, p the null's own λ_1 often crosses it, so also:)
+    mp_spikes        = #{λ_i > σ² (1 + sqrt(p / (n - 1)))²}, σ² = Σλ / p (the null's asymptotic
+                       Marchenko-Pastur edge; at finite n, p the null's own λ_1 often crosses it, so also:)
     spikes           = #{λ_i > 95% quantile of λ_1 over the Monte-Carlo null draws}
     power_law_alpha  = -slope of log λ_i against log i over the nonzero top half of the spectrum
-Null: rows i.i.d. N(0, σ² I_p) with the same n, p and total variance. The Monte-Carlo p-value of topk_var
-is (1 + #{null draws >= observed}) / (draws + 1); topk_var is scale-free so the null needs σ = 1 only.
-Ledoit & Wolf (2002) sphericity: U = (1/p) tr[(S / (tr S / p) - I)²]; under the null n U - p -> N(1, 4)
-as n, p -> ∞ together (valid also for p > n), so z = (n U - p - 1) / 2 gives a one-sided normal p-value.
+Null (`analyze_samples`): rows i.i.d. N(0, σ² I_p) with the same n, p and total variance, centred by their
+own mean exactly as X is (so a mean estimated from the same rows costs the null the same degree of freedom).
+With `directions=True` the null rows are those Gaussians scaled to unit norm, i.e. uniform on the sphere:
+the exact null for unit vectors of any spherically symmetric distribution. The Monte-Carlo p-value of
+topk_var is (1 + #{null draws >= observed}) / (draws + 1); topk_var is scale-free so the null needs σ = 1.
+Ledoit & Wolf (2002) sphericity: U = (1/p) tr[(S / (tr S / p) - I)²], S with denominator n - 1. For Gaussian
+rows (n - 1) U - p -> N(1, 4) as n, p -> ∞ together (valid also for p > n); the code uses
+z = ((n - 1) U - p - 1) / 2 and the one-sided normal p-value. For unit vectors uniform on the sphere the
+fourth moments differ and (n - 1) U - p -> N(-1, 4) (E (u_iᵀu_j)² = 1/p), so `directions=True` uses
+z = ((n - 1) U - p + 1) / 2 (the spatial-sign sphericity test of Zou et al., Biometrika 2014, in LW's form).
+
+`holm` adjusts p-values over cuts for the family-wise error (Holm 1979); its smallest adjusted p-value is the
+`aniso_*_min_pvalue` that analyze logs.
 """
 
 from __future__ import annotations
@@ -70,19 +80,49 @@ def power_law_alpha(eig: np.ndarray) -> float:
     return float(-slope)
 
 
-def ledoit_wolf_sphericity(x: np.ndarray) -> tuple[float, float]:
-    """(U, one-sided asymptotic p-value). tr(S²) comes from the Gram matrix, so no p x p matrix is built."""
+def _lw_u(eig: np.ndarray) -> float:
+    return float(((eig / eig.mean() - 1) ** 2).mean())
+
+
+def ledoit_wolf_sphericity(x: np.ndarray, directions: bool = False) -> tuple[float, float]:
+    """(U, one-sided asymptotic p-value), z = ((n - 1) U - p ∓ 1) / 2 (module doc; - for Gaussian rows, + for
+    unit vectors with `directions=True`). tr(S²) comes from the Gram matrix, so no p x p matrix is built."""
     eig = spectrum(x)
     n, p = x.shape
-    u = float(((eig / eig.mean() - 1) ** 2).mean())
-    z = ((n - 1) * u - p - 1) / 2
+    u = _lw_u(eig)
+    z = ((n - 1) * u - p + (1 if directions else -1)) / 2
     return u, float(stats.norm.sf(z))
 
 
-def null_topk_var(n: int, p: int, k: int, draws: int, seed: int = 0) -> np.ndarray:
-    """topk_var of `draws` isotropic Gaussian data sets of n rows in dimension p."""
+def null_spectra(n: int, p: int, draws: int, seed: int = 0, directions: bool = False) -> np.ndarray:
+    """[draws, p] spectra of isotropic null data sets of n rows (Gaussian, or unit vectors with
+    `directions`), each centred like the data. Vectorised: batches of Gram matrices, at most ~32 MB of
+    normal draws at a time."""
     rng = np.random.default_rng(seed)
-    return np.array([topk_var(spectrum(rng.standard_normal((n, p))), k) for _ in range(draws)])
+    chunk = max(1, min(draws, 4_000_000 // (n * p)))
+    out = []
+    for start in range(0, draws, chunk):
+        g = rng.standard_normal((min(chunk, draws - start), n, p))
+        if directions:
+            g /= np.linalg.norm(g, axis=2, keepdims=True)
+        g -= g.mean(axis=1, keepdims=True)
+        # one BLAS product per draw: numpy's batched matmul (and einsum) on a transposed stack is ~40x slower
+        gram = np.stack([a @ a.T if p > n else a.T @ a for a in g])
+        eig = np.clip(np.linalg.eigvalsh(gram / (n - 1)), 0, None)[:, ::-1]
+        out.append(np.pad(eig, ((0, 0), (0, p - eig.shape[1]))))
+    return np.concatenate(out)
+
+
+def holm(pvalues) -> np.ndarray:
+    """Holm (1979) step-down adjusted p-values, in the input order: the i-th smallest becomes
+    max_{j <= i} min(1, (m - j + 1) p_(j)). Reject where adjusted < α controls the family-wise error."""
+    p = np.asarray(pvalues, dtype=np.float64)
+    order = np.argsort(p, kind="stable")
+    m = len(p)
+    adjusted = np.minimum(1.0, np.maximum.accumulate((m - np.arange(m)) * p[order]))
+    out = np.empty(m)
+    out[order] = adjusted
+    return out
 
 
 @dataclass(frozen=True)
@@ -104,22 +144,26 @@ class SpectrumReport:
     null_q95: np.ndarray
     lw_u: float
     lw_pvalue: float
+    unit: str = "rows"  # the sampling unit: what one row of the input is
 
 
-def analyze_samples(x: np.ndarray, k: int = 3, draws: int = 1000, seed: int = 0) -> SpectrumReport:
-    """Every statistic above for the rows of `x`, with a Monte-Carlo test of `draws` null data sets."""
+def analyze_samples(
+    x: np.ndarray, k: int = 3, draws: int = 1000, seed: int = 0, directions: bool = False, unit: str = "rows"
+) -> SpectrumReport:
+    """Every statistic above for the rows of `x`, with a Monte-Carlo test of `draws` null data sets.
+    `directions`: the rows are unit vectors (the null is uniform on the sphere; module doc). `unit`: what
+    one row is, recorded in the report."""
     x = np.asarray(x, dtype=np.float64)
     n, p = x.shape
     if n < 3:
         raise ValueError(f"need at least 3 sample vectors, got {n}")
     eig = spectrum(x)
     k = min(k, p)
-    rng = np.random.default_rng(seed)
-    null_spectra = np.stack([spectrum(rng.standard_normal((n, p))) for _ in range(draws)])
-    null_spectra *= eig.sum() / null_spectra.sum(axis=1, keepdims=True)  # same total variance
-    null_stat = null_spectra[:, :k].sum(axis=1) / null_spectra.sum(axis=1)
+    nulls = null_spectra(n, p, draws, seed, directions)
+    nulls *= eig.sum() / nulls.sum(axis=1, keepdims=True)  # same total variance
+    null_stat = nulls[:, :k].sum(axis=1) / nulls.sum(axis=1)
     observed = topk_var(eig, k)
-    u, lw_p = ledoit_wolf_sphericity(x)
+    u, lw_p = ledoit_wolf_sphericity(x, directions)
     return SpectrumReport(
         n=n,
         p=p,
@@ -128,20 +172,72 @@ def analyze_samples(x: np.ndarray, k: int = 3, draws: int = 1000, seed: int = 0)
         eff_rank=eff_rank(eig),
         max_over_mean=max_over_mean(eig),
         mp_spikes=mp_spikes(eig, n),
-        spikes=int((eig > np.quantile(null_spectra[:, 0], 0.95)).sum()),
+        spikes=int((eig > np.quantile(nulls[:, 0], 0.95)).sum()),
         power_law_alpha=power_law_alpha(eig),
         k=k,
         pvalue=float((1 + (null_stat >= observed).sum()) / (draws + 1)),
-        null_q05=np.quantile(null_spectra, 0.05, axis=0),
-        null_q95=np.quantile(null_spectra, 0.95, axis=0),
+        null_q05=np.quantile(nulls, 0.05, axis=0),
+        null_q95=np.quantile(nulls, 0.95, axis=0),
         lw_u=u,
         lw_pvalue=lw_p,
+        unit=unit,
     )
+
+
+DRIFT_UNIT = "pairs of samples (unit vectors of the window's drift)"
+
+
+def drift_units(drift: np.ndarray, seed: int = 0) -> np.ndarray:
+    """[samples // 2, dims] independent unit vectors from drift [transitions, samples, dims] (see `drift_test`).
+    Pairs whose drift is identical at every transition (zero difference) are dropped."""
+    d = np.asarray(drift, dtype=np.float64)
+    if d.ndim != 3:
+        raise ValueError(f"drift must be [transitions, samples, dims], got shape {d.shape}")
+    # Centre within each transition: its mean update over samples is systematic drift, not noise. The pair
+    # differences below cancel it exactly (the centring is a no-op for them), so no estimate of it enters.
+    d = d - d.mean(axis=1, keepdims=True)
+    perm = np.random.default_rng(seed).permutation(d.shape[1])
+    half = d.shape[1] // 2
+    w = d[:, perm[:half]] - d[:, perm[half : 2 * half]]  # [T, pairs, dims]
+    norms = np.linalg.norm(w, axis=2, keepdims=True)
+    w = np.divide(w, norms, out=np.zeros_like(w), where=norms > 0).sum(axis=0)  # each transition weighs 1
+    norms = np.linalg.norm(w, axis=1, keepdims=True)
+    keep = norms[:, 0] > 0
+    return w[keep] / norms[keep]
+
+
+def drift_test(drift: np.ndarray, k: int = 3, draws: int = 1000, seed: int = 0) -> SpectrumReport:
+    """Is feature drift anisotropic? `drift`: [transitions, samples, dims] drift Δz_t(x) of the same samples
+    x over consecutive transitions t. Returns the `analyze_samples` report (`.pvalue`: Monte Carlo top-k
+    explained variance; `.lw_pvalue`: Ledoit-Wolf sphericity, unit-vector form) on independent units.
+
+    Sampling unit: samples. Rows of one sample at different transitions are dependent, and every row of one
+    transition shares that transition's mean update, so (sample, transition) rows are not independent units
+    (pooled, isotropic nulls with either dependence were rejected 100% of the time). Here the samples are
+    split at random (`seed`) into disjoint pairs (n, m); each pair gives one row
+        u = normalise(Σ_t normalise(Δz_t(x_n) - Δz_t(x_m))).
+    The difference removes transition t's mean update exactly; normalising each transition gives every
+    transition equal weight (Σ_t Δz_t would telescope to z_last - z_first); normalising the sum makes the row
+    a direction, so samples whose features drift more do not dominate. Null: samples are independent and each
+    sample's drift trajectory, about the per-transition mean, has a rotation-invariant distribution (e.g.
+    Gaussian with isotropic covariance, with any correlation across transitions and any per-sample scale).
+    Then the pairs' rows are i.i.d. uniform on the sphere: the null that `directions=True` simulates exactly.
+    Cost: half the samples' worth of rows (n = samples // 2)."""
+    units = drift_units(drift, seed)
+    return analyze_samples(units, k=k, draws=draws, seed=seed, directions=True, unit=DRIFT_UNIT)
+
+
+def principal_directions(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(all principal directions of rows `x` with nonzero variance [r, p], orthonormal rows, descending;
+    their variances [r]). r = numerical rank of the centred rows (<= n - 1)."""
+    x = np.asarray(x, dtype=np.float64)
+    xc = x - x.mean(axis=0)
+    _, s, vt = np.linalg.svd(xc, full_matrices=False)
+    r = int((s > s[0] * 1e-10).sum()) if len(s) and s[0] > 0 else 0
+    return vt[:r], s[:r] ** 2 / (len(x) - 1)
 
 
 def top_directions(x: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """(top-k principal directions [k, p] as orthonormal rows, their variances [k]) of rows `x`."""
-    x = np.asarray(x, dtype=np.float64)
-    xc = x - x.mean(axis=0)
-    _, s, vt = np.linalg.svd(xc, full_matrices=False)
-    return vt[:k], s[:k] ** 2 / (len(x) - 1)
+    dirs, var = principal_directions(x)
+    return dirs[:k], var[:k]

@@ -1,14 +1,17 @@
 """The vectors whose anisotropy `tc.anisotropy` tests, taken from a run's checkpoints (SPEC section 5).
 
 - `drift_vectors`: global-average-pooled feature drift Δz_t(x) = z_{t+1}(x) - z_t(x) at a cut, over
-  consecutive checkpoints t of the window and samples x (rows: sample-checkpoint pairs; dimension: channels,
-  so samples ≫ dimension).
-- `gradient_noise`: per-minibatch gradients of the shallow parameters minus their mean over a partition of
-  the training set (= the full-batch gradient), randomly projected to `proj_dim` dimensions with a seeded
-  Gaussian matrix (a random projection keeps isotropic noise isotropic). Rows: minibatches.
-- `perturbation_test`: the final deep part's accuracy when z_T(x) is perturbed by noise of norm
-  ε ||z_T(x)|| along the top-k principal drift directions (full feature space, coefficients ~ N(0, λ_i))
-  versus in a uniformly random direction.
+  consecutive checkpoints t and samples x, as an array [transitions, samples, channels] for
+  `tc.anisotropy.drift_test` (which turns it into independent units: samples).
+- `gradient_noise`: per-minibatch gradients of the shallow parameters minus their mean over the minibatches
+  used, projected by `random_projection` (orthonormal columns, so isotropic noise stays isotropic; the old
+  Gaussian matrix was far from orthonormal when P is not ≫ 128 and made isotropic noise look anisotropic).
+  Rows: minibatches.
+- `perturbation_test`: the final deep part's accuracy when z_T(x) is perturbed at norm ε ||z_T(x)|| inside
+  a k-dimensional subspace: the top-k principal drift directions, k random orthonormal directions, or the
+  bottom-k (smallest nonzero-variance) drift directions. Same k, same norm, same isotropic coefficients
+  within the subspace: the kinds differ only in WHICH subspace (an isotropic perturbation of the whole
+  D-dimensional space would hit a readout about sqrt(D / k) times harder per unit norm whatever the drift is).
 """
 
 from __future__ import annotations
@@ -17,10 +20,12 @@ import copy
 from collections.abc import Sequence
 
 import numpy as np
+import pandas as pd
 import torch
+from scipy import stats
 from torch import nn
 
-from tc.anisotropy import top_directions
+from tc.anisotropy import principal_directions
 from tc.compose import StateDict
 from tc.models import BlockNet
 
@@ -47,9 +52,25 @@ def pool(z: torch.Tensor) -> torch.Tensor:
 
 
 def drift_vectors(feats: torch.Tensor) -> np.ndarray:
-    """Rows Δz_t(x) for consecutive checkpoints, pooled: [(T - 1) * N, C]."""
+    """Pooled drift Δz_t(x) of consecutive checkpoints: [T - 1, N, C] (transitions, samples, channels)."""
     pooled = pool(feats)
-    return (pooled[1:] - pooled[:-1]).reshape(-1, pooled.shape[-1]).double().numpy()
+    return (pooled[1:] - pooled[:-1]).double().numpy()
+
+
+def random_projection(p: int, dim: int, seed: int = 0) -> np.ndarray:
+    """[p, min(p, dim)] matrix with orthonormal columns spanning a uniformly random subspace (QR of a seeded
+    Gaussian matrix, signs fixed so the basis is Haar-distributed); the identity when p <= dim (no
+    projection). An orthonormal projection maps N(0, σ² I_p) to N(0, σ² I_dim): isotropy is kept exactly."""
+    if p <= dim:
+        return np.eye(p)
+    q, r = np.linalg.qr(np.random.default_rng(seed).standard_normal((p, dim)))
+    return q * np.sign(np.diag(r))
+
+
+def project_noise(g: np.ndarray, proj_dim: int = 128, seed: int = 0) -> np.ndarray:
+    """Rows g_b minus their mean, projected by `random_projection(P, proj_dim, seed)`: [n, min(P, proj_dim)]."""
+    g = np.asarray(g, dtype=np.float64)
+    return (g - g.mean(axis=0)) @ random_projection(g.shape[1], proj_dim, seed)
 
 
 def gradient_noise(
@@ -60,8 +81,16 @@ def gradient_noise(
     proj_dim: int = 128,
     seed: int = 0,
 ) -> dict[int, np.ndarray]:
-    """{cut: [n_batches, proj_dim]} minibatch gradient noise of the parameters of blocks [0, cut), in train
-    mode (BatchNorm uses batch statistics, as SGD saw it). Memory: one P x proj_dim projection at a time."""
+    """{cut: [n_batches, min(P, proj_dim)]} minibatch gradient noise of the P parameters of blocks [0, cut),
+    in train mode (BatchNorm uses batch statistics, as SGD saw it): g_b - ḡ projected (`project_noise`).
+
+    Sampling unit: the minibatches in `batches` (analyze passes the first `grad_batches` full minibatches of
+    the training run's epoch-0 shuffle, e.g. 32 of 39 at 5,000 examples and batch 128). ḡ is their mean, not
+    the gradient of the whole training set: it estimates the full-batch gradient from the same batches, so
+    the rows sum to zero and carry n - 1 degrees of freedom; `tc.anisotropy.analyze_samples` centres its
+    null draws the same way, so its test is calibrated for that. (Batches of one shuffle are drawn without
+    replacement; their exchangeable negative correlation is a common component that the centring removes.)
+    Memory: the [n, P] gradients plus one P x proj_dim projection at a time."""
     m = _model_at(model, sd).train()
     grads = {cut: [] for cut in cuts}
     names = {cut: [n for n, _ in m.named_parameters() if m.block_of(n) in m.block_names[:cut]] for cut in cuts}
@@ -71,14 +100,18 @@ def gradient_noise(
         nn.functional.cross_entropy(m(x), y).backward()
         for cut in cuts:
             grads[cut].append(torch.cat([params[n].grad.flatten() for n in names[cut]]))
-    out = {}
-    for cut in cuts:
-        g = torch.stack(grads[cut]).double()  # [n, P]
-        g = g - g.mean(dim=0)
-        gen = torch.Generator().manual_seed(seed + cut)
-        proj = torch.randn(g.shape[1], proj_dim, generator=gen, dtype=torch.float64) / proj_dim**0.5
-        out[cut] = (g @ proj).numpy()
-    return out
+    return {cut: project_noise(torch.stack(grads[cut]).double().numpy(), proj_dim, seed + cut) for cut in cuts}
+
+
+def drift_rows(drift_full: torch.Tensor, max_rows: int = 2000, seed: int = 0) -> torch.Tensor:
+    """[rows, D] drift rows for the principal directions: drift_full [T - 1, N, D] centred within each
+    transition (its mean update is systematic drift, not noise), then at most `max_rows` (transition, sample)
+    rows drawn uniformly without replacement (seeded), so every transition is equally represented."""
+    d = drift_full.double()
+    d = (d - d.mean(dim=1, keepdim=True)).flatten(0, 1)
+    if len(d) > max_rows:
+        d = d[torch.randperm(len(d), generator=torch.Generator().manual_seed(seed))[:max_rows]]
+    return d
 
 
 @torch.inference_mode()
@@ -91,14 +124,25 @@ def perturbation_test(
     cut: int,
     eps: Sequence[float] = (0.1, 0.25, 0.5, 1.0),
     k: int = 3,
+    draws: int = 5,
     seed: int = 0,
-) -> list[tuple[float, str, float]]:
-    """[(ε, kind, accuracy)] for kind in clean / structured / isotropic. `drift_full`: [n, D] full-space
-    drift vectors defining the top-k directions; `z_final`: [N, ...] features of the final checkpoint."""
+    max_rows: int = 2000,
+) -> pd.DataFrame:
+    """Accuracy of the final deep part on perturbed final features: rows (eps, kind, draw, acc) with kind in
+    clean (eps 0, draw 0) / top / random / bottom. `drift_full`: [T - 1, N, ...] full-space drift (rows for
+    the directions: `drift_rows`); `z_final`: [N, ...] features of the final checkpoint.
+
+    Each draw, every sample gets its own noise c @ V (c ~ N(0, I_k), V the kind's k orthonormal directions:
+    top-k / bottom-k principal drift directions, or a fresh uniformly random k-dim subspace), scaled to norm
+    ε ||z_T(x)||. Draws differ in c (and in the random subspace), so `perturbation_summary` gives a CI over
+    draws: Monte-Carlo uncertainty of the perturbation, conditional on the samples and the drift directions."""
     m = _model_at(model, sd_final)
     flat = z_final.flatten(1).double()
-    dirs, var = top_directions(drift_full.double().numpy(), k)
-    dirs, var = torch.from_numpy(dirs), torch.from_numpy(var)
+    dirs, _ = principal_directions(drift_rows(drift_full, max_rows, seed).numpy())
+    kk = min(k, len(dirs))
+    if kk == 0:
+        raise ValueError("the drift has no nonzero-variance direction")
+    fixed = {"top": torch.from_numpy(dirs[:kk]), "bottom": torch.from_numpy(dirs[len(dirs) - kk :])}
     g = torch.Generator().manual_seed(seed)
     norms = flat.norm(dim=1, keepdim=True)
 
@@ -106,12 +150,32 @@ def perturbation_test(
         logits = m.forward_blocks(zf.float().view_as(z_final), cut)
         return float((logits.argmax(1) == y).double().mean())
 
-    rows = [(0.0, "clean", acc(flat))]
-    for e in eps:
-        coef = torch.randn(len(flat), len(var), generator=g, dtype=torch.float64) * var.sqrt()
-        structured = coef @ dirs
-        iso = torch.randn(flat.shape, generator=g, dtype=torch.float64)
-        for kind, noise in (("structured", structured), ("isotropic", iso)):
-            noise = noise / noise.norm(dim=1, keepdim=True).clamp_min(1e-12) * e * norms
-            rows.append((e, kind, acc(flat + noise)))
-    return rows
+    rows = [(0.0, "clean", 0, acc(flat))]
+    for draw in range(draws):
+        random_dirs = torch.from_numpy(
+            random_projection(flat.shape[1], kk, int(torch.randint(2**31, (1,), generator=g))).T.copy()
+        )
+        subspaces = {**fixed, "random": random_dirs}
+        for e in eps:
+            for kind in KINDS:
+                noise = torch.randn(len(flat), kk, generator=g, dtype=torch.float64) @ subspaces[kind]
+                noise = noise / noise.norm(dim=1, keepdim=True).clamp_min(1e-12) * e * norms
+                rows.append((float(e), kind, draw, acc(flat + noise)))
+    return pd.DataFrame(rows, columns=["eps", "kind", "draw", "acc"])
+
+
+KINDS = ("top", "random", "bottom")
+
+
+def perturbation_summary(perturb: pd.DataFrame, level: float = 0.95) -> pd.DataFrame:
+    """Mean accuracy per (eps, kind) [and cut, if present] over draws, with a t interval over draws
+    (lo, hi; NaN with one draw). Clean rows pass through with lo = hi = acc."""
+    keys = [c for c in ("cut", "eps", "kind") if c in perturb]
+    out = perturb.groupby(keys, sort=False)["acc"].agg(["mean", "std", "count"]).reset_index()
+    half = stats.t.ppf(0.5 + level / 2, (out["count"] - 1).clip(lower=1)) * out["std"] / np.sqrt(out["count"])
+    half = half.where(out["count"] > 1, np.nan)
+    clean = out["kind"] == "clean"
+    half = half.where(~clean, 0.0)
+    return out.assign(acc=out["mean"], lo=out["mean"] - half, hi=out["mean"] + half, draws=out["count"])[
+        [*keys, "acc", "lo", "hi", "draws"]
+    ]
