@@ -5,7 +5,8 @@
 Downloads the run's checkpoints through MLflow (cached under $TC_CACHE_DIR/checkpoints/<run id>/, every file
 checked against the sha256 in checkpoints/index.json), computes the SPEC section 2-4 quantities and logs to
 the *training* run: metrics tc_<split>, tc_<split>_d<cut>, half_life_<split>, drift_*, tc_corrupt_<name>
-(and tc_test_crossseed with reference_run_id), and under analysis/ the tidy CSV tables, summary.json and
+(and tc_test_crossseed with reference_run_id), aniso_* (per cut, plus Holm-adjusted aniso_*_min_pvalue across
+cuts; see `tc.analysis.anisotropy`), and under analysis/ the tidy CSV tables, summary.json and
 figures. The analyze run itself is tagged tc.source_run_id and links to the training run.
 """
 
@@ -44,11 +45,12 @@ HEADLINE = (
     "tc_test_crossseed",
     "drift_test",
     "aniso_drift_topk_var",
-    "aniso_drift_pvalue",
+    "aniso_drift_min_pvalue",
     "aniso_grad_topk_var",
-    "aniso_grad_pvalue",
-    "aniso_perturb_acc_structured",
-    "aniso_perturb_acc_isotropic",
+    "aniso_grad_min_pvalue",
+    "aniso_perturb_top_acc",
+    "aniso_perturb_random_acc",
+    "aniso_perturb_bottom_acc",
 )
 
 
@@ -97,7 +99,7 @@ def compute(cfg: AnalyzeConfig) -> tuple[AnalysisResult, int]:
         result.aniso = anisotropy(build_model(spec), ckpts, data, cfg, split, train_cfg.batch_size, train_cfg.seed)
         result.metrics.update(result.aniso.metrics)
         result.metrics["anisotropy_seconds"] = time.perf_counter() - t0
-        if "aniso_grad_pvalue" not in result.metrics:
+        if "aniso_grad_min_pvalue" not in result.metrics:
             print("tc analyze: gradient noise skipped: the training set has fewer than 3 full minibatches")
     if cfg.measures:
         result.metrics.update(baseline_measures(cfg, spec, ckpts, reference, data, splits))

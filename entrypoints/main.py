@@ -62,9 +62,9 @@ def main(argv: list[str] | None = None) -> int:
                 "tc_corrupt",
                 "half_life_test",
                 "aniso_drift_topk_var",
-                "aniso_drift_pvalue",
-                "aniso_perturb_acc_structured",
-                "aniso_perturb_acc_isotropic",
+                "aniso_drift_min_pvalue",
+                "aniso_perturb_top_acc",
+                "aniso_perturb_random_acc",
             )
             if k in m
         }

@@ -106,7 +106,9 @@ def drift_vs_consistency(drift: pd.DataFrame) -> Figure:
 
 
 def spectra_vs_null(spectra: pd.DataFrame) -> Figure:
-    """Eigen-spectra (log scale) of drift and gradient noise per cut, with the isotropic null's 5-95% band."""
+    """Eigen-spectra (log scale) of drift and gradient noise per cut, with the isotropic null's 5-95% band.
+    Drift: the spectrum of the unit vectors that `tc.anisotropy.drift_test` tests (one per pair of samples);
+    gradient noise: of the projected per-minibatch noise."""
     kinds = list(dict.fromkeys(spectra["kind"]))
     cuts = sorted(spectra["cut"].unique())
     fig, axes = plt.subplots(
@@ -134,21 +136,27 @@ def spectra_vs_null(spectra: pd.DataFrame) -> Figure:
 
 
 def perturbation_curves(perturb: pd.DataFrame) -> Figure:
-    """Final deep part's accuracy against perturbation norm ε ||z||: structured (top-k drift directions)
-    versus isotropic noise, one panel per cut."""
-    cuts = sorted(perturb["cut"].unique())
+    """Final deep part's accuracy against perturbation norm ε ||z|| in k-dim subspaces of the feature space:
+    the top-k drift directions, k random orthonormal directions and the bottom-k drift directions (same k,
+    same norm), mean over draws with a 95% t interval over draws (band), one panel per cut. `perturb`: the
+    per-draw table (cut, eps, kind, draw, acc) of `tc.analysis.anisotropy`."""
+    from tc.noise import KINDS, perturbation_summary
+
+    summary = perturbation_summary(perturb)
+    cuts = sorted(summary["cut"].unique())
     fig, axes = plt.subplots(
         1, len(cuts), figsize=(3.2 * len(cuts), 3), squeeze=False, sharey=True, constrained_layout=True
     )
     for ax, cut in zip(axes[0], cuts, strict=True):
-        sub = perturb[perturb["cut"] == cut]
+        sub = summary[summary["cut"] == cut]
         clean = sub[sub["kind"] == "clean"]["acc"].iloc[0]
-        for kind in ("structured", "isotropic"):
-            k = sub[sub["kind"] == kind]
-            ax.plot([0, *k["eps"]], [clean, *k["acc"]], marker="o", ms=3, label=kind)
+        for kind in KINDS:
+            k = sub[sub["kind"] == kind].sort_values("eps")
+            line = ax.plot([0, *k["eps"]], [clean, *k["acc"]], marker="o", ms=3, label=f"{kind}-k")[0]
+            ax.fill_between(k["eps"], k["lo"], k["hi"], color=line.get_color(), alpha=0.2, lw=0)
         ax.set_title(f"cut {cut}")
         ax.set_xlabel("ε (noise norm / feature norm)")
-    axes[0][0].set_ylabel("accuracy")
+    axes[0][0].set_ylabel("accuracy (band: 95% CI over draws)")
     axes[0][-1].legend(fontsize=8)
     return fig
 
