@@ -270,6 +270,7 @@ class AnisotropyResult:
 
 
 PERTURB_HEADLINE_EPS = 0.5
+PERTURB_MEANS = ("perturb_clean_acc", "perturb_top_acc", "perturb_random_acc", "perturb_bottom_acc")
 
 
 def anisotropy(
@@ -311,10 +312,9 @@ def anisotropy(
     for cut in cuts:
         feats = noise.features(model, chosen, x, cut, cfg.batch_size)
         reports = {}
-        if feats.shape[1] >= 6:  # >= 3 pairs of samples
-            reports["drift"] = A.drift_test(
-                noise.drift_vectors(feats), k=cfg.aniso_k, draws=cfg.null_draws, seed=cfg.seed
-            )
+        drift = noise.drift_vectors(feats)
+        if len(A.drift_units(drift, cfg.seed)) >= 3:  # >= 3 pairs of samples whose drift differs
+            reports["drift"] = A.drift_test(drift, k=cfg.aniso_k, draws=cfg.null_draws, seed=cfg.seed)
         if len(grads[cut]) >= 3:  # a tiny training set may give fewer full minibatches
             reports["grad"] = A.analyze_samples(
                 grads[cut], k=cfg.aniso_k, draws=cfg.null_draws, seed=cfg.seed, unit="minibatches"
@@ -337,8 +337,11 @@ def anisotropy(
             for name in ("pvalue", "lw_pvalue"):
                 pvalues.setdefault((kind, name), {})[cut] = float(values[name])
             spec_rows += [(cut, kind, i + 1, r.eig[i], r.null_q05[i], r.null_q95[i]) for i in range(len(r.eig))]
+        full = feats[1:] - feats[:-1]
+        if not bool(full.any()):  # identical checkpoints: no drift directions to perturb along
+            continue
         pert = noise.perturbation_test(
-            model, ckpts.state_dicts[-1], feats[-1], feats[1:] - feats[:-1], split.y, cut, k=cfg.aniso_k, seed=cfg.seed
+            model, ckpts.state_dicts[-1], feats[-1], full, split.y, cut, k=cfg.aniso_k, seed=cfg.seed
         )
         pert_frames.append(pert.assign(cut=cut)[["cut", "eps", "kind", "draw", "acc"]])
         summary = noise.perturbation_summary(pert)
@@ -348,14 +351,11 @@ def anisotropy(
             elif row.eps == PERTURB_HEADLINE_EPS:
                 for suffix, v in (("", row.acc), ("_lo", row.lo), ("_hi", row.hi)):
                     metrics[f"aniso_perturb_{row.kind}_acc{suffix}_d{cut}"] = float(v)
-    for name in ("drift_topk_var", "drift_eff_rank", "grad_topk_var", "grad_eff_rank"):
-        if f"aniso_{name}_d{cuts[0]}" in metrics:
-            metrics[f"aniso_{name}"] = float(np.mean([metrics[f"aniso_{name}_d{c}"] for c in cuts]))
-    for kind in ("clean", *noise.KINDS):
-        if f"aniso_perturb_{kind}_acc_d{cuts[0]}" in metrics:
-            metrics[f"aniso_perturb_{kind}_acc"] = float(
-                np.mean([metrics[f"aniso_perturb_{kind}_acc_d{c}"] for c in cuts])
-            )
+    # descriptive means over the cuts where the statistic exists (a cut may lack units, or drift)
+    for name in ("drift_topk_var", "drift_eff_rank", "grad_topk_var", "grad_eff_rank", *PERTURB_MEANS):
+        per_cut = [metrics[f"aniso_{name}_d{c}"] for c in cuts if f"aniso_{name}_d{c}" in metrics]
+        if per_cut:
+            metrics[f"aniso_{name}"] = float(np.mean(per_cut))
     # a mean of p-values is not a p-value: the smallest Holm-adjusted one tests "anisotropic at some cut"
     for (kind, name), per_cut in pvalues.items():
         prefix = "" if name == "pvalue" else "lw_"
@@ -363,7 +363,9 @@ def anisotropy(
     return AnisotropyResult(
         stats=pd.DataFrame(stat_rows, columns=["cut", "kind", "statistic", "value", "n", "p", "unit"]),
         spectra=pd.DataFrame(spec_rows, columns=["cut", "kind", "index", "eig", "null_q05", "null_q95"]),
-        perturb=pd.concat(pert_frames, ignore_index=True),
+        perturb=pd.concat(pert_frames, ignore_index=True)
+        if pert_frames
+        else pd.DataFrame(columns=["cut", "eps", "kind", "draw", "acc"]),
         metrics=metrics,
     )
 

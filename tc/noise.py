@@ -104,10 +104,10 @@ def gradient_noise(
 
 
 def drift_rows(drift_full: torch.Tensor, max_rows: int = 2000, seed: int = 0) -> torch.Tensor:
-    """[rows, D] drift rows for the principal directions: drift_full [T - 1, N, D] centred within each
+    """[rows, D] drift rows for the principal directions: drift_full [T - 1, N, ...] flattened, centred within each
     transition (its mean update is systematic drift, not noise), then at most `max_rows` (transition, sample)
     rows drawn uniformly without replacement (seeded), so every transition is equally represented."""
-    d = drift_full.double()
+    d = drift_full.double().flatten(2)  # [T - 1, N, D]
     d = (d - d.mean(dim=1, keepdim=True)).flatten(0, 1)
     if len(d) > max_rows:
         d = d[torch.randperm(len(d), generator=torch.Generator().manual_seed(seed))[:max_rows]]

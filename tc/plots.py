@@ -142,6 +142,10 @@ def perturbation_curves(perturb: pd.DataFrame) -> Figure:
     per-draw table (cut, eps, kind, draw, acc) of `tc.analysis.anisotropy`."""
     from tc.noise import KINDS, perturbation_summary
 
+    if perturb.empty:  # no cut had any drift to perturb along
+        fig, ax = plt.subplots(figsize=(4, 3), constrained_layout=True)
+        ax.set_title("no drift: perturbation test not run")
+        return fig
     summary = perturbation_summary(perturb)
     cuts = sorted(summary["cut"].unique())
     fig, axes = plt.subplots(
