@@ -146,21 +146,25 @@ def perturbation_test(
     g = torch.Generator().manual_seed(seed)
     norms = flat.norm(dim=1, keepdim=True)
 
-    def acc(zf: torch.Tensor) -> float:
-        logits = m.forward_blocks(zf.float().view_as(z_final), cut)
-        return float((logits.argmax(1) == y).double().mean())
+    def accs(variants: list[torch.Tensor], chunk: int = 1024) -> list[float]:
+        """Accuracy of each [N, D] variant; all variants go through the deep part together, in chunks."""
+        z = torch.cat(variants).view(-1, *z_final.shape[1:]).to(z_final.dtype)
+        pred = torch.cat([m.forward_blocks(z[a : a + chunk], cut).argmax(1) for a in range(0, len(z), chunk)])
+        return (pred.view(len(variants), -1) == y).double().mean(1).tolist()
 
-    rows = [(0.0, "clean", 0, acc(flat))]
+    rows = [(0.0, "clean", 0, accs([flat])[0])]
     for draw in range(draws):
         random_dirs = torch.from_numpy(
             random_projection(flat.shape[1], kk, int(torch.randint(2**31, (1,), generator=g))).T.copy()
         )
         subspaces = {**fixed, "random": random_dirs}
-        for e in eps:
+        for e in eps:  # one ε at a time: the three perturbed copies of [N, D] features, in float32
+            variants = []
             for kind in KINDS:
                 noise = torch.randn(len(flat), kk, generator=g, dtype=torch.float64) @ subspaces[kind]
                 noise = noise / noise.norm(dim=1, keepdim=True).clamp_min(1e-12) * e * norms
-                rows.append((float(e), kind, draw, acc(flat + noise)))
+                variants.append((flat + noise).float())
+            rows += [(float(e), kind, draw, a) for kind, a in zip(KINDS, accs(variants), strict=True)]
     return pd.DataFrame(rows, columns=["eps", "kind", "draw", "acc"])
 
 
