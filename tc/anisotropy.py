@@ -25,10 +25,12 @@ With `directions=True` the null rows are those Gaussians scaled to unit norm, i.
 the exact null for unit vectors of any spherically symmetric distribution. The Monte-Carlo p-value of
 topk_var is (1 + #{null draws >= observed}) / (draws + 1); topk_var is scale-free so the null needs σ = 1.
 Ledoit & Wolf (2002) sphericity: U = (1/p) tr[(S / (tr S / p) - I)²], S with denominator n - 1. For Gaussian
-rows (n - 1) U - p -> N(1, 4) as n, p -> ∞ together (valid also for p > n); the code uses
-z = ((n - 1) U - p - 1) / 2 and the one-sided normal p-value. For unit vectors uniform on the sphere the
-fourth moments differ and (n - 1) U - p -> N(-1, 4) (E (u_iᵀu_j)² = 1/p), so `directions=True` uses
-z = ((n - 1) U - p + 1) / 2 (the spatial-sign sphericity test of Zou et al., Biometrika 2014, in LW's form).
+rows (n - 1) U - p -> N(1, 4) as n, p -> ∞ together, valid also for p > n (LW's n counts degrees of
+freedom; centring leaves n - 1); the code uses z = ((n - 1) U - p - 1) / 2 and the one-sided normal
+p-value. For unit vectors uniform on the sphere the fourth moments differ and (n - 1) U - p -> N(-1, 4)
+(E (u_iᵀu_j)² = 1/p), so `directions=True` uses z = ((n - 1) U - p + 1) / 2: a spatial-sign sphericity
+test in LW's form (cf. Zou et al., Biometrika 2014). tests/test_anisotropy.py checks both null means and
+variances by simulation.
 
 `holm` adjusts p-values over cuts for the family-wise error (Holm 1979); its smallest adjusted p-value is the
 `aniso_*_min_pvalue` that analyze logs.
