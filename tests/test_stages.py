@@ -175,3 +175,21 @@ def test_a_user_model_is_imported_only_from_the_command_line():
     assert factory_for("torchvision:resnet18", None) is None
     with pytest.raises(ValueError, match="depth applies to tc's own models"):
         TrainConfig(model="torchvision:resnet18", depth=18)
+
+
+@pytest.mark.slow
+def test_train_and_analyze_a_user_model_through_the_entry_points(mlflow_store):
+    """~1.5 min here: train SmallNet on digits, then analyze it; without `--model` analyze refuses."""
+    from mlflow.tracking import MlflowClient
+
+    from entrypoints import analyze as analyze_ep
+    from entrypoints import train as train_ep
+
+    train = ["--dataset", "digits", "--model", USER, "--epochs", "2", "--train_size", "256", "--batch_size", "64"]
+    assert train_ep.main(train) == 0
+    run_id = MlflowClient().search_runs(["0"], order_by=["attribute.start_time DESC"])[0].info.run_id
+    args = ["--run_id", run_id, "--max_samples", "64", "--splits", "test", "--matrix", "final", "--anisotropy", "false"]
+    assert analyze_ep.main(args) == 1  # the run names a factory: tc does not import it on the run's word
+    assert analyze_ep.main([*args, "--measures", "false", "--model", USER]) == 0
+    metrics = MlflowClient().get_run(run_id).data.metrics
+    assert {"tc_test_d1", "tc_test_d2", "tc_test_d4", "tc_test"} <= set(metrics)
