@@ -202,8 +202,12 @@ def _staged(spec: ModelSpec, factory: Callable[..., nn.Module] | None) -> BlockN
         module, spec.in_channels, spec.image_size, cuts, name=spec.model, expand_to=expand_to
     )
     model = BlockNet(blocks, stage_cuts, spec)
-    with torch.no_grad():  # the logits must be [N, num_classes]: catch a factory that ignores num_classes
-        shape = model.eval()(torch.zeros(2, spec.in_channels, spec.image_size, spec.image_size)).shape
+    x = torch.zeros(2, spec.in_channels, spec.image_size, spec.image_size)
+    try:
+        with torch.no_grad():  # the logits must be [N, num_classes]: catch a factory that ignores num_classes
+            shape = model.eval()(x).shape
+    except Exception as e:
+        raise ValueError(f"{spec.model}: forward fails on a {list(x.shape)} input ({type(e).__name__}: {e})") from e
     if tuple(shape) != (2, spec.num_classes):
         raise ValueError(f"{spec.model}: output shape {tuple(shape)} for 2 inputs; expected (2, {spec.num_classes})")
     return model.train()

@@ -11,7 +11,8 @@ cut and the crossing values.
 
 Automatic cuts: the candidate units are the top-level children, with plain `nn.Sequential`/`nn.ModuleList`
 containers expanded one level (ResNet `layer1.0`, MobileNet `features.3`); a candidate that is not a
-bottleneck is dropped. Parameter-free units (activations, pooling, dropout) join the block before them.
+bottleneck is dropped. Units without a convolution or linear layer of their own (norms, activations, pooling,
+dropout) join the block before them.
 Blocks: `stem` (the top-level units before the first container unit, else the first unit), one block per
 body unit, and `head` (from the first block whose output is not a 4-D feature map; the last block for a
 model without one). Stage cuts: after the stem, before the head, and before every body block that changes
@@ -139,6 +140,14 @@ def _within(path: str, unit: str) -> bool:
     return path == unit or path.startswith(unit + ".")
 
 
+class _Tracer(fx.Tracer):
+    """torch.nn layers are leaves (fx's default); so is torchvision's StochasticDepth, whose forward branches
+    on `self.training` and would otherwise be traced into one mode's graph."""
+
+    def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
+        return type(m).__name__ == "StochasticDepth" or super().is_leaf_module(m, qualname)
+
+
 def _trace(module: nn.Module, name: str) -> fx.GraphModule:
     """Trace in eval and in train mode; refuse a forward whose graph depends on the mode (it would be
     frozen in one of them)."""
@@ -147,7 +156,8 @@ def _trace(module: nn.Module, name: str) -> fx.GraphModule:
     try:
         for mode in (False, True):
             module.train(mode)
-            gm = fx.symbolic_trace(module)
+            graph = _Tracer().trace(module)
+            gm = fx.GraphModule(module, graph, module.__class__.__name__)
             codes.append(gm.code)
     except Exception as e:  # fx raises TraceError, TypeError, ...: all mean "not a static graph"
         raise ValueError(f"{name}: torch.fx cannot trace its forward ({type(e).__name__}: {e})") from e
@@ -289,6 +299,19 @@ def _slice(graph: _Graph, ends: list[tuple[int, str]], expand_to: int) -> list[t
     return out
 
 
+def _opens_block(piece: fx.GraphModule) -> bool:
+    """A piece starts a block when it runs a convolution, a linear layer, or a stateful module of a model's
+    own (a residual block, an inverted-residual block); norms, activations, pools and dropout do not."""
+    for node in piece.graph.nodes:
+        if node.op == "call_module":
+            m = piece.get_submodule(node.target)
+            if isinstance(m, (nn.modules.conv._ConvNd, nn.Linear)):
+                return True
+            if not type(m).__module__.startswith("torch.nn") and _stateful(m):
+                return True
+    return False
+
+
 def _stateful(module: nn.Module) -> bool:
     return any(True for _ in module.parameters()) or any(True for _ in module.buffers())
 
@@ -318,7 +341,11 @@ def _auto(module, graph, in_channels, image_size, name, expand_to):
     with torch.no_grad():
         for _, m in pieces:
             m.eval()
-            y = m(x)
+            try:
+                y = m(x)
+            except Exception as e:  # e.g. a model that takes only one image size (ViT: 224)
+                shape = [2, in_channels, image_size, image_size]
+                raise ValueError(f"{name}: forward fails on a {shape} input ({type(e).__name__}: {e})") from e
             if not isinstance(y, torch.Tensor):
                 raise ValueError(f"{name}: a block returns {type(y).__name__}; tc needs tensors between blocks")
             shapes.append((tuple(x.shape[1:]), tuple(y.shape[1:])))
@@ -338,9 +365,9 @@ def _auto(module, graph, in_channels, image_size, name, expand_to):
         stem_end += 1
     groups: list[list[int]] = [list(range(stem_end + 1))]
     for k in range(stem_end + 1, head_start):
-        if _stateful(pieces[k][1]):
+        if _opens_block(pieces[k][1]):
             groups.append([k])
-        else:  # parameter-free: an activation or pooling of the block before it
+        else:  # a normalization, activation or pooling of the block before it
             groups[-1].append(k)
     groups.append(list(range(head_start, n)))
     labels = ["stem"] + [pieces[g[0]][0] for g in groups[1:-1]] + ["head"]
