@@ -1,6 +1,7 @@
 """Any sequential-by-stage model as a `BlockNet`: torchvision classifiers by name, or a user's own factory.
 
-A model is traced once with `torch.fx.symbolic_trace`; its graph is cut into consecutive pieces, each an
+A model is traced with `torch.fx` (torch.nn layers and torchvision's StochasticDepth as leaves), in train and
+in eval mode, which must give the same graph; the graph is cut into consecutive pieces, each an
 `fx.GraphModule` that keeps the original submodule paths, so the blocks run exactly the ops of the original
 forward, functional ones (`torch.flatten`, `x + identity`) included, in the same order.
 
@@ -322,16 +323,22 @@ def _auto(module, graph, in_channels, image_size, name, expand_to):
     units = sorted((p, path, inside) for p, path, inside in found if p is not None)
     spans = [(graph.first_index(path), p) for p, path, _ in units if _stateful(module.get_submodule(path))]
     last_node = len(graph.nodes) - 1
-    ends, inside_flags, first = [], [], None  # a piece is named after the first unit it runs
-    for p, path, inside in units:
-        if p == last_node or (ends and ends[-1][0] >= p):
+    kept = []
+    for p, _, _ in units:
+        if p == last_node or (kept and kept[-1] >= p):
             continue
-        first = first or (path, inside)
         # a bottleneck, and not inside a stateful module that is also used after it
         if len(graph.crossing(p)) == 1 and not any(lo <= p < hi for lo, hi in spans):
-            ends.append((p, first[0].replace(".", "_")))
-            inside_flags.append(first[1])
-            first = None
+            kept.append(p)
+    ends, inside_flags, start = [], [], 0  # a piece is named after the first unit it runs
+    for p in kept:
+        path, inside = next(
+            ((u, i) for k in range(start, p + 1) for _, u, i in units if any(_within(q, u) for q in graph.paths[k])),
+            (units[0][1], False),
+        )
+        ends.append((p, path.replace(".", "_")))
+        inside_flags.append(inside)
+        start = p + 1
     ends.append((last_node, "head"))
     inside_flags.append(True)
     pieces = _slice(graph, ends, expand_to)
@@ -360,8 +367,9 @@ def _auto(module, graph, in_channels, image_size, name, expand_to):
         head_start = next((k for k in range(1, n) if len(shapes[k][1]) < 3), n - 1)
     # pieces [0, stem_end] form the stem: the top-level units before a body of containers (ResNet's conv1 ..
     # maxpool before layer1); without containers in the body, the first piece
+    containers = any(inside_flags[k] and _opens_block(pieces[k][1]) for k in range(1, head_start))
     stem_end = 0
-    while any(inside_flags[1:head_start]) and stem_end + 1 < head_start and not inside_flags[stem_end + 1]:
+    while containers and stem_end + 1 < head_start and not inside_flags[stem_end + 1]:
         stem_end += 1
     groups: list[list[int]] = [list(range(stem_end + 1))]
     for k in range(stem_end + 1, head_start):

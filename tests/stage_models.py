@@ -53,3 +53,17 @@ def skip_net(num_classes: int = 10, in_channels: int = 3) -> nn.Module:
 
 
 NOT_A_FACTORY = 3
+
+
+class TiedNet(nn.Module):
+    """Module `a` runs before and after `b`: its weights would be on both sides of a cut after `b`."""
+
+    def __init__(self, num_classes: int = 10, in_channels: int = 3):
+        super().__init__()
+        self.stem = nn.Conv2d(in_channels, 8, 1)
+        self.a = nn.Conv2d(8, 8, 3, padding=1)
+        self.b = nn.Conv2d(8, 8, 3, padding=1)
+        self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, num_classes))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.a(self.b(self.a(self.stem(x)))))

@@ -131,6 +131,15 @@ def test_a_skip_across_a_requested_cut_is_refused():
         assert torch.equal(model.forward_blocks(model.forward_blocks(x, 0, 1), 1), model(x))
 
 
+def test_a_module_used_on_both_sides_of_a_cut_is_refused():
+    with pytest.raises(ValueError, match=r"'a.weight' is used by blocks 'b' and 'head'"):
+        build_model(ModelSpec("tests.stage_models:TiedNet@b", 0, 16, 3, 8, 10), stage_models.TiedNet)
+    # automatically, no cut falls between the two uses of `a`: both and `b` are one block
+    model = build_model(ModelSpec("tests.stage_models:TiedNet", 0, 16, 3, 8, 10), stage_models.TiedNet).eval()
+    assert model.block_names == ["stem", "a", "head"]
+    assert [n.target for n in model.blocks["a"].graph.nodes if n.op == "call_module"] == ["a", "b", "a", "head.0"]
+
+
 @pytest.mark.parametrize(
     "name,message",
     [
