@@ -35,7 +35,8 @@ from tc.analysis import (
 )
 from tc.config import AnalyzeConfig, parse_args
 from tc.data import DatasetNotFoundError, cache_dir, load_for
-from tc.models import ModelSpec, build_model
+from tc.models import ModelSpec, factory_for
+from tc.models import build_model as _build_model
 
 HEADLINE = (
     "tc_train",
@@ -54,7 +55,7 @@ HEADLINE = (
 )
 
 
-def load_run_checkpoints(run_id: str, expected: ModelSpec, checkpoints: str) -> Checkpoints:
+def load_run_checkpoints(run_id: str, expected: ModelSpec, checkpoints: str, factory=None) -> Checkpoints:
     """Download, verify and load a run's checkpoints; refuse any whose architecture differs from `expected`."""
     files = tracking.download_checkpoints(run_id, cache_dir() / "checkpoints")
     chosen = set(select_steps(checkpoints, [e.step for e, _ in files]))
@@ -63,7 +64,7 @@ def load_run_checkpoints(run_id: str, expected: ModelSpec, checkpoints: str) -> 
         raise ck.CheckpointError(
             f"run {run_id}: checkpoints are of architecture {spec}, its config says {expected.to_dict()}"
         )
-    model = build_model(expected)
+    model = _build_model(expected, factory)
     for step, sd in zip(steps, sds, strict=True):
         try:
             model.load_state_dict(sd)
@@ -78,10 +79,15 @@ def compute(cfg: AnalyzeConfig) -> tuple[AnalysisResult, int]:
     train_cfg = tracking.load_train_config(cfg.run_id)
     data = load_for(train_cfg)
     spec = ModelSpec.of(train_cfg, data)
-    ckpts = load_run_checkpoints(cfg.run_id, spec, cfg.checkpoints)
+    factory = factory_for(train_cfg.model, cfg.model)  # a user model's code: only from the command line
+
+    def build_model(s):
+        return _build_model(s, factory)
+
+    ckpts = load_run_checkpoints(cfg.run_id, spec, cfg.checkpoints, factory)
     reference = None
     if cfg.reference_run_id:
-        reference = load_run_checkpoints(cfg.reference_run_id, spec, "all")
+        reference = load_run_checkpoints(cfg.reference_run_id, spec, "all", factory)
     print(
         f"tc analyze: run {cfg.run_id}: {len(ckpts.steps)} checkpoints (steps {ckpts.steps[0]}..{ckpts.steps[-1]}), "
         f"splits {cfg.splits}, up to {cfg.max_samples or 'all'} samples each, matrix={cfg.matrix}, "
@@ -102,7 +108,7 @@ def compute(cfg: AnalyzeConfig) -> tuple[AnalysisResult, int]:
         if "aniso_grad_min_pvalue" not in result.metrics:
             print("tc analyze: gradient noise skipped: the training set has fewer than 3 full minibatches")
     if cfg.measures:
-        result.metrics.update(baseline_measures(cfg, spec, ckpts, reference, data, splits))
+        result.metrics.update(baseline_measures(cfg, spec, ckpts, reference, data, splits, factory))
         named = {s.name: s for s in splits}
         if "train" in named and "test" in named:
             t0 = time.perf_counter()
@@ -114,12 +120,12 @@ def compute(cfg: AnalyzeConfig) -> tuple[AnalysisResult, int]:
     return result, ckpts.steps[-1]
 
 
-def baseline_measures(cfg, spec, ckpts, reference, data, splits) -> dict[str, float]:
+def baseline_measures(cfg, spec, ckpts, reference, data, splits, factory=None) -> dict[str, float]:
     """gm_<name> of the final checkpoint on the analysis samples, each with its cost in seconds and in
     training-epoch equivalents (`gm_<name>_cost_epochs`, from this run's own time per epoch)."""
 
     def model_at(sd):
-        m = build_model(spec)
+        m = _build_model(spec, factory)
         m.load_state_dict(sd)
         return m.eval()
 

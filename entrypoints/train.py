@@ -23,7 +23,7 @@ from tc import tracking
 from tc.checkpoints import IndexEntry
 from tc.config import TrainConfig, build_parser, from_strings, unquote
 from tc.data import DatasetNotFoundError, load_for
-from tc.models import ModelSpec, build_model
+from tc.models import ModelSpec, build_model, factory_for
 from tc.train import DivergenceError, ProgressReporter, train
 
 
@@ -35,12 +35,15 @@ def parse(argv: list[str] | None) -> tuple[TrainConfig, str | None]:
     return from_strings(TrainConfig, ns), (None if resume.lower() in ("", "none") else resume)
 
 
-def run_training(run_id: str, cfg: TrainConfig, resume_state: dict | None = None, callbacks: list = ()) -> None:
-    """Train `cfg` logging into `run_id`; from `resume_state` when given; extra `callbacks` (e.g. pruning)."""
+def run_training(
+    run_id: str, cfg: TrainConfig, resume_state: dict | None = None, callbacks: list = (), factory=None
+) -> None:
+    """Train `cfg` logging into `run_id`; from `resume_state` when given; extra `callbacks` (e.g. pruning);
+    `factory`: a user model's factory, imported from the command line (`tc.models.factory_for`)."""
     data = load_for(cfg)
     torch.manual_seed(cfg.seed)
     spec = ModelSpec.of(cfg, data)
-    model = build_model(spec)
+    model = build_model(spec, factory)
     start, index = 0, []
     if resume_state is not None:
         start = int(resume_state["step"])
@@ -66,6 +69,7 @@ def run_training(run_id: str, cfg: TrainConfig, resume_state: dict | None = None
 def main(argv: list[str] | None = None) -> int:
     try:
         cfg, resume_id = parse(argv)
+        command_line_model = cfg.model  # on resume, a user model's code still comes only from here
     except ValueError as e:
         print(f"tc train: {e}", file=sys.stderr)
         return 2
@@ -84,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
                 tracking.client().update_run(resume_id, status="RUNNING")
             else:
                 tracking.log_config(target, cfg)
-            run_training(target, cfg, resume_state)
+            run_training(target, cfg, resume_state, factory=factory_for(cfg.model, command_line_model))
         except (ValueError, LookupError, DatasetNotFoundError, DivergenceError) as e:
             print(f"tc train: {e}", file=sys.stderr)
             for run_id in {target, run.info.run_id}:

@@ -129,9 +129,15 @@ class TrainConfig:
     """Everything that determines a training run. Same config + same seed on CPU = identical checkpoints."""
 
     dataset: str = _opt("fashion-mnist", "data set name", DATASETS)
-    model: str = _opt("resnet20", "architecture", MODELS)
+    model: str = _opt(
+        "resnet20",
+        "architecture: resnet20, vgg, mlp, torchvision:<name> (e.g. torchvision:resnet18, no weights), or "
+        "<module>:<function> (your own factory); optional @cut1,cut2 (module names to cut after)",
+    )
     depth: int = _opt(
-        0, "model depth; 0 = the model's default (resnet: 6n+2 layers, 20; vgg: conv layers, 6; mlp: hidden layers, 3)"
+        0,
+        "model depth; 0 = the model's default (resnet: 6n+2 layers, 20; vgg: conv layers, 6; mlp: hidden layers, 3)"
+        "; must be 0 for torchvision and user models",
     )
     width: int = _opt(16, "base width: channels of the first stage (resnet, vgg) or hidden units (mlp)")
     epochs: int = _opt(5, "passes over the training set")
@@ -154,8 +160,9 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         validate_choices(self)
-        from tc.models import default_depth, validate_depth  # models own the meaning of `depth`
+        from tc.models import default_depth, validate_depth, validate_model  # models own these meanings
 
+        validate_model(self.model)  # syntax only: a run's stored config must never import code
         if self.depth == 0:
             object.__setattr__(self, "depth", default_depth(self.model))
         validate_depth(self.model, self.depth)
@@ -211,11 +218,17 @@ class AnalyzeConfig:
     null_draws: int = _opt(1000, "Monte-Carlo draws of the isotropic Gaussian null")
     grad_batches: int = _opt(32, "training minibatches for the gradient-noise covariance")
     measures: bool = _opt(True, "also the baseline generalization measures gm_* of the final checkpoint")
+    model: str | None = _opt(
+        None, "a run of your own model (module:function): name it again here; tc never imports code a run names"
+    )
 
     def __post_init__(self) -> None:
         from tc.corruptions import CORRUPTIONS
+        from tc.models import validate_model
 
         validate_choices(self)
+        if self.model is not None:
+            validate_model(self.model)
         if not unquote(self.run_id):
             raise ValueError("run_id is required: the id of a training run (see `mlflow runs list`)")
         for s in split_list(self.splits):

@@ -4,24 +4,45 @@ Every model is a `BlockNet`: blocks named `stem`, `block1` .. `blockK`, `head`, 
 `d` (1 <= d < number of blocks) splits the network after its first `d` blocks:
 `f = f_[d+1:n] ∘ f_[1:d]` (SPEC section 1). `stage_cuts` are the headline cuts (stage boundaries).
 Parameters and buffers live under `blocks.<name>.`, so a checkpoint's state dict splits by block name.
+
+Besides tc's zoo (`resnet20`, `vgg`, `mlp`), `model` may name a torchvision classifier (`torchvision:resnet18`,
+built with `weights=None`) or a user's own factory (`mypkg.nets:make_net`), optionally with explicit cuts
+(`torchvision:resnet18@layer1,layer2,layer3`); `tc.stages` traces and cuts them into the same `BlockNet`.
 """
 
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 import torch
 from torch import nn
 
+from tc import stages
+
 _DEFAULT_DEPTH = {"resnet20": 20, "vgg": 6, "mlp": 3}
+ZOO = tuple(_DEFAULT_DEPTH)
+
+
+def validate_model(model: str) -> None:
+    """Check a model name without importing anything it names (see `tc.stages.validate_name`)."""
+    stages.validate_name(model, ZOO)
+
+
+def is_user_model(model: str) -> bool:
+    """A `module:function` factory: its code is imported only from a name given on the command line."""
+    return stages.is_user_model(model, ZOO)
 
 
 def default_depth(model: str) -> int:
-    return _DEFAULT_DEPTH[model]
+    """The zoo's default depth; 0 (unused) for torchvision and user models."""
+    return _DEFAULT_DEPTH.get(model, 0)
 
 
 def validate_depth(model: str, depth: int) -> None:
+    if model not in ZOO and depth != 0:
+        raise ValueError(f"depth={depth}: depth applies to tc's own models ({', '.join(ZOO)}); use 0 for {model!r}")
     if model == "resnet20" and (depth < 8 or (depth - 2) % 6):
         raise ValueError(f"depth={depth} is not valid for resnet20; use 6n+2 with n >= 1 (8, 14, 20, 32, ...)")
     if model == "vgg" and depth < 3:
@@ -161,7 +182,59 @@ def _mlp(spec: ModelSpec) -> BlockNet:
 _BUILDERS = {"resnet20": _resnet, "vgg": _vgg, "mlp": _mlp}
 
 
-def build_model(spec: ModelSpec) -> BlockNet:
-    """Build an untrained model. Initialisation uses torch's global RNG: seed it first."""
+def _staged(spec: ModelSpec, factory: Callable[..., nn.Module] | None) -> BlockNet:
+    base, cuts = stages.split_name(spec.model)
+    expand_to = 0
+    if base.startswith(stages.TORCHVISION):
+        module = stages.torchvision_module(base[len(stages.TORCHVISION) :], spec.num_classes)
+        if spec.in_channels == 1:
+            expand_to = 3  # torchvision classifiers take RGB: grey images repeat their channel
+        elif spec.in_channels != 3:
+            raise ValueError(f"{spec.model} takes 1- or 3-channel images, not {spec.in_channels}")
+    else:
+        if factory is None:
+            raise ValueError(
+                f"model {spec.model!r} is a user factory; tc imports code only from a name given on the command "
+                f"line, never from a run: pass it again (analyze: -P model={spec.model})"
+            )
+        module = stages.call_factory(factory, spec.num_classes, spec.in_channels, spec.image_size)
+    blocks, stage_cuts = stages.stage_blocks(
+        module, spec.in_channels, spec.image_size, cuts, name=spec.model, expand_to=expand_to
+    )
+    model = BlockNet(blocks, stage_cuts, spec)
+    x = torch.zeros(2, spec.in_channels, spec.image_size, spec.image_size)
+    try:
+        with torch.no_grad():  # the logits must be [N, num_classes]: catch a factory that ignores num_classes
+            shape = model.eval()(x).shape
+    except Exception as e:
+        raise ValueError(f"{spec.model}: forward fails on a {list(x.shape)} input ({type(e).__name__}: {e})") from e
+    if tuple(shape) != (2, spec.num_classes):
+        raise ValueError(f"{spec.model}: output shape {tuple(shape)} for 2 inputs; expected (2, {spec.num_classes})")
+    return model.train()
+
+
+def build_model(spec: ModelSpec, factory: Callable[..., nn.Module] | None = None) -> BlockNet:
+    """Build an untrained model. Initialisation uses torch's global RNG: seed it first.
+
+    `factory`: for a user model (`module:function`), the function, which the caller imported with
+    `tc.stages.import_factory` from a name given on the command line (see `factory_for`)."""
+    validate_model(spec.model)
     validate_depth(spec.model, spec.depth)
-    return _BUILDERS[spec.model](spec)
+    if spec.model in _BUILDERS:
+        return _BUILDERS[spec.model](spec)
+    return _staged(spec, factory)
+
+
+def factory_for(run_model: str, command_line_model: str | None) -> Callable[..., nn.Module] | None:
+    """The factory to build a run's model with: None for zoo and torchvision models; for a user model, the
+    function named on the command line, which must be the run's model (its code is never taken from a run)."""
+    if not is_user_model(run_model):
+        return None
+    if not command_line_model:
+        raise ValueError(
+            f"the run's model is {run_model!r}, a user factory: tc imports code only from names given on the "
+            f"command line; pass -P model={run_model} if you trust that code"
+        )
+    if stages.split_name(command_line_model)[0] != stages.split_name(run_model)[0]:
+        raise ValueError(f"model={command_line_model!r} differs from the run's model {run_model!r}")
+    return stages.import_factory(command_line_model)

@@ -56,3 +56,14 @@ def test_stage_cuts_are_cuts():
 def test_invalid_depth_is_rejected(name, depth):
     with pytest.raises(ValueError, match="depth"):
         build_model(ModelSpec(name, depth, 4, 1, 28, 10))
+
+
+def test_torchvision_and_user_models_take_no_depth():
+    from tc.config import TrainConfig
+    from tc.models import default_depth, validate_depth
+
+    assert default_depth("torchvision:resnet18") == 0 and default_depth("mypkg.nets:make") == 0
+    assert TrainConfig(model="torchvision:resnet18").depth == 0
+    validate_depth("mypkg.nets:make", 0)
+    with pytest.raises(ValueError, match="depth applies to tc's own models"):
+        validate_depth("torchvision:resnet18", 18)
