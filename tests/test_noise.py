@@ -65,6 +65,9 @@ def test_project_noise_centres_then_projects():
     g = np.random.default_rng(0).standard_normal((7, 300)) + 5
     assert np.allclose(project_noise(g, 16, seed=2), (g - g.mean(axis=0)) @ random_projection(300, 16, 2))
     assert np.allclose(project_noise(g[:, :10], 16, seed=2), g[:, :10] - g[:, :10].mean(axis=0))
+    # the streamed path (row chunks of the same seeded Gaussian) equals the dense QR projection
+    assert np.allclose(project_noise(g, 16, seed=2, chunk=7), (g - g.mean(axis=0)) @ random_projection(300, 16, 2))
+    assert np.allclose(project_noise(g.astype(np.float32), 16, seed=2, chunk=64), project_noise(g, 16, 2), atol=1e-5)
 
 
 @pytest.mark.parametrize("p", [88, 176, 1000])
