@@ -85,9 +85,21 @@ def test_analyze_logs_metrics_tables_and_figures_back_to_the_training_run(mlflow
         "tc_cost_epochs",
         "tc_mmd",
         "tc_mmd_d1",
+        "tc_kappa_test",
+        "tc_kappa_test_d1",
+        "tc_full_test",
+        "tc_excess_test",
+        "tc_window_checkpoints",
     ):
         assert key in metrics, key
     assert 0 <= metrics["tc_test"] <= 1
+    assert -1 <= metrics["tc_kappa_test"] <= metrics["tc_test"] and 0 <= metrics["tc_full_test"] <= 1
+    assert metrics["tc_excess_test"] == pytest.approx(
+        (metrics["tc_test"] - metrics["tc_full_test"]) / (1 - metrics["tc_full_test"])
+    )
+    # 4 epochs, a checkpoint per epoch: the window (last half, before the final one) holds epochs 2 and 3
+    assert metrics["tc_window_checkpoints"] == 2
+    assert "fewer than 3" in MlflowClient().get_run(run_id).data.tags["tc.window_warning"]
     assert 0 < metrics["aniso_drift_pvalue"] <= 1 and 0 < metrics["aniso_grad_topk_var"] <= 1
     # the control: another seed's deep part does not read this run's features like its own
     assert metrics["tc_test_crossseed"] < metrics["tc_test"]
