@@ -237,7 +237,7 @@ def sharpness_sigma(
     draws: int = 5,
     seed: int = 0,
     eps: float = 1e-3,
-    steps: int = 10,
+    steps: int = 6,
     sigma_max: float = 1e3,
 ) -> float:
     """Jiang et al. (2020)'s magnitude-aware PAC-Bayes search: the largest relative noise scale σ with
@@ -248,7 +248,8 @@ def sharpness_sigma(
     over `draws` seeded draws reused at every σ. ε = 1e-3 perturbs zero weights too (Jiang et al. add ε² to
     the variance; scaling ε by σ keeps σ = 0 noise-free so the search is well posed). σ is bracketed by
     doubling from 1e-3 (up to `sigma_max`, returned if the loss never rises by `target`), then bisected
-    `steps` times in log σ, returning the lower end (the increase there is <= target). Smaller σ = sharper."""
+    `steps` times in log σ (6: a resolution of 2^(1/64), about 1%), returning the lower end (the increase
+    there is <= target). Smaller σ = sharper."""
     base = loss(model, x, y)
 
     def rise(sigma):
