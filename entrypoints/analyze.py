@@ -96,8 +96,6 @@ def compute(cfg: AnalyzeConfig) -> tuple[AnalysisResult, int]:
     splits = make_splits(data, cfg)
     with tqdm(total=sum(len(s.y) for s in splits), unit="sample", disable=None, leave=False) as bar:
         result = analyze(build_model(spec), ckpts, data, cfg, reference, progress=bar.update, splits=splits)
-    for warning in result.summary.get("warnings", []):
-        print(f"tc analyze: warning: {warning}", flush=True)
     if cfg.anisotropy:
         split = next((s for s in splits if s.name == "test"), splits[0])
         t0 = time.perf_counter()
@@ -179,7 +177,9 @@ def log_into_run(cfg: AnalyzeConfig, result: AnalysisResult, last_step: int, ana
         write_outputs(result, cfg, Path(tmp))
         config = {**asdict(cfg), "analyze_run_id": analyze_run_id}
         tracking.log_analysis(cfg.run_id, Path(tmp), result.metrics, last_step, config)
-    # warning tags (a window too small): set this analysis's, drop one an earlier analysis left behind
+    # warnings (a window too small): print them, tag the run, drop a tag an earlier analysis left behind
+    for warning in result.summary.get("warnings", []):
+        print(f"tc analyze: warning: {warning}", flush=True)
     client = tracking.client()
     tags = result.summary.get("tags", {})
     for key, value in tags.items():
