@@ -4,10 +4,11 @@
 
 Downloads the run's checkpoints through MLflow (cached under $TC_CACHE_DIR/checkpoints/<run id>/, every file
 checked against the sha256 in checkpoints/index.json), computes the SPEC section 2-4 quantities and logs to
-the *training* run: metrics tc_<split>, tc_<split>_d<cut>, half_life_<split>, drift_*, tc_corrupt_<name>
-(and tc_test_crossseed with reference_run_id), aniso_* (per cut, plus Holm-adjusted aniso_*_min_pvalue across
-cuts; see `tc.analysis.anisotropy`), and under analysis/ the tidy CSV tables, summary.json and
-figures. The analyze run itself is tagged tc.source_run_id and links to the training run.
+the *training* run: metrics tc_<split>, tc_<split>_d<cut>, tc_kappa_<split>, tc_full_<split>, tc_excess_<split>,
+tc_window_checkpoints (and tag tc.window_warning when the window holds < 3 checkpoints), half_life_<split>,
+drift_*, tc_corrupt_<name> (and tc_test_crossseed with reference_run_id), aniso_* (per cut, plus Holm-adjusted
+aniso_*_min_pvalue across cuts; see `tc.analysis.anisotropy`), and under analysis/ the tidy CSV tables,
+summary.json and figures. The analyze run itself is tagged tc.source_run_id and links to the training run.
 """
 
 from __future__ import annotations
@@ -41,6 +42,10 @@ from tc.models import build_model as _build_model
 HEADLINE = (
     "tc_train",
     "tc_test",
+    "tc_kappa_test",
+    "tc_full_test",
+    "tc_excess_test",
+    "tc_window_checkpoints",
     "tc_corrupt",
     "half_life_test",
     "tc_test_crossseed",
@@ -180,6 +185,15 @@ def log_into_run(cfg: AnalyzeConfig, result: AnalysisResult, last_step: int, ana
         write_outputs(result, cfg, Path(tmp))
         config = {**asdict(cfg), "analyze_run_id": analyze_run_id}
         tracking.log_analysis(cfg.run_id, Path(tmp), result.metrics, last_step, config)
+    # warnings (a window too small): print them, tag the run, drop a tag an earlier analysis left behind
+    for warning in result.summary.get("warnings", []):
+        print(f"tc analyze: warning: {warning}", flush=True)
+    client = tracking.client()
+    tags = result.summary.get("tags", {})
+    for key, value in tags.items():
+        client.set_tag(cfg.run_id, key, value[:5000])
+    if "tc.window_warning" not in tags and "tc.window_warning" in tracking.get_run(cfg.run_id).data.tags:
+        client.delete_tag(cfg.run_id, "tc.window_warning")
 
 
 def main(argv: list[str] | None = None) -> int:

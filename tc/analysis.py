@@ -7,6 +7,7 @@ corruptions assigned round-robin (see `tc.corruptions.corrupted_set`).
 
 from __future__ import annotations
 
+import copy
 import math
 import time
 from collections.abc import Callable
@@ -50,6 +51,9 @@ class AnalysisResult:
     metrics: dict[str, float] = field(default_factory=dict)
     summary: dict = field(default_factory=dict)
     aniso: AnisotropyResult | None = None
+
+
+MIN_WINDOW = 3  # fewer checkpoints in the tc window: warn and tag the run
 
 
 def parse_cuts(text: str, model: BlockNet) -> list[int]:
@@ -128,7 +132,9 @@ def analyze(
     splits: list[EvalSplit] | None = None,
 ) -> AnalysisResult:
     """Every SPEC section 2-3 quantity for each (cut, split); see `tc.consistency` for the formulas.
-    `splits` defaults to `make_splits(data, cfg)`."""
+    `splits` defaults to `make_splits(data, cfg)`. Also `tc_full_<split>` (whole networks over the same
+    window), `tc_excess_<split>`, `tc_kappa_<split>[_d<cut>]` and `tc_window_checkpoints`; a window of fewer
+    than `MIN_WINDOW` checkpoints adds a line to `summary["warnings"]` and a tag to `summary["tags"]`."""
     t0 = time.perf_counter()
     splits = make_splits(data, cfg) if splits is None else splits
     cuts = parse_cuts(cfg.cuts, model)
@@ -145,14 +151,27 @@ def analyze(
     rows, lag_rows, drift_rows, sample_rows, corrupt_rows = [], [], [], [], []
     metrics: dict[str, float] = {}
     summary: dict = {"cuts": cuts, "steps": steps, "window_steps": [steps[i] for i in win], "half_life": {}}
+    metrics["tc_window_checkpoints"] = float(len(win))
+    summary["warnings"], summary["tags"] = [], {}
+    if len(win) < MIN_WINDOW:
+        msg = (
+            f"the tc window holds {len(win)} checkpoint(s) (steps {summary['window_steps']}), fewer than "
+            f"{MIN_WINDOW}: tc rests on too few checkpoints to be a temporal average; save more checkpoints "
+            f"(checkpoint_every) or widen the window"
+        )
+        summary["warnings"].append(msg)
+        summary["tags"]["tc.window_warning"] = msg
+    num_classes = model.spec.num_classes
     for split in splits:
         outs = _outputs(model, ckpts, split, data, cfg, cuts, columns, calibration, progress)
+        network_pred = _network_predictions(model, [ckpts.state_dicts[i] for i in [*win, T]], split, data, cfg)
+        metrics[f"tc_full_{split.name}"] = C.tc_full(network_pred, range(len(win)))
         rel_lags = []
         for cut, out in outs.items():
             acc = C.acc_matrix(out, split.y)
             agree = C.agree_matrix(out, C.own_predictions(out))
             loss = C.loss_matrix(out)
-            rc = acc / torch.stack([acc[j, j] for j in range(acc.shape[1])])[None, :]
+            rc = C.relative_consistency(acc)
             for i, j in zip(*torch.nonzero(out.done, as_tuple=True), strict=True):
                 i, j = int(i), int(j)
                 rows.append(
@@ -168,12 +187,13 @@ def analyze(
                     )
                 )
             if cfg.matrix == "full":
-                m, r = C.lag_curve(acc), C.lag_curve(rc)
+                m, r = C.window_lag_curve(acc, win), C.window_lag_curve(rc, win)
                 rel_lags.append(r)
                 lag_rows += [(cut, split.name, lag, m[lag], r[lag]) for lag in range(len(m))]
                 hl = C.half_life(r)
                 summary["half_life"][f"{split.name}_d{cut}"] = hl
             metrics[f"tc_{split.name}_d{cut}"] = C.tc_score(agree, win)
+            metrics[f"tc_kappa_{split.name}_d{cut}"] = C.tc_kappa(out, out.pred[T, T], win, num_classes)
             metrics[f"acc_{split.name}"] = float(acc[T, T])  # the final network itself (same at every cut)
             if steps[0] == 0:  # the initialisation only if step 0 was selected (training saves it first)
                 metrics[f"tc_{split.name}_random_shallow_d{cut}"] = float(agree[0, T])
@@ -197,14 +217,22 @@ def analyze(
                 frame["agree"], frame["correct"] = hits, correct
                 for (name, sev), grp in frame.groupby(["corruption", "severity"]):
                     corrupt_rows.append((cut, name, int(sev), grp["agree"].mean(), grp["correct"].mean()))
-        for prefix in (f"tc_{split.name}", f"tc_{split.name}_random_shallow", f"drift_{split.name}"):
+        for prefix in (
+            f"tc_{split.name}",
+            f"tc_kappa_{split.name}",
+            f"tc_{split.name}_random_shallow",
+            f"drift_{split.name}",
+        ):
             if f"{prefix}_d{cuts[0]}" in metrics:
                 metrics[prefix] = float(np.mean([metrics[f"{prefix}_d{cut}"] for cut in cuts]))
+        metrics[f"tc_excess_{split.name}"] = C.tc_excess(metrics[f"tc_{split.name}"], metrics[f"tc_full_{split.name}"])
         if rel_lags:
-            hl = C.half_life(np.nanmean(np.stack(rel_lags), axis=0))
+            r = np.nanmean(np.stack(rel_lags), axis=0)
+            hl = C.half_life(r)
             summary["half_life"][split.name] = hl
-            # Censored (never below 0.9 within the run): log the number of lags observed, a lower bound.
-            metrics[f"half_life_{split.name}"] = float(hl if hl is not None else len(steps))
+            # Censored (never below 0.9 over the lags the window's rows observe): log the number of lags
+            # observed, a lower bound.
+            metrics[f"half_life_{split.name}"] = float(hl if hl is not None else len(r))
     corrupt = pd.DataFrame(corrupt_rows, columns=["cut", "corruption", "severity", "tc", "acc"])
     for name, grp in corrupt.groupby("corruption"):
         metrics[f"tc_corrupt_{name}"] = float(grp["tc"].mean())
@@ -224,6 +252,23 @@ def analyze(
         metrics=metrics,
         summary=summary,
     )
+
+
+@torch.no_grad()
+def _network_predictions(model, state_dicts, split, data, cfg) -> torch.Tensor:
+    """[len(state_dicts), N] argmax predictions of the whole network f(x; θ) at each state dict (fp32, eval)."""
+    device = resolve_device(cfg.device)
+    m = copy.deepcopy(model).to(device).eval()
+    x = data.normalize(split.x)
+    preds = []
+    for sd in state_dicts:
+        m.load_state_dict(sd)
+        preds.append(
+            torch.cat(
+                [m(x[i : i + cfg.batch_size].to(device)).argmax(1).cpu() for i in range(0, len(x), cfg.batch_size)]
+            )
+        )
+    return torch.stack(preds)
 
 
 def _cross_seed(model, ckpts, reference, split, data, cfg, cuts, win) -> dict[str, float]:

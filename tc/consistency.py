@@ -8,9 +8,15 @@ T is the last checkpoint.
     loss[i, j]  = mean_x CE(g[i, j](x), y)
     rc[i, j]    = acc[i, j] / acc[j, j]
     tc          = mean_{i in W} agree[i, T]          W = checkpoints in the last half of training, before T
-    m(Δ)        = mean_i acc[i, i + Δ];   r(Δ) = mean_i rc[i, i + Δ]
+    tc_full     = mean_{i in W} mean_x 1[f(x; θ_i) = f(x; θ_T)]     (whole networks: the convergence baseline)
+    tc_excess   = (tc - tc_full) / (1 - tc_full)     (0 when tc = tc_full = 1)
+    κ(a, b)     = (p_o - p_e) / (1 - p_e)            Cohen's kappa; 0 when p_e = 1
+    tc_kappa    = mean_{i in W} κ(g[i, T](x), f(x; θ_T))
+    m(Δ)        = mean_{i in W} acc[i, i + Δ];   r(Δ) = mean_{i in W} rc[i, i + Δ]   (rows of the window only)
     half-life   = min {Δ : r(Δ) < 0.9}   (in checkpoints; None if r never falls below 0.9 = censored)
     c(x)        = mean_{i in W} 1[argmax g[i, T](x) = y]
+
+Sampling unit of every agreement and κ: the evaluated sample x (one split, shared by all checkpoints).
 """
 
 from __future__ import annotations
@@ -47,6 +53,7 @@ def own_predictions(out: CompositeOutputs) -> torch.Tensor:
 
 
 def relative_consistency(acc: torch.Tensor) -> torch.Tensor:
+    """rc[i, j] = acc[i, j] / acc[j, j] (the deep checkpoint's own accuracy as the reference)."""
     diag = torch.diagonal(acc)
     return acc / diag[None, :]
 
@@ -64,14 +71,16 @@ def tc_score(agree: torch.Tensor, win: Sequence[int]) -> float:
     return float(agree[list(win), -1].mean())
 
 
-def lag_curve(matrix: torch.Tensor) -> np.ndarray:
-    """m(Δ) = mean_i matrix[i, i+Δ] for Δ = 0 .. n-1 (earlier shallow, later deep); NaN if no pair is done."""
+def lag_curve(matrix: torch.Tensor, rows: Sequence[int] | None = None) -> np.ndarray:
+    """m(Δ) = mean_{i in rows} matrix[i, i+Δ] (earlier shallow, later deep); NaN if no pair is done.
+    `rows` defaults to every row; Δ runs from 0 to n - 1 - min(rows), the longest lag those rows observe."""
     n = matrix.shape[0]
+    rows = sorted(rows) if rows is not None else list(range(n))
     values = []
-    for lag in range(n):
-        diag = torch.diagonal(matrix, offset=lag)
-        diag = diag[~torch.isnan(diag)]
-        values.append(float(diag.mean()) if len(diag) else math.nan)
+    for lag in range(n - rows[0]):
+        cells = torch.stack([matrix[i, i + lag] for i in rows if i + lag < n])
+        cells = cells[~torch.isnan(cells)]
+        values.append(float(cells.mean()) if len(cells) else math.nan)
     return np.array(values)
 
 
@@ -79,6 +88,52 @@ def half_life(rel_lag: np.ndarray, threshold: float = 0.9) -> int | None:
     """The first lag (in checkpoints) where relative consistency falls below `threshold`; None if never."""
     below = np.nonzero(rel_lag < threshold)[0]
     return int(below[0]) if len(below) else None
+
+
+def window_lag_curve(matrix: torch.Tensor, win: Sequence[int]) -> np.ndarray:
+    """The lag curve over the window's rows and the final row: shallow checkpoints i in W ∪ {T} only, so
+    that the initialisation and early training (features no later deep part reads) do not set the half-life."""
+    return lag_curve(matrix, [*win, matrix.shape[0] - 1])
+
+
+def kappa(pred_a: torch.Tensor, pred_b: torch.Tensor, num_classes: int) -> float:
+    """Cohen's κ between two label vectors of the same samples (Cohen 1960):
+
+        p_o = mean_x 1[a(x) = b(x)],   p_e = Σ_k P(a = k) P(b = k),   κ = (p_o - p_e) / (1 - p_e),
+
+    defined as 0 when p_e = 1 (both predictors constant on the same class: agreement is all chance).
+    Equals `sklearn.metrics.cohen_kappa_score` wherever that is defined. Sampling unit: the sample x."""
+    a, b = pred_a.flatten().long(), pred_b.flatten().long()
+    n = len(a)
+    p_o = float((a == b).double().mean())
+    pa = torch.bincount(a, minlength=num_classes).double() / n
+    pb = torch.bincount(b, minlength=num_classes).double() / n
+    p_e = float((pa * pb).sum())
+    if p_e >= 1 - 1e-12:
+        return 0.0
+    return (p_o - p_e) / (1 - p_e)
+
+
+def tc_kappa(out: CompositeOutputs, final_pred: torch.Tensor, win: Sequence[int], num_classes: int) -> float:
+    """tc_kappa = mean_{i in W} κ(g[i, T](x), f(x; θ_T)): the tc agreement corrected for chance. A network
+    that predicts one class agrees with itself on any features (tc = 1) but gets κ = 0."""
+    return float(np.mean([kappa(out.pred[i, -1], final_pred, num_classes) for i in win]))
+
+
+def tc_full(network_pred: torch.Tensor, win: Sequence[int]) -> float:
+    """tc_full = mean_{i in W} mean_x 1[f(x; θ_i) = f(x; θ_T)] from whole-network predictions
+    `network_pred` [n_checkpoints, N] (row T last): how much the network's outputs stop changing anyway
+    (learning rate annealed, convergence). The baseline that tc must exceed to say anything about features."""
+    return float((network_pred[list(win)] == network_pred[-1][None]).double().mean())
+
+
+def tc_excess(tc: float, full: float) -> float:
+    """tc_excess = (tc - tc_full) / (1 - tc_full): the fraction of the disagreement left by the whole
+    networks that the composite removes (1: the composite always agrees; 0: no better than the network
+    baseline; negative: worse). 0 when tc = tc_full = 1 (nothing to remove); NaN when tc_full = 1 > tc."""
+    if full >= 1.0:
+        return 0.0 if tc >= 1.0 else math.nan
+    return (tc - full) / (1 - full)
 
 
 def per_sample_consistency(out: CompositeOutputs, y: torch.Tensor, win: Sequence[int]) -> torch.Tensor:

@@ -2,8 +2,9 @@
 consistency on the same trials. Each takes a model (eval mode; BatchNorm uses its running statistics) and
 plain tensors, returns one float, and is timed by `compute_all` so users can weigh power against price.
 
-θ: all trainable parameters; θ_0: the initialisation (step 0); W_l: the weight of layer l (a convolution
-reshaped to [out, in * k * k]); f(x) ∈ R^K the logits; L: mean cross-entropy on the given data.
+θ: all trainable parameters; θ_0: the initialisation (step 0); A_l: the linear map of layer l (a convolution
+with its BatchNorm folded in) on the layer's actual input shape; f(x) ∈ R^K the logits; L: mean
+cross-entropy on the given data.
 """
 
 from __future__ import annotations
@@ -13,8 +14,11 @@ import math
 import time
 from collections.abc import Callable
 
+import numpy as np
 import torch
+from scipy.sparse.linalg import LinearOperator, eigsh
 from torch import nn
+from torch.nn import functional as F
 
 
 def _params(model: nn.Module) -> torch.Tensor:
@@ -31,14 +35,165 @@ def dist_from_init(model: nn.Module, init: nn.Module) -> float:
     return float((_params(model) - _params(init)).norm())
 
 
-def log_spectral_product(model: nn.Module) -> float:
-    """log Π_l σ_max(W_l) = Σ_l log σ_max(W_l) over convolution and linear weights."""
-    total = 0.0
-    for m in model.modules():
-        if isinstance(m, (nn.Conv2d, nn.Linear)):
-            w = m.weight.detach().flatten(1).double()
-            total += math.log(float(torch.linalg.matrix_norm(w, ord=2)))
-    return total
+_AFFINE = (
+    nn.Conv2d,
+    nn.Linear,
+    nn.BatchNorm1d,
+    nn.BatchNorm2d,
+    nn.AvgPool2d,
+    nn.AdaptiveAvgPool2d,
+    nn.Flatten,
+    nn.Identity,
+)
+
+
+def _check_affine(module: nn.Module) -> None:
+    if isinstance(module, nn.Sequential):
+        for child in module:
+            _check_affine(child)
+    elif not isinstance(module, _AFFINE):
+        raise TypeError(f"operator_norm: {type(module).__name__} is not an affine layer (use {_AFFINE})")
+
+
+def operator_norm(
+    module: nn.Module, input_shape: tuple[int, ...], iters: int = 10000, tol: float = 1e-6, seed: int = 0
+) -> float:
+    """‖A‖_2 = max_{‖x‖=1} ‖A x‖_2, the exact ℓ2 operator norm (largest singular value) of the linear part
+    A x = f(x) - f(0) of an affine module f on inputs of shape `input_shape` (the full tensor shape, batch
+    included; batch 1 suffices since the map acts on each sample alike). `module`: a Conv2d (any stride,
+    padding, dilation, groups, padding mode), a Linear, or a Sequential of affine layers such as Conv2d +
+    BatchNorm2d, whose eval-mode scale γ/sqrt(var + eps) is thereby folded into the convolution.
+
+    σ_max² is the top eigenvalue of AᵀA, found in float64 by Lanczos iteration (ARPACK's `eigsh`, the Krylov
+    refinement of power iteration: plain power iteration crawls when the top singular values of a
+    convolution cluster) on the operator v -> AᵀA v, with Aᵀ from autograd (the vector-Jacobian product of
+    a conv is the transposed convolution with the right output padding), to relative tolerance `tol`.
+    A convolution's operator norm is not σ_max of its reshaped kernel [out, in·k·k]: that underestimates it
+    by up to a factor of the kernel size."""
+    _check_affine(module)
+    f = copy.deepcopy(module).double().eval()
+    f.requires_grad_(False)
+    n = math.prod(input_shape)
+    gram = _folded_gram(f, input_shape) or _autograd_gram(f, input_shape)
+
+    op = LinearOperator((n, n), matvec=gram, dtype=np.float64)
+    v0 = np.random.default_rng(seed).standard_normal(n)
+    if n <= 2:  # ARPACK needs k < n
+        a = np.stack([gram(e) for e in np.eye(n)])
+        return float(math.sqrt(max(np.linalg.eigvalsh(a).max(), 0.0)))
+    top = eigsh(op, k=1, which="LA", tol=tol, maxiter=iters, v0=v0, return_eigenvectors=False)
+    return float(math.sqrt(max(top[0], 0.0)))
+
+
+def _autograd_gram(f: nn.Module, shape: tuple[int, ...]) -> Callable[[np.ndarray], np.ndarray]:
+    """v -> AᵀA v for any affine f: f is affine, so its backward graph does not depend on the point; it is
+    built once at 0 and reused."""
+    zero = torch.zeros(shape, dtype=torch.float64, requires_grad=True)
+    f0 = f(zero)
+
+    def gram(v: np.ndarray) -> np.ndarray:
+        t = torch.from_numpy(np.ascontiguousarray(v, dtype=np.float64)).reshape(shape)
+        with torch.no_grad():
+            u = f(t) - f0
+        return torch.autograd.grad(f0, zero, u, retain_graph=True)[0].reshape(-1).numpy()
+
+    return gram
+
+
+def _folded_gram(f: nn.Module, shape: tuple[int, ...]) -> Callable[[np.ndarray], np.ndarray] | None:
+    """The fast path for a Conv2d (zero padding) or Linear, optionally followed by a BatchNorm: the BatchNorm
+    scale s = γ / sqrt(var + eps) folded into the weight (W' = s · W per output channel), Aᵀ as
+    conv_transpose2d with the output padding that restores the input shape. None when f is not of that form."""
+    layers = list(f) if isinstance(f, nn.Sequential) else [f]
+    if not layers or not isinstance(layers[0], (nn.Conv2d, nn.Linear)) or len(layers) > 2:
+        return None
+    layer, w = layers[0], layers[0].weight.detach()
+    if len(layers) == 2:
+        bn = layers[1]
+        if not isinstance(bn, (nn.BatchNorm1d, nn.BatchNorm2d)) or not bn.track_running_stats:
+            return None
+        scale = torch.ones_like(bn.running_var) if bn.weight is None else bn.weight.detach()
+        scale = scale / torch.sqrt(bn.running_var + bn.eps)
+        w = w * scale.view(-1, *([1] * (w.dim() - 1)))
+    if isinstance(layer, nn.Linear):
+        return lambda v: (torch.from_numpy(v).reshape(shape) @ w.T @ w).reshape(-1).numpy()
+    if layer.padding_mode != "zeros" or isinstance(layer.padding, str):
+        return None
+    kw = dict(stride=layer.stride, padding=layer.padding, dilation=layer.dilation, groups=layer.groups)
+    out_hw = F.conv2d(torch.zeros(shape, dtype=torch.float64), w, **kw).shape[-2:]
+    back = [
+        (o - 1) * s - 2 * p + d * (k - 1) + 1
+        for o, s, p, d, k in zip(out_hw, layer.stride, layer.padding, layer.dilation, w.shape[-2:], strict=True)
+    ]
+    output_padding = tuple(h - b for h, b in zip(shape[-2:], back, strict=True))
+
+    def gram(v: np.ndarray) -> np.ndarray:
+        t = torch.from_numpy(np.ascontiguousarray(v, dtype=np.float64)).reshape(shape)
+        u = F.conv2d(t, w, **kw)
+        return F.conv_transpose2d(u, w, output_padding=output_padding, **kw).reshape(-1).numpy()
+
+    return gram
+
+
+def _layer_terms(module: nn.Module, shape: tuple[int, ...]) -> tuple[float, tuple[int, ...]]:
+    """(Σ log of the operator norms of `module`'s layers, output shape) on inputs of `shape`."""
+    if hasattr(module, "conv1") and hasattr(module, "conv2") and hasattr(module, "shortcut"):  # a BasicBlock
+        branch1 = nn.Sequential(module.conv1, module.bn1)
+        branch2 = nn.Sequential(module.conv2, module.bn2)
+        mid = _out_shape(branch1, shape)
+        branch = operator_norm(branch1, shape) * operator_norm(branch2, mid)
+        # residual: ‖shortcut + branch‖ ≤ ‖shortcut‖ + ‖branch‖ (the two are in parallel, not in series)
+        return math.log(operator_norm(module.shortcut, shape) + branch), _out_shape(branch2, mid)
+    if isinstance(getattr(module, "blocks", None), nn.ModuleDict):  # a BlockNet
+        children = list(module.blocks.values())
+    elif isinstance(module, (nn.Sequential, nn.ModuleDict)):
+        children = list(module.children())
+    elif isinstance(module, _AFFINE):
+        children = [module]
+    else:
+        raise TypeError(f"log_spectral_product: cannot bound {type(module).__name__}")
+    total, run = 0.0, []  # `run`: consecutive affine layers, taken as one linear map (conv + its BatchNorm)
+
+    def flush(shape):
+        nonlocal total, run
+        if run and any(isinstance(m, (nn.Conv2d, nn.Linear)) for m in run):
+            seq = nn.Sequential(*run)
+            total += math.log(operator_norm(seq, shape))
+        out = _out_shape(nn.Sequential(*run), shape) if run else shape
+        run = []
+        return out
+
+    start = shape
+    for child in children:
+        if isinstance(child, _AFFINE):
+            run.append(child)
+            continue
+        shape = flush(start)
+        if isinstance(child, (nn.ReLU, nn.MaxPool2d)):  # 1-Lipschitz, norm 1
+            shape = _out_shape(child, shape)
+        else:
+            t, shape = _layer_terms(child, shape)
+            total += t
+        start = shape
+    out = flush(start)  # before reading `total`: flush adds the last run's term
+    return total, out
+
+
+@torch.no_grad()
+def _out_shape(module: nn.Module, shape: tuple[int, ...]) -> tuple[int, ...]:
+    m = copy.deepcopy(module).eval()
+    return tuple(m(torch.zeros(shape)).shape)
+
+
+def log_spectral_product(model: nn.Module, input_shape: tuple[int, ...]) -> float:
+    """log Π_l ‖A_l‖_2 over the network's layers on inputs of `input_shape` (batch included; eval mode), with
+    ‖·‖_2 the exact operator norm (`operator_norm`). A layer is a maximal run of affine modules: a
+    convolution with the BatchNorm after it (folded in: BatchNorm's scale is part of the function, so the
+    product tracks the function, not weight decay), or the head's pooling + linear map. A residual block
+    contributes log(‖shortcut‖ + ‖conv2∘bn2‖·‖conv1∘bn1‖) (1 for an identity shortcut). ReLU and max
+    pooling are 1-Lipschitz. The product bounds the network's Lipschitz constant (Jiang et al. 2020's
+    spectral-norm product, with true operator norms in place of σ_max of reshaped kernels)."""
+    return _layer_terms(model, tuple(input_shape))[0]
 
 
 @torch.no_grad()
@@ -60,21 +215,60 @@ def loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
     return float(nn.functional.cross_entropy(_logits(model, x), y))
 
 
-def sharpness(
-    model: nn.Module, x: torch.Tensor, y: torch.Tensor, sigma: float = 0.05, draws: int = 5, seed: int = 0
-) -> float:
-    """Magnitude-aware average sharpness: mean over `draws` of L(θ + δ) - L(θ), δ_i ~ N(0, (σ |θ_i|)²),
-    seeded. An average-case (PAC-Bayes-style) perturbation, not a worst-case ascent."""
-    base = loss(model, x, y)
-    g = torch.Generator().manual_seed(seed)
+def _perturbed_increase(model: nn.Module, x, y, base: float, sigma: float, draws: int, seed: int, eps: float):
+    """mean over `draws` of L(θ + δ) - L(θ), δ_i ~ N(0, (σ (|θ_i| + ε))²); draw k uses generator seed
+    `seed + k`, so every σ sees the same directions (common random numbers) and the increase is smooth in σ."""
     increases = []
-    for _ in range(draws):
+    for k in range(draws):
+        g = torch.Generator().manual_seed(seed + k)
         noisy = copy.deepcopy(model)
         with torch.no_grad():
             for p in noisy.parameters():
-                p.add_(torch.randn(p.shape, generator=g) * sigma * p.abs())
+                p.add_(torch.randn(p.shape, generator=g) * sigma * (p.abs() + eps))
         increases.append(loss(noisy, x, y) - base)
     return float(sum(increases) / draws)
+
+
+def sharpness_sigma(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    target: float = 0.1,
+    draws: int = 5,
+    seed: int = 0,
+    eps: float = 1e-3,
+    steps: int = 6,
+    sigma_max: float = 1e3,
+) -> float:
+    """Jiang et al. (2020)'s magnitude-aware PAC-Bayes search: the largest relative noise scale σ with
+
+        E_δ[L(θ + δ)] - L(θ) <= target,   δ_i ~ N(0, (σ (|θ_i| + ε))²),
+
+    L the mean training cross-entropy (eval mode, BatchNorm running statistics fixed), the expectation a mean
+    over `draws` seeded draws reused at every σ. ε = 1e-3 perturbs zero weights too (Jiang et al. add ε² to
+    the variance; scaling ε by σ keeps σ = 0 noise-free so the search is well posed). σ is bracketed by
+    doubling from 1e-3 (up to `sigma_max`, returned if the loss never rises by `target`), then bisected
+    `steps` times in log σ (6: a resolution of 2^(1/64), about 1%), returning the lower end (the increase
+    there is <= target). Smaller σ = sharper."""
+    base = loss(model, x, y)
+
+    def rise(sigma):
+        return _perturbed_increase(model, x, y, base, sigma, draws, seed, eps)
+
+    lo, hi = 0.0, 1e-3
+    while rise(hi) <= target:
+        lo, hi = hi, hi * 2
+        if hi > sigma_max:
+            return sigma_max
+    for _ in range(steps):
+        mid = math.sqrt(lo * hi) if lo > 0 else hi / 2
+        lo, hi = (mid, hi) if rise(mid) <= target else (lo, mid)
+    return lo if lo > 0 else hi / 2
+
+
+def sharpness(model: nn.Module, x: torch.Tensor, y: torch.Tensor, seed: int = 0, **kw) -> float:
+    """1 / σ² with σ from `sharpness_sigma` (Jiang et al. 2020's `pacbayes.mag.flatness`): larger = sharper."""
+    return 1.0 / sharpness_sigma(model, x, y, seed=seed, **kw) ** 2
 
 
 def disagreement(model: nn.Module, other: nn.Module, x: torch.Tensor) -> float:
@@ -96,7 +290,7 @@ def compute_all(
     jobs: dict[str, Callable[[], float]] = {
         "param_norm": lambda: param_norm(model),
         "dist_init": lambda: dist_from_init(model, init),
-        "log_spectral_product": lambda: log_spectral_product(model),
+        "log_spectral_product": lambda: log_spectral_product(model, (1, *x_train.shape[1:])),
         "margin": lambda: margin(model, x_train, y_train),
         "train_loss": lambda: loss(model, x_train, y_train),
         "sharpness": lambda: sharpness(model, x_train, y_train, seed=seed),

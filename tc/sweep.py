@@ -8,7 +8,9 @@ For models i = 1..M with measure μ_i and target g_i:
     `kendall` is SciPy's tie-corrected τ-b with its p-value; `spearman` is Spearman's ρ with its p-value;
     Ψ (granulated, Jiang et al. 2020) = mean over hyperparameters h of ψ_h, ψ_h = mean of τ over groups of
     trials that agree on every other hyperparameter (floats within a relative tolerance, log-scale for
-    log-uniform ones; others exactly) and differ in h; groups need >= 2 trials; `n_groups_<h>` is reported;
+    log-uniform ones; others exactly), τ over the pairs of a group that differ in h only; ψ_h enters Ψ
+    when it rests on >= 2 groups (`psi_entered`, `n_groups_<h>`, `n_pairs_<h>` are reported; see
+    `granulated_kendall`);
     partial τ controlling for the hyperparameters: from the pseudo-inverse P of the τ-b matrix of
     (μ, g, h_1..h_k), τ_partial = -P_μg / sqrt(P_μμ P_gg) (the matrix form of Kendall's partial τ);
     95% bootstrap CIs resample trials with replacement (percentile method).
@@ -21,7 +23,7 @@ import json
 import math
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -133,30 +135,71 @@ def _same(a: pd.Series, b: pd.Series, space: dict, tol: float) -> bool:
     return True
 
 
+class GranulatedKendall(NamedTuple):
+    """Ψ and what it rests on. `entered`: the hyperparameters whose ψ_h was averaged into Ψ."""
+
+    psi: float
+    per_h: dict[str, float]
+    groups: dict[str, int]
+    pairs: dict[str, int]
+    entered: list[str]
+
+
+def _differ(a: pd.Series, b: pd.Series, name: str, spec: dict, tol: float) -> bool:
+    """Whether two trials differ in hyperparameter `name` (numeric: by more than `tol` of its range)."""
+    return not _same(a, b, {name: spec}, tol)
+
+
 def granulated_kendall(
-    trials: pd.DataFrame, measure: str, target: str, space: dict, tol: float = 0.1
-) -> tuple[float, dict[str, float], dict[str, int], dict[str, int]]:
-    """(Ψ, {h: ψ_h}, {h: number of groups}, {h: number of trial pairs in them that differ in h}). A group:
-    trials that match on every hyperparameter but h (within `tol` of a numeric range) and take >= 2
-    distinct values of h."""
+    trials: pd.DataFrame,
+    measure: str,
+    target: str,
+    space: dict,
+    tol: float = 0.1,
+    min_groups: int = 2,
+    min_hyperparameters: int = 2,
+) -> GranulatedKendall:
+    """Jiang et al. (2020)'s granulated Kendall coefficient, eq. (4)-(5):
+
+        ψ_h = (1/m_h) Σ_groups τ_group,   Ψ = mean over the h that entered of ψ_h,
+        τ_group = Σ_{a≠b in the group, θ_a(h) ≠ θ_b(h)} sign(μ_a - μ_b) sign(g_a - g_b)
+                  / #{a≠b in the group, θ_a(h) ≠ θ_b(h)}
+
+    A group for h: trials that match on every other hyperparameter (within `tol` of a numeric range, log
+    scale for log ranges; categorical and int exactly) and take >= 2 distinct values of h. Only pairs that
+    differ in h count: two trials that repeat a setting (same seed or not) are no evidence about h, and the
+    paper's groups hold one model per value of h. Sampling unit: the trial pair within a group.
+
+    ψ_h enters Ψ only when it rests on >= `min_groups` groups (default 2: one group is a single τ, not an
+    average over the other hyperparameters' settings); Ψ is NaN when fewer than `min_hyperparameters`
+    (default 2) entered, because an "average over hyperparameters" of one ψ_h is just that ψ_h.
+    Returns (Ψ, {h: ψ_h}, {h: number of groups}, {h: number of pairs differing in h}, [h that entered])."""
     psi, counts, pairs = {}, {}, {}
     rows = trials.reset_index(drop=True)
+    mu_all, g_all = rows[measure].to_numpy(float), rows[target].to_numpy(float)
     for h in space:
         others = {k: v for k, v in space.items() if k != h}
-        groups, seen = [], set()
+        taus, n_pairs, seen = [], 0, set()
         for i in range(len(rows)):
             if i in seen:
                 continue
             members = [j for j in range(len(rows)) if j not in seen and _same(rows.loc[i], rows.loc[j], others, tol)]
             seen.update(members)
-            if len(members) >= 2 and rows.loc[members, h].nunique() >= 2:
-                groups.append(members)
-        taus = [kendall_pairs(rows.loc[g, measure], rows.loc[g, target]) for g in groups]
-        counts[h] = len(groups)
-        pairs[h] = sum(int(rows.loc[a, h] != rows.loc[b, h]) for g in groups for a, b in itertools.combinations(g, 2))
+            differing = [
+                (a, b)
+                for a, b in itertools.combinations(members, 2)
+                if _differ(rows.loc[a], rows.loc[b], h, space[h], tol)
+            ]
+            if not differing:
+                continue
+            s = [np.sign(mu_all[a] - mu_all[b]) * np.sign(g_all[a] - g_all[b]) for a, b in differing]
+            taus.append(float(np.mean(s)))
+            n_pairs += len(differing)
+        counts[h], pairs[h] = len(taus), n_pairs
         psi[h] = float(np.mean(taus)) if taus else math.nan
-    valid = [v for v in psi.values() if not math.isnan(v)]
-    return (float(np.mean(valid)) if valid else math.nan), psi, counts, pairs
+    entered = [h for h in space if counts[h] >= min_groups and not math.isnan(psi[h])]
+    value = float(np.mean([psi[h] for h in entered])) if len(entered) >= max(min_hyperparameters, 1) else math.nan
+    return GranulatedKendall(value, psi, counts, pairs, entered)
 
 
 def partial_kendall(trials: pd.DataFrame, measure: str, target: str, controls: list[str]) -> float:
@@ -210,7 +253,7 @@ def _scores(sub: pd.DataFrame, measure: str, target: str, space: dict, draws: in
     n = len(sub)
     mu, g = sub[measure].to_numpy(float), sub[target].to_numpy(float)
     rho, tb = stats.spearmanr(mu, g), stats.kendalltau(mu, g)
-    psi, per_h, counts, pairs = granulated_kendall(sub, measure, target, space, tol)
+    psi, per_h, counts, pairs, entered = granulated_kendall(sub, measure, target, space, tol)
     row = {
         "measure": measure,
         "target": target,
@@ -221,7 +264,8 @@ def _scores(sub: pd.DataFrame, measure: str, target: str, space: dict, draws: in
         "kendall_p": tb.pvalue,
         "kendall_pairs": kendall_pairs(mu, g),
         "granulated_kendall": psi,
-        "worst_psi": min((v for v in per_h.values() if not math.isnan(v)), default=math.nan),
+        "psi_entered": ",".join(entered),
+        "worst_psi": min((per_h[h] for h in entered), default=math.nan),
         "partial_kendall": partial_kendall(sub, measure, target, list(space)),
     }
     for h in space:

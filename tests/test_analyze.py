@@ -92,9 +92,21 @@ def test_analyze_logs_metrics_tables_and_figures_back_to_the_training_run(mlflow
         "tc_cost_epochs",
         "tc_mmd",
         "tc_mmd_d1",
+        "tc_kappa_test",
+        "tc_kappa_test_d1",
+        "tc_full_test",
+        "tc_excess_test",
+        "tc_window_checkpoints",
     ):
         assert key in metrics, key
     assert 0 <= metrics["tc_test"] <= 1
+    assert -1 <= metrics["tc_kappa_test"] <= metrics["tc_test"] and 0 <= metrics["tc_full_test"] <= 1
+    assert metrics["tc_excess_test"] == pytest.approx(
+        (metrics["tc_test"] - metrics["tc_full_test"]) / (1 - metrics["tc_full_test"])
+    )
+    # 4 epochs, a checkpoint per epoch: the window (last half, before the final one) holds epochs 2 and 3
+    assert metrics["tc_window_checkpoints"] == 2
+    assert "fewer than 3" in MlflowClient().get_run(run_id).data.tags["tc.window_warning"]
     assert 0 < metrics["aniso_drift_min_pvalue"] <= 1 and 0 < metrics["aniso_grad_topk_var"] <= 1
     # Holm across the 4 cuts: the smallest adjusted p-value is min(1, 4 x the smallest raw one)
     raw = min(metrics[f"aniso_drift_pvalue_d{c}"] for c in (1, 2, 3, 4))

@@ -1,0 +1,108 @@
+"""Consistency summaries (tc.consistency) against oracles: sklearn's Cohen's κ, brute-force formulas, and the
+production `analyze` path on a degenerate one-class model."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from sklearn.metrics import cohen_kappa_score
+
+from tc import consistency as C
+from tc.analysis import Checkpoints, EvalSplit, analyze
+from tc.compose import CompositeOutputs
+from tc.config import AnalyzeConfig
+from tc.data import DataBundle
+from tc.models import ModelSpec, build_model
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_kappa_matches_sklearn(seed):
+    g = torch.Generator().manual_seed(seed)
+    a = torch.randint(0, 5, (300,), generator=g)
+    # b agrees with a on about half the samples, otherwise random (some classes may be missing)
+    b = torch.where(torch.rand(300, generator=g) < 0.5, a, torch.randint(0, 4, (300,), generator=g))
+    assert C.kappa(a, b, 5) == pytest.approx(cohen_kappa_score(a.numpy(), b.numpy()), abs=1e-12)
+    assert C.kappa(a, a, 5) == pytest.approx(1.0)
+
+
+def test_kappa_is_zero_when_chance_agreement_is_one():
+    const = torch.zeros(50, dtype=torch.long)
+    assert C.kappa(const, const, 10) == 0.0  # sklearn returns nan here (0/0)
+    # one constant predictor against a varied one: p_e < 1, sklearn defines it (κ = 0)
+    varied = torch.arange(50) % 10
+    assert C.kappa(const, varied, 10) == pytest.approx(cohen_kappa_score(const.numpy(), varied.numpy()))
+
+
+def _outputs(pred):
+    pred = torch.as_tensor(pred)
+    n = pred.shape[0]
+    return CompositeOutputs(pred=pred, nll=torch.zeros(pred.shape), done=torch.ones(n, n, dtype=torch.bool))
+
+
+def test_tc_kappa_full_and_excess_by_their_formulas():
+    g = torch.Generator().manual_seed(0)
+    pred = torch.randint(0, 3, (4, 4, 40), generator=g)
+    final = pred[3, 3]
+    win = [1, 2]
+    expected = np.mean([cohen_kappa_score(pred[i, 3].numpy(), final.numpy()) for i in win])
+    assert C.tc_kappa(_outputs(pred), final, win, 3) == pytest.approx(expected)
+    network = torch.stack([pred[i, i] for i in range(4)])
+    full = np.mean([(network[i] == network[3]).double().mean() for i in win])
+    assert C.tc_full(network, win) == pytest.approx(full)
+    assert C.tc_excess(0.9, 0.8) == pytest.approx(0.5)
+    assert C.tc_excess(0.8, 0.8) == 0 and C.tc_excess(0.7, 0.8) == pytest.approx(-0.5)
+    assert C.tc_excess(1.0, 1.0) == 0 and math.isnan(C.tc_excess(0.9, 1.0))
+
+
+def test_half_life_is_censored_when_every_trained_checkpoint_is_consistent():
+    # rc[i, j]: the initial checkpoint's features are unreadable by every later deep part (0.1), every
+    # trained checkpoint's features are read as well as the deep part's own (1.0)
+    n = 6
+    rc = torch.ones(n, n, dtype=torch.float64)
+    rc[0, 1:] = 0.1
+    win = C.window(list(range(0, 6 * n, 6)))  # steps 0, 6, ..., 30: window = steps >= 15 before the last
+    assert 0 not in win
+    assert C.half_life(C.lag_curve(rc)) == 1  # the old curve over all rows: set by step 0
+    curve = C.window_lag_curve(rc, win)
+    assert C.half_life(curve) is None  # censored
+    assert len(curve) == n - min(win)  # lags 0 .. T - first window row
+    # and a real drop inside the window is still found
+    rc[win[0], n - 1] = 0.5
+    assert C.half_life(C.window_lag_curve(rc, win)) == n - 1 - win[0]
+
+
+def test_lag_curve_over_rows_by_brute_force():
+    g = torch.Generator().manual_seed(1)
+    m = torch.rand(5, 5, generator=g, dtype=torch.float64)
+    rows = [2, 3]
+    curve = C.lag_curve(m, rows)
+    for lag in range(len(curve)):
+        cells = [float(m[i, i + lag]) for i in rows if i + lag < 5]
+        assert curve[lag] == pytest.approx(np.mean(cells))
+
+
+def test_one_class_model_gets_tc_near_one_but_kappa_zero():
+    """The degeneracy guard on the production path: a network that predicts one class whatever its input
+    agrees with itself on any features, so tc = 1 and tc_full = 1, but κ = 0 and tc_excess = 0."""
+    torch.manual_seed(0)
+    spec = ModelSpec("mlp", 2, 8, 1, 4, 3)
+    model = build_model(spec)
+    sds = []
+    for _ in range(5):
+        m = build_model(spec)
+        with torch.no_grad():
+            m.blocks["head"].weight.zero_()
+            m.blocks["head"].bias.copy_(torch.tensor([5.0, 0.0, 0.0]))
+        sds.append({k: v.clone() for k, v in m.state_dict().items()})
+    g = torch.Generator().manual_seed(0)
+    x = torch.randint(0, 256, (60, 1, 4, 4), dtype=torch.uint8, generator=g)
+    y = torch.randint(0, 3, (60,), generator=g)
+    data = DataBundle("toy", x, y, y, x, y, 3, (0.5,), (0.25,))
+    cfg = AnalyzeConfig(run_id="x", splits="test", anisotropy=False, measures=False, cuts="all", device="cpu")
+    splits = [EvalSplit("test", x, y)]
+    result = analyze(model, Checkpoints([0, 1, 2, 3, 4], sds), data, cfg, splits=splits)
+    m = result.metrics
+    assert m["tc_test"] == 1.0 and m["tc_full_test"] == 1.0
+    assert m["tc_kappa_test"] == 0.0 and m["tc_excess_test"] == 0.0
+    assert m["tc_window_checkpoints"] == 2 and result.summary["tags"]["tc.window_warning"]
