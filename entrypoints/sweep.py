@@ -28,6 +28,7 @@ from entrypoints import analyze as analyze_ep
 from entrypoints import train as train_ep
 from tc import plots, sweep, tracking
 from tc.config import AnalyzeConfig, SweepConfig, TrainConfig, parse_args
+from tc.data import DatasetNotFoundError, load_data
 from tc.train import DivergenceError
 
 
@@ -54,7 +55,14 @@ def default_storage() -> str:
 def objective(cfg: SweepConfig, space: dict, parent_id: str):
     def run_trial(trial: optuna.Trial) -> float:
         values = sweep.suggest(trial, space)
-        fixed = {"dataset": cfg.dataset, "model": cfg.model, "depth": cfg.depth, "epochs": cfg.epochs, "seed": cfg.seed}
+        fixed = {
+            "dataset": cfg.dataset,
+            "model": cfg.model,
+            "depth": cfg.depth,
+            "epochs": cfg.epochs,
+            "target_loss": cfg.target_loss,
+            "seed": cfg.seed,
+        }
         train_cfg = TrainConfig(**{**fixed, **values})
         tags = {"tc.study": cfg.study_name, "tc.trial": str(trial.number), "tc.sweep_run_id": parent_id}
         with mlflow.start_run(nested=True, run_name=f"{cfg.study_name}-trial-{trial.number}", tags=tags) as child:
@@ -63,6 +71,8 @@ def objective(cfg: SweepConfig, space: dict, parent_id: str):
             tracking.log_config(run_id, train_cfg)
             try:
                 train_ep.run_training(run_id, train_cfg, callbacks=[Pruning(trial)] if cfg.pruner != "none" else [])
+                # The second seed of the same configuration (gm_disagreement, <measure>_seed_sd); a child run.
+                second_id = train_second_seed(cfg, train_cfg, run_id) if cfg.seeds == 2 else None
             except (DivergenceError, ValueError) as e:  # a failed trial with its reason; the study goes on
                 # (ValueError: a sampled combination the data cannot satisfy, e.g. train_size > data set)
                 trial.set_user_attr("fail_reason", str(e))
@@ -74,6 +84,13 @@ def objective(cfg: SweepConfig, space: dict, parent_id: str):
                 mlflow.set_tag("tc.pruned", str(e))
                 mlflow.end_run("KILLED")
                 raise
+            if cfg.target_loss > 0:  # converged only when every seed reached the criterion (equal fit)
+                ids = [run_id, second_id] if second_id else [run_id]
+                converged = int(all(tracking.get_run(i).data.metrics.get("converged") == 1.0 for i in ids))
+                trial.set_user_attr("converged", converged)
+                mlflow.set_tag("tc.converged", str(converged))
+                if not converged:
+                    print(f"tc sweep: trial {trial.number} reached the epoch cap before target_loss", flush=True)
             acfg = AnalyzeConfig(
                 run_id=run_id,
                 max_samples=cfg.max_samples,
@@ -81,14 +98,31 @@ def objective(cfg: SweepConfig, space: dict, parent_id: str):
                 anisotropy=cfg.anisotropy,
                 null_draws=200,
                 seed=cfg.seed,
+                reference_run_id=second_id,  # gm_disagreement on the test inputs, tc_test_crossseed
             )
             result, last_step = analyze_ep.compute(acfg)
             analyze_ep.log_into_run(acfg, result, last_step, parent_id)
             cheap = cheap_scores(acfg, result.summary["window_steps"], result.summary["steps"][-1])
             tracking.log_metrics(run_id, cheap, last_step)
+            if second_id:
+                other = replace(acfg, run_id=second_id, reference_run_id=run_id)
+                result2, last2 = analyze_ep.compute(other)
+                analyze_ep.log_into_run(other, result2, last2, parent_id)
+                names = sweep.measure_columns(list(result.metrics))
+                tracking.log_metrics(run_id, sweep.seed_spread(result.metrics, result2.metrics, names), last_step)
             return float(tracking.get_run(run_id).data.metrics["test_acc"])
 
     return run_trial
+
+
+def train_second_seed(cfg: SweepConfig, train_cfg: TrainConfig, first_id: str) -> str:
+    """Train the same configuration with seed + 1 as a child run of the trial's run; its run id."""
+    second = replace(train_cfg, seed=train_cfg.seed + 1)
+    tags = {"tc.study": cfg.study_name, "tc.seed_of": first_id}
+    with mlflow.start_run(nested=True, run_name=f"seed-{second.seed}", tags=tags) as run:
+        tracking.log_config(run.info.run_id, second)
+        train_ep.run_training(run.info.run_id, second)
+    return run.info.run_id
 
 
 def cheap_scores(acfg: AnalyzeConfig, window_steps: list[int], last_step: int, samples: int = 100) -> dict[str, float]:
@@ -129,21 +163,28 @@ def trials_table(study: optuna.Study) -> pd.DataFrame:
         row = {
             "trial": t.number,
             **t.params,
+            "converged": t.user_attrs.get("converged", math.nan),
+            "epochs_trained": m.get("epochs_trained"),
+            "train_eval_loss": m.get("train_eval_loss"),
             "test_acc": m.get("test_acc"),
-            "train_acc": m.get("acc_train"),
+            "train_acc_clean": m.get("train_acc_clean"),
+            "gen_gap": sweep.gen_gap(m),  # clean labels, the whole test set of test_acc
             "run_id": run_id,
         }
-        row["gen_gap"] = (
-            (row["train_acc"] - m["acc_test"]) if "acc_test" in m and row["train_acc"] is not None else None
-        )
-        row.update({k: v for k, v in m.items() if k in sweep.measure_columns(list(m))})
+        row.update({k: v for k, v in m.items() if k in sweep.measure_columns(list(m)) or k.endswith("_seed_sd")})
         rows.append(row)
     return pd.DataFrame(rows)
 
 
 def report(cfg: SweepConfig, space: dict, study: optuna.Study, out: Path) -> pd.DataFrame:
-    trials = trials_table(study)
-    trials.to_csv(out / "trials.csv", index=False)
+    every = trials_table(study)
+    trials, capped = sweep.split_converged(every)
+    # trials.csv: converged trials first, then (converged = 0) those that hit the epoch cap, which the
+    # correlations leave out.
+    pd.concat([trials, capped]).to_csv(out / "trials.csv", index=False)
+    mlflow.log_metrics({"n_trials_converged": len(trials), "n_trials_not_converged": len(capped)})
+    if len(capped):
+        print(f"tc sweep: {len(capped)} trial(s) never reached target_loss: left out of the correlations", flush=True)
     if len(trials) < 3:
         print(f"tc sweep: {len(trials)} finished trial(s): too few for correlations", flush=True)
         return pd.DataFrame()
@@ -164,6 +205,17 @@ def report(cfg: SweepConfig, space: dict, study: optuna.Study, out: Path) -> pd.
         fig.savefig(out / name, dpi=110)
         plots.plt.close(fig)
     return table
+
+
+def fitted_space(cfg: SweepConfig) -> dict:
+    """The search space checked against the data set before any trial: the default space fitted to it, or the
+    user's space refused (ValueError) when a value exceeds it."""
+    n_train = len(load_data(cfg.dataset).train_y)
+    if cfg.search_space is None:
+        return sweep.default_space(n_train)
+    space = sweep.load_space(cfg.search_space)
+    sweep.check_space_fits(space, n_train, cfg.dataset, cfg.search_space)
+    return space
 
 
 def load_or_create(cfg: SweepConfig, storage, sampler, pruner) -> optuna.Study:
@@ -189,15 +241,16 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     try:
         cfg = parse_args(SweepConfig, argv, description=__doc__.splitlines()[0])
-        space = sweep.load_space(cfg.search_space)
+        space = fitted_space(cfg)
         storage = sweep.open_storage(cfg.storage or default_storage())
-    except ValueError as e:
+    except (ValueError, DatasetNotFoundError) as e:
         print(f"tc sweep: {e}", file=sys.stderr)
         return 2
     sampler = {
         "tpe": lambda: optuna.samplers.TPESampler(seed=cfg.seed),
         "random": lambda: optuna.samplers.RandomSampler(seed=cfg.seed),
         "grid": lambda: optuna.samplers.GridSampler(sweep.grid_of(space), seed=cfg.seed),
+        "qmc": lambda: sweep.qmc_sampler(cfg.seed),
     }[cfg.sampler]()
     pruner = optuna.pruners.MedianPruner(n_startup_trials=3) if cfg.pruner == "median" else optuna.pruners.NopPruner()
     with mlflow.start_run() as parent:
