@@ -294,7 +294,7 @@ class SweepConfig:
     dataset: str = _opt("digits", "data set of every trial", DATASETS)
     model: str = _opt("mlp", "architecture of every trial", MODELS)
     depth: int = _opt(0, "model depth of every trial; 0 = the model's default")
-    epochs: int = _opt(200, "epochs of every trial; with target_loss, the cap")
+    epochs: int = _opt(300, "epochs of every trial; with target_loss, the cap")
     target_loss: float = _opt(
         0.01,
         "train every trial until its training cross-entropy (own labels, whole training set) is <= this "
