@@ -166,12 +166,22 @@ def write_outputs(result: AnalysisResult, cfg: AnalyzeConfig, out: Path) -> None
         plots.plt.close(fig)
 
 
-def log_into_run(cfg: AnalyzeConfig, result: AnalysisResult, last_step: int, analyze_run_id: str) -> None:
-    """Write the tables and figures and log them, with the metrics, into the training run `cfg.run_id`."""
+def log_into_run(
+    cfg: AnalyzeConfig, result: AnalysisResult, last_step: int, analyze_run_id: str, run_status: str | None = None
+) -> int:
+    """Write the tables and figures and log them, with the metrics, into the training run `cfg.run_id`, as a
+    new analysis version (see `tracking.log_analysis`: any reader sees this analysis whole or the previous
+    one). The tags record the run's status when analyzed, the last step seen and `allow_unfinished`."""
     with tempfile.TemporaryDirectory() as tmp:
         write_outputs(result, cfg, Path(tmp))
         config = {**asdict(cfg), "analyze_run_id": analyze_run_id}
-        tracking.log_analysis(cfg.run_id, Path(tmp), result.metrics, last_step, config)
+        tags = {
+            "tc.analysis_last_step": str(last_step),
+            "tc.analysis_allow_unfinished": str(cfg.allow_unfinished).lower(),
+        }
+        if run_status is not None:
+            tags["tc.analysis_run_status"] = run_status
+        return tracking.log_analysis(cfg.run_id, Path(tmp), result.metrics, last_step, config, tags)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -185,6 +195,11 @@ def main(argv: list[str] | None = None) -> int:
         mlflow.set_tag("tc.source_run_id", cfg.run_id)
         try:
             source = tracking.get_run(cfg.run_id)
+            if source.info.status != "FINISHED" and not cfg.allow_unfinished:
+                raise ValueError(
+                    f"run {cfg.run_id} is {source.info.status}, not FINISHED: its checkpoints may stop early "
+                    "(resume it first), or pass -P allow_unfinished=true to analyze what it has"
+                )
             mlflow.set_tag(
                 "mlflow.note.content",
                 f"Analysis of training run [{cfg.run_id}]"
@@ -196,7 +211,7 @@ def main(argv: list[str] | None = None) -> int:
             mlflow.set_tag("tc.error", str(e)[:5000])
             mlflow.end_run("FAILED")
             return 1
-        log_into_run(cfg, result, last_step, run.info.run_id)
+        version = log_into_run(cfg, result, last_step, run.info.run_id, source.info.status)
         mlflow.log_dict(result.summary, "summary.json")
     m = result.metrics
     print(
@@ -204,7 +219,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(
         f"tc analyze: logged to run {cfg.run_id}; open `mlflow ui` and look under its Metrics and "
-        f"Artifacts > {tracking.ANALYSIS_DIR}/"
+        f"Artifacts > {tracking.ANALYSIS_DIR}/v{version}/"
     )
     return 0
 
