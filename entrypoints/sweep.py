@@ -124,9 +124,12 @@ def fail_dead_trials(study: optuna.Study) -> list[int]:
         failed.append(t.number)
         for key in ("mlflow_run_id", "tc.sweep_run_id"):
             run_id = t.user_attrs.get(key)
-            if run_id and tracking.get_run(run_id).info.status == "RUNNING":
-                tracking.client().set_tag(run_id, "tc.error", reason)
-                tracking.client().set_terminated(run_id, "FAILED")
+            try:
+                if run_id and tracking.get_run(run_id).info.status == "RUNNING":
+                    tracking.client().set_tag(run_id, "tc.error", reason)
+                    tracking.client().set_terminated(run_id, "FAILED")
+            except LookupError:  # a run on another tracking server: the trial is failed all the same
+                print(f"tc sweep: run {run_id} of dead trial {t.number} is not on this tracking server", flush=True)
         callback = getattr(storage, "get_heartbeat_stale_trial_callback", lambda: None)()
         if callback is not None:
             callback(study, storage.get_trial(t._trial_id))
