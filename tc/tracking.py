@@ -211,7 +211,11 @@ def clean_staging() -> None:
             writer = json.loads((d / WRITER_FILE).read_text())
         except (OSError, ValueError):
             writer = None
-        if writer is None or writer_alive(writer) is False:
+        try:  # a dir without its writer.json may be one another process is just creating
+            fresh = time.time() - d.stat().st_mtime < 60
+        except OSError:
+            continue
+        if (writer is None and not fresh) or (writer is not None and writer_alive(writer) is False):
             shutil.rmtree(d, ignore_errors=True)
 
 
