@@ -5,8 +5,10 @@
 Downloads the run's checkpoints through MLflow (cached under $TC_CACHE_DIR/checkpoints/<run id>/, every file
 checked against the sha256 in checkpoints/index.json), computes the SPEC section 2-4 quantities and logs to
 the *training* run: metrics tc_<split>, tc_<split>_d<cut>, half_life_<split>, drift_*, tc_corrupt_<name>
-(and tc_test_crossseed with reference_run_id), and under analysis/ the tidy CSV tables, summary.json and
-figures. The analyze run itself is tagged tc.source_run_id and links to the training run.
+(and tc_test_crossseed with reference_run_id), and under analysis/v<N>/ (a new version each time; the tag
+tc.analysis_version names the current one) the tidy CSV tables, summary.json and figures. Refuses a run that
+is not FINISHED unless allow_unfinished=true. The analyze run itself is tagged tc.source_run_id and links to
+the training run.
 """
 
 from __future__ import annotations

@@ -5,7 +5,8 @@
 
 Logs: every parameter, `config.json`, per-epoch `train_loss, train_acc, test_loss, test_acc, epoch, lr`
 (MLflow step = global optimizer step), `checkpoints/step_XXXXXXXX.pt` from step 0 to the last step,
-`checkpoints/index.json` (step, epoch, file, sha256) and `resume/state.pt`.
+`checkpoints/index.json` (step, epoch, file, sha256) and `resume/state.pt` (deleted once the run finishes),
+and the tags `tc.writer` / `tc.writer_heartbeat` (who trains the run: resuming a run with a live writer is refused).
 
 Resume a killed run (its own config is used; other parameters are ignored):
 
