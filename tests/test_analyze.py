@@ -165,6 +165,7 @@ def test_run_without_checkpoints(mlflow_store, capsys):
     from tc.config import TrainConfig
 
     tracking.log_config(run_id, TrainConfig(dataset="digits"))
+    client.set_terminated(run_id, "FINISHED")  # analyze refuses unfinished runs before looking for checkpoints
     _fails_cleanly(["--run_id", run_id], capsys, ["no checkpoints"], run_id)
 
 
