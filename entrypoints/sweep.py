@@ -111,10 +111,12 @@ def fail_dead_trials(study: optuna.Study) -> list[int]:
     failed = []
     storage = study._storage
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        worker = t.user_attrs.get(WORKER_ATTR)
-        if not worker or tracking.writer_alive(json.loads(worker)) is not False:
+        worker = json.loads(t.user_attrs.get(WORKER_ATTR) or "{}")
+        if not worker or tracking.writer_alive(worker) is not False:
             continue
-        reason = f"its worker (pid {json.loads(worker)['pid']}) died; marked FAILED by a later sweep"
+        if t.datetime_start and t.datetime_start.timestamp() > worker.get("at", math.inf):
+            continue  # a re-queued trial (RetryFailedTrialCallback) that still carries its dead predecessor's attrs
+        reason = f"its worker (pid {worker['pid']}) died; marked FAILED by a later sweep"
         try:
             storage.set_trial_user_attr(t._trial_id, "tc.stale", reason)
             if not storage.set_trial_state_values(t._trial_id, state=TrialState.FAIL):
@@ -155,7 +157,7 @@ def default_storage() -> str:
 
 def objective(cfg: SweepConfig, space: dict, parent_id: str):
     def run_trial(trial: optuna.Trial) -> float:
-        trial.set_user_attr(WORKER_ATTR, json.dumps(tracking.writer_identity()))
+        trial.set_user_attr(WORKER_ATTR, json.dumps({**tracking.writer_identity(), "at": time.time()}))
         trial.set_user_attr("tc.sweep_run_id", parent_id)
         if budget_used(trial.study, below=trial.number) >= cfg.n_trials:
             # Another worker took the last slot between this worker's budget check and this trial's creation.

@@ -411,7 +411,7 @@ def test_dead_workers_running_trials_are_failed_with_their_runs(mlflow_store, tm
     dead_run, parent, live_run = _new_run(), _new_run(), _new_run()
     dead = study.ask()
     dead.suggest_float("lr", 0.01, 0.4)
-    dead.set_user_attr(sweep_ep.WORKER_ATTR, json.dumps(_sleeper_identity()))
+    dead.set_user_attr(sweep_ep.WORKER_ATTR, json.dumps({**_sleeper_identity(), "at": time.time()}))
     dead.set_user_attr("mlflow_run_id", dead_run)
     dead.set_user_attr("tc.sweep_run_id", parent)
     live = study.ask()
@@ -433,6 +433,10 @@ def test_dead_workers_running_trials_are_failed_with_their_runs(mlflow_store, tm
         (retry,) = [t for t in study.get_trials() if t.state == optuna.trial.TrialState.WAITING]
         assert retry.params == trials[dead.number].params and retry.system_attrs["failed_trial"] == dead.number
         assert sweep_ep.budget_used(study) == 2  # the live one and the retry
+        time.sleep(0.01)
+        picked = study.ask()  # a worker takes the retry: until it writes its own tc.worker, it carries the
+        assert picked.number == retry.number  # dead worker's, which must not get it failed again
+        assert sweep_ep.fail_dead_trials(study) == []
     else:
         assert sweep_ep.budget_used(study) == 1  # the dead trial does not count
 
