@@ -23,8 +23,8 @@ from pathlib import Path
 
 import mlflow
 
+from tc import cache, measures, plots, tracking
 from tc import checkpoints as ck
-from tc import measures, plots, tracking
 from tc.analysis import (
     AnalysisResult,
     Checkpoints,
@@ -54,9 +54,11 @@ HEADLINE = (
 )
 
 
-def load_run_checkpoints(run_id: str, expected: ModelSpec, checkpoints: str) -> Checkpoints:
-    """Download, verify and load a run's checkpoints; refuse any whose architecture differs from `expected`."""
+def load_run_checkpoints(run_id: str, expected: ModelSpec, checkpoints: str, keep: tuple[str, ...] = ()) -> Checkpoints:
+    """Download, verify and load a run's checkpoints; refuse any whose architecture differs from `expected`.
+    With TC_CACHE_MAX_GB set, the cache is then pruned to that size (this run and `keep` stay)."""
     files = tracking.download_checkpoints(run_id, cache_dir() / "checkpoints")
+    cache.apply_env_cap((run_id, *keep))
     chosen = set(select_steps(checkpoints, [e.step for e, _ in files]))
     steps, sds, spec = ck.load_series([(e, p) for e, p in files if e.step in chosen])
     if spec != expected.to_dict():
@@ -81,7 +83,7 @@ def compute(cfg: AnalyzeConfig) -> tuple[AnalysisResult, int]:
     ckpts = load_run_checkpoints(cfg.run_id, spec, cfg.checkpoints)
     reference = None
     if cfg.reference_run_id:
-        reference = load_run_checkpoints(cfg.reference_run_id, spec, "all")
+        reference = load_run_checkpoints(cfg.reference_run_id, spec, "all", keep=(cfg.run_id,))
     print(
         f"tc analyze: run {cfg.run_id}: {len(ckpts.steps)} checkpoints (steps {ckpts.steps[0]}..{ckpts.steps[-1]}), "
         f"splits {cfg.splits}, up to {cfg.max_samples or 'all'} samples each, matrix={cfg.matrix}, "

@@ -7,12 +7,14 @@ never shrinks by itself; cap it with
 
 which deletes whole run directories, least recently used first, until the cache holds at most that much.
 A pruned run is simply downloaded again (and re-verified against its sha256 index) the next time it is
-analyzed. `python -m tc.cache size` prints the current size.
+analyzed. `python -m tc.cache size` prints the current size. With the environment variable TC_CACHE_MAX_GB
+set, `analyze` applies that cap itself after each download (never deleting the runs it is analyzing).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import sys
 from pathlib import Path
@@ -34,14 +36,14 @@ def last_used(path: Path) -> float:
     return max(times)
 
 
-def prune(root: Path, max_bytes: int) -> list[Path]:
-    """Delete run directories under `root`, least recently used first, until the rest totals <= max_bytes.
-    Returns the deleted directories."""
+def prune(root: Path, max_bytes: int, keep: tuple[str, ...] = ()) -> list[Path]:
+    """Delete run directories under `root` (except those named in `keep`), least recently used first, until
+    the rest totals <= max_bytes. Returns the deleted directories."""
     if not root.is_dir():
         return []
-    runs = sorted((d for d in root.iterdir() if d.is_dir()), key=last_used)
+    runs = sorted((d for d in root.iterdir() if d.is_dir() and d.name not in keep), key=last_used)
     sizes = {d: dir_size(d) for d in runs}
-    total = sum(sizes.values())
+    total = sum(sizes.values()) + sum(dir_size(root / k) for k in keep if (root / k).is_dir())
     deleted = []
     for d in runs:
         if total <= max_bytes:
@@ -50,6 +52,18 @@ def prune(root: Path, max_bytes: int) -> list[Path]:
         total -= sizes[d]
         deleted.append(d)
     return deleted
+
+
+def apply_env_cap(keep: tuple[str, ...]) -> list[Path]:
+    """Prune to $TC_CACHE_MAX_GB if it is set (a number of GB); the runs in `keep` stay."""
+    cap = os.environ.get("TC_CACHE_MAX_GB", "").strip()
+    if not cap:
+        return []
+    try:
+        max_gb = float(cap)
+    except ValueError:
+        raise ValueError(f"TC_CACHE_MAX_GB={cap!r} is not a number of GB") from None
+    return prune(checkpoint_root(), int(max_gb * 1e9), keep)
 
 
 def main(argv: list[str] | None = None) -> int:

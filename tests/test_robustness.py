@@ -13,7 +13,6 @@ import sys
 import time
 from pathlib import Path
 
-import mlflow
 import optuna
 import pytest
 import torch
@@ -323,6 +322,21 @@ def test_cache_prune_deletes_least_recently_used_runs_to_the_cap(tmp_path, monke
     assert "deleted 1 run dir(s)" in out.stdout and [p.name for p in root.iterdir()] == ["new"]
 
 
+def test_env_cap_prunes_other_runs_after_a_download(tmp_path, monkeypatch):
+    monkeypatch.setenv("TC_CACHE_DIR", str(tmp_path))
+    for name in ("a", "b", "current"):
+        (cache.checkpoint_root() / name).mkdir(parents=True)
+        (cache.checkpoint_root() / name / "step_00000000.pt").write_bytes(b"x" * 1000)
+    assert cache.apply_env_cap(("current",)) == []  # no cap set: nothing happens
+    monkeypatch.setenv("TC_CACHE_MAX_GB", "0.0000015")
+    cache.apply_env_cap(("current",))
+    assert "current" in [p.name for p in cache.checkpoint_root().iterdir()]
+    assert len(list(cache.checkpoint_root().iterdir())) == 1  # the current run is kept, even over the cap
+    monkeypatch.setenv("TC_CACHE_MAX_GB", "lots")
+    with pytest.raises(ValueError, match="TC_CACHE_MAX_GB='lots'"):
+        cache.apply_env_cap(())
+
+
 # ---- item 6: the search space against TrainConfig ------------------------------------------------------
 
 
@@ -533,7 +547,3 @@ def test_two_workers_killed_and_restarted_complete_exactly_n_distinct_trials_pos
         _restart_after_kill(tmp_path, url, name)
     finally:
         optuna.delete_study(study_name=name, storage=url)
-
-
-def test_mlflow_is_left_clean():
-    assert mlflow.active_run() is None
