@@ -218,6 +218,40 @@ def _wait_for_checkpoint(proc, step: int, timeout=120) -> str:
     raise AssertionError("no checkpoint in time")
 
 
+def test_resume_is_refused_while_the_writer_lives_and_the_run_is_untouched(mlflow_store, capsys, monkeypatch):
+    """Item 11, in process: the writer is this very process (alive), or a process on another host that
+    logged recently; a dead writer on this host does not block."""
+    c = MlflowClient()
+    run_id = _new_run()
+    tracking.claim_run(run_id)
+    before = c.get_run(run_id)
+    assert train_ep.main(["--resume_run_id", run_id]) == 1
+    assert f"process {os.getpid()}" in capsys.readouterr().err
+    after = c.get_run(run_id)
+    assert after.data.tags == before.data.tags and after.info.status == "RUNNING"
+    c.set_tag(run_id, tracking.WRITER_TAG, json.dumps({"host": "elsewhere", "pid": 1, "start": "1"}))
+    assert "another host" in tracking.live_writer(c.get_run(run_id))
+    monkeypatch.setattr(tracking, "WRITER_LEASE_S", 0.0)
+    assert tracking.live_writer(c.get_run(run_id)) is None  # its heartbeat is older than the lease
+    c.set_tag(run_id, tracking.WRITER_TAG, json.dumps(_sleeper_identity()))
+    assert tracking.live_writer(c.get_run(run_id)) is None
+
+
+def test_staging_dirs_of_dead_writers_are_cleaned_and_the_resume_state_goes_at_the_end(mlflow_store, cache_dir):
+    """Items 9 and 12 in process: files wait in the cache (not /tmp); a dead writer's dir is removed by the
+    next start, a live one's is not; a finished run has no resume state left."""
+    dead, live = cache_dir / "staging" / "dead-run", cache_dir / "staging" / "live-run"
+    for d, who in ((dead, _sleeper_identity()), (live, tracking.writer_identity())):
+        d.mkdir(parents=True, exist_ok=True)
+        (d / tracking.WRITER_FILE).write_text(json.dumps(who))
+    run_id = _train()
+    assert not dead.exists() and live.is_dir()
+    assert not (cache_dir / "staging" / run_id).exists()
+    assert "resume" not in {f.path for f in MlflowClient().list_artifacts(run_id)}
+    assert "checkpoints" in {f.path for f in MlflowClient().list_artifacts(run_id)}
+
+
+@pytest.mark.slow
 def test_kill_9_train_live_writer_refused_then_resumed_without_leftovers(mlflow_store, tmp_path, capsys, cache_dir):
     """Item 11: a RUNNING run whose writer process is alive is not resumed (and is not touched). Item 9: a
     kill -9 leaves no /tmp/tc-ckpt-* dir; its staging dir in the cache is removed by the next start. Item 12:
