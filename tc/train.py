@@ -25,6 +25,7 @@ from tqdm.auto import tqdm
 
 from tc.config import TrainConfig
 from tc.data import DataBundle, iterate_batches, steps_per_epoch
+from tc.device import guard_cpu_kernels, resolve_device
 
 
 class DivergenceError(RuntimeError):
@@ -41,14 +42,6 @@ class Callback(Protocol):
     def on_save(self, step: int, epoch: float, model: nn.Module, state: dict, checkpoint: bool) -> None: ...
     def on_epoch_end(self, step: int, epoch: int, metrics: dict[str, float]) -> None: ...
     def on_step(self, step: int, loss: float) -> None: ...
-
-
-def resolve_device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device=cuda was asked for, but torch sees no CUDA device; use device=cpu or auto")
-    return torch.device(device)
 
 
 def lr_at(step: int, total_steps: int, cfg: TrainConfig) -> float:
@@ -114,6 +107,7 @@ def train(
         raise ValueError(f"freeze_cut={cfg.freeze_cut} is not a cut of this model; valid: 0 (none) or {model.cuts}")
     device = resolve_device(cfg.device)
     model.to(device)
+    guard_cpu_kernels(model, device)  # oneDNN's AVX2 strided-1x1 weight gradient is wrong (tc/device.py)
     if next(model.parameters()).dim() > 1:
         model.to(memory_format=torch.channels_last)
     optimizer = make_optimizer(model, cfg)
