@@ -3,11 +3,11 @@ oneDNN kernel tc keeps its models away from.
 
 The faulty kernel (docs/cpu-determinism.md, scripts/repro_onednn_avx2.py): with torch 2.14.1 / oneDNN 3.12,
 the weight gradient of a 1x1 convolution with stride > 1 runs oneDNN's `jit_1x1:avx2` backward-weights
-kernel on CPUs without AVX-512. That kernel returns wrong, run-to-run different weight gradients and writes
-outside its buffers (glibc heap corruption at 1 thread). ResNet-20's projection shortcuts are such
-convolutions. A 1x1 convolution with stride s equals the same convolution with stride 1 on the input
-subsampled by s, and that form takes oneDNN's correct unit-stride kernels, so `guard_cpu_kernels` rewrites
-only those modules, only where the faulty kernel would run.
+kernel on CPUs without AVX-512. With 2 to 4 input channels and channels_last tensors, that kernel returns
+wrong, run-to-run different weight gradients and writes outside its buffers (glibc heap corruption).
+ResNet-20's first projection shortcut at width 4 is such a convolution. A 1x1 convolution with stride s
+equals the same convolution with stride 1 on the input subsampled by s, and that form takes oneDNN's correct
+unit-stride kernels, so `guard_cpu_kernels` rewrites only those modules, only where the faulty kernel runs.
 """
 
 from __future__ import annotations
@@ -87,6 +87,7 @@ def _is_strided_1x1(m: nn.Module) -> bool:
         and m.padding in ((0, 0), "valid")
         and m.dilation == (1, 1)
         and m.padding_mode == "zeros"
+        and m.in_channels < 8  # faulty for 2-4 input channels (fewer than AVX2's 8 floats); 8+ are correct
     )
 
 
