@@ -16,7 +16,7 @@ import os
 import sys
 import tempfile
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import mlflow
@@ -34,6 +34,7 @@ from tc.analysis import (
 )
 from tc.config import AnalyzeConfig, parse_args
 from tc.data import DatasetNotFoundError, cache_dir, load_for
+from tc.device import resolve_device, resolve_precision
 from tc.models import ModelSpec, build_model
 
 HEADLINE = (
@@ -183,6 +184,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     with mlflow.start_run() as run:
         mlflow.set_tag("tc.source_run_id", cfg.run_id)
+        precision, why = resolve_precision(cfg.precision, resolve_device(cfg.device))
+        if why:  # bf16 only where it is native (issue 11): one line, and a tag saying what ran
+            print(f"tc analyze: {why}", flush=True)
+            mlflow.set_tag("tc.precision_fallback", f"{cfg.precision}->{precision}")
+            cfg = replace(cfg, precision=precision)
         try:
             source = tracking.get_run(cfg.run_id)
             mlflow.set_tag(

@@ -103,3 +103,19 @@ def guard_cpu_kernels(model: nn.Module, device: torch.device) -> int:
             m.__class__ = SubsampledConv1x1  # same attributes and parameters; only forward differs
             changed += 1
     return changed
+
+
+def resolve_precision(precision: str, device: torch.device) -> tuple[str, str | None]:
+    """The precision to compute in, and why it differs from `precision` (None when it does not).
+
+    bf16 autocast is only a speed-up where the hardware computes bf16 natively; elsewhere (e.g. an AVX2-only
+    CPU) oneDNN emulates it, slower than fp32 and less exact, so bf16 falls back to fp32 there."""
+    if precision != "bf16":
+        return precision, None
+    if device.type == "cuda":
+        native, where = torch.cuda.is_bf16_supported(), "this GPU"
+    else:
+        native, where = has_native_bf16(), f"this CPU (capability {cpu_capability()})"
+    if native:
+        return precision, None
+    return "fp32", f"precision=bf16 asked for, but {where} has no native bf16 (emulated bf16 is slower); using fp32"
