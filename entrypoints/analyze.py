@@ -36,6 +36,7 @@ from tc.config import AnalyzeConfig, parse_args
 from tc.data import DatasetNotFoundError, cache_dir, load_for
 from tc.device import resolve_device, resolve_precision
 from tc.models import ModelSpec, build_model
+from tc.progress import Periodic
 
 HEADLINE = (
     "tc_train",
@@ -90,8 +91,16 @@ def compute(cfg: AnalyzeConfig) -> tuple[AnalysisResult, int]:
     from tqdm.auto import tqdm
 
     splits = make_splits(data, cfg)
-    with tqdm(total=sum(len(s.y) for s in splits), unit="sample", disable=None, leave=False) as bar:
-        result = analyze(build_model(spec), ckpts, data, cfg, reference, progress=bar.update, splits=splits)
+    total = sum(len(s.y) for s in splits)
+    lines = Periodic(total, "tc analyze", "samples")  # progress when stderr is not a terminal
+
+    with tqdm(total=total, unit="sample", disable=None, leave=False) as bar:
+
+        def progress(n: int) -> None:
+            bar.update(n)
+            lines.update(n)
+
+        result = analyze(build_model(spec), ckpts, data, cfg, reference, progress=progress, splits=splits)
     if cfg.anisotropy:
         split = next((s for s in splits if s.name == "test"), splits[0])
         t0 = time.perf_counter()
