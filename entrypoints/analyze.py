@@ -20,7 +20,7 @@ import os
 import sys
 import tempfile
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import mlflow
@@ -38,8 +38,10 @@ from tc.analysis import (
 )
 from tc.config import AnalyzeConfig, parse_args
 from tc.data import DatasetNotFoundError, cache_dir, load_for
+from tc.device import resolve_device, resolve_precision
 from tc.models import ModelSpec, factory_for
 from tc.models import build_model as _build_model
+from tc.progress import Periodic
 
 HEADLINE = (
     "tc_train",
@@ -108,8 +110,16 @@ def compute(cfg: AnalyzeConfig) -> tuple[AnalysisResult, int]:
     from tqdm.auto import tqdm
 
     splits = make_splits(data, cfg)
-    with tqdm(total=sum(len(s.y) for s in splits), unit="sample", disable=None, leave=False) as bar:
-        result = analyze(build_model(spec), ckpts, data, cfg, reference, progress=bar.update, splits=splits)
+    total = sum(len(s.y) for s in splits)
+    lines = Periodic(total, "tc analyze", "samples")  # progress when stderr is not a terminal
+
+    with tqdm(total=total, unit="sample", disable=None, leave=False) as bar:
+
+        def progress(n: int) -> None:
+            bar.update(n)
+            lines.update(n)
+
+        result = analyze(build_model(spec), ckpts, data, cfg, reference, progress=progress, splits=splits)
     if cfg.anisotropy:
         split = next((s for s in splits if s.name == "test"), splits[0])
         t0 = time.perf_counter()
@@ -219,6 +229,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     with mlflow.start_run() as run:
         mlflow.set_tag("tc.source_run_id", cfg.run_id)
+        precision, why = resolve_precision(cfg.precision, resolve_device(cfg.device))
+        if why:  # bf16 only where it is native (issue 11): one line, and a tag saying what ran
+            print(f"tc analyze: {why}", flush=True)
+            mlflow.set_tag("tc.precision_fallback", f"{cfg.precision}->{precision}")
+            cfg = replace(cfg, precision=precision)
         try:
             source = tracking.get_run(cfg.run_id)
             if source.info.status != "FINISHED" and not cfg.allow_unfinished:
