@@ -86,20 +86,22 @@ def check_space_fits(space: dict[str, dict[str, Any]], n_train: int, dataset: st
         )
 
 
-def qmc_sampler(seed: int):
+def qmc_sampler(seed: int, independent_seed: int | None = None):
     """Optuna's scrambled-Sobol QMCSampler: a space-filling design over the numeric parameters (categorical
     ones fall back to a seeded RandomSampler, as QMCSampler does for any non-numeric distribution). One
     scramble seed for the whole study, so that workers share one low-discrepancy sequence. Optuna samples
-    the study's first trial independently (it learns the space from it); the Sobol sequence starts after it."""
+    the study's first trial independently (it learns the space from it); the Sobol sequence starts after it.
+    `independent_seed` (default `seed`) seeds the RandomSampler for the categorical parameters."""
     import optuna
 
+    independent = seed if independent_seed is None else independent_seed
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         return optuna.samplers.QMCSampler(
             qmc_type="sobol",
             scramble=True,
             seed=seed,
-            independent_sampler=optuna.samplers.RandomSampler(seed=seed),
+            independent_sampler=optuna.samplers.RandomSampler(seed=independent),
             warn_independent_sampling=False,
             warn_asynchronous_seeding=False,
         )
@@ -147,13 +149,34 @@ def validate_space(space: Any, where: str = "search space") -> None:
             raise ValueError(f"{where}: {name!r} is not a tunable training parameter; valid: {sorted(fields)}")
         kind = spec.get("type") if isinstance(spec, dict) else None
         if kind in ("float", "int"):
-            if not {"low", "high"} <= set(spec) or not spec["low"] < spec["high"]:
+            if not {"low", "high"} <= set(spec):
+                raise ValueError(f"{where}: {name} needs low and high, got {spec}")
+            number = int if kind == "int" else (int, float)
+            for bound in ("low", "high"):
+                if isinstance(spec[bound], bool) or not isinstance(spec[bound], number):
+                    what = "an integer" if kind == "int" else "a number"
+                    raise ValueError(f"{where}: {name}.{bound} must be {what}, got {spec[bound]!r}")
+            if not spec["low"] < spec["high"]:
                 raise ValueError(f"{where}: {name} needs low < high, got {spec}")
         elif kind == "categorical":
             if not spec.get("choices"):
                 raise ValueError(f"{where}: {name} needs a non-empty `choices` list")
         else:
             raise ValueError(f"{where}: {name} has type {kind!r}; use float, int or categorical")
+
+
+def check_space_values(space: dict[str, dict[str, Any]], fixed: dict[str, Any], where: str = "search space") -> None:
+    """Build a TrainConfig (with the sweep's `fixed` settings) for every bound and every choice of every
+    parameter, so that a value TrainConfig's own validation refuses (label_noise 1.2, lr -1, a string) is
+    reported here, before the first trial, and not as a traceback in the middle of a sweep. Numeric ranges
+    are checked at both ends (TrainConfig's ranges are intervals, so the values between pass too)."""
+    for name, spec in space.items():
+        values = spec["choices"] if spec["type"] == "categorical" else [spec["low"], spec["high"]]
+        for value in values:
+            try:
+                TrainConfig(**{**fixed, name: value})
+            except (ValueError, TypeError) as e:
+                raise ValueError(f"{where}: {name}={value!r} is not a valid training value: {e}") from None
 
 
 def suggest(trial: Any, space: dict[str, dict[str, Any]]) -> dict[str, Any]:
@@ -394,7 +417,14 @@ def open_storage(spec: str):
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # heartbeats: stable enough
-                return RDBStorage(spec, heartbeat_interval=30, grace_period=120)
+                # A trial whose worker stopped beating for grace_period s is FAILED by the next worker that
+                # starts a trial, and RetryFailedTrialCallback re-queues its parameters once as a new trial.
+                return RDBStorage(
+                    spec,
+                    heartbeat_interval=30,
+                    grace_period=120,
+                    heartbeat_stale_trial_callback=optuna.storages.RetryFailedTrialCallback(max_retry=1),
+                )
         except Exception as e:  # sqlalchemy raises many kinds: bad dialect, refused connection, bad auth
             raise ValueError(f"storage={spec!r}: cannot open this database: {type(e).__name__}: {e}"[:600]) from e
     path = Path(spec).expanduser()
@@ -402,6 +432,16 @@ def open_storage(spec: str):
         raise ValueError(f"storage={spec!r}: directory {path.parent} does not exist")
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     return JournalStorage(JournalFileBackend(str(path)))
+
+
+def counts_toward_budget(state: str, user_attrs: dict) -> bool:
+    """Whether a trial counts toward a sweep's n_trials: finished (COMPLETE, PRUNED), failed for a reason of
+    its own (`fail_reason`: divergence, an impossible combination), or still to finish (RUNNING, WAITING).
+    Trials that failed because their worker died (killed, heartbeat lost) or that were surplus do not count,
+    so a restarted sweep runs them again and ends with n_trials trials that did not crash."""
+    if state in ("COMPLETE", "PRUNED", "RUNNING", "WAITING"):
+        return True
+    return state == "FAIL" and "fail_reason" in user_attrs
 
 
 def measure_columns(columns: list[str]) -> list[str]:

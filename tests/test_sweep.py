@@ -28,8 +28,10 @@ def _sweep_cmd(*params):
 def _check_study(study_name, storage, n_trials, workers):
     study = optuna.load_study(study_name=study_name, storage=open_storage(storage))
     complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
-    assert n_trials <= len(study.trials) <= n_trials + workers - 1  # the global budget (see sweep.py)
-    assert len(complete) == len(study.trials)
+    assert len(complete) == n_trials  # the global budget, exactly (see sweep.run_worker)
+    others = [t for t in study.trials if t.state != optuna.trial.TrialState.COMPLETE]
+    assert all("tc.surplus" in t.user_attrs for t in others)  # at most a trial that lost the race, FAILED
+    assert len({tuple(sorted(t.params.items())) for t in complete}) == n_trials  # workers drew distinct params
     numbers = [t.number for t in study.trials]
     assert len(set(numbers)) == len(numbers)
     client = MlflowClient()
@@ -232,3 +234,16 @@ def test_trials_train_to_the_target_with_two_seeds_and_unconverged_ones_are_set_
         (second,) = client.search_runs(["0"], f"tags.`tc.seed_of` = '{t.run_id}'")
         assert second.data.tags["mlflow.parentRunId"] == t.run_id
         assert int(second.data.params["seed"]) == int(run.data.params["seed"]) + 1
+
+
+def test_qmc_in_the_sweep_keeps_one_sobol_sequence_across_per_trial_reseeding():
+    """The entry point re-seeds its sampler per trial (for workers); QMC must still fill the space."""
+    from entrypoints import sweep as sweep_ep
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    space = {"lr": {"type": "float", "low": 0.0, "high": 1.0}, "momentum": {"type": "float", "low": 0.0, "high": 1.0}}
+    study = optuna.create_study(sampler=sweep_ep.make_sampler("qmc", space, 0))
+    study.optimize(lambda t: sum(sweep_ep.sweep.suggest(t, space).values()), n_trials=17)
+    pts = [[t.params["lr"], t.params["momentum"]] for t in study.trials][1:]  # trial 0: learns the space
+    for axis in (0, 1):
+        assert sorted(int(p[axis] * 16) for p in pts) == list(range(16))

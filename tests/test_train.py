@@ -2,6 +2,9 @@
 
 import json
 import math
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -143,6 +146,17 @@ def test_killed_run_resumes_to_the_same_checkpoints_and_metrics(mlflow_store, tm
     assert _history(killed) == _history(reference)  # same values at the same steps, none twice
 
 
+@pytest.mark.skipif(os.environ.get("ONEDNN_MAX_CPU_ISA") == "AVX2", reason="this process is already capped at AVX2")
+def test_killed_run_resumes_the_same_when_capped_at_avx2():
+    """The resume tests again, in a fresh interpreter whose oneDNN and ATen are capped at AVX2 (issue 11: what
+    an AVX2-only CPU runs; the caps must be set before torch is imported)."""
+    env = {**os.environ, "ONEDNN_MAX_CPU_ISA": "AVX2", "ATEN_CPU_CAPABILITY": "avx2"}
+    cmd = [sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", __file__, "-k", "killed_run_resumes"]
+    p = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
+    assert p.returncode == 0, p.stdout[-3000:]
+    assert "2 passed" in p.stdout
+
+
 def test_resuming_a_finished_run_is_refused(mlflow_store, capsys):
     run_id = _run(TINY)
     assert train_ep.main(["--resume_run_id", run_id]) == 1
@@ -267,23 +281,38 @@ def test_target_loss_and_epochs_edge_values_are_refused():
         TrainConfig(target_loss=float("nan"))
 
 
-def test_a_converged_run_logs_converged_and_epochs_trained_and_resume_state_does_not_train_on(mlflow_store, tmp_path):
+def test_a_converged_run_logs_converged_and_epochs_trained(mlflow_store, tmp_path):
     argv = [*TINY[:-2], "--train_size", "600", "--width", "64", "--batch_size", "64", "--lr", "0.1"]
     argv += ["--schedule", "constant", "--weight_decay", "0", "--epochs", "60", "--target_loss", "0.05"]
     run_id = _run(argv)
     m = MlflowClient().get_run(run_id).data.metrics
     assert m["converged"] == 1.0 and 1 <= m["epochs_trained"] < 60 and m["train_eval_loss"] <= 0.05
+    assert "train_acc_clean" in m
     steps = _checkpoints(run_id, tmp_path)
     assert max(steps) == 10 * m["epochs_trained"]
-    # a resume state saved at the stopping step (a crash before the run was marked FINISHED) stays stopped
-    cfg = tracking.load_train_config(run_id)
-    state = tracking.load_resume_state(run_id)
-    assert state is not None and state["pending_metrics"]["converged"] == 1.0
+
+
+def test_a_resume_state_saved_at_the_stopping_step_does_not_train_on():
+    """A crash after the stopping epoch's state was saved, before the run was marked FINISHED: resuming
+    from that state must not train past the step where the criterion was met."""
+
+    class LastState(_Record):
+        def on_save(self, step, epoch, model, state, checkpoint):
+            super().on_save(step, epoch, model, state, checkpoint)
+            self.state = state
+
+    cfg = TrainConfig(
+        dataset="digits", model="mlp", width=64, batch_size=64, lr=0.1, schedule="constant", weight_decay=0.0,
+        train_size=600, device="cpu", epochs=60, target_loss=0.05,
+    )  # fmt: skip
     data = load_data("digits", train_size=600, seed=cfg.seed)
-    model = build_model(ModelSpec.of(cfg, data))
-    rec = _Record()
-    train(model, data, cfg, [rec], resume_state=state)
-    assert rec.epochs == [] and rec.checkpoints == []
+    torch.manual_seed(cfg.seed)
+    rec = LastState()
+    train(build_model(ModelSpec.of(cfg, data)), data, cfg, [rec])
+    assert rec.state["pending_metrics"]["converged"] == 1.0 and rec.state["step"] < 600
+    again = _Record()
+    train(build_model(ModelSpec.of(cfg, data)), data, cfg, [again], resume_state=rec.state)
+    assert again.epochs == [] and again.checkpoints == []
 
 
 def test_phase_windows_and_matched_fractions_for_runs_of_different_lengths():
