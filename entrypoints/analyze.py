@@ -203,6 +203,7 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as e:
         print(f"tc analyze: {e}", file=sys.stderr)
         return 2
+    tracking.use_default_experiment()
     with mlflow.start_run() as run:
         mlflow.set_tag("tc.source_run_id", cfg.run_id)
         try:
@@ -219,6 +220,7 @@ def main(argv: list[str] | None = None) -> int:
             mlflow.end_run("FAILED")
             return 1
         log_into_run(cfg, result, last_step, run.info.run_id)
+        tracking.label_analysis(cfg.run_id, run.info.run_id, cfg)
         mlflow.log_dict(result.summary, "summary.json")
     m = result.metrics
     print(
