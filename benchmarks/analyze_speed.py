@@ -25,6 +25,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from tc.compose import composite_outputs, composite_outputs_naive
 from tc.config import TrainConfig
 from tc.data import load_data
+from tc.device import cpu_description
 from tc.models import ModelSpec, build_model
 from tc.train import train
 
@@ -112,6 +113,7 @@ def main(argv=None) -> None:
         f"# analyze speed: ResNet-20 width {cfg.width}, {T} checkpoints, cuts {cuts}, full {T}x{T} matrix, "
         f"{N} test samples; torch {torch.__version__}, {torch.get_num_threads()} threads"
     )
+    print(f"# CPU: {cpu_description()}")  # bf16 only pays where the CPU has it natively (issue 11)
     print("\n| method | time (s) | speed-up vs naive | predictions vs naive |")
     print("|---|---|---|---|")
     print(f"| naive (splice + full forward, fp32) | {timings['naive']:.1f} | 1.0x | - |")

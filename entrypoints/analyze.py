@@ -7,8 +7,10 @@ checked against the sha256 in checkpoints/index.json), computes the SPEC section
 the *training* run: metrics tc_<split>, tc_<split>_d<cut>, tc_kappa_<split>, tc_full_<split>, tc_excess_<split>,
 tc_window_checkpoints (and tag tc.window_warning when the window holds < 3 checkpoints), half_life_<split>,
 drift_*, tc_corrupt_<name> (and tc_test_crossseed with reference_run_id), aniso_* (per cut, plus Holm-adjusted
-aniso_*_min_pvalue across cuts; see `tc.analysis.anisotropy`), and under analysis/ the tidy CSV tables,
-summary.json and figures. The analyze run itself is tagged tc.source_run_id and links to the training run.
+aniso_*_min_pvalue across cuts; see `tc.analysis.anisotropy`), and under analysis/v<N>/ (a new version each
+time; the tag tc.analysis_version names the current one) the tidy CSV tables, summary.json and figures.
+Refuses a run that is not FINISHED unless allow_unfinished=true. The analyze run itself is tagged
+tc.source_run_id and links to the training run.
 """
 
 from __future__ import annotations
@@ -18,13 +20,13 @@ import os
 import sys
 import tempfile
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import mlflow
 
+from tc import cache, measures, plots, tracking
 from tc import checkpoints as ck
-from tc import measures, plots, tracking
 from tc.analysis import (
     AnalysisResult,
     Checkpoints,
@@ -36,8 +38,10 @@ from tc.analysis import (
 )
 from tc.config import AnalyzeConfig, parse_args
 from tc.data import DatasetNotFoundError, cache_dir, load_for
+from tc.device import resolve_device, resolve_precision
 from tc.models import ModelSpec, factory_for
 from tc.models import build_model as _build_model
+from tc.progress import Periodic
 
 HEADLINE = (
     "tc_train",
@@ -60,9 +64,13 @@ HEADLINE = (
 )
 
 
-def load_run_checkpoints(run_id: str, expected: ModelSpec, checkpoints: str, factory=None) -> Checkpoints:
-    """Download, verify and load a run's checkpoints; refuse any whose architecture differs from `expected`."""
+def load_run_checkpoints(
+    run_id: str, expected: ModelSpec, checkpoints: str, factory=None, keep: tuple[str, ...] = ()
+) -> Checkpoints:
+    """Download, verify and load a run's checkpoints; refuse any whose architecture differs from `expected`.
+    With TC_CACHE_MAX_GB set, the cache is then pruned to that size (this run and `keep` stay)."""
     files = tracking.download_checkpoints(run_id, cache_dir() / "checkpoints")
+    cache.apply_env_cap((run_id, *keep))
     chosen = set(select_steps(checkpoints, [e.step for e, _ in files]))
     steps, sds, spec = ck.load_series([(e, p) for e, p in files if e.step in chosen])
     if spec != expected.to_dict():
@@ -92,7 +100,7 @@ def compute(cfg: AnalyzeConfig) -> tuple[AnalysisResult, int]:
     ckpts = load_run_checkpoints(cfg.run_id, spec, cfg.checkpoints, factory)
     reference = None
     if cfg.reference_run_id:
-        reference = load_run_checkpoints(cfg.reference_run_id, spec, "all", factory)
+        reference = load_run_checkpoints(cfg.reference_run_id, spec, "all", factory, keep=(cfg.run_id,))
     print(
         f"tc analyze: run {cfg.run_id}: {len(ckpts.steps)} checkpoints (steps {ckpts.steps[0]}..{ckpts.steps[-1]}), "
         f"splits {cfg.splits}, up to {cfg.max_samples or 'all'} samples each, matrix={cfg.matrix}, "
@@ -102,8 +110,16 @@ def compute(cfg: AnalyzeConfig) -> tuple[AnalysisResult, int]:
     from tqdm.auto import tqdm
 
     splits = make_splits(data, cfg)
-    with tqdm(total=sum(len(s.y) for s in splits), unit="sample", disable=None, leave=False) as bar:
-        result = analyze(build_model(spec), ckpts, data, cfg, reference, progress=bar.update, splits=splits)
+    total = sum(len(s.y) for s in splits)
+    lines = Periodic(total, "tc analyze", "samples")  # progress when stderr is not a terminal
+
+    with tqdm(total=total, unit="sample", disable=None, leave=False) as bar:
+
+        def progress(n: int) -> None:
+            bar.update(n)
+            lines.update(n)
+
+        result = analyze(build_model(spec), ckpts, data, cfg, reference, progress=progress, splits=splits)
     if cfg.anisotropy:
         split = next((s for s in splits if s.name == "test"), splits[0])
         t0 = time.perf_counter()
@@ -179,21 +195,29 @@ def write_outputs(result: AnalysisResult, cfg: AnalyzeConfig, out: Path) -> None
         plots.plt.close(fig)
 
 
-def log_into_run(cfg: AnalyzeConfig, result: AnalysisResult, last_step: int, analyze_run_id: str) -> None:
-    """Write the tables and figures and log them, with the metrics, into the training run `cfg.run_id`."""
+def log_into_run(
+    cfg: AnalyzeConfig, result: AnalysisResult, last_step: int, analyze_run_id: str, run_status: str | None = None
+) -> int:
+    """Write the tables and figures and log them, with the metrics, into the training run `cfg.run_id`, as a
+    new analysis version (see `tracking.log_analysis`: any reader sees this analysis whole or the previous
+    one). The tags record the run's status when analyzed, the last step seen and `allow_unfinished`."""
     with tempfile.TemporaryDirectory() as tmp:
         write_outputs(result, cfg, Path(tmp))
         config = {**asdict(cfg), "analyze_run_id": analyze_run_id}
-        tracking.log_analysis(cfg.run_id, Path(tmp), result.metrics, last_step, config)
-    # warnings (a window too small): print them, tag the run, drop a tag an earlier analysis left behind
+        tags = {
+            "tc.analysis_last_step": str(last_step),
+            "tc.analysis_allow_unfinished": str(cfg.allow_unfinished).lower(),
+            **result.summary.get("tags", {}),  # e.g. tc.window_warning: in the same batch as the metrics
+        }
+        if run_status is not None:
+            tags["tc.analysis_run_status"] = run_status
+        stale_warning = "tc.window_warning" in tracking.get_run(cfg.run_id).data.tags
+        version = tracking.log_analysis(cfg.run_id, Path(tmp), result.metrics, last_step, config, tags)
     for warning in result.summary.get("warnings", []):
         print(f"tc analyze: warning: {warning}", flush=True)
-    client = tracking.client()
-    tags = result.summary.get("tags", {})
-    for key, value in tags.items():
-        client.set_tag(cfg.run_id, key, value[:5000])
-    if "tc.window_warning" not in tags and "tc.window_warning" in tracking.get_run(cfg.run_id).data.tags:
-        client.delete_tag(cfg.run_id, "tc.window_warning")
+    if stale_warning and "tc.window_warning" not in tags:  # an earlier analysis's warning no longer holds
+        tracking.client().delete_tag(cfg.run_id, "tc.window_warning")
+    return version
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -206,8 +230,18 @@ def main(argv: list[str] | None = None) -> int:
     tracking.use_default_experiment()
     with mlflow.start_run() as run:
         mlflow.set_tag("tc.source_run_id", cfg.run_id)
+        precision, why = resolve_precision(cfg.precision, resolve_device(cfg.device))
+        if why:  # bf16 only where it is native (issue 11): one line, and a tag saying what ran
+            print(f"tc analyze: {why}", flush=True)
+            mlflow.set_tag("tc.precision_fallback", f"{cfg.precision}->{precision}")
+            cfg = replace(cfg, precision=precision)
         try:
             source = tracking.get_run(cfg.run_id)
+            if source.info.status != "FINISHED" and not cfg.allow_unfinished:
+                raise ValueError(
+                    f"run {cfg.run_id} is {source.info.status}, not FINISHED: its checkpoints may stop early "
+                    "(resume it first), or pass -P allow_unfinished=true to analyze what it has"
+                )
             mlflow.set_tag(
                 "mlflow.note.content",
                 f"Analysis of training run [{cfg.run_id}]"
@@ -219,7 +253,7 @@ def main(argv: list[str] | None = None) -> int:
             mlflow.set_tag("tc.error", str(e)[:5000])
             mlflow.end_run("FAILED")
             return 1
-        log_into_run(cfg, result, last_step, run.info.run_id)
+        version = log_into_run(cfg, result, last_step, run.info.run_id, source.info.status)
         tracking.label_analysis(cfg.run_id, run.info.run_id, cfg)
         mlflow.log_dict(result.summary, "summary.json")
     m = result.metrics
@@ -228,7 +262,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(
         f"tc analyze: logged to run {cfg.run_id}; open `mlflow ui` and look under its Metrics and "
-        f"Artifacts > {tracking.ANALYSIS_DIR}/"
+        f"Artifacts > {tracking.ANALYSIS_DIR}/v{version}/"
     )
     return 0
 

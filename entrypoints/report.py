@@ -41,7 +41,9 @@ def _metrics(run_id: str) -> dict[str, float]:
 
 
 def _figure(run_id: str, name: str, fig_dir: Path, as_name: str) -> str:
-    path = tracking.client().download_artifacts(run_id, f"analysis/{name}", str(fig_dir / ".tmp"))
+    path = tracking.client().download_artifacts(
+        run_id, f"{tracking.analysis_dir(run_id)}/{name}", str(fig_dir / ".tmp")
+    )
     shutil.move(path, fig_dir / as_name)
     return f"report/{as_name}"
 

@@ -5,7 +5,8 @@
 
 Logs: every parameter, `config.json`, per-epoch `train_loss, train_acc, test_loss, test_acc, epoch, lr`
 (MLflow step = global optimizer step), `checkpoints/step_XXXXXXXX.pt` from step 0 to the last step,
-`checkpoints/index.json` (step, epoch, file, sha256) and `resume/state.pt`.
+`checkpoints/index.json` (step, epoch, file, sha256) and `resume/state.pt` (deleted once the run finishes),
+and the tags `tc.writer` / `tc.writer_heartbeat` (who trains the run: resuming a run with a live writer is refused).
 
 Resume a killed run (its own config is used; other parameters are ignored):
 
@@ -59,11 +60,15 @@ def run_training(
         flush=True,
     )
     progress = ProgressReporter(cfg, len(data.train_y), start)
+    tracking.claim_run(run_id)
+    logger = tracking.CheckpointLogger(run_id, spec.to_dict(), index)
     try:
-        logger = tracking.CheckpointLogger(run_id, spec.to_dict(), index)
         train(model, data, cfg, [logger, progress, *callbacks], resume_state)
     finally:
         progress.close()
+        logger.close()
+    # Training is complete: the resume state can no longer serve (a finished run is not resumed).
+    tracking.delete_resume_state(run_id)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -75,17 +80,28 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     tracking.use_default_experiment()
     with mlflow.start_run() as run:  # the run `mlflow run` made (MLFLOW_RUN_ID), or a new one
-        target = run.info.run_id
+        target = run.info.run_id  # stays this run until every check on the run to resume has passed
         resume_state = None
         try:
             if resume_id:
-                target = resume_id
-                status = tracking.get_run(resume_id).info.status
-                if status == "FINISHED":
+                # Refusals below touch only this run, never the one they refuse.
+                resumed = tracking.get_run(resume_id)
+                if resumed.info.status == "FINISHED":
                     raise ValueError(f"run {resume_id} already FINISHED: nothing to resume")
+                if why := tracking.live_writer(resumed):
+                    raise ValueError(f"run {resume_id} is RUNNING and has a live writer ({why}): not resuming it")
                 cfg = tracking.load_train_config(resume_id)
                 resume_state = tracking.load_resume_state(resume_id)
-                mlflow.set_tag("tc.resumed_run_id", resume_id)
+                target = resume_id
+                # `mlflow run` logged the MLproject defaults as this run's params; they were not used.
+                mlflow.set_tags(
+                    {
+                        "tc.resumed_run_id": resume_id,
+                        "mlflow.note.content": f"Resumes training run {resume_id}, with that run's own config "
+                        f"({cfg.dataset}, {cfg.model}, {cfg.epochs} epochs; see its params). This run's params are "
+                        "the MLproject defaults and were ignored.",
+                    }
+                )
                 tracking.client().update_run(resume_id, status="RUNNING")
             else:
                 tracking.log_config(target, cfg)

@@ -22,8 +22,8 @@ from tc.compose import StateDict, composite_outputs, composite_outputs_naive
 from tc.config import AnalyzeConfig, split_list
 from tc.corruptions import corrupted_set
 from tc.data import DataBundle
+from tc.device import resolve_device
 from tc.models import BlockNet
-from tc.train import resolve_device
 
 
 @dataclass

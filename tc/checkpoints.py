@@ -103,10 +103,16 @@ def write_index(directory: str | Path, entries: list[IndexEntry]) -> Path:
 
 
 def read_index(path: str | Path) -> list[IndexEntry]:
-    body = json.loads(Path(path).read_text())
-    if body.get("format") != FORMAT:
+    try:
+        body = json.loads(Path(path).read_text())
+    except (ValueError, UnicodeDecodeError) as e:
+        raise CheckpointError(f"{path}: not valid JSON ({e})") from e
+    if not isinstance(body, dict) or body.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not a {FORMAT} index")
-    return [IndexEntry(**e) for e in body["checkpoints"]]
+    try:
+        return [IndexEntry(**e) for e in body["checkpoints"]]
+    except (KeyError, TypeError) as e:
+        raise CheckpointError(f"{path}: malformed {FORMAT} index ({type(e).__name__}: {e})") from e
 
 
 def load_series(files: list[tuple[IndexEntry, Path]]) -> tuple[list[int], list[dict], dict]:

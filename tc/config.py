@@ -189,6 +189,20 @@ def split_list(text: str) -> list[str]:
     return [t.strip() for t in unquote(text).split(",") if t.strip()]
 
 
+def check_checkpoints_spec(text: str) -> None:
+    """The form of `checkpoints` (all, every:K, or a list of steps), before any run is read."""
+    usage = "use all, every:K (K >= 1), or a comma list of steps"
+    if text == "all":
+        return
+    if text.startswith("every:"):
+        k = text.split(":", 1)[1]
+        if not k.strip().isdigit() or int(k) < 1:
+            raise ValueError(f"checkpoints={text!r} is not valid: K must be an integer >= 1; {usage}")
+        return
+    if not split_list(text) or not all(s.isdigit() for s in split_list(text)):
+        raise ValueError(f"checkpoints={text!r} is not valid; {usage}")
+
+
 @dataclass(frozen=True)
 class AnalyzeConfig:
     """How `analyze` reads a training run's checkpoints and what it computes (SPEC sections 1-4)."""
@@ -221,6 +235,9 @@ class AnalyzeConfig:
     model: str | None = _opt(
         None, "a run of your own model (module:function): name it again here; tc never imports code a run names"
     )
+    allow_unfinished: bool = _opt(
+        False, "analyze a run that is not FINISHED (killed, failed, still running); recorded in the analysis tags"
+    )
 
     def __post_init__(self) -> None:
         from tc.corruptions import CORRUPTIONS
@@ -241,6 +258,7 @@ class AnalyzeConfig:
         for s in split_list(self.severities):
             if s not in {"1", "2", "3", "4", "5"}:
                 raise ValueError(f"severities={self.severities!r} is not valid; use a comma list of 1..5")
+        check_checkpoints_spec(self.checkpoints)
         _check_range("max_samples", self.max_samples, 0)
         _check_range("batch_size", self.batch_size, 1)
         _check_range("window", self.window, 0.0, 1.0, low_open=True)

@@ -27,6 +27,7 @@ from torch import nn
 
 from tc.anisotropy import principal_directions
 from tc.compose import StateDict
+from tc.device import guard_cpu_kernels
 from tc.models import BlockNet
 
 
@@ -109,6 +110,7 @@ def gradient_noise(
     replacement; their exchangeable negative correlation is a common component that the centring removes.)
     Memory: the [n, P] float32 gradients plus a streamed projection (`project_noise`)."""
     m = _model_at(model, sd).train()
+    guard_cpu_kernels(m, next(m.parameters()).device)  # weight gradients: oneDNN's AVX2 bug (tc/device.py)
     grads = {cut: [] for cut in cuts}
     names = {cut: [n for n, _ in m.named_parameters() if m.block_of(n) in m.block_names[:cut]] for cut in cuts}
     params = dict(m.named_parameters())

@@ -68,13 +68,34 @@ def validate_space(space: Any, where: str = "search space") -> None:
             raise ValueError(f"{where}: {name!r} is not a tunable training parameter; valid: {sorted(fields)}")
         kind = spec.get("type") if isinstance(spec, dict) else None
         if kind in ("float", "int"):
-            if not {"low", "high"} <= set(spec) or not spec["low"] < spec["high"]:
+            if not {"low", "high"} <= set(spec):
+                raise ValueError(f"{where}: {name} needs low and high, got {spec}")
+            number = int if kind == "int" else (int, float)
+            for bound in ("low", "high"):
+                if isinstance(spec[bound], bool) or not isinstance(spec[bound], number):
+                    what = "an integer" if kind == "int" else "a number"
+                    raise ValueError(f"{where}: {name}.{bound} must be {what}, got {spec[bound]!r}")
+            if not spec["low"] < spec["high"]:
                 raise ValueError(f"{where}: {name} needs low < high, got {spec}")
         elif kind == "categorical":
             if not spec.get("choices"):
                 raise ValueError(f"{where}: {name} needs a non-empty `choices` list")
         else:
             raise ValueError(f"{where}: {name} has type {kind!r}; use float, int or categorical")
+
+
+def check_space_values(space: dict[str, dict[str, Any]], fixed: dict[str, Any], where: str = "search space") -> None:
+    """Build a TrainConfig (with the sweep's `fixed` settings) for every bound and every choice of every
+    parameter, so that a value TrainConfig's own validation refuses (label_noise 1.2, lr -1, a string) is
+    reported here, before the first trial, and not as a traceback in the middle of a sweep. Numeric ranges
+    are checked at both ends (TrainConfig's ranges are intervals, so the values between pass too)."""
+    for name, spec in space.items():
+        values = spec["choices"] if spec["type"] == "categorical" else [spec["low"], spec["high"]]
+        for value in values:
+            try:
+                TrainConfig(**{**fixed, name: value})
+            except (ValueError, TypeError) as e:
+                raise ValueError(f"{where}: {name}={value!r} is not a valid training value: {e}") from None
 
 
 def suggest(trial: Any, space: dict[str, dict[str, Any]]) -> dict[str, Any]:
@@ -293,7 +314,14 @@ def open_storage(spec: str):
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # heartbeats: stable enough
-                return RDBStorage(spec, heartbeat_interval=30, grace_period=120)
+                # A trial whose worker stopped beating for grace_period s is FAILED by the next worker that
+                # starts a trial, and RetryFailedTrialCallback re-queues its parameters once as a new trial.
+                return RDBStorage(
+                    spec,
+                    heartbeat_interval=30,
+                    grace_period=120,
+                    heartbeat_stale_trial_callback=optuna.storages.RetryFailedTrialCallback(max_retry=1),
+                )
         except Exception as e:  # sqlalchemy raises many kinds: bad dialect, refused connection, bad auth
             raise ValueError(f"storage={spec!r}: cannot open this database: {type(e).__name__}: {e}"[:600]) from e
     path = Path(spec).expanduser()
@@ -301,6 +329,16 @@ def open_storage(spec: str):
         raise ValueError(f"storage={spec!r}: directory {path.parent} does not exist")
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     return JournalStorage(JournalFileBackend(str(path)))
+
+
+def counts_toward_budget(state: str, user_attrs: dict) -> bool:
+    """Whether a trial counts toward a sweep's n_trials: finished (COMPLETE, PRUNED), failed for a reason of
+    its own (`fail_reason`: divergence, an impossible combination), or still to finish (RUNNING, WAITING).
+    Trials that failed because their worker died (killed, heartbeat lost) or that were surplus do not count,
+    so a restarted sweep runs them again and ends with n_trials trials that did not crash."""
+    if state in ("COMPLETE", "PRUNED", "RUNNING", "WAITING"):
+        return True
+    return state == "FAIL" and "fail_reason" in user_attrs
 
 
 def measure_columns(columns: list[str]) -> list[str]:

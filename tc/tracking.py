@@ -7,6 +7,9 @@ a training run being resumed, or (for `analyze`) into a finished training run.
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import socket
 import tempfile
 import time
 from dataclasses import asdict
@@ -20,6 +23,7 @@ from mlflow.tracking import MlflowClient
 
 from tc import checkpoints as ck
 from tc.config import TrainConfig, cast_field, from_strings
+from tc.data import cache_dir
 
 CONFIG_FILE = "config.json"
 RESUME_FILE = "resume/state.pt"
@@ -95,8 +99,16 @@ class CheckpointLogger:
         self.run_id = run_id
         self.model_spec = model_spec
         self.index = {e.step: e for e in index}
-        self._tmp = tempfile.TemporaryDirectory(prefix="tc-ckpt-")
-        self.dir = Path(self._tmp.name)
+        # Files wait here until logged. Not a /tmp dir a kill -9 would leak: a dir per run under the cache,
+        # which the next start of any train (and this one) removes when its writer is dead.
+        clean_staging()
+        self.dir = staging_dir(run_id)
+        shutil.rmtree(self.dir, ignore_errors=True)
+        self.dir.mkdir(parents=True)
+        (self.dir / WRITER_FILE).write_text(json.dumps(writer_identity()))
+
+    def close(self) -> None:
+        shutil.rmtree(self.dir, ignore_errors=True)
 
     def on_save(self, step: int, epoch: float, model: Any, state: dict, checkpoint: bool) -> None:
         if checkpoint:
@@ -109,9 +121,102 @@ class CheckpointLogger:
         resume_path = self.dir / Path(RESUME_FILE).name
         ck.atomic_save({**state, "index": [asdict(e) for e in self.index.values()]}, resume_path)
         client().log_artifact(self.run_id, str(resume_path), str(Path(RESUME_FILE).parent))
+        heartbeat(self.run_id)
 
     def on_epoch_end(self, step: int, epoch: int, metrics: dict[str, float]) -> None:
         log_metrics(self.run_id, metrics, step)
+
+
+# ---- writers: who is training a run, and is that process alive ---------------------------------------
+
+WRITER_TAG = "tc.writer"
+HEARTBEAT_TAG = "tc.writer_heartbeat"
+WRITER_FILE = "writer.json"
+#: a writer on another host counts as alive while its last heartbeat (one per checkpoint) is this recent
+WRITER_LEASE_S = float(os.environ.get("TC_WRITER_LEASE_S", 1800))
+
+
+def _process_start(pid: int) -> str | None:
+    """The kernel's start time of `pid` (clock ticks since boot), or None if there is no such process. With
+    the pid it identifies a process even after the pid is reused."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        return stat.rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return None
+        except PermissionError:
+            return ""
+        return ""  # alive, start time unknown (no /proc)
+
+
+def writer_identity(pid: int | None = None) -> dict:
+    pid = os.getpid() if pid is None else pid
+    return {"host": socket.gethostname(), "pid": pid, "start": _process_start(pid)}
+
+
+def writer_alive(writer: dict) -> bool | None:
+    """True/False for a writer on this host; None when it ran on another host (cannot be checked here)."""
+    if writer.get("host") != socket.gethostname():
+        return None
+    start = _process_start(int(writer["pid"]))
+    return start is not None and (not start or not writer.get("start") or start == writer["start"])
+
+
+def claim_run(run_id: str) -> None:
+    """Record this process as the run's writer (host, pid, process start time)."""
+    client().log_batch(
+        run_id,
+        tags=[
+            mlflow.entities.RunTag(WRITER_TAG, json.dumps(writer_identity())),
+            mlflow.entities.RunTag(HEARTBEAT_TAG, str(int(time.time()))),
+        ],
+    )
+
+
+def heartbeat(run_id: str) -> None:
+    client().set_tag(run_id, HEARTBEAT_TAG, str(int(time.time())))
+
+
+def live_writer(run: mlflow.entities.Run) -> str | None:
+    """Why `run` (RUNNING) still has a live writer, or None when its writer is dead or unknown."""
+    raw = run.data.tags.get(WRITER_TAG)
+    if run.info.status != "RUNNING" or not raw:
+        return None
+    writer = json.loads(raw)
+    alive = writer_alive(writer)
+    if alive:
+        return f"process {writer['pid']} on {writer['host']} is still training it"
+    if alive is None:
+        age = time.time() - float(run.data.tags.get(HEARTBEAT_TAG, 0))
+        if age < WRITER_LEASE_S:
+            return (
+                f"process {writer['pid']} on host {writer['host']} logged to it {age:.0f} s ago (a writer on "
+                f"another host counts as alive for TC_WRITER_LEASE_S={WRITER_LEASE_S:.0f} s after its last checkpoint)"
+            )
+    return None
+
+
+def staging_dir(run_id: str) -> Path:
+    return cache_dir() / "staging" / run_id
+
+
+def clean_staging() -> None:
+    """Remove staging dirs of writers that died on this host (kill -9 leaves them)."""
+    root = cache_dir() / "staging"
+    for d in root.glob("*") if root.is_dir() else ():
+        try:
+            writer = json.loads((d / WRITER_FILE).read_text())
+        except (OSError, ValueError):
+            writer = None
+        try:  # a dir without its writer.json may be one another process is just creating
+            fresh = time.time() - d.stat().st_mtime < 60
+        except OSError:
+            continue
+        if (writer is None and not fresh) or (writer is not None and writer_alive(writer) is False):
+            shutil.rmtree(d, ignore_errors=True)
 
 
 def load_resume_state(run_id: str) -> dict | None:
@@ -120,7 +225,27 @@ def load_resume_state(run_id: str) -> dict | None:
     if RESUME_FILE not in names:
         return None
     with tempfile.TemporaryDirectory() as tmp:
-        return ck.safe_load(client().download_artifacts(run_id, RESUME_FILE, tmp))
+        try:
+            return ck.safe_load(client().download_artifacts(run_id, RESUME_FILE, tmp))
+        except ck.CheckpointError as e:  # name the artifact, not the temporary copy
+            raise ck.CheckpointError(f"run {run_id}: {RESUME_FILE} {str(e).replace(tmp, '').split(': ', 1)[-1]}") from e
+
+
+def delete_resume_state(run_id: str) -> bool:
+    """Remove `resume/` from a run that finished: it only serves to continue a killed run, a finished run
+    cannot be resumed, and it is about a quarter of a small run's artifacts. Best effort: artifact stores
+    without deletion (some object stores behind a proxy) keep it; returns whether it was deleted."""
+    try:
+        _artifact_repo(run_id).delete_artifacts(str(Path(RESUME_FILE).parent))
+        return True
+    except (NotImplementedError, MlflowException, OSError):
+        return False
+
+
+def _artifact_repo(run_id: str):
+    from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
+
+    return get_artifact_repository(get_run(run_id).info.artifact_uri)
 
 
 def download_checkpoints(run_id: str, cache: Path) -> list[tuple[ck.IndexEntry, Path]]:
@@ -137,12 +262,23 @@ def download_checkpoints(run_id: str, cache: Path) -> list[tuple[ck.IndexEntry, 
             raise ck.CheckpointError(
                 f"run {run_id} has no {ck.ARTIFACT_DIR}/{ck.INDEX_FILE}: it logged no checkpoints to analyze"
             ) from e
-        entries = ck.read_index(index_path)
+        try:
+            entries = ck.read_index(index_path)
+        except ck.CheckpointError as e:
+            raise ck.CheckpointError(
+                f"run {run_id}: {ck.ARTIFACT_DIR}/{ck.INDEX_FILE} {str(e).split(': ', 1)[-1]}"
+            ) from e
         out = []
         for e in entries:
             local = target / e.file
             if not (local.is_file() and ck.sha256(local) == e.sha256):
-                fetched = Path(client().download_artifacts(run_id, f"{ck.ARTIFACT_DIR}/{e.file}", tmp))
+                try:
+                    fetched = Path(client().download_artifacts(run_id, f"{ck.ARTIFACT_DIR}/{e.file}", tmp))
+                except (MlflowException, OSError) as err:
+                    raise ck.CheckpointError(
+                        f"run {run_id}: {ck.ARTIFACT_DIR}/{e.file} is listed in {ck.INDEX_FILE} but missing from "
+                        f"the artifact store ({type(err).__name__}), and not in the cache {target}"
+                    ) from err
                 if ck.sha256(fetched) != e.sha256:
                     raise ck.CheckpointError(
                         f"run {run_id}: {e.file} does not match its sha256 in the index (tampered or truncated)"
@@ -153,26 +289,91 @@ def download_checkpoints(run_id: str, cache: Path) -> list[tuple[ck.IndexEntry, 
 
 
 ANALYSIS_DIR = "analysis"
+ANALYSIS_TAG = "tc.analysis"  # the config of the current analysis (and the analyze run id)
+ANALYSIS_VERSION_TAG = "tc.analysis_version"  # the pointer: the current analysis is analysis/v<N>/
+ANALYSIS_STEP_TAG = "tc.analysis_step"  # the step its metrics were logged at
+
+
+def analysis_dir(run_id: str) -> str | None:
+    """The artifact dir of the run's current analysis (`analysis/v<N>`), `analysis` for one written before
+    versions existed, or None if the run has not been analyzed."""
+    tags = get_run(run_id).data.tags
+    if ANALYSIS_VERSION_TAG in tags:
+        return f"{ANALYSIS_DIR}/v{tags[ANALYSIS_VERSION_TAG]}"
+    return ANALYSIS_DIR if ANALYSIS_TAG in tags else None
+
+
+def _versions(run_id: str) -> list[int]:
+    out = []
+    for f in client().list_artifacts(run_id, ANALYSIS_DIR):
+        name = Path(f.path).name
+        if f.is_dir and name.startswith("v") and name[1:].isdigit():
+            out.append(int(name[1:]))
+    return out
 
 
 def previous_analysis_metrics(run_id: str) -> set[str]:
-    """Metric names the last analysis of `run_id` logged (from its analysis/summary.json), if any."""
+    """Metric names the current analysis of `run_id` logged (from its summary.json), if any."""
+    where = analysis_dir(run_id)
+    if where is None:
+        return set()
     with tempfile.TemporaryDirectory() as tmp:
         try:
-            path = client().download_artifacts(run_id, f"{ANALYSIS_DIR}/summary.json", tmp)
+            path = client().download_artifacts(run_id, f"{where}/summary.json", tmp)
         except (MlflowException, OSError):
             return set()
         return set(json.loads(Path(path).read_text()).get("metrics", {}))
 
 
-def log_analysis(run_id: str, local_dir: Path, metrics: dict[str, float], step: int, config: dict) -> None:
-    """Log an analysis into `run_id` so that the run holds one coherent result: the files replace those of
-    any earlier analysis (same names), its metrics become the latest values, and a metric an earlier
-    analysis logged but this one does not (another cut, say) gets NaN as its latest value, not a stale one."""
+def log_analysis(
+    run_id: str, local_dir: Path, metrics: dict[str, float], step: int, config: dict, tags: dict | None = None
+) -> int:
+    """Log an analysis into `run_id` so that any reader sees one complete analysis or the previous one:
+
+    1. the files go to a new, never used `analysis/v<N>/` (a killed analysis leaves an orphan dir no tag
+       names, which the next one skips);
+    2. then ONE `log_batch` (one database transaction) holds every new metric, NaN for every metric of the
+       previous analysis that this one lacks, and the tags: the pointer `tc.analysis_version` = N, the
+       config `tc.analysis`, and `tags`;
+    3. last, dirs older than the previous version are deleted (best effort; the previous one is kept for a
+       reader that looked up the pointer just before the switch).
+
+    Metrics go at max(step, the previous analysis's step) so that they are the latest values even when this
+    analysis ends at an earlier checkpoint. Returns N."""
+    run = get_run(run_id)
+    old_tags = run.data.tags
+    previous = int(old_tags[ANALYSIS_VERSION_TAG]) if ANALYSIS_VERSION_TAG in old_tags else None
+    version = max([*_versions(run_id), previous or 0]) + 1
     stale = previous_analysis_metrics(run_id) - set(metrics)
-    log_metrics(run_id, {**metrics, **{k: float("nan") for k in stale}}, step)
-    client().log_artifacts(run_id, str(local_dir), ANALYSIS_DIR)
-    client().set_tag(run_id, "tc.analysis", json.dumps(config)[:5000])
+    step = max(int(step), int(old_tags.get(ANALYSIS_STEP_TAG, 0)))
+    client().log_artifacts(run_id, str(local_dir), f"{ANALYSIS_DIR}/v{version}")
+    now = int(time.time() * 1000)
+    values = {**metrics, **{k: float("nan") for k in stale}}
+    all_tags = {
+        ANALYSIS_TAG: json.dumps(config)[:5000],
+        ANALYSIS_VERSION_TAG: str(version),
+        ANALYSIS_STEP_TAG: str(step),
+        **(tags or {}),
+    }
+    client().log_batch(
+        run_id,
+        metrics=[Metric(k, float(v), now, step) for k, v in values.items()],
+        tags=[mlflow.entities.RunTag(k, str(v)) for k, v in all_tags.items()],
+    )
+    _delete_old_analyses(run_id, keep={version, previous})
+    return version
+
+
+def _delete_old_analyses(run_id: str, keep: set) -> None:
+    try:
+        repo = _artifact_repo(run_id)
+        for f in client().list_artifacts(run_id, ANALYSIS_DIR):
+            name = Path(f.path).name
+            is_version = f.is_dir and name.startswith("v") and name[1:].isdigit()
+            if not (is_version and int(name[1:]) in keep):
+                repo.delete_artifacts(f.path)  # older versions, and files of a pre-version analysis
+    except (NotImplementedError, MlflowException, OSError):
+        pass  # a store that cannot delete keeps them; the pointer tag still names the current one
 
 
 def seconds_per_epoch(run_id: str) -> float | None:

@@ -25,6 +25,8 @@ from tqdm.auto import tqdm
 
 from tc.config import TrainConfig
 from tc.data import DataBundle, iterate_batches, steps_per_epoch
+from tc.device import guard_cpu_kernels, resolve_device
+from tc.progress import Periodic
 
 
 class DivergenceError(RuntimeError):
@@ -41,14 +43,6 @@ class Callback(Protocol):
     def on_save(self, step: int, epoch: float, model: nn.Module, state: dict, checkpoint: bool) -> None: ...
     def on_epoch_end(self, step: int, epoch: int, metrics: dict[str, float]) -> None: ...
     def on_step(self, step: int, loss: float) -> None: ...
-
-
-def resolve_device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device=cuda was asked for, but torch sees no CUDA device; use device=cpu or auto")
-    return torch.device(device)
 
 
 def lr_at(step: int, total_steps: int, cfg: TrainConfig) -> float:
@@ -114,6 +108,7 @@ def train(
         raise ValueError(f"freeze_cut={cfg.freeze_cut} is not a cut of this model; valid: 0 (none) or {model.cuts}")
     device = resolve_device(cfg.device)
     model.to(device)
+    guard_cpu_kernels(model, device)  # oneDNN's AVX2 strided-1x1 weight gradient is wrong (tc/device.py)
     if next(model.parameters()).dim() > 1:
         model.to(memory_format=torch.channels_last)
     optimizer = make_optimizer(model, cfg)
@@ -196,17 +191,22 @@ def train(
 
 
 class ProgressReporter:
-    """A tqdm bar over optimizer steps when stderr is a terminal, and one concise line per epoch always."""
+    """A tqdm bar over optimizer steps when stderr is a terminal, else a line every few seconds (steps done and
+    left, epoch, loss); and one concise line per epoch always."""
 
     def __init__(self, cfg: TrainConfig, n_train: int, start_step: int = 0):
         self.cfg = cfg
         self.total = cfg.epochs * steps_per_epoch(n_train, cfg.batch_size)
         self.bar = tqdm(total=self.total, initial=start_step, unit="step", disable=None, leave=False)
+        self.lines = Periodic(self.total, "tc train", "steps", done=start_step)  # when stderr is no terminal
         self._t0 = time.perf_counter()
 
     def on_step(self, step: int, loss: float) -> None:
         self.bar.update(1)
         self.bar.set_postfix(loss=f"{loss:.3f}", refresh=False)
+        epoch = (step - 1) // (self.total // self.cfg.epochs) + 1  # `step` steps are done: this one's epoch
+        self.lines.extra = f", epoch {epoch}/{self.cfg.epochs}, loss {loss:.3f}"
+        self.lines.update(1)
 
     def on_epoch_end(self, step: int, epoch: int, m: dict[str, float]) -> None:
         self.bar.write(

@@ -116,7 +116,9 @@ def test_analyze_logs_metrics_tables_and_figures_back_to_the_training_run(mlflow
     assert metrics["tc_test_crossseed"] < metrics["tc_test"]
     assert metrics["tc_test"] == pytest.approx(sum(metrics[f"tc_test_d{c}"] for c in (1, 2, 3, 4)) / 4)
 
-    names = {f.path for f in MlflowClient().list_artifacts(run_id, "analysis")}
+    where = tracking.analysis_dir(run_id)  # the current analysis version, analysis/v1
+    assert where == "analysis/v1"
+    names = {f.path for f in MlflowClient().list_artifacts(run_id, where)}
     for f in (
         "matrices.csv",
         "lags.csv",
@@ -134,10 +136,10 @@ def test_analyze_logs_metrics_tables_and_figures_back_to_the_training_run(mlflow
         "anisotropy_spectra.png",
         "perturbation.png",
     ):
-        assert f"analysis/{f}" in names
+        assert f"{where}/{f}" in names
     import pandas as pd
 
-    local = Path(MlflowClient().download_artifacts(run_id, "analysis", str(tmp_path)))
+    local = Path(MlflowClient().download_artifacts(run_id, where, str(tmp_path)))
     matrices = pd.read_csv(local / "matrices.csv")
     assert list(matrices.columns) == ["cut", "split", "t1", "t2", "acc", "agree", "loss", "rc"]
     assert len(matrices) == 4 * 3 * 5 * 5  # cuts x splits x checkpoints^2
@@ -162,8 +164,8 @@ def test_second_analysis_leaves_one_coherent_result(mlflow_store):
     assert not math.isnan(metrics["tc_test_d1"]) and not math.isnan(metrics["tc_test_d3"])
     assert math.isnan(metrics["tc_test_d4"])  # from the first analysis only: superseded, not left stale
     assert math.isnan(metrics["half_life_test"])  # matrix=final computes no lag curve
-    names = {f.path for f in MlflowClient().list_artifacts(run_id, "analysis")}
-    assert "analysis/summary.json" in names
+    names = {f.path for f in MlflowClient().list_artifacts(run_id, tracking.analysis_dir(run_id))}
+    assert "analysis/v2/summary.json" in names
 
 
 def _fails_cleanly(argv, capsys, words, run_id=None):
@@ -186,6 +188,7 @@ def test_run_without_checkpoints(mlflow_store, capsys):
     from tc.config import TrainConfig
 
     tracking.log_config(run_id, TrainConfig(dataset="digits"))
+    client.set_terminated(run_id, "FINISHED")  # analyze refuses unfinished runs before looking for checkpoints
     _fails_cleanly(["--run_id", run_id], capsys, ["no checkpoints"], run_id)
 
 

@@ -109,4 +109,5 @@ def test_example_own_loop_trains_logs_and_analyzes(mlflow_store):
     run = MlflowClient().get_run(rid)
     assert run.data.tags["tc.model"] == "torchvision:resnet18"
     assert {"tc_test", "tc_kappa_test", "tc_full_test", "test_acc"} <= set(run.data.metrics)
-    assert any(f.path == "analysis/consistency_heatmaps.png" for f in MlflowClient().list_artifacts(rid, "analysis"))
+    where = tc.tracking.analysis_dir(rid)
+    assert any(f.path.endswith("consistency_heatmaps.png") for f in MlflowClient().list_artifacts(rid, where))

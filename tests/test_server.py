@@ -83,4 +83,5 @@ def test_train_then_analyze_through_a_tracking_server(mlflow_server, cache_dir):
     assert {"tc_train", "tc_test", "tc_corrupt", "half_life_test"} <= set(metrics)
     cached = sorted(Path(cache_dir, "checkpoints", run_id).glob("*.pt"))
     assert [p.name for p in cached] == [ck.filename(s) for s in (0, 2, 4, 6)]
-    assert any(f.path == "analysis/consistency_heatmaps.png" for f in MlflowClient().list_artifacts(run_id, "analysis"))
+    files = MlflowClient().list_artifacts(run_id, "analysis/v1")
+    assert any(f.path == "analysis/v1/consistency_heatmaps.png" for f in files)

@@ -27,8 +27,10 @@ def _sweep_cmd(*params):
 def _check_study(study_name, storage, n_trials, workers):
     study = optuna.load_study(study_name=study_name, storage=open_storage(storage))
     complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
-    assert n_trials <= len(study.trials) <= n_trials + workers - 1  # the global budget (see sweep.py)
-    assert len(complete) == len(study.trials)
+    assert len(complete) == n_trials  # the global budget, exactly (see sweep.run_worker)
+    others = [t for t in study.trials if t.state != optuna.trial.TrialState.COMPLETE]
+    assert all("tc.surplus" in t.user_attrs for t in others)  # at most a trial that lost the race, FAILED
+    assert len({tuple(sorted(t.params.items())) for t in complete}) == n_trials  # workers drew distinct params
     numbers = [t.number for t in study.trials]
     assert len(set(numbers)) == len(numbers)
     client = MlflowClient()

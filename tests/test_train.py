@@ -2,6 +2,9 @@
 
 import json
 import math
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -141,6 +144,17 @@ def test_killed_run_resumes_to_the_same_checkpoints_and_metrics(mlflow_store, tm
     assert MlflowClient().get_run(killed).info.status == "FINISHED"
     assert _checkpoints(killed, tmp_path / "k") == _checkpoints(reference, tmp_path / "r")
     assert _history(killed) == _history(reference)  # same values at the same steps, none twice
+
+
+@pytest.mark.skipif(os.environ.get("ONEDNN_MAX_CPU_ISA") == "AVX2", reason="this process is already capped at AVX2")
+def test_killed_run_resumes_the_same_when_capped_at_avx2():
+    """The resume tests again, in a fresh interpreter whose oneDNN and ATen are capped at AVX2 (issue 11: what
+    an AVX2-only CPU runs; the caps must be set before torch is imported)."""
+    env = {**os.environ, "ONEDNN_MAX_CPU_ISA": "AVX2", "ATEN_CPU_CAPABILITY": "avx2"}
+    cmd = [sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", __file__, "-k", "killed_run_resumes"]
+    p = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
+    assert p.returncode == 0, p.stdout[-3000:]
+    assert "2 passed" in p.stdout
 
 
 def test_resuming_a_finished_run_is_refused(mlflow_store, capsys):
