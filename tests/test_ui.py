@@ -72,3 +72,50 @@ def test_run_page_shows_tc_metrics_and_the_heatmap(mlflow_server, tmp_path, monk
     page = chromium(artifact, tmp_path, "--dump-dom")
     assert f'alt="{heatmap}"' in page
     assert 'src="blob:' in page  # the browser fetched the image's bytes from the server
+
+
+DASHBOARD = shutil.which("optuna-dashboard")
+
+
+@pytest.mark.skipif(CHROMIUM is None or DASHBOARD is None, reason="needs chromium and optuna-dashboard (pip: .[ui])")
+def test_optuna_dashboard_names_the_objective_and_shows_tc_measures(mlflow_store, tmp_path):
+    """A one-trial sweep, then `optuna-dashboard <journal file>` in the browser: the objective reads `test_acc`
+    (not "Objective 0") and the trial's user attributes carry tc's headline measures."""
+    import os
+    import signal
+    import time
+    import urllib.request
+
+    from entrypoints import sweep as sweep_ep
+    from tests.test_server import _free_port
+
+    journal = tmp_path / "journal.log"
+    argv = ["--n_trials", "1", "--study_name", "ui-demo", "--dataset", "digits", "--model", "mlp", "--epochs", "2"]
+    argv += ["--max_samples", "60", "--bootstrap", "100", "--anisotropy", "false", "--storage", str(journal)]
+    assert sweep_ep.main(argv) == 0
+    client = MlflowClient()
+    names = {r.info.run_name for r in client.search_runs(["0"])}
+    assert {"sweep ui-demo", "trial 0"} <= names
+
+    port = _free_port()
+    proc = subprocess.Popen(
+        [DASHBOARD, str(journal), "--host", "127.0.0.1", "--port", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        url = f"http://127.0.0.1:{port}"
+        for _ in range(240):
+            try:
+                urllib.request.urlopen(f"{url}/api/studies", timeout=2)
+                break
+            except OSError:
+                time.sleep(0.5)
+        study = chromium(f"{url}/dashboard/studies/0", tmp_path, "--dump-dom")
+        assert "test_acc" in study and "Objective 0" not in study
+        trials = chromium(f"{url}/dashboard/studies/0/trials", tmp_path, "--dump-dom")
+        assert "tc_kappa_test" in trials and "mlflow_run_id" in trials
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=30)
