@@ -116,16 +116,14 @@ CLOSE_ASSISTANT = "Array.from(document.querySelectorAll('button[aria-label=Close
 async def main_async(args) -> None:
     client = MlflowClient(args.url)
     exp = client.get_experiment_by_name(args.experiment)
-    runs = client.search_runs(
-        [exp.experiment_id], "metrics.tc_kappa_test > -2", order_by=["metrics.test_acc DESC"], max_results=50
-    )
+    runs = client.search_runs([exp.experiment_id], args.filter, order_by=["metrics.test_acc DESC"], max_results=50)
     if len(runs) < 2:
         raise SystemExit(f"experiment {args.experiment!r} has {len(runs)} analyzed run(s); need >= 2")
     key = "tc-readme"
     view = {
         "orderByKey": "metrics.`test_acc`",
         "orderByAsc": False,
-        "searchFilter": "metrics.tc_kappa_test > -2",
+        "searchFilter": args.filter,
         "selectedColumns": [f"metrics.`{c}`" for c in COLUMNS]
         + [f"params.`{p}`" for p in PARAMS]
         + ["tags.`tc.dataset`", "tags.`tc.model`"],
@@ -173,6 +171,7 @@ def main() -> None:
     p.add_argument("--url", default="http://127.0.0.1:5000")
     p.add_argument("--experiment", default="tc")
     p.add_argument("--out", default="docs/img")
+    p.add_argument("--filter", default="metrics.tc_kappa_test > -2", help="MLflow search filter of the runs shown")
     p.add_argument("--width", type=int, default=1800)
     p.add_argument("--height", type=int, default=900)
     p.add_argument("--settle", type=float, default=12.0, help="seconds to let the React app render")
