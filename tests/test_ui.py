@@ -88,10 +88,12 @@ def test_optuna_dashboard_names_the_objective_and_shows_tc_measures(mlflow_store
 
     from entrypoints import sweep as sweep_ep
     from tests.test_server import _free_port
+    from tests.test_sweep import SPACE  # a space the 1438 digits training images can satisfy
 
     journal = tmp_path / "journal.log"
     argv = ["--n_trials", "1", "--study_name", "ui-demo", "--dataset", "digits", "--model", "mlp", "--epochs", "2"]
     argv += ["--max_samples", "60", "--bootstrap", "100", "--anisotropy", "false", "--storage", str(journal)]
+    argv += ["--search_space", str(SPACE)]
     assert sweep_ep.main(argv) == 0
     client = MlflowClient()
     names = {r.info.run_name for r in client.search_runs(["0"])}
