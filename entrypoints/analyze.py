@@ -227,6 +227,7 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as e:
         print(f"tc analyze: {e}", file=sys.stderr)
         return 2
+    tracking.use_default_experiment()
     with mlflow.start_run() as run:
         mlflow.set_tag("tc.source_run_id", cfg.run_id)
         precision, why = resolve_precision(cfg.precision, resolve_device(cfg.device))
@@ -253,6 +254,7 @@ def main(argv: list[str] | None = None) -> int:
             mlflow.end_run("FAILED")
             return 1
         version = log_into_run(cfg, result, last_step, run.info.run_id, source.info.status)
+        tracking.label_analysis(cfg.run_id, run.info.run_id, cfg)
         mlflow.log_dict(result.summary, "summary.json")
     m = result.metrics
     print(

@@ -16,6 +16,7 @@ import os
 import sys
 import tempfile
 import time
+import warnings
 from dataclasses import asdict, replace
 from pathlib import Path
 
@@ -29,7 +30,7 @@ from optuna.trial import TrialState
 
 from entrypoints import analyze as analyze_ep
 from entrypoints import train as train_ep
-from tc import plots, sweep, tracking
+from tc import plots, runinfo, sweep, tracking
 from tc.config import AnalyzeConfig, SweepConfig, TrainConfig, parse_args
 from tc.data import DatasetNotFoundError, load_data
 from tc.train import DivergenceError
@@ -168,12 +169,13 @@ def objective(cfg: SweepConfig, space: dict, parent_id: str):
             raise SurplusTrial()
         values = sweep.suggest(trial, space)
         tags = {"tc.study": cfg.study_name, "tc.trial": str(trial.number), "tc.sweep_run_id": parent_id}
-        with mlflow.start_run(nested=True, run_name=f"{cfg.study_name}-trial-{trial.number}", tags=tags) as child:
+        with mlflow.start_run(nested=True, run_name=runinfo.trial_name(trial.number), tags=tags) as child:
             run_id = child.info.run_id
             trial.set_user_attr("mlflow_run_id", run_id)
             try:
                 train_cfg = TrainConfig(**{**fixed_settings(cfg), **values})
                 tracking.log_config(run_id, train_cfg)
+                tracking.label_train_run(run_id, train_cfg)
                 train_ep.run_training(run_id, train_cfg, callbacks=[Pruning(trial)] if cfg.pruner != "none" else [])
                 # The second seed of the same configuration (gm_disagreement, <measure>_seed_sd); a child run.
                 second_id = train_second_seed(cfg, train_cfg, run_id) if cfg.seeds == 2 else None
@@ -214,6 +216,9 @@ def objective(cfg: SweepConfig, space: dict, parent_id: str):
                 analyze_ep.log_into_run(other, result2, last2, parent_id)
                 names = sweep.measure_columns(list(result.metrics))
                 tracking.log_metrics(run_id, sweep.seed_spread(result.metrics, result2.metrics, names), last_step)
+            tracking.label_analysis(run_id, None, acfg)
+            for key, value in runinfo.trial_attrs(tracking.get_run(run_id).data.metrics).items():
+                trial.set_user_attr(key, value)  # shown beside the objective in optuna-dashboard
             return float(tracking.get_run(run_id).data.metrics["test_acc"])
 
     return run_trial
@@ -389,8 +394,13 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     sampler = make_sampler(cfg.sampler, space, cfg.seed)
     pruner = optuna.pruners.MedianPruner(n_startup_trials=3) if cfg.pruner == "median" else optuna.pruners.NopPruner()
+    tracking.use_default_experiment()
     with mlflow.start_run() as parent:
         study = load_or_create(cfg, storage, sampler, pruner)
+        with warnings.catch_warnings():  # set_metric_names is "experimental" since Optuna 3.2
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            study.set_metric_names(["test_acc"])  # optuna-dashboard shows "test_acc", not "Objective 0"
+        tracking.name_run(parent.info.run_id, runinfo.sweep_name(cfg.study_name))
         mlflow.set_tags({"tc.study": cfg.study_name, "tc.storage": cfg.storage or default_storage()})
         mlflow.log_dict({**asdict(cfg), "search_space": space}, "sweep_config.json")
         if stale := fail_dead_trials(study):
@@ -408,6 +418,7 @@ def main(argv: list[str] | None = None) -> int:
         with tempfile.TemporaryDirectory() as tmp:
             table = report(cfg, space, study, Path(tmp))
             mlflow.log_artifacts(tmp)
+        tracking.describe_sweep_run(parent.info.run_id, cfg.study_name, study)
     if len(table):
         best = table[table["target"] == "test_acc"].assign(a=lambda d: d["kendall"].abs()).sort_values("a")
         print(best[["measure", "spearman", "kendall", "granulated_kendall", "n_trials"]].tail(8).to_string(index=False))
