@@ -165,3 +165,18 @@ def test_compute_all_times_every_measure():
         }
     )
     assert values["gm_disagreement"] == 0 and all(s >= 0 for s in seconds.values())
+
+
+def test_compute_all_skips_the_spectral_bound_for_a_traced_model_it_cannot_bound(capsys):
+    """A torchvision or user model is cut into traced GraphModule blocks: the layer-wise operator-norm product
+    needs tc's own block structure, so it is skipped with one line instead of failing the whole analysis."""
+    from tc.models import ModelSpec, build_model
+    from tests.stage_models import small_net
+
+    torch.manual_seed(0)
+    net = build_model(ModelSpec("tests.stage_models:small_net", 0, 16, 3, 8, 10), factory=small_net)
+    x, y = torch.randn(4, 3, 8, 8), torch.arange(4)
+    values, seconds = M.compute_all(net, net, x, y)
+    assert "gm_log_spectral_product" not in values and "gm_log_spectral_product" not in seconds
+    assert {"gm_param_norm", "gm_margin", "gm_train_loss"} <= set(values)
+    assert "gm_log_spectral_product skipped" in capsys.readouterr().out
