@@ -192,7 +192,7 @@ def objective(cfg: SweepConfig, space: dict, parent_id: str):
                 seed=cfg.seed,
             )
             result, last_step = analyze_ep.compute(acfg)
-            analyze_ep.log_into_run(acfg, result, last_step, parent_id)
+            tracking.log_analysis_result(acfg, result, last_step, parent_id)
             cheap = cheap_scores(acfg, result.summary["window_steps"], result.summary["steps"][-1])
             tracking.log_metrics(run_id, cheap, last_step)
             return float(tracking.get_run(run_id).data.metrics["test_acc"])

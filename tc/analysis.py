@@ -1,44 +1,35 @@
-"""The `analyze` computation: checkpoints + data + config in, tidy tables and metrics out (no MLflow here).
+"""Analyze a run: checkpoints + data + config in, every metric, tidy tables and summary out (no MLflow here).
 
-Splits: `train` is a seeded subset of the training set with the labels the model was trained on (noisy
-labels included); `test` a seeded subset of the test set; `corrupt` the same test subset with CIFAR-10-C-style
-corruptions assigned round-robin (see `tc.corruptions.corrupted_set`).
+`analyze_run` is the one owner of an analysis: the temporal-consistency quantities of SPEC sections 2-4
+(`consistency_analysis`), the anisotropy statistics of section 5 (`tc.anisotropy_metrics`), the baseline
+generalization measures gm_* (`tc.measures`) and the feature MMD. `tc.metrics.METRICS` names every metric it
+logs. The splits it evaluates are described in `tc.splits`.
 """
 
 from __future__ import annotations
 
 import copy
+import json
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
 
 from tc import consistency as C
-from tc.compose import StateDict, composite_outputs, composite_outputs_naive
-from tc.config import AnalyzeConfig, split_list
-from tc.corruptions import corrupted_set
+from tc import measures, noise, plots
+from tc.anisotropy_metrics import AnisotropyResult, anisotropy
+from tc.checkpoints import Checkpoints
+from tc.compose import composite_outputs, composite_outputs_naive
+from tc.config import AnalyzeConfig
 from tc.data import DataBundle
 from tc.device import resolve_device
-from tc.models import BlockNet
-
-
-@dataclass
-class Checkpoints:
-    steps: list[int]
-    state_dicts: list[StateDict]
-
-
-@dataclass
-class EvalSplit:
-    name: str
-    x: torch.Tensor  # uint8 images
-    y: torch.Tensor
-    corruption: list[str] | None = None
-    severity: list[int] | None = None
+from tc.models import BlockNet, at_state
+from tc.splits import EvalSplit, make_splits, parse_cuts, split_named
 
 
 @dataclass
@@ -52,63 +43,102 @@ class AnalysisResult:
     summary: dict = field(default_factory=dict)
     aniso: AnisotropyResult | None = None
 
+    def write_files(self, out: Path, cfg: AnalyzeConfig) -> None:
+        """The tidy CSV tables, summary.json (with the config) and the figures, into directory `out`."""
+        for name in ("matrices", "lags", "drift", "per_sample", "corrupt"):
+            getattr(self, name).to_csv(out / f"{name}.csv", index=False)
+        (out / "summary.json").write_text(json.dumps({**self.summary, "config": asdict(cfg)}, indent=1))
+        figures = {
+            "drift_vs_consistency.png": plots.drift_vs_consistency(self.drift),
+            "per_sample_kde.png": plots.per_sample_kde(self.per_sample),
+        }
+        if self.aniso is not None:
+            self.aniso.stats.to_csv(out / "anisotropy.csv", index=False)
+            self.aniso.spectra.to_csv(out / "anisotropy_spectra.csv", index=False)
+            self.aniso.perturb.to_csv(out / "perturbation.csv", index=False)
+            figures["anisotropy_spectra.png"] = plots.spectra_vs_null(self.aniso.spectra)
+            figures["perturbation.png"] = plots.perturbation_curves(self.aniso.perturb)
+        if cfg.matrix == "full":
+            figures["consistency_heatmaps.png"] = plots.consistency_heatmaps(self.matrices)
+            figures["lag_curves.png"] = plots.lag_curves(self.lags)
+        plots.save_figures(figures, out)
+
+
+@dataclass(frozen=True)
+class RunContext:
+    """What an analysis needs to know about the training run besides its checkpoints and data."""
+
+    model: BlockNet  # the run's architecture (its weights are not used: every use loads a checkpoint)
+    train_batch_size: int  # the run's minibatch size: gradient noise is measured on such minibatches
+    train_seed: int  # the run's data-order seed: the same minibatches the run saw in epoch 0
+    reference: Checkpoints | None = None  # another seed's run, for the cross-seed control
+    seconds_per_epoch: float | None = None  # the run's own training time per epoch, for the *_cost_epochs
+
 
 MIN_WINDOW = 3  # fewer checkpoints in the tc window: warn and tag the run
 
 
-def parse_cuts(text: str, model: BlockNet) -> list[int]:
-    if text == "stages":
-        return list(model.stage_cuts)
-    if text == "all":
-        return list(model.cuts)
-    try:
-        cuts = sorted({int(c) for c in split_list(text)})
-    except ValueError:
-        cuts = []
-    if not cuts or not set(cuts) <= set(model.cuts):
-        raise ValueError(f"cuts={text!r} is not valid; use stages, all, or a comma list from {model.cuts}")
-    return cuts
+def analyze_run(
+    ckpts: Checkpoints,
+    data: DataBundle,
+    cfg: AnalyzeConfig,
+    run: RunContext,
+    progress: Callable[[int], None] | None = None,
+) -> AnalysisResult:
+    """Every metric of an analysis of `ckpts` (see `tc.metrics.METRICS`), with its tables and summary.
+    `progress(n)` is called as the composite forwards finish n more samples."""
+    splits = make_splits(data, cfg)
+    result = consistency_analysis(run.model, ckpts, data, cfg, run.reference, progress=progress, splits=splits)
+    if cfg.anisotropy:
+        split = split_named(splits, "test") or splits[0]
+        t0 = time.perf_counter()
+        result.aniso = anisotropy(run.model, ckpts, data, cfg, split, run.train_batch_size, run.train_seed)
+        result.metrics.update(result.aniso.metrics)
+        result.metrics["anisotropy_seconds"] = time.perf_counter() - t0
+        if "aniso_grad_min_pvalue" not in result.metrics:
+            result.summary["warnings"].append(
+                "gradient noise skipped: the training set has fewer than 3 full minibatches"
+            )
+    train, test = split_named(splits, "train"), split_named(splits, "test")
+    if cfg.measures:
+        if train is None:
+            result.summary["warnings"].append("baseline measures need the train split; skipped")
+        else:
+            result.metrics.update(baseline_measures(ckpts, data, cfg, run, (train, test)))
+        if train is not None and test is not None:
+            t0 = time.perf_counter()
+            result.metrics.update(mmd_measures(run.model, ckpts, cfg, data, train, test))
+            result.metrics["tc_mmd_seconds"] = time.perf_counter() - t0
+    if run.seconds_per_epoch:  # what the consistency analysis cost, in the run's own training epochs
+        result.metrics["tc_cost_epochs"] = result.metrics["analysis_seconds"] / run.seconds_per_epoch
+    return result
 
 
-def select_steps(text: str, steps: list[int]) -> list[int]:
-    """`all`, `every:K` (every K-th checkpoint counted from the first, plus the last), or a list of steps."""
-    if text == "all":
-        return list(steps)
-    if text.startswith("every:"):
-        k = int(text.split(":", 1)[1])
-        if k < 1:
-            raise ValueError(f"checkpoints={text!r}: K must be >= 1")
-        return sorted(set(steps[::k]) | {steps[-1]})
-    try:
-        chosen = sorted({int(s) for s in split_list(text)})
-    except ValueError:
-        raise ValueError(f"checkpoints={text!r} is not valid; use all, every:K, or a list of steps") from None
-    missing = sorted(set(chosen) - set(steps))
-    if missing:
-        raise ValueError(f"checkpoints: steps {missing} are not in the run; it has {steps}")
-    if len(chosen) < 2:
-        raise ValueError("checkpoints: choose at least two")
-    return chosen
-
-
-def _subset(n: int, k: int, seed: int) -> torch.Tensor:
-    if k == 0 or k >= n:
-        return torch.arange(n)
-    return torch.randperm(n, generator=torch.Generator().manual_seed(seed))[:k].sort().values
-
-
-def make_splits(data: DataBundle, cfg: AnalyzeConfig) -> list[EvalSplit]:
-    names = split_list(cfg.splits)
-    out = []
-    if "train" in names:
-        idx = _subset(len(data.train_y), cfg.max_samples, cfg.seed)
-        out.append(EvalSplit("train", data.train_x[idx], data.train_y[idx]))
-    test_idx = _subset(len(data.test_y), cfg.max_samples, cfg.seed + 1)
-    if "test" in names:
-        out.append(EvalSplit("test", data.test_x[test_idx], data.test_y[test_idx]))
-    if "corrupt" in names:
-        x, cor, sev = corrupted_set(data.test_x[test_idx], cfg.corruption_names, cfg.severity_levels, cfg.seed)
-        out.append(EvalSplit("corrupt", x, data.test_y[test_idx], cor, sev))
+def baseline_measures(
+    ckpts: Checkpoints,
+    data: DataBundle,
+    cfg: AnalyzeConfig,
+    run: RunContext,
+    splits: tuple[EvalSplit, EvalSplit | None],
+) -> dict[str, float]:
+    """gm_<name> of the final checkpoint on the (train, test) analysis samples (`tc.measures.compute_all`),
+    each with its cost in seconds and in training-epoch equivalents (`gm_<name>_cost_epochs`, from the run's
+    own time per epoch)."""
+    train, test = splits
+    values, seconds = measures.compute_all(
+        at_state(run.model, ckpts.state_dicts[-1]),
+        at_state(run.model, ckpts.state_dicts[0]),
+        data.normalize(train.x),
+        train.y,
+        other=at_state(run.model, run.reference.state_dicts[-1]) if run.reference is not None else None,
+        x_test=data.normalize(test.x) if test is not None else None,
+        seed=cfg.seed,
+    )
+    out = dict(values)
+    for name, sec in seconds.items():
+        out[f"{name}_seconds"] = sec
+        if run.seconds_per_epoch:
+            out[f"{name}_cost_epochs"] = sec / run.seconds_per_epoch
     return out
 
 
@@ -122,7 +152,7 @@ def _outputs(model, ckpts, split, data, cfg, cuts, columns, calibration, progres
     return composite_outputs(model, sds, sds, x, split.y, cuts, precision=cfg.precision, progress=progress, **common)
 
 
-def analyze(
+def consistency_analysis(
     model: BlockNet,
     ckpts: Checkpoints,
     data: DataBundle,
@@ -306,115 +336,6 @@ def _bf16_agreement(model, ckpts, split, data, cfg, cuts, T) -> float:
     return float(np.mean([(lo[c].pred[:, T] == hi[c].pred[:, T]).double().mean() for c in cuts]))
 
 
-@dataclass
-class AnisotropyResult:
-    stats: pd.DataFrame  # cut, kind (drift|grad), statistic, value, n, p, unit
-    spectra: pd.DataFrame  # cut, kind, index, eig, null_q05, null_q95
-    perturb: pd.DataFrame  # cut, eps, kind (clean|top|random|bottom), draw, acc
-    metrics: dict[str, float]
-
-
-PERTURB_HEADLINE_EPS = 0.5
-PERTURB_MEANS = ("perturb_clean_acc", "perturb_top_acc", "perturb_random_acc", "perturb_bottom_acc")
-
-
-def anisotropy(
-    model: BlockNet,
-    ckpts: Checkpoints,
-    data: DataBundle,
-    cfg: AnalyzeConfig,
-    split: EvalSplit,
-    train_batch_size: int,
-    train_seed: int,
-) -> AnisotropyResult:
-    """SPEC section 5 at every cut: feature drift over the window and the final checkpoint (split `split`;
-    `tc.anisotropy.drift_test`, sampling unit: samples, as pairs), gradient noise at the window's first
-    checkpoint (sampling unit: minibatches), and the perturbation test on the final checkpoint.
-
-    Metrics: per cut `aniso_{drift,grad}_{topk_var,eff_rank,pvalue,lw_pvalue}_d<cut>`; across cuts the mean of
-    topk_var and eff_rank (descriptive) and `aniso_{drift,grad}_min_pvalue` / `_lw_min_pvalue`: the smallest
-    Holm-adjusted p-value over the cuts ("anisotropic at some cut", family-wise error controlled). Perturbation
-    at ε = 0.5: `aniso_perturb_{clean,top,random,bottom}_acc_d<cut>`, the last three with `_lo`/`_hi` (95% t
-    interval over draws), and their means over cuts. A kind with fewer than 3 units (under 6 samples, or
-    under 3 full training minibatches) is left out."""
-    from tc import anisotropy as A
-    from tc import noise
-    from tc.data import iterate_batches
-
-    cuts = parse_cuts(cfg.cuts, model)
-    win = C.window(ckpts.steps, cfg.window)
-    chosen = [ckpts.state_dicts[i] for i in win] + [ckpts.state_dicts[-1]]
-    x = data.normalize(split.x)
-    grad_ckpt = win[0]
-    batches = []
-    for xb, yb in iterate_batches(data, train_batch_size, train_seed, epoch=0, augment=False):
-        if len(batches) == cfg.grad_batches or len(yb) < train_batch_size:
-            break
-        batches.append((data.normalize(xb), yb))
-    grads = noise.gradient_noise(model, ckpts.state_dicts[grad_ckpt], batches, cuts, seed=cfg.seed)
-    stat_rows, spec_rows, pert_frames, metrics = [], [], [], {}
-    pvalues: dict[tuple[str, str], dict[int, float]] = {}
-    for cut in cuts:
-        feats = noise.features(model, chosen, x, cut, cfg.batch_size)
-        reports = {}
-        drift = noise.drift_vectors(feats)
-        if len(A.drift_units(drift, cfg.seed)) >= 3:  # >= 3 pairs of samples whose drift differs
-            reports["drift"] = A.drift_test(drift, k=cfg.aniso_k, draws=cfg.null_draws, seed=cfg.seed)
-        if len(grads[cut]) >= 3:  # a tiny training set may give fewer full minibatches
-            reports["grad"] = A.analyze_samples(
-                grads[cut], k=cfg.aniso_k, draws=cfg.null_draws, seed=cfg.seed, unit="minibatches"
-            )
-        for kind, r in reports.items():
-            values = {
-                "topk_var": r.topk[r.k - 1],
-                "eff_rank": r.eff_rank,
-                "max_over_mean": r.max_over_mean,
-                "pvalue": r.pvalue,
-                "lw_pvalue": r.lw_pvalue,
-                "spikes": r.spikes,
-                "mp_spikes": r.mp_spikes,
-                "power_law_alpha": r.power_law_alpha,
-                **{f"top{j + 1}_var": v for j, v in enumerate(r.topk)},
-            }
-            stat_rows += [(cut, kind, name, float(v), r.n, r.p, r.unit) for name, v in values.items()]
-            for name in ("topk_var", "eff_rank", "pvalue", "lw_pvalue"):
-                metrics[f"aniso_{kind}_{name}_d{cut}"] = float(values[name])
-            for name in ("pvalue", "lw_pvalue"):
-                pvalues.setdefault((kind, name), {})[cut] = float(values[name])
-            spec_rows += [(cut, kind, i + 1, r.eig[i], r.null_q05[i], r.null_q95[i]) for i in range(len(r.eig))]
-        full = feats[1:] - feats[:-1]
-        if not bool(full.any()):  # identical checkpoints: no drift directions to perturb along
-            continue
-        pert = noise.perturbation_test(
-            model, ckpts.state_dicts[-1], feats[-1], full, split.y, cut, k=cfg.aniso_k, seed=cfg.seed
-        )
-        pert_frames.append(pert.assign(cut=cut)[["cut", "eps", "kind", "draw", "acc"]])
-        summary = noise.perturbation_summary(pert)
-        for row in summary.itertuples():
-            if row.kind == "clean":
-                metrics[f"aniso_perturb_clean_acc_d{cut}"] = row.acc
-            elif row.eps == PERTURB_HEADLINE_EPS:
-                for suffix, v in (("", row.acc), ("_lo", row.lo), ("_hi", row.hi)):
-                    metrics[f"aniso_perturb_{row.kind}_acc{suffix}_d{cut}"] = float(v)
-    # descriptive means over the cuts where the statistic exists (a cut may lack units, or drift)
-    for name in ("drift_topk_var", "drift_eff_rank", "grad_topk_var", "grad_eff_rank", *PERTURB_MEANS):
-        per_cut = [metrics[f"aniso_{name}_d{c}"] for c in cuts if f"aniso_{name}_d{c}" in metrics]
-        if per_cut:
-            metrics[f"aniso_{name}"] = float(np.mean(per_cut))
-    # a mean of p-values is not a p-value: the smallest Holm-adjusted one tests "anisotropic at some cut"
-    for (kind, name), per_cut in pvalues.items():
-        prefix = "" if name == "pvalue" else "lw_"
-        metrics[f"aniso_{kind}_{prefix}min_pvalue"] = float(A.holm(list(per_cut.values())).min())
-    return AnisotropyResult(
-        stats=pd.DataFrame(stat_rows, columns=["cut", "kind", "statistic", "value", "n", "p", "unit"]),
-        spectra=pd.DataFrame(spec_rows, columns=["cut", "kind", "index", "eig", "null_q05", "null_q95"]),
-        perturb=pd.concat(pert_frames, ignore_index=True)
-        if pert_frames
-        else pd.DataFrame(columns=["cut", "eps", "kind", "draw", "acc"]),
-        metrics=metrics,
-    )
-
-
 def mmd_measures(
     model: BlockNet,
     ckpts: Checkpoints,
@@ -427,8 +348,6 @@ def mmd_measures(
     """tc_mmd_d<cut>: MMD² between the temporally augmented shallow features {z_t(x): t in the window,
     x in the train split} and the final checkpoint's features of the test split, global-average-pooled
     (at most `max_rows` rows each, seeded). Small = the augmentation covers the test distribution."""
-    from tc import noise
-
     win = C.window(ckpts.steps, cfg.window)
     g = torch.Generator().manual_seed(cfg.seed + 3)
     out = {}

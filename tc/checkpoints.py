@@ -8,6 +8,7 @@ every checkpoint with its epoch, file name and sha256, which `analyze` uses to v
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import os
@@ -21,6 +22,17 @@ import torch
 FORMAT = "tc-checkpoint/1"
 INDEX_FILE = "index.json"
 ARTIFACT_DIR = "checkpoints"
+
+
+StateDict = dict[str, torch.Tensor]
+
+
+@dataclass
+class Checkpoints:
+    """A run's checkpoints in step order: `state_dicts[i]` was saved after `steps[i]` optimizer steps."""
+
+    steps: list[int]
+    state_dicts: list[StateDict]
 
 
 class CheckpointError(ValueError):
@@ -129,3 +141,19 @@ def load_series(files: list[tuple[IndexEntry, Path]]) -> tuple[list[int], list[d
     if len(steps) < 2:
         raise CheckpointError(f"need at least two checkpoints to analyze, found {len(steps)}")
     return steps, state_dicts, spec
+
+
+def check_architecture(label: str, checkpoints: Checkpoints, spec: dict, model: torch.nn.Module) -> None:
+    """Refuse checkpoints whose `model_spec` is not `model.spec` or whose state dicts do not fit `model`
+    (`label` names the run in the message)."""
+    expected = model.spec.to_dict()
+    if spec != expected:
+        raise CheckpointError(f"{label}: checkpoints are of architecture {spec}, its config says {expected}")
+    m = copy.deepcopy(model)
+    for step, sd in zip(checkpoints.steps, checkpoints.state_dicts, strict=True):
+        try:
+            m.load_state_dict(sd)
+        except RuntimeError as e:
+            raise CheckpointError(
+                f"{label}: checkpoint at step {step} does not fit {model.spec.model}: {str(e)[:300]}"
+            ) from e

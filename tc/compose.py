@@ -17,7 +17,6 @@ Two implementations with the same results:
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Iterable, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -25,9 +24,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from tc.models import BlockNet
-
-StateDict = dict[str, torch.Tensor]
+from tc.checkpoints import StateDict
+from tc.models import BlockNet, at_state
 
 
 @dataclass
@@ -48,12 +46,8 @@ def splice(model: BlockNet, shallow: StateDict, deep: StateDict, cut: int) -> St
 
 
 def _loaded(model: BlockNet, state_dict: StateDict, channels_last: bool) -> BlockNet:
-    m = copy.deepcopy(model)
-    m.load_state_dict(state_dict)
-    m.eval()
-    if channels_last:
-        m.to(memory_format=torch.channels_last)
-    return m
+    m = at_state(model, state_dict)
+    return m.to(memory_format=torch.channels_last) if channels_last else m
 
 
 def _fmt(x: torch.Tensor, channels_last: bool) -> torch.Tensor:

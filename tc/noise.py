@@ -16,7 +16,6 @@
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Sequence
 
 import numpy as np
@@ -28,13 +27,7 @@ from torch import nn
 from tc.anisotropy import principal_directions
 from tc.compose import StateDict
 from tc.device import guard_cpu_kernels
-from tc.models import BlockNet
-
-
-def _model_at(model: BlockNet, sd: StateDict) -> BlockNet:
-    m = copy.deepcopy(model)
-    m.load_state_dict(sd)
-    return m.eval()
+from tc.models import BlockNet, at_state
 
 
 @torch.inference_mode()
@@ -42,7 +35,7 @@ def features(model: BlockNet, sds: Sequence[StateDict], x: torch.Tensor, cut: in
     """[T, N, ...] shallow features of every checkpoint at `cut`."""
     out = []
     for sd in sds:
-        m = _model_at(model, sd)
+        m = at_state(model, sd)
         out.append(torch.cat([m.forward_blocks(x[a : a + batch_size], 0, cut) for a in range(0, len(x), batch_size)]))
     return torch.stack(out)
 
@@ -109,7 +102,7 @@ def gradient_noise(
     null draws the same way, so its test is calibrated for that. (Batches of one shuffle are drawn without
     replacement; their exchangeable negative correlation is a common component that the centring removes.)
     Memory: the [n, P] float32 gradients plus a streamed projection (`project_noise`)."""
-    m = _model_at(model, sd).train()
+    m = at_state(model, sd).train()
     guard_cpu_kernels(m, next(m.parameters()).device)  # weight gradients: oneDNN's AVX2 bug (tc/device.py)
     grads = {cut: [] for cut in cuts}
     names = {cut: [n for n, _ in m.named_parameters() if m.block_of(n) in m.block_names[:cut]] for cut in cuts}
@@ -156,7 +149,7 @@ def perturbation_test(
     top-k / bottom-k principal drift directions, or a fresh uniformly random k-dim subspace), scaled to norm
     ε ||z_T(x)||. Draws differ in c (and in the random subspace), so `perturbation_summary` gives a CI over
     draws: Monte-Carlo uncertainty of the perturbation, conditional on the samples and the drift directions."""
-    m = _model_at(model, sd_final)
+    m = at_state(model, sd_final)
     flat = z_final.flatten(1).double()
     dirs, _ = principal_directions(drift_rows(drift_full, max_rows, seed).numpy())
     kk = min(k, len(dirs))

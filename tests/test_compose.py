@@ -158,7 +158,8 @@ def test_kde_uses_scotts_rule_and_refuses_a_point_mass():
 
 
 def test_analyze_with_recalibrated_batchnorm_and_final_column():
-    from tc.analysis import Checkpoints, analyze
+    from tc.analysis import consistency_analysis as analyze
+    from tc.checkpoints import Checkpoints
     from tc.config import AnalyzeConfig
     from tc.data import load_data
 
@@ -180,9 +181,11 @@ def test_analyze_with_recalibrated_batchnorm_and_final_column():
 
 
 def test_anisotropy_leaves_out_gradient_noise_with_too_few_minibatches():
-    from tc.analysis import Checkpoints, anisotropy, make_splits
+    from tc.anisotropy_metrics import anisotropy
+    from tc.checkpoints import Checkpoints
     from tc.config import AnalyzeConfig
     from tc.data import load_data
+    from tc.splits import make_splits
 
     model, sds = _checkpoints(n=3)
     cfg = AnalyzeConfig(run_id="x", splits="test", max_samples=30, null_draws=100, cuts="1,3")

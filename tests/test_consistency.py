@@ -9,11 +9,13 @@ import torch
 from sklearn.metrics import cohen_kappa_score
 
 from tc import consistency as C
-from tc.analysis import Checkpoints, EvalSplit, analyze
+from tc.analysis import consistency_analysis as analyze
+from tc.checkpoints import Checkpoints
 from tc.compose import CompositeOutputs
 from tc.config import AnalyzeConfig
 from tc.data import DataBundle
 from tc.models import ModelSpec, build_model
+from tc.splits import EvalSplit
 
 
 @pytest.mark.parametrize("seed", range(5))

@@ -144,7 +144,8 @@ def test_perturbation_summary_is_the_t_interval_over_draws():
 
 def test_random_shallow_is_logged_only_when_step_0_is_among_the_checkpoints():
     # tc_<split>_random_shallow reads checkpoint 0 as the initialisation: true only when step 0 was selected
-    from tc.analysis import Checkpoints, analyze
+    from tc.analysis import consistency_analysis as analyze
+    from tc.checkpoints import Checkpoints
     from tc.config import AnalyzeConfig
 
     model, sds, data = _setup()
