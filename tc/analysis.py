@@ -28,6 +28,7 @@ from tc.compose import composite_outputs, composite_outputs_naive
 from tc.config import AnalyzeConfig
 from tc.data import DataBundle
 from tc.device import resolve_device
+from tc.metrics import add_means_over_cuts
 from tc.models import BlockNet, at_state
 from tc.splits import EvalSplit, make_splits, parse_cuts, split_named
 
@@ -230,7 +231,7 @@ def consistency_analysis(
             # the recalibrating (naive) path keeps no features, so it reports no drift
             drift = out.drift.mean(dim=1) if out.drift is not None else torch.full((len(steps),), math.nan)
             if out.drift is not None:
-                metrics[f"drift_{split.name}_d{cut}"] = float(drift[win].mean())
+                metrics[f"drift_{split.name}_d{cut}"] = C.drift_score(out.drift, win)
             drift_rows += [
                 (cut, split.name, steps[i], float(drift[i]), float(agree[i, T]), float(acc[i, T]))
                 for i in range(len(steps))
@@ -240,29 +241,15 @@ def consistency_analysis(
                 pd.DataFrame({"cut": cut, "split": split.name, "sample": np.arange(len(c)), "c": c.numpy()})
             )
             if split.corruption is not None:
-                frame = pd.DataFrame({"corruption": split.corruption, "severity": split.severity})
-                ref = C.own_predictions(out)[T]
-                hits = (out.pred[win, T] == ref).double().mean(0).numpy()
-                correct = (out.pred[T, T] == split.y).double().numpy()
-                frame["agree"], frame["correct"] = hits, correct
-                for (name, sev), grp in frame.groupby(["corruption", "severity"]):
-                    corrupt_rows.append((cut, name, int(sev), grp["agree"].mean(), grp["correct"].mean()))
-        for prefix in (
-            f"tc_{split.name}",
-            f"tc_kappa_{split.name}",
-            f"tc_{split.name}_random_shallow",
-            f"drift_{split.name}",
-        ):
-            if f"{prefix}_d{cuts[0]}" in metrics:
-                metrics[prefix] = float(np.mean([metrics[f"{prefix}_d{cut}"] for cut in cuts]))
+                scores = C.corruption_scores(out, split.y, win, split.corruption, split.severity)
+                corrupt_rows += [(cut, *row) for row in scores]
+        prefixes = ("tc_{}", "tc_kappa_{}", "tc_{}_random_shallow", "drift_{}")
+        add_means_over_cuts(metrics, [p.format(split.name) for p in prefixes], cuts)
         metrics[f"tc_excess_{split.name}"] = C.tc_excess(metrics[f"tc_{split.name}"], metrics[f"tc_full_{split.name}"])
         if rel_lags:
             r = np.nanmean(np.stack(rel_lags), axis=0)
-            hl = C.half_life(r)
-            summary["half_life"][split.name] = hl
-            # Censored (never below 0.9 over the lags the window's rows observe): log the number of lags
-            # observed, a lower bound.
-            metrics[f"half_life_{split.name}"] = float(hl if hl is not None else len(r))
+            summary["half_life"][split.name] = C.half_life(r)  # None when censored
+            metrics[f"half_life_{split.name}"] = C.half_life_metric(r)
     corrupt = pd.DataFrame(corrupt_rows, columns=["cut", "corruption", "severity", "tc", "acc"])
     for name, grp in corrupt.groupby("corruption"):
         metrics[f"tc_corrupt_{name}"] = float(grp["tc"].mean())
@@ -302,8 +289,9 @@ def _network_predictions(model, state_dicts, split, data, cfg) -> torch.Tensor:
 
 
 def _cross_seed(model, ckpts, reference, split, data, cfg, cuts, win) -> dict[str, float]:
-    """Shallow parts of this run's window checkpoints under the final deep part of the reference run
-    (another seed): agreement with the reference network's own predictions. Expected to be low."""
+    """tc_test_crossseed_d = mean_{i in W} mean_x 1[g_d(shallow θ_i, deep θ'_T)(x) = f(x; θ'_T)]: shallow parts
+    of this run's window checkpoints under the final deep part θ'_T of the reference run (another seed),
+    against the reference network's own predictions. Expected to be low. Sampling unit: the sample x."""
     ref_last = reference.state_dicts[-1]
     shallow = [ckpts.state_dicts[i] for i in win] + [ref_last]
     x = data.normalize(split.x)
@@ -318,11 +306,12 @@ def _cross_seed(model, ckpts, reference, split, data, cfg, cuts, win) -> dict[st
         precision=cfg.precision,
         device=resolve_device(cfg.device),
     )
-    per_cut = {}
-    for cut, out in outs.items():
-        own = out.pred[-1, 0]
-        per_cut[f"tc_test_crossseed_d{cut}"] = float((out.pred[:-1, 0] == own).double().mean())
-    return {**per_cut, "tc_test_crossseed": float(np.mean(list(per_cut.values())))}
+    metrics = {
+        f"tc_test_crossseed_d{cut}": float((out.pred[:-1, 0] == out.pred[-1, 0]).double().mean())
+        for cut, out in outs.items()
+    }
+    add_means_over_cuts(metrics, ["tc_test_crossseed"], cuts)
+    return metrics
 
 
 def _bf16_agreement(model, ckpts, split, data, cfg, cuts, T) -> float:
@@ -351,7 +340,8 @@ def mmd_measures(
     win = C.window(ckpts.steps, cfg.window)
     g = torch.Generator().manual_seed(cfg.seed + 3)
     out = {}
-    for cut in parse_cuts(cfg.cuts, model):
+    cuts = parse_cuts(cfg.cuts, model)
+    for cut in cuts:
         aug = noise.pool(
             noise.features(model, [ckpts.state_dicts[i] for i in win], data.normalize(train.x), cut, cfg.batch_size)
         ).flatten(0, 1)
@@ -359,5 +349,5 @@ def mmd_measures(
         aug = aug[torch.randperm(len(aug), generator=g)[:max_rows]]
         tst = tst[torch.randperm(len(tst), generator=g)[:max_rows]]
         out[f"tc_mmd_d{cut}"] = C.mmd2(aug, tst)[0]
-    out["tc_mmd"] = float(np.mean(list(out.values())))
+    add_means_over_cuts(out, ["tc_mmd"], cuts)
     return out

@@ -60,14 +60,18 @@ def topk_var(eig: np.ndarray, k: int) -> float:
 
 
 def eff_rank(eig: np.ndarray) -> float:
+    """Effective rank (participation ratio) (Σλ)² / Σλ² of the spectrum `eig`."""
     return float(eig.sum() ** 2 / (eig**2).sum())
 
 
 def max_over_mean(eig: np.ndarray) -> float:
+    """λ_1 / mean λ over the p eigenvalues of `eig`."""
     return float(eig[0] / eig.mean())
 
 
 def mp_spikes(eig: np.ndarray, n: int) -> int:
+    """#{λ_i > σ² (1 + sqrt(p / (n - 1)))²}, σ² = Σλ / p, p = len(eig): eigenvalues above the Marchenko-Pastur
+    edge of n rows centred by their mean (n - 1 degrees of freedom)."""
     p = len(eig)
     edge = eig.mean() * (1 + math.sqrt(p / (n - 1))) ** 2
     return int((eig > edge).sum())

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numpy as np
 import pandas as pd
 
 from tc import anisotropy as A
@@ -14,6 +13,7 @@ from tc import noise
 from tc.checkpoints import Checkpoints
 from tc.config import AnalyzeConfig
 from tc.data import DataBundle, iterate_batches
+from tc.metrics import add_means_over_cuts
 from tc.models import BlockNet
 from tc.splits import EvalSplit, parse_cuts
 
@@ -28,6 +28,12 @@ class AnisotropyResult:
 
 PERTURB_HEADLINE_EPS = 0.5
 PERTURB_MEANS = ("perturb_clean_acc", "perturb_top_acc", "perturb_random_acc", "perturb_bottom_acc")
+
+
+def min_holm(pvalues: list[float]) -> float:
+    """min_c p_c^Holm: the smallest Holm-adjusted p-value over the cuts, a test of "anisotropic at some cut"
+    with the family-wise error controlled (a mean of p-values is not a p-value)."""
+    return float(A.holm(pvalues).min())
 
 
 def anisotropy(
@@ -105,14 +111,11 @@ def anisotropy(
                 for suffix, v in (("", row.acc), ("_lo", row.lo), ("_hi", row.hi)):
                     metrics[f"aniso_perturb_{row.kind}_acc{suffix}_d{cut}"] = float(v)
     # descriptive means over the cuts where the statistic exists (a cut may lack units, or drift)
-    for name in ("drift_topk_var", "drift_eff_rank", "grad_topk_var", "grad_eff_rank", *PERTURB_MEANS):
-        per_cut = [metrics[f"aniso_{name}_d{c}"] for c in cuts if f"aniso_{name}_d{c}" in metrics]
-        if per_cut:
-            metrics[f"aniso_{name}"] = float(np.mean(per_cut))
-    # a mean of p-values is not a p-value: the smallest Holm-adjusted one tests "anisotropic at some cut"
+    means = ("drift_topk_var", "drift_eff_rank", "grad_topk_var", "grad_eff_rank", *PERTURB_MEANS)
+    add_means_over_cuts(metrics, [f"aniso_{name}" for name in means], cuts)
     for (kind, name), per_cut in pvalues.items():
         prefix = "" if name == "pvalue" else "lw_"
-        metrics[f"aniso_{kind}_{prefix}min_pvalue"] = float(A.holm(list(per_cut.values())).min())
+        metrics[f"aniso_{kind}_{prefix}min_pvalue"] = min_holm(list(per_cut.values()))
     return AnisotropyResult(
         stats=pd.DataFrame(stat_rows, columns=["cut", "kind", "statistic", "value", "n", "p", "unit"]),
         spectra=pd.DataFrame(spec_rows, columns=["cut", "kind", "index", "eig", "null_q05", "null_q95"]),
