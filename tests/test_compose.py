@@ -214,3 +214,26 @@ def test_mmd_matches_brute_force_and_separates_distributions():
     same = C.mmd2(torch.randn(300, 4, generator=g), torch.randn(300, 4, generator=g))[0]
     shifted = C.mmd2(torch.randn(300, 4, generator=g), torch.randn(300, 4, generator=g) + 0.5)[0]
     assert abs(same) < 0.01 < shifted
+
+
+def test_recalibrate_bn_equals_a_brute_force_re_estimate_of_every_batchnorm():
+    model, (sd, *_) = _checkpoints(n=1)
+    model.load_state_dict(sd)
+    batches = [torch.randn(16, 1, 8, 8, generator=torch.Generator().manual_seed(i)) * (1 + i) for i in range(3)]
+    bns = {n: m for n, m in model.named_modules() if isinstance(m, torch.nn.BatchNorm2d)}
+    seen = {n: [] for n in bns}  # in train mode a BatchNorm's input does not depend on any running statistic
+    hooks = [m.register_forward_pre_hook(lambda _m, a, n=n: seen[n].append(a[0].detach())) for n, m in bns.items()]
+    with torch.no_grad():
+        model.train()
+        for x in batches:
+            model(x)
+    for h in hooks:
+        h.remove()
+    recalibrate_bn(model, batches)
+    for name, bn in bns.items():
+        # brute force: per batch, the channel mean and the unbiased channel variance; averaged over batches
+        means = torch.stack([z.mean(dim=(0, 2, 3)) for z in seen[name]])
+        variances = torch.stack([z.transpose(0, 1).flatten(1).var(dim=1, unbiased=True) for z in seen[name]])
+        torch.testing.assert_close(bn.running_mean, means.mean(0), rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(bn.running_var, variances.mean(0), rtol=1e-5, atol=1e-6)
+    assert not model.training

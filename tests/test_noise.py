@@ -154,3 +154,20 @@ def test_random_shallow_is_logged_only_when_step_0_is_among_the_checkpoints():
     without = analyze(model, Checkpoints([5, 10, 15], sds), data, cfg).metrics
     assert "tc_test_random_shallow_d2" in with_init and "tc_test_random_shallow" in with_init
     assert not any("random_shallow" in k for k in without)
+
+
+def test_gradient_noise_equals_hand_computed_per_batch_gradients_minus_their_mean():
+    model, sds, data = _setup()
+    batches = [(data.normalize(x), y) for x, y in iterate_batches(data, 32, 0, 0, False)][:5]
+    got = gradient_noise(model, sds[1], batches, cuts=[1], proj_dim=10_000)[1]  # P < proj_dim: no projection
+    m = build_model(ModelSpec("resnet20", 8, 4, 1, 8, 10))
+    m.load_state_dict(sds[1])
+    m.train()  # BatchNorm on batch statistics, as SGD saw it
+    stem = [p for n, p in m.named_parameters() if n.startswith("blocks.stem.")]
+    rows = []
+    for x, y in batches:
+        grads = torch.autograd.grad(torch.nn.functional.cross_entropy(m(x), y), stem)
+        rows.append(torch.cat([g.flatten() for g in grads]).double().numpy())
+    hand = np.stack(rows)
+    assert got.shape == hand.shape == (5, sum(p.numel() for p in stem))
+    np.testing.assert_allclose(got, hand - hand.mean(axis=0), rtol=1e-4, atol=1e-7)
