@@ -14,7 +14,7 @@ import tempfile
 import time
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import mlflow
 from mlflow.entities import Metric, Param
@@ -23,11 +23,12 @@ from mlflow.tracking import MlflowClient
 
 from tc import cache
 from tc import checkpoints as ck
-from tc.analysis import AnalysisResult, RunContext
 from tc.config import AnalyzeConfig, TrainConfig, cast_field, from_strings
 from tc.data import DataBundle, cache_dir, load_for
-from tc.models import ModelSpec, build_model, factory_for
 from tc.splits import select_steps
+
+if TYPE_CHECKING:  # tc.analysis pulls in scipy and matplotlib: imported only where an analysis is loaded
+    from tc.analysis import AnalysisResult, RunContext
 
 CONFIG_FILE = "config.json"
 RESUME_FILE = "resume/state.pt"
@@ -409,6 +410,9 @@ def load_analysis_inputs(cfg: AnalyzeConfig) -> tuple[ck.Checkpoints, DataBundle
     """Everything `tc.analysis.analyze_run` needs for `cfg.run_id`: its selected checkpoints (verified), its
     data set and its `RunContext` (architecture, minibatch size and seed, the reference run's checkpoints,
     seconds per epoch). A user model's code comes only from `cfg.model`, the command line."""
+    from tc.analysis import RunContext
+    from tc.models import ModelSpec, build_model, factory_for
+
     train_cfg = load_train_config(cfg.run_id)
     data = load_for(train_cfg)
     model = build_model(ModelSpec.of(train_cfg, data), factory_for(train_cfg.model, cfg.model))
