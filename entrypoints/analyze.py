@@ -20,26 +20,11 @@ from dataclasses import replace
 import mlflow
 
 from tc import tracking
-from tc.analysis import AnalysisResult, analyze_run
 from tc.config import AnalyzeConfig, parse_args
 from tc.data import DatasetNotFoundError
 from tc.device import resolve_device, resolve_precision
 from tc.metrics import HEADLINE
-from tc.progress import progress_bar
-from tc.splits import sample_count
-
-
-def compute(cfg: AnalyzeConfig) -> tuple[AnalysisResult, int]:
-    """Load run `cfg.run_id` through MLflow and analyze it: (the result, the last step analyzed)."""
-    ckpts, data, run = tracking.load_analysis_inputs(cfg)
-    print(
-        f"tc analyze: run {cfg.run_id}: {len(ckpts.steps)} checkpoints (steps {ckpts.steps[0]}..{ckpts.steps[-1]}), "
-        f"splits {cfg.splits}, up to {cfg.max_samples or 'all'} samples each, matrix={cfg.matrix}, "
-        f"bn_mode={cfg.bn_mode}, precision={cfg.precision}",
-        flush=True,
-    )
-    with progress_bar(sample_count(data, cfg), "tc analyze") as progress:
-        return analyze_run(ckpts, data, cfg, run, progress), ckpts.steps[-1]
+from tc.runs import analyze_logged_run
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -68,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
                 f"Analysis of training run [{cfg.run_id}]"
                 f"(#/experiments/{source.info.experiment_id}/runs/{cfg.run_id}).",
             )
-            result, last_step = compute(cfg)
+            result, last_step = analyze_logged_run(cfg)
         except (LookupError, ValueError, DatasetNotFoundError) as e:  # CheckpointError is a ValueError
             print(f"tc analyze: {e}", file=sys.stderr)
             mlflow.set_tag("tc.error", str(e)[:5000])

@@ -23,8 +23,8 @@ import torch
 from tc import consistency as C
 from tc import measures, noise, plots
 from tc.anisotropy_metrics import AnisotropyResult, anisotropy
-from tc.checkpoints import Checkpoints
-from tc.compose import composite_outputs, composite_outputs_naive
+from tc.checkpoints import Checkpoints, RunContext
+from tc.compose import ComposeOptions, composite_outputs, composite_outputs_naive
 from tc.config import AnalyzeConfig
 from tc.data import DataBundle
 from tc.device import resolve_device
@@ -65,17 +65,6 @@ class AnalysisResult:
         plots.save_figures(figures, out)
 
 
-@dataclass(frozen=True)
-class RunContext:
-    """What an analysis needs to know about the training run besides its checkpoints and data."""
-
-    model: BlockNet  # the run's architecture (its weights are not used: every use loads a checkpoint)
-    train_batch_size: int  # the run's minibatch size: gradient noise is measured on such minibatches
-    train_seed: int  # the run's data-order seed: the same minibatches the run saw in epoch 0
-    reference: Checkpoints | None = None  # another seed's run, for the cross-seed control
-    seconds_per_epoch: float | None = None  # the run's own training time per epoch, for the *_cost_epochs
-
-
 MIN_WINDOW = 3  # fewer checkpoints in the tc window: warn and tag the run
 
 
@@ -89,11 +78,11 @@ def analyze_run(
     """Every metric of an analysis of `ckpts` (see `tc.metrics.METRICS`), with its tables and summary.
     `progress(n)` is called as the composite forwards finish n more samples."""
     splits = make_splits(data, cfg)
-    result = consistency_analysis(run.model, ckpts, data, cfg, run.reference, progress=progress, splits=splits)
+    result = consistency_analysis(ckpts, data, cfg, run, splits, progress)
     if cfg.anisotropy:
         split = split_named(splits, "test") or splits[0]
         t0 = time.perf_counter()
-        result.aniso = anisotropy(run.model, ckpts, data, cfg, split, run.train_batch_size, run.train_seed)
+        result.aniso = anisotropy(ckpts, data, cfg, run, split)
         result.metrics.update(result.aniso.metrics)
         result.metrics["anisotropy_seconds"] = time.perf_counter() - t0
         if "aniso_grad_min_pvalue" not in result.metrics:
@@ -108,7 +97,7 @@ def analyze_run(
             result.metrics.update(baseline_measures(ckpts, data, cfg, run, (train, test)))
         if train is not None and test is not None:
             t0 = time.perf_counter()
-            result.metrics.update(mmd_measures(run.model, ckpts, cfg, data, train, test))
+            result.metrics.update(mmd_measures(ckpts, data, cfg, run, (train, test)))
             result.metrics["tc_mmd_seconds"] = time.perf_counter() - t0
     if run.seconds_per_epoch:  # what the consistency analysis cost, in the run's own training epochs
         result.metrics["tc_cost_epochs"] = result.metrics["analysis_seconds"] / run.seconds_per_epoch
@@ -143,24 +132,45 @@ def baseline_measures(
     return out
 
 
-def _outputs(model, ckpts, split, data, cfg, cuts, columns, calibration, progress):
+@dataclass(frozen=True)
+class _Plan:
+    """What every split of one consistency analysis shares."""
+
+    model: BlockNet
+    ckpts: Checkpoints
+    data: DataBundle
+    cfg: AnalyzeConfig
+    cuts: list[int]
+    win: list[int]  # indices of the tc window's checkpoints
+    calibration: list[torch.Tensor] | None  # bn_mode=recalibrate: the BatchNorm calibration batches
+    progress: Callable[[int], None] | None
+
+    @property
+    def T(self) -> int:  # index of the final checkpoint
+        return len(self.ckpts.steps) - 1
+
+
+def _outputs(plan: _Plan, split: EvalSplit) -> dict:
     """Composite outputs of one split: the fast path, or the naive one where BatchNorm is recalibrated."""
-    sds = ckpts.state_dicts
+    cfg, sds = plan.cfg, plan.ckpts.state_dicts
+    columns = None if cfg.matrix == "full" else [plan.T]
     common = dict(columns=columns, batch_size=cfg.batch_size, device=resolve_device(cfg.device))
-    x = data.normalize(split.x)
+    xy = (plan.data.normalize(split.x), split.y)
     if cfg.bn_mode == "recalibrate":
-        return composite_outputs_naive(model, sds, sds, x, split.y, cuts, calibration=calibration, **common)
-    return composite_outputs(model, sds, sds, x, split.y, cuts, precision=cfg.precision, progress=progress, **common)
+        return composite_outputs_naive(
+            plan.model, sds, sds, xy, plan.cuts, ComposeOptions(calibration=plan.calibration, **common)
+        )
+    opts = ComposeOptions(precision=cfg.precision, progress=plan.progress, **common)
+    return composite_outputs(plan.model, sds, sds, xy, plan.cuts, opts)
 
 
 def consistency_analysis(
-    model: BlockNet,
     ckpts: Checkpoints,
     data: DataBundle,
     cfg: AnalyzeConfig,
-    reference: Checkpoints | None = None,
-    progress: Callable[[int], None] | None = None,
+    run: RunContext,
     splits: list[EvalSplit] | None = None,
+    progress: Callable[[int], None] | None = None,
 ) -> AnalysisResult:
     """Every SPEC section 2-3 quantity for each (cut, split); see `tc.consistency` for the formulas.
     `splits` defaults to `make_splits(data, cfg)`. Also `tc_full_<split>` (whole networks over the same
@@ -168,10 +178,10 @@ def consistency_analysis(
     than `MIN_WINDOW` checkpoints adds a line to `summary["warnings"]` and a tag to `summary["tags"]`."""
     t0 = time.perf_counter()
     splits = make_splits(data, cfg) if splits is None else splits
+    model = run.model
     cuts = parse_cuts(cfg.cuts, model)
     steps = ckpts.steps
     T = len(steps) - 1
-    columns = None if cfg.matrix == "full" else [T]
     win = C.window(steps, cfg.window)
     calibration = None
     if cfg.bn_mode == "recalibrate":
@@ -193,9 +203,10 @@ def consistency_analysis(
         summary["warnings"].append(msg)
         summary["tags"]["tc.window_warning"] = msg
     num_classes = model.spec.num_classes
+    plan = _Plan(model, ckpts, data, cfg, cuts, win, calibration, progress)
     for split in splits:
-        outs = _outputs(model, ckpts, split, data, cfg, cuts, columns, calibration, progress)
-        network_pred = _network_predictions(model, [ckpts.state_dicts[i] for i in [*win, T]], split, data, cfg)
+        outs = _outputs(plan, split)
+        network_pred = _network_predictions(plan, [*win, T], split)
         metrics[f"tc_full_{split.name}"] = C.tc_full(network_pred, range(len(win)))
         rel_lags = []
         for cut, out in outs.items():
@@ -253,11 +264,11 @@ def consistency_analysis(
     corrupt = pd.DataFrame(corrupt_rows, columns=["cut", "corruption", "severity", "tc", "acc"])
     for name, grp in corrupt.groupby("corruption"):
         metrics[f"tc_corrupt_{name}"] = float(grp["tc"].mean())
-    test = next((s for s in splits if s.name == "test"), None)
-    if reference is not None and test is not None:
-        metrics.update(_cross_seed(model, ckpts, reference, test, data, cfg, cuts, win))
+    test = split_named(splits, "test")
+    if run.reference is not None and test is not None:
+        metrics.update(_cross_seed(plan, run.reference, test))
     if cfg.precision == "bf16":
-        metrics["bf16_agreement"] = _bf16_agreement(model, ckpts, splits[0], data, cfg, cuts, T)
+        metrics["bf16_agreement"] = _bf16_agreement(plan, splits[0])
     metrics["analysis_seconds"] = time.perf_counter() - t0
     summary["metrics"] = metrics
     return AnalysisResult(
@@ -272,14 +283,15 @@ def consistency_analysis(
 
 
 @torch.no_grad()
-def _network_predictions(model, state_dicts, split, data, cfg) -> torch.Tensor:
-    """[len(state_dicts), N] argmax predictions of the whole network f(x; θ) at each state dict (fp32, eval)."""
+def _network_predictions(plan: _Plan, indices: list[int], split: EvalSplit) -> torch.Tensor:
+    """[len(indices), N] argmax predictions of the whole network f(x; θ) at those checkpoints (fp32, eval)."""
+    cfg = plan.cfg
     device = resolve_device(cfg.device)
-    m = copy.deepcopy(model).to(device).eval()
-    x = data.normalize(split.x)
+    m = copy.deepcopy(plan.model).to(device).eval()  # one copy, reloaded per checkpoint
+    x = plan.data.normalize(split.x)
     preds = []
-    for sd in state_dicts:
-        m.load_state_dict(sd)
+    for i in indices:
+        m.load_state_dict(plan.ckpts.state_dicts[i])
         preds.append(
             torch.cat(
                 [m(x[i : i + cfg.batch_size].to(device)).argmax(1).cpu() for i in range(0, len(x), cfg.batch_size)]
@@ -288,24 +300,16 @@ def _network_predictions(model, state_dicts, split, data, cfg) -> torch.Tensor:
     return torch.stack(preds)
 
 
-def _cross_seed(model, ckpts, reference, split, data, cfg, cuts, win) -> dict[str, float]:
+def _cross_seed(plan: _Plan, reference: Checkpoints, split: EvalSplit) -> dict[str, float]:
     """tc_test_crossseed_d = mean_{i in W} mean_x 1[g_d(shallow θ_i, deep θ'_T)(x) = f(x; θ'_T)]: shallow parts
     of this run's window checkpoints under the final deep part θ'_T of the reference run (another seed),
     against the reference network's own predictions. Expected to be low. Sampling unit: the sample x."""
+    cfg, cuts = plan.cfg, plan.cuts
     ref_last = reference.state_dicts[-1]
-    shallow = [ckpts.state_dicts[i] for i in win] + [ref_last]
-    x = data.normalize(split.x)
-    outs = composite_outputs(
-        model,
-        shallow,
-        [ref_last],
-        x,
-        split.y,
-        cuts,
-        batch_size=cfg.batch_size,
-        precision=cfg.precision,
-        device=resolve_device(cfg.device),
-    )
+    shallow = [plan.ckpts.state_dicts[i] for i in plan.win] + [ref_last]
+    xy = (plan.data.normalize(split.x), split.y)
+    opts = ComposeOptions(batch_size=cfg.batch_size, precision=cfg.precision, device=resolve_device(cfg.device))
+    outs = composite_outputs(plan.model, shallow, [ref_last], xy, cuts, opts)
     metrics = {
         f"tc_test_crossseed_d{cut}": float((out.pred[:-1, 0] == out.pred[-1, 0]).double().mean())
         for cut, out in outs.items()
@@ -314,29 +318,28 @@ def _cross_seed(model, ckpts, reference, split, data, cfg, cuts, win) -> dict[st
     return metrics
 
 
-def _bf16_agreement(model, ckpts, split, data, cfg, cuts, T) -> float:
+def _bf16_agreement(plan: _Plan, split: EvalSplit) -> float:
     """Fraction of (shallow checkpoint, cut, sample) whose bf16 prediction of the final column equals fp32's."""
-    x = data.normalize(split.x)
-    device = resolve_device(cfg.device)
-    kw = dict(columns=[T], batch_size=cfg.batch_size, device=device)
-    sds = ckpts.state_dicts
-    lo = composite_outputs(model, sds, sds, x, split.y, cuts, precision="bf16", **kw)
-    hi = composite_outputs(model, sds, sds, x, split.y, cuts, precision="fp32", **kw)
+    T, cuts, sds = plan.T, plan.cuts, plan.ckpts.state_dicts
+    xy = (plan.data.normalize(split.x), split.y)
+    kw = dict(columns=[T], batch_size=plan.cfg.batch_size, device=resolve_device(plan.cfg.device))
+    lo = composite_outputs(plan.model, sds, sds, xy, cuts, ComposeOptions(precision="bf16", **kw))
+    hi = composite_outputs(plan.model, sds, sds, xy, cuts, ComposeOptions(precision="fp32", **kw))
     return float(np.mean([(lo[c].pred[:, T] == hi[c].pred[:, T]).double().mean() for c in cuts]))
 
 
 def mmd_measures(
-    model: BlockNet,
     ckpts: Checkpoints,
-    cfg: AnalyzeConfig,
     data: DataBundle,
-    train: EvalSplit,
-    test: EvalSplit,
+    cfg: AnalyzeConfig,
+    run: RunContext,
+    splits: tuple[EvalSplit, EvalSplit],
     max_rows: int = 1000,
 ) -> dict[str, float]:
     """tc_mmd_d<cut>: MMD² between the temporally augmented shallow features {z_t(x): t in the window,
     x in the train split} and the final checkpoint's features of the test split, global-average-pooled
     (at most `max_rows` rows each, seeded). Small = the augmentation covers the test distribution."""
+    (train, test), model = splits, run.model
     win = C.window(ckpts.steps, cfg.window)
     g = torch.Generator().manual_seed(cfg.seed + 3)
     out = {}

@@ -10,11 +10,10 @@ import pandas as pd
 from tc import anisotropy as A
 from tc import consistency as C
 from tc import noise
-from tc.checkpoints import Checkpoints
+from tc.checkpoints import Checkpoints, RunContext
 from tc.config import AnalyzeConfig
 from tc.data import DataBundle, iterate_batches
 from tc.metrics import add_means_over_cuts
-from tc.models import BlockNet
 from tc.splits import EvalSplit, parse_cuts
 
 
@@ -37,13 +36,7 @@ def min_holm(pvalues: list[float]) -> float:
 
 
 def anisotropy(
-    model: BlockNet,
-    ckpts: Checkpoints,
-    data: DataBundle,
-    cfg: AnalyzeConfig,
-    split: EvalSplit,
-    train_batch_size: int,
-    train_seed: int,
+    ckpts: Checkpoints, data: DataBundle, cfg: AnalyzeConfig, run: RunContext, split: EvalSplit
 ) -> AnisotropyResult:
     """SPEC section 5 at every cut: feature drift over the window and the final checkpoint (split `split`;
     `tc.anisotropy.drift_test`, sampling unit: samples, as pairs), gradient noise at the window's first
@@ -55,6 +48,7 @@ def anisotropy(
     at ε = 0.5: `aniso_perturb_{clean,top,random,bottom}_acc_d<cut>`, the last three with `_lo`/`_hi` (95% t
     interval over draws), and their means over cuts. A kind with fewer than 3 units (under 6 samples, or
     under 3 full training minibatches) is left out."""
+    model, train_batch_size, train_seed = run.model, run.train_batch_size, run.train_seed
     cuts = parse_cuts(cfg.cuts, model)
     win = C.window(ckpts.steps, cfg.window)
     chosen = [ckpts.state_dicts[i] for i in win] + [ckpts.state_dicts[-1]]

@@ -103,7 +103,9 @@ METRICS: dict[str, str] = {
     "(`analysis.mmd_measures`)",
     "tc_mmd": "mean over cuts of tc_mmd_d{cut}",
     "tc_mmd_seconds": "wall time of tc_mmd",
-    "tc_test_cheap_k{k}_n{n}": "sweep only: tc_test from k window checkpoints and n test samples",
+    "tc_test_cheap_k{k}_n{n}": "sweep only: tc_test from k window checkpoints and n test samples "
+    "(`surrogates.cheap_scores`)",
+    "tc_test_cheap_k{k}_n{n}_seconds": "sweep only: wall time of tc_test_cheap_k{k}_n{n}",
 }
 
 PLACEHOLDERS = {

@@ -28,7 +28,7 @@ from tc.data import DataBundle, cache_dir, load_for
 from tc.splits import select_steps
 
 if TYPE_CHECKING:  # tc.analysis pulls in scipy and matplotlib: imported only where an analysis is loaded
-    from tc.analysis import AnalysisResult, RunContext
+    from tc.analysis import AnalysisResult
 
 CONFIG_FILE = "config.json"
 RESUME_FILE = "resume/state.pt"
@@ -406,11 +406,10 @@ def load_run_checkpoints(
     return loaded
 
 
-def load_analysis_inputs(cfg: AnalyzeConfig) -> tuple[ck.Checkpoints, DataBundle, RunContext]:
+def load_analysis_inputs(cfg: AnalyzeConfig) -> tuple[ck.Checkpoints, DataBundle, ck.RunContext]:
     """Everything `tc.analysis.analyze_run` needs for `cfg.run_id`: its selected checkpoints (verified), its
     data set and its `RunContext` (architecture, minibatch size and seed, the reference run's checkpoints,
     seconds per epoch). A user model's code comes only from `cfg.model`, the command line."""
-    from tc.analysis import RunContext
     from tc.models import ModelSpec, build_model, factory_for
 
     train_cfg = load_train_config(cfg.run_id)
@@ -420,7 +419,7 @@ def load_analysis_inputs(cfg: AnalyzeConfig) -> tuple[ck.Checkpoints, DataBundle
     reference = None
     if cfg.reference_run_id:
         reference = load_run_checkpoints(cfg.reference_run_id, model, "all", keep=(cfg.run_id,))
-    run = RunContext(model, train_cfg.batch_size, train_cfg.seed, reference, seconds_per_epoch(cfg.run_id))
+    run = ck.RunContext(model, train_cfg.batch_size, train_cfg.seed, reference, seconds_per_epoch(cfg.run_id))
     return ckpts, data, run
 
 

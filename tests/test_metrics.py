@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from tc import metrics as M
-from tc.analysis import RunContext, analyze_run
-from tc.checkpoints import Checkpoints
+from tc.analysis import analyze_run
+from tc.checkpoints import Checkpoints, RunContext
 from tc.config import AnalyzeConfig
 from tc.data import load_data
 from tests.test_compose import _checkpoints
@@ -33,7 +33,7 @@ def test_every_logged_metric_matches_exactly_one_pattern(logged):
         assert len(M.patterns_of(key)) == 1, (key, M.patterns_of(key))
     # and the list holds no pattern that nothing matches, but for what this analysis cannot log
     used = {M.patterns_of(k)[0] for k in logged}
-    assert set(M.METRICS) - used == {"bf16_agreement", "tc_test_cheap_k{k}_n{n}"}
+    assert set(M.METRICS) - used == {"bf16_agreement", "tc_test_cheap_k{k}_n{n}", "tc_test_cheap_k{k}_n{n}_seconds"}
 
 
 def test_readme_table_and_headline_agree_with_the_list():

@@ -145,13 +145,13 @@ def test_perturbation_summary_is_the_t_interval_over_draws():
 def test_random_shallow_is_logged_only_when_step_0_is_among_the_checkpoints():
     # tc_<split>_random_shallow reads checkpoint 0 as the initialisation: true only when step 0 was selected
     from tc.analysis import consistency_analysis as analyze
-    from tc.checkpoints import Checkpoints
+    from tc.checkpoints import Checkpoints, RunContext
     from tc.config import AnalyzeConfig
 
     model, sds, data = _setup()
     cfg = AnalyzeConfig(run_id="x", splits="test", max_samples=20, matrix="final", cuts="2", batch_size=32)
-    with_init = analyze(model, Checkpoints([0, 5, 10], sds), data, cfg).metrics
-    without = analyze(model, Checkpoints([5, 10, 15], sds), data, cfg).metrics
+    with_init = analyze(Checkpoints([0, 5, 10], sds), data, cfg, RunContext(model, 128, 0)).metrics
+    without = analyze(Checkpoints([5, 10, 15], sds), data, cfg, RunContext(model, 128, 0)).metrics
     assert "tc_test_random_shallow_d2" in with_init and "tc_test_random_shallow" in with_init
     assert not any("random_shallow" in k for k in without)
 
