@@ -69,14 +69,14 @@ def _subset(n: int, k: int, seed: int) -> torch.Tensor:
 
 def sample_count(data: DataBundle, cfg: AnalyzeConfig) -> int:
     """len(y) summed over `make_splits(data, cfg)`, without building the (corrupted) splits."""
-    names = split_list(cfg.splits)
+    names = cfg.split_names
     n_test = len(_subset(len(data.test_y), cfg.max_samples, cfg.seed + 1))
     n_train = len(_subset(len(data.train_y), cfg.max_samples, cfg.seed)) if "train" in names else 0
     return n_train + n_test * (("test" in names) + ("corrupt" in names))
 
 
 def make_splits(data: DataBundle, cfg: AnalyzeConfig) -> list[EvalSplit]:
-    names = split_list(cfg.splits)
+    names = cfg.split_names
     out = []
     if "train" in names:
         idx = _subset(len(data.train_y), cfg.max_samples, cfg.seed)
