@@ -93,9 +93,8 @@ def anisotropy(
         full = feats[1:] - feats[:-1]
         if not bool(full.any()):  # identical checkpoints: no drift directions to perturb along
             continue
-        pert = noise.perturbation_test(
-            model, ckpts.state_dicts[-1], feats[-1], full, split.y, cut, k=cfg.aniso_k, seed=cfg.seed
-        )
+        opts = noise.PerturbOptions(k=cfg.aniso_k, seed=cfg.seed)
+        pert = noise.perturbation_test(model, ckpts.state_dicts[-1], feats[-1], full, (split.y, cut), opts)
         pert_frames.append(pert.assign(cut=cut)[["cut", "eps", "kind", "draw", "acc"]])
         summary = noise.perturbation_summary(pert)
         for row in summary.itertuples():

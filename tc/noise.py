@@ -17,6 +17,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -128,18 +129,24 @@ def drift_rows(drift_full: torch.Tensor, max_rows: int = 2000, seed: int = 0) ->
 
 
 @torch.inference_mode()
+@dataclass(frozen=True)
+class PerturbOptions:
+    """The perturbation test's Monte-Carlo design."""
+
+    eps: Sequence[float] = (0.1, 0.25, 0.5, 1.0)  # perturbation norms, relative to ||z_T(x)||
+    k: int = 3  # dimension of each subspace
+    draws: int = 5  # draws per (ε, kind)
+    seed: int = 0
+    max_rows: int = 2000  # drift rows for the principal directions (`drift_rows`)
+
+
 def perturbation_test(
     model: BlockNet,
     sd_final: StateDict,
     z_final: torch.Tensor,
     drift_full: torch.Tensor,
-    y: torch.Tensor,
-    cut: int,
-    eps: Sequence[float] = (0.1, 0.25, 0.5, 1.0),
-    k: int = 3,
-    draws: int = 5,
-    seed: int = 0,
-    max_rows: int = 2000,
+    labelled_cut: tuple[torch.Tensor, int],
+    opts: PerturbOptions = PerturbOptions(),
 ) -> pd.DataFrame:
     """Accuracy of the final deep part on perturbed final features: rows (eps, kind, draw, acc) with kind in
     clean (eps 0, draw 0) / top / random / bottom. `drift_full`: [T - 1, N, ...] full-space drift (rows for
@@ -148,10 +155,12 @@ def perturbation_test(
     Each draw, every sample gets its own noise c @ V (c ~ N(0, I_k), V the kind's k orthonormal directions:
     top-k / bottom-k principal drift directions, or a fresh uniformly random k-dim subspace), scaled to norm
     ε ||z_T(x)||. Draws differ in c (and in the random subspace), so `perturbation_summary` gives a CI over
-    draws: Monte-Carlo uncertainty of the perturbation, conditional on the samples and the drift directions."""
+    draws: Monte-Carlo uncertainty of the perturbation, conditional on the samples and the drift directions.
+    `labelled_cut`: (the samples' labels y, the cut)."""
+    (y, cut), eps, k, draws, seed = labelled_cut, opts.eps, opts.k, opts.draws, opts.seed
     m = at_state(model, sd_final)
     flat = z_final.flatten(1).double()
-    dirs, _ = principal_directions(drift_rows(drift_full, max_rows, seed).numpy())
+    dirs, _ = principal_directions(drift_rows(drift_full, opts.max_rows, seed).numpy())
     kk = min(k, len(dirs))
     if kk == 0:
         raise ValueError("the drift has no nonzero-variance direction")

@@ -7,6 +7,7 @@ from tc import anisotropy as A
 from tc.data import iterate_batches, load_data
 from tc.models import ModelSpec, build_model
 from tc.noise import (
+    PerturbOptions,
     drift_rows,
     drift_vectors,
     features,
@@ -121,7 +122,9 @@ def test_perturbation_test_compares_three_subspaces_at_each_norm_over_draws():
     model, sds, data = _setup()
     x, y = data.normalize(data.test_x[:30]), data.test_y[:30]
     feats = features(model, sds, x, cut=2)
-    df = perturbation_test(model, sds[-1], feats[-1], feats[1:] - feats[:-1], y, 2, eps=(0.0, 0.5), k=2, draws=3)
+    df = perturbation_test(
+        model, sds[-1], feats[-1], feats[1:] - feats[:-1], (y, 2), PerturbOptions(eps=(0.0, 0.5), k=2, draws=3)
+    )
     assert list(df.columns) == ["eps", "kind", "draw", "acc"]
     assert df.iloc[0].tolist()[:3] == [0.0, "clean", 0]
     assert len(df) == 1 + 3 * 2 * 3  # clean + draws x eps x kinds
