@@ -241,9 +241,3 @@ def principal_directions(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     _, s, vt = np.linalg.svd(xc, full_matrices=False)
     r = int((s > s[0] * 1e-10).sum()) if len(s) and s[0] > 0 else 0
     return vt[:r], s[:r] ** 2 / (len(x) - 1)
-
-
-def top_directions(x: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """(top-k principal directions [k, p] as orthonormal rows, their variances [k]) of rows `x`."""
-    dirs, var = principal_directions(x)
-    return dirs[:k], var[:k]
