@@ -140,7 +140,12 @@ class TrainConfig:
         "; must be 0 for torchvision and user models",
     )
     width: int = _opt(16, "base width: channels of the first stage (resnet, vgg) or hidden units (mlp)")
-    epochs: int = _opt(5, "passes over the training set")
+    epochs: int = _opt(5, "passes over the training set (with target_loss: the cap)")
+    target_loss: float = _opt(
+        0.0,
+        "stop at the first epoch end where the cross-entropy on the whole training set, with the labels used "
+        "(noisy ones included), eval mode, is <= target_loss; 0 = off (train all epochs)",
+    )
     batch_size: int = _opt(128, "examples per optimizer step")
     lr: float = _opt(0.1, "peak learning rate")
     momentum: float = _opt(0.9, "SGD momentum (Adam: beta1)")
@@ -172,6 +177,7 @@ class TrainConfig:
         _check_range("momentum", self.momentum, 0.0, 1.0)
         _check_range("weight_decay", self.weight_decay, 0.0)
         _check_range("label_noise", self.label_noise, 0.0, 1.0)
+        _check_range("target_loss", self.target_loss, 0.0)
         _check_range("train_size", self.train_size, 0)
         _check_range("checkpoint_every", self.checkpoint_every, 0)
         _check_range("seed", self.seed, 0)
@@ -283,7 +289,7 @@ class AnalyzeConfig:
         return [int(s) for s in split_list(self.severities)]
 
 
-SAMPLERS = ("tpe", "random", "grid")
+SAMPLERS = ("qmc", "random", "grid", "tpe")
 PRUNERS = ("none", "median")
 
 
@@ -299,13 +305,25 @@ class SweepConfig:
         None, "an Optuna journal file path, or an SQLAlchemy URL (postgresql://...); none = optuna_journal.log"
     )
     search_space: str | None = _opt(None, "YAML/JSON file of parameter -> {type, low, high, log | choices}")
-    sampler: str = _opt("tpe", "Optuna sampler", SAMPLERS)
+    sampler: str = _opt(
+        "qmc",
+        "Optuna sampler: qmc (scrambled Sobol, space-filling; the default, because the sweep measures and does not "
+        "optimise), random, grid (exact groups for Ψ), or tpe (optimises test accuracy: correlations are then "
+        "measured along an optimiser's path)",
+        SAMPLERS,
+    )
     pruner: str = _opt("none", "prune trials whose test accuracy lags the median at the same epoch", PRUNERS)
     seed: int = _opt(0, "sampler seed (reproducible only with one worker) and every trial's training seed")
-    dataset: str = _opt("fashion-mnist", "data set of every trial", DATASETS)
-    model: str = _opt("resnet20", "architecture of every trial", MODELS)
+    dataset: str = _opt("digits", "data set of every trial", DATASETS)
+    model: str = _opt("mlp", "architecture of every trial", MODELS)
     depth: int = _opt(0, "model depth of every trial; 0 = the model's default")
-    epochs: int = _opt(3, "epochs of every trial")
+    epochs: int = _opt(300, "epochs of every trial; with target_loss, the cap")
+    target_loss: float = _opt(
+        0.01,
+        "train every trial until its training cross-entropy (own labels, whole training set) is <= this "
+        "(Jiang et al. 2020: equal fit); 0 = off. Trials that reach the cap first are reported apart",
+    )
+    seeds: int = _opt(2, "training seeds per configuration (2: gm_disagreement and <measure>_seed_sd); 1 or 2")
     max_samples: int = _opt(500, "analysis: examples per split")
     analyze_matrix: str = _opt("final", "analysis: final (scores only, fast) or full", MATRICES)
     anisotropy: bool = _opt(True, "analysis: also the anisotropy statistics")
@@ -316,6 +334,8 @@ class SweepConfig:
         _check_range("n_trials", self.n_trials, 1)
         _check_range("timeout", self.timeout, 0.0)
         _check_range("epochs", self.epochs, 1)
+        _check_range("target_loss", self.target_loss, 0.0)
+        _check_range("seeds", self.seeds, 1, 2)
         _check_range("max_samples", self.max_samples, 0)
         _check_range("bootstrap", self.bootstrap, 100)
         if not self.study_name.strip():

@@ -207,3 +207,38 @@ def mmd2(x: torch.Tensor, y: torch.Tensor, bandwidth: float | None = None) -> tu
     xx = (kxx.sum() - kxx.diagonal().sum()) / (n * (n - 1))
     yy = (kyy.sum() - kyy.diagonal().sum()) / (m * (m - 1))
     return float(xx + yy - 2 * k(x, y).mean()), bandwidth
+
+
+def steps_at_fractions(steps: Sequence[int], fractions: Sequence[float]) -> list[int]:
+    """The checkpoint step nearest to each fraction f of training (f * final step; ties go to the earlier
+    step), so that runs of different lengths (a stopping criterion) are compared at matched fractions."""
+    if not steps:
+        raise ValueError("steps_at_fractions: the run has no checkpoints")
+    for f in fractions:
+        if not 0.0 <= f <= 1.0:
+            raise ValueError(f"fractions must lie in [0, 1], got {f}")
+    last = steps[-1]
+    return [min(steps, key=lambda s: (abs(s - f * last), s)) for f in fractions]
+
+
+def phase_windows(steps: Sequence[int], phases: Sequence[str] = ("early", "middle", "late")) -> dict[str, list[int]]:
+    """Split training (0, T] into len(phases) equal fractions and give each phase the indices of its
+    checkpoints s (s / T in ((k-1)/n, k/n]), excluding the final checkpoint T, which is the reference deep
+    part (as in `window`). Fractions, not epochs, so runs that stop at different steps get matched windows;
+    step 0 (the initialisation) belongs to no phase. A phase that holds no checkpoint (too few checkpoints)
+    raises, rather than silently sharing a neighbour's."""
+    if len(steps) < 2:
+        raise ValueError(f"phase_windows: need at least 2 checkpoints, got {len(steps)}")
+    if list(steps) != sorted(set(steps)) or steps[-1] <= 0:
+        raise ValueError("phase_windows: steps must be increasing and end after step 0")
+    n, last = len(phases), steps[-1]
+    out: dict[str, list[int]] = {}
+    for k, name in enumerate(phases):
+        lo, hi = k / n * last, (k + 1) / n * last
+        out[name] = [i for i, s in enumerate(steps[:-1]) if lo < s <= hi]
+        if not out[name]:
+            raise ValueError(
+                f"phase_windows: phase {name!r} (steps in ({lo:g}, {hi:g}]) holds no checkpoint before the "
+                f"final one; save checkpoints more often (checkpoint_every)"
+            )
+    return out

@@ -7,14 +7,20 @@ from __future__ import annotations
 import json
 import math
 import time
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 import optuna
+import pandas as pd
+from matplotlib.figure import Figure
 from optuna.trial import TrialState
 
-from tc import sweep, tracking
-from tc.config import SweepConfig
+from tc import plots, runs, sweep, tracking
+from tc.analysis import analyze_run
+from tc.config import AnalyzeConfig, SweepConfig
+from tc.data import load_data
+from tc.surrogates import cheap_scores
 
 
 class Pruning:
@@ -71,6 +77,8 @@ def make_sampler(name: str, space: dict, seed: int) -> optuna.samplers.BaseSampl
         "tpe": lambda s: optuna.samplers.TPESampler(seed=s, constant_liar=True),
         "random": lambda s: optuna.samplers.RandomSampler(seed=s),
         "grid": lambda s: _grid_sampler(sweep.grid_of(space), seed, s),
+        # one scramble seed for all workers (the Sobol index lives in the study); per-trial seed for categoricals
+        "qmc": lambda s: sweep.qmc_sampler(seed, independent_seed=s),
     }
     return TrialSeededSampler(makers[name], seed)
 
@@ -179,3 +187,136 @@ def run_worker(study: optuna.Study, func, n_trials: int, timeout: float = 0.0) -
         study.optimize(
             func, n_trials=1, timeout=left, catch=(SurplusTrial,), callbacks=[note_surplus], gc_after_trial=True
         )
+
+
+def fixed_settings(cfg: SweepConfig) -> dict:
+    """The training settings every trial shares (the search space sets the rest)."""
+    return {
+        "dataset": cfg.dataset,
+        "model": cfg.model,
+        "depth": cfg.depth,
+        "epochs": cfg.epochs,
+        "target_loss": cfg.target_loss,
+        "seed": cfg.seed,
+    }
+
+
+def fitted_space(cfg: SweepConfig) -> dict:
+    """The search space checked against the data set before any trial: the default space fitted to it, or the
+    user's space refused (ValueError) when a value exceeds it."""
+    n_train = len(load_data(cfg.dataset).train_y)
+    if cfg.search_space is None:
+        return sweep.default_space(n_train)
+    space = sweep.load_space(cfg.search_space)
+    sweep.check_space_fits(space, n_train, cfg.dataset, cfg.search_space)
+    return space
+
+
+def trials_table(study: optuna.Study) -> pd.DataFrame:
+    """One row per finished trial: hyperparameters, accuracies, gap, every measure, run id."""
+    rows = []
+    for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+        run_id = t.user_attrs.get("mlflow_run_id")
+        if not run_id:
+            continue
+        m = tracking.get_run(run_id).data.metrics
+        row = {
+            "trial": t.number,
+            **t.params,
+            "converged": t.user_attrs.get("converged", math.nan),
+            "epochs_trained": m.get("epochs_trained"),
+            "train_eval_loss": m.get("train_eval_loss"),
+            "test_acc": m.get("test_acc"),
+            "train_acc_clean": m.get("train_acc_clean"),
+            "gen_gap": sweep.gen_gap(m),  # clean labels, the whole test set of test_acc
+            "run_id": run_id,
+        }
+        row.update({k: v for k, v in m.items() if k in sweep.measure_columns(list(m)) or k.endswith("_seed_sd")})
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+@dataclass(frozen=True)
+class SweepSummary:
+    """The sweep run's results: trials.csv (converged trials first, then those that hit the epoch cap, which
+    the correlations leave out), correlations.csv, metrics and figures."""
+
+    trials: pd.DataFrame  # converged (or all, without target_loss)
+    capped: pd.DataFrame  # reached the epoch cap before target_loss
+    table: pd.DataFrame  # `sweep.correlation_table`; empty with fewer than 3 trials
+    metrics: dict[str, float]
+    figures: dict[str, Figure]
+
+
+def summarize(cfg: SweepConfig, space: dict, every: pd.DataFrame) -> SweepSummary:
+    """Correlations of every measure with test accuracy and the gap over the converged trials of `every`
+    (`trials_table`), the sweep run's metrics, and its figures (the headline measure: tc_kappa_test)."""
+    trials, capped = sweep.split_converged(every)
+    metrics = {"n_trials_converged": len(trials), "n_trials_not_converged": len(capped)}
+    if len(trials) < 3:
+        return SweepSummary(trials, capped, pd.DataFrame(), metrics, {})
+    measures = sweep.measure_columns(list(trials.columns))
+    table = sweep.correlation_table(trials, measures, space, draws=cfg.bootstrap, seed=cfg.seed)
+    acc = table[table["target"] == "test_acc"]
+    metrics |= {f"corr_spearman_{r.measure}": r.spearman for r in acc.itertuples()}
+    metrics |= {f"corr_kendall_{r.measure}": r.kendall for r in acc.itertuples()}
+    metrics["n_trials_finished"] = len(trials)
+    headline = next((m for m in ("tc_kappa_test", "tc_test") if m in trials), measures[0])  # README: κ is the headline
+    figures = {
+        "scatter.png": plots.measure_scatter(trials, headline, "test_acc", list(space)),
+        "correlation_bars.png": plots.correlation_bars(table),
+    }
+    return SweepSummary(trials, capped, table, metrics, figures)
+
+
+def write_summary(summary: SweepSummary, out: Path) -> None:
+    """trials.csv, correlations.csv (with 3 trials or more) and the figures, into directory `out`."""
+    pd.concat([summary.trials, summary.capped]).to_csv(out / "trials.csv", index=False)
+    if len(summary.table):
+        summary.table.to_csv(out / "correlations.csv", index=False)
+    plots.save_figures(summary.figures, out)
+
+
+def analyze_trial(cfg: AnalyzeConfig, parent_id: str, second_id: str | None = None) -> None:
+    """A sweep trial's analysis, logged into its training run: the full analysis and the cheap surrogates from
+    checkpoints loaded once (`tc.surrogates.cheap_scores`); with `second_id` (the same configuration at
+    another seed), that run's analysis against this one and `<measure>_seed_sd` (`tc.sweep.seed_spread`)."""
+    ckpts, data, run = tracking.load_analysis_inputs(cfg)
+    result, last_step = analyze_run(ckpts, data, cfg, run), ckpts.steps[-1]
+    tracking.log_analysis_result(cfg, result, last_step, parent_id)
+    tracking.log_metrics(cfg.run_id, cheap_scores(ckpts, data, cfg, run), last_step)
+    if second_id:
+        other = replace(cfg, run_id=second_id, reference_run_id=cfg.run_id)
+        result2, last2 = runs.analyze_logged_run(other)
+        tracking.log_analysis_result(other, result2, last2, parent_id)
+        names = sweep.measure_columns(list(result.metrics))
+        tracking.log_metrics(cfg.run_id, sweep.seed_spread(result.metrics, result2.metrics, names), last_step)
+
+
+def start_trial(trial: optuna.Trial, n_trials: int, parent_id: str) -> None:
+    """Record the trial's worker and sweep run; raise `SurplusTrial` when another worker took the last slot
+    between this worker's budget check and this trial's creation."""
+    trial.set_user_attr(WORKER_ATTR, json.dumps({**tracking.writer_identity(), "at": time.time()}))
+    trial.set_user_attr("tc.sweep_run_id", parent_id)
+    if budget_used(trial.study, below=trial.number) >= n_trials:
+        trial.set_user_attr("tc.surplus", "the study had n_trials trials when this one started")
+        raise SurplusTrial()
+
+
+def converged(run_ids: list[str]) -> int:
+    """1 when every run (the trial's seeds) reached target_loss before the epoch cap (equal fit), else 0."""
+    return int(all(tracking.get_run(i).data.metrics.get("converged") == 1.0 for i in run_ids))
+
+
+def analysis_config(cfg: SweepConfig, run_id: str, second_id: str | None) -> AnalyzeConfig:
+    """How every trial is analyzed; the second seed (if any) is the reference: gm_disagreement on the test
+    inputs, tc_test_crossseed."""
+    return AnalyzeConfig(
+        run_id=run_id,
+        max_samples=cfg.max_samples,
+        matrix=cfg.analyze_matrix,
+        anisotropy=cfg.anisotropy,
+        null_draws=200,
+        seed=cfg.seed,
+        reference_run_id=second_id,
+    )

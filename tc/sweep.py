@@ -31,15 +31,19 @@ from scipy import stats
 
 from tc.config import TrainConfig
 
+# The default space, for the sweep's default proxy (an MLP on digits trained to cross-entropy 0.01; README
+# "Sweep"). `train_size` 0 is the whole training set; `default_space(n_train)` drops the choices a data set
+# cannot satisfy, so the default space always fits the data (digits has 1438 training images).
 DEFAULT_SPACE: dict[str, dict[str, Any]] = {
-    "lr": {"type": "float", "low": 0.01, "high": 0.4, "log": True},
-    "batch_size": {"type": "categorical", "choices": [64, 128, 256]},
-    "weight_decay": {"type": "float", "low": 1e-5, "high": 1e-3, "log": True},
-    "width": {"type": "categorical", "choices": [8, 16]},
-    "label_noise": {"type": "categorical", "choices": [0.0, 0.2, 0.5]},
-    "augment": {"type": "categorical", "choices": [False, True]},
-    "train_size": {"type": "categorical", "choices": [1000, 2000, 4000]},
+    "lr": {"type": "float", "low": 0.02, "high": 0.2, "log": True},
+    "batch_size": {"type": "categorical", "choices": [32, 64, 128]},
+    "weight_decay": {"type": "float", "low": 1e-6, "high": 1e-4, "log": True},
+    "width": {"type": "categorical", "choices": [32, 64, 128]},
+    "label_noise": {"type": "categorical", "choices": [0.0, 0.1]},
+    "train_size": {"type": "categorical", "choices": [500, 1000, 2000, 0]},
 }
+
+HEADLINE = "tc_kappa_test"  # the pre-specified (confirmatory) measure, README "Sweep"; every other is exploratory
 
 
 def load_space(path: str | None) -> dict[str, dict[str, Any]]:
@@ -57,6 +61,83 @@ def load_space(path: str | None) -> dict[str, dict[str, Any]]:
         raise ValueError(f"search_space={path!r} is not valid YAML/JSON: {e}") from e
     validate_space(space, path)
     return space
+
+
+def default_space(n_train: int) -> dict[str, dict[str, Any]]:
+    """DEFAULT_SPACE fitted to a data set with `n_train` training examples: `train_size` choices larger than
+    the data set are dropped (0, the whole set, always stays)."""
+    space = {k: dict(v) for k, v in DEFAULT_SPACE.items()}
+    space["train_size"]["choices"] = [c for c in DEFAULT_SPACE["train_size"]["choices"] if c <= n_train]
+    return space
+
+
+def check_space_fits(space: dict[str, dict[str, Any]], n_train: int, dataset: str, where: str = "search space") -> None:
+    """Refuse, before any trial, a space with a value the data set cannot satisfy: a `train_size` choice or
+    upper bound above its `n_train` training examples (load_data would fail that trial)."""
+    spec = space.get("train_size")
+    if spec is None:
+        return
+    values = spec["choices"] if spec["type"] == "categorical" else [spec["high"]]
+    too_big = [v for v in values if isinstance(v, (int, float)) and v > n_train]
+    if too_big:
+        raise ValueError(
+            f"{where}: train_size {too_big} exceeds the {n_train} training examples of {dataset}; "
+            f"use values <= {n_train} (0 = the whole training set)"
+        )
+
+
+def qmc_sampler(seed: int, independent_seed: int | None = None):
+    """Optuna's scrambled-Sobol QMCSampler: a space-filling design over the numeric parameters (categorical
+    ones fall back to a seeded RandomSampler, as QMCSampler does for any non-numeric distribution). One
+    scramble seed for the whole study, so that workers share one low-discrepancy sequence. Optuna samples
+    the study's first trial independently (it learns the space from it); the Sobol sequence starts after it.
+    `independent_seed` (default `seed`) seeds the RandomSampler for the categorical parameters."""
+    import optuna
+
+    independent = seed if independent_seed is None else independent_seed
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return optuna.samplers.QMCSampler(
+            qmc_type="sobol",
+            scramble=True,
+            seed=seed,
+            independent_sampler=optuna.samplers.RandomSampler(seed=independent),
+            warn_independent_sampling=False,
+            warn_asynchronous_seeding=False,
+        )
+
+
+def gen_gap(metrics: dict[str, float]) -> float:
+    """The generalization gap of a training run: accuracy on the whole training set with its ORIGINAL (clean)
+    labels minus `test_acc`, both of the final model in eval mode, both logged by `tc.train.train` at its last
+    epoch (`train_acc_clean`, `test_acc`: the whole test set, the same one as test_acc). Clean labels, because
+    a noisy label is one the network should get wrong: train accuracy on noisy labels would count memorising
+    noise as fitting. Sampling unit: none (a difference of two full-set accuracies). NaN when a run predates
+    `train_acc_clean`."""
+    if "train_acc_clean" not in metrics or "test_acc" not in metrics:
+        return math.nan
+    return float(metrics["train_acc_clean"] - metrics["test_acc"])
+
+
+def seed_spread(first: dict[str, float], second: dict[str, float], measures: list[str]) -> dict[str, float]:
+    """`<measure>_seed_sd`: the sample standard deviation |a - b| / sqrt(2) of each measure over the two seeds
+    of one configuration (ddof = 1; sampling unit: the training seed), for the measures both seeds have."""
+    out = {}
+    for m in measures:
+        a, b = first.get(m), second.get(m)
+        if a is not None and b is not None and math.isfinite(a) and math.isfinite(b):
+            out[f"{m}_seed_sd"] = abs(a - b) / math.sqrt(2.0)
+    return out
+
+
+def split_converged(trials: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(trials that enter the correlations, trials that never reached the stopping criterion). A trial with
+    `converged` = 0 is left out: comparing it with converged ones would compare models at unequal fit. A
+    trial without the column (no stopping criterion) enters."""
+    if "converged" not in trials:
+        return trials, trials.iloc[0:0]
+    out = trials["converged"].astype(float) == 0
+    return trials[~out].reset_index(drop=True), trials[out].reset_index(drop=True)
 
 
 def validate_space(space: Any, where: str = "search space") -> None:
@@ -261,13 +342,35 @@ def correlation_table(
     seed: int = 0,
     tol: float = 0.1,
 ) -> pd.DataFrame:
-    """One row per (measure, target): every coefficient of the module docstring with 95% bootstrap CIs."""
+    """One row per (measure, target): every coefficient of the module docstring with 95% bootstrap CIs, plus
+    `role` (`headline` for the pre-specified HEADLINE, `exploratory` for every other measure) and
+    `kendall_p_holm`: Holm's step-down adjustment of `kendall_p` over the family of all measures scored
+    against the same target (headline included), so that the chance of any false "predicts" over the ~30
+    measures stays <= α (`multiplicity`)."""
     rows = []
     for measure, target in itertools.product(measures, targets):
         sub = trials[[measure, target, *space]].dropna(subset=[measure, target]).reset_index(drop=True)
         if len(sub) >= 3 and sub[measure].nunique() >= 2:
             rows.append(_scores(sub, measure, target, space, draws, seed, tol))
-    return pd.DataFrame(rows)
+    return multiplicity(pd.DataFrame(rows))
+
+
+def multiplicity(table: pd.DataFrame, headline: str = HEADLINE) -> pd.DataFrame:
+    """Add `role` and `kendall_p_holm` (Holm over the measures of each target; see `correlation_table`)."""
+    from tc.anisotropy import holm
+
+    if table.empty:
+        return table
+    table = table.copy()
+    table["role"] = np.where(table["measure"] == headline, "headline", "exploratory")
+    table["kendall_p_holm"] = np.nan
+    for _, idx in table.groupby("target").groups.items():
+        p = table.loc[idx, "kendall_p"].to_numpy(float)
+        ok = ~np.isnan(p)  # a constant measure has no p-value; it is not a member of the family
+        adjusted = np.full(len(p), np.nan)
+        adjusted[ok] = holm(p[ok])
+        table.loc[idx, "kendall_p_holm"] = adjusted
+    return table
 
 
 def _scores(sub: pd.DataFrame, measure: str, target: str, space: dict, draws: int, seed: int, tol: float) -> dict:
@@ -343,11 +446,12 @@ def counts_toward_budget(state: str, user_attrs: dict) -> bool:
 
 def measure_columns(columns: list[str]) -> list[str]:
     """The generalization measures among a trials table's columns: tc_*, drift_*, aniso_* and gm_* summaries
-    (per-cut `_d<cut>` variants and the `_seconds` / `_cost_epochs` costs left out)."""
+    (per-cut `_d<cut>` variants, the `_seconds` / `_cost_epochs` costs and the `_seed_sd` spreads left out)."""
     import re
 
     return [
         c
         for c in columns
-        if c.startswith(("tc_", "drift_", "aniso_", "gm_")) and not re.search(r"(_d\d+|_seconds|_cost_epochs)$", c)
+        if c.startswith(("tc_", "drift_", "aniso_", "gm_"))
+        and not re.search(r"(_d\d+|_seconds|_cost_epochs|_seed_sd)$", c)
     ]

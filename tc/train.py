@@ -10,6 +10,16 @@ Events, in order, after optimizer step s:
      `callback.on_save(step, epoch, model, state, checkpoint)`: `state` is the resume state, carrying the
      epoch's metrics as `pending_metrics` so a crash between 2 and 3 loses nothing;
   3. at an epoch end: `callback.on_epoch_end(step, epoch, metrics)`.
+
+Stopping criterion (`cfg.target_loss` > 0): at each epoch end the model is evaluated (eval mode, no
+augmentation) on the WHOLE training set with the labels training uses (noisy ones included), and training stops
+at the first epoch end where that cross-entropy is <= target_loss; `epochs` is the cap. The full pass, and not
+the epoch's running mean, because the running mean averages over weights that changed during the epoch (and
+BatchNorm in train mode), so it lags the model that is saved; the pass costs one forward sweep of the training
+set per epoch. The epoch's metrics then also hold `train_eval_loss`, `train_eval_acc`, and at the last epoch
+`converged` (1/0) and `epochs_trained`. The learning-rate schedule stays a function of the cap's total steps,
+so a run that stops early is a prefix of the capped run. The last epoch of every run also logs `train_acc_clean`
+(whole training set, original labels) for `tc.sweep.gen_gap`.
 """
 
 from __future__ import annotations
@@ -111,6 +121,7 @@ def train(
     every = cfg.checkpoint_every or spe
     sums = _EpochSums()
     step = 0
+    stopped = False  # the stopping criterion was met (cfg.target_loss)
 
     def emit(name: str, *args: Any) -> None:
         for cb in callbacks:
@@ -131,10 +142,11 @@ def train(
         model.load_state_dict(resume_state["model"])
         optimizer.load_state_dict(resume_state["optimizer"])
         sums = _EpochSums(*resume_state["sums"])
+        stopped = bool((resume_state.get("pending_metrics") or {}).get("converged"))  # it had stopped there
     else:
         save(None, checkpoint=True)
 
-    while step < total:
+    while step < total and not stopped:
         epoch = step // spe
         frozen = list(model.blocks.values())[: cfg.freeze_cut] if epoch >= cfg.freeze_epoch else []
         for x, y in iterate_batches(data, cfg.batch_size, cfg.seed, epoch, cfg.augment, start_batch=step % spe):
@@ -176,12 +188,31 @@ def train(
                     "lr": lr_at(step - 1, total, cfg),
                 }
                 sums = _EpochSums()
-            checkpoint = step % every == 0 or step == total
+                stopped = _stopping_metrics(model, data, cfg, device, step, spe, total, metrics)
+            checkpoint = step % every == 0 or step == total or stopped
             if checkpoint or epoch_end:
                 save(metrics, checkpoint)
             if epoch_end:
                 emit("on_epoch_end", step, step // spe, metrics)
+            if stopped:
+                break
     return model
+
+
+def _stopping_metrics(model, data, cfg: TrainConfig, device, step: int, spe: int, total: int, metrics: dict) -> bool:
+    """Add the stopping criterion's metrics (module doc) to this epoch's `metrics`; True when training stops here
+    because the criterion is met."""
+    met = False
+    if cfg.target_loss > 0:
+        fit = evaluate(model, data, data.train_x, data.train_y, device)
+        metrics["train_eval_loss"], metrics["train_eval_acc"] = fit["loss"], fit["acc"]
+        met = fit["loss"] <= cfg.target_loss
+    if met or step >= total:
+        metrics["train_acc_clean"] = evaluate(model, data, data.train_x, data.train_y_clean, device)["acc"]
+        if cfg.target_loss > 0:
+            metrics["converged"] = float(met)
+            metrics["epochs_trained"] = float(step // spe)
+    return met
 
 
 class ProgressReporter:

@@ -413,7 +413,7 @@ def _draw(study, k):
     return params
 
 
-@pytest.mark.parametrize("sampler", ["tpe", "random", "grid"])
+@pytest.mark.parametrize("sampler", ["qmc", "tpe", "random", "grid"])
 def test_restarted_and_parallel_workers_draw_distinct_parameters(tmp_path, sampler):
     """Each 'process' gets a fresh sampler with the same seed (a restart, or a second worker)."""
     storage = open_storage(str(tmp_path / "j.log"))
@@ -505,6 +505,7 @@ def test_rdb_storage_has_heartbeats_and_retries_stale_trials(tmp_path):
 
 
 SWEEP = ["dataset=digits", "model=mlp", "epochs=2", "max_samples=40", "bootstrap=100", "anisotropy=false"]
+SWEEP += ["target_loss=0", "seeds=1"]  # 2 epochs, one seed: the restart machinery, not the stopping criterion
 
 
 def _sweep(tmp_path, storage, study, seed=0, n_trials=4):

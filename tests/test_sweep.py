@@ -10,11 +10,14 @@ import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 
+from tc import studies, sweep
+from tc.config import SweepConfig
 from tc.sweep import open_storage
 from tests.conftest import ROOT
 
 SPACE = ROOT / "examples" / "digits_space.yaml"
 TINY = ["dataset=digits", "model=mlp", "epochs=2", "max_samples=60", "bootstrap=100", f"search_space={SPACE}"]
+TINY += ["target_loss=0", "seeds=1"]  # 2 epochs, one seed: the sharing machinery, not the stopping criterion
 
 
 def _sweep_cmd(*params):
@@ -117,6 +120,10 @@ def test_sweep_reports_correlations_to_the_parent_run(mlflow_store, tmp_path):
         str(tmp_path / "j.log"),
         "--anisotropy",
         "false",
+        "--target_loss",
+        "0",
+        "--seeds",
+        "1",
     ]
     assert sweep_ep.main(argv) == 0
     client = MlflowClient()
@@ -126,7 +133,9 @@ def test_sweep_reports_correlations_to_the_parent_run(mlflow_store, tmp_path):
     assert "corr_spearman_tc_test" in parent.data.metrics and "corr_kendall_tc_test" in parent.data.metrics
     local = client.download_artifacts(parent.info.run_id, "trials.csv", str(tmp_path))
     trials = pd.read_csv(local)
-    assert len(trials) == 4 and {"lr", "width", "test_acc", "train_acc", "gen_gap", "tc_test", "run_id"} <= set(trials)
+    assert len(trials) == 4 and {"lr", "width", "test_acc", "train_acc_clean", "gen_gap", "tc_test", "run_id"} <= set(
+        trials
+    )
     # 2 epochs: the window holds 1 checkpoint, so only the k=1 surrogate exists (k=2 would exceed the window)
     assert {"tc_test_cheap_k1_n100", "tc_window_checkpoints", "gm_sharpness", "gm_margin", "tc_mmd"} <= set(trials)
     assert not any(c.endswith(("_seconds", "_cost_epochs")) for c in trials if c.startswith(("tc_", "gm_")))
@@ -161,6 +170,8 @@ def test_diverging_trial_fails_with_its_reason_and_the_study_goes_on(mlflow_stor
         "grid",
         "--anisotropy",
         "false",
+        "--seeds",
+        "1",
     ]
     assert sweep_ep.main(argv) == 0
     study = optuna.load_study(
@@ -182,3 +193,57 @@ def test_bad_storage_and_search_space_exit_2(mlflow_store, tmp_path, capsys):
     (tmp_path / "s.json").write_text("{")
     assert sweep_ep.main(["--search_space", str(tmp_path / "s.json")]) == 2
     assert "not valid YAML/JSON" in capsys.readouterr().err
+
+
+def test_a_space_the_data_cannot_satisfy_is_refused_before_any_trial(mlflow_store, tmp_path, capsys):
+    from entrypoints import sweep as sweep_ep
+
+    space = tmp_path / "space.json"
+    space.write_text('{"train_size": {"type": "categorical", "choices": [500, 2000]}}')
+    journal = tmp_path / "j.log"
+    argv = ["--dataset", "digits", "--search_space", str(space), "--storage", str(journal)]
+    assert sweep_ep.main(argv) == 2
+    assert "train_size [2000] exceeds the 1438 training examples of digits" in capsys.readouterr().err
+    assert not journal.exists() and not MlflowClient().search_runs(["0"])  # no study, no trial, no run
+    # the default space is fitted to digits instead (train_size 2000 dropped), so it never loses a trial to it
+    assert 2000 not in studies.fitted_space(SweepConfig(dataset="digits"))["train_size"]["choices"]
+
+
+@pytest.mark.slow
+def test_trials_train_to_the_target_with_two_seeds_and_unconverged_ones_are_set_apart(mlflow_store, tmp_path):
+    """lr 0.2 reaches cross-entropy 0.05 on 300 digits well within 40 epochs; lr 1e-4 cannot."""
+    from entrypoints import sweep as sweep_ep
+
+    space = tmp_path / "space.json"
+    space.write_text('{"lr": {"type": "categorical", "choices": [0.2, 0.0001]}}')
+    argv = ["--n_trials", "2", "--dataset", "digits", "--model", "mlp", "--epochs", "40", "--target_loss", "0.05"]
+    argv += ["--max_samples", "60", "--bootstrap", "100", "--search_space", str(space), "--sampler", "grid"]
+    argv += ["--storage", str(tmp_path / "j.log"), "--anisotropy", "false", "--seeds", "2"]
+    # fixed training settings come from TrainConfig's defaults; keep trials small through the space's data
+    assert sweep_ep.main(argv) == 0
+    client = MlflowClient()
+    (parent,) = client.search_runs(["0"], "tags.`tc.storage` != ''")
+    assert parent.data.metrics["n_trials_converged"] == 1 and parent.data.metrics["n_trials_not_converged"] == 1
+    trials = pd.read_csv(client.download_artifacts(parent.info.run_id, "trials.csv", str(tmp_path)))
+    by_lr = trials.set_index("lr")
+    assert list(trials["converged"]) == [1, 0]  # converged first, then the one set apart
+    assert by_lr.loc[0.2, "epochs_trained"] < 40 and by_lr.loc[0.0001, "epochs_trained"] == 40
+    assert by_lr.loc[0.2, "gen_gap"] == pytest.approx(by_lr.loc[0.2, "train_acc_clean"] - by_lr.loc[0.2, "test_acc"])
+    assert 0 <= by_lr.loc[0.2, "gm_disagreement"] <= 1 and "tc_test_seed_sd" in trials
+    for t in trials.itertuples():
+        run = client.get_run(t.run_id)
+        assert run.data.tags["tc.converged"] == str(t.converged)
+        (second,) = client.search_runs(["0"], f"tags.`tc.seed_of` = '{t.run_id}'")
+        assert second.data.tags["mlflow.parentRunId"] == t.run_id
+        assert int(second.data.params["seed"]) == int(run.data.params["seed"]) + 1
+
+
+def test_qmc_in_the_sweep_keeps_one_sobol_sequence_across_per_trial_reseeding():
+    """The entry point re-seeds its sampler per trial (for workers); QMC must still fill the space."""
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    space = {"lr": {"type": "float", "low": 0.0, "high": 1.0}, "momentum": {"type": "float", "low": 0.0, "high": 1.0}}
+    study = optuna.create_study(sampler=studies.make_sampler("qmc", space, 0))
+    study.optimize(lambda t: sum(sweep.suggest(t, space).values()), n_trials=17)
+    pts = [[t.params["lr"], t.params["momentum"]] for t in study.trials][1:]  # trial 0: learns the space
+    for axis in (0, 1):
+        assert sorted(int(p[axis] * 16) for p in pts) == list(range(16))

@@ -176,3 +176,132 @@ def test_bad_storage_urls_are_clear_errors(tmp_path):
 def test_measure_columns_leave_out_per_cut_variants():
     cols = ["tc_test", "tc_test_d4", "aniso_drift_pvalue", "drift_test_d10", "test_acc", "lr"]
     assert sweep.measure_columns(cols) == ["tc_test", "aniso_drift_pvalue"]
+
+
+# ---- the redesigned sweep: fitted space, gen_gap, seeds, convergence, multiplicity, QMC ------------------
+
+
+def test_default_space_fits_the_data_set_and_a_space_that_cannot_is_refused():
+    digits = sweep.default_space(1437)
+    assert digits["train_size"]["choices"] == [500, 1000, 0]  # 2000 > 1437 dropped; 0 (= all) stays
+    assert sweep.default_space(60000)["train_size"]["choices"] == [500, 1000, 2000, 0]
+    assert sweep.DEFAULT_SPACE["train_size"]["choices"] == [500, 1000, 2000, 0]  # not mutated
+    sweep.check_space_fits(digits, 1437, "digits")
+    sweep.check_space_fits({"lr": {"type": "float", "low": 0.1, "high": 1.0}}, 10, "digits")  # no train_size
+    with pytest.raises(ValueError, match=r"train_size \[2000\] exceeds the 1437 training examples of digits"):
+        sweep.check_space_fits(sweep.DEFAULT_SPACE, 1437, "digits")
+    with pytest.raises(ValueError, match="exceeds"):
+        sweep.check_space_fits({"train_size": {"type": "int", "low": 100, "high": 1500}}, 1437, "digits")
+
+
+def test_gen_gap_is_clean_train_accuracy_minus_test_accuracy():
+    assert sweep.gen_gap({"train_acc_clean": 0.97, "test_acc": 0.90, "train_acc": 0.80}) == pytest.approx(0.07)
+    assert math.isnan(sweep.gen_gap({"test_acc": 0.9, "acc_train": 1.0}))  # no clean accuracy: not the old proxy
+
+
+def test_seed_spread_is_the_two_seed_sample_sd():
+    a, b = {"tc_test": 0.9, "gm_margin": 2.0, "only_a": 1.0}, {"tc_test": 0.8, "gm_margin": float("nan")}
+    out = sweep.seed_spread(a, b, ["tc_test", "gm_margin", "only_a"])
+    assert out == {"tc_test_seed_sd": pytest.approx(np.std([0.9, 0.8], ddof=1))}
+    assert sweep.measure_columns(["tc_test", "tc_test_seed_sd"]) == ["tc_test"]
+
+
+def test_trials_that_never_converged_are_set_apart():
+    df = pd.DataFrame({"converged": [1, 0, 1, np.nan], "m": [1, 2, 3, 4]})
+    kept, apart = sweep.split_converged(df)
+    assert list(kept["m"]) == [1, 3, 4] and list(apart["m"]) == [2]
+    kept, apart = sweep.split_converged(df.drop(columns="converged"))
+    assert len(kept) == 4 and len(apart) == 0
+
+
+def _holm_brute(p):
+    """Holm by its definition: walk the sorted p-values, reject while p_(j) <= α / (m - j + 1)... for every α;
+    equivalently adjusted_(i) = max_{j <= i} min(1, (m - j + 1) p_(j))."""
+    m, order = len(p), np.argsort(p)
+    out, running = np.empty(m), 0.0
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (m - rank) * p[i]))
+        out[i] = running
+    return out
+
+
+def _null_family(rng, n_trials=24, n_measures=12, shared=0.7):
+    """Trials with a test accuracy and measures that share one latent factor (measures are correlated with
+    each other, as the real ones are) but are independent of the accuracy: the global null."""
+    acc = rng.random(n_trials)
+    latent = rng.normal(size=n_trials)
+    cols = {f"m{k}": shared * latent + rng.normal(size=n_trials) for k in range(n_measures)}
+    return pd.DataFrame({"test_acc": acc, **cols})
+
+
+def _kendall_table(df, measures):
+    rows = [
+        {"measure": m, "target": "test_acc", "kendall_p": stats.kendalltau(df[m], df["test_acc"]).pvalue}
+        for m in measures
+    ]
+    return sweep.multiplicity(pd.DataFrame(rows), headline="m0")
+
+
+def test_holm_adjustment_matches_its_definition_and_marks_the_headline():
+    rng = np.random.default_rng(5)
+    df = _null_family(rng)
+    measures = [c for c in df if c.startswith("m")]
+    table = _kendall_table(df, measures)
+    np.testing.assert_allclose(table["kendall_p_holm"], _holm_brute(table["kendall_p"].to_numpy()))
+    assert list(table["role"]) == ["headline"] + ["exploratory"] * (len(measures) - 1)
+    assert (table["kendall_p_holm"] >= table["kendall_p"]).all()
+
+
+def test_holm_controls_the_familywise_error_under_a_correlated_null():
+    """Calibration: 300 null sweeps of 24 trials x 12 correlated measures; the chance that ANY measure gets a
+    Holm p < 0.05 must stay near 0.05 or below (raw p-values: far above it)."""
+    rng = np.random.default_rng(11)
+    any_raw, any_holm = 0, 0
+    for _ in range(300):
+        df = _null_family(rng)
+        table = _kendall_table(df, [c for c in df if c.startswith("m")])
+        any_raw += (table["kendall_p"] < 0.05).any()
+        any_holm += (table["kendall_p_holm"] < 0.05).any()
+    assert any_holm / 300 <= 0.08  # binomial sd at 0.05 over 300 is 0.013
+    assert any_raw / 300 > 0.15  # without the adjustment the family's error rate is inflated
+
+
+def test_holm_keeps_power_for_a_real_predictor():
+    rng = np.random.default_rng(12)
+    hits = 0
+    for _ in range(100):
+        df = _null_family(rng)
+        df["m3"] = df["test_acc"] + rng.normal(0, 0.15, len(df))  # tau around 0.6 with accuracy
+        table = _kendall_table(df, [c for c in df if c.startswith("m")])
+        hits += table.set_index("measure").loc["m3", "kendall_p_holm"] < 0.05
+    assert hits >= 90
+
+
+def test_correlation_table_carries_roles_and_holm_p_values_per_target():
+    df = _grid_trials()
+    df["tc_kappa_test"] = df["test_acc"] + np.random.default_rng(3).normal(0, 0.01, len(df))
+    df["gm_margin"] = np.random.default_rng(4).random(len(df))
+    table = sweep.correlation_table(df, ["tc_kappa_test", "gm_margin"], SPACE, draws=100)
+    assert set(table["role"]) == {"headline", "exploratory"}
+    assert (table.loc[table["measure"] == "tc_kappa_test", "role"] == "headline").all()
+    for _, part in table.groupby("target"):
+        np.testing.assert_allclose(part["kendall_p_holm"], _holm_brute(part["kendall_p"].to_numpy()))
+    assert {"kendall_ci_low", "kendall_ci_high"} <= set(table.columns)
+
+
+def test_qmc_sampler_fills_the_space_and_is_reproducible():
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+    def draw(seed):
+        study = optuna.create_study(sampler=sweep.qmc_sampler(seed))
+        study.optimize(lambda t: t.suggest_float("x", 0.0, 1.0) + t.suggest_float("y", 0.0, 1.0), n_trials=17)
+        return np.array([[t.params["x"], t.params["y"]] for t in study.trials])
+
+    pts = draw(0)[1:]  # the first trial is sampled independently: QMCSampler learns the space from it
+    # a scrambled Sobol net: each of the 16 slabs [k/16, (k+1)/16) of either axis holds exactly one point
+    for axis in (0, 1):
+        assert sorted(np.floor(pts[:, axis] * 16).astype(int)) == list(range(16))
+    np.testing.assert_array_equal(pts, draw(0)[1:])
+    assert not np.array_equal(pts, draw(1)[1:])

@@ -250,3 +250,127 @@ def test_training_loop_makes_one_optimizer_update_per_step_and_none_when_no_step
     train(resumed, data, cfg, [again], resume_state=last_state)
     assert updates == [] and again.steps == []
     assert all(torch.equal(resumed.state_dict()[k].cpu(), last_weights[k]) for k in last_weights)
+
+
+# ---- the stopping criterion (target_loss) ---------------------------------------------------------------
+
+
+class _Record:
+    def __init__(self):
+        self.epochs, self.checkpoints = [], []
+
+    def on_epoch_end(self, step, epoch, metrics):
+        self.epochs.append((step, dict(metrics)))
+
+    def on_save(self, step, epoch, model, state, checkpoint):
+        if checkpoint:
+            self.checkpoints.append(step)
+
+
+def _fit(**kw):
+    base = dict(dataset="digits", model="mlp", width=64, batch_size=64, lr=0.1, schedule="constant")
+    cfg = TrainConfig(**{**base, "weight_decay": 0.0, "train_size": 600, "device": "cpu", **kw})
+    data = load_data("digits", train_size=cfg.train_size, label_noise=cfg.label_noise, seed=cfg.seed)
+    torch.manual_seed(cfg.seed)
+    model = build_model(ModelSpec.of(cfg, data))
+    rec = _Record()
+    train(model, data, cfg, [rec])
+    return cfg, data, model, rec
+
+
+def test_target_loss_stops_at_the_first_epoch_that_reaches_it_before_the_cap():
+    _, data, model, rec = _fit(epochs=60, target_loss=0.05)  # 10 steps per epoch
+    steps = [s for s, _ in rec.epochs]
+    last = rec.epochs[-1][1]
+    assert last["converged"] == 1.0 and last["epochs_trained"] == len(rec.epochs) < 60
+    assert last["train_eval_loss"] <= 0.05 < min(m["train_eval_loss"] for _, m in rec.epochs[:-1])
+    assert rec.checkpoints[-1] == steps[-1] == 10 * len(rec.epochs)  # the stopping step is a checkpoint
+    # the criterion is the cross-entropy of the saved model on the whole training set, eval mode (oracle)
+    with torch.no_grad():
+        logits = model.eval()(data.normalize(data.train_x))
+    assert last["train_eval_loss"] == pytest.approx(torch.nn.functional.cross_entropy(logits, data.train_y).item())
+    assert all("converged" not in m for _, m in rec.epochs[:-1])
+
+
+def test_an_unreachable_target_stops_at_the_cap_with_converged_0():
+    _, _, _, rec = _fit(epochs=2, target_loss=1e-9)
+    last = rec.epochs[-1][1]
+    assert last["converged"] == 0.0 and last["epochs_trained"] == 2 and rec.epochs[-1][0] == 20
+    assert last["train_eval_loss"] > 1e-9
+
+
+def test_without_target_loss_every_epoch_runs_and_clean_train_accuracy_is_logged():
+    _, data, model, rec = _fit(epochs=2, label_noise=0.5)
+    assert len(rec.epochs) == 2 and "converged" not in rec.epochs[-1][1]
+    assert "train_eval_loss" not in rec.epochs[-1][1]
+    with torch.no_grad():
+        pred = model.eval()(data.normalize(data.train_x)).argmax(1)
+    clean = (pred == data.train_y_clean).double().mean().item()  # brute force, against the ORIGINAL labels
+    assert rec.epochs[-1][1]["train_acc_clean"] == pytest.approx(clean)
+    assert (data.train_y != data.train_y_clean).any()  # so the clean accuracy is not the noisy one by design
+
+
+def test_target_loss_and_epochs_edge_values_are_refused():
+    with pytest.raises(ValueError, match="target_loss"):
+        TrainConfig(target_loss=-0.1)
+    with pytest.raises(ValueError, match="epochs"):
+        TrainConfig(epochs=0, target_loss=0.01)
+    with pytest.raises(ValueError, match="target_loss"):
+        TrainConfig(target_loss=float("nan"))
+
+
+def test_a_converged_run_logs_converged_and_epochs_trained(mlflow_store, tmp_path):
+    argv = [*TINY[:-2], "--train_size", "600", "--width", "64", "--batch_size", "64", "--lr", "0.1"]
+    argv += ["--schedule", "constant", "--weight_decay", "0", "--epochs", "60", "--target_loss", "0.05"]
+    run_id = _run(argv)
+    m = MlflowClient().get_run(run_id).data.metrics
+    assert m["converged"] == 1.0 and 1 <= m["epochs_trained"] < 60 and m["train_eval_loss"] <= 0.05
+    assert "train_acc_clean" in m
+    steps = _checkpoints(run_id, tmp_path)
+    assert max(steps) == 10 * m["epochs_trained"]
+
+
+def test_a_resume_state_saved_at_the_stopping_step_does_not_train_on():
+    """A crash after the stopping epoch's state was saved, before the run was marked FINISHED: resuming
+    from that state must not train past the step where the criterion was met."""
+
+    class LastState(_Record):
+        def on_save(self, step, epoch, model, state, checkpoint):
+            super().on_save(step, epoch, model, state, checkpoint)
+            self.state = state
+
+    cfg = TrainConfig(
+        dataset="digits", model="mlp", width=64, batch_size=64, lr=0.1, schedule="constant", weight_decay=0.0,
+        train_size=600, device="cpu", epochs=60, target_loss=0.05,
+    )  # fmt: skip
+    data = load_data("digits", train_size=600, seed=cfg.seed)
+    torch.manual_seed(cfg.seed)
+    rec = LastState()
+    train(build_model(ModelSpec.of(cfg, data)), data, cfg, [rec])
+    assert rec.state["pending_metrics"]["converged"] == 1.0 and rec.state["step"] < 600
+    again = _Record()
+    train(build_model(ModelSpec.of(cfg, data)), data, cfg, [again], resume_state=rec.state)
+    assert again.epochs == [] and again.checkpoints == []
+
+
+def test_phase_windows_and_matched_fractions_for_runs_of_different_lengths():
+    from tc.consistency import phase_windows, steps_at_fractions
+
+    short, long_ = [0, 10, 20, 30, 40, 50, 60], list(range(0, 130, 10))
+    ws, wl = phase_windows(short), phase_windows(long_)
+    assert ws == {"early": [1, 2], "middle": [3, 4], "late": [5]}  # steps 10,20 | 30,40 | 50 (60 is final)
+    assert [long_[i] for i in wl["early"]] == [10, 20, 30, 40] and [long_[i] for i in wl["late"]] == [90, 100, 110]
+    for name in ws:  # matched fractions of training, whatever the length
+        fs = [short[i] / short[-1] for i in ws[name]]
+        fl = [long_[i] / long_[-1] for i in wl[name]]
+        assert max(fs) <= min(fl) + 1 / 3 and min(fs) >= max(fl) - 1 / 3
+    assert steps_at_fractions(long_, [0.0, 0.25, 0.5, 1.0]) == [0, 30, 60, 120]
+    assert steps_at_fractions([0, 10, 20], [0.25]) == [0]  # tie (5 from 0 and 10): the earlier one
+    with pytest.raises(ValueError, match="at least 2"):
+        phase_windows([0])
+    with pytest.raises(ValueError, match="holds no checkpoint"):
+        phase_windows([0, 30])  # only the final checkpoint after init: early/middle/late are empty
+    with pytest.raises(ValueError, match="no checkpoints"):
+        steps_at_fractions([], [0.5])
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        steps_at_fractions([0, 10], [1.5])
