@@ -128,7 +128,6 @@ def drift_rows(drift_full: torch.Tensor, max_rows: int = 2000, seed: int = 0) ->
     return d
 
 
-@torch.inference_mode()
 @dataclass(frozen=True)
 class PerturbOptions:
     """The perturbation test's Monte-Carlo design."""
@@ -140,6 +139,7 @@ class PerturbOptions:
     max_rows: int = 2000  # drift rows for the principal directions (`drift_rows`)
 
 
+@torch.inference_mode()
 def perturbation_test(
     model: BlockNet,
     sd_final: StateDict,
