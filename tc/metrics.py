@@ -1,9 +1,12 @@
 """The one list of every metric an analysis logs (`tc.analysis.analyze_run`), with its meaning.
 
-Keys are patterns: `{split}` is an analysis split (train, test, corrupt), `{cut}` a cut index (the metric
-at one cut; the key without `_d{cut}` is the mean over the cuts, `tc.analysis.mean_over_cuts`), `{kind}`
-drift or grad, `{corruption}` a corruption name, `{measure}` a baseline measure gm_*. `tests/test_metrics.py`
-checks that every key a real analysis logs matches exactly one pattern, and that README's table agrees.
+It also names what a sweep logs beside them (meanings that start with "sweep"); the training metrics
+(train_loss, test_acc, ...) are described in `entrypoints/train.py`. Keys are patterns: `{split}` is an
+analysis split (train, test, corrupt), `{cut}` a cut index (the metric at one cut; the key without `_d{cut}`
+is the mean over the cuts, `mean_over_cuts`), `{kind}` drift or grad, `{direction}` top, random or bottom,
+`{corruption}` a corruption name, `{gm}` a baseline measure gm_*, `{measure}` any measure the sweep
+correlates. `tests/test_metrics.py` checks that every key a real analysis logs matches exactly one pattern,
+and that README's table is this list.
 """
 
 from __future__ import annotations
@@ -106,6 +109,12 @@ METRICS: dict[str, str] = {
     "tc_test_cheap_k{k}_n{n}": "sweep only: tc_test from k window checkpoints and n test samples "
     "(`surrogates.cheap_scores`)",
     "tc_test_cheap_k{k}_n{n}_seconds": "sweep only: wall time of tc_test_cheap_k{k}_n{n}",
+    "{measure}_seed_sd": "sweep with seeds=2: |a - b| / sqrt(2) of a measure over the two seeds (`sweep.seed_spread`)",
+    "corr_spearman_{measure}": "sweep run: Spearman ρ of the measure with test accuracy over the trials",
+    "corr_kendall_{measure}": "sweep run: Kendall τ-b of the measure with test accuracy over the trials",
+    "n_trials_finished": "sweep run: trials in the correlations",
+    "n_trials_converged": "sweep run: trials whose seeds all reached target_loss (all, without target_loss)",
+    "n_trials_not_converged": "sweep run: trials that hit the epoch cap first (left out of the correlations)",
 }
 
 PLACEHOLDERS = {
@@ -117,6 +126,7 @@ PLACEHOLDERS = {
     "direction": "top|random|bottom",
     "corruption": "|".join(sorted(CORRUPTIONS)),
     "gm": "|".join(GM),
+    "measure": r"(?:tc|drift|half_life|aniso|gm)_\w+",
 }
 
 
