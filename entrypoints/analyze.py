@@ -34,6 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as e:
         print(f"tc analyze: {e}", file=sys.stderr)
         return 2
+    tracking.use_default_experiment()
     with mlflow.start_run() as run:
         mlflow.set_tag("tc.source_run_id", cfg.run_id)
         precision, why = resolve_precision(cfg.precision, resolve_device(cfg.device))
@@ -60,6 +61,7 @@ def main(argv: list[str] | None = None) -> int:
             mlflow.end_run("FAILED")
             return 1
         version = tracking.log_analysis_result(cfg, result, last_step, run.info.run_id)
+        tracking.label_analysis(cfg.run_id, run.info.run_id, cfg)
         mlflow.log_dict(result.summary, "summary.json")
     for warning in result.summary.get("warnings", []):
         print(f"tc analyze: warning: {warning}", flush=True)

@@ -29,7 +29,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", default="0")
     p.add_argument("--max_samples", default="500")
     args = p.parse_args(argv)
+    tracking.use_default_experiment()
     with mlflow.start_run() as parent:
+        tracking.name_run(parent.info.run_id, "quick start")
         exp = parent.info.experiment_id
         train = mlflow.projects.run(
             str(ROOT),

@@ -21,7 +21,7 @@ from pathlib import Path
 import mlflow
 import optuna
 
-from tc import runs, studies, sweep, tracking
+from tc import runinfo, runs, studies, sweep, tracking
 from tc.config import SweepConfig, TrainConfig, parse_args
 from tc.data import DatasetNotFoundError
 from tc.train import DivergenceError
@@ -30,6 +30,7 @@ from tc.train import DivergenceError
 def train_trial(cfg: SweepConfig, trial: optuna.Trial, train_cfg: TrainConfig, run_id: str) -> str | None:
     """Train the trial's run (and, with seeds=2, the same configuration at seed + 1 as a child run: its id)."""
     tracking.log_config(run_id, train_cfg)
+    tracking.label_train_run(run_id, train_cfg)
     runs.train_into_run(run_id, train_cfg, callbacks=[studies.Pruning(trial)] if cfg.pruner != "none" else [])
     if cfg.seeds != 2:
         return None
@@ -46,7 +47,7 @@ def objective(cfg: SweepConfig, space: dict, parent_id: str):
         studies.start_trial(trial, cfg.n_trials, parent_id)
         values = sweep.suggest(trial, space)
         tags = {"tc.study": cfg.study_name, "tc.trial": str(trial.number), "tc.sweep_run_id": parent_id}
-        with mlflow.start_run(nested=True, run_name=f"{cfg.study_name}-trial-{trial.number}", tags=tags) as child:
+        with mlflow.start_run(nested=True, run_name=runinfo.trial_name(trial.number), tags=tags) as child:
             run_id = child.info.run_id
             trial.set_user_attr("mlflow_run_id", run_id)
             try:
@@ -68,7 +69,11 @@ def objective(cfg: SweepConfig, space: dict, parent_id: str):
                 mlflow.set_tag("tc.converged", str(converged))
                 if not converged:
                     print(f"tc sweep: trial {trial.number} reached the epoch cap before target_loss", flush=True)
-            studies.analyze_trial(studies.analysis_config(cfg, run_id, second_id), parent_id, second_id)
+            acfg = studies.analysis_config(cfg, run_id, second_id)
+            studies.analyze_trial(acfg, parent_id, second_id)
+            tracking.label_analysis(run_id, None, acfg)
+            for key, value in runinfo.trial_attrs(tracking.get_run(run_id).data.metrics).items():
+                trial.set_user_attr(key, value)  # shown beside the objective in optuna-dashboard
             return float(tracking.get_run(run_id).data.metrics["test_acc"])
 
     return run_trial
@@ -87,8 +92,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     sampler = studies.make_sampler(cfg.sampler, space, cfg.seed)
     pruner = optuna.pruners.MedianPruner(n_startup_trials=3) if cfg.pruner == "median" else optuna.pruners.NopPruner()
+    tracking.use_default_experiment()
     with mlflow.start_run() as parent:
         study = studies.load_or_create(cfg, storage, sampler, pruner)
+        tracking.name_run(parent.info.run_id, runinfo.sweep_name(cfg.study_name))
         mlflow.set_tags({"tc.study": cfg.study_name, "tc.storage": where})
         mlflow.log_dict({**asdict(cfg), "search_space": space}, "sweep_config.json")
         if stale := studies.fail_dead_trials(study):
@@ -107,6 +114,7 @@ def main(argv: list[str] | None = None) -> int:
             studies.write_summary(summary, Path(tmp))
             mlflow.log_artifacts(tmp)
         mlflow.log_metrics({k: v for k, v in summary.metrics.items() if not math.isnan(v)})
+        tracking.describe_sweep_run(parent.info.run_id, cfg.study_name, study)
     if len(summary.capped):
         print(f"tc sweep: {len(summary.capped)} trial(s) never reached target_loss: left out of the correlations")
     if len(summary.trials) < 3:

@@ -42,6 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as e:
         print(f"tc train: {e}", file=sys.stderr)
         return 2
+    tracking.use_default_experiment()
     with mlflow.start_run() as run:  # the run `mlflow run` made (MLFLOW_RUN_ID), or a new one
         target = run.info.run_id  # stays this run until every check on the run to resume has passed
         resume_state = None
@@ -68,6 +69,7 @@ def main(argv: list[str] | None = None) -> int:
                 tracking.client().update_run(resume_id, status="RUNNING")
             else:
                 tracking.log_config(target, cfg)
+                tracking.label_train_run(target, cfg)
             train_into_run(target, cfg, resume_state, factory=factory_for(cfg.model, command_line_model))
         except (ValueError, LookupError, DatasetNotFoundError, DivergenceError) as e:
             print(f"tc train: {e}", file=sys.stderr)
@@ -77,6 +79,7 @@ def main(argv: list[str] | None = None) -> int:
                 tracking.client().set_terminated(target, "FAILED")
             mlflow.end_run("FAILED")
             return 1
+        tracking.describe_train_run(target)
         if target != run.info.run_id:
             tracking.client().set_terminated(target, "FINISHED")
         print(f"tc train: done; run {target}")

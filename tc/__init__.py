@@ -1,0 +1,42 @@
+"""tc: temporal consistency of feature dynamics (arXiv 2509.20334), as an MLflow project.
+
+Log your own training loop so that `mlflow run . --env-manager local -e analyze -P run_id=<run>` works on it:
+
+    import mlflow, tc
+    with mlflow.start_run():
+        tc.log_run_info(model="torchvision:resnet18", dataset="digits", epochs=2, batch_size=64)
+        ckpt = tc.CheckpointLogger(model, every=10)
+        for step, (x, y) in enumerate(batches, start=1):
+            ...  # your optimizer step
+            ckpt.step(step, epoch)
+        ckpt.close(step, epoch)
+
+The names resolve lazily, so `import tc` stays cheap (no torch or mlflow until one is used).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = ["CheckpointLogger", "log_checkpoint", "log_run_info"]
+
+_LAZY = {
+    "CheckpointLogger": ("tc.tracking", "LoopCheckpointLogger"),
+    "log_checkpoint": ("tc.tracking", "log_checkpoint"),
+    "log_run_info": ("tc.tracking", "log_run_info"),
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        module, attr = _LAZY[name]
+        value = getattr(importlib.import_module(module), attr)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'tc' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *__all__])

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import math
 import time
+import warnings
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -150,6 +151,15 @@ class SurplusTrial(Exception):
 
 
 def load_or_create(cfg: SweepConfig, storage, sampler, pruner) -> optuna.Study:
+    """The study (created or joined), its objective named test_acc for optuna-dashboard."""
+    study = _load_or_create(cfg, storage, sampler, pruner)
+    with warnings.catch_warnings():  # set_metric_names is "experimental" since Optuna 3.2
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        study.set_metric_names(["test_acc"])  # optuna-dashboard shows "test_acc", not "Objective 0"
+    return study
+
+
+def _load_or_create(cfg: SweepConfig, storage, sampler, pruner) -> optuna.Study:
     # Workers starting together race to create the study (and an RDB's tables): retry briefly.
     for attempt in range(5):
         try:

@@ -442,3 +442,191 @@ def log_analysis_result(cfg: AnalyzeConfig, result: AnalysisResult, last_step: i
     if "tc.window_warning" in run.data.tags and "tc.window_warning" not in tags:
         client().delete_tag(cfg.run_id, "tc.window_warning")
     return version
+
+
+# ------------------------------------------------------------------ readable runs in the UI (issue 13)
+
+
+def use_default_experiment() -> None:
+    """Put new runs into the `tc` experiment unless the user chose one (MLFLOW_EXPERIMENT_NAME or _ID), or
+    `mlflow run` already created the run (MLFLOW_RUN_ID: it is in the experiment its --experiment-name chose)."""
+    import os
+
+    from tc import runinfo
+
+    if not any(os.environ.get(k) for k in ("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_NAME", "MLFLOW_EXPERIMENT_ID")):
+        mlflow.set_experiment(runinfo.EXPERIMENT)
+
+
+def name_run(run_id: str, name: str, *, force: bool = False) -> None:
+    """Rename a run, but keep a name the user gave (`--run-name`): only MLflow's made-up names are replaced."""
+    from tc import runinfo
+
+    if force or runinfo.is_generated_name(get_run(run_id).info.run_name):
+        client().set_tag(run_id, "mlflow.runName", name)
+
+
+def describe_run(run_id: str, markdown: str) -> None:
+    """The run's description in the UI (Markdown)."""
+    client().set_tag(run_id, "mlflow.note.content", markdown[:5000])
+
+
+def label_train_run(run_id: str, cfg: TrainConfig) -> None:
+    """Name (`resnet20-w16 fashion-mnist seed0`), tags (tc.dataset, tc.model, ...) and a first description."""
+    from tc import runinfo
+
+    name_run(run_id, runinfo.run_name(cfg))
+    client().log_batch(run_id, tags=[mlflow.entities.RunTag(k, v) for k, v in runinfo.train_tags(cfg).items()])
+    describe_run(run_id, runinfo.describe_train(cfg, get_run(run_id).data.metrics))
+
+
+def _analysis_metrics(run_id: str) -> dict[str, float]:
+    metrics = get_run(run_id).data.metrics
+    logged = previous_analysis_metrics(run_id)
+    return {k: v for k, v in metrics.items() if k in logged}
+
+
+def describe_train_run(run_id: str) -> None:
+    """Refresh a training run's description from its logged metrics (after training, after each analysis)."""
+    from tc import runinfo
+
+    cfg = load_train_config(run_id)
+    describe_run(run_id, runinfo.describe_train(cfg, get_run(run_id).data.metrics, _analysis_metrics(run_id)))
+
+
+def label_analysis(train_run_id: str, analyze_run_id: str | None, cfg: Any) -> None:
+    """After an analysis: `tc.analysis.<setting>` tags on the training run (and the analyze run), the analyze
+    run named `analyze <training run name>` with the headline numbers, the training run's description updated."""
+    from tc import runinfo
+
+    tags = [mlflow.entities.RunTag(k, v[:5000]) for k, v in runinfo.analysis_tags(cfg).items()]
+    client().log_batch(train_run_id, tags=tags)
+    describe_train_run(train_run_id)
+    if analyze_run_id and analyze_run_id != train_run_id:
+        source = get_run(train_run_id)
+        client().log_batch(analyze_run_id, tags=tags)
+        name_run(analyze_run_id, runinfo.analyze_name(source.info.run_name))
+        link = f"#/experiments/{source.info.experiment_id}/runs/{train_run_id}"
+        describe_run(analyze_run_id, runinfo.describe_analysis(source.info.run_name, link, source.data.metrics))
+
+
+# ------------------------------------------------------------------ logging from the user's own loop (issue 13)
+
+# Per run, in this process: the config, the architecture, a staged model to map state dicts onto, and the
+# index so far. A user model's factory is imported only from the name the user passed to `log_run_info` here,
+# never from what a run's artifacts say.
+_OWN_RUNS: dict[str, dict] = {}
+
+
+def _active_run_id(run_id: str | None) -> str:
+    if run_id:
+        return run_id
+    run = mlflow.active_run()
+    if run is None:
+        raise RuntimeError("no active MLflow run: call this inside `with mlflow.start_run():` (or pass run_id=)")
+    return run.info.run_id
+
+
+def log_run_info(model: str, dataset: str, *, run_id: str | None = None, data: Any = None, **settings: Any):
+    """Record in the active MLflow run what `analyze` needs to rebuild a run trained by your own loop.
+
+    `model`: a tc zoo name (`resnet20`, `vgg`, `mlp`), `torchvision:<name>` or your `module:function` factory;
+    `dataset`: a tc data set name (`digits`, `fashion-mnist`, ...); `settings`: any other `TrainConfig` field
+    that describes your training (`epochs`, `batch_size`, `lr`, `seed`, `train_size`, `width`, `depth`, ...;
+    analyze uses `train_size`, `seed` and `label_noise` to draw the same training subset, and `batch_size` for
+    the gradient-noise minibatches). Logs the same params, `config.json`, name, tags and description as tc's
+    own `train`. `data`: the `tc.data.DataBundle` if you loaded it already (saves loading it again).
+    Returns the `TrainConfig`."""
+    from tc import runinfo
+    from tc.config import from_strings
+    from tc.data import load_for
+    from tc.models import ModelSpec, build_model, factory_for
+
+    rid = _active_run_id(run_id)
+    cfg = from_strings(TrainConfig, {"model": model, "dataset": dataset, **settings})
+    data = data if data is not None else load_for(cfg)
+    spec = ModelSpec.of(cfg, data)
+    staged = build_model(spec, factory_for(cfg.model, cfg.model))  # the name the user just passed us
+    log_config(rid, cfg)
+    client().set_tag(rid, "tc.source", "own loop (tc.log_run_info)")
+    label_train_run(rid, cfg)
+    _OWN_RUNS[rid] = {"cfg": cfg, "spec": spec, "staged": staged, "index": {}, "name": runinfo.run_name(cfg)}
+    return cfg
+
+
+def _staged_state_dict(staged: Any, state_dict: dict, name: str) -> dict:
+    """Your model's state dict under the keys of tc's staged copy of it (the keys checkpoints hold), checked
+    by loading it into that copy: a model that is not the named architecture fails here, at the first
+    checkpoint, not at analysis time."""
+    from tc.stages import block_state_dict
+
+    sd = state_dict
+    if set(sd) != set(staged.state_dict()):
+        try:
+            sd = block_state_dict(staged.blocks, sd)
+        except ValueError as e:
+            raise ValueError(f"this model's state dict does not fit {name}: {e}") from e
+    try:
+        staged.load_state_dict(sd)
+    except RuntimeError as e:
+        raise ValueError(f"this model's state dict does not fit {name}: {str(e)[:500]}") from e
+    return sd
+
+
+def log_checkpoint(model: Any, step: int, epoch: float, *, run_id: str | None = None) -> ck.IndexEntry:
+    """Log `model`'s weights at global optimizer step `step` (and `epoch`, fractional if mid-epoch) into the
+    active run in tc's format: `checkpoints/step_XXXXXXXX.pt` (tensors only) and a re-logged
+    `checkpoints/index.json` with every checkpoint's step, epoch, file and sha256. Call `log_run_info` first.
+    Log step 0 (before training) too: analyze needs at least two checkpoints."""
+    rid = _active_run_id(run_id)
+    own = _OWN_RUNS.get(rid)
+    if own is None:
+        raise RuntimeError(
+            f"run {rid}: call tc.log_run_info(model=..., dataset=...) in this process before logging checkpoints"
+        )
+    sd = _staged_state_dict(own["staged"], model.state_dict(), own["cfg"].model)
+    with tempfile.TemporaryDirectory(prefix="tc-ckpt-") as tmp:
+        entry = ck.save_checkpoint(tmp, step, epoch, own["spec"].to_dict(), sd)
+        client().log_artifact(rid, str(Path(tmp) / entry.file), ck.ARTIFACT_DIR)
+        own["index"][entry.step] = entry
+        client().log_artifact(rid, str(ck.write_index(tmp, list(own["index"].values()))), ck.ARTIFACT_DIR)
+    return entry
+
+
+class LoopCheckpointLogger:
+    """`tc.CheckpointLogger(model, every=N)`: call `.step(step, epoch)` after every optimizer step of your
+    loop; step 0 and every N-th step are logged with `log_checkpoint`. Call `.close(step, epoch)` after the
+    loop to log the final step too (if `every` did not land on it) and refresh the run's description."""
+
+    def __init__(self, model: Any, every: int = 1, *, run_id: str | None = None):
+        if every < 1:
+            raise ValueError(f"every={every}: log a checkpoint every >= 1 optimizer steps")
+        self.model, self.every, self.run_id = model, int(every), _active_run_id(run_id)
+        self.logged: list[int] = []
+
+    def step(self, step: int, epoch: float) -> ck.IndexEntry | None:
+        if step % self.every:
+            return None
+        self.logged.append(step)
+        return log_checkpoint(self.model, step, epoch, run_id=self.run_id)
+
+    def close(self, step: int, epoch: float) -> None:
+        if step not in self.logged:
+            self.logged.append(step)
+            log_checkpoint(self.model, step, epoch, run_id=self.run_id)
+        describe_train_run(self.run_id)
+
+
+def describe_sweep_run(run_id: str, study_name: str, study: Any) -> None:
+    """The sweep run's description: trials finished, and the best trial's headline measures."""
+    import optuna
+
+    from tc import runinfo
+
+    done = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+    best = max(done, key=lambda t: t.value, default=None) if done else None
+    summary = None
+    if best is not None:
+        summary = {"trial": best.number, **{k: v for k, v in best.user_attrs.items() if k in runinfo.SWEEP_HEADLINE}}
+        summary.update({k: v for k, v in best.params.items()})
+    describe_run(run_id, runinfo.describe_sweep(study_name, len(done), summary))

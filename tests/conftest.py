@@ -42,6 +42,9 @@ def mlflow_store(tmp_path, monkeypatch, _template_db) -> str:
     uri = f"sqlite:///{db}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     monkeypatch.delenv("MLFLOW_RUN_ID", raising=False)
+    monkeypatch.setenv("MLFLOW_EXPERIMENT_ID", "0")  # tests look in Default; outside tests, tc's runs go to `tc`
+    # and no experiment an earlier test activated (mlflow.set_experiment, in another store) outranks that variable
+    monkeypatch.setattr(mlflow.tracking.fluent, "_active_experiment_id", None)
     monkeypatch.chdir(tmp_path)
     mlflow.set_tracking_uri(uri)
     yield uri

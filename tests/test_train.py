@@ -123,7 +123,7 @@ def test_killed_run_resumes_to_the_same_checkpoints_and_metrics(mlflow_store, tm
             if local_path.endswith(ck.filename(4)):
                 raise Killed
 
-        monkeypatch.setattr(MlflowClient, "log_artifact", flaky)
+        target, name = MlflowClient, "log_artifact"
     else:  # dies after the epoch-2 state was saved, before epoch 2's metrics reached MLflow
         real = tracking.log_metrics
 
@@ -133,10 +133,11 @@ def test_killed_run_resumes_to_the_same_checkpoints_and_metrics(mlflow_store, tm
                 raise Killed
             real(run_id, metrics, step)
 
-        monkeypatch.setattr(tracking, "log_metrics", flaky)
-    with pytest.raises(Killed):
+        target, name = tracking, "log_metrics"
+    # only the fault is undone afterwards: monkeypatch.undo() would also undo the store fixture's settings
+    with monkeypatch.context() as fault, pytest.raises(Killed):
+        fault.setattr(target, name, flaky)
         train_ep.main(argv)
-    monkeypatch.undo()
     killed = MlflowClient().search_runs(["0"], order_by=["attribute.start_time DESC"])[0].info.run_id
     assert MlflowClient().get_run(killed).info.status == "FAILED"
 
