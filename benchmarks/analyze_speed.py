@@ -22,7 +22,7 @@ import time
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from tc.compose import composite_outputs, composite_outputs_naive
+from tc.compose import ComposeOptions, composite_outputs, composite_outputs_naive
 from tc.config import TrainConfig
 from tc.data import load_data
 from tc.device import cpu_description
@@ -67,12 +67,14 @@ def main(argv=None) -> None:
     timings, outs = {}, {}
     t0 = time.perf_counter()
     outs["naive"] = composite_outputs_naive(
-        model, sds, sds, x, y, cuts, batch_size=args.batch_size, channels_last=False
+        model, sds, sds, (x, y), cuts, ComposeOptions(batch_size=args.batch_size, channels_last=False)
     )
     timings["naive"] = time.perf_counter() - t0
     for name, precision in (("fast fp32", "fp32"), ("fast bf16", "bf16")):
         t0 = time.perf_counter()
-        outs[name] = composite_outputs(model, sds, sds, x, y, cuts, batch_size=args.batch_size, precision=precision)
+        outs[name] = composite_outputs(
+            model, sds, sds, (x, y), cuts, ComposeOptions(batch_size=args.batch_size, precision=precision)
+        )
         timings[name] = time.perf_counter() - t0
 
     # arithmetic floor

@@ -16,6 +16,7 @@ from pathlib import Path
 import mlflow
 
 from tc import tracking
+from tc.metrics import HEADLINE
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -55,21 +56,7 @@ def main(argv: list[str] | None = None) -> int:
             parameters={"run_id": train.run_id, "max_samples": args.max_samples},
         )
         m = tracking.get_run(train.run_id).data.metrics
-        headline = {
-            k: m[k]
-            for k in (
-                "test_acc",
-                "tc_train",
-                "tc_test",
-                "tc_corrupt",
-                "half_life_test",
-                "aniso_drift_topk_var",
-                "aniso_drift_min_pvalue",
-                "aniso_perturb_top_acc",
-                "aniso_perturb_random_acc",
-            )
-            if k in m
-        }
+        headline = {k: m[k] for k in ("test_acc", *HEADLINE) if k in m}
         mlflow.log_metrics(headline)
     print("\n=== tc quick start ===")
     print(f"training run: {train.run_id}")

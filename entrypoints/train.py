@@ -18,14 +18,13 @@ from __future__ import annotations
 import sys
 
 import mlflow
-import torch
 
 from tc import tracking
-from tc.checkpoints import IndexEntry
 from tc.config import TrainConfig, build_parser, from_strings, unquote
-from tc.data import DatasetNotFoundError, load_for
-from tc.models import ModelSpec, build_model, factory_for
-from tc.train import DivergenceError, ProgressReporter, train
+from tc.data import DatasetNotFoundError
+from tc.models import factory_for
+from tc.runs import train_into_run
+from tc.train import DivergenceError
 
 
 def parse(argv: list[str] | None) -> tuple[TrainConfig, str | None]:
@@ -34,41 +33,6 @@ def parse(argv: list[str] | None) -> tuple[TrainConfig, str | None]:
     ns = vars(parser.parse_args(argv))
     resume = unquote(ns.pop("resume_run_id"))
     return from_strings(TrainConfig, ns), (None if resume.lower() in ("", "none") else resume)
-
-
-def run_training(
-    run_id: str, cfg: TrainConfig, resume_state: dict | None = None, callbacks: list = (), factory=None
-) -> None:
-    """Train `cfg` logging into `run_id`; from `resume_state` when given; extra `callbacks` (e.g. pruning);
-    `factory`: a user model's factory, imported from the command line (`tc.models.factory_for`)."""
-    data = load_for(cfg)
-    torch.manual_seed(cfg.seed)
-    spec = ModelSpec.of(cfg, data)
-    model = build_model(spec, factory)
-    start, index = 0, []
-    if resume_state is not None:
-        start = int(resume_state["step"])
-        index = [IndexEntry(**e) for e in resume_state["index"]]
-        pending = resume_state.get("pending_metrics")
-        # The crash may have come between saving this state and logging its epoch's metrics.
-        if pending and start not in tracking.logged_steps(run_id, "test_acc"):
-            tracking.log_metrics(run_id, pending, start)
-    print(
-        f"tc train: {cfg.model} (depth {cfg.depth}, width {cfg.width}) on {cfg.dataset}: "
-        f"{len(data.train_y)} train / {len(data.test_y)} test examples; run {run_id}"
-        + (f"; resuming at step {start}" if resume_state else ""),
-        flush=True,
-    )
-    progress = ProgressReporter(cfg, len(data.train_y), start)
-    tracking.claim_run(run_id)
-    logger = tracking.CheckpointLogger(run_id, spec.to_dict(), index)
-    try:
-        train(model, data, cfg, [logger, progress, *callbacks], resume_state)
-    finally:
-        progress.close()
-        logger.close()
-    # Training is complete: the resume state can no longer serve (a finished run is not resumed).
-    tracking.delete_resume_state(run_id)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -106,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
             else:
                 tracking.log_config(target, cfg)
                 tracking.label_train_run(target, cfg)
-            run_training(target, cfg, resume_state, factory=factory_for(cfg.model, command_line_model))
+            train_into_run(target, cfg, resume_state, factory=factory_for(cfg.model, command_line_model))
         except (ValueError, LookupError, DatasetNotFoundError, DivergenceError) as e:
             print(f"tc train: {e}", file=sys.stderr)
             for run_id in {target, run.info.run_id}:

@@ -60,14 +60,18 @@ def topk_var(eig: np.ndarray, k: int) -> float:
 
 
 def eff_rank(eig: np.ndarray) -> float:
+    """Effective rank (participation ratio) (Σλ)² / Σλ² of the spectrum `eig`."""
     return float(eig.sum() ** 2 / (eig**2).sum())
 
 
 def max_over_mean(eig: np.ndarray) -> float:
+    """λ_1 / mean λ over the p eigenvalues of `eig`."""
     return float(eig[0] / eig.mean())
 
 
 def mp_spikes(eig: np.ndarray, n: int) -> int:
+    """#{λ_i > σ² (1 + sqrt(p / (n - 1)))²}, σ² = Σλ / p, p = len(eig): eigenvalues above the Marchenko-Pastur
+    edge of n rows centred by their mean (n - 1 degrees of freedom)."""
     p = len(eig)
     edge = eig.mean() * (1 + math.sqrt(p / (n - 1))) ** 2
     return int((eig > edge).sum())
@@ -237,9 +241,3 @@ def principal_directions(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     _, s, vt = np.linalg.svd(xc, full_matrices=False)
     r = int((s > s[0] * 1e-10).sum()) if len(s) and s[0] > 0 else 0
     return vt[:r], s[:r] ** 2 / (len(x) - 1)
-
-
-def top_directions(x: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """(top-k principal directions [k, p] as orthonormal rows, their variances [k]) of rows `x`."""
-    dirs, var = principal_directions(x)
-    return dirs[:k], var[:k]

@@ -8,6 +8,7 @@ every checkpoint with its epoch, file name and sha256, which `analyze` uses to v
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import os
@@ -21,6 +22,28 @@ import torch
 FORMAT = "tc-checkpoint/1"
 INDEX_FILE = "index.json"
 ARTIFACT_DIR = "checkpoints"
+
+
+StateDict = dict[str, torch.Tensor]
+
+
+@dataclass
+class Checkpoints:
+    """A run's checkpoints in step order: `state_dicts[i]` was saved after `steps[i]` optimizer steps."""
+
+    steps: list[int]
+    state_dicts: list[StateDict]
+
+
+@dataclass(frozen=True)
+class RunContext:
+    """What an analysis needs to know about the training run besides its checkpoints and data."""
+
+    model: torch.nn.Module  # a `tc.models.BlockNet` of the run's architecture (its weights are never used)
+    train_batch_size: int  # the run's minibatch size: gradient noise is measured on such minibatches
+    train_seed: int  # the run's data-order seed: the same minibatches the run saw in epoch 0
+    reference: Checkpoints | None = None  # another seed's run, for the cross-seed control
+    seconds_per_epoch: float | None = None  # the run's own training time per epoch, for the *_cost_epochs
 
 
 class CheckpointError(ValueError):
@@ -129,3 +152,19 @@ def load_series(files: list[tuple[IndexEntry, Path]]) -> tuple[list[int], list[d
     if len(steps) < 2:
         raise CheckpointError(f"need at least two checkpoints to analyze, found {len(steps)}")
     return steps, state_dicts, spec
+
+
+def check_architecture(label: str, checkpoints: Checkpoints, spec: dict, model: torch.nn.Module) -> None:
+    """Refuse checkpoints whose `model_spec` is not `model.spec` or whose state dicts do not fit `model`
+    (`label` names the run in the message)."""
+    expected = model.spec.to_dict()
+    if spec != expected:
+        raise CheckpointError(f"{label}: checkpoints are of architecture {spec}, its config says {expected}")
+    m = copy.deepcopy(model)
+    for step, sd in zip(checkpoints.steps, checkpoints.state_dicts, strict=True):
+        try:
+            m.load_state_dict(sd)
+        except RuntimeError as e:
+            raise CheckpointError(
+                f"{label}: checkpoint at step {step} does not fit {model.spec.model}: {str(e)[:300]}"
+            ) from e

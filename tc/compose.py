@@ -17,17 +17,15 @@ Two implementations with the same results:
 
 from __future__ import annotations
 
-import copy
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-from tc.models import BlockNet
-
-StateDict = dict[str, torch.Tensor]
+from tc.checkpoints import StateDict
+from tc.models import BlockNet, at_state
 
 
 @dataclass
@@ -41,6 +39,20 @@ class CompositeOutputs:
     drift: torch.Tensor | None = None  # [n_shallow, N]: ||z_i - z_last|| / ||z_last|| (last shallow ckpt)
 
 
+@dataclass(frozen=True)
+class ComposeOptions:
+    """How composites are evaluated (not which): none of these changes a prediction, bf16 aside."""
+
+    columns: Sequence[int] | None = None  # indices into `deep` to evaluate; None = all
+    batch_size: int = 500  # samples per forward pass
+    channels_last: bool | None = None  # None: True on the fast path, False on the naive one
+    precision: str = "fp32"  # fast path: "bf16" = autocast
+    device: str | torch.device = "cpu"
+    group: int | None = None  # fast path: shallow checkpoints per deep call (None: 1 on CPU, all on CUDA)
+    calibration: Sequence[torch.Tensor] | None = None  # naive path: BatchNorm re-estimated on these batches
+    progress: Callable[[int], None] | None = None  # fast path: called with the samples done after each chunk
+
+
 def splice(model: BlockNet, shallow: StateDict, deep: StateDict, cut: int) -> StateDict:
     """The composite's state dict: blocks [0, cut) from `shallow`, blocks [cut, n) from `deep`."""
     shallow_blocks = set(model.block_names[:cut])
@@ -48,12 +60,8 @@ def splice(model: BlockNet, shallow: StateDict, deep: StateDict, cut: int) -> St
 
 
 def _loaded(model: BlockNet, state_dict: StateDict, channels_last: bool) -> BlockNet:
-    m = copy.deepcopy(model)
-    m.load_state_dict(state_dict)
-    m.eval()
-    if channels_last:
-        m.to(memory_format=torch.channels_last)
-    return m
+    m = at_state(model, state_dict)
+    return m.to(memory_format=torch.channels_last) if channels_last else m
 
 
 def _fmt(x: torch.Tensor, channels_last: bool) -> torch.Tensor:
@@ -97,21 +105,17 @@ def composite_outputs_naive(
     model: BlockNet,
     shallow: Sequence[StateDict],
     deep: Sequence[StateDict],
-    x: torch.Tensor,
-    y: torch.Tensor,
+    data: tuple[torch.Tensor, torch.Tensor],
     cuts: Sequence[int],
-    *,
-    batch_size: int = 500,
-    columns: Sequence[int] | None = None,
-    channels_last: bool = False,
-    calibration: Sequence[torch.Tensor] | None = None,
-    device: str | torch.device = "cpu",
+    opts: ComposeOptions = ComposeOptions(),
 ) -> dict[int, CompositeOutputs]:
     """Reference implementation: a spliced model and a full forward pass for every (cut, i, j), j in
-    `columns` (default: all). With `calibration` (input batches), BatchNorm statistics are re-estimated
-    per composite."""
-    device = torch.device(device)
-    columns = list(range(len(deep))) if columns is None else list(columns)
+    `opts.columns` (default: all). With `opts.calibration` (input batches), BatchNorm statistics are
+    re-estimated per composite. `data`: (x, y)."""
+    x, y = data
+    device, batch_size = torch.device(opts.device), opts.batch_size
+    channels_last, calibration = bool(opts.channels_last), opts.calibration
+    columns = list(range(len(deep))) if opts.columns is None else list(opts.columns)
     outs = {}
     for cut in cuts:
         out = _empty(len(shallow), len(deep), len(y))
@@ -135,17 +139,9 @@ def composite_outputs(
     model: BlockNet,
     shallow: Sequence[StateDict],
     deep: Sequence[StateDict],
-    x: torch.Tensor,
-    y: torch.Tensor,
+    data: tuple[torch.Tensor, torch.Tensor],
     cuts: Sequence[int],
-    *,
-    columns: Sequence[int] | None = None,
-    batch_size: int = 500,
-    channels_last: bool = True,
-    precision: str = "fp32",
-    device: str | torch.device = "cpu",
-    group: int | None = None,
-    progress=None,
+    opts: ComposeOptions = ComposeOptions(),
 ) -> dict[int, CompositeOutputs]:
     """Fast path (BatchNorm "splice" mode). `columns`: indices into `deep` to evaluate (default: all);
     the headline scores need only the last one. Also returns the feature drift of every shallow checkpoint
@@ -153,11 +149,14 @@ def composite_outputs(
 
     `group`: shallow checkpoints whose features go through a deep part in one call. Default: 1 on CPU,
     where batches beyond ~128 samples ran slower per sample (cache misses; measured on ResNet-20), and all
-    of them on CUDA, where large batches fill the device."""
-    device = torch.device(device)
+    of them on CUDA, where large batches fill the device. `data`: (x, y)."""
+    x, y = data
+    device, batch_size, progress = torch.device(opts.device), opts.batch_size, opts.progress
+    channels_last = True if opts.channels_last is None else opts.channels_last
+    group = opts.group
     if group is None:
         group = len(shallow) if device.type == "cuda" else 1
-    columns = list(range(len(deep))) if columns is None else list(columns)
+    columns = list(range(len(deep))) if opts.columns is None else list(opts.columns)
     shallow_models = [_loaded(model, sd, channels_last).to(device) for sd in shallow]
     deep_models = {j: _loaded(model, deep[j], channels_last).to(device) for j in columns}
     n_s = len(shallow)
@@ -165,7 +164,7 @@ def composite_outputs(
     for out in outs.values():
         out.done[:, columns] = True
         out.drift = torch.zeros(n_s, len(y))
-    with torch.inference_mode(), _autocast(precision, device):
+    with torch.inference_mode(), _autocast(opts.precision, device):
         for a in range(0, len(y), batch_size):
             sl = slice(a, a + batch_size)
             xb, yb = _fmt(x[sl].to(device), channels_last), y[sl].to(device)

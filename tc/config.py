@@ -274,6 +274,11 @@ class AnalyzeConfig:
         _check_range("grad_batches", self.grad_batches, 3)
 
     @property
+    def split_names(self) -> tuple[str, ...]:
+        """`splits` parsed: the split names, in the order given."""
+        return tuple(split_list(self.splits))
+
+    @property
     def corruption_names(self) -> list[str]:
         from tc.corruptions import CORRUPTIONS
 

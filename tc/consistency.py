@@ -67,7 +67,8 @@ def window(steps: Sequence[int], fraction: float = 0.5) -> list[int]:
 
 
 def tc_score(agree: torch.Tensor, win: Sequence[int]) -> float:
-    """Mean agreement of the final deep part on earlier shallow features over the window."""
+    """tc_d = mean_{i in W} agree_d[i, T]: mean agreement of the final deep part on earlier shallow features
+    over the window (T = the last column of `agree`)."""
     return float(agree[list(win), -1].mean())
 
 
@@ -88,6 +89,36 @@ def half_life(rel_lag: np.ndarray, threshold: float = 0.9) -> int | None:
     """The first lag (in checkpoints) where relative consistency falls below `threshold`; None if never."""
     below = np.nonzero(rel_lag < threshold)[0]
     return int(below[0]) if len(below) else None
+
+
+def half_life_metric(rel_lag: np.ndarray) -> float:
+    """The logged half-life: `half_life(rel_lag)`, or, when censored (r never falls below 0.9 over the lags
+    observed), len(rel_lag), the number of lags observed: a lower bound."""
+    hl = half_life(rel_lag)
+    return float(hl if hl is not None else len(rel_lag))
+
+
+def drift_score(drift: torch.Tensor, win: Sequence[int]) -> float:
+    """drift_d = mean_{i in W} mean_x ||z_i(x) - z_T(x)|| / ||z_T(x)|| from the per-sample relative drift
+    [n_shallow, N] of `CompositeOutputs.drift`."""
+    return float(drift.mean(dim=1)[list(win)].mean())
+
+
+def corruption_scores(
+    out: CompositeOutputs, y: torch.Tensor, win: Sequence[int], corruption: list[str], severity: list[int]
+) -> list[tuple[str, int, float, float]]:
+    """Per (corruption, severity) group of samples: (name, severity, tc, acc) with tc = mean over the group's
+    x of mean_{i in W} 1[g[i, T](x) = f(x; θ_T)] and acc the final network's accuracy on the group."""
+    import pandas as pd
+
+    T = out.pred.shape[1] - 1
+    frame = pd.DataFrame({"corruption": corruption, "severity": severity})
+    frame["agree"] = (out.pred[list(win), T] == own_predictions(out)[T]).double().mean(0).numpy()
+    frame["correct"] = (out.pred[T, T] == y).double().numpy()
+    return [
+        (name, int(sev), grp["agree"].mean(), grp["correct"].mean())
+        for (name, sev), grp in frame.groupby(["corruption", "severity"])
+    ]
 
 
 def window_lag_curve(matrix: torch.Tensor, win: Sequence[int]) -> np.ndarray:

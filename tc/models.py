@@ -12,6 +12,7 @@ built with `weights=None`) or a user's own factory (`mypkg.nets:make_net`), opti
 
 from __future__ import annotations
 
+import copy
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -211,6 +212,14 @@ def _staged(spec: ModelSpec, factory: Callable[..., nn.Module] | None) -> BlockN
     if tuple(shape) != (2, spec.num_classes):
         raise ValueError(f"{spec.model}: output shape {tuple(shape)} for 2 inputs; expected (2, {spec.num_classes})")
     return model.train()
+
+
+def at_state(model: nn.Module, state_dict: dict[str, torch.Tensor]) -> nn.Module:
+    """A copy of `model` holding `state_dict`, in eval mode (the one way tc loads a checkpoint into a model:
+    the template `model` is never modified)."""
+    m = copy.deepcopy(model)
+    m.load_state_dict(state_dict)
+    return m.eval()
 
 
 def build_model(spec: ModelSpec, factory: Callable[..., nn.Module] | None = None) -> BlockNet:

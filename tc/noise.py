@@ -16,8 +16,8 @@
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -28,13 +28,7 @@ from torch import nn
 from tc.anisotropy import principal_directions
 from tc.compose import StateDict
 from tc.device import guard_cpu_kernels
-from tc.models import BlockNet
-
-
-def _model_at(model: BlockNet, sd: StateDict) -> BlockNet:
-    m = copy.deepcopy(model)
-    m.load_state_dict(sd)
-    return m.eval()
+from tc.models import BlockNet, at_state
 
 
 @torch.inference_mode()
@@ -42,7 +36,7 @@ def features(model: BlockNet, sds: Sequence[StateDict], x: torch.Tensor, cut: in
     """[T, N, ...] shallow features of every checkpoint at `cut`."""
     out = []
     for sd in sds:
-        m = _model_at(model, sd)
+        m = at_state(model, sd)
         out.append(torch.cat([m.forward_blocks(x[a : a + batch_size], 0, cut) for a in range(0, len(x), batch_size)]))
     return torch.stack(out)
 
@@ -109,7 +103,7 @@ def gradient_noise(
     null draws the same way, so its test is calibrated for that. (Batches of one shuffle are drawn without
     replacement; their exchangeable negative correlation is a common component that the centring removes.)
     Memory: the [n, P] float32 gradients plus a streamed projection (`project_noise`)."""
-    m = _model_at(model, sd).train()
+    m = at_state(model, sd).train()
     guard_cpu_kernels(m, next(m.parameters()).device)  # weight gradients: oneDNN's AVX2 bug (tc/device.py)
     grads = {cut: [] for cut in cuts}
     names = {cut: [n for n, _ in m.named_parameters() if m.block_of(n) in m.block_names[:cut]] for cut in cuts}
@@ -134,19 +128,25 @@ def drift_rows(drift_full: torch.Tensor, max_rows: int = 2000, seed: int = 0) ->
     return d
 
 
+@dataclass(frozen=True)
+class PerturbOptions:
+    """The perturbation test's Monte-Carlo design."""
+
+    eps: Sequence[float] = (0.1, 0.25, 0.5, 1.0)  # perturbation norms, relative to ||z_T(x)||
+    k: int = 3  # dimension of each subspace
+    draws: int = 5  # draws per (ε, kind)
+    seed: int = 0
+    max_rows: int = 2000  # drift rows for the principal directions (`drift_rows`)
+
+
 @torch.inference_mode()
 def perturbation_test(
     model: BlockNet,
     sd_final: StateDict,
     z_final: torch.Tensor,
     drift_full: torch.Tensor,
-    y: torch.Tensor,
-    cut: int,
-    eps: Sequence[float] = (0.1, 0.25, 0.5, 1.0),
-    k: int = 3,
-    draws: int = 5,
-    seed: int = 0,
-    max_rows: int = 2000,
+    labelled_cut: tuple[torch.Tensor, int],
+    opts: PerturbOptions = PerturbOptions(),
 ) -> pd.DataFrame:
     """Accuracy of the final deep part on perturbed final features: rows (eps, kind, draw, acc) with kind in
     clean (eps 0, draw 0) / top / random / bottom. `drift_full`: [T - 1, N, ...] full-space drift (rows for
@@ -155,10 +155,12 @@ def perturbation_test(
     Each draw, every sample gets its own noise c @ V (c ~ N(0, I_k), V the kind's k orthonormal directions:
     top-k / bottom-k principal drift directions, or a fresh uniformly random k-dim subspace), scaled to norm
     ε ||z_T(x)||. Draws differ in c (and in the random subspace), so `perturbation_summary` gives a CI over
-    draws: Monte-Carlo uncertainty of the perturbation, conditional on the samples and the drift directions."""
-    m = _model_at(model, sd_final)
+    draws: Monte-Carlo uncertainty of the perturbation, conditional on the samples and the drift directions.
+    `labelled_cut`: (the samples' labels y, the cut)."""
+    (y, cut), eps, k, draws, seed = labelled_cut, opts.eps, opts.k, opts.draws, opts.seed
+    m = at_state(model, sd_final)
     flat = z_final.flatten(1).double()
-    dirs, _ = principal_directions(drift_rows(drift_full, max_rows, seed).numpy())
+    dirs, _ = principal_directions(drift_rows(drift_full, opts.max_rows, seed).numpy())
     kk = min(k, len(dirs))
     if kk == 0:
         raise ValueError("the drift has no nonzero-variance direction")

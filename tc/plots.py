@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import matplotlib
 
 matplotlib.use("Agg")  # headless: figures are files logged to MLflow
@@ -198,3 +200,10 @@ def correlation_bars(table: pd.DataFrame, target: str = "test_acc") -> Figure:
     ax.set_xlabel(f"|Kendall τ-b| with {target} (bar: bootstrap 95% CI)")
     ax.set_xlim(0, 1)
     return fig
+
+
+def save_figures(figures: dict[str, Figure], out: Path, dpi: int = 110) -> None:
+    """Write each figure to `out / name` and close it (an open figure holds its memory until closed)."""
+    for name, fig in figures.items():
+        fig.savefig(out / name, dpi=dpi)
+        plt.close(fig)

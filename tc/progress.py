@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import TextIO
 
 
@@ -41,3 +43,18 @@ class Periodic:
             f"{self.label}: {self.done}/{self.total}{unit} ({pct:.0f}%), {left} left, "
             f"{elapsed:.0f}s elapsed, eta {eta}{self.extra}"
         )
+
+
+@contextmanager
+def progress_bar(total: int, label: str, unit: str = "sample") -> Iterator[Callable[[int], None]]:
+    """`update(n)` for work of `total` units: a tqdm bar on a terminal, `Periodic` lines elsewhere."""
+    from tqdm.auto import tqdm
+
+    lines = Periodic(total, label, f"{unit}s")
+    with tqdm(total=total, unit=unit, disable=None, leave=False) as bar:
+
+        def update(n: int) -> None:
+            bar.update(n)
+            lines.update(n)
+
+        yield update

@@ -14,16 +14,21 @@ import tempfile
 import time
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import mlflow
 from mlflow.entities import Metric, Param
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
+from tc import cache
 from tc import checkpoints as ck
-from tc.config import TrainConfig, cast_field, from_strings
-from tc.data import cache_dir
+from tc.config import AnalyzeConfig, TrainConfig, cast_field, from_strings
+from tc.data import DataBundle, cache_dir, load_for
+from tc.splits import select_steps
+
+if TYPE_CHECKING:  # tc.analysis pulls in scipy and matplotlib: imported only where an analysis is loaded
+    from tc.analysis import AnalysisResult
 
 CONFIG_FILE = "config.json"
 RESUME_FILE = "resume/state.pt"
@@ -384,6 +389,59 @@ def seconds_per_epoch(run_id: str) -> float | None:
         return None
     start = get_run(run_id).info.start_time
     return (history[-1].timestamp - start) / 1000 / len(history)
+
+
+def load_run_checkpoints(
+    run_id: str, model: Any, checkpoints: str = "all", keep: tuple[str, ...] = ()
+) -> ck.Checkpoints:
+    """Download (cached), verify against the index's sha256 and load run `run_id`'s checkpoints selected by
+    `checkpoints` (see `tc.splits.select_steps`); refuse any whose architecture is not `model`'s. With
+    TC_CACHE_MAX_GB set, the cache is then pruned to that size (this run and `keep` stay)."""
+    files = download_checkpoints(run_id, cache_dir() / "checkpoints")
+    cache.apply_env_cap((run_id, *keep))
+    chosen = set(select_steps(checkpoints, [e.step for e, _ in files]))
+    steps, sds, spec = ck.load_series([(e, p) for e, p in files if e.step in chosen])
+    loaded = ck.Checkpoints(steps, sds)
+    ck.check_architecture(f"run {run_id}", loaded, spec, model)
+    return loaded
+
+
+def load_analysis_inputs(cfg: AnalyzeConfig) -> tuple[ck.Checkpoints, DataBundle, ck.RunContext]:
+    """Everything `tc.analysis.analyze_run` needs for `cfg.run_id`: its selected checkpoints (verified), its
+    data set and its `RunContext` (architecture, minibatch size and seed, the reference run's checkpoints,
+    seconds per epoch). A user model's code comes only from `cfg.model`, the command line."""
+    from tc.models import ModelSpec, build_model, factory_for
+
+    train_cfg = load_train_config(cfg.run_id)
+    data = load_for(train_cfg)
+    model = build_model(ModelSpec.of(train_cfg, data), factory_for(train_cfg.model, cfg.model))
+    ckpts = load_run_checkpoints(cfg.run_id, model, cfg.checkpoints)
+    reference = None
+    if cfg.reference_run_id:
+        reference = load_run_checkpoints(cfg.reference_run_id, model, "all", keep=(cfg.run_id,))
+    run = ck.RunContext(model, train_cfg.batch_size, train_cfg.seed, reference, seconds_per_epoch(cfg.run_id))
+    return ckpts, data, run
+
+
+def log_analysis_result(cfg: AnalyzeConfig, result: AnalysisResult, last_step: int, analyze_run_id: str) -> int:
+    """Write `result`'s tables and figures and log them, with its metrics, into the training run `cfg.run_id`
+    as a new analysis version (see `log_analysis`: any reader sees this analysis whole or the previous one).
+    The tags record the run's status when analyzed, the last step seen and `allow_unfinished`; a window
+    warning left by an earlier analysis that no longer holds is removed. Returns the version."""
+    with tempfile.TemporaryDirectory() as tmp:
+        result.write_files(Path(tmp), cfg)
+        config = {**asdict(cfg), "analyze_run_id": analyze_run_id}
+        run = get_run(cfg.run_id)
+        tags = {
+            "tc.analysis_last_step": str(last_step),
+            "tc.analysis_allow_unfinished": str(cfg.allow_unfinished).lower(),
+            "tc.analysis_run_status": run.info.status,
+            **result.summary.get("tags", {}),  # e.g. tc.window_warning: in the same batch as the metrics
+        }
+        version = log_analysis(cfg.run_id, Path(tmp), result.metrics, last_step, config, tags)
+    if "tc.window_warning" in run.data.tags and "tc.window_warning" not in tags:
+        client().delete_tag(cfg.run_id, "tc.window_warning")
+    return version
 
 
 # ------------------------------------------------------------------ readable runs in the UI (issue 13)

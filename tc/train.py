@@ -27,7 +27,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 import torch
 from torch import nn
@@ -47,12 +47,6 @@ class DivergenceError(RuntimeError):
             f"training diverged at step {step}: loss = {loss}. Lower lr (or raise batch_size) and try again."
         )
         self.step, self.loss = step, loss
-
-
-class Callback(Protocol):
-    def on_save(self, step: int, epoch: float, model: nn.Module, state: dict, checkpoint: bool) -> None: ...
-    def on_epoch_end(self, step: int, epoch: int, metrics: dict[str, float]) -> None: ...
-    def on_step(self, step: int, loss: float) -> None: ...
 
 
 def lr_at(step: int, total_steps: int, cfg: TrainConfig) -> float:

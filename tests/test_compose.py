@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from tc import consistency as C
-from tc.compose import composite_outputs, composite_outputs_naive, recalibrate_bn, splice
+from tc.compose import ComposeOptions, composite_outputs, composite_outputs_naive, recalibrate_bn, splice
 from tc.models import ModelSpec, build_model
 
 
@@ -41,8 +41,8 @@ def test_fast_path_equals_naive_path_exactly(name, depth):
     model, sds = _checkpoints(name, depth)
     x, y = _data()
     cuts = model.cuts
-    naive = composite_outputs_naive(model, sds, sds, x, y, cuts, batch_size=16, channels_last=True)
-    fast = composite_outputs(model, sds, sds, x, y, cuts, batch_size=16, channels_last=True)
+    naive = composite_outputs_naive(model, sds, sds, (x, y), cuts, ComposeOptions(batch_size=16, channels_last=True))
+    fast = composite_outputs(model, sds, sds, (x, y), cuts, ComposeOptions(batch_size=16, channels_last=True))
     for cut in cuts:
         assert torch.equal(fast[cut].pred, naive[cut].pred), cut
         assert torch.equal(fast[cut].nll, naive[cut].nll), cut
@@ -55,8 +55,8 @@ def test_fast_path_equals_naive_path_exactly(name, depth):
 def test_final_column_only_matches_the_full_matrix():
     model, sds = _checkpoints()
     x, y = _data()
-    full = composite_outputs(model, sds, sds, x, y, [1, 3])
-    final = composite_outputs(model, sds, sds, x, y, [1, 3], columns=[3])
+    full = composite_outputs(model, sds, sds, (x, y), [1, 3])
+    final = composite_outputs(model, sds, sds, (x, y), [1, 3], ComposeOptions(columns=[3]))
     for cut in (1, 3):
         assert final[cut].done[:, 3].all() and not final[cut].done[:, :3].any()
         assert torch.equal(final[cut].pred[:, 3], full[cut].pred[:, 3])
@@ -66,7 +66,7 @@ def test_final_column_only_matches_the_full_matrix():
 def test_diagonal_composite_is_the_model_itself_and_agrees_with_itself():
     model, sds = _checkpoints()
     x, y = _data()
-    out = composite_outputs(model, sds, sds, x, y, model.cuts, channels_last=False)
+    out = composite_outputs(model, sds, sds, (x, y), model.cuts, ComposeOptions(channels_last=False))
     for t, sd in enumerate(sds):
         model.load_state_dict(sd)
         model.eval()
@@ -82,15 +82,15 @@ def test_diagonal_composite_is_the_model_itself_and_agrees_with_itself():
 def test_bf16_predictions_mostly_agree_with_fp32():
     model, sds = _checkpoints(n=2)
     x, y = _data(n=200)
-    lo = composite_outputs(model, sds, sds, x, y, [1, 3], precision="bf16")
-    hi = composite_outputs(model, sds, sds, x, y, [1, 3])
+    lo = composite_outputs(model, sds, sds, (x, y), [1, 3], ComposeOptions(precision="bf16"))
+    hi = composite_outputs(model, sds, sds, (x, y), [1, 3])
     assert (lo[3].pred == hi[3].pred).double().mean() > 0.9
 
 
 def test_drift_is_relative_distance_to_the_last_shallow_features():
     model, sds = _checkpoints(n=3)
     x, y = _data()
-    out = composite_outputs(model, sds, sds, x, y, [2], channels_last=False)[2]
+    out = composite_outputs(model, sds, sds, (x, y), [2], ComposeOptions(channels_last=False))[2]
     feats = []
     for sd in sds:
         model.load_state_dict(sd)
@@ -106,8 +106,8 @@ def test_recalibrated_composites_use_calibration_statistics():
     model, sds = _checkpoints(n=2)
     x, y = _data()
     calib = [torch.randn(32, 1, 8, 8) for _ in range(2)]
-    plain = composite_outputs_naive(model, sds, sds, x, y, [1])[1]
-    recal = composite_outputs_naive(model, sds, sds, x, y, [1], calibration=calib)[1]
+    plain = composite_outputs_naive(model, sds, sds, (x, y), [1])[1]
+    recal = composite_outputs_naive(model, sds, sds, (x, y), [1], ComposeOptions(calibration=calib))[1]
     assert not torch.equal(plain.nll, recal.nll)
 
 
@@ -158,7 +158,8 @@ def test_kde_uses_scotts_rule_and_refuses_a_point_mass():
 
 
 def test_analyze_with_recalibrated_batchnorm_and_final_column():
-    from tc.analysis import Checkpoints, analyze
+    from tc.analysis import consistency_analysis as analyze
+    from tc.checkpoints import Checkpoints, RunContext
     from tc.config import AnalyzeConfig
     from tc.data import load_data
 
@@ -174,22 +175,24 @@ def test_analyze_with_recalibrated_batchnorm_and_final_column():
         batch_size=32,
         cuts="all",
     )
-    result = analyze(model, Checkpoints([0, 5, 10], sds), data, cfg)
+    result = analyze(Checkpoints([0, 5, 10], sds), data, cfg, RunContext(model, 128, 0))
     assert set(result.matrices["t2"]) == {10} and len(result.matrices) == 3 * len(model.cuts)
     assert 0 <= result.metrics["tc_test"] <= 1 and "half_life_test" not in result.metrics
 
 
 def test_anisotropy_leaves_out_gradient_noise_with_too_few_minibatches():
-    from tc.analysis import Checkpoints, anisotropy, make_splits
+    from tc.anisotropy_metrics import anisotropy
+    from tc.checkpoints import Checkpoints, RunContext
     from tc.config import AnalyzeConfig
     from tc.data import load_data
+    from tc.splits import make_splits
 
     model, sds = _checkpoints(n=3)
     cfg = AnalyzeConfig(run_id="x", splits="test", max_samples=30, null_draws=100, cuts="1,3")
     for train_size, has_grad in ((200, False), (512, True)):  # batch 128: 1 or 4 full minibatches
         data = load_data("digits", train_size=train_size)
         split = make_splits(data, cfg)[0]
-        result = anisotropy(model, Checkpoints([0, 5, 10], sds), data, cfg, split, 128, 0)
+        result = anisotropy(Checkpoints([0, 5, 10], sds), data, cfg, RunContext(model, 128, 0), split)
         assert "aniso_drift_min_pvalue" in result.metrics
         assert ("aniso_grad_min_pvalue" in result.metrics) is has_grad
         assert set(result.perturb["kind"]) == {"clean", "top", "random", "bottom"}
@@ -211,3 +214,26 @@ def test_mmd_matches_brute_force_and_separates_distributions():
     same = C.mmd2(torch.randn(300, 4, generator=g), torch.randn(300, 4, generator=g))[0]
     shifted = C.mmd2(torch.randn(300, 4, generator=g), torch.randn(300, 4, generator=g) + 0.5)[0]
     assert abs(same) < 0.01 < shifted
+
+
+def test_recalibrate_bn_equals_a_brute_force_re_estimate_of_every_batchnorm():
+    model, (sd, *_) = _checkpoints(n=1)
+    model.load_state_dict(sd)
+    batches = [torch.randn(16, 1, 8, 8, generator=torch.Generator().manual_seed(i)) * (1 + i) for i in range(3)]
+    bns = {n: m for n, m in model.named_modules() if isinstance(m, torch.nn.BatchNorm2d)}
+    seen = {n: [] for n in bns}  # in train mode a BatchNorm's input does not depend on any running statistic
+    hooks = [m.register_forward_pre_hook(lambda _m, a, n=n: seen[n].append(a[0].detach())) for n, m in bns.items()]
+    with torch.no_grad():
+        model.train()
+        for x in batches:
+            model(x)
+    for h in hooks:
+        h.remove()
+    recalibrate_bn(model, batches)
+    for name, bn in bns.items():
+        # brute force: per batch, the channel mean and the unbiased channel variance; averaged over batches
+        means = torch.stack([z.mean(dim=(0, 2, 3)) for z in seen[name]])
+        variances = torch.stack([z.transpose(0, 1).flatten(1).var(dim=1, unbiased=True) for z in seen[name]])
+        torch.testing.assert_close(bn.running_mean, means.mean(0), rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(bn.running_var, variances.mean(0), rtol=1e-5, atol=1e-6)
+    assert not model.training

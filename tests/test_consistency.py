@@ -9,11 +9,13 @@ import torch
 from sklearn.metrics import cohen_kappa_score
 
 from tc import consistency as C
-from tc.analysis import Checkpoints, EvalSplit, analyze
+from tc.analysis import consistency_analysis as analyze
+from tc.checkpoints import Checkpoints, RunContext
 from tc.compose import CompositeOutputs
 from tc.config import AnalyzeConfig
 from tc.data import DataBundle
 from tc.models import ModelSpec, build_model
+from tc.splits import EvalSplit
 
 
 @pytest.mark.parametrize("seed", range(5))
@@ -101,7 +103,7 @@ def test_one_class_model_gets_tc_near_one_but_kappa_zero():
     data = DataBundle("toy", x, y, y, x, y, 3, (0.5,), (0.25,))
     cfg = AnalyzeConfig(run_id="x", splits="test", anisotropy=False, measures=False, cuts="all", device="cpu")
     splits = [EvalSplit("test", x, y)]
-    result = analyze(model, Checkpoints([0, 1, 2, 3, 4], sds), data, cfg, splits=splits)
+    result = analyze(Checkpoints([0, 1, 2, 3, 4], sds), data, cfg, RunContext(model, 128, 0), splits)
     m = result.metrics
     assert m["tc_test"] == 1.0 and m["tc_full_test"] == 1.0
     assert m["tc_kappa_test"] == 0.0 and m["tc_excess_test"] == 0.0

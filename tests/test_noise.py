@@ -7,6 +7,7 @@ from tc import anisotropy as A
 from tc.data import iterate_batches, load_data
 from tc.models import ModelSpec, build_model
 from tc.noise import (
+    PerturbOptions,
     drift_rows,
     drift_vectors,
     features,
@@ -121,7 +122,9 @@ def test_perturbation_test_compares_three_subspaces_at_each_norm_over_draws():
     model, sds, data = _setup()
     x, y = data.normalize(data.test_x[:30]), data.test_y[:30]
     feats = features(model, sds, x, cut=2)
-    df = perturbation_test(model, sds[-1], feats[-1], feats[1:] - feats[:-1], y, 2, eps=(0.0, 0.5), k=2, draws=3)
+    df = perturbation_test(
+        model, sds[-1], feats[-1], feats[1:] - feats[:-1], (y, 2), PerturbOptions(eps=(0.0, 0.5), k=2, draws=3)
+    )
     assert list(df.columns) == ["eps", "kind", "draw", "acc"]
     assert df.iloc[0].tolist()[:3] == [0.0, "clean", 0]
     assert len(df) == 1 + 3 * 2 * 3  # clean + draws x eps x kinds
@@ -144,12 +147,30 @@ def test_perturbation_summary_is_the_t_interval_over_draws():
 
 def test_random_shallow_is_logged_only_when_step_0_is_among_the_checkpoints():
     # tc_<split>_random_shallow reads checkpoint 0 as the initialisation: true only when step 0 was selected
-    from tc.analysis import Checkpoints, analyze
+    from tc.analysis import consistency_analysis as analyze
+    from tc.checkpoints import Checkpoints, RunContext
     from tc.config import AnalyzeConfig
 
     model, sds, data = _setup()
     cfg = AnalyzeConfig(run_id="x", splits="test", max_samples=20, matrix="final", cuts="2", batch_size=32)
-    with_init = analyze(model, Checkpoints([0, 5, 10], sds), data, cfg).metrics
-    without = analyze(model, Checkpoints([5, 10, 15], sds), data, cfg).metrics
+    with_init = analyze(Checkpoints([0, 5, 10], sds), data, cfg, RunContext(model, 128, 0)).metrics
+    without = analyze(Checkpoints([5, 10, 15], sds), data, cfg, RunContext(model, 128, 0)).metrics
     assert "tc_test_random_shallow_d2" in with_init and "tc_test_random_shallow" in with_init
     assert not any("random_shallow" in k for k in without)
+
+
+def test_gradient_noise_equals_hand_computed_per_batch_gradients_minus_their_mean():
+    model, sds, data = _setup()
+    batches = [(data.normalize(x), y) for x, y in iterate_batches(data, 32, 0, 0, False)][:5]
+    got = gradient_noise(model, sds[1], batches, cuts=[1], proj_dim=10_000)[1]  # P < proj_dim: no projection
+    m = build_model(ModelSpec("resnet20", 8, 4, 1, 8, 10))
+    m.load_state_dict(sds[1])
+    m.train()  # BatchNorm on batch statistics, as SGD saw it
+    stem = [p for n, p in m.named_parameters() if n.startswith("blocks.stem.")]
+    rows = []
+    for x, y in batches:
+        grads = torch.autograd.grad(torch.nn.functional.cross_entropy(m(x), y), stem)
+        rows.append(torch.cat([g.flatten() for g in grads]).double().numpy())
+    hand = np.stack(rows)
+    assert got.shape == hand.shape == (5, sum(p.numel() for p in stem))
+    np.testing.assert_allclose(got, hand - hand.mean(axis=0), rtol=1e-4, atol=1e-7)

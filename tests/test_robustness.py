@@ -21,7 +21,7 @@ from mlflow.tracking import MlflowClient
 from entrypoints import analyze as analyze_ep
 from entrypoints import sweep as sweep_ep
 from entrypoints import train as train_ep
-from tc import cache, tracking
+from tc import cache, studies, tracking
 from tc import checkpoints as ck
 from tc.config import AnalyzeConfig
 from tc.sweep import check_space_values, counts_toward_budget, open_storage
@@ -420,7 +420,7 @@ def test_restarted_and_parallel_workers_draw_distinct_parameters(tmp_path, sampl
     space = {"lr": SPACE["lr"], "width": {"type": "categorical", "choices": [8, 16]}}
     draws = []
     for _ in range(3):  # the first process, its restart, and another worker: each a new sampler, same seed
-        sampler_obj = sweep_ep.make_sampler(sampler, space, 0)
+        sampler_obj = studies.make_sampler(sampler, space, 0)
         study = optuna.create_study(study_name="s", storage=storage, sampler=sampler_obj, load_if_exists=True)
         draws += _draw(study, 2)
     if sampler == "grid":  # 3 lr points x 2 widths = 6 grid points over 6 trials: each exactly once
@@ -439,7 +439,7 @@ def test_one_worker_on_a_fresh_study_is_reproducible(tmp_path):
     runs = []
     for i in range(2):
         storage = open_storage(str(tmp_path / f"j{i}.log"))
-        study = optuna.create_study(study_name="s", storage=storage, sampler=sweep_ep.make_sampler("tpe", SPACE, 7))
+        study = optuna.create_study(study_name="s", storage=storage, sampler=studies.make_sampler("tpe", SPACE, 7))
         runs.append(_draw(study, 4))
     assert runs[0] == runs[1]
 
@@ -459,14 +459,14 @@ def test_dead_workers_running_trials_are_failed_with_their_runs(mlflow_store, tm
     dead_run, parent, live_run = _new_run(), _new_run(), _new_run()
     dead = study.ask()
     dead.suggest_float("lr", 0.01, 0.4)
-    dead.set_user_attr(sweep_ep.WORKER_ATTR, json.dumps({**_sleeper_identity(), "at": time.time()}))
+    dead.set_user_attr(studies.WORKER_ATTR, json.dumps({**_sleeper_identity(), "at": time.time()}))
     dead.set_user_attr("mlflow_run_id", dead_run)
     dead.set_user_attr("tc.sweep_run_id", parent)
     live = study.ask()
-    live.set_user_attr(sweep_ep.WORKER_ATTR, json.dumps(tracking.writer_identity()))
+    live.set_user_attr(studies.WORKER_ATTR, json.dumps(tracking.writer_identity()))
     live.set_user_attr("mlflow_run_id", live_run)
-    assert sweep_ep.budget_used(study) == 2
-    assert sweep_ep.fail_dead_trials(study) == [dead.number]
+    assert studies.budget_used(study) == 2
+    assert studies.fail_dead_trials(study) == [dead.number]
     trials = {t.number: t for t in study.get_trials()}
     assert (
         trials[dead.number].state == optuna.trial.TrialState.FAIL
@@ -480,13 +480,13 @@ def test_dead_workers_running_trials_are_failed_with_their_runs(mlflow_store, tm
     if kind == "rdb":  # RetryFailedTrialCallback re-queues the dead trial's parameters once
         (retry,) = [t for t in study.get_trials() if t.state == optuna.trial.TrialState.WAITING]
         assert retry.params == trials[dead.number].params and retry.system_attrs["failed_trial"] == dead.number
-        assert sweep_ep.budget_used(study) == 2  # the live one and the retry
+        assert studies.budget_used(study) == 2  # the live one and the retry
         time.sleep(0.01)
         picked = study.ask()  # a worker takes the retry: until it writes its own tc.worker, it carries the
         assert picked.number == retry.number  # dead worker's, which must not get it failed again
-        assert sweep_ep.fail_dead_trials(study) == []
+        assert studies.fail_dead_trials(study) == []
     else:
-        assert sweep_ep.budget_used(study) == 1  # the dead trial does not count
+        assert studies.budget_used(study) == 1  # the dead trial does not count
 
 
 def test_budget_counts_finished_and_running_but_not_dead_or_surplus_trials():

@@ -8,7 +8,7 @@ import pytest
 import torch
 import torchvision
 
-from tc.compose import composite_outputs, composite_outputs_naive, splice
+from tc.compose import ComposeOptions, composite_outputs, composite_outputs_naive, splice
 from tc.config import AnalyzeConfig, TrainConfig
 from tc.models import ModelSpec, build_model, factory_for
 from tc.stages import block_state_dict, import_factory
@@ -100,8 +100,8 @@ def test_fast_composites_agree_with_the_naive_ones_on_resnet18():
     g = torch.Generator().manual_seed(4)
     b = {k: (v * (1 + 0.2 * torch.rand(v.shape, generator=g)) if v.is_floating_point() else v) for k, v in a.items()}
     x, y = torch.randn(3, 3, 16, 16, generator=g), torch.tensor([0, 3, 7])
-    fast = composite_outputs(model, [a, b], [a, b], x, y, [3, 7], columns=[1])
-    naive = composite_outputs_naive(model, [a, b], [a, b], x, y, [3, 7], columns=[1])
+    fast = composite_outputs(model, [a, b], [a, b], (x, y), [3, 7], ComposeOptions(columns=[1]))
+    naive = composite_outputs_naive(model, [a, b], [a, b], (x, y), [3, 7], ComposeOptions(columns=[1]))
     for cut in (3, 7):
         assert fast[cut].done[:, 1].all() and torch.equal(fast[cut].done, naive[cut].done)
         assert torch.equal(fast[cut].pred, naive[cut].pred)

@@ -10,6 +10,8 @@ import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 
+from tc import studies, sweep
+from tc.config import SweepConfig
 from tc.sweep import open_storage
 from tests.conftest import ROOT
 
@@ -204,7 +206,7 @@ def test_a_space_the_data_cannot_satisfy_is_refused_before_any_trial(mlflow_stor
     assert "train_size [2000] exceeds the 1438 training examples of digits" in capsys.readouterr().err
     assert not journal.exists() and not MlflowClient().search_runs(["0"])  # no study, no trial, no run
     # the default space is fitted to digits instead (train_size 2000 dropped), so it never loses a trial to it
-    assert 2000 not in sweep_ep.fitted_space(sweep_ep.SweepConfig(dataset="digits"))["train_size"]["choices"]
+    assert 2000 not in studies.fitted_space(SweepConfig(dataset="digits"))["train_size"]["choices"]
 
 
 @pytest.mark.slow
@@ -238,12 +240,10 @@ def test_trials_train_to_the_target_with_two_seeds_and_unconverged_ones_are_set_
 
 def test_qmc_in_the_sweep_keeps_one_sobol_sequence_across_per_trial_reseeding():
     """The entry point re-seeds its sampler per trial (for workers); QMC must still fill the space."""
-    from entrypoints import sweep as sweep_ep
-
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     space = {"lr": {"type": "float", "low": 0.0, "high": 1.0}, "momentum": {"type": "float", "low": 0.0, "high": 1.0}}
-    study = optuna.create_study(sampler=sweep_ep.make_sampler("qmc", space, 0))
-    study.optimize(lambda t: sum(sweep_ep.sweep.suggest(t, space).values()), n_trials=17)
+    study = optuna.create_study(sampler=studies.make_sampler("qmc", space, 0))
+    study.optimize(lambda t: sum(sweep.suggest(t, space).values()), n_trials=17)
     pts = [[t.params["lr"], t.params["momentum"]] for t in study.trials][1:]  # trial 0: learns the space
     for axis in (0, 1):
         assert sorted(int(p[axis] * 16) for p in pts) == list(range(16))

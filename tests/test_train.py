@@ -215,6 +215,44 @@ def test_freezing_keeps_the_shallow_blocks_fixed_after_the_freeze_epoch():
         train(build_model(ModelSpec("resnet20", 8, 4, 1, 8, 10)), data, TrainConfig(freeze_cut=5, epochs=1))
 
 
+class Counting:
+    """A callback that records every event of the loop."""
+
+    def __init__(self):
+        self.steps, self.saves = [], []
+
+    def on_step(self, step, loss):
+        self.steps.append(step)
+
+    def on_save(self, step, epoch, model, state, checkpoint):
+        self.saves.append((step, {k: v.clone() for k, v in state["model"].items()}, state))
+
+
+def test_training_loop_makes_one_optimizer_update_per_step_and_none_when_no_step_is_left(monkeypatch):
+    data = load_data("digits", train_size=256)
+    cfg = TrainConfig(dataset="digits", model="mlp", width=16, epochs=2, batch_size=64)  # 4 steps per epoch
+    updates = []
+    real_step = torch.optim.SGD.step
+    monkeypatch.setattr(torch.optim.SGD, "step", lambda self, *a, **k: (updates.append(1), real_step(self, *a, **k))[1])
+    torch.manual_seed(0)
+    model = build_model(ModelSpec("mlp", 3, 16, 1, 8, 10))
+    init = {k: v.clone() for k, v in model.state_dict().items()}
+    counting = Counting()
+    train(model, data, cfg, [counting])
+    assert len(updates) == 8 and counting.steps == list(range(1, 9))
+    first_step, first_weights, _ = counting.saves[0]
+    assert first_step == 0 and all(torch.equal(first_weights[k], init[k]) for k in init)  # step 0 = init
+    last_step, last_weights, last_state = counting.saves[-1]
+    assert last_step == 8 and any(not torch.equal(last_weights[k], init[k]) for k in init)
+    # resumed at its last step, nothing is left: no update, no step event, the weights stay as they were
+    updates.clear()
+    again = Counting()
+    resumed = build_model(ModelSpec("mlp", 3, 16, 1, 8, 10))
+    train(resumed, data, cfg, [again], resume_state=last_state)
+    assert updates == [] and again.steps == []
+    assert all(torch.equal(resumed.state_dict()[k].cpu(), last_weights[k]) for k in last_weights)
+
+
 # ---- the stopping criterion (target_loss) ---------------------------------------------------------------
 
 

@@ -1,0 +1,65 @@
+"""A training run and an analysis as MLflow runs: `tc.train.train` and `tc.analysis.analyze_run` with their
+inputs loaded from, and their results logged to, MLflow through `tc.tracking` (the entry points and the
+sweep's trials share these)."""
+
+from __future__ import annotations
+
+import torch
+
+from tc import tracking
+from tc.analysis import AnalysisResult, analyze_run
+from tc.checkpoints import IndexEntry
+from tc.config import AnalyzeConfig, TrainConfig
+from tc.data import load_for
+from tc.models import ModelSpec, build_model
+from tc.progress import progress_bar
+from tc.splits import sample_count
+from tc.train import ProgressReporter, train
+
+
+def train_into_run(
+    run_id: str, cfg: TrainConfig, resume_state: dict | None = None, callbacks: list = (), factory=None
+) -> None:
+    """Train `cfg` logging into `run_id`; from `resume_state` when given; extra `callbacks` (e.g. pruning);
+    `factory`: a user model's factory, imported from the command line (`tc.models.factory_for`)."""
+    data = load_for(cfg)
+    torch.manual_seed(cfg.seed)
+    spec = ModelSpec.of(cfg, data)
+    model = build_model(spec, factory)
+    start, index = 0, []
+    if resume_state is not None:
+        start = int(resume_state["step"])
+        index = [IndexEntry(**e) for e in resume_state["index"]]
+        pending = resume_state.get("pending_metrics")
+        # The crash may have come between saving this state and logging its epoch's metrics.
+        if pending and start not in tracking.logged_steps(run_id, "test_acc"):
+            tracking.log_metrics(run_id, pending, start)
+    print(
+        f"tc train: {cfg.model} (depth {cfg.depth}, width {cfg.width}) on {cfg.dataset}: "
+        f"{len(data.train_y)} train / {len(data.test_y)} test examples; run {run_id}"
+        + (f"; resuming at step {start}" if resume_state else ""),
+        flush=True,
+    )
+    progress = ProgressReporter(cfg, len(data.train_y), start)
+    tracking.claim_run(run_id)
+    logger = tracking.CheckpointLogger(run_id, spec.to_dict(), index)
+    try:
+        train(model, data, cfg, [logger, progress, *callbacks], resume_state)
+    finally:
+        progress.close()
+        logger.close()
+    # Training is complete: the resume state can no longer serve (a finished run is not resumed).
+    tracking.delete_resume_state(run_id)
+
+
+def analyze_logged_run(cfg: AnalyzeConfig) -> tuple[AnalysisResult, int]:
+    """Load run `cfg.run_id` through MLflow and analyze it (`analyze_run`): (the result, the last step)."""
+    ckpts, data, run = tracking.load_analysis_inputs(cfg)
+    print(
+        f"tc analyze: run {cfg.run_id}: {len(ckpts.steps)} checkpoints (steps {ckpts.steps[0]}..{ckpts.steps[-1]}), "
+        f"splits {cfg.splits}, up to {cfg.max_samples or 'all'} samples each, matrix={cfg.matrix}, "
+        f"bn_mode={cfg.bn_mode}, precision={cfg.precision}",
+        flush=True,
+    )
+    with progress_bar(sample_count(data, cfg), "tc analyze") as progress:
+        return analyze_run(ckpts, data, cfg, run, progress), ckpts.steps[-1]

@@ -1,0 +1,332 @@
+"""The Optuna side of a sweep: samplers re-seeded per trial, pruning, the shared trial budget over workers,
+dead workers' trials, study creation. The sweep's statistics are in `tc.sweep`; MLflow goes through
+`tc.tracking` only."""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+import warnings
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import optuna
+import pandas as pd
+from matplotlib.figure import Figure
+from optuna.trial import TrialState
+
+from tc import plots, runs, sweep, tracking
+from tc.analysis import analyze_run
+from tc.config import AnalyzeConfig, SweepConfig
+from tc.data import load_data
+from tc.surrogates import cheap_scores
+
+
+class Pruning:
+    """Training callback: report test accuracy per epoch, stop the trial when the pruner says so."""
+
+    def __init__(self, trial: optuna.Trial):
+        self.trial = trial
+
+    def on_epoch_end(self, step: int, epoch: int, metrics: dict) -> None:
+        self.trial.report(metrics["test_acc"], epoch)
+        if self.trial.should_prune():
+            raise optuna.TrialPruned(f"test_acc {metrics['test_acc']:.4f} below the median at epoch {epoch}")
+
+
+class TrialSeededSampler(optuna.samplers.BaseSampler):
+    """A sampler re-seeded at every trial from (seed, trial number).
+
+    Trial numbers are unique in a study (the storage assigns them), so a restarted worker and several
+    workers started with the same seed never draw from the same random stream, while one worker on a fresh
+    study stays reproducible (its trial numbers are 0, 1, 2, ...). A plain `TPESampler(seed)` in each
+    process repeats the same draws."""
+
+    def __init__(self, make, seed: int):
+        self._make, self._seed = make, seed
+        self._inner = make(seed)
+
+    @staticmethod
+    def trial_seed(seed: int, number: int) -> int:
+        return int(np.random.SeedSequence([seed, number]).generate_state(1)[0])
+
+    def before_trial(self, study, trial):
+        self._inner = self._make(self.trial_seed(self._seed, trial.number))
+        self._inner.before_trial(study, trial)
+
+    def infer_relative_search_space(self, study, trial):
+        return self._inner.infer_relative_search_space(study, trial)
+
+    def sample_relative(self, study, trial, search_space):
+        return self._inner.sample_relative(study, trial, search_space)
+
+    def sample_independent(self, study, trial, param_name, param_distribution):
+        return self._inner.sample_independent(study, trial, param_name, param_distribution)
+
+    def after_trial(self, study, trial, state, values):
+        self._inner.after_trial(study, trial, state, values)
+
+    def reseed_rng(self) -> None:
+        self._inner.reseed_rng()
+
+
+def make_sampler(name: str, space: dict, seed: int) -> optuna.samplers.BaseSampler:
+    makers = {
+        # constant_liar: running trials of other workers count as bad results, so workers spread out
+        "tpe": lambda s: optuna.samplers.TPESampler(seed=s, constant_liar=True),
+        "random": lambda s: optuna.samplers.RandomSampler(seed=s),
+        "grid": lambda s: _grid_sampler(sweep.grid_of(space), seed, s),
+        # one scramble seed for all workers (the Sobol index lives in the study); per-trial seed for categoricals
+        "qmc": lambda s: sweep.qmc_sampler(seed, independent_seed=s),
+    }
+    return TrialSeededSampler(makers[name], seed)
+
+
+def _grid_sampler(grid: dict, seed: int, trial_seed: int) -> optuna.samplers.GridSampler:
+    """GridSampler shuffles its grid with `seed` (grid ids must mean the same points in every worker), then
+    picks among the unvisited ids with its rng, which gets the per-trial seed so that workers differ."""
+    sampler = optuna.samplers.GridSampler(grid, seed=seed)
+    sampler._rng.rng.seed(trial_seed % 2**32)
+    return sampler
+
+
+WORKER_ATTR = "tc.worker"  # {"host", "pid", "start"} of the process running the trial
+
+
+def fail_dead_trials(study: optuna.Study) -> list[int]:
+    """Mark FAILED every RUNNING trial whose worker (recorded in its user attrs) was on this host and is
+    dead, with its MLflow run and its worker's sweep run. Journal files have no heartbeat, so without this a
+    killed worker's trial stays RUNNING forever. Trials of other hosts are left to RDB heartbeats. When the
+    storage has a stale-trial callback (RDB: retry), it runs for these too. Returns their numbers."""
+    failed = []
+    storage = study._storage
+    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        worker = json.loads(t.user_attrs.get(WORKER_ATTR) or "{}")
+        if not worker or tracking.writer_alive(worker) is not False:
+            continue
+        if t.datetime_start and t.datetime_start.timestamp() > worker.get("at", math.inf):
+            continue  # a re-queued trial (RetryFailedTrialCallback) that still carries its dead predecessor's attrs
+        reason = f"its worker (pid {worker['pid']}) died; marked FAILED by a later sweep"
+        try:
+            storage.set_trial_user_attr(t._trial_id, "tc.stale", reason)
+            if not storage.set_trial_state_values(t._trial_id, state=TrialState.FAIL):
+                continue
+        except optuna.exceptions.UpdateFinishedTrialError:
+            continue  # another worker got there first
+        failed.append(t.number)
+        for key in ("mlflow_run_id", "tc.sweep_run_id"):
+            run_id = t.user_attrs.get(key)
+            try:
+                if run_id and tracking.get_run(run_id).info.status == "RUNNING":
+                    tracking.client().set_tag(run_id, "tc.error", reason)
+                    tracking.client().set_terminated(run_id, "FAILED")
+            except LookupError:  # a run on another tracking server: the trial is failed all the same
+                print(f"tc sweep: run {run_id} of dead trial {t.number} is not on this tracking server", flush=True)
+        callback = getattr(storage, "get_heartbeat_stale_trial_callback", lambda: None)()
+        if callback is not None:
+            callback(study, storage.get_trial(t._trial_id))
+    return failed
+
+
+def budget_used(study: optuna.Study, below: int | None = None) -> int:
+    """Trials that count toward n_trials (`sweep.counts_toward_budget`), among those numbered < `below`."""
+    return sum(
+        sweep.counts_toward_budget(t.state.name, t.user_attrs)
+        for t in study.get_trials(deepcopy=False)
+        if below is None or t.number < below
+    )
+
+
+def default_storage(uri: str) -> str:
+    """optuna_journal.log next to the MLflow sqlite store at tracking `uri`, or in the working directory."""
+    if uri.startswith("sqlite:///"):
+        return str(Path(uri.removeprefix("sqlite:///")).parent / "optuna_journal.log")
+    return "optuna_journal.log"
+
+
+class SurplusTrial(Exception):
+    """A trial created after the study reached n_trials; it is FAILED with user attr `tc.surplus`."""
+
+
+def load_or_create(cfg: SweepConfig, storage, sampler, pruner) -> optuna.Study:
+    """The study (created or joined), its objective named test_acc for optuna-dashboard."""
+    study = _load_or_create(cfg, storage, sampler, pruner)
+    with warnings.catch_warnings():  # set_metric_names is "experimental" since Optuna 3.2
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        study.set_metric_names(["test_acc"])  # optuna-dashboard shows "test_acc", not "Objective 0"
+    return study
+
+
+def _load_or_create(cfg: SweepConfig, storage, sampler, pruner) -> optuna.Study:
+    # Workers starting together race to create the study (and an RDB's tables): retry briefly.
+    for attempt in range(5):
+        try:
+            return optuna.create_study(
+                study_name=cfg.study_name,
+                storage=storage,
+                sampler=sampler,
+                pruner=pruner,
+                direction="maximize",
+                load_if_exists=True,
+            )
+        except Exception:  # DuplicatedStudyError, or an IntegrityError from concurrent table creation
+            if attempt == 4:
+                raise
+            time.sleep(1 + attempt)
+    raise AssertionError("unreachable")
+
+
+def run_worker(study: optuna.Study, func, n_trials: int, timeout: float = 0.0) -> None:
+    """Run trials one at a time until the study holds n_trials that count (over all workers; see
+    `budget_used`). The budget is checked before each trial and again inside it against the trials numbered
+    before it, so workers that start their last trials together do not overshoot: the surplus one is
+    FAILED at once and does not count."""
+    start = time.monotonic()
+    surplus: list[str] = []
+
+    def note_surplus(_study, trial) -> None:
+        if "tc.surplus" in trial.user_attrs:
+            surplus.append(trial.user_attrs["tc.surplus"])
+
+    while not surplus and budget_used(study) < n_trials:
+        left = timeout - (time.monotonic() - start) if timeout else None
+        if left is not None and left <= 0:
+            break
+        study.optimize(
+            func, n_trials=1, timeout=left, catch=(SurplusTrial,), callbacks=[note_surplus], gc_after_trial=True
+        )
+
+
+def fixed_settings(cfg: SweepConfig) -> dict:
+    """The training settings every trial shares (the search space sets the rest)."""
+    return {
+        "dataset": cfg.dataset,
+        "model": cfg.model,
+        "depth": cfg.depth,
+        "epochs": cfg.epochs,
+        "target_loss": cfg.target_loss,
+        "seed": cfg.seed,
+    }
+
+
+def fitted_space(cfg: SweepConfig) -> dict:
+    """The search space checked against the data set before any trial: the default space fitted to it, or the
+    user's space refused (ValueError) when a value exceeds it."""
+    n_train = len(load_data(cfg.dataset).train_y)
+    if cfg.search_space is None:
+        return sweep.default_space(n_train)
+    space = sweep.load_space(cfg.search_space)
+    sweep.check_space_fits(space, n_train, cfg.dataset, cfg.search_space)
+    return space
+
+
+def trials_table(study: optuna.Study) -> pd.DataFrame:
+    """One row per finished trial: hyperparameters, accuracies, gap, every measure, run id."""
+    rows = []
+    for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+        run_id = t.user_attrs.get("mlflow_run_id")
+        if not run_id:
+            continue
+        m = tracking.get_run(run_id).data.metrics
+        row = {
+            "trial": t.number,
+            **t.params,
+            "converged": t.user_attrs.get("converged", math.nan),
+            "epochs_trained": m.get("epochs_trained"),
+            "train_eval_loss": m.get("train_eval_loss"),
+            "test_acc": m.get("test_acc"),
+            "train_acc_clean": m.get("train_acc_clean"),
+            "gen_gap": sweep.gen_gap(m),  # clean labels, the whole test set of test_acc
+            "run_id": run_id,
+        }
+        row.update({k: v for k, v in m.items() if k in sweep.measure_columns(list(m)) or k.endswith("_seed_sd")})
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+@dataclass(frozen=True)
+class SweepSummary:
+    """The sweep run's results: trials.csv (converged trials first, then those that hit the epoch cap, which
+    the correlations leave out), correlations.csv, metrics and figures."""
+
+    trials: pd.DataFrame  # converged (or all, without target_loss)
+    capped: pd.DataFrame  # reached the epoch cap before target_loss
+    table: pd.DataFrame  # `sweep.correlation_table`; empty with fewer than 3 trials
+    metrics: dict[str, float]
+    figures: dict[str, Figure]
+
+
+def summarize(cfg: SweepConfig, space: dict, every: pd.DataFrame) -> SweepSummary:
+    """Correlations of every measure with test accuracy and the gap over the converged trials of `every`
+    (`trials_table`), the sweep run's metrics, and its figures (the headline measure: tc_kappa_test)."""
+    trials, capped = sweep.split_converged(every)
+    metrics = {"n_trials_converged": len(trials), "n_trials_not_converged": len(capped)}
+    if len(trials) < 3:
+        return SweepSummary(trials, capped, pd.DataFrame(), metrics, {})
+    measures = sweep.measure_columns(list(trials.columns))
+    table = sweep.correlation_table(trials, measures, space, draws=cfg.bootstrap, seed=cfg.seed)
+    acc = table[table["target"] == "test_acc"]
+    metrics |= {f"corr_spearman_{r.measure}": r.spearman for r in acc.itertuples()}
+    metrics |= {f"corr_kendall_{r.measure}": r.kendall for r in acc.itertuples()}
+    metrics["n_trials_finished"] = len(trials)
+    headline = next((m for m in ("tc_kappa_test", "tc_test") if m in trials), measures[0])  # README: κ is the headline
+    figures = {
+        "scatter.png": plots.measure_scatter(trials, headline, "test_acc", list(space)),
+        "correlation_bars.png": plots.correlation_bars(table),
+    }
+    return SweepSummary(trials, capped, table, metrics, figures)
+
+
+def write_summary(summary: SweepSummary, out: Path) -> None:
+    """trials.csv, correlations.csv (with 3 trials or more) and the figures, into directory `out`."""
+    pd.concat([summary.trials, summary.capped]).to_csv(out / "trials.csv", index=False)
+    if len(summary.table):
+        summary.table.to_csv(out / "correlations.csv", index=False)
+    plots.save_figures(summary.figures, out)
+
+
+def analyze_trial(cfg: AnalyzeConfig, parent_id: str, second_id: str | None = None) -> None:
+    """A sweep trial's analysis, logged into its training run: the full analysis and the cheap surrogates from
+    checkpoints loaded once (`tc.surrogates.cheap_scores`); with `second_id` (the same configuration at
+    another seed), that run's analysis against this one and `<measure>_seed_sd` (`tc.sweep.seed_spread`)."""
+    ckpts, data, run = tracking.load_analysis_inputs(cfg)
+    result, last_step = analyze_run(ckpts, data, cfg, run), ckpts.steps[-1]
+    tracking.log_analysis_result(cfg, result, last_step, parent_id)
+    tracking.log_metrics(cfg.run_id, cheap_scores(ckpts, data, cfg, run), last_step)
+    if second_id:
+        other = replace(cfg, run_id=second_id, reference_run_id=cfg.run_id)
+        result2, last2 = runs.analyze_logged_run(other)
+        tracking.log_analysis_result(other, result2, last2, parent_id)
+        names = sweep.measure_columns(list(result.metrics))
+        tracking.log_metrics(cfg.run_id, sweep.seed_spread(result.metrics, result2.metrics, names), last_step)
+
+
+def start_trial(trial: optuna.Trial, n_trials: int, parent_id: str) -> None:
+    """Record the trial's worker and sweep run; raise `SurplusTrial` when another worker took the last slot
+    between this worker's budget check and this trial's creation."""
+    trial.set_user_attr(WORKER_ATTR, json.dumps({**tracking.writer_identity(), "at": time.time()}))
+    trial.set_user_attr("tc.sweep_run_id", parent_id)
+    if budget_used(trial.study, below=trial.number) >= n_trials:
+        trial.set_user_attr("tc.surplus", "the study had n_trials trials when this one started")
+        raise SurplusTrial()
+
+
+def converged(run_ids: list[str]) -> int:
+    """1 when every run (the trial's seeds) reached target_loss before the epoch cap (equal fit), else 0."""
+    return int(all(tracking.get_run(i).data.metrics.get("converged") == 1.0 for i in run_ids))
+
+
+def analysis_config(cfg: SweepConfig, run_id: str, second_id: str | None) -> AnalyzeConfig:
+    """How every trial is analyzed; the second seed (if any) is the reference: gm_disagreement on the test
+    inputs, tc_test_crossseed."""
+    return AnalyzeConfig(
+        run_id=run_id,
+        max_samples=cfg.max_samples,
+        matrix=cfg.analyze_matrix,
+        anisotropy=cfg.anisotropy,
+        null_draws=200,
+        seed=cfg.seed,
+        reference_run_id=second_id,
+    )

@@ -1,0 +1,57 @@
+"""The one list of logged metrics (`tc.metrics.METRICS`) against what `analyze_run` logs, the README and the
+headline list; and the one aggregation over cuts."""
+
+import re
+from pathlib import Path
+
+import pytest
+
+from tc import metrics as M
+from tc.analysis import analyze_run
+from tc.checkpoints import Checkpoints, RunContext
+from tc.config import AnalyzeConfig
+from tc.data import load_data
+from tests.test_compose import _checkpoints
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def logged() -> dict[str, float]:
+    """Every metric of a full analysis (all splits, anisotropy, measures, a reference run) of a tiny run."""
+    model, sds = _checkpoints(n=4)
+    _, other = _checkpoints(n=2)
+    data = load_data("digits", train_size=512)  # 4 full minibatches of 128: gradient noise is computed
+    cfg = AnalyzeConfig(run_id="x", max_samples=24, null_draws=100, cuts="1,3", batch_size=32, grad_batches=4)
+    run = RunContext(model, 128, 0, reference=Checkpoints([0, 9], other), seconds_per_epoch=2.0)
+    return analyze_run(Checkpoints([0, 3, 6, 9], sds), data, cfg, run).metrics
+
+
+def test_every_logged_metric_matches_exactly_one_pattern(logged):
+    assert len(logged) > 100
+    for key in logged:
+        assert len(M.patterns_of(key)) == 1, (key, M.patterns_of(key))
+    # and the list holds no pattern that nothing matches, but for what this analysis cannot log
+    used = {M.patterns_of(k)[0] for k in logged}
+    sweep_only = {p for p, meaning in M.METRICS.items() if meaning.startswith("sweep")}
+    assert set(M.METRICS) - used == {"bf16_agreement", *sweep_only}
+    for key in ("tc_kappa_test_seed_sd", "corr_kendall_gm_sharpness", "tc_test_cheap_k2_n100_seconds"):
+        assert len(M.patterns_of(key)) == 1, key
+
+
+def test_readme_table_and_headline_agree_with_the_list():
+    readme = (ROOT / "README.md").read_text()
+    assert M.markdown_table() in readme
+    for key in M.HEADLINE:
+        assert len(M.patterns_of(key)) == 1, key
+    # no other copy of the headline list in the entry points
+    for path in (ROOT / "entrypoints").glob("*.py"):
+        assert not re.search(r'"aniso_perturb_bottom_acc",\s*\n', path.read_text()), path
+
+
+def test_mean_over_cuts_skips_cuts_without_the_statistic():
+    metrics = {"a_d1": 1.0, "a_d3": 2.0, "b_d1": 5.0}
+    assert M.mean_over_cuts(metrics, "a", [1, 2, 3]) == 1.5
+    assert M.mean_over_cuts(metrics, "c", [1, 2, 3]) is None
+    M.add_means_over_cuts(metrics, ["a", "b", "c"], [1, 3])
+    assert metrics["a"] == 1.5 and metrics["b"] == 5.0 and "c" not in metrics
