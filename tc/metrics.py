@@ -4,9 +4,9 @@ It also names what a sweep logs beside them (meanings that start with "sweep"); 
 (train_loss, test_acc, ...) are described in `entrypoints/train.py`. Keys are patterns: `{split}` is an
 analysis split (train, test, corrupt), `{cut}` a cut index (the metric at one cut; the key without `_d{cut}`
 is the mean over the cuts, `mean_over_cuts`), `{kind}` drift or grad, `{direction}` top, random or bottom,
-`{phase}` early, middle or late, `{corruption}` a corruption name, `{gm}` a baseline measure gm_*, `{measure}` any measure the sweep
-correlates. `tests/test_metrics.py` checks that every key a real analysis logs matches exactly one pattern,
-and that README's table is this list.
+`{phase}` early, middle or late, `{corruption}` a corruption name, `{gm}` a baseline measure gm_*,
+`{measure}` any measure the sweep correlates. `tests/test_metrics.py` checks that every key a real analysis
+logs matches exactly one pattern, and that README's table is this list.
 """
 
 from __future__ import annotations

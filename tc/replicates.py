@@ -42,6 +42,20 @@ class Claim:
     b: str | None = None  # None: a one-sample claim about arm a's values against 0
     expected: int = 1
     margin: float = 0.0
+    metric_b: str | None = None  # arm b's metric when it is another one (default: `metric`)
+    text: str = ""  # the claim in words, for the report
+
+    def label(self) -> str:
+        if self.b is None:
+            return f"{self.metric} ({self.a})"
+        other = self.metric_b or self.metric
+        if other == self.metric:
+            return f"{self.metric}: {self.a} − {self.b}"
+        return (
+            f"{self.metric} − {other} ({self.a})"
+            if self.a == self.b
+            else f"{self.metric} ({self.a}) − {other} ({self.b})"
+        )
 
 
 @dataclass(frozen=True)

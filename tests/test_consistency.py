@@ -127,7 +127,8 @@ def test_phase_scores_equal_brute_force_over_each_third_of_training():
         assert m[f"tc_test_{phase}"] == pytest.approx(sel.groupby("cut")["agree"].mean().mean(), abs=1e-12)
         with torch.no_grad():
             final = _net(model, sds[-1])(data.normalize(x)).argmax(1)
-            full = [(_net(model, sds[steps.index(s)])(data.normalize(x)).argmax(1) == final).double().mean() for s in rows]
+            nets = [_net(model, sds[steps.index(s)]) for s in rows]
+            full = [(net(data.normalize(x)).argmax(1) == final).double().mean() for net in nets]
         assert m[f"tc_full_test_{phase}"] == pytest.approx(float(np.mean(full)), abs=1e-12)
         assert -1.0 <= m[f"tc_kappa_test_{phase}"] <= 1.0
     assert len({m["tc_test_early"], m["tc_test_middle"], m["tc_test_late"]}) > 1
