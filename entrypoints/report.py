@@ -3,9 +3,11 @@
     mlflow run . --env-manager local -e report                    # the full report (2 CPUs: see docs/REPORT.md)
     mlflow run . --env-manager local -e report -P quick=true      # a smoke version on digits (minutes)
 
-Every number comes from tc's own entry points, run here as nested MLflow runs (env_manager="local"):
-train and analyze for the seeded experiments (`tc.report.training_runs`, `tc.report.analyses`), sweep for
-the correlations (rerun until it holds the asked number of converged trials). The report (`tc.report.render`),
+Every number comes from tc's own code paths, as nested MLflow runs of this run: the train and analyze entry
+points' (`tc.runs.train_nested`, `tc.runs.analyze_nested`, in this process so that ~60 runs pay no process
+start) for the seeded experiments (`tc.report.training_runs`, `tc.report.analyses`), and the sweep entry point
+(`mlflow.projects.run`, env_manager="local") for the correlations, rerun until its study holds the asked
+number of converged trials. The report (`tc.report.render`),
 its figures and tables are written to `out_dir` (default docs/) and also logged to this run.
 """
 
@@ -21,6 +23,8 @@ import mlflow
 import pandas as pd
 
 from tc import plots, report, tracking
+from tc import runs as tc_runs
+from tc.config import AnalyzeConfig, TrainConfig, from_strings
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -44,11 +48,15 @@ def _figure(run_id: str, name: str, fig_dir: Path, as_name: str) -> str:
     return f"report/{as_name}"
 
 
-def _timed(timing: dict, key: str, entry: str, params: dict) -> str:
+def _timed(timing: dict, key: str, fn, *args):
     t0 = time.time()
-    run_id = _run(entry, params)
-    timing[key] = time.time() - t0
-    return run_id
+    out = fn(*args)
+    timing[key] = timing.get(key, 0.0) + time.time() - t0
+    return out
+
+
+def _strings(params: dict) -> dict[str, str]:
+    return {k: str(v) for k, v in params.items()}
 
 
 def _sweep(s: report.Settings, study: str, timing: dict) -> str:
@@ -56,7 +64,7 @@ def _sweep(s: report.Settings, study: str, timing: dict) -> str:
     at most 3 rounds): the last sweep run's id, whose tables cover every trial of the study."""
     asked = s.n_trials
     for _ in range(3):
-        sweep_id = _timed(timing, "sweep", "sweep", report.sweep_parameters(s, study, asked))
+        sweep_id = _timed(timing, "sweep", _run, "sweep", report.sweep_parameters(s, study, asked))
         converged = int(tracking.get_run(sweep_id).data.metrics.get("n_trials_converged", 0))
         if converged >= s.n_trials:
             break
@@ -76,9 +84,13 @@ def main(argv: list[str] | None = None) -> int:
     figs = out / "report"
     figs.mkdir(parents=True, exist_ok=True)
     with mlflow.start_run(run_name="tc-report"):
-        runs = {key: _timed(timing, f"train {key}", "train", p) for key, p in report.training_runs(s).items()}
+        runs = {}
+        for key, params in report.training_runs(s).items():
+            cfg = from_strings(TrainConfig, _strings(params))
+            runs[key] = _timed(timing, f"train {key.split('/')[0]}", tc_runs.train_nested, cfg)
         for name, key, params in report.analyses(s, runs):
-            _timed(timing, f"analyze {name}", "analyze", {"run_id": runs[key], **params})
+            cfg = from_strings(AnalyzeConfig, _strings({"run_id": runs[key], **params}))
+            _timed(timing, f"analyze {name.split('/')[0]}", tc_runs.analyze_nested, cfg)
             metrics[name] = tracking.get_run(runs[key]).data.metrics
         fig = {k: _figure(runs["base/s0"], f, figs, f"base_{f}") for k, f in report.BASE_FIGURES.items()}
         sweep_id = _sweep(s, f"tc-report-{int(t_start)}", timing)

@@ -6,6 +6,7 @@ a training run being resumed, or (for `analyze`) into a finished training run.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -58,6 +59,13 @@ def param_str(value: Any) -> str:
     if isinstance(value, bool):
         return str(value).lower()
     return str(value)
+
+
+@contextlib.contextmanager
+def nested_run(tags: dict[str, str] | None = None):
+    """A child run of the active run (the run id), ended FINISHED, or FAILED when the block raises."""
+    with mlflow.start_run(nested=True, tags=tags) as run:
+        yield run.info.run_id
 
 
 def log_config(run_id: str, cfg: Any) -> None:
