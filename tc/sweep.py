@@ -515,6 +515,24 @@ def multiplicity(table: pd.DataFrame, headline: str = HEADLINE) -> pd.DataFrame:
     return table
 
 
+def _bootstrap_draws(mu: np.ndarray, g: np.ndarray, target: str, shared: _RowSet) -> dict[str, np.ndarray]:
+    """Spearman ρ, τ-b and partial τ (controls: the hyperparameters, as `partial_kendall`) of measure `mu`
+    and target column `target` (values `g`) on each of `shared`'s resamples (NaN where undefined).
+    Sampling unit: the trial."""
+    ms = _signs(mu)
+    m_den = _quad(shared.w, ms.s2)
+    gs, g_den, tau_gc = shared.variable(target, g)
+    tau_mg = _kendall_draws(ms, gs, shared.w, m_den, g_den)
+    pairs = zip(shared.controls, shared.control_den, strict=True)
+    tau_mc = [_kendall_draws(ms, cs, shared.w, m_den, cd) for cs, cd in pairs]
+    tau_mc = np.stack(tau_mc, axis=1) if tau_mc else np.zeros((len(tau_mg), 0))
+    return {
+        "spearman": _spearman_draws(mu, g, shared.idx),
+        "kendall": tau_mg,
+        "partial_kendall": _partial_draws(tau_mg, tau_mc, tau_gc, shared.tau_cc),
+    }
+
+
 def _scores(sub: pd.DataFrame, measure: str, target: str, space: dict, options: CorrelationOptions, shared: _RowSet):
     n = len(sub)
     mu, g = sub[measure].to_numpy(float), sub[target].to_numpy(float)
@@ -536,19 +554,9 @@ def _scores(sub: pd.DataFrame, measure: str, target: str, space: dict, options: 
     }
     for h in space:
         row[f"psi_{h}"], row[f"n_groups_{h}"], row[f"n_pairs_{h}"] = per_h[h], counts[h], pairs[h]
-    ms = _signs(mu)
-    m_den = _quad(shared.w, ms.s2)
-    gs, g_den, tau_gc = shared.variable(target, g)
-    tau_mg = _kendall_draws(ms, gs, shared.w, m_den, g_den)
-    pairs = zip(shared.controls, shared.control_den, strict=True)
-    tau_mc = [_kendall_draws(ms, cs, shared.w, m_den, cd) for cs, cd in pairs]
-    tau_mc = np.stack(tau_mc, axis=1) if tau_mc else np.zeros((options.draws, 0))
-    draws = options.draws
-    row["spearman_ci_low"], row["spearman_ci_high"] = _percentile_ci(_spearman_draws(mu, g, shared.idx), draws)
-    row["kendall_ci_low"], row["kendall_ci_high"] = _percentile_ci(tau_mg, draws)
-    row["partial_kendall_ci_low"], row["partial_kendall_ci_high"] = _percentile_ci(
-        _partial_draws(tau_mg, tau_mc, tau_gc, shared.tau_cc), draws
-    )
+    boot = _bootstrap_draws(mu, g, target, shared)
+    for name in ("spearman", "kendall", "partial_kendall"):
+        row[f"{name}_ci_low"], row[f"{name}_ci_high"] = _percentile_ci(boot[name], options.draws)
     return row
 
 
