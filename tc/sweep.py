@@ -389,20 +389,32 @@ def _counts(idx: np.ndarray) -> np.ndarray:
     return np.bincount(flat, minlength=draws * n).reshape(draws, n).astype(float)
 
 
-def _quad(w: np.ndarray, m: np.ndarray) -> np.ndarray:
-    return np.einsum("dp,dp->d", w @ m, w)
+def _quads(w: np.ndarray, mats: list[np.ndarray]) -> np.ndarray:
+    """draws x len(mats): w^T M w per resample for each M, with one matrix product for all of them."""
+    draws, n = w.shape
+    if not mats:
+        return np.zeros((draws, 0))
+    prod = (w @ np.concatenate(mats, axis=1)).reshape(draws, len(mats), n)
+    return np.einsum("dkp,dp->dk", prod, w)
 
 
-def _kendall_draws(a: _Signs, b: _Signs, w: np.ndarray, den_a=None, den_b=None) -> np.ndarray:
-    """τ-b of each resample (SciPy's, ties from repeated trials included): Σ S_a S_b / sqrt(Σ S_a² Σ S_b²)
-    over the resample's pairs; NaN where either is constant or touches a NaN. Sampling unit: the trial."""
-    den_a = _quad(w, a.s2) if den_a is None else den_a
-    den_b = _quad(w, b.s2) if den_b is None else den_b
+def _tau_with(a: _Signs, others: list[_Signs], w: np.ndarray, dens: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """(Σ S_a² per resample, draws x len(others) τ-b of `a` with each of `others`, whose Σ S² are `dens`).
+
+    τ-b of a resample (SciPy's, ties from repeated trials included) is Σ S_a S_b / sqrt(Σ S_a² Σ S_b²) over
+    its pairs; NaN where either is constant in it or it holds a NaN of either. Sampling unit: the trial."""
+    q = _quads(w, [a.s2, *(a.s * b.s for b in others)])
+    den_a, taus = q[:, 0], q[:, 1:]
     with np.errstate(invalid="ignore", divide="ignore"):
-        tau = _quad(w, a.s * b.s) / np.sqrt(den_a * den_b)
-    touched = (w[:, a.nan | b.nan] > 0).any(axis=1)
-    tau[touched] = np.nan
-    return tau
+        for k, (b, den_b) in enumerate(zip(others, dens, strict=True)):
+            taus[:, k] /= np.sqrt(den_a * den_b)
+            taus[(w[:, a.nan | b.nan] > 0).any(axis=1), k] = np.nan
+    return den_a, taus
+
+
+def _kendall_draws(a: _Signs, b: _Signs, w: np.ndarray) -> np.ndarray:
+    """τ-b of `a` and `b` on each resample (`_tau_with`)."""
+    return _tau_with(a, [b], w, [_quads(w, [b.s2])[:, 0]])[1][:, 0]
 
 
 def _spearman_draws(x: np.ndarray, y: np.ndarray, idx: np.ndarray) -> np.ndarray:
@@ -451,23 +463,20 @@ class _RowSet:
         controls = [c for c in space if rows[c].nunique() > 1]  # as partial_kendall chooses them
         values = _numeric(rows[controls]) if controls else pd.DataFrame(index=rows.index)
         self.controls = [_signs(values[c].to_numpy(float)) for c in controls]
-        self.control_den = [_quad(self.w, s.s2) for s in self.controls]
+        self.control_den = list(_quads(self.w, [s.s2 for s in self.controls]).T)
         c = len(controls)
         self.tau_cc = np.zeros((options.draws, c, c))
-        for a, b in itertools.combinations(range(c), 2):
-            pa, pb = self.controls[a], self.controls[b]
-            tau = _kendall_draws(pa, pb, self.w, self.control_den[a], self.control_den[b])
-            self.tau_cc[:, a, b] = self.tau_cc[:, b, a] = tau
+        for a in range(c - 1):
+            tau = _tau_with(self.controls[a], self.controls[a + 1 :], self.w, self.control_den[a + 1 :])[1]
+            self.tau_cc[:, a, a + 1 :] = tau
+            self.tau_cc[:, a + 1 :, a] = tau
         self._targets: dict[str, tuple] = {}
 
     def variable(self, name: str, x: np.ndarray) -> tuple[_Signs, np.ndarray, np.ndarray]:
         """(signs, τ-b denominators, τ-b with each control) of a target, cached."""
         if name not in self._targets:
             s = _signs(x)
-            den = _quad(self.w, s.s2)
-            pairs = zip(self.controls, self.control_den, strict=True)
-            tau_c = [_kendall_draws(s, cs, self.w, den, cd) for cs, cd in pairs]
-            self._targets[name] = (s, den, np.stack(tau_c, axis=1) if tau_c else np.zeros((len(den), 0)))
+            self._targets[name] = (s, *_tau_with(s, self.controls, self.w, self.control_den))
         return self._targets[name]
 
 
@@ -519,13 +528,9 @@ def _bootstrap_draws(mu: np.ndarray, g: np.ndarray, target: str, shared: _RowSet
     """Spearman ρ, τ-b and partial τ (controls: the hyperparameters, as `partial_kendall`) of measure `mu`
     and target column `target` (values `g`) on each of `shared`'s resamples (NaN where undefined).
     Sampling unit: the trial."""
-    ms = _signs(mu)
-    m_den = _quad(shared.w, ms.s2)
     gs, g_den, tau_gc = shared.variable(target, g)
-    tau_mg = _kendall_draws(ms, gs, shared.w, m_den, g_den)
-    pairs = zip(shared.controls, shared.control_den, strict=True)
-    tau_mc = [_kendall_draws(ms, cs, shared.w, m_den, cd) for cs, cd in pairs]
-    tau_mc = np.stack(tau_mc, axis=1) if tau_mc else np.zeros((len(tau_mg), 0))
+    _, taus = _tau_with(_signs(mu), [gs, *shared.controls], shared.w, [g_den, *shared.control_den])
+    tau_mg, tau_mc = taus[:, 0], taus[:, 1:]
     return {
         "spearman": _spearman_draws(mu, g, shared.idx),
         "kendall": tau_mg,
