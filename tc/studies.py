@@ -266,7 +266,9 @@ def summarize(cfg: SweepConfig, space: dict, every: pd.DataFrame) -> SweepSummar
     if len(trials) < 3:
         return SweepSummary(trials, capped, pd.DataFrame(), metrics, {})
     measures = sweep.measure_columns(list(trials.columns))
-    table = sweep.correlation_table(trials, measures, space, draws=cfg.bootstrap, seed=cfg.seed)
+    table = sweep.correlation_table(
+        trials, measures, space, sweep.CorrelationOptions(draws=cfg.bootstrap, seed=cfg.seed)
+    )
     acc = table[table["target"] == "test_acc"]
     metrics |= {f"corr_spearman_{r.measure}": r.spearman for r in acc.itertuples()}
     metrics |= {f"corr_kendall_{r.measure}": r.kendall for r in acc.itertuples()}
