@@ -118,8 +118,7 @@ def baseline_measures(
     values, seconds = measures.compute_all(
         at_state(run.model, ckpts.state_dicts[-1]),
         at_state(run.model, ckpts.state_dicts[0]),
-        data.normalize(train.x),
-        train.y,
+        (data.normalize(train.x), train.y),
         other=at_state(run.model, run.reference.state_dicts[-1]) if run.reference is not None else None,
         x_test=data.normalize(test.x) if test is not None else None,
         seed=cfg.seed,
