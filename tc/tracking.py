@@ -6,12 +6,14 @@ a training run being resumed, or (for `analyze`) into a finished training run.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
 import socket
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -442,6 +444,20 @@ def log_analysis_result(cfg: AnalyzeConfig, result: AnalysisResult, last_step: i
     if "tc.window_warning" in run.data.tags and "tc.window_warning" not in tags:
         client().delete_tag(cfg.run_id, "tc.window_warning")
     return version
+
+
+@contextlib.contextmanager
+def nested_run(run_name: str, tags: dict[str, str]) -> Iterator[str]:
+    """A child of the active run (a sweep trial, a trial's second seed); yields its id. Leaving the block ends
+    it FINISHED (FAILED on an exception) unless `end_active_run` ended it already."""
+    with mlflow.start_run(nested=True, run_name=run_name, tags=tags) as run:
+        yield run.info.run_id
+
+
+def end_active_run(status: str, tags: dict[str, str]) -> None:
+    """Tag the active run and end it with `status` (FAILED, KILLED): a trial that failed or was pruned."""
+    mlflow.set_tags(tags)
+    mlflow.end_run(status)
 
 
 # ------------------------------------------------------------------ readable runs in the UI (issue 13)
