@@ -1,12 +1,14 @@
 """Reproduce the paper's claims and test consistency as a generalization predictor: docs/REPORT.md.
 
-    mlflow run . --env-manager local -e report                    # the full report (about 40 min, 2 CPUs)
-    mlflow run . --env-manager local -e report -P quick=true      # a 3-minute smoke version on digits
+    mlflow run . --env-manager local -e report                    # the full report (2 CPUs: see docs/REPORT.md)
+    mlflow run . --env-manager local -e report -P quick=true      # a smoke version on digits (minutes)
 
-Every number comes from tc's own entry points, run here as nested MLflow runs (env_manager="local"):
-train and analyze for the single-run experiments (`tc.report.training_runs`, `tc.report.analyses`), sweep for
-the correlations. The report (`tc.report.render`) and its figures are written to `out_dir` (default docs/) and
-also logged to this run.
+Every number comes from tc's own code paths, as nested MLflow runs of this run: the train and analyze entry
+points' (`tc.runs.train_nested`, `tc.runs.analyze_nested`, in this process so that ~60 runs pay no process
+start) for the seeded experiments (`tc.report.training_runs`, `tc.report.analyses`), and the sweep entry point
+(`mlflow.projects.run`, env_manager="local") for the correlations, rerun until its study holds the asked
+number of converged trials. The report (`tc.report.render`),
+its figures and tables are written to `out_dir` (default docs/) and also logged to this run.
 """
 
 from __future__ import annotations
@@ -20,7 +22,9 @@ from pathlib import Path
 import mlflow
 import pandas as pd
 
-from tc import report, tracking
+from tc import plots, report, tracking
+from tc import runs as tc_runs
+from tc.config import AnalyzeConfig, TrainConfig, from_strings
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -44,17 +48,35 @@ def _figure(run_id: str, name: str, fig_dir: Path, as_name: str) -> str:
     return f"report/{as_name}"
 
 
-def _timed(timing: dict, key: str, entry: str, params: dict) -> str:
+def _timed(timing: dict, key: str, fn, *args):
     t0 = time.time()
-    run_id = _run(entry, params)
-    timing[key] = time.time() - t0
-    return run_id
+    out = fn(*args)
+    timing[key] = timing.get(key, 0.0) + time.time() - t0
+    return out
+
+
+def _strings(params: dict) -> dict[str, str]:
+    return {k: str(v) for k, v in params.items()}
+
+
+def _sweep(s: report.Settings, study: str, timing: dict) -> str:
+    """Run the sweep until its study holds `s.n_trials` converged trials (a rerun adds trials to the study;
+    at most 3 rounds): the last sweep run's id, whose tables cover every trial of the study."""
+    asked = s.n_trials
+    for _ in range(3):
+        sweep_id = _timed(timing, "sweep", _run, "sweep", report.sweep_parameters(s, study, asked))
+        converged = int(tracking.get_run(sweep_id).data.metrics.get("n_trials_converged", 0))
+        if converged >= s.n_trials:
+            break
+        asked += s.n_trials - converged + 2
+        print(f"tc report: {converged} converged trials of {s.n_trials}; asking for {asked} in all", flush=True)
+    return sweep_id
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", default="false")
-    ap.add_argument("--trials", default="24")
+    ap.add_argument("--trials", default="48")
     ap.add_argument("--out_dir", default=str(ROOT / "docs"))
     args = ap.parse_args(argv)
     s = report.settings(args.quick.lower() in ("true", "1", "yes"), int(args.trials), ROOT)
@@ -62,28 +84,32 @@ def main(argv: list[str] | None = None) -> int:
     figs = out / "report"
     figs.mkdir(parents=True, exist_ok=True)
     with mlflow.start_run(run_name="tc-report"):
-        runs = {name: _timed(timing, f"train {name}", "train", p) for name, p in report.training_runs(s).items()}
-        for name, run, params in report.analyses(s, runs):
-            _timed(
-                timing, f"analyze {run} {params.get('bn_mode', '')}".strip(), "analyze", {"run_id": runs[run], **params}
-            )
-            metrics[name] = tracking.get_run(runs[run]).data.metrics
-        fig = {k: _figure(runs["base"], f, figs, f"base_{f}") for k, f in report.BASE_FIGURES.items()}
-        fig["heat_random"] = _figure(runs["random"], "consistency_heatmaps.png", figs, "random_heatmaps.png")
-        sweep_id = _timed(timing, "sweep", "sweep", report.sweep_parameters(s, f"tc-report-{int(t_start)}"))
+        runs = {}
+        for key, params in report.training_runs(s).items():
+            cfg = from_strings(TrainConfig, _strings(params))
+            runs[key] = _timed(timing, f"train {key.split('/')[0]}", tc_runs.train_nested, cfg)
+        for name, key, params in report.analyses(s, runs):
+            cfg = from_strings(AnalyzeConfig, _strings({"run_id": runs[key], **params}))
+            _timed(timing, f"analyze {name.split('/')[0]}", tc_runs.analyze_nested, cfg)
+            metrics[name] = tracking.get_run(runs[key]).data.metrics
+        fig = {k: _figure(runs["base/s0"], f, figs, f"base_{f}") for k, f in report.BASE_FIGURES.items()}
+        sweep_id = _sweep(s, f"tc-report-{int(t_start)}", timing)
         art = Path(tracking.client().download_artifacts(sweep_id, "", str(figs / ".tmp")))
         trials = pd.read_csv(art / "trials.csv")
         corr = pd.read_csv(art / "correlations.csv") if (art / "correlations.csv").exists() else pd.DataFrame()
         shutil.move(art / "scatter.png", figs / "sweep_scatter.png")
         shutil.move(art / "correlation_bars.png", figs / "sweep_bars.png")
         shutil.rmtree(figs / ".tmp", ignore_errors=True)
+        effects = report.all_effects(metrics)
+        plots.save_figures({"effects.png": plots.effects_forest(effects)}, figs)
+        fig["forest"] = "report/effects.png"
         costs = report.epoch_costs(
             [(tracking.get_run(r).data.metrics, tracking.seconds_per_epoch(r)) for r in trials["run_id"]]
         )
         results = report.Results(s, metrics, fig, trials, corr, costs, timing, time.time() - t_start)
         (out / "REPORT.md").write_text(report.render(results))
-        corr.to_csv(figs / "correlations.csv", index=False)
-        trials.to_csv(figs / "trials.csv", index=False)
+        for name, table in (("correlations", corr), ("trials", trials), ("effects", effects)):
+            table.to_csv(figs / f"{name}.csv", index=False)
         mlflow.log_artifact(str(out / "REPORT.md"))
         mlflow.log_dict({"runs": runs, "sweep_run_id": sweep_id, "timing_s": timing}, "report_runs.json")
     print(f"tc report: wrote {out / 'REPORT.md'} in {(time.time() - t_start) / 60:.1f} min")

@@ -202,11 +202,21 @@ def consistency_analysis(
         summary["warnings"].append(msg)
         summary["tags"]["tc.window_warning"] = msg
     num_classes = model.spec.num_classes
+    # cfg.phases: the same scores over the early, middle and late thirds of training (fractions of the last
+    # step, so that runs of different lengths are compared at matched points); raises before any compute
+    # when a third holds no checkpoint.
+    phases = C.phase_windows(steps) if cfg.phases else {}
+    summary["phase_steps"] = {name: [steps[i] for i in idx] for name, idx in phases.items()}
+    rows_used = sorted(set(win).union(*phases.values()))  # whole-network predictions needed for tc_full
     plan = _Plan(model, ckpts, data, cfg, cuts, win, calibration, progress)
     for split in splits:
         outs = _outputs(plan, split)
-        network_pred = _network_predictions(plan, [*win, T], split)
-        metrics[f"tc_full_{split.name}"] = C.tc_full(network_pred, range(len(win)))
+        network_pred = _network_predictions(plan, [*rows_used, T], split)
+        at = {i: k for k, i in enumerate(rows_used)}  # checkpoint index -> row of network_pred
+        metrics[f"tc_full_{split.name}"] = C.tc_full(network_pred, [at[i] for i in win])
+        for name, idx in phases.items():
+            metrics[f"tc_full_{split.name}_{name}"] = C.tc_full(network_pred, [at[i] for i in idx])
+        per_cut_phase: dict[str, float] = {}  # phase scores per cut; only their means over cuts are logged
         rel_lags = []
         for cut, out in outs.items():
             acc = C.acc_matrix(out, split.y)
@@ -235,6 +245,11 @@ def consistency_analysis(
                 summary["half_life"][f"{split.name}_d{cut}"] = hl
             metrics[f"tc_{split.name}_d{cut}"] = C.tc_score(agree, win)
             metrics[f"tc_kappa_{split.name}_d{cut}"] = C.tc_kappa(out, out.pred[T, T], win, num_classes)
+            for name, idx in phases.items():
+                per_cut_phase[f"tc_{split.name}_{name}_d{cut}"] = C.tc_score(agree, idx)
+                per_cut_phase[f"tc_kappa_{split.name}_{name}_d{cut}"] = C.tc_kappa(
+                    out, out.pred[T, T], idx, num_classes
+                )
             metrics[f"acc_{split.name}"] = float(acc[T, T])  # the final network itself (same at every cut)
             if steps[0] == 0:  # the initialisation only if step 0 was selected (training saves it first)
                 metrics[f"tc_{split.name}_random_shallow_d{cut}"] = float(agree[0, T])
@@ -255,6 +270,9 @@ def consistency_analysis(
                 corrupt_rows += [(cut, *row) for row in scores]
         prefixes = ("tc_{}", "tc_kappa_{}", "tc_{}_random_shallow", "drift_{}")
         add_means_over_cuts(metrics, [p.format(split.name) for p in prefixes], cuts)
+        phase_prefixes = [f"{p.format(split.name)}_{name}" for p in ("tc_{}", "tc_kappa_{}") for name in phases]
+        add_means_over_cuts(per_cut_phase, phase_prefixes, cuts)
+        metrics.update({k: per_cut_phase[k] for k in phase_prefixes})
         metrics[f"tc_excess_{split.name}"] = C.tc_excess(metrics[f"tc_{split.name}"], metrics[f"tc_full_{split.name}"])
         if rel_lags:
             r = np.nanmean(np.stack(rel_lags), axis=0)

@@ -267,15 +267,16 @@ def parse_severities(text: str) -> tuple[int, ...]:
 
 
 def check_checkpoints_spec(text: str) -> None:
-    """The form of `checkpoints` (all, every:K, or a list of steps), before any run is read."""
-    usage = "use all, every:K (K >= 1), or a comma list of steps"
+    """The form of `checkpoints` (all, every:K, fractions:N, or a list of steps), before any run is read."""
+    usage = "use all, every:K (K >= 1), fractions:N (N >= 2), or a comma list of steps"
     if text == "all":
         return
-    if text.startswith("every:"):
-        k = text.split(":", 1)[1]
-        if not k.strip().isdigit() or int(k) < 1:
-            raise ValueError(f"checkpoints={text!r} is not valid: K must be an integer >= 1; {usage}")
-        return
+    for prefix, least in (("every:", 1), ("fractions:", 2)):
+        if text.startswith(prefix):
+            k = text.split(":", 1)[1]
+            if not k.strip().isdigit() or int(k) < least:
+                raise ValueError(f"checkpoints={text!r} is not valid: need an integer >= {least}; {usage}")
+            return
     if not split_list(text) or not all(s.isdigit() for s in split_list(text)):
         raise ValueError(f"checkpoints={text!r} is not valid; {usage}")
 
@@ -290,7 +291,11 @@ class AnalyzeConfig:
     )
     splits: str = _opt("train,test,corrupt", "comma list of splits among train, test, corrupt")
     max_samples: int = _opt(1000, "examples per split (seeded subset); 0 = the whole split")
-    checkpoints: str = _opt("all", "checkpoints to use: all, every:K (every K-th, always the last), or a list of steps")
+    checkpoints: str = _opt(
+        "all",
+        "checkpoints to use: all, every:K (every K-th, always the last), fractions:N (the checkpoints nearest N "
+        "evenly spaced fractions of training, 0 to 1: matched across runs of different lengths), or a list of steps",
+    )
     bn_mode: str = _opt(
         "splice", "BatchNorm in composites: each part keeps its own statistics, or re-estimate", BN_MODES
     )
@@ -301,6 +306,9 @@ class AnalyzeConfig:
     device: str = _opt("auto", "where to compute; auto = cuda when available", DEVICES)
     precision: str = _opt("fp32", "fp32, or bf16 autocast (faster where the hardware has bf16)", PRECISIONS)
     matrix: str = _opt("full", "full: every (t1, t2) pair (heatmaps, lag curves); final: only t2 = last", MATRICES)
+    phases: bool = _opt(
+        False, "also tc, tc_kappa and tc_full over the early, middle and late thirds of training (fractions)"
+    )
     window: float = _opt(0.5, "fraction of training, before the final checkpoint, that the tc score averages over")
     calibration_batches: int = _opt(5, "training batches used to re-estimate BatchNorm (bn_mode=recalibrate)")
     seed: int = _opt(0, "seed for the sample subsets and the corruptions")

@@ -4,9 +4,9 @@ It also names what a sweep logs beside them (meanings that start with "sweep"); 
 (train_loss, test_acc, ...) are described in `entrypoints/train.py`. Keys are patterns: `{split}` is an
 analysis split (train, test, corrupt), `{cut}` a cut index (the metric at one cut; the key without `_d{cut}`
 is the mean over the cuts, `mean_over_cuts`), `{kind}` drift or grad, `{direction}` top, random or bottom,
-`{corruption}` a corruption name, `{gm}` a baseline measure gm_*, `{measure}` any measure the sweep
-correlates. `tests/test_metrics.py` checks that every key a real analysis logs matches exactly one pattern,
-and that README's table is this list.
+`{phase}` early, middle or late, `{corruption}` a corruption name, `{gm}` a baseline measure gm_*,
+`{measure}` any measure the sweep correlates. `tests/test_metrics.py` checks that every key a real analysis
+logs matches exactly one pattern, and that README's table is this list.
 """
 
 from __future__ import annotations
@@ -57,6 +57,10 @@ METRICS: dict[str, str] = {
     "tc_{split}_random_shallow_d{cut}": "agree_d[0, T]: the initialisation's shallow part (a chance-level control; "
     "only when step 0 is analyzed)",
     "tc_{split}_random_shallow": "mean over cuts of tc_{split}_random_shallow_d{cut}",
+    "tc_{split}_{phase}": "with phases=true: tc_{split} over the checkpoints of one third of training (s/T in "
+    "(0, 1/3], (1/3, 2/3], (2/3, 1), T excluded; `consistency.phase_windows`), mean over cuts",
+    "tc_kappa_{split}_{phase}": "with phases=true: tc_kappa_{split} over that third of training, mean over cuts",
+    "tc_full_{split}_{phase}": "with phases=true: tc_full_{split} over that third of training",
     "tc_kappa_{split}_d{cut}": "mean_{t in W} Cohen's κ(g_d[t, T](x), f(x; θ_T)) (`consistency.tc_kappa`)",
     "tc_kappa_{split}": "mean over cuts of tc_kappa_{split}_d{cut}",
     "tc_full_{split}": "mean_{t in W} mean_x 1[f(x; θ_t) = f(x; θ_T)]: whole networks, the convergence baseline "
@@ -124,6 +128,7 @@ PLACEHOLDERS = {
     "n": r"\d+",
     "kind": "drift|grad",
     "direction": "top|random|bottom",
+    "phase": "early|middle|late",
     "corruption": "|".join(sorted(CORRUPTIONS)),
     "gm": "|".join(GM),
     "measure": r"(?:tc|drift|half_life|aniso|gm)_\w+",

@@ -207,3 +207,22 @@ def save_figures(figures: dict[str, Figure], out: Path, dpi: int = 110) -> None:
     for name, fig in figures.items():
         fig.savefig(out / name, dpi=dpi)
         plt.close(fig)
+
+
+VERDICT_COLOURS = {"reproduces": "tab:green", "does not reproduce": "tab:red", "differs": "tab:green"}
+
+
+def effects_forest(effects: pd.DataFrame) -> Figure:
+    """Every claim's paired difference with its 95% CI over seeds (`tc.report.all_effects`), coloured by
+    verdict (green: reproduces / differs, red: does not reproduce, grey: inconclusive or no difference)."""
+    rows = effects.iloc[::-1].reset_index(drop=True)
+    fig, ax = plt.subplots(figsize=(8, 0.32 * len(rows) + 1.2), constrained_layout=True)
+    for i, r in rows.iterrows():
+        colour = VERDICT_COLOURS.get(r["verdict"], "tab:gray")
+        if pd.notna(r["low"]):
+            ax.plot([r["low"], r["high"]], [i, i], color=colour, lw=2)
+        ax.plot([r["diff"]], [i], "o", color=colour, ms=4)
+    ax.axvline(0, color="black", lw=0.8)
+    ax.set_yticks(range(len(rows)), [f"{r['section']}: {r['label']}" for _, r in rows.iterrows()], fontsize=7)
+    ax.set_xlabel("difference (a − b, or the value) with 95% CI over seeds")
+    return fig

@@ -63,3 +63,24 @@ def analyze_logged_run(cfg: AnalyzeConfig) -> tuple[AnalysisResult, int]:
     )
     with progress_bar(sample_count(data, cfg), "tc analyze") as progress:
         return analyze_run(ckpts, data, cfg, run, progress), ckpts.steps[-1]
+
+
+def train_nested(cfg: TrainConfig) -> str:
+    """Train `cfg` as a child run of the active run, as the train entry point does (config, names, tags,
+    every checkpoint, description): its run id. In-process, so a report of many runs pays no process start."""
+    with tracking.nested_run() as run_id:
+        tracking.log_config(run_id, cfg)
+        tracking.label_train_run(run_id, cfg)
+        train_into_run(run_id, cfg)
+        tracking.describe_train_run(run_id)
+    return run_id
+
+
+def analyze_nested(cfg: AnalyzeConfig) -> AnalysisResult:
+    """Analyze run `cfg.run_id` from a child analyze run of the active run and log the result back to the
+    training run, as the analyze entry point does."""
+    with tracking.nested_run({"tc.source_run_id": cfg.run_id}) as analyze_id:
+        result, last_step = analyze_logged_run(cfg)
+        tracking.log_analysis_result(cfg, result, last_step, analyze_id)
+        tracking.label_analysis(cfg.run_id, analyze_id, cfg)
+    return result

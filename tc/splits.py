@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import torch
 
 from tc.config import AnalyzeConfig, CutSpec, split_list
+from tc.consistency import steps_at_fractions
 from tc.corruptions import corrupted_set
 from tc.data import DataBundle
 from tc.models import BlockNet
@@ -32,9 +33,16 @@ def parse_cuts(spec: CutSpec | str, model: BlockNet) -> list[int]:
 
 
 def select_steps(text: str, steps: list[int]) -> list[int]:
-    """`all`, `every:K` (every K-th checkpoint counted from the first, plus the last), or a list of steps."""
+    """`all`, `every:K` (every K-th checkpoint counted from the first, plus the last), `fractions:N` (the
+    checkpoints nearest the fractions 0, 1/(N-1), ..., 1 of the last step: `tc.consistency.steps_at_fractions`;
+    fewer than N when the run has too few checkpoints to tell them apart), or a list of steps."""
     if text == "all":
         return list(steps)
+    if text.startswith("fractions:"):
+        n = int(text.split(":", 1)[1])
+        if n < 2:
+            raise ValueError(f"checkpoints={text!r}: N must be >= 2")
+        return sorted(set(steps_at_fractions(steps, [i / (n - 1) for i in range(n)])))
     if text.startswith("every:"):
         k = int(text.split(":", 1)[1])
         if k < 1:

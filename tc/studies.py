@@ -268,7 +268,9 @@ def summarize(cfg: SweepConfig, space: dict, every: pd.DataFrame) -> SweepSummar
     if len(trials) < 3:
         return SweepSummary(trials, capped, pd.DataFrame(), metrics, {})
     measures = sweep.measure_columns(list(trials.columns))
-    table = sweep.correlation_table(trials, measures, space, draws=cfg.bootstrap, seed=cfg.seed)
+    table = sweep.correlation_table(
+        trials, measures, space, sweep.CorrelationOptions(draws=cfg.bootstrap, seed=cfg.seed)
+    )
     acc = table[table["target"] == "test_acc"]
     metrics |= {f"corr_spearman_{r.measure}": r.spearman for r in acc.itertuples()}
     metrics |= {f"corr_kendall_{r.measure}": r.kendall for r in acc.itertuples()}
@@ -343,7 +345,7 @@ def train_trial(cfg: SweepConfig, trial: optuna.Trial, train_cfg: TrainConfig, r
         return None
     second = replace(train_cfg, seed=train_cfg.seed + 1)
     tags = {"tc.study": cfg.study_name, "tc.seed_of": run_id}
-    with tracking.nested_run(f"seed-{second.seed}", tags) as second_id:
+    with tracking.nested_run(tags, run_name=f"seed-{second.seed}") as second_id:
         tracking.log_config(second_id, second)
         runs.train_into_run(second_id, second)
     return second_id
@@ -367,7 +369,7 @@ def objective(cfg: SweepConfig, space: dict, parent_id: str) -> Callable[[optuna
         start_trial(trial, cfg.n_trials, parent_id)
         values = sweep.suggest(trial, space)
         tags = {"tc.study": cfg.study_name, "tc.trial": str(trial.number), "tc.sweep_run_id": parent_id}
-        with tracking.nested_run(runinfo.trial_name(trial.number), tags) as run_id:
+        with tracking.nested_run(tags, run_name=runinfo.trial_name(trial.number)) as run_id:
             trial.set_user_attr("mlflow_run_id", run_id)
             try:
                 second_id = train_trial(cfg, trial, TrainConfig(**{**fixed_settings(cfg), **values}), run_id)

@@ -22,6 +22,7 @@ import itertools
 import json
 import math
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -223,18 +224,55 @@ def _numeric(df: pd.DataFrame) -> pd.DataFrame:
     return df.apply(lambda c: c.astype(float) if c.dtype == bool else pd.to_numeric(c, errors="coerce"))
 
 
-def _same(a: pd.Series, b: pd.Series, space: dict, tol: float) -> bool:
-    for name, spec in space.items():
-        x, y = a[name], b[name]
-        if spec["type"] == "categorical" or spec["type"] == "int":
-            if x != y:
-                return False
+def _close(values: np.ndarray, spec: dict, tol: float) -> np.ndarray:
+    """n x n: whether two trials agree on one hyperparameter (categorical and int exactly; numeric within
+    `tol` of its range, log scale for log ranges). NaN follows the scalar rule it replaces: NaN != NaN for
+    exact comparison, and |x - y| > tol·width is False for NaN (so a NaN numeric counts as close)."""
+    if spec["type"] in ("categorical", "int"):
+        return ~(values[:, None] != values[None, :])
+    x = np.asarray(values, float)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        if spec.get("log"):
+            x, width = np.log(x), math.log(spec["high"]) - math.log(spec["low"])
         else:
-            x, y = (math.log(x), math.log(y)) if spec.get("log") else (x, y)
-            width = (math.log(spec["high"]) - math.log(spec["low"])) if spec.get("log") else spec["high"] - spec["low"]
-            if abs(x - y) > tol * width:
-                return False
-    return True
+            width = spec["high"] - spec["low"]
+        return ~(np.abs(x[:, None] - x[None, :]) > tol * width)
+
+
+def granulated_groups(trials: pd.DataFrame, space: dict, tol: float = 0.1) -> dict[str, list[np.ndarray]]:
+    """For each hyperparameter h, the groups of `granulated_kendall` as arrays of (a, b) row-position pairs
+    (a < b, in row order) that differ in h; groups without such a pair are left out. Depends only on the
+    trials' hyperparameters, `space` and `tol` (not on any measure), so one call serves every measure scored
+    on the same rows. A group is seeded greedily by the first trial not yet grouped and takes every other
+    ungrouped trial that matches it on the other hyperparameters; matching with a tolerance is not
+    transitive, so the groups depend on which rows are present: recompute (or cache by row set) after
+    dropping rows."""
+    n = len(trials)
+    close = {}
+    for name, spec in space.items():
+        col = trials[name]
+        values = col.to_numpy(float) if spec["type"] == "float" else col.to_numpy(object)
+        close[name] = _close(values, spec, tol)
+    out = {}
+    for h in space:
+        same = np.ones((n, n), bool)
+        for k in space:
+            if k != h:
+                same &= close[k]
+        differ = ~close[h]
+        groups, seen = [], np.zeros(n, bool)
+        for i in range(n):
+            if seen[i]:
+                continue
+            members = np.flatnonzero(same[i] & ~seen)
+            seen[members] = True
+            a, b = np.triu_indices(len(members), 1)  # row-major: itertools.combinations order
+            a, b = members[a], members[b]
+            keep = differ[a, b]
+            if keep.any():
+                groups.append(np.stack([a[keep], b[keep]], axis=1))
+        out[h] = groups
+    return out
 
 
 class GranulatedKendall(NamedTuple):
@@ -247,9 +285,33 @@ class GranulatedKendall(NamedTuple):
     entered: list[str]
 
 
-def _differ(a: pd.Series, b: pd.Series, name: str, spec: dict, tol: float) -> bool:
-    """Whether two trials differ in hyperparameter `name` (numeric: by more than `tol` of its range)."""
-    return not _same(a, b, {name: spec}, tol)
+@dataclass(frozen=True)
+class CorrelationOptions:
+    """The rarely changed knobs of `correlation_table` and `granulated_kendall`.
+
+    targets: the columns every measure is scored against; draws: bootstrap resamples (all three CIs, partial
+    τ included, use all of them); seed: the resampling seed (the same resamples for every measure scored on
+    the same rows); tol: the matching tolerance of Ψ's groups, as a fraction of a numeric range;
+    min_groups / min_hyperparameters: when ψ_h enters Ψ and when Ψ is defined (`granulated_kendall`)."""
+
+    targets: tuple[str, ...] = ("test_acc", "gen_gap")
+    draws: int = 1000
+    seed: int = 0
+    tol: float = 0.1
+    min_groups: int = 2
+    min_hyperparameters: int = 2
+
+
+def _psi(mu: np.ndarray, g: np.ndarray, groups: dict[str, list[np.ndarray]], options: CorrelationOptions):
+    psi, counts, pairs = {}, {}, {}
+    for h, parts in groups.items():
+        taus = [float(np.mean(np.sign(mu[p[:, 0]] - mu[p[:, 1]]) * np.sign(g[p[:, 0]] - g[p[:, 1]]))) for p in parts]
+        counts[h], pairs[h] = len(taus), sum(len(p) for p in parts)
+        psi[h] = float(np.mean(taus)) if taus else math.nan
+    entered = [h for h in groups if counts[h] >= options.min_groups and not math.isnan(psi[h])]
+    enough = len(entered) >= max(options.min_hyperparameters, 1)
+    value = float(np.mean([psi[h] for h in entered])) if enough else math.nan
+    return GranulatedKendall(value, psi, counts, pairs, entered)
 
 
 def granulated_kendall(
@@ -257,9 +319,8 @@ def granulated_kendall(
     measure: str,
     target: str,
     space: dict,
-    tol: float = 0.1,
-    min_groups: int = 2,
-    min_hyperparameters: int = 2,
+    tol: float | None = None,
+    options: CorrelationOptions | None = None,
 ) -> GranulatedKendall:
     """Jiang et al. (2020)'s granulated Kendall coefficient, eq. (4)-(5):
 
@@ -268,43 +329,26 @@ def granulated_kendall(
                   / #{a≠b in the group, θ_a(h) ≠ θ_b(h)}
 
     A group for h: trials that match on every other hyperparameter (within `tol` of a numeric range, log
-    scale for log ranges; categorical and int exactly) and take >= 2 distinct values of h. Only pairs that
-    differ in h count: two trials that repeat a setting (same seed or not) are no evidence about h, and the
-    paper's groups hold one model per value of h. Sampling unit: the trial pair within a group.
+    scale for log ranges; categorical and int exactly) and take >= 2 distinct values of h
+    (`granulated_groups`). Only pairs that differ in h count: two trials that repeat a setting (same seed or
+    not) are no evidence about h, and the paper's groups hold one model per value of h. Sampling unit: the
+    trial pair within a group.
 
-    ψ_h enters Ψ only when it rests on >= `min_groups` groups (default 2: one group is a single τ, not an
-    average over the other hyperparameters' settings); Ψ is NaN when fewer than `min_hyperparameters`
-    (default 2) entered, because an "average over hyperparameters" of one ψ_h is just that ψ_h.
+    ψ_h enters Ψ only when it rests on >= `options.min_groups` groups (default 2: one group is a single τ,
+    not an average over the other hyperparameters' settings); Ψ is NaN when fewer than
+    `options.min_hyperparameters` (default 2) entered, because an "average over hyperparameters" of one ψ_h
+    is just that ψ_h. `tol` (default `options.tol`, 0.1) overrides the options' tolerance.
     Returns (Ψ, {h: ψ_h}, {h: number of groups}, {h: number of pairs differing in h}, [h that entered])."""
-    psi, counts, pairs = {}, {}, {}
+    options = options or CorrelationOptions()
     rows = trials.reset_index(drop=True)
-    mu_all, g_all = rows[measure].to_numpy(float), rows[target].to_numpy(float)
-    for h in space:
-        others = {k: v for k, v in space.items() if k != h}
-        taus, n_pairs, seen = [], 0, set()
-        for i in range(len(rows)):
-            if i in seen:
-                continue
-            members = [j for j in range(len(rows)) if j not in seen and _same(rows.loc[i], rows.loc[j], others, tol)]
-            seen.update(members)
-            differing = [
-                (a, b)
-                for a, b in itertools.combinations(members, 2)
-                if _differ(rows.loc[a], rows.loc[b], h, space[h], tol)
-            ]
-            if not differing:
-                continue
-            s = [np.sign(mu_all[a] - mu_all[b]) * np.sign(g_all[a] - g_all[b]) for a, b in differing]
-            taus.append(float(np.mean(s)))
-            n_pairs += len(differing)
-        counts[h], pairs[h] = len(taus), n_pairs
-        psi[h] = float(np.mean(taus)) if taus else math.nan
-    entered = [h for h in space if counts[h] >= min_groups and not math.isnan(psi[h])]
-    value = float(np.mean([psi[h] for h in entered])) if len(entered) >= max(min_hyperparameters, 1) else math.nan
-    return GranulatedKendall(value, psi, counts, pairs, entered)
+    groups = granulated_groups(rows, space, options.tol if tol is None else tol)
+    return _psi(rows[measure].to_numpy(float), rows[target].to_numpy(float), groups, options)
 
 
 def partial_kendall(trials: pd.DataFrame, measure: str, target: str, controls: list[str]) -> float:
+    """Kendall's partial τ of `measure` and `target` controlling for `controls` (those constant in `trials`
+    left out): -P_01 / sqrt(P_00 P_11) with P the pseudo-inverse of the τ-b matrix of (measure, target,
+    controls); an undefined τ (constant column) enters as 0. Sampling unit: the trial."""
     cols = [measure, target, *[c for c in controls if trials[c].nunique() > 1]]
     data = _numeric(trials[cols]).to_numpy()
     k = len(cols)
@@ -317,41 +361,148 @@ def partial_kendall(trials: pd.DataFrame, measure: str, target: str, controls: l
     return float(-p[0, 1] / denom)
 
 
-def _bootstrap(fn, n: int, draws: int, seed: int) -> tuple[float, float]:
-    """Percentile 95% interval of `fn(indices)` over resamples; resamples where it is undefined are
-    skipped (a resample can repeat one trial), and fewer than half defined gives NaN."""
-    rng = np.random.default_rng(seed)
-    values = []
-    for _ in range(draws):
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", stats.ConstantInputWarning)
-            v = fn(rng.integers(0, n, n))
-        if not math.isnan(v):
-            values.append(v)
-    if len(values) < draws // 2:
+# ---- the bootstrap, all resamples at once ----------------------------------------------------------------
+# A resample is a row of `idx` (draws x n). Every pairwise sum over a resample's pairs,
+# Σ_{i,j} f(idx_i, idx_j), equals Σ_{p,q} w_p w_q f(p, q) with w the resample's counts of each trial, so the
+# sums behind τ-b are w^T M w for an n x n matrix M computed once: one BLAS product for all draws.
+
+
+class _Signs(NamedTuple):
+    """One variable: its n x n sign matrix S (NaN pairs as 0), S², and its NaN rows."""
+
+    s: np.ndarray
+    s2: np.ndarray
+    nan: np.ndarray
+
+
+def _signs(x: np.ndarray) -> _Signs:
+    x = np.asarray(x, float)
+    with np.errstate(invalid="ignore"):
+        s = np.nan_to_num(np.sign(x[:, None] - x[None, :]))
+    return _Signs(s, s * s, np.isnan(x))
+
+
+def _counts(idx: np.ndarray) -> np.ndarray:
+    """draws x n: how often each trial appears in each resample."""
+    draws, n = idx.shape
+    flat = (idx + n * np.arange(draws)[:, None]).ravel()
+    return np.bincount(flat, minlength=draws * n).reshape(draws, n).astype(float)
+
+
+def _quads(w: np.ndarray, mats: list[np.ndarray]) -> np.ndarray:
+    """draws x len(mats): w^T M w per resample for each M, with one matrix product for all of them."""
+    draws, n = w.shape
+    if not mats:
+        return np.zeros((draws, 0))
+    prod = (w @ np.concatenate(mats, axis=1)).reshape(draws, len(mats), n)
+    return np.einsum("dkp,dp->dk", prod, w)
+
+
+def _tau_with(a: _Signs, others: list[_Signs], w: np.ndarray, dens: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """(Σ S_a² per resample, draws x len(others) τ-b of `a` with each of `others`, whose Σ S² are `dens`).
+
+    τ-b of a resample (SciPy's, ties from repeated trials included) is Σ S_a S_b / sqrt(Σ S_a² Σ S_b²) over
+    its pairs; NaN where either is constant in it or it holds a NaN of either. Sampling unit: the trial."""
+    q = _quads(w, [a.s2, *(a.s * b.s for b in others)])
+    den_a, taus = q[:, 0], q[:, 1:]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        for k, (b, den_b) in enumerate(zip(others, dens, strict=True)):
+            taus[:, k] /= np.sqrt(den_a * den_b)
+            taus[(w[:, a.nan | b.nan] > 0).any(axis=1), k] = np.nan
+    return den_a, taus
+
+
+def _kendall_draws(a: _Signs, b: _Signs, w: np.ndarray) -> np.ndarray:
+    """τ-b of `a` and `b` on each resample (`_tau_with`)."""
+    return _tau_with(a, [b], w, [_quads(w, [b.s2])[:, 0]])[1][:, 0]
+
+
+def _spearman_draws(x: np.ndarray, y: np.ndarray, idx: np.ndarray) -> np.ndarray:
+    """Spearman's ρ of each resample (average ranks, then Pearson per row); NaN for a constant resample."""
+    rx, ry = stats.rankdata(x[idx], axis=1), stats.rankdata(y[idx], axis=1)
+    rx, ry = rx - rx.mean(1, keepdims=True), ry - ry.mean(1, keepdims=True)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return (rx * ry).sum(1) / np.sqrt((rx * rx).sum(1) * (ry * ry).sum(1))
+
+
+def _partial_draws(tau_mg: np.ndarray, tau_mc: np.ndarray, tau_gc: np.ndarray, tau_cc: np.ndarray) -> np.ndarray:
+    """`partial_kendall` of each resample from its τ-b matrices: tau_mg (draws), tau_mc and tau_gc
+    (draws x c), tau_cc (draws x c x c, the controls' own; the same for every measure). An undefined τ enters
+    as 0, which is also what dropping a control that is constant in the resample amounts to (its row and
+    column of the matrix are then those of the identity, so P restricted to the others is unchanged)."""
+    draws, c = tau_mc.shape
+    t = np.zeros((draws, c + 2, c + 2))
+    t[:, 0, 1] = t[:, 1, 0] = tau_mg
+    t[:, 0, 2:] = t[:, 2:, 0] = tau_mc
+    t[:, 1, 2:] = t[:, 2:, 1] = tau_gc
+    t[:, 2:, 2:] = tau_cc
+    t = np.nan_to_num(t, nan=0.0)
+    t[:, np.arange(c + 2), np.arange(c + 2)] = 1.0
+    p = np.linalg.pinv(t)
+    return -p[:, 0, 1] / np.sqrt(np.maximum(p[:, 0, 0] * p[:, 1, 1], 1e-300))
+
+
+def _percentile_ci(values: np.ndarray, draws: int) -> tuple[float, float]:
+    """Percentile 95% interval over the defined resamples (a resample can repeat one trial and make a
+    statistic undefined: it is skipped); fewer than half defined gives NaN."""
+    values = values[~np.isnan(values)]
+    if len(values) < draws // 2 or len(values) == 0:
         return math.nan, math.nan
     return float(np.quantile(values, 0.025)), float(np.quantile(values, 0.975))
 
 
+class _RowSet:
+    """What every measure scored on the same rows shares: Ψ's groups, the resamples (and their counts), the
+    controls' sign matrices and mutual τ per resample, and each target's signs and τ-b denominators."""
+
+    def __init__(self, rows: pd.DataFrame, space: dict, options: CorrelationOptions):
+        n = len(rows)
+        self.groups = granulated_groups(rows, space, options.tol)
+        self.idx = np.random.default_rng(options.seed).integers(0, n, (options.draws, n))
+        self.w = _counts(self.idx)
+        controls = [c for c in space if rows[c].nunique() > 1]  # as partial_kendall chooses them
+        values = _numeric(rows[controls]) if controls else pd.DataFrame(index=rows.index)
+        self.controls = [_signs(values[c].to_numpy(float)) for c in controls]
+        self.control_den = list(_quads(self.w, [s.s2 for s in self.controls]).T)
+        c = len(controls)
+        self.tau_cc = np.zeros((options.draws, c, c))
+        for a in range(c - 1):
+            tau = _tau_with(self.controls[a], self.controls[a + 1 :], self.w, self.control_den[a + 1 :])[1]
+            self.tau_cc[:, a, a + 1 :] = tau
+            self.tau_cc[:, a + 1 :, a] = tau
+        self._targets: dict[str, tuple] = {}
+
+    def variable(self, name: str, x: np.ndarray) -> tuple[_Signs, np.ndarray, np.ndarray]:
+        """(signs, τ-b denominators, τ-b with each control) of a target, cached."""
+        if name not in self._targets:
+            s = _signs(x)
+            self._targets[name] = (s, *_tau_with(s, self.controls, self.w, self.control_den))
+        return self._targets[name]
+
+
 def correlation_table(
-    trials: pd.DataFrame,
-    measures: list[str],
-    space: dict,
-    targets: tuple[str, ...] = ("test_acc", "gen_gap"),
-    draws: int = 1000,
-    seed: int = 0,
-    tol: float = 0.1,
+    trials: pd.DataFrame, measures: list[str], space: dict, options: CorrelationOptions | None = None
 ) -> pd.DataFrame:
     """One row per (measure, target): every coefficient of the module docstring with 95% bootstrap CIs, plus
     `role` (`headline` for the pre-specified HEADLINE, `exploratory` for every other measure) and
     `kendall_p_holm`: Holm's step-down adjustment of `kendall_p` over the family of all measures scored
     against the same target (headline included), so that the chance of any false "predicts" over the ~30
-    measures stays <= α (`multiplicity`)."""
+    measures stays <= α (`multiplicity`). Each (measure, target) uses the trials where both are present;
+    what depends only on those rows (Ψ's groups, resamples, the controls' τ) is computed once per row set.
+    CIs: `options.draws` resamples of the trials (sampling unit: the trial), the same for every coefficient,
+    partial τ included."""
+    options = options or CorrelationOptions()
+    trials = trials.reset_index(drop=True)
+    cache: dict[tuple[int, ...], _RowSet] = {}
     rows = []
-    for measure, target in itertools.product(measures, targets):
-        sub = trials[[measure, target, *space]].dropna(subset=[measure, target]).reset_index(drop=True)
+    for measure, target in itertools.product(measures, options.targets):
+        sub = trials[[measure, target, *space]].dropna(subset=[measure, target])
         if len(sub) >= 3 and sub[measure].nunique() >= 2:
-            rows.append(_scores(sub, measure, target, space, draws, seed, tol))
+            key = tuple(sub.index)
+            sub = sub.reset_index(drop=True)
+            if key not in cache:
+                cache[key] = _RowSet(sub[list(space)], space, options)
+            rows.append(_scores(sub, measure, target, space, options, cache[key]))
     return multiplicity(pd.DataFrame(rows))
 
 
@@ -373,11 +524,25 @@ def multiplicity(table: pd.DataFrame, headline: str = HEADLINE) -> pd.DataFrame:
     return table
 
 
-def _scores(sub: pd.DataFrame, measure: str, target: str, space: dict, draws: int, seed: int, tol: float) -> dict:
+def _bootstrap_draws(mu: np.ndarray, g: np.ndarray, target: str, shared: _RowSet) -> dict[str, np.ndarray]:
+    """Spearman ρ, τ-b and partial τ (controls: the hyperparameters, as `partial_kendall`) of measure `mu`
+    and target column `target` (values `g`) on each of `shared`'s resamples (NaN where undefined).
+    Sampling unit: the trial."""
+    gs, g_den, tau_gc = shared.variable(target, g)
+    _, taus = _tau_with(_signs(mu), [gs, *shared.controls], shared.w, [g_den, *shared.control_den])
+    tau_mg, tau_mc = taus[:, 0], taus[:, 1:]
+    return {
+        "spearman": _spearman_draws(mu, g, shared.idx),
+        "kendall": tau_mg,
+        "partial_kendall": _partial_draws(tau_mg, tau_mc, tau_gc, shared.tau_cc),
+    }
+
+
+def _scores(sub: pd.DataFrame, measure: str, target: str, space: dict, options: CorrelationOptions, shared: _RowSet):
     n = len(sub)
     mu, g = sub[measure].to_numpy(float), sub[target].to_numpy(float)
     rho, tb = stats.spearmanr(mu, g), stats.kendalltau(mu, g)
-    psi, per_h, counts, pairs, entered = granulated_kendall(sub, measure, target, space, tol)
+    psi, per_h, counts, pairs, entered = _psi(mu, g, shared.groups, options)
     row = {
         "measure": measure,
         "target": target,
@@ -394,15 +559,9 @@ def _scores(sub: pd.DataFrame, measure: str, target: str, space: dict, draws: in
     }
     for h in space:
         row[f"psi_{h}"], row[f"n_groups_{h}"], row[f"n_pairs_{h}"] = per_h[h], counts[h], pairs[h]
-    row["spearman_ci_low"], row["spearman_ci_high"] = _bootstrap(
-        lambda idx: stats.spearmanr(mu[idx], g[idx]).statistic, n, draws, seed
-    )
-    row["kendall_ci_low"], row["kendall_ci_high"] = _bootstrap(
-        lambda idx: stats.kendalltau(mu[idx], g[idx]).statistic, n, draws, seed
-    )
-    row["partial_kendall_ci_low"], row["partial_kendall_ci_high"] = _bootstrap(
-        lambda idx: partial_kendall(sub.iloc[idx], measure, target, list(space)), n, min(draws, 200), seed
-    )
+    boot = _bootstrap_draws(mu, g, target, shared)
+    for name in ("spearman", "kendall", "partial_kendall"):
+        row[f"{name}_ci_low"], row[f"{name}_ci_high"] = _percentile_ci(boot[name], options.draws)
     return row
 
 

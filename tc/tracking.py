@@ -62,6 +62,14 @@ def param_str(value: Any) -> str:
     return str(value)
 
 
+@contextlib.contextmanager
+def nested_run(tags: dict[str, str] | None = None, run_name: str | None = None) -> Iterator[str]:
+    """A child run of the active run (the run id), ended FINISHED, or FAILED when the block raises, unless
+    `end_active_run` ended it already (a failed or pruned sweep trial)."""
+    with mlflow.start_run(nested=True, run_name=run_name, tags=tags) as run:
+        yield run.info.run_id
+
+
 def log_config(run_id: str, cfg: Any) -> None:
     """Log the config as params (one batch) and as `config.json`.
 
@@ -444,14 +452,6 @@ def log_analysis_result(cfg: AnalyzeConfig, result: AnalysisResult, last_step: i
     if "tc.window_warning" in run.data.tags and "tc.window_warning" not in tags:
         client().delete_tag(cfg.run_id, "tc.window_warning")
     return version
-
-
-@contextlib.contextmanager
-def nested_run(run_name: str, tags: dict[str, str]) -> Iterator[str]:
-    """A child of the active run (a sweep trial, a trial's second seed); yields its id. Leaving the block ends
-    it FINISHED (FAILED on an exception) unless `end_active_run` ended it already."""
-    with mlflow.start_run(nested=True, run_name=run_name, tags=tags) as run:
-        yield run.info.run_id
 
 
 def end_active_run(status: str, tags: dict[str, str]) -> None:

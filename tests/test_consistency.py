@@ -108,3 +108,60 @@ def test_one_class_model_gets_tc_near_one_but_kappa_zero():
     assert m["tc_test"] == 1.0 and m["tc_full_test"] == 1.0
     assert m["tc_kappa_test"] == 0.0 and m["tc_excess_test"] == 0.0
     assert m["tc_window_checkpoints"] == 2 and result.summary["tags"]["tc.window_warning"]
+
+
+def test_phase_scores_equal_brute_force_over_each_third_of_training():
+    """phases=true on the production path: tc_<split>_<phase> is the mean over cuts of agree[t, T] over the
+    phase's rows of the logged matrix, tc_full_<split>_<phase> the whole network's agreement with θ_T there,
+    and tc_kappa_<split>_<phase> lies in [-1, 1]; phases differ from each other (different checkpoints)."""
+    model, sds = _mlp_run(n=7)
+    steps = [0, 2, 3, 5, 6, 8, 9]  # early (0,3]: 2,3; middle (3,6]: 5,6; late (6,9): 8
+    x, y = _toy_xy(80)
+    data = DataBundle("toy", x, y, y, x, y, 3, (0.5,), (0.25,))
+    cfg = AnalyzeConfig(run_id="x", splits="test", anisotropy=False, measures=False, cuts="all", phases=True)
+    result = analyze(Checkpoints(steps, sds), data, cfg, RunContext(model, 128, 0), [EvalSplit("test", x, y)])
+    m, mat = result.metrics, result.matrices
+    assert result.summary["phase_steps"] == {"early": [2, 3], "middle": [5, 6], "late": [8]}
+    for phase, rows in result.summary["phase_steps"].items():
+        sel = mat[(mat.t2 == 9) & mat.t1.isin(rows)]
+        assert m[f"tc_test_{phase}"] == pytest.approx(sel.groupby("cut")["agree"].mean().mean(), abs=1e-12)
+        with torch.no_grad():
+            final = _net(model, sds[-1])(data.normalize(x)).argmax(1)
+            nets = [_net(model, sds[steps.index(s)]) for s in rows]
+            full = [(net(data.normalize(x)).argmax(1) == final).double().mean() for net in nets]
+        assert m[f"tc_full_test_{phase}"] == pytest.approx(float(np.mean(full)), abs=1e-12)
+        assert -1.0 <= m[f"tc_kappa_test_{phase}"] <= 1.0
+    assert len({m["tc_test_early"], m["tc_test_middle"], m["tc_test_late"]}) > 1
+
+
+def test_phases_refuse_a_run_whose_third_holds_no_checkpoint():
+    model, sds = _mlp_run(n=3)
+    x, y = _toy_xy(20)
+    data = DataBundle("toy", x, y, y, x, y, 3, (0.5,), (0.25,))
+    cfg = AnalyzeConfig(run_id="x", splits="test", anisotropy=False, measures=False, cuts="all", phases=True)
+    with pytest.raises(ValueError, match="phase 'middle'"):
+        analyze(Checkpoints([0, 3, 9], sds), data, cfg, RunContext(model, 128, 0), [EvalSplit("test", x, y)])
+
+
+def _mlp_run(n: int):
+    """An MLP and `n` state dicts that drift apart (each a small random step from the previous one)."""
+    torch.manual_seed(1)
+    spec = ModelSpec("mlp", 3, 16, 1, 4, 3)
+    model = build_model(spec)
+    sds = [{k: v.clone() for k, v in model.state_dict().items()}]
+    for _ in range(n - 1):
+        sds.append({k: v + 0.3 * torch.randn_like(v) if v.is_floating_point() else v for k, v in sds[-1].items()})
+    return model, sds
+
+
+def _toy_xy(n: int):
+    g = torch.Generator().manual_seed(2)
+    return torch.randint(0, 256, (n, 1, 4, 4), dtype=torch.uint8, generator=g), torch.randint(0, 3, (n,), generator=g)
+
+
+def _net(model, sd):
+    import copy
+
+    m = copy.deepcopy(model).eval()
+    m.load_state_dict(sd)
+    return m

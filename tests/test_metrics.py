@@ -2,6 +2,7 @@
 headline list; and the one aggregation over cuts."""
 
 import re
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -19,12 +20,13 @@ ROOT = Path(__file__).resolve().parents[1]
 @pytest.fixture(scope="module")
 def logged() -> dict[str, float]:
     """Every metric of a full analysis (all splits, anisotropy, measures, a reference run) of a tiny run."""
-    model, sds = _checkpoints(n=4)
+    model, sds = _checkpoints(n=5)
     _, other = _checkpoints(n=2)
     data = load_data("digits", train_size=512)  # 4 full minibatches of 128: gradient noise is computed
     cfg = AnalyzeConfig(run_id="x", max_samples=24, null_draws=100, cuts="1,3", batch_size=32, grad_batches=4)
+    cfg = replace(cfg, phases=True)
     run = RunContext(model, 128, 0, reference=Checkpoints([0, 9], other), seconds_per_epoch=2.0)
-    return analyze_run(Checkpoints([0, 3, 6, 9], sds), data, cfg, run).metrics
+    return analyze_run(Checkpoints([0, 3, 5, 8, 9], sds), data, cfg, run).metrics
 
 
 def test_every_logged_metric_matches_exactly_one_pattern(logged):

@@ -27,7 +27,8 @@ def test_quick_report_is_generated_with_every_section_and_figure(mlflow_store, t
     assert "n/a |" not in text.split("## 1.")[1].split("## 2.")[0]  # section 1 numbers all measured
     for fig in (
         "base_consistency_heatmaps.png",
-        "random_heatmaps.png",
+        "effects.png",
+        "effects.csv",
         "base_anisotropy_spectra.png",
         "sweep_scatter.png",
         "sweep_bars.png",
@@ -36,7 +37,9 @@ def test_quick_report_is_generated_with_every_section_and_figure(mlflow_store, t
     ):
         assert (tmp_path / "report" / fig).is_file(), fig
         assert f"report/{fig}" in text or fig.endswith(".csv")
-    assert "**The bar**" in text
+    assert "**Verdict.**" in text and "**Verdict (headline" in text
+    effects = pd.read_csv(tmp_path / "report" / "effects.csv")
+    assert (effects["n_seeds"] == 2).all() and effects["low"].notna().all()  # every claim measured at both seeds
 
 
 # ---- tc.report: the bar, the costs and the sections, on made-up measurements (fast) ----
@@ -63,17 +66,18 @@ def test_costs_are_seconds_over_each_trials_epoch_and_measures_inherit_their_ana
     assert report.cost_of("aniso_drift_topk_var", costs) is None and report.cost_of("other", costs) is None
 
 
-def _corr(tau_tc, tau_gm):
+def _corr(tau_tc, tau_gm, p_tc=0.001):
     rows = []
-    for measure, tau in (("tc_kappa_test", tau_tc), ("gm_sharpness", tau_gm), ("tc_test_cheap_k1_n100", 0.1)):
+    for measure, tau, p in (("tc_kappa_test", tau_tc, p_tc), ("gm_sharpness", tau_gm, 0.01), ("tc_mmd", 0.1, 0.5)):
         for target in ("test_acc", "gen_gap"):
             rows.append(
                 dict(
                     measure=measure,
                     target=target,
                     kendall=tau,
-                    kendall_ci_low=tau - 0.2,
-                    kendall_ci_high=tau + 0.2,
+                    kendall_ci_low=tau - 0.1,
+                    kendall_ci_high=tau + 0.1,
+                    kendall_p_holm=p,
                     spearman=tau,
                     granulated_kendall=0.5,
                     worst_psi=0.0,
@@ -83,15 +87,63 @@ def _corr(tau_tc, tau_gm):
     return pd.DataFrame(rows)
 
 
-def test_report_has_every_section_in_order_and_the_verdict_follows_the_bar():
+def _metrics(s, clean_kappa=0.9, random_kappa=0.5, random_fit=1.0):
+    """Made-up per-seed results of every analysis, with seed noise, for the rendering tests."""
+    out = {}
+    for name, _, _ in report.analyses(s, {}):
+        arm, seed = name.split("/s")
+        noise = 0.01 * (int(seed) - 0.5)
+        m = {"tc_test": 0.9 + noise, "tc_test_crossseed": 0.2, "tc_excess_test": 0.4 + noise, "test_acc": 0.8}
+        m["train_eval_acc"] = random_fit if arm == "random" else 1.0
+        m["tc_kappa_test"] = (random_kappa if arm == "random" else clean_kappa) + noise
+        out[name] = m
+    return out
+
+
+def test_report_has_every_section_in_order_and_verdicts_follow_the_intervals():
     s = report.settings(True, 24, Path("."))
-    metrics = {name: {"tc_test": 0.9, "acc_train": 0.8} for name, _, _ in report.analyses(s, {"seed1": "x"})}
-    figures = {**{k: f"report/{v}" for k, v in report.BASE_FIGURES.items()}, "heat_random": "report/r.png"}
-    trials = pd.DataFrame({"tc_test": [0.1, 0.2, 0.3], "tc_test_cheap_k1_n100": [0.3, 0.1, 0.2]})
-    for tau_tc, verdict in ((0.7, "Consistency **meets** the bar"), (0.3, "**does not meet**")):
-        costs = {"analysis": 1.0}
-        text = report.render(report.Results(s, metrics, figures, trials, _corr(tau_tc, 0.4), costs, {"sweep": 3}))
+    figures = {**{k: f"report/{v}" for k, v in report.BASE_FIGURES.items()}, "forest": "report/effects.png"}
+    trials = pd.DataFrame({"tc_kappa_test": [0.1, 0.2, 0.3], "converged": [1, 1, 0]})
+    cases = (
+        (0.7, 0.3, "it **predicts** test accuracy", "**better than** the best baseline"),
+        (0.35, 0.4, "it **predicts** test accuracy", "**not distinguishable from**"),
+        (0.05, 0.4, "**no evidence**", "**worse than**"),
+    )
+    for tau_tc, tau_gm, predicts, versus in cases:
+        r = report.Results(s, _metrics(s), figures, trials, _corr(tau_tc, tau_gm), {"analysis": 1.0}, {"sweep": 3})
+        text = report.render(r)
         headings = [line for line in text.splitlines() if line.startswith("## ")]
         assert [h.split()[1] for h in headings] == ["1.", "2.", "3.", "4.", "5.", "6.", "Compute"]
-        assert verdict in text and "`tc_test_cheap_k1_n100` τ = 0.10" in text
-    assert s.n_trials == 6 and report.settings(False, 24, Path(".")).n_trials == 24
+        assert predicts in text and versus in text, (tau_tc, tau_gm)
+        assert "## 6. Does consistency predict generalization? 2 converged trials" in text
+    assert s.n_trials == 6 and report.settings(False, 48, Path(".")).n_trials == 48
+
+
+def test_random_label_verdict_needs_memorisation_and_follows_the_seed_interval():
+    s = report.settings(True, 6, Path("."))
+    figures = {**{k: f"report/{v}" for k, v in report.BASE_FIGURES.items()}, "forest": "report/effects.png"}
+    empty = pd.DataFrame()
+
+    def headline(**kw):
+        text = report.render(report.Results(s, _metrics(s, **kw), figures, empty, empty))
+        return text.split("**Verdict (headline")[1].split("\n")[0]
+
+    assert "reproduces" in headline(clean_kappa=0.9, random_kappa=0.5)
+    assert "does not reproduce" in headline(clean_kappa=0.5, random_kappa=0.9)
+    assert "not tested" in headline(random_fit=0.6)  # random labels not memorised: the control says nothing
+
+
+def test_all_effects_table_holds_every_claim_with_its_seed_count():
+    s = report.settings(True, 6, Path("."))
+    table = report.all_effects(_metrics(s))
+    claims = report.CONSISTENCY + report.LABELS + report.CONTROLS + report.ANISOTROPY
+    assert len(table) == len(claims)
+    row = table[table["label"] == "tc_kappa_test: clean − random"].iloc[0]
+    assert row["n_seeds"] == 2 and row["diff"] == pytest.approx(0.4) and row["verdict"] == "reproduces"
+    frozen = table[table["label"] == "test_acc: frozen − base"].iloc[0]
+    assert frozen["verdict"] == "does not reproduce"  # equal accuracies: inside the 0.01 margin
+
+
+def test_abs_interval_of_tau():
+    assert report.abs_interval(-0.2, 0.5) == (0.0, 0.5)
+    assert report.abs_interval(-0.6, -0.2) == (0.2, 0.6)

@@ -99,7 +99,9 @@ def test_granulated_kendall_ignores_pairs_that_repeat_a_setting():
     # four trials, three at one setting: the only evidence about lr is the three pairs across lr values
     df = pd.DataFrame({"lr": [0.1, 0.1, 0.1, 1.0], "m": [3, 1, 0, 2], "t": [0, 1, 2, 3]})
     space = {"lr": SPACE["lr"]}
-    got = sweep.granulated_kendall(df, "m", "t", space, min_groups=1, min_hyperparameters=1)
+    got = sweep.granulated_kendall(
+        df, "m", "t", space, options=sweep.CorrelationOptions(min_groups=1, min_hyperparameters=1)
+    )
     assert got.psi == pytest.approx(1 / 3) and got.pairs == {"lr": 3}  # the old code gave -1/3 (all 6 pairs)
     assert got.per_h["lr"] == pytest.approx(_jiang_brute_force(df, "m", "t", {"lr": [0.1, 1.0]})[1]["lr"])
 
@@ -110,7 +112,9 @@ def test_granulated_kendall_reports_which_hyperparameters_entered_and_is_nan_whe
     one_width = df[df["width"] == 8]  # lr varies in one group only; width never varies
     got = sweep.granulated_kendall(one_width, "m", "test_acc", SPACE)
     assert got.groups == {"lr": 1, "width": 0} and got.entered == [] and math.isnan(got.psi)
-    got = sweep.granulated_kendall(one_width, "m", "test_acc", SPACE, min_groups=1, min_hyperparameters=1)
+    got = sweep.granulated_kendall(
+        one_width, "m", "test_acc", SPACE, options=sweep.CorrelationOptions(min_groups=1, min_hyperparameters=1)
+    )
     assert got.entered == ["lr"] and got.psi == pytest.approx(1.0)
 
 
@@ -128,7 +132,7 @@ def test_partial_kendall_with_one_control_is_kendalls_formula():
 def test_correlation_table_has_every_coefficient_and_ci():
     df = _grid_trials()
     df["tc_test"] = df["test_acc"] + np.random.default_rng(3).normal(0, 0.01, len(df))
-    table = sweep.correlation_table(df, ["tc_test"], SPACE, draws=200)
+    table = sweep.correlation_table(df, ["tc_test"], SPACE, sweep.CorrelationOptions(draws=200))
     assert list(table["target"]) == ["test_acc", "gen_gap"]
     row = table.iloc[0]
     assert row["spearman"] > 0.9 and row["spearman_ci_low"] <= row["spearman"] <= row["spearman_ci_high"]
@@ -281,7 +285,7 @@ def test_correlation_table_carries_roles_and_holm_p_values_per_target():
     df = _grid_trials()
     df["tc_kappa_test"] = df["test_acc"] + np.random.default_rng(3).normal(0, 0.01, len(df))
     df["gm_margin"] = np.random.default_rng(4).random(len(df))
-    table = sweep.correlation_table(df, ["tc_kappa_test", "gm_margin"], SPACE, draws=100)
+    table = sweep.correlation_table(df, ["tc_kappa_test", "gm_margin"], SPACE, sweep.CorrelationOptions(draws=100))
     assert set(table["role"]) == {"headline", "exploratory"}
     assert (table.loc[table["measure"] == "tc_kappa_test", "role"] == "headline").all()
     for _, part in table.groupby("target"):

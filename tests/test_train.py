@@ -375,3 +375,17 @@ def test_phase_windows_and_matched_fractions_for_runs_of_different_lengths():
         steps_at_fractions([], [0.5])
     with pytest.raises(ValueError, match=r"\[0, 1\]"):
         steps_at_fractions([0, 10], [1.5])
+
+
+def test_checkpoints_fractions_selects_matched_points_of_runs_of_different_lengths():
+    from tc.config import AnalyzeConfig
+    from tc.splits import select_steps
+
+    short, long_ = list(range(0, 145, 8)), list(range(0, 1361, 8))
+    s, lg = select_steps("fractions:5", short), select_steps("fractions:5", long_)
+    assert s[0] == lg[0] == 0 and s[-1] == 144 and lg[-1] == 1360 and len(s) == len(lg) == 5
+    assert [round(v / 144, 1) for v in s] == [round(v / 1360, 1) for v in lg] == [0.0, 0.2, 0.5, 0.7, 1.0]
+    assert select_steps("fractions:9", [0, 10, 20]) == [0, 10, 20]  # too few checkpoints: each once
+    for bad in ("fractions:1", "fractions:x"):
+        with pytest.raises(ValueError, match="fractions:N"):
+            AnalyzeConfig(run_id="r", checkpoints=bad)
