@@ -15,68 +15,15 @@ import math
 import os
 import sys
 import tempfile
-from dataclasses import asdict, replace
+from dataclasses import asdict
 from pathlib import Path
 
 import mlflow
 import optuna
 
-from tc import runinfo, runs, studies, sweep, tracking
-from tc.config import SweepConfig, TrainConfig, parse_args
+from tc import runinfo, studies, sweep, tracking
+from tc.config import SweepConfig, parse_args
 from tc.data import DatasetNotFoundError
-from tc.train import DivergenceError
-
-
-def train_trial(cfg: SweepConfig, trial: optuna.Trial, train_cfg: TrainConfig, run_id: str) -> str | None:
-    """Train the trial's run (and, with seeds=2, the same configuration at seed + 1 as a child run: its id)."""
-    tracking.log_config(run_id, train_cfg)
-    tracking.label_train_run(run_id, train_cfg)
-    runs.train_into_run(run_id, train_cfg, callbacks=[studies.Pruning(trial)] if cfg.pruner != "none" else [])
-    if cfg.seeds != 2:
-        return None
-    second = replace(train_cfg, seed=train_cfg.seed + 1)
-    tags = {"tc.study": cfg.study_name, "tc.seed_of": run_id}
-    with mlflow.start_run(nested=True, run_name=f"seed-{second.seed}", tags=tags) as run:
-        tracking.log_config(run.info.run_id, second)
-        runs.train_into_run(run.info.run_id, second)
-    return run.info.run_id
-
-
-def objective(cfg: SweepConfig, space: dict, parent_id: str):
-    def run_trial(trial: optuna.Trial) -> float:
-        studies.start_trial(trial, cfg.n_trials, parent_id)
-        values = sweep.suggest(trial, space)
-        tags = {"tc.study": cfg.study_name, "tc.trial": str(trial.number), "tc.sweep_run_id": parent_id}
-        with mlflow.start_run(nested=True, run_name=runinfo.trial_name(trial.number), tags=tags) as child:
-            run_id = child.info.run_id
-            trial.set_user_attr("mlflow_run_id", run_id)
-            try:
-                second_id = train_trial(cfg, trial, TrainConfig(**{**studies.fixed_settings(cfg), **values}), run_id)
-            except (DivergenceError, ValueError) as e:  # a failed trial with its reason; the study goes on
-                # (ValueError: a sampled combination the data cannot satisfy, e.g. train_size > data set)
-                trial.set_user_attr("fail_reason", str(e))
-                mlflow.set_tag("tc.error", str(e))
-                mlflow.end_run("FAILED")
-                print(f"tc sweep: trial {trial.number} failed: {e}", flush=True)
-                return math.nan
-            except optuna.TrialPruned as e:
-                mlflow.set_tag("tc.pruned", str(e))
-                mlflow.end_run("KILLED")
-                raise
-            if cfg.target_loss > 0:  # converged only when every seed reached the criterion (equal fit)
-                converged = studies.converged([i for i in (run_id, second_id) if i])
-                trial.set_user_attr("converged", converged)
-                mlflow.set_tag("tc.converged", str(converged))
-                if not converged:
-                    print(f"tc sweep: trial {trial.number} reached the epoch cap before target_loss", flush=True)
-            acfg = studies.analysis_config(cfg, run_id, second_id)
-            studies.analyze_trial(acfg, parent_id, second_id)
-            tracking.label_analysis(run_id, None, acfg)
-            for key, value in runinfo.trial_attrs(tracking.get_run(run_id).data.metrics).items():
-                trial.set_user_attr(key, value)  # shown beside the objective in optuna-dashboard
-            return float(tracking.get_run(run_id).data.metrics["test_acc"])
-
-    return run_trial
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -105,24 +52,15 @@ def main(argv: list[str] | None = None) -> int:
             f"runs until {cfg.n_trials} in all",
             flush=True,
         )
-        budget = cfg.n_trials
-        if cfg.sampler == "grid":  # a grid has only so many points
-            budget = min(budget, math.prod(len(v) for v in sweep.grid_of(space).values()))
-        studies.run_worker(study, objective(cfg, space, parent.info.run_id), budget, cfg.timeout)
+        objective = studies.objective(cfg, space, parent.info.run_id)
+        studies.run_worker(study, objective, studies.trial_budget(cfg, space), cfg.timeout)
         summary = studies.summarize(cfg, space, studies.trials_table(study))
         with tempfile.TemporaryDirectory() as tmp:
             studies.write_summary(summary, Path(tmp))
             mlflow.log_artifacts(tmp)
         mlflow.log_metrics({k: v for k, v in summary.metrics.items() if not math.isnan(v)})
         tracking.describe_sweep_run(parent.info.run_id, cfg.study_name, study)
-    if len(summary.capped):
-        print(f"tc sweep: {len(summary.capped)} trial(s) never reached target_loss: left out of the correlations")
-    if len(summary.trials) < 3:
-        print(f"tc sweep: {len(summary.trials)} finished trial(s): too few for correlations", flush=True)
-    else:
-        t = summary.table
-        best = t[t["target"] == "test_acc"].assign(a=lambda d: d["kendall"].abs()).sort_values("a")
-        print(best[["measure", "spearman", "kendall", "granulated_kendall", "n_trials"]].tail(8).to_string(index=False))
+    studies.print_summary(summary)
     print(f"tc sweep: done; sweep run {parent.info.run_id}")
     return 0
 

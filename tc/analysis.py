@@ -118,8 +118,7 @@ def baseline_measures(
     values, seconds = measures.compute_all(
         at_state(run.model, ckpts.state_dicts[-1]),
         at_state(run.model, ckpts.state_dicts[0]),
-        data.normalize(train.x),
-        train.y,
+        (data.normalize(train.x), train.y),
         other=at_state(run.model, run.reference.state_dicts[-1]) if run.reference is not None else None,
         x_test=data.normalize(test.x) if test is not None else None,
         seed=cfg.seed,
@@ -179,7 +178,7 @@ def consistency_analysis(
     t0 = time.perf_counter()
     splits = make_splits(data, cfg) if splits is None else splits
     model = run.model
-    cuts = parse_cuts(cfg.cuts, model)
+    cuts = parse_cuts(cfg.cut_spec, model)
     steps = ckpts.steps
     T = len(steps) - 1
     win = C.window(steps, cfg.window)
@@ -361,7 +360,7 @@ def mmd_measures(
     win = C.window(ckpts.steps, cfg.window)
     g = torch.Generator().manual_seed(cfg.seed + 3)
     out = {}
-    cuts = parse_cuts(cfg.cuts, model)
+    cuts = parse_cuts(cfg.cut_spec, model)
     for cut in cuts:
         aug = noise.pool(
             noise.features(model, [ckpts.state_dicts[i] for i in win], data.normalize(train.x), cut, cfg.batch_size)

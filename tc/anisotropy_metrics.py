@@ -49,7 +49,7 @@ def anisotropy(
     interval over draws), and their means over cuts. A kind with fewer than 3 units (under 6 samples, or
     under 3 full training minibatches) is left out."""
     model, train_batch_size, train_seed = run.model, run.train_batch_size, run.train_seed
-    cuts = parse_cuts(cfg.cuts, model)
+    cuts = parse_cuts(cfg.cut_spec, model)
     win = C.window(ckpts.steps, cfg.window)
     chosen = [ckpts.state_dicts[i] for i in win] + [ckpts.state_dicts[-1]]
     x = data.normalize(split.x)

@@ -195,6 +195,77 @@ def split_list(text: str) -> list[str]:
     return [t.strip() for t in unquote(text).split(",") if t.strip()]
 
 
+CUT_USAGE = "use stages, all, or a comma list of block boundaries such as 1,4,7"
+
+
+@dataclass(frozen=True)
+class CutSpec:
+    """`cuts` parsed: `stages` (the model's stage boundaries), `all` (every block boundary), or the
+    `indices` listed (sorted, without repeats). Which indices exist depends on the model, so `resolve`
+    finishes the job once the model is built."""
+
+    kind: str  # "stages", "all" or "list"
+    indices: tuple[int, ...] = ()
+
+    @classmethod
+    def parse(cls, text: str) -> CutSpec:
+        """The spec `text` names; a `ValueError` naming the valid forms when it names none."""
+        text = unquote(text)
+        if text in ("stages", "all"):
+            return cls(text)
+        try:
+            indices = tuple(sorted({int(c) for c in split_list(text)}))
+        except ValueError:
+            indices = ()
+        if not indices or indices[0] < 1:
+            raise ValueError(f"cuts={text!r} is not valid; {CUT_USAGE}")
+        return cls("list", indices)
+
+    def resolve(self, model: Any) -> list[int]:
+        """The cut indices on `model` (a `tc.models.BlockNet`: `stage_cuts`, `cuts`); a `ValueError` when a
+        listed index is not one of the model's cuts."""
+        if self.kind == "stages":
+            return list(model.stage_cuts)
+        if self.kind == "all":
+            return list(model.cuts)
+        if not set(self.indices) <= set(model.cuts):
+            text = ",".join(map(str, self.indices))
+            raise ValueError(f"cuts={text!r} is not valid; use stages, all, or a comma list from {model.cuts}")
+        return list(self.indices)
+
+
+def parse_splits(text: str) -> tuple[str, ...]:
+    """`splits` parsed: the split names in the order given, each one of `SPLITS`, at least one."""
+    names = tuple(split_list(text))
+    for s in names:
+        _check_choice("splits", s, SPLITS)
+    if not names:
+        raise ValueError(f"splits={text!r} names no split; use some of: {', '.join(SPLITS)}")
+    return names
+
+
+def parse_corruptions(text: str) -> tuple[str, ...]:
+    """`corruptions` parsed: `all` (every corruption of `tc.corruptions.CORRUPTIONS`, in its order) or the
+    names listed, each one of them."""
+    from tc.corruptions import CORRUPTIONS  # corruptions owns the names (and imports torchvision)
+
+    if text == "all":
+        return tuple(CORRUPTIONS)
+    names = tuple(split_list(text))
+    for c in names:
+        _check_choice("corruptions", c, tuple(CORRUPTIONS))
+    return names
+
+
+def parse_severities(text: str) -> tuple[int, ...]:
+    """`severities` parsed: the listed severities, each an integer 1..5."""
+    levels = split_list(text)
+    for s in levels:
+        if s not in {"1", "2", "3", "4", "5"}:
+            raise ValueError(f"severities={text!r} is not valid; use a comma list of 1..5")
+    return tuple(int(s) for s in levels)
+
+
 def check_checkpoints_spec(text: str) -> None:
     """The form of `checkpoints` (all, every:K, fractions:N, or a list of steps), before any run is read."""
     usage = "use all, every:K (K >= 1), fractions:N (N >= 2), or a comma list of steps"
@@ -254,7 +325,6 @@ class AnalyzeConfig:
     )
 
     def __post_init__(self) -> None:
-        from tc.corruptions import CORRUPTIONS
         from tc.models import validate_model
 
         validate_choices(self)
@@ -262,16 +332,12 @@ class AnalyzeConfig:
             validate_model(self.model)
         if not unquote(self.run_id):
             raise ValueError("run_id is required: the id of a training run (see `mlflow runs list`)")
-        for s in split_list(self.splits):
-            _check_choice("splits", s, SPLITS)
-        if not split_list(self.splits):
-            raise ValueError(f"splits={self.splits!r} names no split; use some of: {', '.join(SPLITS)}")
-        if self.corruptions != "all":
-            for c in split_list(self.corruptions):
-                _check_choice("corruptions", c, tuple(CORRUPTIONS))
-        for s in split_list(self.severities):
-            if s not in {"1", "2", "3", "4", "5"}:
-                raise ValueError(f"severities={self.severities!r} is not valid; use a comma list of 1..5")
+        # The list-valued fields stay strings (the command-line form, and what is logged), parsed here once
+        # into typed tuples (not fields, so `asdict` and the logged parameters are unchanged).
+        object.__setattr__(self, "_splits", parse_splits(self.splits))
+        object.__setattr__(self, "_cut_spec", CutSpec.parse(self.cuts))
+        object.__setattr__(self, "_corruptions", parse_corruptions(self.corruptions))
+        object.__setattr__(self, "_severities", parse_severities(self.severities))
         check_checkpoints_spec(self.checkpoints)
         _check_range("max_samples", self.max_samples, 0)
         _check_range("batch_size", self.batch_size, 1)
@@ -283,18 +349,23 @@ class AnalyzeConfig:
 
     @property
     def split_names(self) -> tuple[str, ...]:
-        """`splits` parsed: the split names, in the order given."""
-        return tuple(split_list(self.splits))
+        """`splits` parsed (`parse_splits`): the split names, in the order given."""
+        return self._splits
 
     @property
-    def corruption_names(self) -> list[str]:
-        from tc.corruptions import CORRUPTIONS
-
-        return list(CORRUPTIONS) if self.corruptions == "all" else split_list(self.corruptions)
+    def cut_spec(self) -> CutSpec:
+        """`cuts` parsed (`CutSpec.parse`); `CutSpec.resolve(model)` gives the indices."""
+        return self._cut_spec
 
     @property
-    def severity_levels(self) -> list[int]:
-        return [int(s) for s in split_list(self.severities)]
+    def corruption_names(self) -> tuple[str, ...]:
+        """`corruptions` parsed (`parse_corruptions`): the corruption names."""
+        return self._corruptions
+
+    @property
+    def severity_levels(self) -> tuple[int, ...]:
+        """`severities` parsed (`parse_severities`): the severities 1..5."""
+        return self._severities
 
 
 SAMPLERS = ("qmc", "random", "grid", "tpe")

@@ -9,7 +9,7 @@ channels (CIFAR-10-C adds to HSV value), and the blur is a Gaussian blur.
 from __future__ import annotations
 
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import torch
 import torchvision.transforms.functional as TF
@@ -84,7 +84,7 @@ def corrupt(x: torch.Tensor, name: str, severity: int, seed: int = 0) -> torch.T
 
 
 def corrupted_set(
-    x: torch.Tensor, names: list[str], severities: list[int], seed: int = 0
+    x: torch.Tensor, names: Sequence[str], severities: Sequence[int], seed: int = 0
 ) -> tuple[torch.Tensor, list[str], list[int]]:
     """A mixed corrupted copy of `x`: sample k gets the k-th (corruption, severity) pair in round-robin
     order, so every pair covers an equal share and per-corruption scores come from the subgroups at the

@@ -13,6 +13,7 @@ import copy
 import math
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -215,60 +216,70 @@ def loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
     return float(nn.functional.cross_entropy(_logits(model, x), y))
 
 
-def _perturbed_increase(model: nn.Module, x, y, base: float, sigma: float, draws: int, seed: int, eps: float):
-    """mean over `draws` of L(θ + δ) - L(θ), δ_i ~ N(0, (σ (|θ_i| + ε))²); draw k uses generator seed
-    `seed + k`, so every σ sees the same directions (common random numbers) and the increase is smooth in σ."""
+@dataclass(frozen=True)
+class SharpnessOptions:
+    """The knobs of the magnitude-aware sharpness search (`sharpness_sigma`): the loss rise `target`, `draws`
+    seeded perturbations per σ (generator seeds `seed`, `seed` + 1, ...), the magnitude floor `eps`, `steps`
+    bisections in log σ, and the largest σ tried, `sigma_max`."""
+
+    target: float = 0.1
+    draws: int = 5
+    seed: int = 0
+    eps: float = 1e-3
+    steps: int = 6
+    sigma_max: float = 1e3
+
+
+def _perturbed_increase(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, base: float, sigma: float, opts: SharpnessOptions
+) -> float:
+    """mean over `opts.draws` of L(θ + δ) - L(θ), δ_i ~ N(0, (σ (|θ_i| + ε))²); draw k uses generator seed
+    `opts.seed + k`, so every σ sees the same directions (common random numbers) and the increase is smooth
+    in σ."""
     increases = []
-    for k in range(draws):
-        g = torch.Generator().manual_seed(seed + k)
+    for k in range(opts.draws):
+        g = torch.Generator().manual_seed(opts.seed + k)
         noisy = copy.deepcopy(model)
         with torch.no_grad():
             for p in noisy.parameters():
-                p.add_(torch.randn(p.shape, generator=g) * sigma * (p.abs() + eps))
+                p.add_(torch.randn(p.shape, generator=g) * sigma * (p.abs() + opts.eps))
         increases.append(loss(noisy, x, y) - base)
-    return float(sum(increases) / draws)
+    return float(sum(increases) / opts.draws)
 
 
 def sharpness_sigma(
-    model: nn.Module,
-    x: torch.Tensor,
-    y: torch.Tensor,
-    target: float = 0.1,
-    draws: int = 5,
-    seed: int = 0,
-    eps: float = 1e-3,
-    steps: int = 6,
-    sigma_max: float = 1e3,
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, opts: SharpnessOptions = SharpnessOptions()
 ) -> float:
     """Jiang et al. (2020)'s magnitude-aware PAC-Bayes search: the largest relative noise scale σ with
 
         E_δ[L(θ + δ)] - L(θ) <= target,   δ_i ~ N(0, (σ (|θ_i| + ε))²),
 
     L the mean training cross-entropy (eval mode, BatchNorm running statistics fixed), the expectation a mean
-    over `draws` seeded draws reused at every σ. ε = 1e-3 perturbs zero weights too (Jiang et al. add ε² to
-    the variance; scaling ε by σ keeps σ = 0 noise-free so the search is well posed). σ is bracketed by
-    doubling from 1e-3 (up to `sigma_max`, returned if the loss never rises by `target`), then bisected
-    `steps` times in log σ (6: a resolution of 2^(1/64), about 1%), returning the lower end (the increase
-    there is <= target). Smaller σ = sharper."""
+    over `opts.draws` seeded draws reused at every σ. ε = 1e-3 perturbs zero weights too (Jiang et al. add ε²
+    to the variance; scaling ε by σ keeps σ = 0 noise-free so the search is well posed). σ is bracketed by
+    doubling from 1e-3 (up to `opts.sigma_max`, returned if the loss never rises by `target`), then bisected
+    `opts.steps` times in log σ (6: a resolution of 2^(1/64), about 1%), returning the lower end (the
+    increase there is <= target). Smaller σ = sharper. Sampling unit: the training samples `x` (a mean
+    loss), the noise averaged over `opts.draws` draws."""
     base = loss(model, x, y)
 
     def rise(sigma):
-        return _perturbed_increase(model, x, y, base, sigma, draws, seed, eps)
+        return _perturbed_increase(model, x, y, base, sigma, opts)
 
     lo, hi = 0.0, 1e-3
-    while rise(hi) <= target:
+    while rise(hi) <= opts.target:
         lo, hi = hi, hi * 2
-        if hi > sigma_max:
-            return sigma_max
-    for _ in range(steps):
+        if hi > opts.sigma_max:
+            return opts.sigma_max
+    for _ in range(opts.steps):
         mid = math.sqrt(lo * hi) if lo > 0 else hi / 2
-        lo, hi = (mid, hi) if rise(mid) <= target else (lo, mid)
+        lo, hi = (mid, hi) if rise(mid) <= opts.target else (lo, mid)
     return lo if lo > 0 else hi / 2
 
 
-def sharpness(model: nn.Module, x: torch.Tensor, y: torch.Tensor, seed: int = 0, **kw) -> float:
+def sharpness(model: nn.Module, x: torch.Tensor, y: torch.Tensor, opts: SharpnessOptions = SharpnessOptions()) -> float:
     """1 / σ² with σ from `sharpness_sigma` (Jiang et al. 2020's `pacbayes.mag.flatness`): larger = sharper."""
-    return 1.0 / sharpness_sigma(model, x, y, seed=seed, **kw) ** 2
+    return 1.0 / sharpness_sigma(model, x, y, opts) ** 2
 
 
 def disagreement(model: nn.Module, other: nn.Module, x: torch.Tensor) -> float:
@@ -280,20 +291,22 @@ def disagreement(model: nn.Module, other: nn.Module, x: torch.Tensor) -> float:
 def compute_all(
     model: nn.Module,
     init: nn.Module,
-    x_train: torch.Tensor,
-    y_train: torch.Tensor,
+    train: tuple[torch.Tensor, torch.Tensor],
     other: nn.Module | None = None,
     x_test: torch.Tensor | None = None,
     seed: int = 0,
 ) -> tuple[dict[str, float], dict[str, float]]:
-    """({gm_<name>: value}, {gm_<name>: seconds})."""
+    """({gm_<name>: value}, {gm_<name>: seconds}) of `model` with its initialisation `init`, on the training
+    samples `train` = (x, y); `gm_disagreement` with `other` (another seed) on `x_test` when both are given;
+    `seed` seeds the sharpness perturbations."""
+    x_train, y_train = train
     jobs: dict[str, Callable[[], float]] = {
         "param_norm": lambda: param_norm(model),
         "dist_init": lambda: dist_from_init(model, init),
         "log_spectral_product": lambda: log_spectral_product(model, (1, *x_train.shape[1:])),
         "margin": lambda: margin(model, x_train, y_train),
         "train_loss": lambda: loss(model, x_train, y_train),
-        "sharpness": lambda: sharpness(model, x_train, y_train, seed=seed),
+        "sharpness": lambda: sharpness(model, x_train, y_train, SharpnessOptions(seed=seed)),
     }
     if other is not None and x_test is not None:
         jobs["disagreement"] = lambda: disagreement(model, other, x_test)

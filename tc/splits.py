@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import torch
 
-from tc.config import AnalyzeConfig, split_list
+from tc.config import AnalyzeConfig, CutSpec, split_list
 from tc.consistency import steps_at_fractions
 from tc.corruptions import corrupted_set
 from tc.data import DataBundle
@@ -27,18 +27,9 @@ class EvalSplit:
     severity: list[int] | None = None
 
 
-def parse_cuts(text: str, model: BlockNet) -> list[int]:
-    if text == "stages":
-        return list(model.stage_cuts)
-    if text == "all":
-        return list(model.cuts)
-    try:
-        cuts = sorted({int(c) for c in split_list(text)})
-    except ValueError:
-        cuts = []
-    if not cuts or not set(cuts) <= set(model.cuts):
-        raise ValueError(f"cuts={text!r} is not valid; use stages, all, or a comma list from {model.cuts}")
-    return cuts
+def parse_cuts(spec: CutSpec | str, model: BlockNet) -> list[int]:
+    """The cut indices `spec` (an `AnalyzeConfig.cut_spec`, or its text) names on `model`."""
+    return (CutSpec.parse(spec) if isinstance(spec, str) else spec).resolve(model)
 
 
 def select_steps(text: str, steps: list[int]) -> list[int]:

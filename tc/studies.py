@@ -8,6 +8,7 @@ import json
 import math
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -17,11 +18,12 @@ import pandas as pd
 from matplotlib.figure import Figure
 from optuna.trial import TrialState
 
-from tc import plots, runs, sweep, tracking
+from tc import plots, runinfo, runs, sweep, tracking
 from tc.analysis import analyze_run
-from tc.config import AnalyzeConfig, SweepConfig
+from tc.config import AnalyzeConfig, SweepConfig, TrainConfig
 from tc.data import load_data
 from tc.surrogates import cheap_scores
+from tc.train import DivergenceError
 
 
 class Pruning:
@@ -332,3 +334,80 @@ def analysis_config(cfg: SweepConfig, run_id: str, second_id: str | None) -> Ana
         seed=cfg.seed,
         reference_run_id=second_id,
     )
+
+
+def train_trial(cfg: SweepConfig, trial: optuna.Trial, train_cfg: TrainConfig, run_id: str) -> str | None:
+    """Train the trial's run (and, with seeds=2, the same configuration at seed + 1 as a child run: its id)."""
+    tracking.log_config(run_id, train_cfg)
+    tracking.label_train_run(run_id, train_cfg)
+    runs.train_into_run(run_id, train_cfg, callbacks=[Pruning(trial)] if cfg.pruner != "none" else [])
+    if cfg.seeds != 2:
+        return None
+    second = replace(train_cfg, seed=train_cfg.seed + 1)
+    tags = {"tc.study": cfg.study_name, "tc.seed_of": run_id}
+    with tracking.nested_run(tags, run_name=f"seed-{second.seed}") as second_id:
+        tracking.log_config(second_id, second)
+        runs.train_into_run(second_id, second)
+    return second_id
+
+
+def _record_convergence(trial: optuna.Trial, run_id: str, second_id: str | None) -> None:
+    """Converged only when every seed reached the criterion (equal fit): a user attribute and a tag."""
+    ok = converged([i for i in (run_id, second_id) if i])
+    trial.set_user_attr("converged", ok)
+    tracking.client().set_tag(run_id, "tc.converged", str(ok))
+    if not ok:
+        print(f"tc sweep: trial {trial.number} reached the epoch cap before target_loss", flush=True)
+
+
+def objective(cfg: SweepConfig, space: dict, parent_id: str) -> Callable[[optuna.Trial], float]:
+    """The study's objective: each trial is a nested run of the sweep run `parent_id` that trains the sampled
+    configuration (`train_trial`), is analyzed (`analyze_trial`) and returns its test accuracy; a trial that
+    diverges or asks for what the data cannot give fails with its reason (NaN) and the study goes on."""
+
+    def run_trial(trial: optuna.Trial) -> float:
+        start_trial(trial, cfg.n_trials, parent_id)
+        values = sweep.suggest(trial, space)
+        tags = {"tc.study": cfg.study_name, "tc.trial": str(trial.number), "tc.sweep_run_id": parent_id}
+        with tracking.nested_run(tags, run_name=runinfo.trial_name(trial.number)) as run_id:
+            trial.set_user_attr("mlflow_run_id", run_id)
+            try:
+                second_id = train_trial(cfg, trial, TrainConfig(**{**fixed_settings(cfg), **values}), run_id)
+            except (DivergenceError, ValueError) as e:  # a failed trial with its reason; the study goes on
+                # (ValueError: a sampled combination the data cannot satisfy, e.g. train_size > data set)
+                trial.set_user_attr("fail_reason", str(e))
+                tracking.end_active_run("FAILED", {"tc.error": str(e)})
+                print(f"tc sweep: trial {trial.number} failed: {e}", flush=True)
+                return math.nan
+            except optuna.TrialPruned as e:
+                tracking.end_active_run("KILLED", {"tc.pruned": str(e)})
+                raise
+            if cfg.target_loss > 0:
+                _record_convergence(trial, run_id, second_id)
+            acfg = analysis_config(cfg, run_id, second_id)
+            analyze_trial(acfg, parent_id, second_id)
+            tracking.label_analysis(run_id, None, acfg)
+            for key, value in runinfo.trial_attrs(tracking.get_run(run_id).data.metrics).items():
+                trial.set_user_attr(key, value)  # shown beside the objective in optuna-dashboard
+            return float(tracking.get_run(run_id).data.metrics["test_acc"])
+
+    return run_trial
+
+
+def trial_budget(cfg: SweepConfig, space: dict) -> int:
+    """How many trials this worker may run the study up to: `n_trials`, or fewer when a grid has fewer points."""
+    if cfg.sampler != "grid":
+        return cfg.n_trials
+    return min(cfg.n_trials, math.prod(len(v) for v in sweep.grid_of(space).values()))
+
+
+def print_summary(summary: SweepSummary) -> None:
+    """The sweep's closing lines: trials set apart, and the measures most correlated with test accuracy."""
+    if len(summary.capped):
+        print(f"tc sweep: {len(summary.capped)} trial(s) never reached target_loss: left out of the correlations")
+    if len(summary.trials) < 3:
+        print(f"tc sweep: {len(summary.trials)} finished trial(s): too few for correlations", flush=True)
+        return
+    t = summary.table
+    best = t[t["target"] == "test_acc"].assign(a=lambda d: d["kendall"].abs()).sort_values("a")
+    print(best[["measure", "spearman", "kendall", "granulated_kendall", "n_trials"]].tail(8).to_string(index=False))

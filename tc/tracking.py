@@ -13,6 +13,7 @@ import shutil
 import socket
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -62,9 +63,10 @@ def param_str(value: Any) -> str:
 
 
 @contextlib.contextmanager
-def nested_run(tags: dict[str, str] | None = None):
-    """A child run of the active run (the run id), ended FINISHED, or FAILED when the block raises."""
-    with mlflow.start_run(nested=True, tags=tags) as run:
+def nested_run(tags: dict[str, str] | None = None, run_name: str | None = None) -> Iterator[str]:
+    """A child run of the active run (the run id), ended FINISHED, or FAILED when the block raises, unless
+    `end_active_run` ended it already (a failed or pruned sweep trial)."""
+    with mlflow.start_run(nested=True, run_name=run_name, tags=tags) as run:
         yield run.info.run_id
 
 
@@ -450,6 +452,12 @@ def log_analysis_result(cfg: AnalyzeConfig, result: AnalysisResult, last_step: i
     if "tc.window_warning" in run.data.tags and "tc.window_warning" not in tags:
         client().delete_tag(cfg.run_id, "tc.window_warning")
     return version
+
+
+def end_active_run(status: str, tags: dict[str, str]) -> None:
+    """Tag the active run and end it with `status` (FAILED, KILLED): a trial that failed or was pruned."""
+    mlflow.set_tags(tags)
+    mlflow.end_run(status)
 
 
 # ------------------------------------------------------------------ readable runs in the UI (issue 13)

@@ -188,7 +188,7 @@ def train(
                     "lr": lr_at(step - 1, total, cfg),
                 }
                 sums = _EpochSums()
-                stopped = _stopping_metrics(model, data, cfg, device, step, spe, total, metrics)
+                stopped = _stopping_metrics(model, data, cfg, device, step, metrics)
             checkpoint = step % every == 0 or step == total or stopped
             if checkpoint or epoch_end:
                 save(metrics, checkpoint)
@@ -199,9 +199,11 @@ def train(
     return model
 
 
-def _stopping_metrics(model, data, cfg: TrainConfig, device, step: int, spe: int, total: int, metrics: dict) -> bool:
+def _stopping_metrics(model, data: DataBundle, cfg: TrainConfig, device, step: int, metrics: dict) -> bool:
     """Add the stopping criterion's metrics (module doc) to this epoch's `metrics`; True when training stops here
     because the criterion is met."""
+    spe = steps_per_epoch(len(data.train_y), cfg.batch_size)  # as in `train`
+    total = cfg.epochs * spe
     met = False
     if cfg.target_loss > 0:
         fit = evaluate(model, data, data.train_x, data.train_y, device)

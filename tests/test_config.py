@@ -1,8 +1,11 @@
 import dataclasses
+import types
 
 import pytest
 
-from tc.config import TrainConfig, from_strings, parse_args
+from tc.config import AnalyzeConfig, CutSpec, TrainConfig, from_strings, parse_args
+from tc.corruptions import CORRUPTIONS
+from tc.splits import parse_cuts
 
 
 def test_strings_are_cast_to_field_types():
@@ -51,3 +54,44 @@ def test_configs_are_frozen():
 def test_argparse_round_trip_keeps_defaults():
     cfg = parse_args(TrainConfig, ["--dataset", "digits", "--width", "8"])
     assert cfg == TrainConfig(dataset="digits", width=8)
+
+
+def test_analyze_list_fields_are_parsed_once_into_typed_tuples_and_logged_as_given():
+    raw = {"run_id": "r", "splits": "test, train", "cuts": "4,1", "corruptions": "jpeg,contrast", "severities": "1,5"}
+    cfg = from_strings(AnalyzeConfig, raw)
+    assert cfg.split_names == ("test", "train")
+    assert cfg.cut_spec == CutSpec("list", (1, 4))
+    assert cfg.corruption_names == ("jpeg", "contrast") and cfg.severity_levels == (1, 5)
+    logged = dataclasses.asdict(cfg)  # what analyze logs: the command-line strings, no parsed extras
+    assert {k: logged[k] for k in raw} == raw and set(logged) == {f.name for f in dataclasses.fields(AnalyzeConfig)}
+    default = AnalyzeConfig(run_id="r")
+    assert default.corruption_names == tuple(CORRUPTIONS) and default.severity_levels == (3,)
+    assert default.cut_spec == CutSpec("stages") and default.split_names == ("train", "test", "corrupt")
+    assert dataclasses.replace(cfg, splits="corrupt").split_names == ("corrupt",)  # re-parsed on replace
+
+
+@pytest.mark.parametrize(
+    ("values", "words"),
+    [
+        ({"cuts": "abc"}, ["cuts='abc'", "stages, all"]),
+        ({"cuts": "0,2"}, ["cuts='0,2'", "stages, all"]),
+        ({"splits": "train,val"}, ["splits", "corrupt"]),
+        ({"splits": ","}, ["names no split"]),
+        ({"corruptions": "fog"}, ["corruptions", "jpeg"]),
+        ({"severities": "3,6"}, ["severities", "1..5"]),
+    ],
+)
+def test_bad_analyze_lists_fail_when_the_config_is_built(values, words):
+    with pytest.raises(ValueError) as err:
+        from_strings(AnalyzeConfig, {"run_id": "r", **values})
+    for word in words:
+        assert word in str(err.value)
+
+
+def test_a_cut_spec_resolves_against_the_model():
+    model = types.SimpleNamespace(cuts=[1, 2, 3, 4], stage_cuts=[2, 4])
+    assert CutSpec.parse("stages").resolve(model) == [2, 4]
+    assert CutSpec.parse("all").resolve(model) == [1, 2, 3, 4]
+    assert CutSpec.parse("3, 1").resolve(model) == [1, 3] == parse_cuts("3,1", model)
+    with pytest.raises(ValueError, match=r"comma list from \[1, 2, 3, 4\]"):
+        CutSpec.parse("1,7").resolve(model)

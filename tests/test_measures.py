@@ -109,9 +109,9 @@ def test_sharpness_sigma_is_where_the_loss_rises_by_the_target():
     torch.manual_seed(3)
     w, b = torch.randn(3, 4) * 2, torch.randn(3)
     x, y = torch.randn(40, 4), torch.randint(0, 3, (40,))
-    sigma = M.sharpness_sigma(_linear(w, b), x, y, target=0.1)
+    sigma = M.sharpness_sigma(_linear(w, b), x, y, M.SharpnessOptions(target=0.1))
     assert _hand_rise(w, b, x, y, sigma) <= 0.1 < _hand_rise(w, b, x, y, sigma * 1.02)
-    assert M.sharpness(_linear(w, b), x, y, target=0.1) == pytest.approx(1 / sigma**2)
+    assert M.sharpness(_linear(w, b), x, y, M.SharpnessOptions(target=0.1)) == pytest.approx(1 / sigma**2)
 
 
 def test_sharpness_perturbs_zero_weights_and_ranks_a_sharper_model_sharper():
@@ -137,7 +137,7 @@ def test_loss_sharpness_and_disagreement():
     x, y = torch.eye(3), torch.arange(3)
     expected = -math.log(math.exp(5) / (math.exp(5) + 2))
     assert M.loss(net, x, y) == pytest.approx(expected, rel=1e-5)
-    s1, s2 = M.sharpness(net, x, y, seed=1), M.sharpness(net, x, y, seed=1)
+    s1, s2 = M.sharpness(net, x, y, M.SharpnessOptions(seed=1)), M.sharpness(net, x, y, M.SharpnessOptions(seed=1))
     assert s1 == s2 and s1 > 0
     other = _linear(torch.tensor([[0.0, 1, 0], [1, 0, 0], [0, 0, 1]]))
     assert M.disagreement(net, other, x) == pytest.approx(2 / 3)
@@ -147,7 +147,7 @@ def test_loss_sharpness_and_disagreement():
 def test_compute_all_times_every_measure():
     net, init = _linear(torch.eye(3)), _linear(torch.zeros(3, 3))
     x, y = torch.eye(3), torch.arange(3)
-    values, seconds = M.compute_all(net, init, x, y, other=net, x_test=x)
+    values, seconds = M.compute_all(net, init, (x, y), other=net, x_test=x)
     assert (
         set(values)
         == set(seconds)
@@ -176,7 +176,7 @@ def test_compute_all_skips_the_spectral_bound_for_a_traced_model_it_cannot_bound
     torch.manual_seed(0)
     net = build_model(ModelSpec("tests.stage_models:small_net", 0, 16, 3, 8, 10), factory=small_net)
     x, y = torch.randn(4, 3, 8, 8), torch.arange(4)
-    values, seconds = M.compute_all(net, net, x, y)
+    values, seconds = M.compute_all(net, net, (x, y))
     assert "gm_log_spectral_product" not in values and "gm_log_spectral_product" not in seconds
     assert {"gm_param_norm", "gm_margin", "gm_train_loss"} <= set(values)
     assert "gm_log_spectral_product skipped" in capsys.readouterr().out

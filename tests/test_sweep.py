@@ -247,3 +247,10 @@ def test_qmc_in_the_sweep_keeps_one_sobol_sequence_across_per_trial_reseeding():
     pts = [[t.params["lr"], t.params["momentum"]] for t in study.trials][1:]  # trial 0: learns the space
     for axis in (0, 1):
         assert sorted(int(p[axis] * 16) for p in pts) == list(range(16))
+
+
+def test_a_grid_caps_the_trial_budget_at_its_number_of_points():
+    space = {"lr": {"type": "categorical", "choices": [0.1, 0.2]}, "width": {"type": "int", "low": 8, "high": 32}}
+    assert studies.trial_budget(SweepConfig(n_trials=20, sampler="grid"), space) == 2 * 3  # 3 points per range
+    assert studies.trial_budget(SweepConfig(n_trials=4, sampler="grid"), space) == 4
+    assert studies.trial_budget(SweepConfig(n_trials=20, sampler="random"), space) == 20
