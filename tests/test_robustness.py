@@ -308,7 +308,7 @@ def _wait_for_checkpoint_of_new_run(proc, exclude: set, timeout=120) -> str:
 
 
 def test_checkpoints_every_abc_names_the_parameter():
-    with pytest.raises(ValueError, match=r"checkpoints='every:abc' is not valid: K must be an integer"):
+    with pytest.raises(ValueError, match=r"checkpoints='every:abc' is not valid: need an integer >= 1"):
         AnalyzeConfig(run_id="x", checkpoints="every:abc")
     with pytest.raises(ValueError, match=r"checkpoints='1,x'"):
         AnalyzeConfig(run_id="x", checkpoints="1,x")
