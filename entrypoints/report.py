@@ -3,12 +3,10 @@
     mlflow run . --env-manager local -e report                    # the full report (2 CPUs: see docs/REPORT.md)
     mlflow run . --env-manager local -e report -P quick=true      # a smoke version on digits (minutes)
 
-Every number comes from tc's own code paths, as nested MLflow runs of this run: the train and analyze entry
-points' (`tc.runs.train_nested`, `tc.runs.analyze_nested`, in this process so that ~60 runs pay no process
-start) for the seeded experiments (`tc.report.training_runs`, `tc.report.analyses`), and the sweep entry point
-(`mlflow.projects.run`, env_manager="local") for the correlations, rerun until its study holds the asked
-number of converged trials. The report (`tc.report.render`),
-its figures and tables are written to `out_dir` (default docs/) and also logged to this run.
+Nested runs of this run: the seeded experiments (`tc.report.training_runs`, `.analyses`) by the train and
+analyze entry points' own path, in this process (`tc.runs.train_nested`, `.analyze_nested`: ~60 runs pay no
+process start); the correlations by the sweep entry point, rerun until its study holds the asked number of
+converged trials. `tc.report.write` puts REPORT.md, figures and tables in `out_dir` (default docs/).
 """
 
 from __future__ import annotations
@@ -20,9 +18,8 @@ import time
 from pathlib import Path
 
 import mlflow
-import pandas as pd
 
-from tc import plots, report, tracking
+from tc import report, tracking
 from tc import runs as tc_runs
 from tc.config import AnalyzeConfig, TrainConfig, from_strings
 
@@ -30,14 +27,10 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def _run(entry: str, params: dict) -> str:
-    p = mlflow.projects.run(
-        str(ROOT),
-        entry,
-        parameters={k: str(v) for k, v in params.items()},
-        env_manager="local",
-        experiment_id=mlflow.active_run().info.experiment_id,
-    )
-    return p.run_id
+    experiment = mlflow.active_run().info.experiment_id
+    return mlflow.projects.run(
+        str(ROOT), entry, parameters=_strings(params), env_manager="local", experiment_id=experiment
+    ).run_id
 
 
 def _figure(run_id: str, name: str, fig_dir: Path, as_name: str) -> str:
@@ -94,23 +87,12 @@ def main(argv: list[str] | None = None) -> int:
             metrics[name] = tracking.get_run(runs[key]).data.metrics
         fig = {k: _figure(runs["base/s0"], f, figs, f"base_{f}") for k, f in report.BASE_FIGURES.items()}
         sweep_id = _sweep(s, f"tc-report-{int(t_start)}", timing)
-        art = Path(tracking.client().download_artifacts(sweep_id, "", str(figs / ".tmp")))
-        trials = pd.read_csv(art / "trials.csv")
-        corr = pd.read_csv(art / "correlations.csv") if (art / "correlations.csv").exists() else pd.DataFrame()
-        shutil.move(art / "scatter.png", figs / "sweep_scatter.png")
-        shutil.move(art / "correlation_bars.png", figs / "sweep_bars.png")
-        shutil.rmtree(figs / ".tmp", ignore_errors=True)
-        effects = report.all_effects(metrics)
-        plots.save_figures({"effects.png": plots.effects_forest(effects)}, figs)
-        fig["forest"] = "report/effects.png"
+        trials, corr = report.sweep_tables(Path(tracking.client().download_artifacts(sweep_id, "", str(figs / ".t"))))
         costs = report.epoch_costs(
             [(tracking.get_run(r).data.metrics, tracking.seconds_per_epoch(r)) for r in trials["run_id"]]
         )
         results = report.Results(s, metrics, fig, trials, corr, costs, timing, time.time() - t_start)
-        (out / "REPORT.md").write_text(report.render(results))
-        for name, table in (("correlations", corr), ("trials", trials), ("effects", effects)):
-            table.to_csv(figs / f"{name}.csv", index=False)
-        mlflow.log_artifact(str(out / "REPORT.md"))
+        mlflow.log_artifact(str(report.write(results, out)))
         mlflow.log_dict({"runs": runs, "sweep_run_id": sweep_id, "timing_s": timing}, "report_runs.json")
     print(f"tc report: wrote {out / 'REPORT.md'} in {(time.time() - t_start) / 60:.1f} min")
     return 0

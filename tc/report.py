@@ -5,12 +5,14 @@ runs the experiments through MLflow and writes the files."""
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+import shutil
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import pandas as pd
 from scipy import stats
 
+from tc import plots
 from tc.replicates import Claim, Effect, paired_effect, t_interval
 from tc.sweep import HEADLINE
 
@@ -586,3 +588,26 @@ def sweep_verdict(acc: pd.DataFrame, costs: dict[str, float]) -> list[str]:
             f"estimates: {'met' if met else 'not met'}.",
         ]
     return lines
+
+
+def sweep_tables(art: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(trials, correlations) from a sweep run's downloaded artifacts `art`, whose figures move next to it
+    (`art/..`, the report's figure directory) as sweep_scatter.png and sweep_bars.png; `art` is removed."""
+    trials = pd.read_csv(art / "trials.csv")
+    corr = pd.read_csv(art / "correlations.csv") if (art / "correlations.csv").exists() else pd.DataFrame()
+    for src, dst in (("scatter.png", "sweep_scatter.png"), ("correlation_bars.png", "sweep_bars.png")):
+        shutil.move(art / src, art.parent / dst)
+    shutil.rmtree(art, ignore_errors=True)
+    return trials, corr
+
+
+def write(r: Results, out: Path) -> Path:
+    """REPORT.md into `out`, and into `out/report/` the forest figure and effects.csv, trials.csv and
+    correlations.csv: the path of REPORT.md."""
+    figs = out / "report"
+    effects = all_effects(r.metrics)
+    plots.save_figures({"effects.png": plots.effects_forest(effects)}, figs)
+    (out / "REPORT.md").write_text(render(replace(r, figures={**r.figures, "forest": "report/effects.png"})))
+    for name, table in (("correlations", r.corr), ("trials", r.trials), ("effects", effects)):
+        table.to_csv(figs / f"{name}.csv", index=False)
+    return out / "REPORT.md"

@@ -147,3 +147,15 @@ def test_all_effects_table_holds_every_claim_with_its_seed_count():
 def test_abs_interval_of_tau():
     assert report.abs_interval(-0.2, 0.5) == (0.0, 0.5)
     assert report.abs_interval(-0.6, -0.2) == (0.2, 0.6)
+
+
+def test_write_puts_the_report_its_forest_figure_and_tables_in_out(tmp_path):
+    s = report.settings(True, 6, Path("."))
+    figures = {k: f"report/{v}" for k, v in report.BASE_FIGURES.items()}
+    (tmp_path / "report").mkdir()
+    r = report.Results(s, _metrics(s), figures, pd.DataFrame({"trial": [0]}), _corr(0.5, 0.2))
+    path = report.write(r, tmp_path)
+    assert path == tmp_path / "REPORT.md" and "(report/effects.png)" in path.read_text()
+    for name in ("effects.png", "effects.csv", "trials.csv", "correlations.csv"):
+        assert (tmp_path / "report" / name).is_file(), name
+    assert len(pd.read_csv(tmp_path / "report" / "effects.csv")) == len(report.all_effects(r.metrics))
