@@ -159,3 +159,23 @@ def test_write_puts_the_report_its_forest_figure_and_tables_in_out(tmp_path):
     for name in ("effects.png", "effects.csv", "trials.csv", "correlations.csv"):
         assert (tmp_path / "report" / name).is_file(), name
     assert len(pd.read_csv(tmp_path / "report" / "effects.csv")) == len(report.all_effects(r.metrics))
+
+
+def test_nested_train_and_analyze_log_like_the_entry_points(mlflow_store):
+    """The report's in-process path: a child training run with every checkpoint, and a child analyze run whose
+    metrics land on the training run, both FINISHED under the parent."""
+    import mlflow
+
+    from tc import runs, tracking
+    from tc.config import AnalyzeConfig, TrainConfig
+
+    cfg = TrainConfig(dataset="digits", model="mlp", width=16, epochs=3, train_size=128, batch_size=32)
+    with mlflow.start_run() as parent:
+        run_id = runs.train_nested(cfg)
+        acfg = AnalyzeConfig(run_id=run_id, splits="test", max_samples=40, anisotropy=False, measures=False)
+        result = runs.analyze_nested(acfg)
+    children = mlflow.search_runs(filter_string=f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
+    assert len(children) == 2 and set(children["status"]) == {"FINISHED"}
+    logged = tracking.get_run(run_id).data.metrics
+    assert logged["tc_test"] == pytest.approx(result.metrics["tc_test"]) and "test_acc" in logged
+    assert len(tracking.download_checkpoints(run_id, Path("cache"))) == 4  # steps 0 and three epochs
