@@ -30,6 +30,7 @@ from tc.data import DataBundle
 from tc.device import resolve_device
 from tc.metrics import add_means_over_cuts
 from tc.models import BlockNet, at_state
+from tc.progress import progress_bar
 from tc.splits import EvalSplit, make_splits, parse_cuts, split_named
 
 
@@ -82,7 +83,9 @@ def analyze_run(
     if cfg.anisotropy:
         split = split_named(splits, "test") or splits[0]
         t0 = time.perf_counter()
-        result.aniso = anisotropy(ckpts, data, cfg, run, split)
+        steps = len(parse_cuts(cfg.cut_spec, run.model)) + 1  # gradient noise, then each cut
+        with progress_bar(steps, "tc analyze: anisotropy", unit="step") as tick:
+            result.aniso = anisotropy(ckpts, data, cfg, run, split, tick)
         result.metrics.update(result.aniso.metrics)
         result.metrics["anisotropy_seconds"] = time.perf_counter() - t0
         if "aniso_grad_min_pvalue" not in result.metrics:

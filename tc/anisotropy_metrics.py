@@ -3,6 +3,7 @@ test at every cut, as tables and `aniso_*` metrics (no MLflow here)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import pandas as pd
@@ -36,7 +37,12 @@ def min_holm(pvalues: list[float]) -> float:
 
 
 def anisotropy(
-    ckpts: Checkpoints, data: DataBundle, cfg: AnalyzeConfig, run: RunContext, split: EvalSplit
+    ckpts: Checkpoints,
+    data: DataBundle,
+    cfg: AnalyzeConfig,
+    run: RunContext,
+    split: EvalSplit,
+    progress: Callable[[int], None] | None = None,
 ) -> AnisotropyResult:
     """SPEC section 5 at every cut: feature drift over the window and the final checkpoint (split `split`;
     `tc.anisotropy.drift_test`, sampling unit: samples, as pairs), gradient noise at the window's first
@@ -47,7 +53,9 @@ def anisotropy(
     Holm-adjusted p-value over the cuts ("anisotropic at some cut", family-wise error controlled). Perturbation
     at ε = 0.5: `aniso_perturb_{clean,top,random,bottom}_acc_d<cut>`, the last three with `_lo`/`_hi` (95% t
     interval over draws), and their means over cuts. A kind with fewer than 3 units (under 6 samples, or
-    under 3 full training minibatches) is left out."""
+    under 3 full training minibatches) is left out. `progress(1)` is called after the gradient noise and
+    after each cut (len(cuts) + 1 calls): the phase takes minutes on a CPU."""
+    tick = progress or (lambda n: None)
     model, train_batch_size, train_seed = run.model, run.train_batch_size, run.train_seed
     cuts = parse_cuts(cfg.cut_spec, model)
     win = C.window(ckpts.steps, cfg.window)
@@ -60,6 +68,7 @@ def anisotropy(
             break
         batches.append((data.normalize(xb), yb))
     grads = noise.gradient_noise(model, ckpts.state_dicts[grad_ckpt], batches, cuts, seed=cfg.seed)
+    tick(1)
     stat_rows, spec_rows, pert_frames, metrics = [], [], [], {}
     pvalues: dict[tuple[str, str], dict[int, float]] = {}
     for cut in cuts:
@@ -92,6 +101,7 @@ def anisotropy(
             spec_rows += [(cut, kind, i + 1, r.eig[i], r.null_q05[i], r.null_q95[i]) for i in range(len(r.eig))]
         full = feats[1:] - feats[:-1]
         if not bool(full.any()):  # identical checkpoints: no drift directions to perturb along
+            tick(1)
             continue
         opts = noise.PerturbOptions(k=cfg.aniso_k, seed=cfg.seed)
         pert = noise.perturbation_test(model, ckpts.state_dicts[-1], feats[-1], full, (split.y, cut), opts)
@@ -103,6 +113,7 @@ def anisotropy(
             elif row.eps == PERTURB_HEADLINE_EPS:
                 for suffix, v in (("", row.acc), ("_lo", row.lo), ("_hi", row.hi)):
                     metrics[f"aniso_perturb_{row.kind}_acc{suffix}_d{cut}"] = float(v)
+        tick(1)
     # descriptive means over the cuts where the statistic exists (a cut may lack units, or drift)
     means = ("drift_topk_var", "drift_eff_rank", "grad_topk_var", "grad_eff_rank", *PERTURB_MEANS)
     add_means_over_cuts(metrics, [f"aniso_{name}" for name in means], cuts)

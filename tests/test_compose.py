@@ -192,7 +192,9 @@ def test_anisotropy_leaves_out_gradient_noise_with_too_few_minibatches():
     for train_size, has_grad in ((200, False), (512, True)):  # batch 128: 1 or 4 full minibatches
         data = load_data("digits", train_size=train_size)
         split = make_splits(data, cfg)[0]
-        result = anisotropy(Checkpoints([0, 5, 10], sds), data, cfg, RunContext(model, 128, 0), split)
+        ticks = []
+        result = anisotropy(Checkpoints([0, 5, 10], sds), data, cfg, RunContext(model, 128, 0), split, ticks.append)
+        assert ticks == [1, 1, 1]  # progress: the gradient noise, then each of the 2 cuts
         assert "aniso_drift_min_pvalue" in result.metrics
         assert ("aniso_grad_min_pvalue" in result.metrics) is has_grad
         assert set(result.perturb["kind"]) == {"clean", "top", "random", "bottom"}
