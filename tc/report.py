@@ -1,6 +1,6 @@
-"""The report (docs/REPORT.md): its experiments, the bar for "predicts generalization", and its text as a
-sequence of small section functions. Pure: metrics and tables in, markdown out; `entrypoints/report.py`
-runs the experiments through MLflow and writes the files."""
+"""The report (docs/REPORT.md): its seeded experiments and their claims (verdicts from `tc.replicates`), the
+sweep's verdict, and its text as a sequence of small section functions. No MLflow here: metrics and tables
+in, markdown (`render`) and files (`write`) out; `entrypoints/report.py` runs the experiments as MLflow runs."""
 
 from __future__ import annotations
 
