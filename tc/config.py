@@ -153,7 +153,7 @@ class TrainConfig:
     optimizer: str = _opt("sgd", "optimizer", OPTIMIZERS)
     schedule: str = _opt("cosine", "learning-rate schedule over all steps (step: x0.1 at 50% and 75%)", SCHEDULES)
     label_noise: float = _opt(0.0, "fraction of training labels replaced by uniformly random labels, in [0, 1]")
-    augment: bool = _opt(False, "random crop (+ horizontal flip for colour sets) on training batches")
+    augment: bool = _opt(False, "random crop (+ horizontal flip where flips keep labels) on training batches")
     train_size: int = _opt(0, "seeded subset of the training set; 0 = all of it")
     seed: int = _opt(0, "seed for initialisation, subset, label noise, data order and augmentation")
     checkpoint_every: int = _opt(0, "optimizer steps between checkpoints; 0 = once per epoch")
