@@ -137,8 +137,9 @@ def param_str(value: object) -> str:
 
 
 def _cell(text: str) -> str:
-    """Text safe in a Markdown table cell: pipes escaped, and <...> escaped so it is not taken for HTML."""
-    return text.replace("|", "\\|").replace("<", "\\<").replace(">", "\\>")
+    """Text safe in a Markdown table cell: pipes escaped, <...> escaped so it is not taken for HTML, and `](`
+    escaped so that `g[t, T](x)` is not taken for a link."""
+    return text.replace("|", "\\|").replace("<", "\\<").replace(">", "\\>").replace("](", "]\\(")
 
 
 def _sentence(text: str) -> str:
@@ -181,7 +182,7 @@ BLOCKS: dict[str, tuple[str, Callable[[], str]]] = {
     "analyze-params": ("docs/analyze.md", lambda: param_table("analyze")),
     "sweep-params": ("docs/sweep.md", lambda: param_table("sweep")),
     "report-params": ("docs/report.md", lambda: entry_table("report")),
-    "metrics": ("docs/analyze.md", metrics.markdown_table),
+    "metrics": ("docs/analyze.md", lambda: metrics.markdown_table().replace("](", "]\\(")),  # g[t, T](x): no link
     **{
         f"readme-{entry}": ("README.md", lambda entry=entry: param_table(entry, README_PARAMS[entry], notes=False))
         for entry in README_PARAMS

@@ -1,0 +1,172 @@
+"""The docs cannot drift from the code: generated tables are current, MLproject agrees with the configs, every
+relative link resolves, every documented `mlflow run` passes `--env-manager local`, the README stays short."""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import re
+import typing
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tc.config import TrainConfig, _opt, cast_field
+
+ROOT = Path(__file__).resolve().parents[1]
+DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+
+
+def _load_generator():
+    spec = importlib.util.spec_from_file_location("gen_docs", ROOT / "scripts" / "gen_docs.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+gen = _load_generator()
+
+
+def test_every_generated_block_is_current_and_where_it_belongs():
+    for path in DOCS:
+        _, stale = gen.rewrite(path.read_text())
+        assert not stale, f"{path.name}: stale {stale}; run `python scripts/gen_docs.py` and commit"
+    for name, (where, _) in gen.BLOCKS.items():
+        holders = [p.relative_to(ROOT).as_posix() for p in DOCS if name in gen.blocks_in(p.read_text())]
+        assert holders == [where], (name, holders)
+        assert gen.blocks_in((ROOT / where).read_text()).count(name) == 1, name
+    assert gen.main(["--check"]) == 0
+
+
+def test_a_table_goes_stale_when_a_config_field_changes(monkeypatch):
+    @dataclass(frozen=True)
+    class Changed(TrainConfig):
+        epochs: int = _opt(7, "passes over the training set (with target_loss: the cap)")
+
+    train_md = (ROOT / "docs" / "train.md").read_text()
+    readme = (ROOT / "README.md").read_text()
+    monkeypatch.setitem(gen.CONFIGS, "train", Changed)
+    new, stale = gen.rewrite(train_md)
+    assert stale == ["train-params"] and "| `epochs` | `7` |" in new and "| `epochs` | `7` |" not in train_md
+    assert gen.rewrite(readme)[1] == ["readme-train"]
+    assert gen.main(["--check"]) == 1  # what CI would see
+
+
+def test_a_hand_edited_table_is_stale_and_regenerated():
+    text = (ROOT / "docs" / "analyze.md").read_text()
+    row = "| `window` | `0.5` |"
+    assert row in text
+    edited = text.replace(row, "| `window` | `0.25` |")
+    new, stale = gen.rewrite(edited)
+    assert stale == ["analyze-params"] and new == text
+    edited = text.replace("| `tc_mmd` |", "| `tc_mmd_mean` |")
+    assert gen.rewrite(edited) == (text, ["metrics"])
+
+
+def test_an_unknown_block_name_is_an_error():
+    with pytest.raises(ValueError, match="unknown generated block 'trian-params'"):
+        gen.rewrite("<!-- gen:trian-params -->\n| x |\n<!-- /gen:trian-params -->\n")
+
+
+MLPROJECT = yaml.safe_load((ROOT / "MLproject").read_text())["entry_points"]
+TYPES = {int: "int", float: "float", str: "string", bool: "string"}  # MLflow passes booleans as strings
+
+
+@pytest.mark.parametrize("entry", sorted(gen.CONFIGS))
+def test_mlproject_parameters_agree_with_the_config(entry):
+    cls = gen.CONFIGS[entry]
+    declared = MLPROJECT[entry]["parameters"]
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    extras = gen.EXTRA_PARAMS.get(entry, {})
+    assert set(declared) == set(fields) | set(extras), "MLproject and the config name different parameters"
+    hints = typing.get_type_hints(cls)
+    for name, f in fields.items():
+        spec = declared[name]
+        annotation = hints[name]
+        if typing.get_origin(annotation) in (typing.Union, __import__("types").UnionType):
+            (annotation,) = [a for a in typing.get_args(annotation) if a is not type(None)]
+        assert spec["type"] == TYPES[annotation], (entry, name, spec["type"], annotation)
+        if "default" not in spec:  # a required parameter: the config refuses its empty default
+            assert name == "run_id" and f.default == "", (entry, name)
+            continue
+        assert cast_field(cls, name, str(spec["default"])) == f.default, (entry, name, spec["default"], f.default)
+    for name, (default, _) in extras.items():
+        assert str(declared[name]["default"]) == default, (entry, name)
+    command = MLPROJECT[entry]["command"]
+    for name in declared:
+        assert f"--{name} {{{name}}}" in command, (entry, name)
+
+
+def test_entry_points_without_a_config_have_every_parameter_documented():
+    for entry, meanings in gen.ENTRY_HELP.items():
+        assert set(meanings) == set(MLPROJECT[entry]["parameters"]), entry
+
+
+def _outside_code(text: str) -> str:
+    """`text` without fenced code blocks and inline code spans (links and headings there are not links)."""
+    text = re.sub(r"^```.*?^```", "", text, flags=re.S | re.M)
+    return re.sub(r"`[^`\n]*`", "", text)
+
+
+def slug(heading: str) -> str:
+    """GitHub's anchor for a heading: its text, lower case, punctuation but `-` and `_` dropped, spaces to `-`."""
+    text = re.sub(r"\[([^\]]*)\]\([^)]*\)", r"\1", heading)  # a link keeps its text
+    text = text.replace("`", "").replace("**", "").strip().lower()
+    return re.sub(r"[^\w\- ]", "", text).replace(" ", "-")
+
+
+def anchors(path: Path) -> set[str]:
+    text = re.sub(r"^```.*?^```", "", path.read_text(), flags=re.S | re.M)
+    seen: dict[str, int] = {}
+    out = set()
+    for heading in re.findall(r"^#{1,6} +(.+?) *#*$", text, flags=re.M):
+        s = slug(heading)
+        out.add(s if s not in seen else f"{s}-{seen[s]}")
+        seen[s] = seen.get(s, 0) + 1
+    return out
+
+
+def test_slug_follows_github():
+    assert slug("Reading the numbers: the quick-start run") == "reading-the-numbers-the-quick-start-run"
+    assert slug("Cost (measured with `python benchmarks/cpu_guard.py`)") == (
+        "cost-measured-with-python-benchmarkscpu_guardpy"
+    )
+    assert slug("Runs in the MLflow UI and the Optuna dashboard") == "runs-in-the-mlflow-ui-and-the-optuna-dashboard"
+
+
+def test_every_relative_link_resolves_to_a_file_and_anchor():
+    broken = []
+    for path in DOCS:
+        for target in re.findall(r"\]\(([^)\s]+)(?:\s+\"[^\"]*\")?\)", _outside_code(path.read_text())):
+            if re.match(r"[a-z]+:", target):  # http:, https:, mailto:
+                continue
+            file_part, _, anchor = target.partition("#")
+            resolved = (path.parent / file_part).resolve() if file_part else path
+            if not resolved.is_file():
+                broken.append(f"{path.name}: {target} (no such file)")
+            elif anchor and resolved.suffix == ".md" and anchor not in anchors(resolved):
+                broken.append(f"{path.name}: {target} (no such heading)")
+    assert not broken, "\n".join(broken)
+
+
+def test_every_documented_mlflow_run_passes_env_manager_local():
+    for path in DOCS:
+        text = path.read_text().replace("\\\n", " ")  # one logical line per continued shell command
+        for line in text.splitlines():
+            for m in re.finditer(r"mlflow run [^`\s]", line):
+                command = line[m.start() :].split("`")[0].split(" # ")[0]
+                assert "--env-manager local" in command, f"{path.name}: {command}"
+
+
+def test_readme_is_a_two_minute_read():
+    text = (ROOT / "README.md").read_text()
+    assert len(text.splitlines()) <= 250
+    # the quick start's printed output sits between one marker pair, for the lead to replace
+    assert text.count("<!-- quickstart-output -->") == 1 and text.count("<!-- /quickstart-output -->") == 1
+    assert text.index("<!-- quickstart-output -->") < text.index("=== tc quick start ===")
+    assert text.index("=== tc quick start ===") < text.index("<!-- /quickstart-output -->")
+    # and it links every docs page
+    for page in sorted((ROOT / "docs").glob("*.md")):
+        assert f"](docs/{page.name}" in text, f"README does not link docs/{page.name}"
