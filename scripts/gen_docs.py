@@ -76,6 +76,7 @@ NOTES: dict[str, dict[str, str]] = {
     },
     "sweep": {
         "n_trials": "See [Many workers](scaling.md#many-workers-many-machines)",
+        "study_name": "Rerunning with an existing name adds trials to it",
         "storage": "The default journal lies beside the MLflow sqlite store",
         "search_space": "Default: lr, batch size, weight decay, width, label noise, train-set size "
         "(`tc.sweep.DEFAULT_SPACE`, fitted to the data set); e.g. `examples/digits_space.yaml`",
