@@ -50,8 +50,8 @@ NOTES: dict[str, dict[str, str]] = {
         "[own-models.md](own-models.md)",
         "schedule": "`cosine` decays to 0 over all steps of `epochs`; `constant` makes a run independent of the cap",
         "label_noise": "Seeded; 1.0 = random labels",
-        "augment": "The crop pads zeros of 1/8 of the image size; flips only where they keep labels (CIFAR, "
-        "Fashion-MNIST)",
+        "augment": "The crop pads zeros of 1/8 of the image size; CIFAR and Fashion-MNIST get flips, the digit "
+        "sets (MNIST, SVHN, digits) do not",
         "freeze_cut": "No updates, BatchNorm statistics kept: the freezing control",
         "checkpoint_every": "The tc window needs at least 3 checkpoints",
         "data_dir": "See [Data](#data)",
