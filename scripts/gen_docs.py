@@ -52,7 +52,7 @@ NOTES: dict[str, dict[str, str]] = {
         "label_noise": "Seeded; 1.0 = random labels",
         "augment": "The crop pads zeros of 1/8 of the image size; CIFAR and Fashion-MNIST get flips, the digit "
         "sets (MNIST, SVHN, digits) do not",
-        "freeze_cut": "No updates, BatchNorm statistics kept: the freezing control",
+        "freeze_cut": "No updates; BatchNorm statistics kept",
         "checkpoint_every": "The tc window needs at least 3 checkpoints",
         "data_dir": "See [Data](#data)",
         "download": "Needs internet",
