@@ -1,5 +1,6 @@
 """The docs cannot drift from the code: generated tables are current, MLproject agrees with the configs, every
-relative link resolves, every documented `mlflow run` passes `--env-manager local`, the README stays short."""
+relative link resolves, every documented `mlflow run` passes `--env-manager local` and `--experiment-name tc`, the
+README stays short."""
 
 from __future__ import annotations
 
@@ -166,13 +167,63 @@ def test_a_broken_link_or_anchor_is_found():
     ]
 
 
+def mlflow_run_commands(text: str) -> list[str]:
+    """Every `mlflow run` command in `text`: continued shell lines joined, up to a closing backtick or a comment."""
+    text = text.replace("\\\n", " ")  # one logical line per continued shell command
+    return [
+        line[m.start() :].split("`")[0].split(" # ")[0]
+        for line in text.splitlines()
+        for m in re.finditer(r"mlflow run [^`\s]", line)
+    ]
+
+
+def commands_without(flag: str, name: str, text: str) -> list[str]:
+    """The `mlflow run` commands of `text` (the file `name`) that do not pass `flag`."""
+    return [f"{name}: {command}" for command in mlflow_run_commands(text) if flag not in command]
+
+
+# docs/REPORT.md is written by `tc.report` (its header names the command); it gains --experiment-name there.
+EXPERIMENT_NAME_EXEMPT = {"REPORT.md"}
+
+
 def test_every_documented_mlflow_run_passes_env_manager_local():
-    for path in DOCS:
-        text = path.read_text().replace("\\\n", " ")  # one logical line per continued shell command
-        for line in text.splitlines():
-            for m in re.finditer(r"mlflow run [^`\s]", line):
-                command = line[m.start() :].split("`")[0].split(" # ")[0]
-                assert "--env-manager local" in command, f"{path.name}: {command}"
+    missing = [c for path in DOCS for c in commands_without("--env-manager local", path.name, path.read_text())]
+    assert not missing, "\n".join(missing)
+
+
+def test_every_documented_mlflow_run_passes_experiment_name_tc():
+    """As the README's: every run lands in the experiment `tc` (see docs/ui.md), not in MLflow's Default."""
+    missing = [
+        c
+        for path in DOCS
+        if path.name not in EXPERIMENT_NAME_EXEMPT
+        for c in commands_without("--experiment-name tc", path.name, path.read_text())
+    ]
+    assert not missing, "\n".join(missing)
+
+
+def test_a_command_without_a_flag_is_found():
+    text = (
+        "```bash\n"
+        "mlflow run . --env-manager local --experiment-name tc -e train \\\n    -P epochs=1\n"  # good, continued
+        "mlflow run . --experiment-name tc -e sweep   # --env-manager local only in the comment\n"
+        "mlflow run . -e analyze \\\n    --env-manager local -P run_id=x\n"  # flag on the continuation line
+        "```\n"
+        "Run `mlflow run . --env-manager local -e report` (inline), or see `mlflow run` (no command).\n"
+    )
+    assert mlflow_run_commands(text) == [
+        "mlflow run . --env-manager local --experiment-name tc -e train      -P epochs=1",
+        "mlflow run . --experiment-name tc -e sweep  ",
+        "mlflow run . -e analyze      --env-manager local -P run_id=x",
+        "mlflow run . --env-manager local -e report",
+    ]
+    assert commands_without("--env-manager local", "x.md", text) == [
+        "x.md: mlflow run . --experiment-name tc -e sweep  "
+    ]
+    assert commands_without("--experiment-name tc", "x.md", text) == [
+        "x.md: mlflow run . -e analyze      --env-manager local -P run_id=x",
+        "x.md: mlflow run . --env-manager local -e report",
+    ]
 
 
 def test_readme_is_a_two_minute_read():
