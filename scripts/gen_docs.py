@@ -137,10 +137,15 @@ def param_str(value: object) -> str:
     return str(value)
 
 
+def no_link(text: str) -> str:
+    """`text` with `](` escaped, so that `g[t, T](x)` in a table is not taken for a link (the help strings and
+    the metric table hold no links)."""
+    return text.replace("](", "]\\(")
+
+
 def _cell(text: str) -> str:
-    """Text safe in a Markdown table cell: pipes escaped, <...> escaped so it is not taken for HTML, and `](`
-    escaped so that `g[t, T](x)` is not taken for a link."""
-    return text.replace("|", "\\|").replace("<", "\\<").replace(">", "\\>").replace("](", "]\\(")
+    """Text safe in a Markdown table cell: pipes escaped, <...> escaped so it is not taken for HTML, no links."""
+    return no_link(text.replace("|", "\\|").replace("<", "\\<").replace(">", "\\>"))
 
 
 def _sentence(text: str) -> str:
@@ -183,7 +188,7 @@ BLOCKS: dict[str, tuple[str, Callable[[], str]]] = {
     "analyze-params": ("docs/analyze.md", lambda: param_table("analyze")),
     "sweep-params": ("docs/sweep.md", lambda: param_table("sweep")),
     "report-params": ("docs/report.md", lambda: entry_table("report")),
-    "metrics": ("docs/analyze.md", lambda: metrics.markdown_table().replace("](", "]\\(")),  # g[t, T](x): no link
+    "metrics": ("docs/analyze.md", lambda: no_link(metrics.markdown_table())),
     **{
         f"readme-{entry}": ("README.md", lambda entry=entry: param_table(entry, README_PARAMS[entry], notes=False))
         for entry in README_PARAMS
