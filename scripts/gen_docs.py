@@ -5,20 +5,23 @@
 
 A generated block is the text between `<!-- gen:NAME ... -->` and `<!-- /gen:NAME -->`. The parameter tables
 come from the config dataclasses of `tc.config` (field name, default, help string and choices; a few notes
-that need links or more words live in NOTES below, keyed by field name); the metric table is
-`tc.metrics.markdown_table()`. `tests/test_docs.py` fails when a committed block differs from what this
-script generates, and when MLproject's parameters disagree with the dataclasses. After changing a config
-field or a metric, run this script and commit the docs it rewrote.
+that need links or more words live in NOTES below, keyed by field name; MLproject says which parameter is
+required); the metric table is `tc.metrics.markdown_table()`. `tests/test_docs.py` fails when a committed
+block differs from what this script generates, and when MLproject's parameters disagree with the dataclasses.
+After changing a config field or a metric, run this script and commit the docs it rewrote.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import re
 import sys
 from collections.abc import Callable
 from pathlib import Path
+
+import yaml  # MLflow's dependency
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # run as a script from anywhere: import this checkout's tc
@@ -97,12 +100,14 @@ ENTRY_HELP: dict[str, dict[str, str]] = {
 }
 
 
+@functools.cache
+def _mlproject() -> dict:
+    return yaml.safe_load((ROOT / "MLproject").read_text())["entry_points"]
+
+
 def mlproject_parameters(entry: str) -> dict[str, dict]:
     """The `parameters` of one MLproject entry point: name -> {type, default}."""
-    import yaml  # MLflow's dependency; imported here so the tables of the configs need no YAML
-
-    project = yaml.safe_load((ROOT / "MLproject").read_text())
-    return project["entry_points"][entry].get("parameters", {})
+    return _mlproject()[entry].get("parameters", {})
 
 
 def entry_table(entry: str) -> str:
@@ -165,9 +170,10 @@ def _meaning(entry: str, f: dataclasses.Field, notes: bool) -> str:
 
 def rows(entry: str, notes: bool = True) -> list[tuple[str, str, str]]:
     """(name, default, meaning) for every parameter of `entry`, in the config's field order, then the extras."""
+    declared = mlproject_parameters(entry)
     out = []
     for f in dataclasses.fields(CONFIGS[entry]):
-        required = f.name == "run_id"  # the one field without a usable default: MLproject declares none
+        required = "default" not in declared[f.name]  # MLproject's rule: a parameter without a default is required
         out.append((f.name, "(required)" if required else f"`{param_str(f.default)}`", _meaning(entry, f, notes)))
     for name, (default, meaning) in EXTRA_PARAMS.get(entry, {}).items():
         out.append((name, f"`{default}`", _sentence(meaning)))

@@ -91,7 +91,7 @@ def test_mlproject_parameters_agree_with_the_config(entry):
             (annotation,) = [a for a in typing.get_args(annotation) if a is not type(None)]
         assert spec["type"] == TYPES[annotation], (entry, name, spec["type"], annotation)
         if "default" not in spec:  # a required parameter: the config refuses its empty default
-            assert name == "run_id" and f.default == "", (entry, name)
+            assert f.default == "", (entry, name)
             continue
         assert cast_field(cls, name, str(spec["default"])) == f.default, (entry, name, spec["default"], f.default)
     for name, (default, _) in extras.items():
@@ -104,6 +104,16 @@ def test_mlproject_parameters_agree_with_the_config(entry):
 def test_entry_points_without_a_config_have_every_parameter_documented():
     for entry, meanings in gen.ENTRY_HELP.items():
         assert set(meanings) == set(MLPROJECT[entry]["parameters"]), entry
+
+
+def test_required_comes_from_mlproject(monkeypatch):
+    declared = {k: dict(v) for k, v in MLPROJECT["analyze"]["parameters"].items()}
+    assert {r[0]: r[1] for r in gen.rows("analyze")}["run_id"] == "(required)"
+    declared["run_id"]["default"] = "none"
+    del declared["cuts"]["default"]
+    monkeypatch.setattr(gen, "mlproject_parameters", lambda entry: declared)
+    by_name = {r[0]: r[1] for r in gen.rows("analyze")}
+    assert by_name["run_id"] != "(required)" and by_name["cuts"] == "(required)"
 
 
 def _outside_code(text: str) -> str:
