@@ -116,6 +116,14 @@ def test_required_comes_from_mlproject(monkeypatch):
     assert by_name["run_id"] != "(required)" and by_name["cuts"] == "(required)"
 
 
+@pytest.mark.parametrize("entry", sorted(gen.CONFIGS))
+def test_every_note_is_a_field_and_every_field_has_help(entry):
+    fields = {f.name: f for f in dataclasses.fields(gen.CONFIGS[entry])}
+    assert set(gen.NOTES.get(entry, {})) <= set(fields), "a NOTES key is no field of the config"
+    assert not [n for n, f in fields.items() if not f.metadata.get("help", "").strip()], "a field without help"
+    assert set(gen.README_PARAMS.get(entry, ())) <= set(fields)
+
+
 def _outside_code(text: str) -> str:
     """`text` without fenced code blocks and inline code spans (links and headings there are not links)."""
     text = re.sub(r"^```.*?^```", "", text, flags=re.S | re.M)
