@@ -4,11 +4,13 @@
     python scripts/gen_docs.py --check   # rewrite nothing; exit 1 naming each stale block
 
 A generated block is the text between `<!-- gen:NAME ... -->` and `<!-- /gen:NAME -->`. The parameter tables
-come from the config dataclasses of `tc.config` (field name, default, help string and choices; a few notes
-that need links or more words live in NOTES below, keyed by field name; MLproject says which parameter is
-required); the metric table is `tc.metrics.markdown_table()`. `tests/test_docs.py` fails when a committed
-block differs from what this script generates, and when MLproject's parameters disagree with the dataclasses.
-After changing a config field or a metric, run this script and commit the docs it rewrote.
+of train, analyze and sweep come from the config dataclasses of `tc.config` (field name, default, help string
+and choices; a few notes that need links or more words live in NOTES below, keyed by field name; MLproject
+says which parameter is required); those of main, report and cache from MLproject (names and defaults) with
+ENTRY_HELP's meanings, or, for a parameter main passes on, the help string of the config field it sets; the
+metric table is `tc.metrics.markdown_table()`. `tests/test_docs.py` fails when a committed block differs from
+what this script generates, and when MLproject's parameters disagree with the dataclasses. After changing a
+config field, an MLproject parameter or a metric, run this script and commit the docs it rewrote.
 """
 
 from __future__ import annotations
@@ -97,7 +99,16 @@ ENTRY_HELP: dict[str, dict[str, str]] = {
         "out_dir": "where `REPORT.md` and its `report/` folder (figures, `effects.csv`, `trials.csv`, "
         "`correlations.csv`) go",
     },
+    "cache": {
+        "max_gb": "delete whole runs from the checkpoint cache, least recently used first, until it holds at most "
+        "this many GB (`python -m tc.cache prune --max-gb`)",
+    },
 }
+
+# The entry points whose parameters are passed on to others': a parameter without an ENTRY_HELP meaning takes the
+# help string of the same-named field of the first of these configs that has it (main sets train's and
+# analyze's parameters, so a parameter added there is documented by regenerating).
+FORWARDED: dict[str, tuple[str, ...]] = {"main": ("train", "analyze")}
 
 
 @functools.cache
@@ -110,15 +121,26 @@ def mlproject_parameters(entry: str) -> dict[str, dict]:
     return _mlproject()[entry].get("parameters", {})
 
 
+def entry_meaning(entry: str, name: str) -> str:
+    """The meaning of parameter `name` of an entry point without a config: ENTRY_HELP's, or the help string of
+    the config field it is passed on to (FORWARDED), named so."""
+    if name in ENTRY_HELP.get(entry, {}):
+        return ENTRY_HELP[entry][name]
+    for target in FORWARDED.get(entry, ()):
+        fields = {f.name: f for f in dataclasses.fields(CONFIGS[target])}
+        if name in fields:
+            return f"{_sentence(fields[name].metadata['help'])} Passed to `{target}`"
+    raise KeyError(f"MLproject's {entry} parameter {name!r} has no meaning: add it to ENTRY_HELP[{entry!r}]")
+
+
 def entry_table(entry: str) -> str:
-    """The parameter table of an entry point without a config: MLproject's names and defaults, ENTRY_HELP's
-    meanings (tests/test_docs.py checks that the two name the same parameters)."""
-    params = mlproject_parameters(entry)
+    """The parameter table of an entry point without a config: MLproject's names and defaults, in its order, with
+    `entry_meaning`'s meanings."""
     lines = [HEADER]
-    for name, spec in params.items():
+    for name, spec in mlproject_parameters(entry).items():
         default = spec.get("default")
         shown = "(required)" if default is None else f"`{param_str(default)}`"
-        lines.append(f"| `{name}` | {shown} | {_sentence(ENTRY_HELP[entry][name])} |")
+        lines.append(f"| `{name}` | {shown} | {_sentence(_cell(entry_meaning(entry, name)))} |")
     return "\n".join(lines)
 
 
@@ -194,6 +216,8 @@ BLOCKS: dict[str, tuple[str, Callable[[], str]]] = {
     "analyze-params": ("docs/analyze.md", lambda: param_table("analyze")),
     "sweep-params": ("docs/sweep.md", lambda: param_table("sweep")),
     "report-params": ("docs/report.md", lambda: entry_table("report")),
+    "main-params": ("README.md", lambda: entry_table("main")),
+    "cache-params": ("docs/analyze.md", lambda: entry_table("cache")),
     "metrics": ("docs/analyze.md", lambda: no_link(metrics.markdown_table())),
     **{
         f"readme-{entry}": ("README.md", lambda entry=entry: param_table(entry, README_PARAMS[entry], notes=False))

@@ -101,9 +101,48 @@ def test_mlproject_parameters_agree_with_the_config(entry):
         assert f"--{name} {{{name}}}" in command, (entry, name)
 
 
-def test_entry_points_without_a_config_have_every_parameter_documented():
-    for entry, meanings in gen.ENTRY_HELP.items():
-        assert set(meanings) == set(MLPROJECT[entry]["parameters"]), entry
+def table_rows(table: str) -> list[tuple[str, str, str]]:
+    """(name, default, meaning) of each row of a generated parameter table, backticks stripped."""
+    out = []
+    for line in table.splitlines()[2:]:
+        name, default, meaning = re.fullmatch(r"\| `([^`]+)` \| (.+?) \| (.+) \|", line).groups()
+        out.append((name, default.strip("`"), meaning))
+    return out
+
+
+def test_every_entry_point_has_a_parameter_table():
+    assert {f"{entry}-params" for entry in MLPROJECT} <= set(gen.BLOCKS)
+
+
+@pytest.mark.parametrize("entry", sorted(set(MLPROJECT) - set(gen.CONFIGS)))
+def test_entry_points_without_a_config_have_every_parameter_documented(entry):
+    declared = MLPROJECT[entry]["parameters"]
+    rows = table_rows(gen.entry_table(entry))
+    assert [r[0] for r in rows] == list(declared)  # MLproject's names, in its order
+    for name, default, meaning in rows:
+        assert default == (
+            "(required)" if "default" not in declared[name] else gen.param_str(declared[name]["default"])
+        )
+        assert meaning.strip(". ")
+    assert set(gen.ENTRY_HELP.get(entry, {})) <= set(declared), "ENTRY_HELP documents a parameter MLproject lacks"
+
+
+def test_a_parameter_main_passes_on_is_documented_by_regenerating(monkeypatch):
+    """What a merge that adds a main parameter needs: a regeneration (a train or analyze field's help), or a meaning
+    in ENTRY_HELP (anything else is an error naming it)."""
+    readme = gen.rewrite((ROOT / "README.md").read_text())[0]  # as generated from today's MLproject
+    declared = dict(MLPROJECT["main"]["parameters"], checkpoint_every={"type": "int", "default": 10})
+    real = gen.mlproject_parameters
+    monkeypatch.setattr(gen, "mlproject_parameters", lambda entry: declared if entry == "main" else real(entry))
+    assert table_rows(gen.entry_table("main"))[-1] == (
+        "checkpoint_every",
+        "10",
+        "optimizer steps between checkpoints; 0 = once per epoch. Passed to `train`.",
+    )
+    assert gen.rewrite(readme)[1] == ["main-params"]
+    declared["made_up"] = {"type": "int", "default": 1}
+    with pytest.raises(KeyError, match="main parameter 'made_up' has no meaning"):
+        gen.entry_table("main")
 
 
 def test_required_comes_from_mlproject(monkeypatch):
