@@ -133,10 +133,11 @@ def _spell(value: Any) -> str:
 
 
 def trial_attrs(metrics: Mapping[str, float]) -> dict[str, float]:
-    """A trial's headline measures for the Optuna dashboard (user attributes), NaN-free (JSON-safe)."""
-    metrics = dict(metrics)
-    if "acc_train" in metrics and "acc_test" in metrics:  # on the analysis samples, as the sweep's table
-        metrics.setdefault("gen_gap", metrics["acc_train"] - metrics["acc_test"])
+    """A trial's headline measures for the Optuna dashboard (user attributes), NaN-free (JSON-safe).
+    `gen_gap` is `tc.sweep.gen_gap` of the trial run's metrics: the very number of the sweep's trials.csv."""
+    from tc.sweep import gen_gap  # the one definition (it pulls in scipy: kept out of this light module's import)
+
+    metrics = {**metrics, "gen_gap": gen_gap(dict(metrics))}
     out = {}
     for k in SWEEP_HEADLINE:
         v = metrics.get(k)

@@ -109,12 +109,18 @@ def qmc_sampler(seed: int, independent_seed: int | None = None):
 
 
 def gen_gap(metrics: dict[str, float]) -> float:
-    """The generalization gap of a training run: accuracy on the whole training set with its ORIGINAL (clean)
-    labels minus `test_acc`, both of the final model in eval mode, both logged by `tc.train.train` at its last
-    epoch (`train_acc_clean`, `test_acc`: the whole test set, the same one as test_acc). Clean labels, because
-    a noisy label is one the network should get wrong: train accuracy on noisy labels would count memorising
-    noise as fitting. Sampling unit: none (a difference of two full-set accuracies). NaN when a run predates
-    `train_acc_clean`."""
+    """The generalization gap of a training run, the one definition tc uses (trials.csv, the correlations'
+    `gen_gap` target, the Optuna dashboard's attribute via `tc.runinfo.trial_attrs`): accuracy on the whole
+    training set with its ORIGINAL (clean) labels minus `test_acc`, both of the final model in eval mode, both
+    logged by `tc.train.train` at its last epoch (`train_acc_clean`, `test_acc`: the whole test set).
+
+    SPEC 6.1 defines the gap as train_acc - test_acc of the model. Clean labels, because a noisy label is one
+    the network should get wrong: trained to the same cross-entropy (target_loss), every trial fits its noisy
+    labels about equally (train_acc near 1), so the gap on them would be test error again, the first target
+    in disguise, and would score memorising noise as fitting. Whole sets, not the analysis samples (acc_train,
+    acc_test): the target of a rank correlation should carry no subsampling noise. Without label noise,
+    train_acc_clean is train_acc. Sampling unit: none (a difference of two full-set accuracies). NaN when a
+    run lacks `train_acc_clean` or `test_acc` (never a proxy from other metrics)."""
     if "train_acc_clean" not in metrics or "test_acc" not in metrics:
         return math.nan
     return float(metrics["train_acc_clean"] - metrics["test_acc"])
