@@ -97,7 +97,8 @@ def analyze_run(
         if train is None:
             result.summary["warnings"].append("baseline measures need the train split; skipped")
         else:
-            result.metrics.update(baseline_measures(ckpts, data, cfg, run, (train, test)))
+            gm = baseline_measures(ckpts, data, cfg, run, (train, test), result.summary["warnings"])
+            result.metrics.update(gm)
         if train is not None and test is not None:
             t0 = time.perf_counter()
             result.metrics.update(mmd_measures(ckpts, data, cfg, run, (train, test)))
@@ -107,25 +108,45 @@ def analyze_run(
     return result
 
 
+NO_INIT_WARNING = "gm_dist_init is NaN: the run logged no checkpoint at step 0 (its initialisation)"
+
+
+def initial_state(ckpts: Checkpoints, run: RunContext) -> dict[str, torch.Tensor] | None:
+    """The run's initialisation θ_0: the step-0 checkpoint, selected or not (`run.init`); None when unknown.
+    Never the first *selected* checkpoint: with `checkpoints=5,10` that is θ_5, not θ_0."""
+    if ckpts.steps[0] == 0:
+        return ckpts.state_dicts[0]
+    return run.init
+
+
 def baseline_measures(
     ckpts: Checkpoints,
     data: DataBundle,
     cfg: AnalyzeConfig,
     run: RunContext,
     splits: tuple[EvalSplit, EvalSplit | None],
+    warnings: list[str] | None = None,
 ) -> dict[str, float]:
     """gm_<name> of the final checkpoint on the (train, test) analysis samples (`tc.measures.compute_all`),
     each with its cost in seconds and in training-epoch equivalents (`gm_<name>_cost_epochs`, from the run's
-    own time per epoch)."""
+    own time per epoch). `gm_dist_init` = ||θ_T - θ_0|| with θ_0 the step-0 checkpoint (`initial_state`); NaN,
+    with `NO_INIT_WARNING` appended to `warnings`, when the run never logged step 0."""
     train, test = splits
+    final = at_state(run.model, ckpts.state_dicts[-1])
+    init = initial_state(ckpts, run)
     values, seconds = measures.compute_all(
-        at_state(run.model, ckpts.state_dicts[-1]),
-        at_state(run.model, ckpts.state_dicts[0]),
+        final,
+        at_state(run.model, init) if init is not None else final,  # no θ_0: its distance is replaced below
         (data.normalize(train.x), train.y),
         other=at_state(run.model, run.reference.state_dicts[-1]) if run.reference is not None else None,
         x_test=data.normalize(test.x) if test is not None else None,
         seed=cfg.seed,
     )
+    if init is None:
+        values["gm_dist_init"] = math.nan
+        seconds.pop("gm_dist_init", None)
+        if warnings is not None:
+            warnings.append(NO_INIT_WARNING)
     out = dict(values)
     for name, sec in seconds.items():
         out[f"{name}_seconds"] = sec

@@ -44,6 +44,9 @@ class RunContext:
     train_seed: int  # the run's data-order seed: the same minibatches the run saw in epoch 0
     reference: Checkpoints | None = None  # another seed's run, for the cross-seed control
     seconds_per_epoch: float | None = None  # the run's own training time per epoch, for the *_cost_epochs
+    # the run's step-0 state dict (its initialisation), whatever checkpoints the analysis selected: gm_dist_init
+    # measures from it; None when the run never logged step 0 (or the caller did not load it)
+    init: StateDict | None = None
 
 
 class CheckpointError(ValueError):

@@ -416,10 +416,24 @@ def load_run_checkpoints(
     return loaded
 
 
+def load_initial_state(run_id: str, model: Any) -> ck.StateDict | None:
+    """Run `run_id`'s step-0 checkpoint (its initialisation), downloaded (cached) and verified like the others,
+    for an analysis whose `checkpoints` selection left it out; None when the run never logged step 0."""
+    files = [(e, p) for e, p in download_checkpoints(run_id, cache_dir() / "checkpoints") if e.step == 0]
+    if not files:
+        return None
+    entry, path = files[0]
+    payload = ck.load_checkpoint(path, entry.sha256)
+    init = ck.Checkpoints([0], [payload["state_dict"]])
+    ck.check_architecture(f"run {run_id}", init, payload["model_spec"], model)
+    return payload["state_dict"]
+
+
 def load_analysis_inputs(cfg: AnalyzeConfig) -> tuple[ck.Checkpoints, DataBundle, ck.RunContext]:
     """Everything `tc.analysis.analyze_run` needs for `cfg.run_id`: its selected checkpoints (verified), its
     data set and its `RunContext` (architecture, minibatch size and seed, the reference run's checkpoints,
-    seconds per epoch). A user model's code comes only from `cfg.model`, the command line."""
+    seconds per epoch, the step-0 checkpoint when the selection left it out). A user model's code comes only
+    from `cfg.model`, the command line."""
     from tc.models import ModelSpec, build_model, factory_for
 
     train_cfg = load_train_config(cfg.run_id)
@@ -429,7 +443,11 @@ def load_analysis_inputs(cfg: AnalyzeConfig) -> tuple[ck.Checkpoints, DataBundle
     reference = None
     if cfg.reference_run_id:
         reference = load_run_checkpoints(cfg.reference_run_id, model, "all", keep=(cfg.run_id,))
-    run = ck.RunContext(model, train_cfg.batch_size, train_cfg.seed, reference, seconds_per_epoch(cfg.run_id))
+    # gm_dist_init measures from step 0 whatever the selection (a list of steps may leave it out)
+    init = ckpts.state_dicts[0] if ckpts.steps[0] == 0 else load_initial_state(cfg.run_id, model)
+    run = ck.RunContext(
+        model, train_cfg.batch_size, train_cfg.seed, reference, seconds_per_epoch(cfg.run_id), init=init
+    )
     return ckpts, data, run
 
 
