@@ -611,7 +611,8 @@ def log_checkpoint(model: Any, step: int, epoch: float, *, run_id: str | None = 
     """Log `model`'s weights at global optimizer step `step` (and `epoch`, fractional if mid-epoch) into the
     active run in tc's format: `checkpoints/step_XXXXXXXX.pt` (tensors only) and a re-logged
     `checkpoints/index.json` with every checkpoint's step, epoch, file and sha256. Call `log_run_info` first.
-    Log step 0 (before training) too: analyze needs at least two checkpoints."""
+    Log step 0 (before training) too: analyze needs the initialisation and at least two checkpoints
+    (`CheckpointLogger` logs step 0 itself when it is created)."""
     rid = _active_run_id(run_id)
     own = _OWN_RUNS.get(rid)
     if own is None:
@@ -628,26 +629,36 @@ def log_checkpoint(model: Any, step: int, epoch: float, *, run_id: str | None = 
 
 
 class LoopCheckpointLogger:
-    """`tc.CheckpointLogger(model, every=N)`: call `.step(step, epoch)` after every optimizer step of your
-    loop; step 0 and every N-th step are logged with `log_checkpoint`. Call `.close(step, epoch)` after the
-    loop to log the final step too (if `every` did not land on it) and refresh the run's description."""
+    """`tc.CheckpointLogger(model, every=N)`: create it after `log_run_info` and before your first optimizer
+    step; it logs the model's weights as they are then as step 0 (the initialisation: analyze needs it, e.g.
+    for the early checkpoints and `gm_dist_init`), so a loop cannot forget it. Call `.step(step, epoch)` after
+    every optimizer step of your loop: every N-th step is logged with `log_checkpoint` (a step already logged,
+    such as an explicit `.step(0, 0.0)`, is not logged again). Call `.close(step, epoch)` after the loop to log
+    the final step too (if `every` did not land on it) and refresh the run's description. `initial=False`:
+    log nothing when created, for a loop that resumes a run whose step 0 is logged already."""
 
-    def __init__(self, model: Any, every: int = 1, *, run_id: str | None = None):
+    def __init__(self, model: Any, every: int = 1, *, run_id: str | None = None, initial: bool = True):
         if every < 1:
             raise ValueError(f"every={every}: log a checkpoint every >= 1 optimizer steps")
         self.model, self.every, self.run_id = model, int(every), _active_run_id(run_id)
         self.logged: list[int] = []
+        if initial:
+            self._log(0, 0.0)
 
-    def step(self, step: int, epoch: float) -> ck.IndexEntry | None:
-        if step % self.every:
-            return None
+    def _log(self, step: int, epoch: float) -> ck.IndexEntry:
         self.logged.append(step)
         return log_checkpoint(self.model, step, epoch, run_id=self.run_id)
 
+    def step(self, step: int, epoch: float) -> ck.IndexEntry | None:
+        """Log the weights after optimizer step `step` when it is a multiple of `every` not logged yet."""
+        if step % self.every or step in self.logged:
+            return None
+        return self._log(step, epoch)
+
     def close(self, step: int, epoch: float) -> None:
+        """After the loop: log the final step `step` unless logged already, and refresh the description."""
         if step not in self.logged:
-            self.logged.append(step)
-            log_checkpoint(self.model, step, epoch, run_id=self.run_id)
+            self._log(step, epoch)
         describe_train_run(self.run_id)
 
 

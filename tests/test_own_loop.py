@@ -22,8 +22,8 @@ USER = "tests.stage_models:small_net"
 
 
 def _plain_loop(model, data, steps: int, logger) -> None:
+    """The documented path: the logger, created before the loop, has logged step 0 itself."""
     opt = torch.optim.SGD(model.parameters(), lr=0.05)
-    logger.step(0, 0.0)
     for step in range(1, steps + 1):
         idx = torch.arange((step - 1) * 32, step * 32)
         loss = torch.nn.functional.cross_entropy(model(data.normalize(data.train_x[idx])), data.train_y[idx])
@@ -34,18 +34,29 @@ def _plain_loop(model, data, steps: int, logger) -> None:
     logger.close(steps, steps * 32 / len(data.train_y))
 
 
-def _logged_run() -> tuple[str, torch.nn.Module]:
+def _logged_run() -> tuple[str, torch.nn.Module, dict]:
     torch.manual_seed(0)
     data = load_data("digits")
     model = SmallNet(num_classes=10, in_channels=1)  # the user's own module, not tc's staged copy
+    init = {k: v.clone() for k, v in model.state_dict().items()}
     with mlflow.start_run() as run:
         tc.log_run_info(model=USER, dataset="digits", data=data, epochs=1, batch_size=32, seed=0)
         _plain_loop(model, data, steps=7, logger=tc.CheckpointLogger(model, every=3))
-    return run.info.run_id, model
+    return run.info.run_id, model, init
+
+
+def _index_steps(rid: str) -> list[int]:
+    path = MlflowClient().download_artifacts(rid, "checkpoints/index.json", str(mlflow_store_dir(rid)))
+    return [e["step"] for e in json.loads(Path(path).read_text())["checkpoints"]]
+
+
+def _checkpoint(rid: str, step: int) -> dict:
+    path = MlflowClient().download_artifacts(rid, f"checkpoints/{ck.filename(step)}", str(mlflow_store_dir(rid)))
+    return ck.load_checkpoint(path)["state_dict"]
 
 
 def test_own_loop_logs_tc_checkpoints(mlflow_store):
-    rid, model = _logged_run()
+    rid, model, init = _logged_run()
     client = MlflowClient()
     got = client.get_run(rid)
     assert got.data.params["model"] == USER and got.data.params["dataset"] == "digits"
@@ -61,6 +72,66 @@ def test_own_loop_logs_tc_checkpoints(mlflow_store):
     last = ck.load_checkpoint(path)["state_dict"]
     conv = next(k for k in last if k.endswith("conv.weight"))
     assert torch.equal(last[conv], model.conv.weight.detach())  # the trained weights, under staged keys
+    first = _checkpoint(rid, 0)  # logged by the logger itself, when it was created: the initialisation
+    assert torch.equal(first[conv], init["conv.weight"]) and not torch.equal(first[conv], last[conv])
+
+
+def _docstring_example() -> str:
+    """The code block of `tc`'s module docstring (the documented own-loop path), dedented."""
+    lines = tc.__doc__.split("\n")
+    start = next(i for i, line in enumerate(lines) if line.strip().startswith("import mlflow"))
+    block = []
+    for line in lines[start:]:
+        if line and not line.startswith("    "):
+            break
+        block.append(line[4:])
+    return "\n".join(block).strip()
+
+
+def test_the_documented_example_logs_the_initialisation_as_step_0(mlflow_store):
+    # tc's docstring example run as written (its `...` replaced by a real optimizer step): step 0 is in the
+    # index without the user calling .step(0), and it holds the weights from before training
+    import torchvision
+
+    code = _docstring_example()
+    assert "...  # your optimizer step" in code and "step(0" not in code  # the user writes no step 0
+    code = code.replace("...  # your optimizer step", "train_one_step(x, y)")
+    torch.manual_seed(0)
+    model = torchvision.models.resnet18(weights=None, num_classes=10)
+    init = {k: v.clone() for k, v in model.state_dict().items()}
+    data = load_data("digits")
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+
+    def train_one_step(x, y):
+        loss = torch.nn.functional.cross_entropy(model(data.normalize(x).repeat(1, 3, 1, 1)), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+
+    batches = [(data.train_x[i : i + 16], data.train_y[i : i + 16]) for i in range(0, 12 * 16, 16)]
+    scope = {"model": model, "batches": batches, "train_one_step": train_one_step}
+    exec(compile(code, "tc.__doc__", "exec"), scope)
+    rid = MlflowClient().search_runs(["0"])[0].info.run_id
+    assert _index_steps(rid) == [0, 10, 12]  # the initialisation, every 10th step, the last
+    first, last = _checkpoint(rid, 0), _checkpoint(rid, 12)
+    key = "conv1.weight"
+    staged = next(k for k in first if k.endswith(key))
+    assert torch.equal(first[staged], init[key]) and torch.equal(last[staged], model.state_dict()[key])
+    assert not torch.equal(first[staged], last[staged])
+
+
+def test_the_logger_logs_step_0_once_and_not_when_told_the_loop_resumes(mlflow_store):
+    data = load_data("digits")
+    model = SmallNet(num_classes=10, in_channels=1)
+    with mlflow.start_run() as run:
+        tc.log_run_info(model=USER, dataset="digits", data=data)
+        logger = tc.CheckpointLogger(model, every=2)
+        assert logger.logged == [0]
+        assert logger.step(0, 0.0) is None  # an explicit step(0), as older code does: not logged twice
+        assert logger.step(2, 0.1) is not None and logger.logged == [0, 2]
+        resumed = tc.CheckpointLogger(model, every=2, initial=False)  # a resumed loop: step 0 exists already
+        assert resumed.logged == []
+    assert _index_steps(run.info.run_id) == [0, 2]
 
 
 @pytest.mark.slow
@@ -68,7 +139,7 @@ def test_analyze_reads_an_own_loop_run_of_a_user_model(mlflow_store):
     """~15 s alone, a minute on the loaded shared machine."""
     from entrypoints import analyze as analyze_ep
 
-    rid, _ = _logged_run()
+    rid, _, _ = _logged_run()
     client = MlflowClient()
     args = ["--run_id", rid, "--max_samples", "48", "--splits", "test", "--matrix", "final", "--anisotropy", "false"]
     assert analyze_ep.main([*args, "--measures", "false", "--model", USER]) == 0
@@ -111,3 +182,10 @@ def test_example_own_loop_trains_logs_and_analyzes(mlflow_store):
     assert {"tc_test", "tc_kappa_test", "tc_full_test", "test_acc"} <= set(run.data.metrics)
     where = tc.tracking.analysis_dir(rid)
     assert any(f.path.endswith("consistency_heatmaps.png") for f in MlflowClient().list_artifacts(rid, where))
+
+
+def test_example_own_loop_logs_the_initialisation(mlflow_store):
+    # examples/own_loop.py without its (slow) analysis: its checkpoints start at step 0, the initialisation
+    main = runpy.run_path(str(ROOT / "examples" / "own_loop.py"))["main"]
+    rid = main(["--steps", "4", "--every", "2", "--batch_size", "32", "--analyze", "false"])
+    assert _index_steps(rid) == [0, 2, 4]
