@@ -6,7 +6,7 @@ from tc.analysis import analyze_run
 from tc.checkpoints import Checkpoints, RunContext
 from tc.config import AnalyzeConfig
 from tc.data import load_data
-from tc.surrogates import cheap_scores
+from tc.surrogates import cheap_scores, surrogate_config
 from tests.test_compose import _checkpoints
 
 
@@ -26,3 +26,49 @@ def test_cheap_scores_are_tc_test_on_window_checkpoints_and_fewer_samples():
     assert out["tc_test_cheap_k1_n30"] == middle  # k = 1: the window's middle (index 1 of [4, 6])
     both = analyze_run(Checkpoints([4, 6, 8], sds[2:]), data, one, run).metrics["tc_test"]
     assert out["tc_test_cheap_k2_n30"] == both
+
+
+def test_the_surrogate_config_holds_only_what_the_surrogate_needs():
+    # the full analysis's controls (cross-seed reference, bf16 check, phases) and its other settings must not
+    # enter the surrogate, whose cost is reported as its own: the same surrogate config with or without them
+    plain = AnalyzeConfig(run_id="r", max_samples=60, batch_size=32, cuts="1,2", seed=3)
+    loaded = replace(
+        plain,
+        reference_run_id="other",
+        phases=True,
+        precision="bf16",
+        matrix="full",
+        splits="train,test,corrupt",
+        corruptions="jpeg",
+        severities="1,2",
+        anisotropy=True,
+        measures=True,
+        null_draws=500,
+        grad_batches=8,
+        aniso_k=2,
+        window=0.3,
+        checkpoints="every:2",
+    )
+    a, b = surrogate_config(plain, [4, 6, 8], 30), surrogate_config(loaded, [4, 6, 8], 30)
+    assert a == b
+    assert (a.reference_run_id, a.phases, a.precision, a.anisotropy, a.measures) == (None, False, "fp32", False, False)
+    assert (a.splits, a.max_samples, a.matrix, a.checkpoints, a.window) == ("test", 30, "final", "4,6,8", 1.0)
+    # what the surrogate does share with the full analysis: the run, cuts, batch size, device, BatchNorm, seed
+    assert (a.run_id, a.cuts, a.batch_size, a.seed, a.device, a.bn_mode) == ("r", "1,2", 32, 3, "auto", "splice")
+
+
+def test_cheap_scores_ignore_the_full_analysis_controls():
+    # phases=true on 3 checkpoints: the phase windows cannot be formed from a surrogate's 2-3 checkpoints, so
+    # reusing the config crashed; a reference run (RunContext.reference) was analyzed again inside the timing
+    model, sds = _checkpoints(n=3)
+    data = load_data("digits", train_size=128)
+    ckpts = Checkpoints([0, 4, 8], sds)
+    base = AnalyzeConfig(run_id="x", max_samples=40, anisotropy=False, measures=False, batch_size=32)
+    cfg = replace(base, phases=True, reference_run_id="other", precision="bf16")
+    run = RunContext(model, 64, 0, reference=Checkpoints([0, 8], [sds[1], sds[0]]))
+    got = cheap_scores(ckpts, data, cfg, run, samples=30)
+    plain = cheap_scores(ckpts, data, base, RunContext(model, 64, 0), samples=30)
+    assert {k: v for k, v in got.items() if not k.endswith("_seconds")} == {
+        k: v for k, v in plain.items() if not k.endswith("_seconds")
+    }
+    assert set(got) == set(plain) and got
