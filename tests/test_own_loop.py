@@ -120,7 +120,7 @@ def test_the_documented_example_logs_the_initialisation_as_step_0(mlflow_store):
     assert not torch.equal(first[staged], last[staged])
 
 
-def test_the_logger_logs_step_0_once_and_not_when_told_the_loop_resumes(mlflow_store):
+def test_the_logger_logs_step_0_once(mlflow_store):
     data = load_data("digits")
     model = SmallNet(num_classes=10, in_channels=1)
     with mlflow.start_run() as run:
@@ -129,9 +129,96 @@ def test_the_logger_logs_step_0_once_and_not_when_told_the_loop_resumes(mlflow_s
         assert logger.logged == [0]
         assert logger.step(0, 0.0) is None  # an explicit step(0), as older code does: not logged twice
         assert logger.step(2, 0.1) is not None and logger.logged == [0, 2]
-        resumed = tc.CheckpointLogger(model, every=2, initial=False)  # a resumed loop: step 0 exists already
-        assert resumed.logged == []
+        again = tc.CheckpointLogger(model, every=2)  # a second logger on the run: step 0 exists already
+        assert again.logged == [0, 2]
     assert _index_steps(run.info.run_id) == [0, 2]
+
+
+def _train_steps(model, data, steps: int) -> None:
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    for step in range(steps):
+        idx = torch.arange(step * 32, (step + 1) * 32)
+        loss = torch.nn.functional.cross_entropy(model(data.normalize(data.train_x[idx])), data.train_y[idx])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+
+
+def _index(rid: str) -> list[dict]:
+    path = MlflowClient().download_artifacts(rid, "checkpoints/index.json", str(mlflow_store_dir(rid)))
+    return json.loads(Path(path).read_text())["checkpoints"]
+
+
+def test_a_loop_resumed_in_a_new_process_keeps_the_initialisation_and_the_index(mlflow_store, monkeypatch):
+    # train to step 2 and stop; a new process (no in-process state) reopens the run, re-creates the logger
+    # with the trained weights and logs step 4: step 0 must still be the initialisation, and step 2 listed
+    torch.manual_seed(0)
+    data = load_data("digits")
+    model = SmallNet(num_classes=10, in_channels=1)
+    with mlflow.start_run() as run:
+        tc.log_run_info(model=USER, dataset="digits", data=data, batch_size=32)
+        logger = tc.CheckpointLogger(model, every=2)
+        _train_steps(model, data, 2)
+        logger.step(2, 0.1)
+    rid = run.info.run_id
+    before = {e["step"]: e for e in _index(rid)}
+    init = _checkpoint(rid, 0)
+    monkeypatch.setattr(tc.tracking, "_OWN_RUNS", {})  # a new process knows nothing of the first one
+    with mlflow.start_run(run_id=rid):
+        tc.log_run_info(model=USER, dataset="digits", data=data, batch_size=32)
+        resumed = tc.CheckpointLogger(model, every=2)  # the weights are trained now: not the initialisation
+        _train_steps(model, data, 2)
+        assert resumed.step(4, 0.2) is not None
+    after = {e["step"]: e for e in _index(rid)}
+    assert sorted(after) == [0, 2, 4]
+    assert after[0] == before[0] and after[2] == before[2]  # same files, same sha256
+    path = MlflowClient().download_artifacts(rid, f"checkpoints/{ck.filename(0)}", str(mlflow_store_dir("again")))
+    assert ck.sha256(path) == before[0]["sha256"]  # the step-0 file in the store is the first process's
+    now = ck.load_checkpoint(path)["state_dict"]
+    assert all(torch.equal(now[k], init[k]) for k in init)
+    conv = next(k for k in now if k.endswith("conv.weight"))
+    assert not torch.equal(now[conv], _checkpoint(rid, 4)[conv])  # and not the trained weights
+    assert resumed.logged == [0, 2, 4]
+
+
+def test_a_resumed_run_without_step_0_gets_no_fake_initialisation(mlflow_store):
+    # a run whose loop never logged step 0: a logger created later must not log trained weights as step 0
+    data = load_data("digits")
+    model = SmallNet(num_classes=10, in_channels=1)
+    with mlflow.start_run() as run:
+        tc.log_run_info(model=USER, dataset="digits", data=data)
+        tc.log_checkpoint(model, 3, epoch=0.1)
+        with pytest.warns(UserWarning, match="none at step 0"):
+            logger = tc.CheckpointLogger(model, every=2)
+        assert logger.logged == [3]
+    assert _index_steps(run.info.run_id) == [3]
+
+
+def test_log_checkpoint_refuses_to_overwrite_a_logged_step_with_other_weights(mlflow_store):
+    torch.manual_seed(0)
+    data = load_data("digits")
+    model = SmallNet(num_classes=10, in_channels=1)
+    with mlflow.start_run() as run:
+        tc.log_run_info(model=USER, dataset="digits", data=data, batch_size=32)
+        first = tc.log_checkpoint(model, 0, epoch=0.0)
+        assert tc.log_checkpoint(model, 0, epoch=0.0) == first  # the same weights again: harmless
+        _train_steps(model, data, 1)
+        with pytest.raises(ValueError, match="step 0 is logged already"):
+            tc.log_checkpoint(model, 0, epoch=0.0)
+    assert _index(run.info.run_id) == [{"step": 0, "epoch": 0.0, "file": first.file, "sha256": first.sha256}]
+    path = MlflowClient().download_artifacts(run.info.run_id, f"checkpoints/{first.file}", str(mlflow_store_dir("x")))
+    assert ck.sha256(path) == first.sha256
+
+
+def test_a_resumed_run_whose_index_names_other_files_is_refused(mlflow_store, tmp_path):
+    # the index is data read back from the store: a name other than the filename rule's is refused up front
+    bad = {"format": ck.FORMAT, "checkpoints": [{"step": 0, "epoch": 0.0, "file": "/etc/passwd", "sha256": "0"}]}
+    (tmp_path / "index.json").write_text(json.dumps(bad))
+    with mlflow.start_run() as run:
+        mlflow.log_artifact(str(tmp_path / "index.json"), "checkpoints")
+        with pytest.raises(ck.CheckpointError, match="not a tc checkpoint"):
+            tc.log_run_info(model=USER, dataset="digits", data=load_data("digits"))
+    assert "model" not in MlflowClient().get_run(run.info.run_id).data.params  # refused before logging anything
 
 
 @pytest.mark.slow
