@@ -75,11 +75,14 @@ def analyze_run(
     cfg: AnalyzeConfig,
     run: RunContext,
     progress: Callable[[int], None] | None = None,
+    *,
+    controls: bool = True,
 ) -> AnalysisResult:
     """Every metric of an analysis of `ckpts` (see `tc.metrics.METRICS`), with its tables and summary.
-    `progress(n)` is called as the composite forwards finish n more samples."""
+    `progress(n)` is called as the composite forwards finish n more samples. `controls=False` leaves out the
+    controls of `consistency_analysis` (cross-seed, bf16 agreement): a cheap surrogate is timed alone."""
     splits = make_splits(data, cfg)
-    result = consistency_analysis(ckpts, data, cfg, run, splits, progress)
+    result = consistency_analysis(ckpts, data, cfg, run, splits, progress, controls=controls)
     if cfg.anisotropy:
         split = split_named(splits, "test") or splits[0]
         t0 = time.perf_counter()
@@ -194,11 +197,16 @@ def consistency_analysis(
     run: RunContext,
     splits: list[EvalSplit] | None = None,
     progress: Callable[[int], None] | None = None,
+    *,
+    controls: bool = True,
 ) -> AnalysisResult:
     """Every SPEC section 2-3 quantity for each (cut, split); see `tc.consistency` for the formulas.
     `splits` defaults to `make_splits(data, cfg)`. Also `tc_full_<split>` (whole networks over the same
     window), `tc_excess_<split>`, `tc_kappa_<split>[_d<cut>]` and `tc_window_checkpoints`; a window of fewer
-    than `MIN_WINDOW` checkpoints adds a line to `summary["warnings"]` and a tag to `summary["tags"]`."""
+    than `MIN_WINDOW` checkpoints adds a line to `summary["warnings"]` and a tag to `summary["tags"]`. With
+    `controls` (the default) also the controls: `tc_test_crossseed*` when `run.reference` is set, and
+    `bf16_agreement` when `cfg.precision` is bf16 (`cfg.precision` is the composites' compute precision
+    either way)."""
     t0 = time.perf_counter()
     splits = make_splits(data, cfg) if splits is None else splits
     model = run.model
@@ -306,9 +314,9 @@ def consistency_analysis(
     for name, grp in corrupt.groupby("corruption"):
         metrics[f"tc_corrupt_{name}"] = float(grp["tc"].mean())
     test = split_named(splits, "test")
-    if run.reference is not None and test is not None:
+    if controls and run.reference is not None and test is not None:
         metrics.update(_cross_seed(plan, run.reference, test))
-    if cfg.precision == "bf16":
+    if controls and cfg.precision == "bf16":
         metrics["bf16_agreement"] = _bf16_agreement(plan, splits[0])
     metrics["analysis_seconds"] = time.perf_counter() - t0
     summary["metrics"] = metrics
