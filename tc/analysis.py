@@ -23,7 +23,7 @@ import torch
 from tc import consistency as C
 from tc import measures, noise, plots
 from tc.anisotropy_metrics import AnisotropyResult, anisotropy
-from tc.checkpoints import Checkpoints, RunContext
+from tc.checkpoints import Checkpoints, RunContext, init_index
 from tc.compose import ComposeOptions, composite_outputs, composite_outputs_naive
 from tc.config import AnalyzeConfig
 from tc.data import DataBundle
@@ -116,10 +116,9 @@ NO_INIT_WARNING = "gm_dist_init is NaN: the run logged no checkpoint at step 0 (
 
 def initial_state(ckpts: Checkpoints, run: RunContext) -> dict[str, torch.Tensor] | None:
     """The run's initialisation θ_0: the step-0 checkpoint, selected or not (`run.init`); None when unknown.
-    Never the first *selected* checkpoint: with `checkpoints=5,10` that is θ_5, not θ_0."""
-    if ckpts.steps[0] == 0:
-        return ckpts.state_dicts[0]
-    return run.init
+    Never the first *selected* checkpoint: with `checkpoints=5,10` that is θ_5, not θ_0 (`init_index`)."""
+    i = init_index(ckpts.steps)
+    return ckpts.state_dicts[i] if i is not None else run.init
 
 
 def baseline_measures(
@@ -283,8 +282,8 @@ def consistency_analysis(
                     out, out.pred[T, T], idx, num_classes
                 )
             metrics[f"acc_{split.name}"] = float(acc[T, T])  # the final network itself (same at every cut)
-            if steps[0] == 0:  # the initialisation only if step 0 was selected (training saves it first)
-                metrics[f"tc_{split.name}_random_shallow_d{cut}"] = float(agree[0, T])
+            if (i0 := init_index(steps)) is not None:  # the initialisation, only if step 0 was selected
+                metrics[f"tc_{split.name}_random_shallow_d{cut}"] = float(agree[i0, T])
             # the recalibrating (naive) path keeps no features, so it reports no drift
             drift = out.drift.mean(dim=1) if out.drift is not None else torch.full((len(steps),), math.nan)
             if out.drift is not None:

@@ -26,6 +26,14 @@ ARTIFACT_DIR = "checkpoints"
 
 StateDict = dict[str, torch.Tensor]
 
+INIT_STEP = 0  # the initialisation θ_0: the weights before the first optimizer step
+
+
+def init_index(steps: list[int]) -> int | None:
+    """The one rule for "which checkpoint is θ_0": the position of step `INIT_STEP` in `steps`, None when the
+    run (or the selection) has no such step. Never the first step listed: a selection may start later."""
+    return steps.index(INIT_STEP) if INIT_STEP in steps else None
+
 
 @dataclass
 class Checkpoints:

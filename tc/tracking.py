@@ -403,12 +403,17 @@ def seconds_per_epoch(run_id: str) -> float | None:
 
 
 def load_run_checkpoints(
-    run_id: str, model: Any, checkpoints: str = "all", keep: tuple[str, ...] = ()
+    run_id: str,
+    model: Any,
+    checkpoints: str = "all",
+    keep: tuple[str, ...] = (),
+    files: list[tuple[ck.IndexEntry, Path]] | None = None,
 ) -> ck.Checkpoints:
     """Download (cached), verify against the index's sha256 and load run `run_id`'s checkpoints selected by
     `checkpoints` (see `tc.splits.select_steps`); refuse any whose architecture is not `model`'s. With
-    TC_CACHE_MAX_GB set, the cache is then pruned to that size (this run and `keep` stay)."""
-    files = download_checkpoints(run_id, cache_dir() / "checkpoints")
+    TC_CACHE_MAX_GB set, the cache is then pruned to that size (this run and `keep` stay). `files`: the run's
+    `download_checkpoints` already done by the caller."""
+    files = download_checkpoints(run_id, cache_dir() / "checkpoints") if files is None else files
     cache.apply_env_cap((run_id, *keep))
     chosen = set(select_steps(checkpoints, [e.step for e, _ in files]))
     steps, sds, spec = ck.load_series([(e, p) for e, p in files if e.step in chosen])
@@ -417,15 +422,20 @@ def load_run_checkpoints(
     return loaded
 
 
-def load_initial_state(run_id: str, model: Any) -> ck.StateDict | None:
-    """Run `run_id`'s step-0 checkpoint (its initialisation), downloaded (cached) and verified like the others,
-    for an analysis whose `checkpoints` selection left it out; None when the run never logged step 0."""
-    files = [(e, p) for e, p in download_checkpoints(run_id, cache_dir() / "checkpoints") if e.step == 0]
-    if not files:
+def load_initial_state(run_id: str, model: Any, files: list[tuple[ck.IndexEntry, Path]]) -> ck.StateDict | None:
+    """Run `run_id`'s initialisation (the step `ck.init_index` names) from its downloaded, verified checkpoint
+    `files` (`download_checkpoints`), for an analysis whose `checkpoints` selection left it out; None when the
+    run never logged step 0. The file must hold step 0 itself and `model`'s architecture."""
+    i = ck.init_index([e.step for e, _ in files])
+    if i is None:
         return None
-    entry, path = files[0]
+    entry, path = files[i]
     payload = ck.load_checkpoint(path, entry.sha256)
-    init = ck.Checkpoints([0], [payload["state_dict"]])
+    if payload["step"] != ck.INIT_STEP:
+        raise ck.CheckpointError(
+            f"run {run_id}: {entry.file} is listed as step {entry.step} but holds step {payload['step']}"
+        )
+    init = ck.Checkpoints([ck.INIT_STEP], [payload["state_dict"]])
     ck.check_architecture(f"run {run_id}", init, payload["model_spec"], model)
     return payload["state_dict"]
 
@@ -440,12 +450,15 @@ def load_analysis_inputs(cfg: AnalyzeConfig) -> tuple[ck.Checkpoints, DataBundle
     train_cfg = load_train_config(cfg.run_id)
     data = load_for(train_cfg)
     model = build_model(ModelSpec.of(train_cfg, data), factory_for(train_cfg.model, cfg.model))
-    ckpts = load_run_checkpoints(cfg.run_id, model, cfg.checkpoints)
+    # one download (one index read, one hash check per file) for the selection and step 0: both see one index
+    files = download_checkpoints(cfg.run_id, cache_dir() / "checkpoints")
+    ckpts = load_run_checkpoints(cfg.run_id, model, cfg.checkpoints, files=files)
     reference = None
     if cfg.reference_run_id:
         reference = load_run_checkpoints(cfg.reference_run_id, model, "all", keep=(cfg.run_id,))
     # gm_dist_init measures from step 0 whatever the selection (a list of steps may leave it out)
-    init = ckpts.state_dicts[0] if ckpts.steps[0] == 0 else load_initial_state(cfg.run_id, model)
+    i0 = ck.init_index(ckpts.steps)
+    init = ckpts.state_dicts[i0] if i0 is not None else load_initial_state(cfg.run_id, model, files)
     run = ck.RunContext(
         model, train_cfg.batch_size, train_cfg.seed, reference, seconds_per_epoch(cfg.run_id), init=init
     )

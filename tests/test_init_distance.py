@@ -10,8 +10,9 @@ import pytest
 import torch
 
 import tc
+from tc import checkpoints as ck
 from tc import tracking
-from tc.analysis import analyze_run
+from tc.analysis import analyze_run, initial_state
 from tc.checkpoints import Checkpoints, RunContext
 from tc.config import AnalyzeConfig
 from tc.data import load_data
@@ -78,11 +79,14 @@ def _log_run(sds: dict[int, dict[str, torch.Tensor]], data) -> str:
     return run.info.run_id
 
 
-def test_a_logged_run_analyzed_without_step_0_measures_from_step_0(mlflow_store, data):
+def test_a_logged_run_analyzed_without_step_0_measures_from_step_0(mlflow_store, data, monkeypatch):
     sds = _state_dicts(3)
     rid = _log_run({0: sds[0], 3: sds[1], 6: sds[2]}, data)
     cfg = _cfg(run_id=rid, checkpoints="3,6")  # a selection that excludes step 0
+    calls, real = [], tracking.download_checkpoints
+    monkeypatch.setattr(tracking, "download_checkpoints", lambda r, c: calls.append(r) or real(r, c))
     ckpts, loaded, run = tracking.load_analysis_inputs(cfg)
+    assert calls == [rid]  # one index read and one hash check per file: the selection and step 0 see the same
     assert ckpts.steps == [3, 6]
     assert run.init is not None and all(torch.equal(run.init[k], sds[0][k]) for k in sds[0])
     metrics = analyze_run(ckpts, loaded, cfg, run).metrics
@@ -98,3 +102,27 @@ def test_a_logged_run_without_step_0_gets_nan(mlflow_store, data):
     result = analyze_run(ckpts, loaded, cfg, run)
     assert math.isnan(result.metrics["gm_dist_init"])
     assert any("step 0" in w for w in result.summary["warnings"])
+
+
+def test_a_step_0_entry_whose_file_holds_another_step_is_refused(tmp_path):
+    # the index says step 0, its sha256 matches, but the payload is step 3's: not the initialisation
+    sds = _state_dicts(2)
+    entry = ck.save_checkpoint(tmp_path, 3, 0.5, SPEC.to_dict(), sds[1])
+    as_init = ck.IndexEntry(step=0, epoch=0.0, file=entry.file, sha256=entry.sha256)
+    files = [(as_init, tmp_path / entry.file)]
+    with pytest.raises(ck.CheckpointError, match="step 3"):
+        tracking.load_initial_state("r", build_model(SPEC), files)
+    real = ck.save_checkpoint(tmp_path, 0, 0.0, SPEC.to_dict(), sds[0])
+    got = tracking.load_initial_state("r", build_model(SPEC), [(real, tmp_path / real.file), *files[1:]])
+    assert got is not None and all(torch.equal(got[k], sds[0][k]) for k in sds[0])
+    assert tracking.load_initial_state("r", build_model(SPEC), []) is None
+
+
+def test_the_initialisation_is_step_0_wherever_the_rule_is_asked():
+    # one rule (tc.checkpoints.init_index): the position of step 0 among sorted steps, None without it
+    assert ck.init_index([0, 5, 10]) == 0 and ck.init_index([5, 10]) is None and ck.init_index([]) is None
+    sds = _state_dicts(3)
+    model = build_model(SPEC)
+    assert initial_state(Checkpoints([0, 5, 10], sds), RunContext(model, 32, 0)) is sds[0]
+    assert initial_state(Checkpoints([5, 10], sds[1:]), RunContext(model, 32, 0, init=sds[0])) is sds[0]
+    assert initial_state(Checkpoints([5, 10], sds[1:]), RunContext(model, 32, 0)) is None
