@@ -273,10 +273,21 @@ def parse_severities(text: str) -> tuple[int, ...]:
     return tuple(int(s) for s in levels)
 
 
+CHECKPOINTS_USAGE = "use all, every:K (K >= 1), fractions:N (N >= 2), or a comma list of at least two steps"
+
+
+def check_two_steps(text: str, steps: list[int]) -> None:
+    """The one check that `checkpoints=text`, which lists `steps`, names at least two distinct steps: an
+    analysis compares checkpoints, one alone is no analysis. Used before a run is read (the config) and
+    after (`tc.splits.select_steps`), with one message."""
+    if len(set(steps)) < 2:
+        raise ValueError(f"checkpoints={text!r} names fewer than two distinct steps; {CHECKPOINTS_USAGE}")
+
+
 def check_checkpoints_spec(text: str) -> None:
     """The form of `checkpoints` (all, every:K, fractions:N, or a list of at least two distinct steps), before
     any run is read; whether the listed steps exist is checked against the run (`tc.splits.select_steps`)."""
-    usage = "use all, every:K (K >= 1), fractions:N (N >= 2), or a comma list of at least two steps"
+    usage = CHECKPOINTS_USAGE
     if text == "all":
         return
     for prefix, least in (("every:", 1), ("fractions:", 2)):
@@ -288,8 +299,7 @@ def check_checkpoints_spec(text: str) -> None:
     steps = split_list(text)
     if not steps or not all(s.isdigit() for s in steps):
         raise ValueError(f"checkpoints={text!r} is not valid; {usage}")
-    if len({int(s) for s in steps}) < 2:  # an analysis compares checkpoints: one alone is no analysis
-        raise ValueError(f"checkpoints={text!r} names fewer than two distinct steps; {usage}")
+    check_two_steps(text, [int(s) for s in steps])
 
 
 @dataclass(frozen=True)

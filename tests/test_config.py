@@ -118,3 +118,16 @@ def test_a_cut_spec_resolves_against_the_model():
     assert CutSpec.parse("3, 1").resolve(model) == [1, 3] == parse_cuts("3,1", model)
     with pytest.raises(ValueError, match=r"comma list from \[1, 2, 3, 4\]"):
         CutSpec.parse("1,7").resolve(model)
+
+
+@pytest.mark.parametrize("text", ["5", "5,5"])
+def test_one_check_of_at_least_two_steps_before_and_after_the_run_is_read(text):
+    # the config refuses the list up front; tc.splits.select_steps, called with a run's steps, says the same
+    from tc.config import check_checkpoints_spec
+    from tc.splits import select_steps
+
+    with pytest.raises(ValueError) as before:
+        check_checkpoints_spec(text)
+    with pytest.raises(ValueError) as after:
+        select_steps(text, [0, 5, 10])
+    assert str(before.value) == str(after.value) and "at least two" in str(after.value)
