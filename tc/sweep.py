@@ -31,6 +31,7 @@ import pandas as pd
 from scipy import stats
 
 from tc.config import TrainConfig
+from tc.runinfo import gen_gap  # noqa: F401  (tc.sweep.gen_gap: the one definition lives in the light runinfo)
 
 # The default space, for the sweep's default proxy (an MLP on digits trained to cross-entropy 0.01; README
 # "Sweep"). `train_size` 0 is the whole training set; `default_space(n_train)` drops the choices a data set
@@ -106,24 +107,6 @@ def qmc_sampler(seed: int, independent_seed: int | None = None):
             warn_independent_sampling=False,
             warn_asynchronous_seeding=False,
         )
-
-
-def gen_gap(metrics: dict[str, float]) -> float:
-    """The generalization gap of a training run, the one definition tc uses (trials.csv, the correlations'
-    `gen_gap` target, the Optuna dashboard's attribute via `tc.runinfo.trial_attrs`): accuracy on the whole
-    training set with its ORIGINAL (clean) labels minus `test_acc`, both of the final model in eval mode, both
-    logged by `tc.train.train` at its last epoch (`train_acc_clean`, `test_acc`: the whole test set).
-
-    SPEC 6.1 defines the gap as train_acc - test_acc of the model. Clean labels, because a noisy label is one
-    the network should get wrong: trained to the same cross-entropy (target_loss), every trial fits its noisy
-    labels about equally (train_acc near 1), so the gap on them would be test error again, the first target
-    in disguise, and would score memorising noise as fitting. Whole sets, not the analysis samples (acc_train,
-    acc_test): the target of a rank correlation should carry no subsampling noise. Without label noise,
-    train_acc_clean is train_acc. Sampling unit: none (a difference of two full-set accuracies). NaN when a
-    run lacks `train_acc_clean` or `test_acc` (never a proxy from other metrics)."""
-    if "train_acc_clean" not in metrics or "test_acc" not in metrics:
-        return math.nan
-    return float(metrics["train_acc_clean"] - metrics["test_acc"])
 
 
 def seed_spread(first: dict[str, float], second: dict[str, float], measures: list[str]) -> dict[str, float]:

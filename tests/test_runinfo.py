@@ -75,6 +75,21 @@ def test_trial_attrs_are_json_safe_and_include_the_gap():
     assert runinfo.trial_attrs({"test_acc": 0.7, "acc_train": 0.9, "acc_test": 0.6}) == {"test_acc": 0.7}
 
 
+def test_gen_gap_lives_in_a_light_module_and_the_sweep_re_exports_it():
+    # trial_attrs is on the light path (runinfo imports no pandas or scipy); tc.sweep.gen_gap keeps working
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, tc.runinfo as r; a = r.trial_attrs({'test_acc': 0.7, 'train_acc_clean': 0.9}); "
+        "assert abs(a['gen_gap'] - 0.2) < 1e-12, a; "
+        "heavy = [m for m in ('pandas', 'scipy', 'torch', 'optuna') if m in sys.modules]; assert not heavy, heavy"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert sweep.gen_gap is runinfo.gen_gap
+
+
 def test_labels_land_on_the_run_and_filter_one_by_one(mlflow_store):
     cfg = TrainConfig(dataset="digits", model="mlp", width=8)
     with mlflow.start_run() as run:
