@@ -26,6 +26,14 @@ ARTIFACT_DIR = "checkpoints"
 
 StateDict = dict[str, torch.Tensor]
 
+INIT_STEP = 0  # the initialisation θ_0: the weights before the first optimizer step
+
+
+def init_index(steps: list[int]) -> int | None:
+    """The one rule for "which checkpoint is θ_0": the position of step `INIT_STEP` in `steps`, None when the
+    run (or the selection) has no such step. Never the first step listed: a selection may start later."""
+    return steps.index(INIT_STEP) if INIT_STEP in steps else None
+
 
 @dataclass
 class Checkpoints:
@@ -44,6 +52,9 @@ class RunContext:
     train_seed: int  # the run's data-order seed: the same minibatches the run saw in epoch 0
     reference: Checkpoints | None = None  # another seed's run, for the cross-seed control
     seconds_per_epoch: float | None = None  # the run's own training time per epoch, for the *_cost_epochs
+    # the run's step-0 state dict (its initialisation), whatever checkpoints the analysis selected: gm_dist_init
+    # measures from it; None when the run never logged step 0 (or the caller did not load it)
+    init: StateDict | None = None
 
 
 class CheckpointError(ValueError):

@@ -236,41 +236,60 @@ class CutSpec:
         return list(self.indices)
 
 
-def parse_splits(text: str) -> tuple[str, ...]:
-    """`splits` parsed: the split names in the order given, each one of `SPLITS`, at least one."""
+def _names(name: str, text: str, valid: tuple[str, ...], what: str, usage: str) -> tuple[str, ...]:
+    """The comma list `text` of parameter `name`, in the order given: each one of `valid`, none repeated, at
+    least one. An empty list (`-P corruptions=`, a lone comma) is refused here rather than parsed to ():
+    downstream an empty list means an empty (or uninitialised) split, never "none"."""
     names = tuple(split_list(text))
-    for s in names:
-        _check_choice("splits", s, SPLITS)
     if not names:
-        raise ValueError(f"splits={text!r} names no split; use some of: {', '.join(SPLITS)}")
+        raise ValueError(f"{name}={text!r} names no {what}; {usage}")
+    for n in names:
+        if n not in valid:
+            raise ValueError(f"{name}={text!r}: {n!r} is not valid; {usage}")
+    for n in names:
+        if names.count(n) > 1:  # a repeat would count its samples (or corruption pairs) twice
+            raise ValueError(f"{name}={text!r} names {n!r} twice; {usage}")
     return names
+
+
+def parse_splits(text: str) -> tuple[str, ...]:
+    """`splits` parsed: the split names in the order given, each one of `SPLITS`, at least one, no repeats."""
+    return _names("splits", text, SPLITS, "split", f"use some of: {', '.join(SPLITS)}")
 
 
 def parse_corruptions(text: str) -> tuple[str, ...]:
     """`corruptions` parsed: `all` (every corruption of `tc.corruptions.CORRUPTIONS`, in its order) or the
-    names listed, each one of them."""
+    names listed, each one of them, at least one, no repeats. To analyze no corrupted data, leave `corrupt`
+    out of `splits`."""
     from tc.corruptions import CORRUPTIONS  # corruptions owns the names (and imports torchvision)
 
-    if text == "all":
+    if unquote(text) == "all":
         return tuple(CORRUPTIONS)
-    names = tuple(split_list(text))
-    for c in names:
-        _check_choice("corruptions", c, tuple(CORRUPTIONS))
-    return names
+    usage = f"use all or a comma list of: {', '.join(CORRUPTIONS)} (no corrupt split: leave it out of splits)"
+    return _names("corruptions", text, tuple(CORRUPTIONS), "corruption", usage)
 
 
 def parse_severities(text: str) -> tuple[int, ...]:
-    """`severities` parsed: the listed severities, each an integer 1..5."""
-    levels = split_list(text)
-    for s in levels:
-        if s not in {"1", "2", "3", "4", "5"}:
-            raise ValueError(f"severities={text!r} is not valid; use a comma list of 1..5")
+    """`severities` parsed: the listed severities, each an integer 1..5, at least one, no repeats."""
+    levels = _names("severities", text, ("1", "2", "3", "4", "5"), "severity", "use a comma list of 1..5")
     return tuple(int(s) for s in levels)
 
 
+CHECKPOINTS_USAGE = "use all, every:K (K >= 1), fractions:N (N >= 2), or a comma list of at least two steps"
+
+
+def check_two_steps(text: str, steps: list[int]) -> None:
+    """The one check that `checkpoints=text`, which lists `steps`, names at least two distinct steps: an
+    analysis compares checkpoints, one alone is no analysis. Used before a run is read (the config) and
+    after (`tc.splits.select_steps`), with one message."""
+    if len(set(steps)) < 2:
+        raise ValueError(f"checkpoints={text!r} names fewer than two distinct steps; {CHECKPOINTS_USAGE}")
+
+
 def check_checkpoints_spec(text: str) -> None:
-    """The form of `checkpoints` (all, every:K, fractions:N, or a list of steps), before any run is read."""
-    usage = "use all, every:K (K >= 1), fractions:N (N >= 2), or a comma list of steps"
+    """The form of `checkpoints` (all, every:K, fractions:N, or a list of at least two distinct steps), before
+    any run is read; whether the listed steps exist is checked against the run (`tc.splits.select_steps`)."""
+    usage = CHECKPOINTS_USAGE
     if text == "all":
         return
     for prefix, least in (("every:", 1), ("fractions:", 2)):
@@ -279,8 +298,10 @@ def check_checkpoints_spec(text: str) -> None:
             if not k.strip().isdigit() or int(k) < least:
                 raise ValueError(f"checkpoints={text!r} is not valid: need an integer >= {least}; {usage}")
             return
-    if not split_list(text) or not all(s.isdigit() for s in split_list(text)):
+    steps = split_list(text)
+    if not steps or not all(s.isdigit() for s in steps):
         raise ValueError(f"checkpoints={text!r} is not valid; {usage}")
+    check_two_steps(text, [int(s) for s in steps])
 
 
 @dataclass(frozen=True)

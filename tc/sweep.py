@@ -31,6 +31,7 @@ import pandas as pd
 from scipy import stats
 
 from tc.config import TrainConfig
+from tc.runinfo import gen_gap  # noqa: F401  (tc.sweep.gen_gap: the one definition lives in the light runinfo)
 
 # The default space, for the sweep's default proxy (an MLP on digits trained to cross-entropy 0.01;
 # docs/sweep.md, "The proxy"). `train_size` 0 is the whole training set; `default_space(n_train)` drops the
@@ -106,18 +107,6 @@ def qmc_sampler(seed: int, independent_seed: int | None = None):
             warn_independent_sampling=False,
             warn_asynchronous_seeding=False,
         )
-
-
-def gen_gap(metrics: dict[str, float]) -> float:
-    """The generalization gap of a training run: accuracy on the whole training set with its ORIGINAL (clean)
-    labels minus `test_acc`, both of the final model in eval mode, both logged by `tc.train.train` at its last
-    epoch (`train_acc_clean`, `test_acc`: the whole test set, the same one as test_acc). Clean labels, because
-    a noisy label is one the network should get wrong: train accuracy on noisy labels would count memorising
-    noise as fitting. Sampling unit: none (a difference of two full-set accuracies). NaN when a run predates
-    `train_acc_clean`."""
-    if "train_acc_clean" not in metrics or "test_acc" not in metrics:
-        return math.nan
-    return float(metrics["train_acc_clean"] - metrics["test_acc"])
 
 
 def seed_spread(first: dict[str, float], second: dict[str, float], measures: list[str]) -> dict[str, float]:

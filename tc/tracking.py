@@ -13,6 +13,7 @@ import shutil
 import socket
 import tempfile
 import time
+import warnings
 from collections.abc import Iterator
 from dataclasses import asdict
 from pathlib import Path
@@ -402,12 +403,17 @@ def seconds_per_epoch(run_id: str) -> float | None:
 
 
 def load_run_checkpoints(
-    run_id: str, model: Any, checkpoints: str = "all", keep: tuple[str, ...] = ()
+    run_id: str,
+    model: Any,
+    checkpoints: str = "all",
+    keep: tuple[str, ...] = (),
+    files: list[tuple[ck.IndexEntry, Path]] | None = None,
 ) -> ck.Checkpoints:
     """Download (cached), verify against the index's sha256 and load run `run_id`'s checkpoints selected by
     `checkpoints` (see `tc.splits.select_steps`); refuse any whose architecture is not `model`'s. With
-    TC_CACHE_MAX_GB set, the cache is then pruned to that size (this run and `keep` stay)."""
-    files = download_checkpoints(run_id, cache_dir() / "checkpoints")
+    TC_CACHE_MAX_GB set, the cache is then pruned to that size (this run and `keep` stay). `files`: the run's
+    `download_checkpoints` already done by the caller."""
+    files = download_checkpoints(run_id, cache_dir() / "checkpoints") if files is None else files
     cache.apply_env_cap((run_id, *keep))
     chosen = set(select_steps(checkpoints, [e.step for e, _ in files]))
     steps, sds, spec = ck.load_series([(e, p) for e, p in files if e.step in chosen])
@@ -416,20 +422,46 @@ def load_run_checkpoints(
     return loaded
 
 
+def load_initial_state(run_id: str, model: Any, files: list[tuple[ck.IndexEntry, Path]]) -> ck.StateDict | None:
+    """Run `run_id`'s initialisation (the step `ck.init_index` names) from its downloaded, verified checkpoint
+    `files` (`download_checkpoints`), for an analysis whose `checkpoints` selection left it out; None when the
+    run never logged step 0. The file must hold step 0 itself and `model`'s architecture."""
+    i = ck.init_index([e.step for e, _ in files])
+    if i is None:
+        return None
+    entry, path = files[i]
+    payload = ck.load_checkpoint(path, entry.sha256)
+    if payload["step"] != ck.INIT_STEP:
+        raise ck.CheckpointError(
+            f"run {run_id}: {entry.file} is listed as step {entry.step} but holds step {payload['step']}"
+        )
+    init = ck.Checkpoints([ck.INIT_STEP], [payload["state_dict"]])
+    ck.check_architecture(f"run {run_id}", init, payload["model_spec"], model)
+    return payload["state_dict"]
+
+
 def load_analysis_inputs(cfg: AnalyzeConfig) -> tuple[ck.Checkpoints, DataBundle, ck.RunContext]:
     """Everything `tc.analysis.analyze_run` needs for `cfg.run_id`: its selected checkpoints (verified), its
     data set and its `RunContext` (architecture, minibatch size and seed, the reference run's checkpoints,
-    seconds per epoch). A user model's code comes only from `cfg.model`, the command line."""
+    seconds per epoch, the step-0 checkpoint when the selection left it out). A user model's code comes only
+    from `cfg.model`, the command line."""
     from tc.models import ModelSpec, build_model, factory_for
 
     train_cfg = load_train_config(cfg.run_id)
     data = load_for(train_cfg)
     model = build_model(ModelSpec.of(train_cfg, data), factory_for(train_cfg.model, cfg.model))
-    ckpts = load_run_checkpoints(cfg.run_id, model, cfg.checkpoints)
+    # one download (one index read, one hash check per file) for the selection and step 0: both see one index
+    files = download_checkpoints(cfg.run_id, cache_dir() / "checkpoints")
+    ckpts = load_run_checkpoints(cfg.run_id, model, cfg.checkpoints, files=files)
     reference = None
     if cfg.reference_run_id:
         reference = load_run_checkpoints(cfg.reference_run_id, model, "all", keep=(cfg.run_id,))
-    run = ck.RunContext(model, train_cfg.batch_size, train_cfg.seed, reference, seconds_per_epoch(cfg.run_id))
+    # gm_dist_init measures from step 0 whatever the selection (a list of steps may leave it out)
+    i0 = ck.init_index(ckpts.steps)
+    init = ckpts.state_dicts[i0] if i0 is not None else load_initial_state(cfg.run_id, model, files)
+    run = ck.RunContext(
+        model, train_cfg.batch_size, train_cfg.seed, reference, seconds_per_epoch(cfg.run_id), init=init
+    )
     return ckpts, data, run
 
 
@@ -529,8 +561,9 @@ def label_analysis(train_run_id: str, analyze_run_id: str | None, cfg: Any) -> N
 # ------------------------------------------------------------------ logging from the user's own loop (issue 13)
 
 # Per run, in this process: the config, the architecture, a staged model to map state dicts onto, and the
-# index so far. A user model's factory is imported only from the name the user passed to `log_run_info` here,
-# never from what a run's artifacts say.
+# run's checkpoint index (as logged so far, also by an earlier process of a resumed loop). A user model's
+# factory is imported only from the name the user passed to `log_run_info` here, never from what a run's
+# artifacts say.
 _OWN_RUNS: dict[str, dict] = {}
 
 
@@ -563,11 +596,35 @@ def log_run_info(model: str, dataset: str, *, run_id: str | None = None, data: A
     data = data if data is not None else load_for(cfg)
     spec = ModelSpec.of(cfg, data)
     staged = build_model(spec, factory_for(cfg.model, cfg.model))  # the name the user just passed us
+    index = _logged_index(rid)  # a loop resumed in a new process continues the run's index, never restarts it
     log_config(rid, cfg)
     client().set_tag(rid, "tc.source", "own loop (tc.log_run_info)")
     label_train_run(rid, cfg)
-    _OWN_RUNS[rid] = {"cfg": cfg, "spec": spec, "staged": staged, "index": {}, "name": runinfo.run_name(cfg)}
+    _OWN_RUNS[rid] = {"cfg": cfg, "spec": spec, "staged": staged, "index": index, "name": runinfo.run_name(cfg)}
     return cfg
+
+
+def _logged_index(run_id: str) -> dict[int, ck.IndexEntry]:
+    """Run `run_id`'s `checkpoints/index.json` by step, {} when it has none yet. Read as data: every entry
+    must be an integer step under the name the filename rule gives it, or the run is refused."""
+    where = f"{ck.ARTIFACT_DIR}/{ck.INDEX_FILE}"
+    if not any(f.path == where for f in client().list_artifacts(run_id, ck.ARTIFACT_DIR)):
+        return {}
+    with tempfile.TemporaryDirectory(prefix="tc-index-") as tmp:
+        entries = ck.read_index(client().download_artifacts(run_id, where, tmp))
+    for e in entries:
+        if type(e.step) is not int or e.step < 0 or e.file != ck.filename(e.step) or not isinstance(e.sha256, str):
+            raise ck.CheckpointError(f"run {run_id}: {where} has an entry that is not a tc checkpoint: {e}")
+    return {e.step: e for e in entries}
+
+
+def _own_run(run_id: str) -> dict:
+    own = _OWN_RUNS.get(run_id)
+    if own is None:
+        raise RuntimeError(
+            f"run {run_id}: call tc.log_run_info(model=..., dataset=...) in this process before logging checkpoints"
+        )
+    return own
 
 
 def _staged_state_dict(staged: Any, state_dict: dict, name: str) -> dict:
@@ -593,16 +650,23 @@ def log_checkpoint(model: Any, step: int, epoch: float, *, run_id: str | None = 
     """Log `model`'s weights at global optimizer step `step` (and `epoch`, fractional if mid-epoch) into the
     active run in tc's format: `checkpoints/step_XXXXXXXX.pt` (tensors only) and a re-logged
     `checkpoints/index.json` with every checkpoint's step, epoch, file and sha256. Call `log_run_info` first.
-    Log step 0 (before training) too: analyze needs at least two checkpoints."""
+    Log step 0 (before training) too: analyze needs the initialisation and at least two checkpoints
+    (`CheckpointLogger` logs step 0 itself when it is created). A step logged already is never overwritten:
+    the same weights (and epoch) again return its entry; other ones raise `ValueError`."""
     rid = _active_run_id(run_id)
-    own = _OWN_RUNS.get(rid)
-    if own is None:
-        raise RuntimeError(
-            f"run {rid}: call tc.log_run_info(model=..., dataset=...) in this process before logging checkpoints"
-        )
+    own = _own_run(rid)
     sd = _staged_state_dict(own["staged"], model.state_dict(), own["cfg"].model)
     with tempfile.TemporaryDirectory(prefix="tc-ckpt-") as tmp:
         entry = ck.save_checkpoint(tmp, step, epoch, own["spec"].to_dict(), sd)
+        logged = own["index"].get(entry.step)
+        if logged is not None:
+            if logged.sha256 != entry.sha256:  # e.g. trained weights logged as a resumed run's step 0
+                raise ValueError(
+                    f"run {rid}: step {entry.step} is logged already with other weights or epoch (sha256 "
+                    f"{logged.sha256[:12]}..., these {entry.sha256[:12]}...); a logged checkpoint is never "
+                    "overwritten: log the weights under a new step"
+                )
+            return logged
         client().log_artifact(rid, str(Path(tmp) / entry.file), ck.ARTIFACT_DIR)
         own["index"][entry.step] = entry
         client().log_artifact(rid, str(ck.write_index(tmp, list(own["index"].values()))), ck.ARTIFACT_DIR)
@@ -610,25 +674,44 @@ def log_checkpoint(model: Any, step: int, epoch: float, *, run_id: str | None = 
 
 
 class LoopCheckpointLogger:
-    """`tc.CheckpointLogger(model, every=N)`: call `.step(step, epoch)` after every optimizer step of your
-    loop; step 0 and every N-th step are logged with `log_checkpoint`. Call `.close(step, epoch)` after the
-    loop to log the final step too (if `every` did not land on it) and refresh the run's description."""
+    """`tc.CheckpointLogger(model, every=N)`: create it after `log_run_info` and before your first optimizer
+    step. On a run with no checkpoint yet it logs the model's weights as they are then as step 0 (the
+    initialisation: analyze needs it, e.g. for the early checkpoints and `gm_dist_init`), so a loop cannot
+    forget it. On a run that has checkpoints (a loop resumed, in this process or a new one after
+    `log_run_info`) it logs nothing: the weights are no longer the initialisation, and the run's step 0, if
+    any, stays as it is. Call `.step(step, epoch)` after every optimizer step of your loop: every N-th step
+    not in the run's index yet is logged with `log_checkpoint` (an explicit `.step(0, 0.0)` is not logged
+    twice). Call `.close(step, epoch)` after the loop to log the final step too (if `every` did not land on
+    it) and refresh the run's description. `.logged`: the steps in the run's index."""
 
     def __init__(self, model: Any, every: int = 1, *, run_id: str | None = None):
         if every < 1:
             raise ValueError(f"every={every}: log a checkpoint every >= 1 optimizer steps")
         self.model, self.every, self.run_id = model, int(every), _active_run_id(run_id)
-        self.logged: list[int] = []
+        index = _own_run(self.run_id)["index"]
+        if not index:
+            log_checkpoint(self.model, 0, 0.0, run_id=self.run_id)
+        elif 0 not in index:
+            warnings.warn(
+                f"run {self.run_id} has checkpoints but none at step 0 and the model is past its initialisation: "
+                "no step 0 is logged, and analyze reports gm_dist_init as NaN",
+                stacklevel=2,
+            )
+
+    @property
+    def logged(self) -> list[int]:
+        """The steps the run's checkpoint index holds, in order (those logged by earlier processes too)."""
+        return sorted(_own_run(self.run_id)["index"])
 
     def step(self, step: int, epoch: float) -> ck.IndexEntry | None:
-        if step % self.every:
+        """Log the weights after optimizer step `step` when it is a multiple of `every` not logged yet."""
+        if step % self.every or step in _own_run(self.run_id)["index"]:
             return None
-        self.logged.append(step)
         return log_checkpoint(self.model, step, epoch, run_id=self.run_id)
 
     def close(self, step: int, epoch: float) -> None:
-        if step not in self.logged:
-            self.logged.append(step)
+        """After the loop: log the final step `step` unless logged already, and refresh the description."""
+        if step not in _own_run(self.run_id)["index"]:
             log_checkpoint(self.model, step, epoch, run_id=self.run_id)
         describe_train_run(self.run_id)
 
