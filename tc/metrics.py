@@ -99,7 +99,10 @@ METRICS: dict[str, str] = {
     "aniso_perturb_{direction}_acc_hi_d{cut}": "upper end of its 95% t interval over draws",
     "aniso_perturb_{direction}_acc": "mean over cuts of aniso_perturb_{direction}_acc_d{cut}",
     "gm_param_norm": "||θ_T|| (`measures.param_norm`)",
-    "gm_dist_init": "||θ_T - θ_0|| (`measures.dist_from_init`)",
+    "gm_dist_init": (
+        "||θ_T - θ_0|| (`measures.dist_from_init`); θ_0 is the step-0 checkpoint whatever `checkpoints` selects, "
+        "NaN (with a warning) when the run logged none"
+    ),
     "gm_log_spectral_product": "log Π_l ||A_l||_2, exact operator norms (`measures.log_spectral_product`)",
     "gm_margin": "10th percentile of the output margin on training samples (`measures.margin`)",
     "gm_train_loss": "mean training cross-entropy (`measures.loss`)",
