@@ -804,8 +804,7 @@ def sweep_tables(art: Path, fig_dir: Path | None = None) -> tuple[pd.DataFrame, 
     is removed. A sweep with fewer than MIN_TRIALS converged trials has no correlations and no figures: the
     tables are then (trials, empty) and nothing moves; a sweep without trials.csv gives two empty tables."""
     fig_dir = art.parent if fig_dir is None else fig_dir
-    trials = pd.read_csv(art / "trials.csv") if (art / "trials.csv").exists() else pd.DataFrame()
-    corr = pd.read_csv(art / "correlations.csv") if (art / "correlations.csv").exists() else pd.DataFrame()
+    trials, corr = _read_table(art / "trials.csv"), _read_table(art / "correlations.csv")
     for src, dst in (("scatter.png", "sweep_scatter.png"), ("correlation_bars.png", "sweep_bars.png")):
         if (art / src).exists():
             shutil.move(art / src, fig_dir / dst)
@@ -848,19 +847,26 @@ def from_tables(s: Settings, figs: Path, space: dict) -> Results:
     multiplicity rules), and the costs (costs.csv; empty when absent). The per-seed metrics are not stored:
     `metrics` is empty, so only `rerender` can use these results."""
     effects = effects_from_table(pd.read_csv(figs / "effects.csv"))
-    trials = pd.read_csv(figs / "trials.csv") if (figs / "trials.csv").exists() else pd.DataFrame()
+    trials = _read_table(figs / "trials.csv")
     corr = pd.DataFrame()
     conv = sweep.split_converged(trials)[0] if len(trials) else trials
     if len(conv) >= MIN_TRIALS:
         cfg = sweep_config(s)
         options = sweep.CorrelationOptions(draws=cfg.bootstrap, seed=cfg.seed)
         corr = sweep.correlation_table(conv, sweep.measure_columns(list(conv.columns)), space, options)
-    costs = {}
-    if (figs / "costs.csv").exists():
-        table = pd.read_csv(figs / "costs.csv")
-        costs = dict(zip(table["step"], table["epochs"].astype(float), strict=True))
+    table = _read_table(figs / "costs.csv")
+    costs = dict(zip(table["step"], table["epochs"].astype(float), strict=True)) if len(table) else {}
     figures = {"forest": "report/effects.png", **sweep_figures(figs)}
     return Results(s, {}, figures, trials, corr, costs, effects=effects)
+
+
+def _read_table(path: Path) -> pd.DataFrame:
+    """A stored table; empty when the file is absent or holds no columns (what `write` stores for an empty
+    table, e.g. the trials of a sweep that failed)."""
+    try:
+        return pd.read_csv(path)
+    except (FileNotFoundError, pd.errors.EmptyDataError):
+        return pd.DataFrame()
 
 
 RERENDER_NOTE = "**Re-rendered on"

@@ -273,8 +273,14 @@ def test_a_sweep_with_fewer_than_3_converged_trials_gives_a_report_that_says_so(
     assert "## 6. Does consistency predict generalization? 2 converged trials" in text
     assert "**No verdict.** Only 2 converged trials: a rank correlation needs at least 3" in text
     assert "sweep_scatter.png" not in text and "sweep_bars.png" not in text  # no link to a figure not made
-    failed = report.render(replace(r, trials=pd.DataFrame(), sweep_error="ExecutionException: run failed"))
-    assert "**No verdict.** The sweep failed: ExecutionException: run failed" in failed
+    failed = replace(r, trials=pd.DataFrame(), sweep_error="ExecutionException: run failed")
+    assert "**No verdict.** The sweep failed: ExecutionException: run failed" in report.render(failed)
+    # the stored tables of either report can be read back (re-rendered) without the sweep's correlations
+    space = {"lr": {"type": "float", "low": 0.01, "high": 1.0, "log": True}}
+    assert len(report.from_tables(s, figs, space).trials) == 3
+    report.write(failed, tmp_path / "out")
+    back = report.from_tables(s, figs, space)
+    assert back.trials.empty and back.corr.empty and back.costs == {}
 
 
 def test_sweep_results_of_a_logged_sweep_with_too_few_trials_and_no_leftover_folders(mlflow_store, tmp_path):
