@@ -532,10 +532,8 @@ def same_ranks(trials: pd.DataFrame, measures: list[str]) -> dict[str, str]:
     return out
 
 
-def multiplicity(
-    table: pd.DataFrame, headline: str = HEADLINE, primary: str = PRIMARY_TARGET, alpha: float = ALPHA
-) -> pd.DataFrame:
-    """Add `role` and `kendall_p_holm`: the p-value to compare with `alpha`, adjusted within its family.
+def multiplicity(table: pd.DataFrame, headline: str = HEADLINE, primary: str = PRIMARY_TARGET) -> pd.DataFrame:
+    """Add `role` and `kendall_p_holm`: the p-value to compare with α (ALPHA), adjusted within its family.
 
     - The confirmatory family is one hypothesis, fixed before the sweep: `headline` against `primary`
       (role `confirmatory`). It is tested alone at α: its `kendall_p_holm` is its own `kendall_p` (Holm over
