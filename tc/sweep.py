@@ -16,8 +16,8 @@ For models i = 1..M with measure μ_i and target g_i:
     95% bootstrap CIs resample trials with replacement (percentile method).
 Sampling unit of every p-value and CI: the trial. Multiplicity (`multiplicity`): the pre-specified measure
 HEADLINE against PRIMARY_TARGET is the one confirmatory test, at ALPHA on its own; every other (measure,
-target) is exploratory, Holm-adjusted within its target's family, where measures with identical ranks
-(`same_ranks`) count once.
+target) is exploratory, Holm-adjusted within its target's family (every measure counts, whatever its
+dependence on the others); measures with the same ranks on these trials are flagged (`same_ranks`).
 """
 
 from __future__ import annotations
@@ -491,7 +491,7 @@ def correlation_table(
 ) -> pd.DataFrame:
     """One row per (measure, target): every coefficient of the module docstring with 95% bootstrap CIs, plus
     `same_ranks_as`, `role` and `kendall_p_holm` (`multiplicity`: the confirmatory test alone at α, Holm over
-    the exploratory family). Sampling unit: the trial (one configuration of the space, scored on its own
+    each target's exploratory family). Sampling unit: the trial (one configuration of the space, scored on its own
     training run); every p-value and CI treats the trials as the independent units. Each (measure, target)
     uses the trials where both are present; what depends only on those rows (Ψ's groups, resamples, the
     controls' τ) is computed once per row set. CIs: `options.draws` resamples of the trials, the same for
@@ -518,8 +518,9 @@ def correlation_table(
 def same_ranks(trials: pd.DataFrame, measures: list[str]) -> dict[str, str]:
     """{measure: the first earlier measure of `measures` whose ranks over the trials equal its own}: both
     are missing on the same trials and order the others identically (ties included), so every rank
-    statistic of the two with any target is the same number and the same test. Measures that are no one's
-    twin are left out."""
+    statistic of the two with any target is the same number on these trials. A flag only: two measures that
+    differ in value can share ranks on one set of trials and not on another, so `multiplicity` counts each
+    of them. Measures that are no one's twin are left out."""
     out: dict[str, str] = {}
     keys: dict[tuple, str] = {}
     for m in dict.fromkeys(measures):  # first occurrence order
@@ -539,14 +540,15 @@ def multiplicity(table: pd.DataFrame, headline: str = HEADLINE, primary: str = P
       (role `confirmatory`). It is tested alone at α: its `kendall_p_holm` is its own `kendall_p` (Holm over
       a family of one), whatever else was measured.
     - Every other (measure, target) is `exploratory`. The exploratory rows of each target form one family,
-      Holm-adjusted on their own (step-down: the i-th smallest of k distinct tests is rejected at α while
-      every smaller one was and p_(i) <= α / (k - i + 1)), so that the chance of any false "predicts" among
-      them stays <= α under any dependence between the measures.
-    - Measures with identical ranks (`same_ranks_as`, `same_ranks`) are one test: each family counts such a
-      class once, and every member carries the class's adjusted p-value. A constant measure (no p-value) is
-      not a member of any family.
-    The two families are controlled separately (α each), not jointly: the confirmatory verdict does not pay
-    for the exploratory measures, and the exploratory ones do not borrow from it. Sampling unit: the trial."""
+      Holm-adjusted on their own (step-down: the i-th smallest of the family's k p-values is rejected at α
+      while every smaller one was and p_(i) <= α / (k - i + 1)), so that the chance of any false "predicts"
+      among them stays <= α under any dependence between the measures. Every measure with a p-value counts,
+      those with the same ranks on these trials (`same_ranks_as`, a flag) included: merging them would make
+      the family's size depend on the data, and Holm's guarantee assumes a fixed family. A constant measure
+      (no p-value) is not a member of any family.
+    So there is one confirmatory test, and one exploratory family per target, each controlled at α on its
+    own, not jointly: the confirmatory verdict does not pay for the exploratory measures, and the
+    exploratory ones do not borrow from it. Sampling unit: the trial."""
     from tc.anisotropy import holm
 
     if table.empty:
@@ -560,11 +562,7 @@ def multiplicity(table: pd.DataFrame, headline: str = HEADLINE, primary: str = P
     table.loc[confirmatory, "kendall_p_holm"] = table.loc[confirmatory, "kendall_p"]
     explore = table[~confirmatory & table["kendall_p"].notna()]
     for _, family in explore.groupby("target"):
-        twin = family["same_ranks_as"].fillna("").astype(str)
-        cls = twin.where(twin != "", family["measure"])  # a rank class is named by its first measure
-        p = family.groupby(cls, sort=False)["kendall_p"].first()
-        adjusted = pd.Series(holm(p.to_numpy(float)), index=p.index)
-        table.loc[family.index, "kendall_p_holm"] = cls.map(adjusted).to_numpy()
+        table.loc[family.index, "kendall_p_holm"] = holm(family["kendall_p"].to_numpy(float))
     return table
 
 
