@@ -2,7 +2,10 @@
 module docstring, case by case and against a set-based oracle; and, on the report's own path
 (`tc.report.effect_of` with the report's claims and margins), the error rates at the null and at the margin
 and the power against the noncentral t, under a realistic dependence (arms paired by seed, a shared per-seed
-effect much larger than the arm effect, heavy-tailed seed noise)."""
+effect much larger than the arm effect). The shared effect is heavy-tailed (t3), but it cancels in the paired
+difference; the error-rate tests therefore also draw each arm's own noise heavy-tailed (t4), which does not
+cancel. The power test and the exact rate of "no difference" use Gaussian arm noise, where the noncentral t
+and the oracle `_no_difference_rate` are exact."""
 
 import math
 
@@ -136,14 +139,24 @@ def test_verdict_matches_a_set_based_oracle_on_random_intervals():
 ARM_SD = 0.01
 
 
-def _metrics(rng, claim, n_seeds: int, effect: float) -> dict[str, dict[str, float]]:
+ARM_DF = 4  # the heavy-tailed arm noise of the error-rate tests: Student t with 4 degrees of freedom
+
+
+def _metrics(rng, claim, n_seeds: int, effect: float, arm_df: int | None = None) -> dict[str, dict[str, float]]:
     """The report's per-result metrics for one experiment of the claim's two arms at n seeds: a per-seed
-    effect shared by both arms (same init and data order; sd 0.05, t3 tails) plus independent arm noise
-    (sd ARM_SD), and `effect` added to arm a: the dependence the report's experiments have."""
+    effect shared by both arms (same init and data order; scale 0.05, t3 tails: it cancels in the paired
+    difference) plus independent arm noise of sd ARM_SD (Gaussian, or Student t with `arm_df` degrees of
+    freedom scaled to that sd: heavy tails that do not cancel), and `effect` added to arm a: the dependence
+    the report's experiments have."""
     shared = 0.05 * rng.standard_t(3, n_seeds)
     out = {}
     for arm, shift in ((claim.a, effect), (claim.b, 0.0)):
-        values = 0.8 + shared + shift + ARM_SD * rng.standard_normal(n_seeds)
+        noise = (
+            rng.standard_normal(n_seeds)
+            if arm_df is None
+            else rng.standard_t(arm_df, n_seeds) / math.sqrt(arm_df / (arm_df - 2))
+        )
+        values = 0.8 + shared + shift + ARM_SD * noise
         for s, v in enumerate(values):
             out.setdefault(f"{arm}/s{s}", {})[claim.metric] = float(v)
     return out
@@ -158,9 +171,9 @@ FREEZING = _claim(report.CONTROLS, "test_acc", "frozen", "base")  # expected -1,
 FREEZE_TC = _claim(report.CONTROLS, "tc_test", "frozen", "base")  # expected 0, margin 0.01
 
 
-def _verdicts(claim, effect, runs=2000, seed=0, n_seeds=5):
+def _verdicts(claim, effect, runs=2000, seed=0, n_seeds=5, arm_df=None):
     rng = np.random.default_rng(seed)
-    return [report.effect_of(claim, _metrics(rng, claim, n_seeds, effect)) for _ in range(runs)]
+    return [report.effect_of(claim, _metrics(rng, claim, n_seeds, effect, arm_df)) for _ in range(runs)]
 
 
 def test_the_report_claims_have_the_margins_these_tests_assume():
@@ -170,31 +183,65 @@ def test_the_report_claims_have_the_margins_these_tests_assume():
 
 
 def test_no_effect_is_called_reproduces_at_most_alpha_over_two_and_the_interval_covers():
-    """The headline claim under the null: 2000 experiments of 5 seeds; the 95% interval covers 0 in ~95%,
-    and `reproduces` in <= 2.5% + MC error."""
-    effects = _verdicts(HEADLINE, 0.0)
+    """The headline claim under the null, heavy-tailed arm noise: 2000 experiments of 5 seeds; the 95%
+    interval covers 0 in ~95%, and `reproduces` in ~2.5% (binomial sd 0.0035)."""
+    effects = _verdicts(HEADLINE, 0.0, arm_df=ARM_DF)
     cover = np.mean([e.low <= 0 <= e.high for e in effects])
     wrong = np.mean([e.verdict == R.REPRODUCES for e in effects])
     assert 0.935 <= cover <= 0.965, cover
-    assert wrong <= 0.035, wrong
+    assert 0.015 <= wrong <= 0.035, wrong
     assert all(e.n == 5 for e in effects)
 
 
 def test_an_effect_exactly_at_the_margin_is_called_reproduces_at_most_alpha_over_two():
     """The freezing claim (a drop of at least 0.01) when the true drop is exactly 0.01, the least favourable
     point of "no effect of interest": `reproduces` in ~2.5%; and a true drop of 0.005 (inside the margin)
-    is called `reproduces` even more rarely."""
-    at = np.mean([e.verdict == R.REPRODUCES for e in _verdicts(FREEZING, -FREEZING.margin, seed=1)])
-    inside = np.mean([e.verdict == R.REPRODUCES for e in _verdicts(FREEZING, -0.005, seed=2)])
+    is called `reproduces` even more rarely. Heavy-tailed arm noise."""
+    at = np.mean([e.verdict == R.REPRODUCES for e in _verdicts(FREEZING, -FREEZING.margin, seed=1, arm_df=ARM_DF)])
+    inside = np.mean([e.verdict == R.REPRODUCES for e in _verdicts(FREEZING, -0.005, seed=2, arm_df=ARM_DF)])
     assert 0.015 <= at <= 0.035, at
     assert inside <= at
 
 
-def test_no_difference_is_rarely_read_when_the_difference_is_the_margin_and_differs_rarely_at_zero():
-    at_margin = np.mean([e.verdict == R.NO_DIFFERENCE for e in _verdicts(FREEZE_TC, FREEZE_TC.margin, seed=3)])
-    at_zero = np.mean([e.verdict == R.DIFFERS for e in _verdicts(FREEZE_TC, 0.0, seed=4)])
-    assert at_margin <= 0.035, at_margin
-    assert at_zero <= 0.035, at_zero
+def _no_difference_rate(effect: float, margin: float, n: int = 5, level: float = 0.95) -> float:
+    """P(no difference) for Gaussian paired differences N(effect, 2·ARM_SD²) at n seeds, by integration
+    (the oracle): the mean ~ N(effect, σ²/n) and the sd s ~ σ·χ_{n-1}/√(n-1) are independent, and the
+    verdict is read when mean ± h lies inside ±margin, h = t·s/√n: for each s, P(−m + h < mean < m − h)."""
+    from scipy import integrate
+
+    sigma, t = ARM_SD * math.sqrt(2.0), stats.t.ppf(0.5 + level / 2, n - 1)
+    se = sigma / math.sqrt(n)
+
+    def inside(s: float) -> float:
+        h = t * s / math.sqrt(n)
+        if h >= margin:
+            return 0.0
+        return stats.norm.cdf((margin - h - effect) / se) - stats.norm.cdf((-margin + h - effect) / se)
+
+    chi = stats.chi(n - 1, scale=sigma / math.sqrt(n - 1))
+    return integrate.quad(lambda s: inside(s) * chi.pdf(s), 0, chi.ppf(1 - 1e-12), limit=200)[0]
+
+
+def test_differs_is_read_at_most_alpha_over_two_when_the_true_difference_is_the_margin():
+    """The freezing-consistency claim (any difference beyond ±0.01) at its least favourable points, a true
+    difference of exactly +margin or −margin: `differs` (the interval entirely beyond ±margin) in ~2.5%;
+    heavy-tailed arm noise."""
+    for sign, seed in ((1, 4), (-1, 6)):
+        effects = _verdicts(FREEZE_TC, sign * FREEZE_TC.margin, seed=seed, arm_df=ARM_DF)
+        rate = np.mean([e.verdict == R.DIFFERS for e in effects])
+        assert 0.015 <= rate <= 0.035, (sign, rate)
+
+
+def test_no_difference_is_rarely_read_when_the_difference_is_the_margin():
+    """At a true difference of +margin, `no difference` is read at the oracle's rate (below α/2 = 0.025: the
+    interval, ~0.03 wide at 5 seeds, rarely fits inside ±0.01, so the test is conservative here), within 4
+    binomial sd of it; and never above α/2 + MC."""
+    runs = 2000
+    found = np.mean([e.verdict == R.NO_DIFFERENCE for e in _verdicts(FREEZE_TC, FREEZE_TC.margin, runs, seed=3)])
+    want = _no_difference_rate(FREEZE_TC.margin, FREEZE_TC.margin)
+    assert 0.005 <= want <= 0.025, want
+    assert abs(found - want) <= 4 * math.sqrt(want * (1 - want) / runs), (found, want)
+    assert found <= 0.035, found
 
 
 def _power(effect: float, margin: float, expected: int, n: int = 5, level: float = 0.95) -> float:
