@@ -29,7 +29,6 @@ import pandas as pd
 
 from tc import report, tracking
 from tc import runs as tc_runs
-from tc.config import AnalyzeConfig, TrainConfig, from_strings
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -37,7 +36,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def _run(entry: str, params: dict) -> str:
     experiment = mlflow.active_run().info.experiment_id
     return mlflow.projects.run(
-        str(ROOT), entry, parameters=_strings(params), env_manager="local", experiment_id=experiment
+        str(ROOT), entry, parameters=report.as_strings(params), env_manager="local", experiment_id=experiment
     ).run_id
 
 
@@ -55,10 +54,6 @@ def _timed(timing: dict, key: str, fn, *args):
     out = fn(*args)
     timing[key] = timing.get(key, 0.0) + time.time() - t0
     return out
-
-
-def _strings(params: dict) -> dict[str, str]:
-    return {k: str(v) for k, v in params.items()}
 
 
 def _sweep(s: report.Settings, study: str, timing: dict) -> str:
@@ -118,10 +113,10 @@ def main(argv: list[str] | None = None) -> int:
     with mlflow.start_run(run_name="tc-report"):
         runs = {}
         for key, params in report.training_runs(s).items():
-            cfg = from_strings(TrainConfig, _strings(params))
+            cfg = report.train_config(params)
             runs[key] = _timed(timing, f"train {key.split('/')[0]}", tc_runs.train_nested, cfg)
         for name, key, params in report.analyses(s, runs):
-            cfg = from_strings(AnalyzeConfig, _strings({"run_id": runs[key], **params}))
+            cfg = report.analyze_config(params, runs[key])
             _timed(timing, f"analyze {name.split('/')[0]}", tc_runs.analyze_nested, cfg)
             metrics[name] = tracking.get_run(runs[key]).data.metrics
         fig = {k: _figure(runs["base/s0"], f, figs, f"base_{f}") for k, f in report.BASE_FIGURES.items()}

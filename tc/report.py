@@ -20,9 +20,10 @@ from pathlib import Path
 import pandas as pd
 from scipy import stats
 
-from tc import plots, sweep
+from tc import anisotropy_metrics, plots, sweep
 from tc.anisotropy_metrics import PERTURB_HEADLINE_EPS
 from tc.config import AnalyzeConfig, SweepConfig, TrainConfig, from_strings
+from tc.models import ModelSpec, build_model, default_depth
 from tc.replicates import (
     DIFFERS,
     INCONCLUSIVE,
@@ -46,7 +47,9 @@ MIN_TRIALS = 3  # the fewest converged trials a rank correlation is computed on 
 class Settings:
     """The report's scale. `base`: the ResNet runs (consistency, controls, anisotropy, freezing, BatchNorm)
     at `seeds` seeds; `labels`: the random-label MLP runs at `label_seeds` seeds per arm; the sweep's
-    `n_trials` converged trials (`sweep_extra` on top of the sweep's defaults); `samples` per split."""
+    `n_trials` converged trials (`sweep_extra` on top of the sweep's defaults); `samples` per split;
+    `analysis`: analyze parameters of every ResNet analysis (AnalyzeConfig's defaults for the rest; the report's
+    own choices per analysis, e.g. `splits`, win)."""
 
     base: dict
     seeds: int
@@ -56,6 +59,7 @@ class Settings:
     sweep_extra: dict
     samples: int
     quick: bool
+    analysis: dict = field(default_factory=dict)
 
 
 def settings(quick: bool, trials: int, root: Path) -> Settings:
@@ -83,20 +87,24 @@ FREEZE_EPOCH = 2
 LABEL_FRACTIONS = 13  # the random-label runs are analyzed at this many matched fractions of training
 
 
-def _strings(params: dict) -> dict[str, str]:
+def as_strings(params: dict) -> dict[str, str]:
+    """Parameters as MLflow passes them: every value a string."""
     return {k: str(v) for k, v in params.items()}
 
 
 def train_config(params: dict) -> TrainConfig:
     """The resolved training config of a run's parameters (TrainConfig's defaults for the rest)."""
-    return from_strings(TrainConfig, _strings(params))
+    return from_strings(TrainConfig, as_strings(params))
+
+
+def analyze_config(params: dict, run_id: str = "report") -> AnalyzeConfig:
+    """The resolved analysis config of an analysis's parameters (AnalyzeConfig's defaults for the rest)."""
+    return from_strings(AnalyzeConfig, as_strings({"run_id": run_id, **params}))
 
 
 def freeze_cut(base: dict) -> int:
     """The cut after the base model's first stage (its second stage boundary, `BlockNet.stage_cuts[1]`): the
     freezing control freezes the blocks before it. Read from the model itself, so that it follows depth."""
-    from tc.models import ModelSpec, build_model, default_depth
-
     cfg = train_config(base)
     # the stage boundaries depend on the architecture only, not on the input: any image shape builds it
     spec = ModelSpec(cfg.model, cfg.depth or default_depth(cfg.model), cfg.width, 1, 8, 10)
@@ -122,15 +130,15 @@ def analyses(s: Settings, runs: dict[str, str]) -> list[tuple[str, str, dict]]:
     run on the same samples and split, so that only bn_mode differs; each base run's full analysis comes
     last, so that the run keeps it (a later analysis replaces an earlier one). The cross-seed reference of
     base seed s is base seed s + 1."""
-    light = {"anisotropy": "false", "measures": "false"}
+    light = {**s.analysis, "anisotropy": "false", "measures": "false"}
     bn = {**light, "matrix": "final", "splits": "test", "max_samples": min(s.samples, 300)}
     out = []
     for seed in range(s.seeds):
         key = f"base/s{seed}"
         out.append((f"splice/s{seed}", key, {**bn, "bn_mode": "splice"}))
         out.append((f"recalibrate/s{seed}", key, {**bn, "bn_mode": "recalibrate"}))
-        full = {"max_samples": s.samples, "measures": "false", "phases": "true"}
-        out.append((key, key, {**full, "reference_run_id": runs.get(f"base/s{(seed + 1) % s.seeds}", "none")}))
+        reference = runs.get(f"base/s{(seed + 1) % s.seeds}", "none")
+        out.append((key, key, {**base_analysis(s), "reference_run_id": reference}))
         out.append((f"frozen/s{seed}", f"frozen/s{seed}", {**light, "matrix": "final", "max_samples": s.samples}))
     labels = {**light, "matrix": "final", "splits": "train,test", "phases": "true"}
     labels["checkpoints"] = f"fractions:{LABEL_FRACTIONS}"
@@ -138,6 +146,11 @@ def analyses(s: Settings, runs: dict[str, str]) -> list[tuple[str, str, dict]]:
         for arm in ("clean", "random"):
             out.append((f"{arm}/s{seed}", f"{arm}/s{seed}", {**labels, "max_samples": s.samples}))
     return out
+
+
+def base_analysis(s: Settings) -> dict:
+    """The parameters of each base run's full analysis (sections 1, 3 and 5; the cross-seed reference aside)."""
+    return {**s.analysis, "max_samples": s.samples, "measures": "false", "phases": "true"}
 
 
 def sweep_parameters(s: Settings, study_name: str, n_trials: int) -> dict:
@@ -155,7 +168,7 @@ def sweep_parameters(s: Settings, study_name: str, n_trials: int) -> dict:
 
 def sweep_config(s: Settings) -> SweepConfig:
     """The resolved config of the report's sweep (SweepConfig's defaults for what `sweep_parameters` leaves)."""
-    return from_strings(SweepConfig, _strings(sweep_parameters(s, "tc-report", max(s.n_trials, 1))))
+    return from_strings(SweepConfig, as_strings(sweep_parameters(s, "tc-report", max(s.n_trials, 1))))
 
 
 def describe_machine(device: str = "auto") -> str:
@@ -401,9 +414,9 @@ def predicted(c: Claim) -> str:
     return f"> {m}" if c.expected == 1 else f"< −{m}" if c.margin else "< 0"
 
 
-def _margins() -> str:
-    """The margins the claims use, in words."""
-    values = sorted({c.margin for claims in SECTION_CLAIMS.values() for c in claims if c.margin})
+def _margins(claims: tuple[Claim, ...]) -> str:
+    """The margins `claims` use, in words."""
+    values = sorted({c.margin for c in claims if c.margin})
     return " or ".join(f"{m:g}" for m in values) or "none"
 
 
@@ -426,23 +439,21 @@ def _how_to_read(s: Settings) -> list[str]:
 
 
 def _runs_line(s: Settings) -> str:
-    cfg = train_config(s.base)
-    # the analyses set neither cuts nor severities: AnalyzeConfig's defaults (it needs a run id to be built)
-    cuts, severities = (AnalyzeConfig.__dataclass_fields__[k].default for k in ("cuts", "severities"))
-    depth = cfg.depth or _default_depth(cfg.model)
+    cfg, a = train_config(s.base), analyze_config(base_analysis(s))
+    cuts = {"stages": "stage"}.get(a.cuts, a.cuts)  # `cuts=stages`: the model's stage boundaries
+    depth = cfg.depth or default_depth(cfg.model)
     every = "a checkpoint per epoch" if not cfg.checkpoint_every else f"a checkpoint every {cfg.checkpoint_every} steps"
     return (
         f"Runs: {cfg.model} (depth {depth}, width {cfg.width}) on {cfg.train_size or 'all'} {cfg.dataset} training "
         f"images, {cfg.epochs} epochs, {cfg.optimizer.upper()} lr {cfg.lr:g} {cfg.schedule}, batch {cfg.batch_size}, "
-        f"{every}, at {s.seeds} seeds (sections 1, 3-5); analysis on {s.samples} samples per split, {cuts} cuts, "
-        f"corruptions at severity {severities}. Random labels: section 2. The sweep: section 6."
+        f"{every}, at {s.seeds} seeds (sections 1, 3-5); analysis on {a.max_samples} samples per split, {cuts} "
+        f"cuts, corruptions at severity {a.severities}. Random labels: section 2. The sweep: section 6."
     )
 
 
-def _default_depth(model: str) -> int:
-    from tc.models import default_depth
-
-    return default_depth(model)
+def _model_name(model: str) -> str:
+    """A model as the text names it: the MLP in capitals, the zoo's other names as they are."""
+    return model.upper() if model == "mlp" else model
 
 
 def _header(r: Results) -> list[str]:
@@ -466,7 +477,7 @@ def _header(r: Results) -> list[str]:
 
 
 def _consistency(r: Results) -> list[str]:
-    m = r.metrics
+    m, a = r.metrics, analyze_config(base_analysis(r.settings))
     rows = [
         f"| {sp} | {_mean_ci(seed_values(m, 'base', f'acc_{sp}'))} | {_mean_ci(seed_values(m, 'base', f'tc_{sp}'))} | "
         f"{_mean_ci(seed_values(m, 'base', f'tc_kappa_{sp}'))} | {_mean_ci(seed_values(m, 'base', f'tc_full_{sp}'))} |"
@@ -476,9 +487,9 @@ def _consistency(r: Results) -> list[str]:
         "## 1. Temporal consistency (train, test, corrupted)",
         "",
         f"Mean over {r.settings.seeds} seeds [95% CI]. tc: agreement of the final deep part on the shallow features "
-        "of the window's checkpoints (last half of training) with its own final predictions; tc_kappa: the same, "
-        "chance-corrected; tc_full: the whole network at those checkpoints against the final one (the baseline tc "
-        "must beat); tc_excess = (tc − tc_full)/(1 − tc_full).",
+        f"of the window's checkpoints (the last {a.window:.0%} of training) with its own final predictions; "
+        "tc_kappa: the same, chance-corrected; tc_full: the whole network at those checkpoints against the final "
+        "one (the baseline tc must beat); tc_excess = (tc − tc_full)/(1 − tc_full).",
         "",
         "| split | final accuracy | tc | tc_kappa | tc_full |",
         "|---|---|---|---|---|",
@@ -508,11 +519,11 @@ def _random_labels(r: Results) -> list[str]:
     effects = effects_of(r)["labels"]
     epochs = {arm: _mean_ci(seed_values(m, arm, "epochs_trained"), 0) for arm in ("clean", "random")}
     acc = {arm: _mean_ci(seed_values(m, arm, "test_acc")) for arm in ("clean", "random")}
-    depth = lab.depth or _default_depth(lab.model)
+    depth = lab.depth or default_depth(lab.model)
     return [
         "## 2. Random labels: the paper's central control",
         "",
-        f"An {lab.model.upper()} ({depth} hidden layers, width {lab.width}) on {lab.train_size} {lab.dataset}, "
+        f"An {_model_name(lab.model)} ({depth} hidden layers, width {lab.width}) on {lab.train_size} {lab.dataset}, "
         f"{'with' if lab.augment else 'no'} augmentation, weight decay {lab.weight_decay:g}, {lab.schedule} lr "
         f"{lab.lr:g}, batch {lab.batch_size}, trained until its training cross-entropy on the labels it sees is "
         f"<= {lab.target_loss:g} (cap {lab.epochs} epochs), with 0% (clean) and 100% (random) labels at "
@@ -555,7 +566,7 @@ def _controls(r: Results) -> list[str]:
         f"{cut}, the end of the first stage) frozen after epoch {FREEZE_EPOCH}; test accuracy is on the whole test "
         "set. BatchNorm: each base run analyzed twice on the same test samples, with each part's own BatchNorm "
         "statistics (splice) or statistics re-estimated on training batches (recalibrate). Margins: differences "
-        f"under {_margins()} (the `predicted` column) are treated as no effect.",
+        f"under {_margins(CONTROLS)} (the `predicted` column) are treated as no effect.",
         "",
         *effect_rows(effects_of(r)["controls"]),
         "",
@@ -564,17 +575,18 @@ def _controls(r: Results) -> list[str]:
 
 def _pvalues(r: Results, kind: str) -> str:
     p = seed_values(r.metrics, "base", f"aniso_{kind}_min_pvalue")
-    below = sum(v < 0.05 for v in p.values())
+    below = sum(v < ALPHA for v in p.values())
     return f"{below} of {len(p)} ({', '.join(fmt(v, 3) for _, v in sorted(p.items()))})"
 
 
 def _anisotropy(r: Results) -> list[str]:
-    m = r.metrics
+    m, a = r.metrics, analyze_config(base_analysis(r.settings))
+    draws = anisotropy_metrics.perturb_options(a).draws
     return [
         "## 5. Anisotropy of SGD noise",
         "",
-        "| vectors (sampling unit) | top-3 explained variance [95% CI over seeds] "
-        "| seeds with Holm p < 0.05 (p per seed) |",
+        f"| vectors (sampling unit) | top-{a.aniso_k} explained variance [95% CI over seeds] "
+        f"| seeds with Holm p < {ALPHA:g} (p per seed) |",
         "|---|---|---|",
         f"| feature drift (disjoint sample pairs) | {_mean_ci(seed_values(m, 'base', 'aniso_drift_topk_var'))} | "
         f"{_pvalues(r, 'drift')} |",
@@ -583,7 +595,7 @@ def _anisotropy(r: Results) -> list[str]:
         "",
         "Each seed's p-value is the Monte-Carlo test against an isotropic Gaussian null, Holm-adjusted over the "
         f"cuts (`aniso_*_min_pvalue`). Perturbation test (ε = {PERTURB_HEADLINE_EPS:g}, k-dimensional subspaces "
-        "at equal norm, 5 draws per seed averaged, mean over cuts):",
+        f"at equal norm, {draws} draws per seed averaged, mean over cuts):",
         "",
         *effect_rows(effects_of(r)["anisotropy"]),
         "",
@@ -619,7 +631,7 @@ def _sweep(r: Results) -> list[str]:
     lines = [
         f"## 6. Does consistency predict generalization? {len(conv)} converged trials",
         "",
-        f"`sweep` over {space} with {design}: the {cfg.dataset} {cfg.model} trained at {cfg.seeds} "
+        f"`sweep` over {space} with {design}: the {cfg.dataset} {_model_name(cfg.model)} trained at {cfg.seeds} "
         f"seed{'s' if cfg.seeds > 1 else ''} per configuration {fit}. {len(trials)} trials ran; "
         f"{len(trials) - len(conv)} hit the cap and are left out. Sampling unit: the trial (one configuration, "
         "scored on its own training run). Kendall τ-b of each measure with test accuracy and with the gap (clean "
@@ -656,7 +668,7 @@ def _compute(r: Results) -> list[str]:
         "",
         "Paper scale (not run here): CIFAR-10, ResNet-20 width 16, 100+ epochs with augmentation, on a GPU "
         "(`-P dataset=cifar10 -P augment=true -P epochs=100 -P device=cuda`, `download=true` once). "
-        f"{PAPER_SCALE}",
+        + paper_scale(r.settings),
         "",
         "Full tables: `report/trials.csv`, `report/correlations.csv`, `report/effects.csv`, `report/costs.csv`.",
         "",
@@ -665,11 +677,24 @@ def _compute(r: Results) -> list[str]:
 
 # An estimate, not a measurement: stated as such in the report. 50k images x 100 epochs of ResNet-20 on one
 # modern GPU at ~10k img/s (fp32) is ~10 min per run; the analysis (full matrix, 101 checkpoints) is of the same
-# order; 5 seeds x 2 arms x (train + analyze) is then ~4 GPU-hours, and a 48-trial sweep ~16 GPU-hours.
-PAPER_SCALE = (
-    "Estimated (not measured): about 10 GPU-minutes to train one run and as much to analyze it, so about 4 "
-    "GPU-hours for the seeded experiments at 5 seeds per arm and about 16 GPU-hours for a 48-trial two-seed sweep."
-)
+# order. The seeded experiments train and analyze 2 ResNet arms (base, frozen) per seed; a sweep trial trains
+# each of its seeds (its analysis, final matrix only, is small beside that).
+PAPER_GPU_MINUTES = 10  # to train one paper-scale run, and as much to analyze it
+
+
+def paper_scale(s: Settings) -> str:
+    """The paper-scale estimate (PAPER_GPU_MINUTES per run and per analysis) at the report's seeds and trials,
+    rounded up to whole GPU-hours."""
+    seeds = sweep_config(s).seeds
+    seeded = math.ceil(s.seeds * 2 * 2 * PAPER_GPU_MINUTES / 60)
+    trials = math.ceil(s.n_trials * seeds * PAPER_GPU_MINUTES / 60)
+    per = {1: "one-seed", 2: "two-seed"}.get(seeds, f"{seeds}-seed")
+    return (
+        f"Estimated (not measured): about {PAPER_GPU_MINUTES} GPU-minutes to train one run and as much to analyze "
+        f"it, so about {seeded} GPU-hours for the seeded experiments at {s.seeds} seeds per arm and about {trials} "
+        f"GPU-hours for a {s.n_trials}-trial {per} sweep."
+    )
+
 
 SECTIONS = (_header, _consistency, _random_labels, _drift, _controls, _anisotropy, _sweep, _compute)
 
@@ -720,8 +745,10 @@ def _correlation_row(name: str, a, g, cost: float | None) -> str:
 
 
 def _is_confirmatory(name: str, row) -> bool:
+    """The row's role; a table stored before the roles were renamed says `headline` for the confirmatory one;
+    a table without roles: the pre-specified HEADLINE."""
     role = row.get("role", None)
-    return role == "confirmatory" if isinstance(role, str) else name == HEADLINE
+    return role in ("confirmatory", "headline") if isinstance(role, str) else name == HEADLINE
 
 
 def correlation_lines(corr: pd.DataFrame, costs: dict[str, float]) -> list[str]:

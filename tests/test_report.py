@@ -202,8 +202,21 @@ def test_freeze_cut_is_the_end_of_the_models_first_stage():
     assert frozen["freeze_cut"] == 2 and frozen["freeze_epoch"] == report.FREEZE_EPOCH
 
 
-def test_rendered_text_follows_the_settings_and_the_machine():
+def test_rendered_text_follows_the_settings_and_the_machine(monkeypatch):
+    from tc import anisotropy_metrics, noise
+
     s = report.settings(False, 48, Path("."))
+    default_text = report.render(report.Results(s, _metrics(s), _figures(), pd.DataFrame(), pd.DataFrame()))
+    for said in (
+        "stage cuts, corruptions at severity 3",
+        "(the last 50% of training)",
+        "top-3 explained variance",
+        "seeds with Holm p < 0.05",
+        "5 draws per seed",
+        "about 4 GPU-hours for the seeded experiments at 5 seeds per arm",
+        "about 16 GPU-hours for a 48-trial two-seed sweep",
+    ):
+        assert said in default_text, said
     s = report.Settings(
         {**s.base, "depth": 14, "lr": 0.05, "schedule": "step", "batch_size": 32, "checkpoint_every": 7},
         3,
@@ -213,7 +226,12 @@ def test_rendered_text_follows_the_settings_and_the_machine():
         {"epochs": 123, "target_loss": 0.02, "seeds": 1, "sampler": "random"},
         250,
         False,
+        {"window": 0.25, "aniso_k": 4, "cuts": "all", "severities": "2"},
     )
+    assert all(params["window"] == 0.25 for name, _, params in report.analyses(s, {}) if name.startswith("base"))
+    monkeypatch.setattr(report, "ALPHA", 0.01)
+    draws = lambda cfg: noise.PerturbOptions(k=cfg.aniso_k, draws=7)  # noqa: E731
+    monkeypatch.setattr(anisotropy_metrics, "perturb_options", draws)
     trials = pd.DataFrame({"lr": [0.1] * 4, "width": [8] * 4, "converged": [1, 1, 0, 1]})
     r = report.Results(s, _metrics(s), _figures(), trials, pd.DataFrame(), machine="7 CPU cores, GPU Test-9000")
     text = report.render(r)
@@ -221,21 +239,29 @@ def test_rendered_text_follows_the_settings_and_the_machine():
         "this machine (7 CPU cores, GPU Test-9000)",
         "resnet20 (depth 14, width 16)",
         "SGD lr 0.05 step, batch 32, a checkpoint every 7 steps, at 3 seeds",
-        "on 250 samples per split, stages cuts, corruptions at severity 3",
+        "on 250 samples per split, all cuts, corruptions at severity 2",
+        "(the last 25% of training)",
         "width 96",
         "constant lr 0.02",
         "<= 0.03 (cap 77 epochs)",
         "at 4 seeds per arm",
         "the blocks before cut 3",  # ResNet-14's first stage ends at cut 3
         "Margins: differences under 0.01",
+        "top-4 explained variance",
+        "seeds with Holm p < 0.01",
+        "7 draws per seed",
         "`sweep` over lr, width with Optuna's random sampler",
-        "at 1 seed per configuration until its training cross-entropy is <= 0.02 (cap 123 epochs)",
+        "the digits MLP trained at 1 seed per configuration until its training cross-entropy is <= 0.02 "
+        "(cap 123 epochs)",
         "4 trials ran; 1 hit the cap",
         "With 3 seeds the half-width is 4.3",
+        "about 2 GPU-hours for the seeded experiments at 3 seeds per arm",  # 3 x 2 arms x 20 min
+        "about 2 GPU-hours for a 12-trial one-seed sweep",  # 12 x 10 min
     ):
         assert said in text, said
-    for stale in ("2 CPU cores", "lr 0.1 cosine", "two seeds", "cap 300", "cut 4"):
-        assert stale not in text, stale
+    stale = ("2 CPU cores", "lr 0.1 cosine", "two seeds", "cap 300", "cut 4", "last 50%", "last half", "top-3")
+    for word in (*stale, "Holm p < 0.05", "5 draws", "5 seeds per arm", "48-trial", "two-seed", "stages cuts"):
+        assert word not in text, word
 
 
 def test_describe_machine_reads_the_device(monkeypatch):
