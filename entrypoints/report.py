@@ -1,17 +1,20 @@
 """Reproduce the paper's claims and test consistency as a generalization predictor: docs/REPORT.md.
 
-    mlflow run . --env-manager local -e report                    # the full report (2 CPUs: see docs/REPORT.md)
-    mlflow run . --env-manager local -e report -P quick=true      # a smoke version on digits (minutes)
+    mlflow run . --env-manager local --experiment-name tc -e report                # the full report (docs/REPORT.md)
+    mlflow run . --env-manager local --experiment-name tc -e report -P quick=true  # a smoke version (minutes)
     python entrypoints/report.py --rerender true                  # re-render docs/REPORT.md from its tables
 
 Nested runs of this run: the seeded experiments (`tc.report.training_runs`, `.analyses`) by the train and
 analyze entry points' own path, in this process (`tc.runs.train_nested`, `.analyze_nested`: ~60 runs pay no
 process start); the correlations by the sweep entry point, rerun until its study holds the asked number of
 converged trials. `tc.report.write` puts REPORT.md, figures and tables in `out_dir` (default docs/). A sweep
-that fails, or ends with fewer than 3 converged trials, still gives a report that says so.
+that fails (any exception: its type and message are stored with the tables), or ends with fewer than 3
+converged trials, still gives a report that says so.
 
 `--rerender true` runs nothing: it re-renders the verdict tables and the sweep's section of `out_dir`/REPORT.md
-from the stored tables in `out_dir`/report (`tc.report.write_rerendered`), with today's date in its header.
+from the stored tables in `out_dir`/report (`tc.report.write_rerendered`), with today's date in its header. The
+settings come from the stored report/settings.json (so `--quick` and `--trials` do not apply); without that
+file it refuses (exit 2).
 """
 
 from __future__ import annotations
@@ -85,28 +88,47 @@ def sweep_results(sweep_id: str, fig_dir: Path):
     return trials, corr, costs
 
 
-def rerender(out: Path, on: str) -> list[str]:
-    """Re-render `out`/REPORT.md from its stored tables (the full report's settings and the sweep's space)."""
+def run_sweep(s: report.Settings, study: str, timing: dict, figs: Path) -> tuple:
+    """(sweep run id or None, trials, correlations, costs, fitted space, error): the report's sweep and its
+    tables. Any exception from fitting the space, the sweep runs or reading their results (an MLflow, Optuna
+    or programming error alike) is the sweep's failure, not the report's: its `type: message` is returned as
+    the error (the report then says "The sweep failed: ..."), with empty tables."""
     from tc import studies
 
-    s = report.settings(False, 48, ROOT)
-    space = studies.fitted_space(report.sweep_config(s))
-    return report.write_rerendered(out, s, space, on)
+    sweep_id = None
+    try:
+        space = studies.fitted_space(report.sweep_config(s))
+        sweep_id = _sweep(s, study, timing)
+        trials, corr, costs = sweep_results(sweep_id, figs)
+    except Exception as e:  # any failure of the sweep: an hour of experiments must still give a report
+        return sweep_id, pd.DataFrame(), pd.DataFrame(), {}, {}, f"{type(e).__name__}: {e}"[:500]
+    return sweep_id, trials, corr, costs, space, ""
+
+
+def _yes(text: str) -> bool:
+    return text.lower() in ("true", "1", "yes")
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--quick", default="false")
-    ap.add_argument("--trials", default="48")
+    ap.add_argument("--quick", default=None, help="true: the smoke version (default false)")
+    ap.add_argument("--trials", default=None, help="converged sweep trials (default 48)")
     ap.add_argument("--out_dir", default=str(ROOT / "docs"))
     ap.add_argument("--rerender", default="false", help="true: re-render out_dir/REPORT.md from its stored tables")
     args = ap.parse_args(argv)
     out = Path(args.out_dir)
-    if args.rerender.lower() in ("true", "1", "yes"):
-        changes = rerender(out, datetime.date.today().isoformat())
+    if _yes(args.rerender):
+        if args.quick is not None or args.trials is not None:
+            print("tc report: --rerender reads the settings from report/settings.json; drop --quick/--trials")
+            return 2
+        try:
+            changes = report.write_rerendered(out, datetime.date.today().isoformat())
+        except ValueError as e:
+            print(f"tc report: cannot re-render {out / 'REPORT.md'}: {e}", file=sys.stderr)
+            return 2
         print(f"tc report: re-rendered {out / 'REPORT.md'}; verdicts changed: {changes or 'none'}")
         return 0
-    s = report.settings(args.quick.lower() in ("true", "1", "yes"), int(args.trials), ROOT)
+    s = report.settings(_yes(args.quick or "false"), int(args.trials or 48), ROOT)
     t_start, timing, metrics = time.time(), {}, {}
     figs = out / "report"
     figs.mkdir(parents=True, exist_ok=True)
@@ -122,16 +144,11 @@ def main(argv: list[str] | None = None) -> int:
         fig = {k: _figure(runs["base/s0"], f, figs, f"base_{f}") for k, f in report.BASE_FIGURES.items()}
         for name in report.SWEEP_FIGURES.values():  # an earlier report's: this one links only what its sweep made
             (figs / name).unlink(missing_ok=True)
-        sweep_id, error = None, ""
-        try:
-            sweep_id = _sweep(s, f"tc-report-{int(t_start)}", timing)
-            trials, corr, costs = sweep_results(sweep_id, figs)
-        except mlflow.exceptions.ExecutionException as e:  # the sweep run failed: the report says so
-            trials, corr, costs, error = pd.DataFrame(), pd.DataFrame(), {}, str(e)[:500]
+        sweep_id, trials, corr, costs, space, error = run_sweep(s, f"tc-report-{int(t_start)}", timing, figs)
         fig |= report.sweep_figures(figs)
         machine = report.describe_machine(report.train_config(s.base).device)
         results = report.Results(
-            s, metrics, fig, trials, corr, costs, timing, time.time() - t_start, machine, sweep_error=error
+            s, metrics, fig, trials, corr, costs, timing, time.time() - t_start, machine, sweep_error=error, space=space
         )
         mlflow.log_artifact(str(report.write(results, out)))
         mlflow.log_dict({"runs": runs, "sweep_run_id": sweep_id, "timing_s": timing}, "report_runs.json")

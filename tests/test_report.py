@@ -1,5 +1,6 @@
 """The report command end to end, in its quick form (digits, 6 trials) and into a temporary directory."""
 
+import json
 from dataclasses import replace
 from pathlib import Path
 
@@ -233,7 +234,9 @@ def test_rendered_text_follows_the_settings_and_the_machine(monkeypatch):
     draws = lambda cfg: noise.PerturbOptions(k=cfg.aniso_k, draws=7)  # noqa: E731
     monkeypatch.setattr(anisotropy_metrics, "perturb_options", draws)
     trials = pd.DataFrame({"lr": [0.1] * 4, "width": [8] * 4, "converged": [1, 1, 0, 1]})
-    r = report.Results(s, _metrics(s), _figures(), trials, pd.DataFrame(), machine="7 CPU cores, GPU Test-9000")
+    space = {"lr": {"type": "float", "low": 0.01, "high": 1.0}, "width": {"type": "categorical", "choices": [8]}}
+    machine = "7 CPU cores, GPU Test-9000"
+    r = report.Results(s, _metrics(s), _figures(), trials, pd.DataFrame(), machine=machine, space=space)
     text = report.render(r)
     for said in (
         "this machine (7 CPU cores, GPU Test-9000)",
@@ -302,11 +305,11 @@ def test_a_sweep_with_fewer_than_3_converged_trials_gives_a_report_that_says_so(
     failed = replace(r, trials=pd.DataFrame(), sweep_error="ExecutionException: run failed")
     assert "**No verdict.** The sweep failed: ExecutionException: run failed" in report.render(failed)
     # the stored tables of either report can be read back (re-rendered) without the sweep's correlations
-    space = {"lr": {"type": "float", "low": 0.01, "high": 1.0, "log": True}}
-    assert len(report.from_tables(s, figs, space).trials) == 3
+    assert len(report.from_tables(figs).trials) == 3
     report.write(failed, tmp_path / "out")
-    back = report.from_tables(s, figs, space)
+    back = report.from_tables(figs)
     assert back.trials.empty and back.corr.empty and back.costs == {}
+    assert back.sweep_error == "ExecutionException: run failed"
 
 
 def test_sweep_results_of_a_logged_sweep_with_too_few_trials_and_no_leftover_folders(mlflow_store, tmp_path):
@@ -375,29 +378,36 @@ def _sweep_of(n=12, seed=0):
     return trials, corr, space
 
 
-def _stored_report(tmp_path, metrics=None):
-    s = report.settings(False, 48, Path("."))
+def _stored_report(tmp_path, metrics=None, s=None, **fields):
+    s = s or report.settings(False, 48, Path("."))
     trials, corr, space = _sweep_of()
     figures = {**_figures(), "sweep_scatter": "report/sweep_scatter.png", "sweep_bars": "report/sweep_bars.png"}
-    r = report.Results(s, metrics or _metrics(s), figures, trials, corr, {"analysis": 1.5, "gm_disagreement": 0.02})
+    costs = {"analysis": 1.5, "gm_disagreement": 0.02}
+    r = report.Results(s, metrics or _metrics(s), figures, trials, corr, costs, space=space, **fields)
     (tmp_path / "report").mkdir()
     for name in report.SWEEP_FIGURES.values():
         (tmp_path / "report" / name).write_bytes(b"")
     report.write(r, tmp_path)
-    return s, space
+    return r
 
 
 def test_rerendering_an_unchanged_report_changes_only_its_note(tmp_path):
-    s, space = _stored_report(tmp_path)
+    r = _stored_report(tmp_path, seconds=3900.0, machine="2 CPU cores, no GPU")
     before = (tmp_path / "REPORT.md").read_text()
     effects_before = pd.read_csv(tmp_path / "report" / "effects.csv")
-    assert report.write_rerendered(tmp_path, s, space, "2001-02-03") == []
+    assert report.write_rerendered(tmp_path, "2001-02-03") == []
     after = (tmp_path / "REPORT.md").read_text()
     note = [line for line in after.splitlines() if line.startswith(report.RERENDER_NOTE)]
-    assert len(note) == 1 and "2001-02-03" in note[0] and "Verdicts that changed: none" in note[0]
+    verdict = report.confirmatory_verdict(r.corr)
+    assert len(note) == 1 and "2001-02-03" in note[0]
+    assert (
+        f"Verdicts: the sweep's confirmatory `tc_kappa_test` with test accuracy (section 6): {verdict} (unchanged)."
+        in note[0]
+    )
     assert after.replace(note[0] + "\n\n", "") == before  # every other line as it was
+    assert "in 65 min on this machine (2 CPU cores, no GPU)" in after  # the run's, from settings.json
     pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "report" / "effects.csv"), effects_before)
-    report.write_rerendered(tmp_path, s, space, "2001-02-04")  # twice: still one note, the later date
+    report.write_rerendered(tmp_path, "2001-02-04")  # twice: still one note, the later date
     again = (tmp_path / "REPORT.md").read_text()
     assert again.count(report.RERENDER_NOTE) == 1 and again.replace("2001-02-04", "2001-02-03") == after
 
@@ -408,7 +418,7 @@ def test_rerender_reads_verdicts_again_off_the_stored_intervals(tmp_path):
     for seed, drop in enumerate((0.004, 0.006, 0.008, 0.005, 0.007)):  # frozen − base: about −0.006 ± 0.002
         metrics[f"frozen/s{seed}"]["test_acc"] = 0.8 - drop
         metrics[f"base/s{seed}"]["test_acc"] = 0.8
-    s, space = _stored_report(tmp_path, metrics)
+    _stored_report(tmp_path, metrics)
     table = pd.read_csv(tmp_path / "report" / "effects.csv")
     row = table["label"] == "test_acc: frozen − base"
     assert table.loc[row, "verdict"].item() == "does not reproduce"  # inside the 0.01 margin
@@ -416,7 +426,7 @@ def test_rerender_reads_verdicts_again_off_the_stored_intervals(tmp_path):
     table.to_csv(tmp_path / "report" / "effects.csv", index=False)
     text = (tmp_path / "REPORT.md").read_text().replace("**does not reproduce**", "**reproduces**")
     (tmp_path / "REPORT.md").write_text(text)
-    changes = report.write_rerendered(tmp_path, s, space, "2001-02-03")
+    changes = report.write_rerendered(tmp_path, "2001-02-03")
     assert changes == ["`test_acc: frozen − base` (controls): reproduces → does not reproduce"]
     text = (tmp_path / "REPORT.md").read_text()
     assert changes[0] in text and "| < −0.01 | 5 | **does not reproduce** |" in text
@@ -429,3 +439,90 @@ def test_effects_from_table_refuses_a_table_missing_a_claim():
     table = report.all_effects(_metrics(s))
     with pytest.raises(ValueError, match="test_acc: frozen"):
         report.effects_from_table(table[table["label"] != "test_acc: frozen − base"])
+
+
+def test_write_stores_the_settings_and_a_rerender_follows_them_not_the_full_reports(tmp_path):
+    """A quick report re-renders as a quick report: settings, sweep config and space come from settings.json."""
+    s = report.settings(True, 6, Path("."))
+    r = _stored_report(tmp_path, s=s, seconds=120.0, machine="3 CPU cores, no GPU")
+    stored = json.loads((tmp_path / "report" / "settings.json").read_text())
+    assert set(stored) == {"settings", "sweep_config", "space", "sweep_error", "seconds", "machine", "notes"}
+    back = report.from_tables(tmp_path / "report")
+    assert back.settings == s and back.sweep_cfg == report.sweep_config(s) and back.space == r.space
+    assert (back.seconds, back.machine, back.sweep_error, back.notes) == (120.0, "3 CPU cores, no GPU", "", ())
+    report.write_rerendered(tmp_path, "2001-02-03")
+    text = (tmp_path / "REPORT.md").read_text()
+    assert "-e report -P quick=true` in 2 min" in text and "With 2 seeds the half-width" in text
+    assert "at 2 seeds per configuration" in text and "cap 150 epochs" in text  # the quick sweep's settings
+
+
+def test_rerender_refuses_without_settings_json(tmp_path, capsys):
+    from entrypoints import report as entry
+
+    _stored_report(tmp_path)
+    (tmp_path / "report" / "settings.json").unlink()
+    before = (tmp_path / "REPORT.md").read_text()
+    with pytest.raises(ValueError, match=r"settings\.json is missing"):
+        report.write_rerendered(tmp_path, "2001-02-03")
+    assert entry.main(["--rerender", "true", "--out_dir", str(tmp_path)]) == 2
+    assert "settings.json is missing" in capsys.readouterr().err
+    assert (tmp_path / "REPORT.md").read_text() == before
+    assert entry.main(["--rerender", "true", "--quick", "true", "--out_dir", str(tmp_path)]) == 2  # not applicable
+
+
+def test_rerender_refuses_when_the_recomputed_correlations_differ_from_the_stored_ones(tmp_path):
+    _stored_report(tmp_path)
+    path = tmp_path / "report" / "correlations.csv"
+    stored = pd.read_csv(path)
+    # the columns the multiplicity rules set may differ (they are rewritten) ...
+    stored.assign(role="headline", kendall_p_holm=0.5, same_ranks_as="").to_csv(path, index=False)
+    report.write_rerendered(tmp_path, "2001-02-03")
+    # ... a number the data set may not
+    before = (tmp_path / "REPORT.md").read_text()
+    changed = stored.copy()
+    changed.loc[0, "kendall"] += 1e-6
+    changed.to_csv(path, index=False)
+    with pytest.raises(ValueError, match=r"differ .*kendall: stored"):
+        report.write_rerendered(tmp_path, "2001-02-04")
+    assert (tmp_path / "REPORT.md").read_text() == before
+    assert report.correlation_differences(stored, stored.iloc[1:]) == [f"row {tuple(stored.iloc[0, :2])} only stored"]
+    assert report.correlation_differences(stored, stored.drop(columns="spearman")) == ["column spearman only stored"]
+
+
+def test_a_change_of_the_sweeps_verdict_is_listed_and_a_legacy_headline_role_is_confirmatory(tmp_path):
+    r = _stored_report(tmp_path)
+    assert report.confirmatory_verdict(r.corr) == report.PREDICTS
+    path = tmp_path / "report" / "correlations.csv"
+    old = r.corr.assign(role=r.corr["role"].replace("confirmatory", "headline"))
+    old.loc[(old["measure"] == "tc_kappa_test") & (old["target"] == "test_acc"), "kendall_p_holm"] = 0.2
+    old.to_csv(path, index=False)
+    assert report.confirmatory_verdict(old) == report.NO_EVIDENCE
+    row = old.set_index("measure").loc["tc_kappa_test"]
+    assert report._is_confirmatory("tc_kappa_test", row[row["target"] == "test_acc"].iloc[0])
+    changes = report.write_rerendered(tmp_path, "2001-02-03")
+    sweep_change = "the sweep's confirmatory `tc_kappa_test` with test accuracy (section 6): no evidence → predicts"
+    assert changes == [sweep_change] and sweep_change in (tmp_path / "REPORT.md").read_text()
+
+
+def test_a_sweep_that_raises_anything_gives_a_report_that_says_so_also_when_rerendered(tmp_path, monkeypatch):
+    from mlflow.exceptions import MlflowException
+
+    from entrypoints import report as entry
+
+    s = report.settings(False, 48, Path("."))
+
+    def fails(*args):
+        raise MlflowException("RESOURCE_DOES_NOT_EXIST: no run")
+
+    monkeypatch.setattr(entry, "_sweep", lambda *args: "sweep-run-id")
+    monkeypatch.setattr(entry, "sweep_results", fails)  # the sweep ran; reading its results failed
+    sweep_id, trials, corr, costs, space, error = entry.run_sweep(s, "study", {}, tmp_path)
+    assert sweep_id == "sweep-run-id" and trials.empty and corr.empty and costs == {} and space == {}
+    assert error == "MlflowException: RESOURCE_DOES_NOT_EXIST: no run"
+    monkeypatch.setattr(entry, "_sweep", lambda *args: 1 / 0)  # a programming error in the sweep itself
+    assert entry.run_sweep(s, "study", {}, tmp_path)[-1] == "ZeroDivisionError: division by zero"
+    r = report.Results(s, _metrics(s), _figures(), trials, corr, costs, sweep_error=error)
+    report.write(r, tmp_path)
+    assert json.loads((tmp_path / "report" / "settings.json").read_text())["sweep_error"] == error
+    report.write_rerendered(tmp_path, "2001-02-03")
+    assert f"**No verdict.** The sweep failed: {error}" in (tmp_path / "REPORT.md").read_text()
