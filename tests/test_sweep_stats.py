@@ -460,7 +460,8 @@ def test_qmc_sampler_fills_the_space_and_is_reproducible():
 
 
 def test_benchmarks_do_not_import_the_tests():
-    """A benchmark runs from a checkout without the test suite; the tests keep their own oracles."""
+    """A benchmark runs from a checkout without the test suite: the references both use live in
+    benchmarks/reference.py, which the tests import (not the reverse)."""
     import ast
     from pathlib import Path
 
