@@ -681,7 +681,7 @@ def _compute(r: Results) -> list[str]:
         "",
         "Paper scale (not run here): CIFAR-10, ResNet-20 width 16, 100+ epochs with augmentation, on a GPU "
         "(`-P dataset=cifar10 -P augment=true -P epochs=100 -P device=cuda`, `download=true` once). "
-        + paper_scale(r.settings),
+        + paper_scale(r.settings, sweep_config_of(r).seeds),
         "",
         FULL_TABLES,
         "",
@@ -695,10 +695,9 @@ def _compute(r: Results) -> list[str]:
 PAPER_GPU_MINUTES = 10  # to train one paper-scale run, and as much to analyze it
 
 
-def paper_scale(s: Settings) -> str:
+def paper_scale(s: Settings, seeds: int) -> str:
     """The paper-scale estimate (PAPER_GPU_MINUTES per run and per analysis) at the report's seeds and trials,
-    rounded up to whole GPU-hours."""
-    seeds = sweep_config(s).seeds
+    with `seeds` training seeds per sweep trial, rounded up to whole GPU-hours."""
     seeded = math.ceil(s.seeds * 2 * 2 * PAPER_GPU_MINUTES / 60)
     trials = math.ceil(s.n_trials * seeds * PAPER_GPU_MINUTES / 60)
     per = {1: "one-seed", 2: "two-seed"}.get(seeds, f"{seeds}-seed")
@@ -933,8 +932,8 @@ def from_tables(figs: Path) -> Results:
     path = figs / SETTINGS_FILE
     if not path.is_file():
         raise ValueError(
-            f"{path} is missing: a re-render needs the settings the report was produced with (written by "
-            "`tc.report.write` since settings.json exists); re-run the report, or write it once with "
+            f"{path} is missing: a re-render needs the settings the report was produced with, which "
+            "`tc.report.write` stores there; re-run the report, or write the file once with "
             "`tc.report.write_settings` from the settings it ran with"
         )
     stored = json.loads(path.read_text())
