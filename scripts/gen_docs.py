@@ -97,7 +97,7 @@ ENTRY_HELP: dict[str, dict[str, str]] = {
         "quick": "the same experiments at toy scale, in minutes (what `tests/test_report.py` runs)",
         "trials": "converged sweep trials to collect; the sweep asks for more trials until this many converged",
         "out_dir": "where `REPORT.md` and its `report/` folder (figures, `effects.csv`, `trials.csv`, "
-        "`correlations.csv`) go",
+        "`correlations.csv`, `costs.csv`, `settings.json`) go",
     },
     "cache": {
         "max_gb": "delete whole runs from the checkpoint cache, least recently used first, until it holds at most "

@@ -239,10 +239,6 @@ def commands_without(flag: str, name: str, text: str) -> list[str]:
     return [f"{name}: {command}" for command in mlflow_run_commands(text) if flag not in command]
 
 
-# docs/REPORT.md is written by `tc.report` (its header names the command); it gains --experiment-name there.
-EXPERIMENT_NAME_EXEMPT = {"REPORT.md"}
-
-
 def test_every_documented_mlflow_run_passes_env_manager_local():
     missing = [c for path in DOCS for c in commands_without("--env-manager local", path.name, path.read_text())]
     assert not missing, "\n".join(missing)
@@ -250,12 +246,7 @@ def test_every_documented_mlflow_run_passes_env_manager_local():
 
 def test_every_documented_mlflow_run_passes_experiment_name_tc():
     """As the README's: every run lands in the experiment `tc` (see docs/ui.md), not in MLflow's Default."""
-    missing = [
-        c
-        for path in DOCS
-        if path.name not in EXPERIMENT_NAME_EXEMPT
-        for c in commands_without("--experiment-name tc", path.name, path.read_text())
-    ]
+    missing = [c for path in DOCS for c in commands_without("--experiment-name tc", path.name, path.read_text())]
     assert not missing, "\n".join(missing)
 
 
