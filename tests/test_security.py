@@ -1,0 +1,353 @@
+"""Issue 19 item 0: a run's artifacts and tags are data, never paths.
+
+The threat: anyone who can log a run to a shared tracking server. Whatever names that run's index, tags or
+config hold, analyzing it must not write, read or delete anything outside tc's cache, and a refused run gets
+one message naming the bad entry with nothing written. Every test logs a hostile run with `MlflowClient`
+into a real sqlite store (`mlflow_store`) and a file-based artifact store."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict
+from pathlib import Path
+
+import pytest
+import torch
+from mlflow.tracking import MlflowClient
+
+from entrypoints import analyze as analyze_ep
+from tc import cache, tracking
+from tc import checkpoints as ck
+from tc.config import AnalyzeConfig, TrainConfig
+
+ORIGINAL = "the victim's own content\n"
+
+
+@pytest.fixture
+def cache_root(tmp_path, monkeypatch) -> Path:
+    """A private tc cache for the test; its checkpoint root (which need not exist yet)."""
+    monkeypatch.setenv("TC_CACHE_DIR", str(tmp_path / "tc-cache"))
+    return tmp_path / "tc-cache" / "checkpoints"
+
+
+@pytest.fixture
+def victim(tmp_path) -> Path:
+    """A file of the user's, outside tc's cache, that a hostile run would like to overwrite."""
+    path = tmp_path / "home" / "victim.txt"
+    path.parent.mkdir()
+    path.write_text(ORIGINAL)
+    return path
+
+
+@pytest.fixture
+def downloads(monkeypatch) -> list[str]:
+    """Every artifact path tc asks MLflow to download, in order."""
+    seen: list[str] = []
+    original = MlflowClient.download_artifacts
+
+    def spy(self, run_id, path, dst_path=None):
+        seen.append(path)
+        return original(self, run_id, path, dst_path)
+
+    monkeypatch.setattr(MlflowClient, "download_artifacts", spy)
+    return seen
+
+
+def _files_under(root: Path) -> list[Path]:
+    return [p for p in root.rglob("*") if not p.is_dir()] if root.exists() else []
+
+
+def _sd() -> dict[str, torch.Tensor]:
+    return {"w": torch.arange(6.0).view(2, 3)}
+
+
+def _sha(data: bytes) -> str:
+    import hashlib
+
+    return hashlib.sha256(data).hexdigest()
+
+
+def _hostile_run(tmp_path: Path, entries, uploads: dict[str, Path] = (), config: bool = False) -> str:
+    """A FINISHED run whose `checkpoints/index.json` holds `entries` (a list, or a function of the run id);
+    real checkpoints at steps 0 and 1 are uploaded for entries that name those files, and `uploads` (artifact
+    dir -> local file) beside them. With `config`, a tiny valid `config.json`: analyze gets to the download."""
+    c = MlflowClient()
+    run_id = c.create_run("0").info.run_id
+    stage = tmp_path / f"stage-{run_id}"
+    stage.mkdir()
+    for step in (0, 1):
+        ck.save_checkpoint(stage, step, float(step), {"model": "x"}, _sd())
+        c.log_artifact(run_id, str(stage / ck.filename(step)), ck.ARTIFACT_DIR)
+    for where, local in dict(uploads).items():
+        c.log_artifact(run_id, str(local), where)
+    entries = entries(run_id) if callable(entries) else entries
+    (stage / ck.INDEX_FILE).write_text(json.dumps({"format": ck.FORMAT, "checkpoints": entries}))
+    c.log_artifact(run_id, str(stage / ck.INDEX_FILE), ck.ARTIFACT_DIR)
+    if config:
+        cfg = TrainConfig(dataset="digits", model="mlp", width=16, epochs=1, batch_size=256, train_size=600)
+        c.log_dict(run_id, asdict(cfg), tracking.CONFIG_FILE)
+    c.set_terminated(run_id, "FINISHED")
+    return run_id
+
+
+def _good_entry(tmp_path: Path, step: int) -> dict:
+    path = tmp_path / f"good-{step}"
+    path.mkdir(exist_ok=True)
+    entry = ck.save_checkpoint(path, step, float(step), {"model": "x"}, _sd())
+    return asdict(entry)
+
+
+def _payload(tmp_path: Path, name: str) -> tuple[Path, str]:
+    path = tmp_path / "payload" / name
+    path.parent.mkdir(exist_ok=True)
+    path.write_text("ssh-ed25519 AAAA attacker\n")
+    return path, _sha(path.read_bytes())
+
+
+# ---- names in the index --------------------------------------------------------------------------------
+
+
+def test_an_absolute_name_in_the_index_writes_nothing_outside_the_cache(
+    mlflow_store, tmp_path, cache_root, victim, downloads
+):
+    """The attack as reported: the index names an absolute path, the payload sits under checkpoints/<that
+    path's dir>; today the payload replaces the victim file."""
+    payload, sha = _payload(tmp_path, victim.name)
+    entries = [_good_entry(tmp_path, 0), {"step": 1, "epoch": 1.0, "file": str(victim), "sha256": sha}]
+    run_id = _hostile_run(tmp_path, entries, {f"{ck.ARTIFACT_DIR}{victim.parent}": payload})
+    with pytest.raises(ck.CheckpointError) as err:
+        tracking.download_checkpoints(run_id, cache_root)
+    assert victim.read_text() == ORIGINAL
+    message = str(err.value)
+    assert repr(str(victim)) in message and "entry 1" in message and "step_00000001.pt" in message
+    assert downloads == [f"{ck.ARTIFACT_DIR}/{ck.INDEX_FILE}"]  # the whole index is checked before any download
+    assert _files_under(cache_root) == []
+
+
+def test_dotdot_names_neither_read_nor_write_outside_the_cache(mlflow_store, tmp_path, cache_root, victim, downloads):
+    """`..` segments: today a file outside the cache whose hash the attacker knows is taken as a checkpoint."""
+    sha = _sha(victim.read_bytes())
+    good = _good_entry(tmp_path, 0)
+
+    def entries(run_id):  # from the run's cache dir up to the victim
+        return [good, {"step": 1, "epoch": 1.0, "file": os.path.relpath(victim, cache_root / run_id), "sha256": sha}]
+
+    run_id = _hostile_run(tmp_path, entries)
+    with pytest.raises(ck.CheckpointError, match=r"entry 1 names the file '\.\./"):
+        tracking.download_checkpoints(run_id, cache_root)
+    assert victim.read_text() == ORIGINAL
+    assert downloads == [f"{ck.ARTIFACT_DIR}/{ck.INDEX_FILE}"]
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "sub/step_00000001.pt",  # a separator
+        "..\\..\\step_00000001.pt",  # a Windows separator
+        "step_00000001.pt/",
+        "./step_00000001.pt",
+        "step_00000002.pt",  # a valid name, but of another step
+        "step_1.pt",  # not the rule's spelling of step 1
+        "step_000000001.pt",
+        "step_0000000１.pt",  # a non-ASCII digit
+        "",
+        ".",
+        "step_00000001.pt\x00",
+    ],
+)
+def test_every_name_that_is_not_the_rules_is_refused_before_any_download(
+    mlflow_store, tmp_path, cache_root, downloads, name
+):
+    entries = [_good_entry(tmp_path, 0), {**_good_entry(tmp_path, 1), "file": name}]
+    run_id = _hostile_run(tmp_path, entries)
+    with pytest.raises(ck.CheckpointError) as err:
+        tracking.download_checkpoints(run_id, cache_root)
+    message = str(err.value)
+    assert f"run {run_id}: checkpoints/index.json entry 1 names the file {name!r}" in message
+    assert "step_00000001.pt" in message and "nothing was downloaded" in message
+    assert downloads == [f"{ck.ARTIFACT_DIR}/{ck.INDEX_FILE}"]
+    assert _files_under(cache_root) == []
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "why"),
+    [
+        ("step", -1, "step"),
+        ("step", "1", "step"),
+        ("step", True, "step"),
+        ("step", 1.0, "step"),
+        ("sha256", "../x", "sha256"),
+        ("sha256", 7, "sha256"),
+        ("epoch", "1", "epoch"),
+        ("epoch", float("nan"), "epoch"),
+    ],
+)
+def test_entries_with_odd_types_are_refused_naming_the_field(tmp_path, field, value, why):
+    entries = [_good_entry(tmp_path, 0), {**_good_entry(tmp_path, 1), field: value}]
+    (tmp_path / ck.INDEX_FILE).write_text(json.dumps({"format": ck.FORMAT, "checkpoints": entries}))
+    with pytest.raises(ck.CheckpointError, match=rf"entry 1 .*{why}"):
+        ck.read_index(tmp_path / ck.INDEX_FILE)
+
+
+def test_two_entries_for_one_step_are_refused(tmp_path):
+    entries = [_good_entry(tmp_path, 0), _good_entry(tmp_path, 1), _good_entry(tmp_path, 1)]
+    (tmp_path / ck.INDEX_FILE).write_text(json.dumps({"format": ck.FORMAT, "checkpoints": entries}))
+    with pytest.raises(ck.CheckpointError, match=r"entry 2 .*step 1 .*twice"):
+        ck.read_index(tmp_path / ck.INDEX_FILE)
+
+
+def test_the_filename_rule_and_its_inverse_agree():
+    for step in (0, 1, 9, 10, 12345678, 123456789):
+        assert ck.step_of(ck.filename(step)) == step
+    for bad in (-1, True, 1.0, "3"):
+        with pytest.raises(ValueError):
+            ck.filename(bad)
+    for name in ("step_1.pt", "/step_00000001.pt", "step_00000001.pt.tmp", "step_-0000001.pt", "Step_00000001.pt"):
+        with pytest.raises(ValueError, match=repr(name).replace(".", r"\.")):
+            ck.step_of(name)
+
+
+def test_a_checkpoint_whose_own_step_is_not_its_index_step_is_refused(tmp_path):
+    """The index says step 7 (and the file's name agrees), but the file holds step 5's payload: the steps an
+    analysis reports would be the payload's, the selection the index's."""
+    a = ck.save_checkpoint(tmp_path, 0, 0.0, {"model": "x"}, _sd())
+    b = ck.save_checkpoint(tmp_path, 5, 1.0, {"model": "x"}, _sd())
+    (tmp_path / b.file).rename(tmp_path / ck.filename(7))
+    lying = ck.IndexEntry(7, 1.0, ck.filename(7), b.sha256)
+    with pytest.raises(ck.CheckpointError, match=r"step_00000007\.pt.* holds step 5"):
+        ck.load_series([(a, tmp_path / a.file), (lying, tmp_path / lying.file)])
+
+
+# ---- symlinks in the cache -----------------------------------------------------------------------------
+
+
+def _honest_run(tmp_path: Path) -> str:
+    return _hostile_run(tmp_path, [_good_entry(tmp_path, 0), _good_entry(tmp_path, 1)])
+
+
+def test_a_symlinked_run_dir_in_the_cache_is_not_written_through(mlflow_store, tmp_path, cache_root):
+    run_id = _honest_run(tmp_path)
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    cache_root.mkdir(parents=True)
+    (cache_root / run_id).symlink_to(outside, target_is_directory=True)
+    with pytest.raises(ValueError, match=rf"{run_id}.* symbolic link"):
+        tracking.download_checkpoints(run_id, cache_root)
+    assert list(outside.iterdir()) == []
+
+
+def test_a_symlinked_checkpoint_in_the_cache_is_neither_read_nor_written_through(
+    mlflow_store, tmp_path, cache_root, victim
+):
+    run_id = _honest_run(tmp_path)
+    run_dir = cache_root / run_id
+    run_dir.mkdir(parents=True)
+    # one link to the victim, one to a file outside with the right content (a "valid" cache hit through a link)
+    (run_dir / ck.filename(0)).symlink_to(victim)
+    copy = tmp_path / "outside-copy.pt"
+    copy.write_bytes((tmp_path / "good-1" / ck.filename(1)).read_bytes())
+    (run_dir / ck.filename(1)).symlink_to(copy)
+    files = tracking.download_checkpoints(run_id, cache_root)
+    assert victim.read_text() == ORIGINAL
+    for entry, path in files:
+        assert path.parent == run_dir and not path.is_symlink() and ck.sha256(path) == entry.sha256
+
+
+def test_prune_neither_follows_nor_counts_symlinks(tmp_path):
+    root = tmp_path / "checkpoints"
+    (root / "real").mkdir(parents=True)
+    (root / "real" / ck.filename(0)).write_bytes(b"x" * 10)
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "big").write_bytes(b"y" * 100_000)
+    (root / "planted").symlink_to(outside, target_is_directory=True)
+    assert cache.prune(root, max_bytes=1000) == []  # 10 bytes of real cache: nothing to delete
+    assert (outside / "big").is_file() and (root / "real" / ck.filename(0)).is_file()
+    assert cache.dir_size(root) == 10
+
+
+def test_run_ids_become_cache_dirs_only_when_they_are_plain_names(tmp_path):
+    for bad in ("../x", "/abs", "a/b", "..", ".", "", "a\\b", "x\x00"):
+        with pytest.raises(ValueError, match="run id"):
+            cache.run_dir(tmp_path, bad)
+    assert cache.run_dir(tmp_path, "0123abcdef").parent == tmp_path
+
+
+# ---- the analysis-version tag --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("tag", ["../../../etc", "1/../../x", "-1", "٣", " 2", "1e3", ""])
+def test_an_analysis_version_tag_that_is_not_a_number_is_refused(mlflow_store, tmp_path, tag):
+    c = MlflowClient()
+    run_id = c.create_run("0").info.run_id
+    c.set_tag(run_id, tracking.ANALYSIS_VERSION_TAG, tag)
+    with pytest.raises(ValueError, match=rf"{tracking.ANALYSIS_VERSION_TAG}={tag!r} is not"):
+        tracking.analysis_dir(run_id)
+    out = tmp_path / "analysis-out"
+    out.mkdir()
+    (out / "summary.json").write_text(json.dumps({"metrics": {"m": 1.0}}))
+    with pytest.raises(ValueError, match=rf"{tracking.ANALYSIS_VERSION_TAG}={tag!r} is not"):
+        tracking.log_analysis(run_id, out, {"m": 1.0}, 0, {})
+    run = c.get_run(run_id)
+    assert run.data.metrics == {} and c.list_artifacts(run_id) == []  # refused before writing anything
+
+
+def test_an_analysis_dir_with_a_non_ascii_digit_is_not_a_version(mlflow_store, tmp_path):
+    """`"²".isdigit()` is True and `int("²")` raises: such a dir must be skipped, not crash the write-back."""
+    c = MlflowClient()
+    run_id = c.create_run("0").info.run_id
+    (tmp_path / "junk").write_text("x")
+    c.log_artifact(run_id, str(tmp_path / "junk"), f"{tracking.ANALYSIS_DIR}/v²")
+    out = tmp_path / "analysis-out"
+    out.mkdir()
+    (out / "summary.json").write_text(json.dumps({"metrics": {"m": 1.0}}))
+    assert tracking.log_analysis(run_id, out, {"m": 1.0}, 0, {}) == 1
+    assert tracking.analysis_dir(run_id) == f"{tracking.ANALYSIS_DIR}/v1"
+
+
+# ---- what analyze takes from a run's config ------------------------------------------------------------
+
+
+def test_analyze_reads_no_data_dir_and_downloads_nothing_a_run_names(mlflow_store, tmp_path, cache_root, monkeypatch):
+    """A run's `data_dir` is a path on the trainer's machine: analyze reads data only where the analyzing user
+    says (TC_DATA_DIR, tc's cache) and never downloads into a directory a run names."""
+    c = MlflowClient()
+    run_id = c.create_run("0").info.run_id
+    cfg = TrainConfig(dataset="digits", model="mlp", data_dir=str(tmp_path / "theirs"), download=True)
+    c.log_dict(run_id, asdict(cfg), tracking.CONFIG_FILE)
+    seen = []
+
+    class Stop(Exception):
+        pass
+
+    def fake_load_for(train_cfg):
+        seen.append(train_cfg)
+        raise Stop
+
+    monkeypatch.setattr(tracking, "load_for", fake_load_for)
+    with pytest.raises(Stop):
+        tracking.load_analysis_inputs(AnalyzeConfig(run_id=run_id))
+    assert seen[0].data_dir is None and seen[0].download is False
+
+
+# ---- end to end: the analyze entry point ---------------------------------------------------------------
+
+
+def test_analyze_entry_point_refuses_the_reported_attack_in_one_line(
+    mlflow_store, tmp_path, cache_root, victim, capsys
+):
+    payload, sha = _payload(tmp_path, victim.name)
+    entries = [_good_entry(tmp_path, 0), {"step": 1, "epoch": 1.0, "file": str(victim), "sha256": sha}]
+    run_id = _hostile_run(tmp_path, entries, {f"{ck.ARTIFACT_DIR}{victim.parent}": payload}, config=True)
+    before = {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*") if p.is_file() and "mlruns" not in p.parts}
+    assert analyze_ep.main(["--run_id", run_id, "--max_samples", "20"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "Traceback" not in err
+    assert err.startswith(f"tc analyze: run {run_id}: checkpoints/index.json entry 1 names the file {str(victim)!r}")
+    assert victim.read_text() == ORIGINAL
+    after = {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*") if p.is_file() and "mlruns" not in p.parts}
+    changed = {p for p in after if before.get(p) != after[p]}
+    assert all(p.name == "mlflow.db" or p.name.endswith("-journal") for p in changed), changed
+    assert _files_under(cache_root) == []
+    assert tracking.ANALYSIS_VERSION_TAG not in MlflowClient().get_run(run_id).data.tags
