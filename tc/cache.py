@@ -9,12 +9,17 @@ which deletes whole run directories, least recently used first, until the cache 
 A pruned run is simply downloaded again (and re-verified against its sha256 index) the next time it is
 analyzed. `python -m tc.cache size` prints the current size. With the environment variable TC_CACHE_MAX_GB
 set, `analyze` applies that cap itself after each download (never deleting the runs it is analyzing).
+
+The cache holds only what tc put there: a run's dir is named by a plain run id (`run_dir`), files in it only by
+the checkpoint filename rule, and tc neither writes, reads, sizes nor deletes through a symbolic link planted
+in it (on a shared cache, such a link would send a write outside the cache).
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import re
 import shutil
 import sys
 from pathlib import Path
@@ -26,13 +31,77 @@ def checkpoint_root() -> Path:
     return cache_dir() / "checkpoints"
 
 
+# MLflow's own rule for run ids (ASCII letters, digits, _ and -): such a name is one plain path component.
+_RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,255}")
+
+
+class CacheError(ValueError):
+    """A cache path that tc will not use: a run id that is not a plain name, or a symbolic link."""
+
+
+def check_run_id(run_id: str) -> str:
+    """`run_id` if it is a plain name that can be a cache dir, else CacheError naming it."""
+    if not isinstance(run_id, str) or not _RUN_ID.fullmatch(run_id):
+        raise CacheError(f"run id {str(run_id)[:300]!r} is not a plain name (letters, digits, _, -): not a cache path")
+    return run_id
+
+
+def run_dir(root: Path, run_id: str) -> Path:
+    """`root/<run_id>`, created if missing: where a run's checkpoints are cached. A symbolic link there is
+    refused, never followed (planted, it would send tc's writes outside the cache)."""
+    d = Path(root) / check_run_id(run_id)
+    if d.is_symlink():
+        raise CacheError(
+            f"{d} is a symbolic link (to {os.readlink(d)!r}): tc writes only into real directories of its cache; "
+            "remove the link"
+        )
+    d.mkdir(parents=True, exist_ok=True)
+    return d
+
+
+def cached_file(directory: Path, name: str) -> Path | None:
+    """`directory/name` if it is a regular file there, not a symbolic link (a link is never read through: the
+    caller downloads the file again, and `move_into` replaces the link itself, not what it points to)."""
+    path = directory / name
+    return path if path.is_file() and not path.is_symlink() else None
+
+
+def move_into(src: Path, directory: Path, name: str) -> Path:
+    """Rename `src` to `directory/name` atomically (same file system: `src` is staged inside `directory`). The
+    directory is opened without following a link, so a link swapped in after `run_dir` checked it fails here
+    instead of redirecting the write; `name` must be one plain path component."""
+    if not name or name in (".", "..") or "/" in name or "\\" in name or "\0" in name:
+        raise CacheError(f"{name!r} is not a plain file name")
+    if os.replace in os.supports_dir_fd and hasattr(os, "O_NOFOLLOW"):
+        try:
+            fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+        except OSError as e:
+            raise CacheError(f"{directory}: not a real directory of the cache ({e.strerror}); nothing written") from e
+        try:
+            os.replace(src, name, dst_dir_fd=fd)
+        finally:
+            os.close(fd)
+    else:  # no dir fds (Windows): check, then rename
+        if directory.is_symlink():
+            raise CacheError(f"{directory} is a symbolic link: nothing written")
+        os.replace(src, directory / name)
+    return directory / name
+
+
+def _files(path: Path) -> list[Path]:
+    """Regular files under `path`, not through or including symbolic links (`path` itself included)."""
+    if path.is_symlink() or not path.is_dir():
+        return []
+    return [f for f in path.rglob("*") if not f.is_symlink() and f.is_file()]
+
+
 def dir_size(path: Path) -> int:
-    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+    return sum(f.lstat().st_size for f in _files(path))
 
 
 def last_used(path: Path) -> float:
     """The latest access or modification time of anything in `path` (a run's dir as a whole)."""
-    times = [path.stat().st_mtime] + [max(f.stat().st_mtime, f.stat().st_atime) for f in path.rglob("*")]
+    times = [path.lstat().st_mtime] + [max(s.st_mtime, s.st_atime) for s in (f.lstat() for f in _files(path))]
     return max(times)
 
 
@@ -41,9 +110,10 @@ def prune(root: Path, max_bytes: int, keep: tuple[str, ...] = ()) -> list[Path]:
     the rest totals <= max_bytes. Returns the deleted directories."""
     if not root.is_dir():
         return []
-    runs = sorted((d for d in root.iterdir() if d.is_dir() and d.name not in keep), key=last_used)
+    # A symbolic link is not a run dir: neither counted nor deleted (rmtree would refuse it anyway).
+    runs = sorted((d for d in root.iterdir() if _is_real_dir(d) and d.name not in keep), key=last_used)
     sizes = {d: dir_size(d) for d in runs}
-    total = sum(sizes.values()) + sum(dir_size(root / k) for k in keep if (root / k).is_dir())
+    total = sum(sizes.values()) + sum(dir_size(root / k) for k in keep)
     deleted = []
     for d in runs:
         if total <= max_bytes:
@@ -52,6 +122,10 @@ def prune(root: Path, max_bytes: int, keep: tuple[str, ...] = ()) -> list[Path]:
         total -= sizes[d]
         deleted.append(d)
     return deleted
+
+
+def _is_real_dir(path: Path) -> bool:
+    return path.is_dir() and not path.is_symlink()
 
 
 def apply_env_cap(keep: tuple[str, ...]) -> list[Path]:

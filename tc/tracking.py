@@ -9,12 +9,13 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 import socket
 import tempfile
 import time
 from collections.abc import Iterator
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -215,7 +216,7 @@ def live_writer(run: mlflow.entities.Run) -> str | None:
 
 
 def staging_dir(run_id: str) -> Path:
-    return cache_dir() / "staging" / run_id
+    return cache_dir() / "staging" / cache.check_run_id(run_id)
 
 
 def clean_staging() -> None:
@@ -263,13 +264,15 @@ def _artifact_repo(run_id: str):
     return get_artifact_repository(get_run(run_id).info.artifact_uri)
 
 
-def download_checkpoints(run_id: str, cache: Path) -> list[tuple[ck.IndexEntry, Path]]:
-    """Fetch a run's checkpoints through MLflow (any tracking URI) into `cache/<run_id>/`, verifying every
+def download_checkpoints(run_id: str, root: Path) -> list[tuple[ck.IndexEntry, Path]]:
+    """Fetch a run's checkpoints through MLflow (any tracking URI) into `root/<run_id>/`, verifying every
     file against the sha256 in `checkpoints/index.json`. Files already cached with the right hash are not
-    downloaded again; a cached file with the wrong hash is replaced."""
+    downloaded again; a cached file with the wrong hash is replaced.
+
+    The index is data from whoever logged the run: every entry is checked against the filename rule
+    (`ck.read_index`) before anything is downloaded, a refused run gets one message naming the bad entry,
+    and files are written only as `root/<run_id>/<ck.filename(step)>`, never through a symbolic link."""
     get_run(run_id)
-    target = Path(cache) / run_id
-    target.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
         try:
             index_path = client().download_artifacts(run_id, f"{ck.ARTIFACT_DIR}/{ck.INDEX_FILE}", tmp)
@@ -281,24 +284,29 @@ def download_checkpoints(run_id: str, cache: Path) -> list[tuple[ck.IndexEntry, 
             entries = ck.read_index(index_path)
         except ck.CheckpointError as e:
             raise ck.CheckpointError(
-                f"run {run_id}: {ck.ARTIFACT_DIR}/{ck.INDEX_FILE} {str(e).split(': ', 1)[-1]}"
-            ) from e
-        out = []
+                f"run {run_id}: {ck.ARTIFACT_DIR}/{ck.INDEX_FILE} {str(e).split(': ', 1)[-1]}; the run is refused "
+                "and nothing was downloaded"
+            ) from None
+    target = cache.run_dir(root, run_id)
+    out = []
+    # Staged inside the run's dir: the final rename stays on one file system (a /tmp on tmpfs would not).
+    with tempfile.TemporaryDirectory(dir=target, prefix=".download-") as tmp:
         for e in entries:
-            local = target / e.file
-            if not (local.is_file() and ck.sha256(local) == e.sha256):
+            name = ck.filename(e.step)  # == e.file, checked by read_index
+            local = cache.cached_file(target, name)
+            if local is None or ck.sha256(local) != e.sha256:
                 try:
-                    fetched = Path(client().download_artifacts(run_id, f"{ck.ARTIFACT_DIR}/{e.file}", tmp))
+                    fetched = Path(client().download_artifacts(run_id, f"{ck.ARTIFACT_DIR}/{name}", tmp))
                 except (MlflowException, OSError) as err:
                     raise ck.CheckpointError(
-                        f"run {run_id}: {ck.ARTIFACT_DIR}/{e.file} is listed in {ck.INDEX_FILE} but missing from "
+                        f"run {run_id}: {ck.ARTIFACT_DIR}/{name} is listed in {ck.INDEX_FILE} but missing from "
                         f"the artifact store ({type(err).__name__}), and not in the cache {target}"
                     ) from err
                 if ck.sha256(fetched) != e.sha256:
                     raise ck.CheckpointError(
-                        f"run {run_id}: {e.file} does not match its sha256 in the index (tampered or truncated)"
+                        f"run {run_id}: {name} does not match its sha256 in the index (tampered or truncated)"
                     )
-                fetched.replace(local)
+                local = cache.move_into(fetched, target, name)
             out.append((e, local))
     return out
 
@@ -309,22 +317,41 @@ ANALYSIS_VERSION_TAG = "tc.analysis_version"  # the pointer: the current analysi
 ANALYSIS_STEP_TAG = "tc.analysis_step"  # the step its metrics were logged at
 
 
+def analysis_version(run_id: str, tags: dict[str, str]) -> int | None:
+    """The run's current analysis version from its `tc.analysis_version` tag (None without the tag). The tag
+    becomes an artifact path (`analysis/v<N>`), so anything but a plain number is refused, naming it."""
+    raw = tags.get(ANALYSIS_VERSION_TAG)
+    if raw is None:
+        return None
+    if not _VERSION.fullmatch(raw):
+        raise ValueError(
+            f"run {run_id}: its tag {ANALYSIS_VERSION_TAG}={raw[:300]!r} is not an analysis version (a whole "
+            "number): refusing to read or write its analyses (delete the tag if no analysis of tc's made it)"
+        )
+    return int(raw)
+
+
+def _version_of(name: str) -> int | None:
+    """N for a dir named `v<N>` under `analysis/`, else None (`"²".isdigit()` is True: a regex, not isdigit)."""
+    return int(name[1:]) if name.startswith("v") and _VERSION.fullmatch(name[1:]) else None
+
+
+_VERSION = re.compile(r"[0-9]{1,9}")  # ASCII digits only: int() also reads "٣"
+
+
 def analysis_dir(run_id: str) -> str | None:
     """The artifact dir of the run's current analysis (`analysis/v<N>`), `analysis` for one written before
     versions existed, or None if the run has not been analyzed."""
     tags = get_run(run_id).data.tags
-    if ANALYSIS_VERSION_TAG in tags:
-        return f"{ANALYSIS_DIR}/v{tags[ANALYSIS_VERSION_TAG]}"
+    version = analysis_version(run_id, tags)
+    if version is not None:
+        return f"{ANALYSIS_DIR}/v{version}"
     return ANALYSIS_DIR if ANALYSIS_TAG in tags else None
 
 
 def _versions(run_id: str) -> list[int]:
-    out = []
-    for f in client().list_artifacts(run_id, ANALYSIS_DIR):
-        name = Path(f.path).name
-        if f.is_dir and name.startswith("v") and name[1:].isdigit():
-            out.append(int(name[1:]))
-    return out
+    names = (Path(f.path).name for f in client().list_artifacts(run_id, ANALYSIS_DIR) if f.is_dir)
+    return [v for v in map(_version_of, names) if v is not None]
 
 
 def previous_analysis_metrics(run_id: str) -> set[str]:
@@ -357,7 +384,7 @@ def log_analysis(
     analysis ends at an earlier checkpoint. Returns N."""
     run = get_run(run_id)
     old_tags = run.data.tags
-    previous = int(old_tags[ANALYSIS_VERSION_TAG]) if ANALYSIS_VERSION_TAG in old_tags else None
+    previous = analysis_version(run_id, old_tags)
     version = max([*_versions(run_id), previous or 0]) + 1
     stale = previous_analysis_metrics(run_id) - set(metrics)
     step = max(int(step), int(old_tags.get(ANALYSIS_STEP_TAG, 0)))
@@ -383,9 +410,8 @@ def _delete_old_analyses(run_id: str, keep: set) -> None:
     try:
         repo = _artifact_repo(run_id)
         for f in client().list_artifacts(run_id, ANALYSIS_DIR):
-            name = Path(f.path).name
-            is_version = f.is_dir and name.startswith("v") and name[1:].isdigit()
-            if not (is_version and int(name[1:]) in keep):
+            version = _version_of(Path(f.path).name) if f.is_dir else None
+            if version is None or version not in keep:
                 repo.delete_artifacts(f.path)  # older versions, and files of a pre-version analysis
     except (NotImplementedError, MlflowException, OSError):
         pass  # a store that cannot delete keeps them; the pointer tag still names the current one
@@ -407,7 +433,7 @@ def load_run_checkpoints(
     """Download (cached), verify against the index's sha256 and load run `run_id`'s checkpoints selected by
     `checkpoints` (see `tc.splits.select_steps`); refuse any whose architecture is not `model`'s. With
     TC_CACHE_MAX_GB set, the cache is then pruned to that size (this run and `keep` stay)."""
-    files = download_checkpoints(run_id, cache_dir() / "checkpoints")
+    files = download_checkpoints(run_id, cache.checkpoint_root())
     cache.apply_env_cap((run_id, *keep))
     chosen = set(select_steps(checkpoints, [e.step for e, _ in files]))
     steps, sds, spec = ck.load_series([(e, p) for e, p in files if e.step in chosen])
@@ -423,7 +449,10 @@ def load_analysis_inputs(cfg: AnalyzeConfig) -> tuple[ck.Checkpoints, DataBundle
     from tc.models import ModelSpec, build_model, factory_for
 
     train_cfg = load_train_config(cfg.run_id)
-    data = load_for(train_cfg)
+    analysis_dir(cfg.run_id)  # a run whose version tag is not a number is refused now, not after the analysis
+    # A run's data_dir and download name a directory on the trainer's machine: here data is read only where
+    # this user keeps it ($TC_DATA_DIR, tc's cache) and never downloaded into a directory a run names.
+    data = load_for(replace(train_cfg, data_dir=None, download=False))
     model = build_model(ModelSpec.of(train_cfg, data), factory_for(train_cfg.model, cfg.model))
     ckpts = load_run_checkpoints(cfg.run_id, model, cfg.checkpoints)
     reference = None

@@ -197,15 +197,11 @@ def test_two_entries_for_one_step_are_refused(tmp_path):
         ck.read_index(tmp_path / ck.INDEX_FILE)
 
 
-def test_the_filename_rule_and_its_inverse_agree():
-    for step in (0, 1, 9, 10, 12345678, 123456789):
-        assert ck.step_of(ck.filename(step)) == step
-    for bad in (-1, True, 1.0, "3"):
-        with pytest.raises(ValueError):
+def test_the_filename_rule_names_only_steps():
+    assert [ck.filename(s) for s in (0, 7, 123456789)] == ["step_00000000.pt", "step_00000007.pt", "step_123456789.pt"]
+    for bad in (-1, True, 1.0, "3", None):
+        with pytest.raises(ValueError, match="an integer >= 0"):
             ck.filename(bad)
-    for name in ("step_1.pt", "/step_00000001.pt", "step_00000001.pt.tmp", "step_-0000001.pt", "Step_00000001.pt"):
-        with pytest.raises(ValueError, match=repr(name).replace(".", r"\.")):
-            ck.step_of(name)
 
 
 def test_a_checkpoint_whose_own_step_is_not_its_index_step_is_refused(tmp_path):
