@@ -347,3 +347,20 @@ def test_analyze_entry_point_refuses_the_reported_attack_in_one_line(
     assert all(p.name == "mlflow.db" or p.name.endswith("-journal") for p in changed), changed
     assert _files_under(cache_root) == []
     assert tracking.ANALYSIS_VERSION_TAG not in MlflowClient().get_run(run_id).data.tags
+
+
+def test_resume_reads_no_data_dir_and_downloads_nothing_a_run_names(mlflow_store, tmp_path, monkeypatch):
+    """Resuming takes the run's config, but where the data is on this machine is the resuming user's to say."""
+    from entrypoints import train as train_ep
+
+    c = MlflowClient()
+    run_id = c.create_run("0").info.run_id
+    cfg = TrainConfig(dataset="digits", model="mlp", data_dir=str(tmp_path / "theirs"), download=True)
+    c.log_dict(run_id, asdict(cfg), tracking.CONFIG_FILE)
+    c.set_terminated(run_id, "FAILED")
+    seen = []
+    monkeypatch.setattr(train_ep, "train_into_run", lambda run_id, cfg, *a, **k: seen.append(cfg))
+    train_ep.main(["--resume_run_id", run_id, "--data_dir", str(tmp_path / "mine")])
+    assert seen[0].data_dir == str(tmp_path / "mine") and seen[0].download is False
+    assert (seen[0].dataset, seen[0].model) == ("digits", "mlp")  # the rest is the run's own config
+    assert not (tmp_path / "theirs").exists()
