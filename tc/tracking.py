@@ -315,6 +315,7 @@ ANALYSIS_DIR = "analysis"
 ANALYSIS_TAG = "tc.analysis"  # the config of the current analysis (and the analyze run id)
 ANALYSIS_VERSION_TAG = "tc.analysis_version"  # the pointer: the current analysis is analysis/v<N>/
 ANALYSIS_STEP_TAG = "tc.analysis_step"  # the step its metrics were logged at
+_VERSION = re.compile(r"[0-9]{1,9}")  # a version N, as the tag and `analysis/v<N>` spell it; ASCII: int() reads "٣"
 
 
 def analysis_version(run_id: str, tags: dict[str, str]) -> int | None:
@@ -334,9 +335,6 @@ def analysis_version(run_id: str, tags: dict[str, str]) -> int | None:
 def _version_of(name: str) -> int | None:
     """N for a dir named `v<N>` under `analysis/`, else None (`"²".isdigit()` is True: a regex, not isdigit)."""
     return int(name[1:]) if name.startswith("v") and _VERSION.fullmatch(name[1:]) else None
-
-
-_VERSION = re.compile(r"[0-9]{1,9}")  # ASCII digits only: int() also reads "٣"
 
 
 def analysis_dir(run_id: str) -> str | None:

@@ -364,3 +364,19 @@ def test_resume_reads_no_data_dir_and_downloads_nothing_a_run_names(mlflow_store
     assert seen[0].data_dir == str(tmp_path / "mine") and seen[0].download is False
     assert (seen[0].dataset, seen[0].model) == ("digits", "mlp")  # the rest is the run's own config
     assert not (tmp_path / "theirs").exists()
+
+
+def test_analyze_never_imports_a_model_a_run_names(mlflow_store, tmp_path, cache_root, monkeypatch, capsys):
+    """DESIGN habit 15: code is imported only from names the user passes on the command line."""
+    import sys
+
+    marker = tmp_path / "imported"
+    (tmp_path / "hostile_models.py").write_text(f"open({str(marker)!r}, 'w').write('ran')\ndef make(): pass\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    c = MlflowClient()
+    run_id = c.create_run("0").info.run_id
+    c.log_dict(run_id, asdict(TrainConfig(dataset="digits", model="hostile_models:make")), tracking.CONFIG_FILE)
+    c.set_terminated(run_id, "FINISHED")
+    assert analyze_ep.main(["--run_id", run_id]) == 1
+    assert "tc imports code only from names given on the command line" in capsys.readouterr().err
+    assert not marker.exists() and "hostile_models" not in sys.modules
