@@ -72,7 +72,8 @@ def move_into(src: Path, directory: Path, name: str) -> Path:
     instead of redirecting the write; `name` must be one plain path component."""
     if not name or name in (".", "..") or "/" in name or "\\" in name or "\0" in name:
         raise CacheError(f"{name!r} is not a plain file name")
-    if os.replace in os.supports_dir_fd and hasattr(os, "O_NOFOLLOW"):
+    # os.supports_dir_fd lists os.rename but not os.replace, though both are renameat() and take dir fds.
+    if os.rename in os.supports_dir_fd and hasattr(os, "O_NOFOLLOW"):
         try:
             fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
         except OSError as e:

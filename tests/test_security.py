@@ -250,6 +250,47 @@ def test_a_symlinked_checkpoint_in_the_cache_is_neither_read_nor_written_through
         assert path.parent == run_dir and not path.is_symlink() and ck.sha256(path) == entry.sha256
 
 
+def _swap_in_link(directory: Path, to: Path) -> None:
+    """What an attacker with write access to the cache would do between tc's check and its write."""
+    directory.rename(directory.with_name(directory.name + ".moved"))
+    directory.symlink_to(to, target_is_directory=True)
+
+
+def test_move_into_does_not_follow_a_link_swapped_in_after_the_check(tmp_path, monkeypatch):
+    """The race: the directory was checked (here: the check is made to see the directory as it was), then a
+    link is swapped in before the rename. The rename must not follow it (O_NOFOLLOW on a dir fd)."""
+    directory, outside = tmp_path / "run", tmp_path / "outside"
+    directory.mkdir()
+    outside.mkdir()
+    src = tmp_path / "staged"
+    src.write_bytes(b"checkpoint")
+    _swap_in_link(directory, outside)
+    real_is_symlink = Path.is_symlink
+    monkeypatch.setattr(Path, "is_symlink", lambda self: False if self == directory else real_is_symlink(self))
+    with pytest.raises(cache.CacheError, match="not a real directory"):
+        cache.move_into(src, directory, ck.filename(0))
+    assert list(outside.iterdir()) == [] and src.read_bytes() == b"checkpoint"
+
+
+def test_a_run_dir_swapped_for_a_link_after_run_dir_is_refused_with_nothing_left_outside(
+    mlflow_store, tmp_path, cache_root, monkeypatch
+):
+    run_id = _honest_run(tmp_path)
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    real_run_dir = cache.run_dir
+
+    def racing_run_dir(root, rid):
+        d = real_run_dir(root, rid)
+        _swap_in_link(d, outside)
+        return d
+
+    monkeypatch.setattr(cache, "run_dir", racing_run_dir)
+    with pytest.raises(cache.CacheError):
+        tracking.download_checkpoints(run_id, cache_root)
+    assert list(outside.iterdir()) == []
+
+
 def test_prune_neither_follows_nor_counts_symlinks(tmp_path):
     root = tmp_path / "checkpoints"
     (root / "real").mkdir(parents=True)
