@@ -10,17 +10,21 @@ A pruned run is simply downloaded again (and re-verified against its sha256 inde
 analyzed. `python -m tc.cache size` prints the current size. With the environment variable TC_CACHE_MAX_GB
 set, `analyze` applies that cap itself after each download (never deleting the runs it is analyzing).
 
-The cache holds only what tc put there: a run's dir is named by a plain run id (`run_dir`), files in it only by
-the checkpoint filename rule, and tc neither writes, reads, sizes nor deletes through a symbolic link planted
-in it (on a shared cache, such a link would send a write outside the cache).
+The cache holds only what tc put there: it is private (tc creates its dirs 0o700 and refuses a cache dir or
+`checkpoints/` dir that another user owns or that group or others can write: whoever can write there can swap
+in a link after any check), a run's dir is named by a plain run id (`run_dir`), files in it only by the
+checkpoint filename rule, and tc neither writes, reads, sizes nor deletes through a symbolic link below the
+cache's `checkpoints/` dir (that dir itself may be a link, e.g. to a bigger disk).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import re
 import shutil
+import stat
 import sys
 from pathlib import Path
 
@@ -46,16 +50,48 @@ def check_run_id(run_id: str) -> str:
     return run_id
 
 
+def private_dir(path: Path) -> Path:
+    """`path`, created with mode 0o700 if missing, once checked to be a directory that only this user can
+    write: owned by them, not writable by group or others. Anyone else who can write in the cache can swap a
+    link in after any check tc makes (between `run_dir` and a download into it, say), so such a cache is
+    refused as a whole, with one message; the per-path checks (`run_dir`, `move_into`) are a second line.
+    A link AT `path` is followed (a cache moved to a bigger disk): what it points to is what is checked."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with contextlib.suppress(FileExistsError):
+        path.mkdir(mode=0o700)
+    st = path.stat()
+    if not stat.S_ISDIR(st.st_mode):
+        raise CacheError(f"{path}: tc's cache needs a directory here, not a file")
+    if os.name != "posix":  # no uids or mode bits to check (Windows: ACLs, a user's profile dir by default)
+        return path
+    if st.st_uid != os.getuid():
+        why, fix = f"owned by uid {st.st_uid}, not you (uid {os.getuid()})", "Set"
+    elif st.st_mode & 0o022:
+        why = f"writable by group or others (mode {stat.S_IMODE(st.st_mode):#o})"
+        fix = f"Run `chmod go-w {path}` or set"
+    else:
+        return path
+    raise CacheError(
+        f"{path}: tc's cache must be a directory only you can write, but it is {why}; another user could plant "
+        f"links there that send tc's downloads anywhere. {fix} TC_CACHE_DIR to a directory of your own"
+    )
+
+
 def run_dir(root: Path, run_id: str) -> Path:
-    """`root/<run_id>`, created if missing: where a run's checkpoints are cached. A symbolic link there is
-    refused, never followed (planted, it would send tc's writes outside the cache)."""
-    d = Path(root) / check_run_id(run_id)
+    """`root/<run_id>`, created if missing: where a run's checkpoints are cached. `root` (a cache's
+    `checkpoints` dir) and the cache dir above it must be private (`private_dir`). A symbolic link at
+    `root/<run_id>` is refused, never followed (planted, it would send tc's writes outside the cache)."""
+    root = Path(root)
+    private_dir(root.parent)
+    private_dir(root)
+    d = root / check_run_id(run_id)
     if d.is_symlink():
         raise CacheError(
             f"{d} is a symbolic link (to {os.readlink(d)!r}): tc writes only into real directories of its cache; "
             "remove the link"
         )
-    d.mkdir(parents=True, exist_ok=True)
+    d.mkdir(mode=0o700, exist_ok=True)
     return d
 
 

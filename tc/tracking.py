@@ -271,7 +271,8 @@ def download_checkpoints(run_id: str, root: Path) -> list[tuple[ck.IndexEntry, P
 
     The index is data from whoever logged the run: every entry is checked against the filename rule
     (`ck.read_index`) before anything is downloaded, a refused run gets one message naming the bad entry,
-    and files are written only as `root/<run_id>/<ck.filename(step)>`, never through a symbolic link."""
+    and files are written only as `root/<run_id>/<ck.filename(step)>`, never through a symbolic link, in a
+    cache that only this user can write (`cache.run_dir`)."""
     get_run(run_id)
     with tempfile.TemporaryDirectory() as tmp:
         try:
@@ -289,7 +290,9 @@ def download_checkpoints(run_id: str, root: Path) -> list[tuple[ck.IndexEntry, P
             ) from None
     target = cache.run_dir(root, run_id)
     out = []
-    # Staged inside the run's dir: the final rename stays on one file system (a /tmp on tmpfs would not).
+    # Staged inside the run's dir: the final rename stays on one file system (a /tmp on tmpfs would not). The
+    # staging dir is made by path, which would follow a link swapped in after run_dir's check: run_dir refuses
+    # a cache that anyone else can write (cache.private_dir), so no one else can swap one in.
     with tempfile.TemporaryDirectory(dir=target, prefix=".download-") as tmp:
         for e in entries:
             name = ck.filename(e.step)  # == e.file, checked by read_index

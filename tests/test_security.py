@@ -291,6 +291,43 @@ def test_a_run_dir_swapped_for_a_link_after_run_dir_is_refused_with_nothing_left
     assert list(outside.iterdir()) == []
 
 
+def test_a_fresh_cache_is_created_private(mlflow_store, tmp_path, cache_root):
+    run_id = _honest_run(tmp_path)
+    tracking.download_checkpoints(run_id, cache_root)
+    for d in (cache_root.parent, cache_root, cache_root / run_id):
+        assert d.stat().st_mode & 0o777 == 0o700, d
+
+
+@pytest.mark.parametrize("mode", [0o775, 0o757, 0o1777])
+@pytest.mark.parametrize("which", ["cache", "checkpoints"])
+def test_a_cache_others_can_write_is_refused_before_anything_is_written(
+    mlflow_store, tmp_path, cache_root, downloads, mode, which
+):
+    """Anyone who can write in the cache can swap a link in after any check tc makes: tc refuses such a cache
+    (and creates its own dirs 0o700), one message naming the dir and the fix."""
+    run_id = _honest_run(tmp_path)
+    cache_root.mkdir(parents=True, mode=0o700)
+    cache_root.parent.chmod(0o700)
+    shared = cache_root.parent if which == "cache" else cache_root
+    shared.chmod(mode)
+    with pytest.raises(cache.CacheError) as err:
+        tracking.download_checkpoints(run_id, cache_root)
+    message = str(err.value)
+    assert str(shared) in message and "writable by group or others" in message and "chmod go-w" in message
+    assert _files_under(cache_root) == [] and downloads == [f"{ck.ARTIFACT_DIR}/{ck.INDEX_FILE}"]
+
+
+def test_a_cache_owned_by_another_user_is_refused(mlflow_store, tmp_path, cache_root, monkeypatch):
+    run_id = _honest_run(tmp_path)
+    cache_root.mkdir(parents=True, mode=0o700)
+    cache_root.parent.chmod(0o700)
+    me = os.getuid()
+    monkeypatch.setattr(os, "getuid", lambda: me + 1)
+    with pytest.raises(cache.CacheError, match=rf"{cache_root.parent}.* owned by uid {me}, not you .*TC_CACHE_DIR"):
+        tracking.download_checkpoints(run_id, cache_root)
+    assert _files_under(cache_root) == []
+
+
 def test_prune_neither_follows_nor_counts_symlinks(tmp_path):
     root = tmp_path / "checkpoints"
     (root / "real").mkdir(parents=True)
