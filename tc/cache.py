@@ -126,10 +126,13 @@ def move_into(src: Path, directory: Path, name: str) -> Path:
 
 
 def _files(path: Path) -> list[Path]:
-    """Regular files under `path`, not through or including symbolic links (`path` itself included)."""
-    if path.is_symlink() or not path.is_dir():
+    """Regular files under `path`, not through or including symbolic links below it. `path` itself is
+    resolved once: a user may link the cache's checkpoints dir to a bigger disk (a planted link to a run dir
+    is never passed here: `prune` and `run_dir` skip or refuse it)."""
+    path = Path(path).resolve()
+    if not path.is_dir():
         return []
-    return [f for f in path.rglob("*") if not f.is_symlink() and f.is_file()]
+    return [f for f in path.rglob("*") if not f.is_symlink() and f.is_file()]  # rglob does not enter links
 
 
 def dir_size(path: Path) -> int:
@@ -150,7 +153,7 @@ def prune(root: Path, max_bytes: int, keep: tuple[str, ...] = ()) -> list[Path]:
     # A symbolic link is not a run dir: neither counted nor deleted (rmtree would refuse it anyway).
     runs = sorted((d for d in root.iterdir() if _is_real_dir(d) and d.name not in keep), key=last_used)
     sizes = {d: dir_size(d) for d in runs}
-    total = sum(sizes.values()) + sum(dir_size(root / k) for k in keep)
+    total = sum(sizes.values()) + sum(dir_size(root / k) for k in keep if _is_real_dir(root / k))
     deleted = []
     for d in runs:
         if total <= max_bytes:

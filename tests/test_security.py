@@ -337,8 +337,30 @@ def test_prune_neither_follows_nor_counts_symlinks(tmp_path):
     (outside / "big").write_bytes(b"y" * 100_000)
     (root / "planted").symlink_to(outside, target_is_directory=True)
     assert cache.prune(root, max_bytes=1000) == []  # 10 bytes of real cache: nothing to delete
+    assert cache.prune(root, max_bytes=1000, keep=("planted",)) == []  # a kept link is not counted either
     assert (outside / "big").is_file() and (root / "real" / ck.filename(0)).is_file()
     assert cache.dir_size(root) == 10
+
+
+def test_a_checkpoints_dir_linked_to_a_bigger_disk_is_sized_pruned_and_used(
+    mlflow_store, tmp_path, cache_root, monkeypatch, capsys
+):
+    """Links are refused only BELOW the cache's checkpoints dir: a user may link that dir itself elsewhere."""
+    disk = tmp_path / "bigdisk"
+    (disk / "old").mkdir(parents=True, mode=0o700)
+    disk.chmod(0o700)
+    with open(disk / "old" / ck.filename(0), "wb") as f:
+        f.truncate(5_000_000)  # sparse: 5 MB as sized, nothing on disk
+    cache_root.parent.mkdir(mode=0o700)
+    cache_root.symlink_to(disk, target_is_directory=True)
+    assert cache.dir_size(cache_root) == 5_000_000
+    assert cache.main(["size"]) == 0 and capsys.readouterr().out == f"{cache_root}: 0.005 GB\n"
+    run_id = _honest_run(tmp_path)
+    files = tracking.download_checkpoints(run_id, cache_root)
+    assert all((disk / run_id / p.name).is_file() for _, p in files)
+    assert cache.dir_size(cache_root) == 5_000_000 + sum(p.stat().st_size for _, p in files)
+    assert cache.prune(cache_root, max_bytes=1, keep=(run_id,)) == [cache_root / "old"]
+    assert not (disk / "old").exists() and (disk / run_id).is_dir()
 
 
 def test_run_ids_become_cache_dirs_only_when_they_are_plain_names(tmp_path):
