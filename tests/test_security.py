@@ -466,6 +466,23 @@ def test_resume_reads_no_data_dir_and_downloads_nothing_a_run_names(mlflow_store
     assert not (tmp_path / "theirs").exists()
 
 
+def test_a_resume_state_whose_index_names_a_path_is_refused_before_anything(mlflow_store, tmp_path, victim):
+    """resume/state.pt is run data too: its index becomes checkpoints/index.json (and so, later, paths)."""
+    from tc.runs import train_into_run
+
+    c = MlflowClient()
+    run_id = c.create_run("0").info.run_id
+    cfg = TrainConfig(dataset="digits", model="mlp", width=16, epochs=1, batch_size=256, train_size=600)
+    bad = {**_good_entry(tmp_path, 1), "file": str(victim)}
+    state = {"step": 1, "index": [_good_entry(tmp_path, 0), bad], "pending_metrics": {"test_acc": 0.5}}
+    with pytest.raises(ck.CheckpointError) as err:
+        train_into_run(run_id, cfg, state)
+    assert str(err.value).startswith(f"run {run_id}: resume/state.pt index entry 1 names the file {str(victim)!r}")
+    run = c.get_run(run_id)
+    assert run.data.metrics == {} and tracking.WRITER_TAG not in run.data.tags and c.list_artifacts(run_id) == []
+    assert victim.read_text() == ORIGINAL
+
+
 def test_analyze_never_imports_a_model_a_run_names(mlflow_store, tmp_path, cache_root, monkeypatch, capsys):
     """DESIGN habit 15: code is imported only from names the user passes on the command line."""
     import sys
