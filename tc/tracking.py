@@ -318,26 +318,38 @@ ANALYSIS_DIR = "analysis"
 ANALYSIS_TAG = "tc.analysis"  # the config of the current analysis (and the analyze run id)
 ANALYSIS_VERSION_TAG = "tc.analysis_version"  # the pointer: the current analysis is analysis/v<N>/
 ANALYSIS_STEP_TAG = "tc.analysis_step"  # the step its metrics were logged at
-_VERSION = re.compile(r"[0-9]{1,9}")  # a version N, as the tag and `analysis/v<N>` spell it; ASCII: int() reads "٣"
+# A version N as the tag and `analysis/v<N>` spell it, and the step tag: ASCII digits (int() also reads "٣").
+_NUMBER = re.compile(r"[0-9]{1,18}")
+MAX_VERSION = 10**18 - 1  # the largest N that _NUMBER reads back: log_analysis writes no larger one
+
+
+def _number_tag(run_id: str, tags: dict[str, str], tag: str, what: str) -> int | None:
+    """The whole number in tag `tag` of the run (None without the tag); anything else is refused, naming it."""
+    raw = tags.get(tag)
+    if raw is None:
+        return None
+    if not _NUMBER.fullmatch(raw):
+        raise ValueError(
+            f"run {run_id}: its tag {tag}={raw[:300]!r} is not {what} (a whole number): refusing to read or write "
+            "its analyses (delete the tag if no analysis of tc's made it)"
+        )
+    return int(raw)
 
 
 def analysis_version(run_id: str, tags: dict[str, str]) -> int | None:
     """The run's current analysis version from its `tc.analysis_version` tag (None without the tag). The tag
     becomes an artifact path (`analysis/v<N>`), so anything but a plain number is refused, naming it."""
-    raw = tags.get(ANALYSIS_VERSION_TAG)
-    if raw is None:
-        return None
-    if not _VERSION.fullmatch(raw):
-        raise ValueError(
-            f"run {run_id}: its tag {ANALYSIS_VERSION_TAG}={raw[:300]!r} is not an analysis version (a whole "
-            "number): refusing to read or write its analyses (delete the tag if no analysis of tc's made it)"
-        )
-    return int(raw)
+    return _number_tag(run_id, tags, ANALYSIS_VERSION_TAG, "an analysis version")
+
+
+def analysis_step(run_id: str, tags: dict[str, str]) -> int:
+    """The step the run's current analysis logged its metrics at (`tc.analysis_step`; 0 without the tag)."""
+    return _number_tag(run_id, tags, ANALYSIS_STEP_TAG, "an analysis step") or 0
 
 
 def _version_of(name: str) -> int | None:
     """N for a dir named `v<N>` under `analysis/`, else None (`"²".isdigit()` is True: a regex, not isdigit)."""
-    return int(name[1:]) if name.startswith("v") and _VERSION.fullmatch(name[1:]) else None
+    return int(name[1:]) if name.startswith("v") and _NUMBER.fullmatch(name[1:]) else None
 
 
 def analysis_dir(run_id: str) -> str | None:
@@ -356,16 +368,34 @@ def _versions(run_id: str) -> list[int]:
 
 
 def previous_analysis_metrics(run_id: str) -> set[str]:
-    """Metric names the current analysis of `run_id` logged (from its summary.json), if any."""
+    """Metric names the current analysis of `run_id` logged (from its summary.json), if any. The file is run
+    data: anything but a JSON object whose `metrics` is an object is refused, naming it."""
     where = analysis_dir(run_id)
     if where is None:
         return set()
+    name = f"{where}/summary.json"
     with tempfile.TemporaryDirectory() as tmp:
         try:
-            path = client().download_artifacts(run_id, f"{where}/summary.json", tmp)
+            path = client().download_artifacts(run_id, name, tmp)
         except (MlflowException, OSError):
             return set()
-        return set(json.loads(Path(path).read_text()).get("metrics", {}))
+        try:
+            body = json.loads(Path(path).read_text())
+        except (OSError, ValueError) as e:  # a directory, not UTF-8, not JSON
+            body = e
+    if not (isinstance(body, dict) and isinstance(body.get("metrics"), dict)):
+        what = f"{type(body).__name__}: {body}" if isinstance(body, Exception) else json.dumps(body)
+        raise ValueError(
+            f"run {run_id}: {name} is not an analysis summary (a JSON object whose metrics is an object; it "
+            f"reads {what[:200]}): refusing to write a new analysis over it"
+        )
+    return set(body["metrics"])
+
+
+def check_previous_analysis(run_id: str) -> None:
+    """Refuse now, before an hour of analysis, a run whose analysis tags or summary `log_analysis` would refuse."""
+    analysis_step(run_id, get_run(run_id).data.tags)
+    previous_analysis_metrics(run_id)  # reads the version tag too
 
 
 def log_analysis(
@@ -386,9 +416,11 @@ def log_analysis(
     run = get_run(run_id)
     old_tags = run.data.tags
     previous = analysis_version(run_id, old_tags)
+    step = max(int(step), analysis_step(run_id, old_tags))
     version = max([*_versions(run_id), previous or 0]) + 1
+    if version > MAX_VERSION:
+        raise ValueError(f"run {run_id}: its analyses reached version {version - 1}, the largest tc writes")
     stale = previous_analysis_metrics(run_id) - set(metrics)
-    step = max(int(step), int(old_tags.get(ANALYSIS_STEP_TAG, 0)))
     client().log_artifacts(run_id, str(local_dir), f"{ANALYSIS_DIR}/v{version}")
     now = int(time.time() * 1000)
     values = {**metrics, **{k: float("nan") for k in stale}}
@@ -450,7 +482,7 @@ def load_analysis_inputs(cfg: AnalyzeConfig) -> tuple[ck.Checkpoints, DataBundle
     from tc.models import ModelSpec, build_model, factory_for
 
     train_cfg = load_train_config(cfg.run_id)
-    analysis_dir(cfg.run_id)  # a run whose version tag is not a number is refused now, not after the analysis
+    check_previous_analysis(cfg.run_id)  # bad analysis tags or summary: refused now, not after the analysis
     # A run's data_dir and download name a directory on the trainer's machine: here data is read only where
     # this user keeps it ($TC_DATA_DIR, tc's cache) and never downloaded into a directory a run names.
     data = load_for(replace(train_cfg, data_dir=None, download=False))

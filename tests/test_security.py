@@ -402,6 +402,91 @@ def test_an_analysis_dir_with_a_non_ascii_digit_is_not_a_version(mlflow_store, t
     assert tracking.analysis_dir(run_id) == f"{tracking.ANALYSIS_DIR}/v1"
 
 
+def _analysis_out(tmp_path: Path) -> Path:
+    out = tmp_path / "analysis-out"
+    out.mkdir(exist_ok=True)
+    (out / "summary.json").write_text(json.dumps({"metrics": {"m": 1.0}}))
+    return out
+
+
+class _Stop(Exception):
+    pass
+
+
+def _refused_before_the_analysis(run_id: str, monkeypatch, match: str) -> None:
+    """`load_analysis_inputs` refuses the run before it loads any data (an hour of analysis would be lost)."""
+
+    def stop(train_cfg):
+        raise _Stop
+
+    monkeypatch.setattr(tracking, "load_for", stop)
+    with pytest.raises(ValueError, match=match):
+        tracking.load_analysis_inputs(AnalyzeConfig(run_id=run_id))
+
+
+def _run_with_config(tags: dict[str, str]) -> str:
+    c = MlflowClient()
+    run_id = c.create_run("0", tags=tags).info.run_id
+    c.log_dict(run_id, asdict(TrainConfig(dataset="digits", model="mlp")), tracking.CONFIG_FILE)
+    return run_id
+
+
+@pytest.mark.parametrize("tag", ["abc", "-1", "1.5", "٣", ""])
+def test_an_analysis_step_tag_that_is_not_a_number_is_refused_before_the_analysis(
+    mlflow_store, tmp_path, monkeypatch, tag
+):
+    run_id = _run_with_config({tracking.ANALYSIS_STEP_TAG: tag})
+    message = rf"{tracking.ANALYSIS_STEP_TAG}={tag!r} is not"
+    _refused_before_the_analysis(run_id, monkeypatch, message)
+    with pytest.raises(ValueError, match=message):
+        tracking.log_analysis(run_id, _analysis_out(tmp_path), {"m": 1.0}, 0, {})
+    c = MlflowClient()
+    assert c.get_run(run_id).data.metrics == {} and c.list_artifacts(run_id, tracking.ANALYSIS_DIR) == []
+
+
+@pytest.mark.parametrize("body", ["[1, 2]", "{not json", '"metrics"', '{"metrics": [1]}', "{}", "\udcff", None])
+def test_a_summary_json_that_is_not_an_analysis_summary_is_refused_before_the_analysis(
+    mlflow_store, tmp_path, monkeypatch, body
+):
+    """The current analysis's summary.json names the metrics a new analysis sets to NaN: it is read before
+    the analysis, and anything but {"metrics": {...}} is refused naming it (None: summary.json is a dir)."""
+    run_id = _run_with_config({tracking.ANALYSIS_VERSION_TAG: "3", tracking.ANALYSIS_TAG: "{}"})
+    local = tmp_path / "summary" / "summary.json"
+    local.parent.mkdir()
+    if body is None:
+        local.mkdir()
+        (local / "x").write_text("x")
+        MlflowClient().log_artifacts(run_id, str(local.parent), f"{tracking.ANALYSIS_DIR}/v3")
+    else:
+        local.write_text(body, errors="surrogateescape")
+        MlflowClient().log_artifact(run_id, str(local), f"{tracking.ANALYSIS_DIR}/v3")
+    message = rf"run {run_id}: analysis/v3/summary.json is not"
+    _refused_before_the_analysis(run_id, monkeypatch, message)
+    with pytest.raises(ValueError, match=message):
+        tracking.log_analysis(run_id, _analysis_out(tmp_path), {"m": 1.0}, 0, {})
+    c = MlflowClient()
+    assert c.get_run(run_id).data.metrics == {}
+    assert [f.path for f in c.list_artifacts(run_id, tracking.ANALYSIS_DIR)] == [f"{tracking.ANALYSIS_DIR}/v3"]
+
+
+def test_an_analysis_version_past_nine_digits_is_read_back(mlflow_store, tmp_path):
+    """log_analysis writes max + 1: the version it writes must be one it reads."""
+    c = MlflowClient()
+    run_id = c.create_run("0", tags={tracking.ANALYSIS_VERSION_TAG: "999999999"}).info.run_id
+    assert tracking.log_analysis(run_id, _analysis_out(tmp_path), {"m": 1.0}, 0, {}) == 10**9
+    assert tracking.analysis_dir(run_id) == f"{tracking.ANALYSIS_DIR}/v1000000000"
+    assert tracking.log_analysis(run_id, _analysis_out(tmp_path), {"m": 2.0}, 0, {}) == 10**9 + 1
+
+
+def test_an_analysis_version_at_the_cap_is_refused_before_writing(mlflow_store, tmp_path):
+    c = MlflowClient()
+    run_id = c.create_run("0", tags={tracking.ANALYSIS_VERSION_TAG: "9" * 18}).info.run_id
+    assert tracking.analysis_dir(run_id) == f"{tracking.ANALYSIS_DIR}/v{'9' * 18}"
+    with pytest.raises(ValueError, match="largest"):
+        tracking.log_analysis(run_id, _analysis_out(tmp_path), {"m": 1.0}, 0, {})
+    assert c.get_run(run_id).data.metrics == {} and c.list_artifacts(run_id) == []
+
+
 # ---- what analyze takes from a run's config ------------------------------------------------------------
 
 
