@@ -141,10 +141,14 @@ def write_index(directory: str | Path, entries: list[IndexEntry]) -> Path:
 def read_index(path: str | Path) -> list[IndexEntry]:
     """The entries of an index file, each checked by `check_entry` (a name that is not `filename(step)` is
     refused here, before any caller can make it a path), with no step listed twice."""
+    if not Path(path).is_file():  # e.g. a run that logged a directory named index.json
+        raise CheckpointError(f"{path}: is a directory or missing, not an index file")
     try:
         body = json.loads(Path(path).read_text())
     except (ValueError, UnicodeDecodeError) as e:
         raise CheckpointError(f"{path}: not valid JSON ({e})") from e
+    except OSError as e:
+        raise CheckpointError(f"{path}: cannot be read ({e.strerror})") from None
     if not isinstance(body, dict) or body.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not a {FORMAT} index")
     if not isinstance(body.get("checkpoints"), list):

@@ -305,6 +305,11 @@ def download_checkpoints(run_id: str, root: Path) -> list[tuple[ck.IndexEntry, P
                         f"run {run_id}: {ck.ARTIFACT_DIR}/{name} is listed in {ck.INDEX_FILE} but missing from "
                         f"the artifact store ({type(err).__name__}), and not in the cache {target}"
                     ) from err
+                if not fetched.is_file():  # a run can log a directory under a checkpoint's name
+                    raise ck.CheckpointError(
+                        f"run {run_id}: {ck.ARTIFACT_DIR}/{name} is a directory in the artifact store, not a "
+                        "checkpoint file"
+                    )
                 if ck.sha256(fetched) != e.sha256:
                     raise ck.CheckpointError(
                         f"run {run_id}: {name} does not match its sha256 in the index (tampered or truncated)"

@@ -215,6 +215,27 @@ def test_a_checkpoint_whose_own_step_is_not_its_index_step_is_refused(tmp_path):
         ck.load_series([(a, tmp_path / a.file), (lying, tmp_path / lying.file)])
 
 
+def test_an_index_that_is_a_directory_is_refused_in_one_message(mlflow_store, tmp_path, cache_root):
+    (tmp_path / "not-an-index").write_text("x")
+    c = MlflowClient()
+    run_id = c.create_run("0").info.run_id
+    c.log_artifact(run_id, str(tmp_path / "not-an-index"), f"{ck.ARTIFACT_DIR}/{ck.INDEX_FILE}")
+    with pytest.raises(ck.CheckpointError, match=rf"run {run_id}: checkpoints/index\.json is a directory"):
+        tracking.download_checkpoints(run_id, cache_root)
+    with pytest.raises(ck.CheckpointError, match="is a directory"):
+        ck.read_index(tmp_path)
+
+
+def test_a_checkpoint_that_is_a_directory_is_refused_in_one_message(mlflow_store, tmp_path, cache_root):
+    junk = tmp_path / "junk"
+    junk.write_text("x")
+    entries = [_good_entry(tmp_path, 0), _good_entry(tmp_path, 1), {**_good_entry(tmp_path, 2)}]
+    run_id = _hostile_run(tmp_path, entries, {f"{ck.ARTIFACT_DIR}/{ck.filename(2)}": junk})
+    with pytest.raises(ck.CheckpointError, match=rf"run {run_id}: checkpoints/step_00000002\.pt is a directory"):
+        tracking.download_checkpoints(run_id, cache_root)
+    assert sorted(p.name for p in _files_under(cache_root / run_id)) == [ck.filename(0), ck.filename(1)]
+
+
 # ---- symlinks in the cache -----------------------------------------------------------------------------
 
 
