@@ -168,17 +168,20 @@ def read_index(path: str | Path) -> list[IndexEntry]:
 
 def check_entry(raw: Any) -> IndexEntry:
     """An index entry from its JSON object, or ValueError saying what is wrong (the message starts with a verb,
-    to follow "entry <i>"). Its file must be `filename(step)` exactly: the only names tc reads or writes."""
-    fields = {f for f in IndexEntry.__dataclass_fields__}
-    if not isinstance(raw, dict) or set(raw) != fields:
-        raise ValueError(f"is not an object with the fields {sorted(fields)}: {str(raw)[:200]!r}")
+    to follow "entry <i>"). Its file must be `filename(step)` exactly: the only names tc reads or writes.
+    Unknown extra keys (a newer writer's) are ignored: they never become paths or anything else."""
+    fields = sorted(IndexEntry.__dataclass_fields__)
+    if not isinstance(raw, dict):
+        raise ValueError(f"is not an object with the fields {fields}: {str(raw)[:200]!r}")
+    if missing := [f for f in fields if f not in raw]:
+        raise ValueError(f"lacks the field(s) {missing} (an entry has {fields}): {str(raw)[:200]!r}")
     step, epoch, file, digest = raw["step"], raw["epoch"], raw["file"], raw["sha256"]
     if isinstance(step, bool) or not isinstance(step, int) or step < 0:
         raise ValueError(f"has step {step!r}: a step is an integer >= 0")
     if file != filename(step):
         raise ValueError(
             f"names the file {str(file)[:300]!r}, but the checkpoint of step {step} is {filename(step)!r} "
-            "(checkpoint names follow one rule, step_<8-digit step>.pt, and are never paths)"
+            "(checkpoint names follow one rule, step_<step, at least 8 digits>.pt, and are never paths)"
         )
     if not isinstance(digest, str) or not _SHA256.fullmatch(digest):
         raise ValueError(f"({file}) has sha256 {str(digest)[:100]!r}: not 64 lowercase hex digits")

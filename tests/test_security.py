@@ -190,6 +190,27 @@ def test_entries_with_odd_types_are_refused_naming_the_field(tmp_path, field, va
         ck.read_index(tmp_path / ck.INDEX_FILE)
 
 
+def test_unknown_extra_index_keys_are_ignored_and_never_become_paths(mlflow_store, tmp_path, cache_root, victim):
+    """A newer tc (or another tool) may add fields: they are dropped, and a missing field is still refused."""
+    extra = {"note": "hello", "path": str(victim), "file_v2": "../../x"}
+    entries = [{**_good_entry(tmp_path, 0), **extra}, _good_entry(tmp_path, 1)]
+    run_id = _hostile_run(tmp_path, entries)
+    files = tracking.download_checkpoints(run_id, cache_root)
+    assert [e for e, _ in files] == [ck.IndexEntry(**_good_entry(tmp_path, s)) for s in (0, 1)]
+    assert victim.read_text() == ORIGINAL
+    missing = {k: v for k, v in _good_entry(tmp_path, 1).items() if k != "sha256"}
+    (tmp_path / ck.INDEX_FILE).write_text(json.dumps({"format": ck.FORMAT, "checkpoints": [missing]}))
+    with pytest.raises(ck.CheckpointError, match=r"entry 0 .*lacks the field.*sha256"):
+        ck.read_index(tmp_path / ck.INDEX_FILE)
+
+
+def test_the_refusal_says_a_step_has_at_least_8_digits(tmp_path):
+    entries = [{**_good_entry(tmp_path, 1), "file": "x.pt"}]
+    (tmp_path / ck.INDEX_FILE).write_text(json.dumps({"format": ck.FORMAT, "checkpoints": entries}))
+    with pytest.raises(ck.CheckpointError, match=r"at least 8 digits"):
+        ck.read_index(tmp_path / ck.INDEX_FILE)
+
+
 def test_two_entries_for_one_step_are_refused(tmp_path):
     entries = [_good_entry(tmp_path, 0), _good_entry(tmp_path, 1), _good_entry(tmp_path, 1)]
     (tmp_path / ck.INDEX_FILE).write_text(json.dumps({"format": ck.FORMAT, "checkpoints": entries}))
