@@ -27,7 +27,7 @@ from mlflow.tracking import MlflowClient
 from tc import cache
 from tc import checkpoints as ck
 from tc.config import AnalyzeConfig, TrainConfig, cast_field, from_strings
-from tc.data import DataBundle, cache_dir, load_for
+from tc.data import DataBundle, DatasetNotFoundError, cache_dir, load_for
 from tc.splits import select_steps
 
 if TYPE_CHECKING:  # tc.analysis pulls in scipy and matplotlib: imported only where an analysis is loaded
@@ -488,9 +488,18 @@ def load_analysis_inputs(cfg: AnalyzeConfig) -> tuple[ck.Checkpoints, DataBundle
 
     train_cfg = load_train_config(cfg.run_id)
     check_previous_analysis(cfg.run_id)  # bad analysis tags or summary: refused now, not after the analysis
-    # A run's data_dir and download name a directory on the trainer's machine: here data is read only where
-    # this user keeps it ($TC_DATA_DIR, tc's cache) and never downloaded into a directory a run names.
-    data = load_for(replace(train_cfg, data_dir=None, download=False))
+    # A run's data_dir and download name a directory on the trainer's machine: data is read only where the
+    # analyzing user says (their own data_dir and download, $TC_DATA_DIR, tc's cache), never where a run says.
+    try:
+        data = load_for(replace(train_cfg, data_dir=cfg.data_dir, download=cfg.download))
+    except DatasetNotFoundError as e:
+        if not train_cfg.data_dir or cfg.data_dir:
+            raise
+        raise DatasetNotFoundError(
+            f"{e}\nRun {cfg.run_id} was trained with data_dir={train_cfg.data_dir!r}, a directory on its trainer's "
+            "machine that analyze never reads: say where the data is on this machine with -P data_dir=DIR (or "
+            "set TC_DATA_DIR=DIR)"
+        ) from None
     model = build_model(ModelSpec.of(train_cfg, data), factory_for(train_cfg.model, cfg.model))
     ckpts = load_run_checkpoints(cfg.run_id, model, cfg.checkpoints)
     reference = None

@@ -554,6 +554,29 @@ def test_analyze_reads_no_data_dir_and_downloads_nothing_a_run_names(mlflow_stor
     assert seen[0].data_dir is None and seen[0].download is False
 
 
+def test_a_run_trained_with_its_own_data_dir_is_analyzed_where_the_analyzing_user_says(mlflow_store, tmp_path, capsys):
+    """The run's data_dir is never read; the analyzing user's own `-P data_dir=` is (same trust as `-P model=`),
+    and without it the refusal says what to pass."""
+    from entrypoints import train as train_ep
+
+    from .formats import mnist_like
+
+    mine = tmp_path / "data" / "mine"
+    mnist_like(mine, "MNIST", n_train=64, n_test=32)
+    argv = ["--dataset", "mnist", "--model", "mlp", "--width", "8", "--epochs", "2", "--batch_size", "32"]
+    assert train_ep.main([*argv, "--data_dir", str(mine)]) == 0
+    run_id = MlflowClient().search_runs(["0"], order_by=["start_time DESC"])[0].info.run_id
+    capsys.readouterr()
+    tiny = ["--run_id", run_id, "--max_samples", "16", "--splits", "test", "--matrix", "final"]
+    tiny += ["--anisotropy", "false", "--measures", "false"]
+    assert analyze_ep.main(tiny) == 1
+    err = capsys.readouterr().err
+    assert "TC_DATA_DIR" in err and "-P data_dir=" in err and f"data_dir={str(mine)!r}" in err, err
+    assert tracking.ANALYSIS_VERSION_TAG not in MlflowClient().get_run(run_id).data.tags
+    assert analyze_ep.main([*tiny, "--data_dir", str(mine)]) == 0
+    assert tracking.analysis_dir(run_id) == f"{tracking.ANALYSIS_DIR}/v1"
+
+
 # ---- end to end: the analyze entry point ---------------------------------------------------------------
 
 
