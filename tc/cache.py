@@ -22,21 +22,17 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
-import re
 import shutil
 import stat
 import sys
 from pathlib import Path
 
+from tc import names
 from tc.data import cache_dir
 
 
 def checkpoint_root() -> Path:
     return cache_dir() / "checkpoints"
-
-
-# MLflow's own rule for run ids (ASCII letters, digits, _ and -): such a name is one plain path component.
-_RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,255}")
 
 
 class CacheError(ValueError):
@@ -45,7 +41,7 @@ class CacheError(ValueError):
 
 def check_run_id(run_id: str) -> str:
     """`run_id` if it is a plain name that can be a cache dir, else CacheError naming it."""
-    if not isinstance(run_id, str) or not _RUN_ID.fullmatch(run_id):
+    if not names.is_run_id(run_id):
         raise CacheError(f"run id {str(run_id)[:300]!r} is not a plain name (letters, digits, _, -): not a cache path")
     return run_id
 
@@ -105,9 +101,10 @@ def cached_file(directory: Path, name: str) -> Path | None:
 def move_into(src: Path, directory: Path, name: str) -> Path:
     """Rename `src` to `directory/name` atomically (same file system: `src` is staged inside `directory`). The
     directory is opened without following a link, so a link swapped in after `run_dir` checked it fails here
-    instead of redirecting the write; `name` must be one plain path component."""
-    if not name or name in (".", "..") or "/" in name or "\\" in name or "\0" in name:
-        raise CacheError(f"{name!r} is not a plain file name")
+    instead of redirecting the write; `name` must be a checkpoint file name (`tc.names`), the only files tc
+    caches."""
+    if not names.is_checkpoint_file(name):
+        raise CacheError(f"{str(name)[:300]!r} is not a checkpoint file name (step_<step>.pt): not a cache path")
     # os.supports_dir_fd lists os.rename but not os.replace, though both are renameat() and take dir fds.
     if os.rename in os.supports_dir_fd and hasattr(os, "O_NOFOLLOW"):
         try:

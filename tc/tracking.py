@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import re
 import shutil
 import socket
 import tempfile
@@ -28,6 +27,7 @@ from tc import cache
 from tc import checkpoints as ck
 from tc.config import AnalyzeConfig, TrainConfig, cast_field, from_strings
 from tc.data import DataBundle, DatasetNotFoundError, cache_dir, load_for
+from tc.names import MAX_NUMBER, is_number
 from tc.splits import select_steps
 
 if TYPE_CHECKING:  # tc.analysis pulls in scipy and matplotlib: imported only where an analysis is loaded
@@ -323,9 +323,7 @@ ANALYSIS_DIR = "analysis"
 ANALYSIS_TAG = "tc.analysis"  # the config of the current analysis (and the analyze run id)
 ANALYSIS_VERSION_TAG = "tc.analysis_version"  # the pointer: the current analysis is analysis/v<N>/
 ANALYSIS_STEP_TAG = "tc.analysis_step"  # the step its metrics were logged at
-# A version N as the tag and `analysis/v<N>` spell it, and the step tag: ASCII digits (int() also reads "٣").
-_NUMBER = re.compile(r"[0-9]{1,18}")
-MAX_VERSION = 10**18 - 1  # the largest N that _NUMBER reads back: log_analysis writes no larger one
+MAX_VERSION = MAX_NUMBER  # the largest N that `tc.names` reads back: log_analysis writes no larger one
 
 
 def _number_tag(run_id: str, tags: dict[str, str], tag: str, what: str) -> int | None:
@@ -333,7 +331,7 @@ def _number_tag(run_id: str, tags: dict[str, str], tag: str, what: str) -> int |
     raw = tags.get(tag)
     if raw is None:
         return None
-    if not _NUMBER.fullmatch(raw):
+    if not is_number(raw):
         raise ValueError(
             f"run {run_id}: its tag {tag}={raw[:300]!r} is not {what} (a whole number): refusing to read or write "
             "its analyses (delete the tag if no analysis of tc's made it)"
@@ -353,8 +351,8 @@ def analysis_step(run_id: str, tags: dict[str, str]) -> int:
 
 
 def _version_of(name: str) -> int | None:
-    """N for a dir named `v<N>` under `analysis/`, else None (`"²".isdigit()` is True: a regex, not isdigit)."""
-    return int(name[1:]) if name.startswith("v") and _NUMBER.fullmatch(name[1:]) else None
+    """N for a dir named `v<N>` under `analysis/`, else None (`tc.names.is_number`: `"²".isdigit()` is True)."""
+    return int(name[1:]) if name.startswith("v") and is_number(name[1:]) else None
 
 
 def analysis_dir(run_id: str) -> str | None:

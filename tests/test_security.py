@@ -370,6 +370,32 @@ def test_a_cache_owned_by_another_user_is_refused(mlflow_store, tmp_path, cache_
     assert _files_under(cache_root) == []
 
 
+@pytest.mark.parametrize("name", ["", ".", "..", "a/b", "../step_00000001.pt", "x.pt", "step_1.pt", "writer.json"])
+def test_move_into_writes_only_checkpoint_names(tmp_path, name):
+    directory = tmp_path / "run"
+    directory.mkdir()
+    src = tmp_path / "staged"
+    src.write_bytes(b"checkpoint")
+    with pytest.raises(cache.CacheError, match="not a checkpoint file name"):
+        cache.move_into(src, directory, name)
+    assert list(directory.iterdir()) == [] and src.is_file()
+
+
+def test_names_read_from_a_run_follow_one_set_of_rules():
+    """tc.names owns the rules; every name tc itself writes passes them, and hostile ones do not."""
+    from tc import names
+
+    assert all(names.is_checkpoint_file(ck.filename(s)) for s in (0, 7, 10**8, 10**18))
+    assert all(names.is_run_id(r) for r in ("0123456789abcdef0123456789abcdef", "m-abc_1"))
+    assert all(names.is_number(str(n)) for n in (0, 1, 10**9, tracking.MAX_VERSION))
+    for bad in ("", "..", "a/b", "٣", "1e3", " 1", "-1", str(tracking.MAX_VERSION + 1), None, 3):
+        assert not names.is_number(bad)
+    for bad in ("step_1.pt", "step_0000000١.pt", "../step_00000001.pt", "step_00000001.pt/", None):
+        assert not names.is_checkpoint_file(bad)
+    for bad in ("../x", "/abs", "a/b", "..", ".", "", "a\\b", "x\x00", None, 1):
+        assert not names.is_run_id(bad)
+
+
 def test_prune_neither_follows_nor_counts_symlinks(tmp_path):
     root = tmp_path / "checkpoints"
     (root / "real").mkdir(parents=True)
