@@ -36,7 +36,8 @@ def checkpoint_root() -> Path:
 
 
 class CacheError(ValueError):
-    """A cache path that tc will not use: a run id that is not a plain name, or a symbolic link."""
+    """A cache path that tc will not use: a run id that is not a plain name, a symbolic link, or a cache dir
+    that someone else can write."""
 
 
 def check_run_id(run_id: str) -> str:
