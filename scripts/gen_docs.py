@@ -78,6 +78,8 @@ NOTES: dict[str, dict[str, str]] = {
         "phases": "Refused when a third holds no checkpoint",
         "anisotropy": "See [Anisotropy of SGD noise](#anisotropy-of-sgd-noise)",
         "measures": "Also the MMD surrogate `tc_mmd`; see [Baseline measures](#baseline-measures-and-cheap-surrogates)",
+        "data_dir": "A run trained with its own `data_dir` needs this (or `TC_DATA_DIR`) here; see [Data](#data)",
+        "download": "Needs internet",
     },
     "sweep": {
         "n_trials": "See [Many workers](scaling.md#many-workers-many-machines)",

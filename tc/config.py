@@ -348,6 +348,14 @@ class AnalyzeConfig:
     allow_unfinished: bool = _opt(
         False, "analyze a run that is not FINISHED (killed, failed, still running); recorded in the analysis tags"
     )
+    data_dir: str | None = _opt(
+        None,
+        "directory with the run's data set files on this machine; none = $TC_DATA_DIR, then known places (the "
+        "data_dir a run was trained with is a path on its trainer's machine: never read)",
+    )
+    download: bool = _opt(
+        False, "let torchvision download the run's data set (into data_dir, else $TC_DATA_DIR or tc's cache)"
+    )
 
     def __post_init__(self) -> None:
         from tc.models import validate_model
