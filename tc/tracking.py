@@ -685,10 +685,11 @@ def _logged_index(run_id: str) -> dict[int, ck.IndexEntry]:
     if not any(f.path == where for f in client().list_artifacts(run_id, ck.ARTIFACT_DIR)):
         return {}
     with tempfile.TemporaryDirectory(prefix="tc-index-") as tmp:
-        entries = ck.read_index(client().download_artifacts(run_id, where, tmp))
-    for e in entries:
-        if type(e.step) is not int or e.step < 0 or e.file != ck.filename(e.step) or not isinstance(e.sha256, str):
-            raise ck.CheckpointError(f"run {run_id}: {where} has an entry that is not a tc checkpoint: {e}")
+        path = client().download_artifacts(run_id, where, tmp)
+        try:
+            entries = ck.read_index(path)  # the one filename rule (`ck.check_entry`), before any name is used
+        except ck.CheckpointError as e:  # name the run and the artifact, not the temporary download
+            raise ck.CheckpointError(f"run {run_id}: {where}{str(e).removeprefix(str(path))}") from None
     return {e.step: e for e in entries}
 
 
