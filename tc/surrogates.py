@@ -28,6 +28,8 @@ NOT_SHARED = (
     "null_draws",
     "grad_batches",
     "allow_unfinished",
+    "data_dir",  # where the full analysis found its data: the surrogate is handed the data already loaded
+    "download",
 )
 
 
