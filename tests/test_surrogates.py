@@ -95,6 +95,7 @@ def test_every_analyze_config_field_is_shared_own_or_not_shared_with_the_surroga
         "splits": "train", "max_samples": 11, "matrix": "final", "anisotropy": False, "measures": False,
         "checkpoints": "every:3", "window": 0.2, "corruptions": "jpeg", "severities": "1", "reference_run_id": "o",
         "phases": True, "aniso_k": 2, "null_draws": 200, "grad_batches": 4, "allow_unfinished": True,
+        "data_dir": "/data/elsewhere", "download": True,
     }  # fmt: skip
     assert sorted(other) == sorted(names)
     cfg, default = AnalyzeConfig(**other), {f.name: f.default for f in dataclasses.fields(AnalyzeConfig)}
