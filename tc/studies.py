@@ -264,6 +264,7 @@ def summarize(cfg: SweepConfig, space: dict, every: pd.DataFrame) -> SweepSummar
     """Correlations of every measure with test accuracy and the gap over the converged trials of `every`
     (`trials_table`), the sweep run's metrics, and its figures (the headline measure: tc_kappa_test)."""
     trials, capped = sweep.split_converged(every)
+    # n_trials_converged is the number of trials in the correlations (an earlier `n_trials_finished` was a copy)
     metrics = {"n_trials_converged": len(trials), "n_trials_not_converged": len(capped)}
     if len(trials) < 3:
         return SweepSummary(trials, capped, pd.DataFrame(), metrics, {})
@@ -274,7 +275,6 @@ def summarize(cfg: SweepConfig, space: dict, every: pd.DataFrame) -> SweepSummar
     acc = table[table["target"] == "test_acc"]
     metrics |= {f"corr_spearman_{r.measure}": r.spearman for r in acc.itertuples()}
     metrics |= {f"corr_kendall_{r.measure}": r.kendall for r in acc.itertuples()}
-    metrics["n_trials_finished"] = len(trials)
     headline = next((m for m in ("tc_kappa_test", "tc_test") if m in trials), measures[0])  # README: κ is the headline
     figures = {
         "scatter.png": plots.measure_scatter(trials, headline, "test_acc", list(space)),
@@ -406,7 +406,7 @@ def print_summary(summary: SweepSummary) -> None:
     if len(summary.capped):
         print(f"tc sweep: {len(summary.capped)} trial(s) never reached target_loss: left out of the correlations")
     if len(summary.trials) < 3:
-        print(f"tc sweep: {len(summary.trials)} finished trial(s): too few for correlations", flush=True)
+        print(f"tc sweep: {len(summary.trials)} converged trial(s): too few for correlations", flush=True)
         return
     t = summary.table
     best = t[t["target"] == "test_acc"].assign(a=lambda d: d["kendall"].abs()).sort_values("a")
