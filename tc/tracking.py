@@ -34,6 +34,7 @@ if TYPE_CHECKING:  # tc.analysis pulls in scipy and matplotlib: imported only wh
 
 CONFIG_FILE = "config.json"
 RESUME_FILE = "resume/state.pt"
+RESUME_NOT_EXACT_TAG = "tc.resume_not_exact"  # why a resumed run may differ from an uninterrupted one
 
 
 class RunNotFoundError(LookupError):
@@ -140,6 +141,11 @@ class CheckpointLogger:
 
     def on_epoch_end(self, step: int, epoch: int, metrics: dict[str, float]) -> None:
         log_metrics(self.run_id, metrics, step)
+
+    def on_resume(self, step: int, reason: str | None) -> None:
+        """A resume that cannot be exact says so on the run (tag `tc.resume_not_exact`), not only in its log."""
+        if reason:
+            client().set_tag(self.run_id, RESUME_NOT_EXACT_TAG, f"resumed at step {step}: {reason}"[:5000])
 
 
 # ---- writers: who is training a run, and is that process alive ---------------------------------------
@@ -392,11 +398,16 @@ def _delete_old_analyses(run_id: str, keep: set) -> None:
 
 
 def seconds_per_epoch(run_id: str) -> float | None:
-    """Wall time of one training epoch, from the timestamps of the run's per-epoch metrics (the first epoch
-    is timed from the run's start). None when the run logged no epoch."""
+    """Active training time of one epoch: the last `train_seconds` (time spent training, summed over every
+    resumed part; `tc.train`) over the epochs logged. Runs that lack it (trained by an older tc) fall back to
+    the timestamps of the per-epoch metrics, the first epoch timed from the run's start, which also counts
+    any downtime before a resume. None when the run logged no epoch."""
     history = sorted(client().get_metric_history(run_id, "epoch"), key=lambda m: m.step)
     if not history:
         return None
+    seconds = sorted(client().get_metric_history(run_id, "train_seconds"), key=lambda m: m.step)
+    if seconds and seconds[-1].step == history[-1].step:
+        return seconds[-1].value / len(history)
     start = get_run(run_id).info.start_time
     return (history[-1].timestamp - start) / 1000 / len(history)
 
