@@ -3,14 +3,19 @@
     mlflow run . --env-manager local -e train -P dataset=fashion-mnist -P model=resnet20 -P epochs=5 \
         -P train_size=5000
 
-Logs: every parameter, `config.json`, per-epoch `train_loss, train_acc, test_loss, test_acc, epoch, lr`
-(MLflow step = global optimizer step), `checkpoints/step_XXXXXXXX.pt` from step 0 to the last step,
+Logs: every parameter, `config.json`, per-epoch `train_loss, train_acc, test_loss, test_acc, epoch, lr` and
+`train_seconds` (active training time so far, without the downtime of a resume; MLflow step = global
+optimizer step), `checkpoints/step_XXXXXXXX.pt` from step 0 to the last step,
 `checkpoints/index.json` (step, epoch, file, sha256) and `resume/state.pt` (deleted once the run finishes),
 and the tags `tc.writer` / `tc.writer_heartbeat` (who trains the run: resuming a run with a live writer is refused).
 
 Resume a killed run (its own config is used; other parameters are ignored):
 
     mlflow run . --env-manager local -e train -P resume_run_id=<run id>
+
+The resumed run equals an uninterrupted one bit for bit (the resume state holds the random-number streams);
+when its state cannot promise that (written by an older tc, or another kind of device), it says why in the
+tag `tc.resume_not_exact`.
 """
 
 from __future__ import annotations
