@@ -57,7 +57,19 @@ from tc.device import guard_cpu_kernels, resolve_device
 from tc.progress import Periodic
 
 
-class DivergenceError(RuntimeError):
+class TrainingFailure(Exception):
+    """Training cannot produce a model for this configuration, by the configuration's own doing (it diverged,
+    or it asks for what the model cannot give). Only these are a failed *trial* in a sweep (`tc.studies`): the
+    trial is recorded FAILED with this message and counts toward n_trials. Any other exception out of training
+    is a fault of tc or of the environment, which a sweep reports as such and does not count."""
+
+
+class UntrainableConfigError(TrainingFailure, ValueError):
+    """A configuration that is valid field by field but cannot be trained as a whole (e.g. a `freeze_cut`
+    that is not a cut of the model)."""
+
+
+class DivergenceError(TrainingFailure, RuntimeError):
     """The training loss became NaN or infinite."""
 
     def __init__(self, step: int, loss: float):
@@ -181,7 +193,9 @@ def train(
     """Train `model` in place according to `cfg`, from scratch or from `resume_state` (see module doc). Seed
     torch's global RNG before building `model` (its initialisation and random layers draw from it)."""
     if cfg.freeze_cut >= len(model.blocks):
-        raise ValueError(f"freeze_cut={cfg.freeze_cut} is not a cut of this model; valid: 0 (none) or {model.cuts}")
+        raise UntrainableConfigError(
+            f"freeze_cut={cfg.freeze_cut} is not a cut of this model; valid: 0 (none) or {model.cuts}"
+        )
     device = resolve_device(cfg.device)
     model.to(device)
     guard_cpu_kernels(model, device)  # oneDNN's AVX2 strided-1x1 weight gradient is wrong (tc/device.py)

@@ -1,0 +1,199 @@
+"""Sweep trials fail alone (issue 19.10): only a trial's own failures count as failed trials; any other error
+crashes that trial alone, recorded with its reason, and a repeated one stops the worker; search-space values
+are checked against TrainConfig's types; every seed's run carries the trial's tags and a description."""
+
+from __future__ import annotations
+
+import json
+
+import optuna
+import pytest
+from mlflow.tracking import MlflowClient
+
+from entrypoints import sweep as sweep_ep
+from tc import studies, sweep
+from tc.config import SweepConfig, TrainConfig
+from tc.train import DivergenceError, TrainingFailure, UntrainableConfigError
+
+BASE = ["--dataset", "digits", "--model", "mlp", "--epochs", "1", "--max_samples", "40", "--anisotropy", "false"]
+BASE += ["--seeds", "1", "--target_loss", "0", "--bootstrap", "100"]
+
+
+def _sweep(tmp_path, space: dict, *extra: str) -> int:
+    (tmp_path / "space.json").write_text(json.dumps(space))
+    argv = [*BASE, "--search_space", str(tmp_path / "space.json"), "--storage", str(tmp_path / "j.log"), *extra]
+    return sweep_ep.main(argv)
+
+
+def _study(tmp_path) -> optuna.Study:
+    return optuna.load_study(study_name="tc-sweep", storage=sweep.open_storage(str(tmp_path / "j.log")))
+
+
+LR = {"lr": {"type": "categorical", "choices": [0.05, 0.1, 0.2]}}
+
+
+def test_the_failures_that_are_a_trials_own_are_training_failures():
+    """The policy's two kinds: divergence and an untrainable combination are `TrainingFailure`s (still the
+    RuntimeError / ValueError they were, for callers that catch those); a plain ValueError is not."""
+    assert issubclass(DivergenceError, TrainingFailure) and issubclass(DivergenceError, RuntimeError)
+    assert issubclass(UntrainableConfigError, TrainingFailure) and issubclass(UntrainableConfigError, ValueError)
+    assert not isinstance(ValueError("a bug"), studies.TRIAL_FAILURES)
+    cfg = SweepConfig(dataset="digits", model="mlp")
+    with pytest.raises(UntrainableConfigError, match="combination"):
+        studies.trial_config(cfg, {"epochs": 0})  # refused by TrainConfig: the trial's own
+    assert studies.trial_config(cfg, {"lr": 0.2}) == TrainConfig(**{**studies.fixed_settings(cfg), "lr": 0.2})
+
+
+def test_a_programming_error_in_training_crashes_trials_and_three_in_a_row_stop_the_worker(
+    mlflow_store, tmp_path, monkeypatch, capsys
+):
+    """A ValueError from a bug is not "the trial failed": each trial is recorded as crashed (not counted, so
+    the budget is not spent on it), and after 3 in a row the worker stops with a message and exit 1."""
+
+    def buggy(*args, **kwargs):
+        raise ValueError("an index out of place (a bug)")
+
+    monkeypatch.setattr(studies.runs, "train_into_run", buggy)
+    assert _sweep(tmp_path, LR, "--n_trials", "5") == 1
+    err = capsys.readouterr().err
+    assert "3 trials in a row crashed" in err and "an index out of place" in err and "Traceback" in err
+    trials = _study(tmp_path).trials
+    assert len(trials) == 3 and all(t.state == optuna.trial.TrialState.FAIL for t in trials)
+    for t in trials:
+        assert "fail_reason" not in t.user_attrs  # not a failure of its configuration
+        assert t.user_attrs[studies.CRASH_ATTR] == "ValueError: an index out of place (a bug)"
+        run = MlflowClient().get_run(t.user_attrs["mlflow_run_id"])
+        assert run.info.status == "FAILED" and run.data.tags["tc.error"].startswith("ValueError: an index")
+    assert studies.budget_used(_study(tmp_path)) == 0
+    (parent,) = MlflowClient().search_runs(["0"], "tags.`tc.storage` != ''")
+    assert parent.info.status == "FAILED" and "in a row" in parent.data.tags["tc.error"]
+
+
+def test_an_analysis_error_crashes_that_trial_alone_and_the_worker_goes_on(mlflow_store, tmp_path, monkeypatch):
+    """The second trial's analysis raises: that trial is FAILED with its reason and does not count, the run
+    FAILED with tc.error; the worker runs on until n_trials trials count, and exits 0."""
+    calls = {"n": 0}
+
+    def flaky_analysis(cfg, parent_id, second_id=None):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise RuntimeError("the analysis fell over")
+
+    monkeypatch.setattr(studies, "analyze_trial", flaky_analysis)
+    assert _sweep(tmp_path, LR, "--n_trials", "2") == 0
+    trials = _study(tmp_path).trials
+    states = [t.state for t in trials]
+    assert states == [optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.FAIL, optuna.trial.TrialState.COMPLETE]
+    crashed = trials[1]
+    assert crashed.user_attrs[studies.CRASH_ATTR] == "RuntimeError: the analysis fell over"
+    run = MlflowClient().get_run(crashed.user_attrs["mlflow_run_id"])
+    assert run.info.status == "FAILED" and "the analysis fell over" in run.data.tags["tc.error"]
+    assert studies.budget_used(_study(tmp_path)) == 2
+
+
+def test_an_untrainable_combination_is_the_trials_own_failure_and_counts(mlflow_store, tmp_path):
+    """freeze_cut 9 is a valid value alone, but not a cut of a 3-layer MLP: the trial fails with its reason,
+    counts toward n_trials, and the study goes on."""
+    space = {"freeze_cut": {"type": "categorical", "choices": [0, 9]}}
+    assert _sweep(tmp_path, space, "--n_trials", "2", "--sampler", "grid") == 0
+    by_cut = {t.params["freeze_cut"]: t for t in _study(tmp_path).trials}
+    assert by_cut[0].state == optuna.trial.TrialState.COMPLETE
+    assert by_cut[9].state == optuna.trial.TrialState.FAIL and "not a cut" in by_cut[9].user_attrs["fail_reason"]
+    assert studies.CRASH_ATTR not in by_cut[9].user_attrs and studies.budget_used(_study(tmp_path)) == 2
+
+
+def _crashing(fails: set[int]):
+    """An objective that crashes (as `studies.objective` records a crash) on the trials numbered in `fails`."""
+
+    def func(trial: optuna.Trial) -> float:
+        if trial.number in fails:
+            trial.set_user_attr(studies.CRASH_ATTR, "RuntimeError: boom")
+            raise studies.TrialCrashed("boom")
+        return float(trial.number)
+
+    return func
+
+
+@pytest.mark.parametrize(
+    ("fails", "n_trials", "stops", "ran"),
+    [
+        ({0, 1, 3, 4, 6, 7}, 3, False, 9),  # never 3 in a row: 3 trials count, the crashes do not
+        ({1, 2, 3, 4, 5}, 4, True, 4),  # 3 in a row: stopped after trial 3, one trial counted
+        ({0, 1}, 2, False, 4),
+    ],
+)
+def test_the_worker_stops_after_three_crashes_in_a_row_only(fails, n_trials, stops, ran):
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    study = optuna.create_study(direction="maximize")
+    if stops:
+        with pytest.raises(studies.SystematicFailure, match="3 trials in a row crashed"):
+            studies.run_worker(study, _crashing(fails), n_trials)
+    else:
+        studies.run_worker(study, _crashing(fails), n_trials)
+        assert studies.budget_used(study) == n_trials
+    assert len(study.trials) == ran
+
+
+@pytest.mark.parametrize(
+    ("param", "spec", "message"),
+    [
+        ("batch_size", {"type": "categorical", "choices": [32, 32.5]}, "batch_size=32.5 is not a valid training value"),
+        ("batch_size", {"type": "categorical", "choices": [32.0]}, "batch_size takes int values"),
+        ("width", {"type": "float", "low": 8, "high": 64}, "width takes integers, and type float samples fractions"),
+        ("augment", {"type": "categorical", "choices": [0, 1]}, "augment=0 is not a valid training value"),
+        ("augment", {"type": "int", "low": 0, "high": 1}, "augment takes bool values: use type categorical"),
+        ("lr", {"type": "categorical", "choices": [0.1, True]}, "lr=True is not a valid training value"),
+        ("optimizer", {"type": "categorical", "choices": ["sgd", 1]}, "optimizer=1 is not a valid training value"),
+    ],
+)
+def test_space_values_are_checked_against_the_training_fields_types(param, spec, message):
+    fixed = {"dataset": "digits", "model": "mlp"}
+    sweep.validate_space({param: spec})
+    with pytest.raises(ValueError, match=message):
+        sweep.check_space_values({param: spec}, fixed, "space.json")
+
+
+def test_well_typed_spaces_pass_and_the_default_space_is_well_typed():
+    fixed = {"dataset": "digits", "model": "mlp"}
+    sweep.check_space_values(sweep.DEFAULT_SPACE, fixed)
+    ok = {
+        "lr": {"type": "categorical", "choices": [1, 0.5]},  # an integer is a float value
+        "momentum": {"type": "int", "low": 0, "high": 1},
+        "augment": {"type": "categorical", "choices": [True, False]},
+        "optimizer": {"type": "categorical", "choices": ["sgd", "adam"]},
+        "width": {"type": "int", "low": 8, "high": 64},
+    }
+    sweep.check_space_values(ok, fixed)
+
+
+def test_a_mistyped_space_value_is_refused_before_any_trial(mlflow_store, tmp_path, capsys):
+    space = {"batch_size": {"type": "categorical", "choices": [32.5]}}
+    assert _sweep(tmp_path, space) == 2
+    assert "batch_size=32.5" in capsys.readouterr().err
+    assert not (tmp_path / "j.log").exists() and not MlflowClient().search_runs(["0"])
+
+
+def test_every_seeds_run_has_the_trials_tags_and_a_description(mlflow_store, tmp_path):
+    """seeds=2: the second seed's run carries the trial's tags (tc.study, tc.trial, tc.sweep_run_id), the
+    training run's tags, tc.converged, the analysis tags and a description, as the first seed's run does, so
+    a UI filter on any of them finds both seeds."""
+    argv = ["--seeds", "2", "--target_loss", "0.5", "--epochs", "3", "--n_trials", "1"]
+    assert _sweep(tmp_path, {"lr": {"type": "categorical", "choices": [0.2]}}, *argv) == 0
+    client = MlflowClient()
+    (trial,) = _study(tmp_path).trials
+    first = client.get_run(trial.user_attrs["mlflow_run_id"])
+    (second,) = client.search_runs(["0"], f"tags.`tc.seed_of` = '{first.info.run_id}'")
+    per_run = {"tc.seed", "tc.seed_of", "tc.writer", "tc.writer_heartbeat", "tc.analysis", "tc.analysis_last_step"}
+    per_run |= {"tc.analysis.run_id", "tc.analysis.reference_run_id", "tc.analysis_run_status"}
+    shared = {k for k in first.data.tags if k.startswith("tc.") and k not in per_run}
+    assert {"tc.study", "tc.trial", "tc.sweep_run_id", "tc.dataset", "tc.model", "tc.converged"} <= shared
+    assert any(k.startswith("tc.analysis.") for k in shared)
+    for key in shared:
+        assert key in second.data.tags, key
+        if not key.startswith(("tc.analysis_version", "tc.analysis_step")):
+            assert second.data.tags[key] == first.data.tags[key], key
+    assert second.data.tags["tc.seed"] == str(int(first.data.tags["tc.seed"]) + 1)
+    note = second.data.tags["mlflow.note.content"]
+    assert "seed 1" in note and "test accuracy" in note and "tc test" in note  # trained, then analyzed
+    trial_filter = f"tags.`tc.trial` = '{trial.number}' and tags.`tc.study` = 'tc-sweep'"
+    assert {r.info.run_id for r in client.search_runs(["0"], trial_filter)} == {first.info.run_id, second.info.run_id}
