@@ -623,8 +623,9 @@ def open_storage(spec: str):
 def counts_toward_budget(state: str, user_attrs: dict) -> bool:
     """Whether a trial counts toward a sweep's n_trials: finished (COMPLETE, PRUNED), failed for a reason of
     its own (`fail_reason`: divergence, an impossible combination), or still to finish (RUNNING, WAITING).
-    Trials that failed because their worker died (killed, heartbeat lost) or that were surplus do not count,
-    so a restarted sweep runs them again and ends with n_trials trials that did not crash."""
+    Trials that failed because their worker died (killed, heartbeat lost), that crashed on an error that is not
+    their own (user attr `tc.error`, see `tc.studies`) or that were surplus do not count, so a restarted sweep
+    runs them again and ends with n_trials trials that did not crash."""
     if state in ("COMPLETE", "PRUNED", "RUNNING", "WAITING"):
         return True
     return state == "FAIL" and "fail_reason" in user_attrs
