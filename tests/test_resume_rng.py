@@ -57,10 +57,13 @@ class Keep:
             raise Killed
 
 
-def _cfg() -> TrainConfig:
+def _cfg(device: str = "cpu") -> TrainConfig:
     return TrainConfig(
-        dataset="digits", model=DROPOUT, epochs=3, batch_size=128, train_size=600, checkpoint_every=2, device="cpu"
+        dataset="digits", model=DROPOUT, epochs=3, batch_size=128, train_size=600, checkpoint_every=2, device=device
     )  # 5 steps per epoch: checkpoints at 0, 2, 4, 5 (epoch end), 6, 8, 10, ...
+
+
+DEVICES = ["cpu", *(["cuda"] if torch.cuda.is_available() else [])]  # on a GPU: dropout draws from CUDA's RNG
 
 
 def _train(cfg: TrainConfig, data, callbacks, resume_state=None) -> nn.Module:
@@ -80,9 +83,10 @@ def _same(a: dict, b: dict) -> bool:
     return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("kill_at", [4, 5], ids=["mid_epoch", "epoch_end"])
-def test_a_dropout_model_killed_and_resumed_equals_the_uninterrupted_run_bit_for_bit(tmp_path, kill_at):
-    cfg = _cfg()
+def test_a_dropout_model_killed_and_resumed_equals_the_uninterrupted_run_bit_for_bit(tmp_path, kill_at, device):
+    cfg = _cfg(device)
     data = load_data("digits", train_size=cfg.train_size, seed=cfg.seed)
     reference = Keep()
     _train(cfg, data, [reference])
@@ -92,6 +96,8 @@ def test_a_dropout_model_killed_and_resumed_equals_the_uninterrupted_run_bit_for
         _train(cfg, data, [killed])
     state = _round_trip(killed.state, tmp_path)
     torch.rand(1000), random.random(), np.random.rand(10)  # a new process's streams would be elsewhere too
+    if device == "cuda":
+        torch.rand(1000, device="cuda")
     resumed = Keep()
     with warnings.catch_warnings():
         warnings.simplefilter("error", ResumeNotExactWarning)  # an exact resume says nothing
