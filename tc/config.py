@@ -153,12 +153,14 @@ class TrainConfig:
     optimizer: str = _opt("sgd", "optimizer", OPTIMIZERS)
     schedule: str = _opt("cosine", "learning-rate schedule over all steps (step: x0.1 at 50% and 75%)", SCHEDULES)
     label_noise: float = _opt(0.0, "fraction of training labels replaced by uniformly random labels, in [0, 1]")
-    augment: bool = _opt(False, "random crop (+ horizontal flip for colour sets) on training batches")
+    augment: bool = _opt(False, "random crop (+ horizontal flip where flips keep labels) on training batches")
     train_size: int = _opt(0, "seeded subset of the training set; 0 = all of it")
     seed: int = _opt(0, "seed for initialisation, subset, label noise, data order and augmentation")
     checkpoint_every: int = _opt(0, "optimizer steps between checkpoints; 0 = once per epoch")
     device: str = _opt("auto", "where to train; auto = cuda when available", DEVICES)
-    freeze_cut: int = _opt(0, "freeze blocks [0, freeze_cut) from epoch freeze_epoch on (SPEC 3); 0 = never")
+    freeze_cut: int = _opt(
+        0, "freeze blocks [0, freeze_cut) from epoch freeze_epoch on (arXiv 2509.20334's freezing control); 0 = never"
+    )
     freeze_epoch: int = _opt(1, "the epoch (0-based) from which the shallow blocks are frozen")
     data_dir: str | None = _opt(None, "directory with the data set files; none = $TC_DATA_DIR, then known places")
     download: bool = _opt(False, "let torchvision download the data set when it is not found locally")
@@ -312,7 +314,9 @@ class AnalyzeConfig:
     window: float = _opt(0.5, "fraction of training, before the final checkpoint, that the tc score averages over")
     calibration_batches: int = _opt(5, "training batches used to re-estimate BatchNorm (bn_mode=recalibrate)")
     seed: int = _opt(0, "seed for the sample subsets and the corruptions")
-    anisotropy: bool = _opt(True, "also compute the SGD-noise anisotropy statistics (SPEC section 5)")
+    anisotropy: bool = _opt(
+        True, "also compute the SGD-noise anisotropy statistics (arXiv 2509.20334's anisotropic-noise claim)"
+    )
     aniso_k: int = _opt(3, "top-k principal directions for the explained-variance test and perturbations")
     null_draws: int = _opt(1000, "Monte-Carlo draws of the isotropic Gaussian null")
     grad_batches: int = _opt(32, "training minibatches for the gradient-noise covariance")

@@ -33,9 +33,9 @@ from scipy import stats
 
 from tc.config import TrainConfig
 
-# The default space, for the sweep's default proxy (an MLP on digits trained to cross-entropy 0.01; README
-# "Sweep"). `train_size` 0 is the whole training set; `default_space(n_train)` drops the choices a data set
-# cannot satisfy, so the default space always fits the data (digits has 1438 training images).
+# The default space, for the sweep's default proxy (an MLP on digits trained to cross-entropy 0.01;
+# docs/sweep.md, "The proxy"). `train_size` 0 is the whole training set; `default_space(n_train)` drops the
+# choices a data set cannot satisfy, so the default space always fits the data (digits has 1438 training images).
 DEFAULT_SPACE: dict[str, dict[str, Any]] = {
     "lr": {"type": "float", "low": 0.02, "high": 0.2, "log": True},
     "batch_size": {"type": "categorical", "choices": [32, 64, 128]},
@@ -45,7 +45,7 @@ DEFAULT_SPACE: dict[str, dict[str, Any]] = {
     "train_size": {"type": "categorical", "choices": [500, 1000, 2000, 0]},
 }
 
-HEADLINE = "tc_kappa_test"  # the pre-specified (confirmatory) measure, README "Sweep"; every other is exploratory
+HEADLINE = "tc_kappa_test"  # the pre-specified (confirmatory) measure, docs/sweep.md; every other is exploratory
 
 
 def load_space(path: str | None) -> dict[str, dict[str, Any]]:
