@@ -11,10 +11,11 @@ How a trial ends, and what it does to the sweep:
 - CRASHED: any other exception, in training or in the analysis (a bug in tc, a full disk, a lost tracking
   server). That is not an answer about the trial's configuration, so it is never recorded as one: the
   traceback is printed, the trial is FAILED with user attr `tc.error` (no `fail_reason`), its run FAILED with
-  tag `tc.error`, and it does not count toward n_trials (a rerun after the fix runs it again). The worker
-  goes on with the next trial, unless `MAX_CONSECUTIVE_CRASHES` trials in a row crashed: an error that
-  repeats is systematic, and the worker stops (`SystematicFailure`; the sweep exits 1) instead of spending
-  the study on it.
+  tag `tc.error`, and it does not count toward n_trials (a rerun after the fix runs it again; with
+  sampler=grid its point is queued to run next, as Optuna's GridSampler counts a FAILED trial as visited).
+  The worker goes on with the next trial, unless `MAX_CONSECUTIVE_CRASHES` trials in a row crashed: an error
+  that repeats is systematic, and the worker stops (`SystematicFailure`; the sweep exits 1) instead of
+  spending the study on it.
 """
 
 from __future__ import annotations
@@ -224,7 +225,8 @@ def run_worker(
     """Run trials one at a time until the study holds n_trials that count (over all workers; see
     `budget_used`). The budget is checked before each trial and again inside it against the trials numbered
     before it, so workers that start their last trials together do not overshoot: the surplus one is
-    FAILED at once and does not count. A crashed trial (`TrialCrashed`) does not stop the worker, but
+    FAILED at once and does not count. A queued trial (a crashed grid point's rerun) runs even when the
+    budget is full, as it counts already. A crashed trial (`TrialCrashed`) does not stop the worker, but
     `max_consecutive_crashes` in a row raise `SystematicFailure`."""
     start = time.monotonic()
     surplus: list[str] = []
@@ -238,7 +240,8 @@ def run_worker(
         else:
             crashes.clear()
 
-    while not surplus and budget_used(study) < n_trials:
+    # a queued trial (a crashed grid point's rerun) counts toward the budget already, and runs even then
+    while not surplus and (budget_used(study) < n_trials or _queued(study)):
         left = timeout - (time.monotonic() - start) if timeout else None
         if left is not None and left <= 0:
             break
@@ -252,6 +255,10 @@ def run_worker(
                 f"{crashes[-1]}. The tracebacks are above; crashed trials do not count toward n_trials, so the same "
                 "command continues the study once the cause is fixed."
             )
+
+
+def _queued(study: optuna.Study) -> bool:
+    return bool(study.get_trials(deepcopy=False, states=(TrialState.WAITING,)))
 
 
 def fixed_settings(cfg: SweepConfig) -> dict:
@@ -492,12 +499,26 @@ def _crash(trial: optuna.Trial, e: Exception) -> TrialCrashed:
     )
     traceback.print_exception(e, file=sys.stderr)
     trial.set_user_attr(CRASH_ATTR, what[:5000])
+    _rerun_grid_point(trial)
     try:
         tb = "".join(traceback.format_exception(e))
         tracking.end_active_run("FAILED", {"tc.error": f"{what}\n\n{tb[-4000:]}"[:5000]})
     except Exception as log_error:  # the tracking server itself may be what failed: the trial is recorded above
         print(f"tc sweep: could not mark trial {trial.number}'s run FAILED: {log_error}", file=sys.stderr)
     return TrialCrashed(f"trial {trial.number}: {what}")
+
+
+GRID_RERUN_ATTR = "tc.grid_rerun_of"  # user attr of a queued rerun of a crashed grid point: that trial's number
+
+
+def _rerun_grid_point(trial: optuna.Trial) -> None:
+    """Queue a crashed grid trial's point to run next. Optuna's GridSampler counts a FAILED trial as a visited
+    point, so without this the point is never measured and the budget goes to a duplicate of another. A rerun
+    is an enqueued trial (no `grid_id`), so it carries `GRID_RERUN_ATTR` to be queued again if it crashes too."""
+    grid_point = "grid_id" in trial.study._storage.get_trial_system_attrs(trial._trial_id)  # GridSampler's own
+    if grid_point or GRID_RERUN_ATTR in trial.user_attrs:
+        origin = trial.user_attrs.get(GRID_RERUN_ATTR, trial.number)
+        trial.study.enqueue_trial(trial.params, user_attrs={GRID_RERUN_ATTR: origin})
 
 
 def trial_budget(cfg: SweepConfig, space: dict) -> int:

@@ -44,8 +44,9 @@ def test_the_failures_that_are_a_trials_own_are_training_failures():
     assert studies.trial_config(cfg, {"lr": 0.2}) == TrainConfig(**{**studies.fixed_settings(cfg), "lr": 0.2})
 
 
+@pytest.mark.parametrize("sampler", ["tpe", "grid"])
 def test_a_programming_error_in_training_crashes_trials_and_three_in_a_row_stop_the_worker(
-    mlflow_store, tmp_path, monkeypatch, capsys
+    mlflow_store, tmp_path, monkeypatch, capsys, sampler
 ):
     """A ValueError from a bug is not "the trial failed": each trial is recorded as crashed (not counted, so
     the budget is not spent on it), and after 3 in a row the worker stops with a message and exit 1."""
@@ -54,17 +55,21 @@ def test_a_programming_error_in_training_crashes_trials_and_three_in_a_row_stop_
         raise ValueError("an index out of place (a bug)")
 
     monkeypatch.setattr(studies.runs, "train_into_run", buggy)
-    assert _sweep(tmp_path, LR, "--n_trials", "5") == 1
+    assert _sweep(tmp_path, LR, "--n_trials", "5", "--sampler", sampler) == 1
     err = capsys.readouterr().err
     assert "3 trials in a row crashed" in err and "an index out of place" in err and "Traceback" in err
     trials = _study(tmp_path).trials
+    if sampler == "grid":  # the crashed point runs next, each time, and is still queued for the next worker
+        *trials, queued = trials
+        assert queued.state == optuna.trial.TrialState.WAITING and queued.params == {}
+        assert len({t.params["lr"] for t in trials}) == 1 and queued.system_attrs["fixed_params"] == trials[0].params
     assert len(trials) == 3 and all(t.state == optuna.trial.TrialState.FAIL for t in trials)
     for t in trials:
         assert "fail_reason" not in t.user_attrs  # not a failure of its configuration
         assert t.user_attrs[studies.CRASH_ATTR] == "ValueError: an index out of place (a bug)"
         run = MlflowClient().get_run(t.user_attrs["mlflow_run_id"])
         assert run.info.status == "FAILED" and run.data.tags["tc.error"].startswith("ValueError: an index")
-    assert studies.budget_used(_study(tmp_path)) == 0
+    assert studies.budget_used(_study(tmp_path)) == (sampler == "grid")  # only the queued rerun counts
     (parent,) = MlflowClient().search_runs(["0"], "tags.`tc.storage` != ''")
     assert parent.info.status == "FAILED" and "in a row" in parent.data.tags["tc.error"]
 
@@ -89,6 +94,31 @@ def test_an_analysis_error_crashes_that_trial_alone_and_the_worker_goes_on(mlflo
     run = MlflowClient().get_run(crashed.user_attrs["mlflow_run_id"])
     assert run.info.status == "FAILED" and "the analysis fell over" in run.data.tags["tc.error"]
     assert studies.budget_used(_study(tmp_path)) == 2
+
+
+@pytest.mark.parametrize("crash_at", [0, 2], ids=["first", "last"])
+def test_a_crashed_grid_point_runs_again_and_every_point_is_measured_once(
+    mlflow_store, tmp_path, monkeypatch, crash_at
+):
+    """Optuna's GridSampler counts a FAILED trial as a visited point: without a rerun, a crash of the first
+    trial leaves one of 3 points never measured and spends the budget on a duplicate of another; the rerun of
+    the last point is queued while the other trials already fill the budget, and must still run."""
+    real, calls = studies.runs.train_into_run, {"n": 0}
+
+    def crashes_once(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == crash_at + 1:
+            raise RuntimeError("a lost connection")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(studies.runs, "train_into_run", crashes_once)
+    assert _sweep(tmp_path, LR, "--n_trials", "3", "--sampler", "grid") == 0
+    trials = _study(tmp_path).trials
+    done = [t.params["lr"] for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
+    assert sorted(done) == [0.05, 0.1, 0.2]  # every point, none twice
+    (crashed,) = [t for t in trials if t.state == optuna.trial.TrialState.FAIL]
+    assert crashed.number == crash_at and studies.CRASH_ATTR in crashed.user_attrs and len(trials) == 4
+    assert trials[crash_at + 1].params == crashed.params  # the same point, next
 
 
 def test_an_untrainable_combination_is_the_trials_own_failure_and_counts(mlflow_store, tmp_path):
