@@ -399,14 +399,15 @@ def _delete_old_analyses(run_id: str, keep: set) -> None:
 
 def seconds_per_epoch(run_id: str) -> float | None:
     """Active training time of one epoch: the last `train_seconds` (time spent training, summed over every
-    resumed part; `tc.train`) over the epochs logged. Runs that lack it (trained by an older tc) fall back to
-    the timestamps of the per-epoch metrics, the first epoch timed from the run's start, which also counts
-    any downtime before a resume. None when the run logged no epoch."""
+    resumed part; `tc.train`) over the epochs logged, when every epoch logged it. Runs that lack it for some
+    epoch (trained by an older tc, or resumed by a newer one from an older tc's state, whose time is lost)
+    fall back to the timestamps of the per-epoch metrics, the first epoch timed from the run's start, which
+    also counts any downtime before a resume. None when the run logged no epoch."""
     history = sorted(client().get_metric_history(run_id, "epoch"), key=lambda m: m.step)
     if not history:
         return None
     seconds = sorted(client().get_metric_history(run_id, "train_seconds"), key=lambda m: m.step)
-    if seconds and seconds[-1].step == history[-1].step:
+    if {m.step for m in seconds} == {m.step for m in history}:
         return seconds[-1].value / len(history)
     start = get_run(run_id).info.start_time
     return (history[-1].timestamp - start) / 1000 / len(history)

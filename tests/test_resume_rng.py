@@ -184,8 +184,13 @@ def test_seconds_per_epoch_of_a_resumed_run_leaves_out_the_downtime(mlflow_store
     client.log_batch(run_id, metrics=metrics)
     assert tracking.seconds_per_epoch(run_id) == pytest.approx((hour + 6000) / 1000 / 3)  # the legacy estimate
     seconds = [Metric("train_seconds", 2.0 * e, t, 10 * e) for e, t in enumerate(at, 1)]
-    client.log_batch(run_id, metrics=seconds)
-    assert tracking.seconds_per_epoch(run_id) == pytest.approx(2.0)
+    # an older tc trained epoch 1, a newer one resumed: train_seconds from 0 at the resume, so it covers the
+    # resumed part only and cannot be divided by all epochs
+    client.log_batch(run_id, metrics=[Metric("train_seconds", m.value - 2.0, m.timestamp, m.step) for m in seconds[1:]])
+    assert tracking.seconds_per_epoch(run_id) == pytest.approx((hour + 6000) / 1000 / 3)
+    other = client.create_run("0").info.run_id
+    client.log_batch(other, metrics=metrics + seconds)
+    assert tracking.seconds_per_epoch(other) == pytest.approx(2.0)
 
 
 def test_a_run_killed_then_resumed_after_a_pause_is_timed_without_the_pause(mlflow_store, tmp_path, monkeypatch):
@@ -232,20 +237,24 @@ def test_a_resume_that_cannot_be_exact_is_tagged_with_its_reason(mlflow_store, t
 
     real = tracking.log_metrics
 
-    def dies_at_epoch_2(run_id, metrics, step):
+    def older_tc_dies_at_epoch_2(run_id, metrics, step):
         if metrics.get("epoch") == 2.0:
             raise Killed
-        real(run_id, metrics, step)
+        real(run_id, {k: v for k, v in metrics.items() if k != "train_seconds"}, step)  # not logged before
 
     with monkeypatch.context() as fault, pytest.raises(Killed):
-        fault.setattr(tracking, "log_metrics", dies_at_epoch_2)
+        fault.setattr(tracking, "log_metrics", older_tc_dies_at_epoch_2)
         train_ep.main(TINY)
     killed = client_runs()[0]
     state = tracking.load_resume_state(killed)
-    legacy = {k: v for k, v in state.items() if k != "rng"}
+    legacy = {k: v for k, v in state.items() if k not in ("rng", "train_seconds")}
     ck.atomic_save(legacy, tmp_path / "state.pt")
     MlflowClient().log_artifact(killed, str(tmp_path / "state.pt"), "resume")
     with pytest.warns(ResumeNotExactWarning):
         assert train_ep.main(["--resume_run_id", killed]) == 0
     run = MlflowClient().get_run(killed)
     assert run.info.status == "FINISHED" and "no random-number state" in run.data.tags[tracking.RESUME_NOT_EXACT_TAG]
+    # the time of the older part is lost, so its seconds per epoch are the timestamp estimate, over all epochs
+    epochs = MlflowClient().get_metric_history(killed, "epoch")
+    by_timestamps = (max(m.timestamp for m in epochs) - run.info.start_time) / 1000 / len(epochs)
+    assert len(epochs) == 3 and tracking.seconds_per_epoch(killed) == pytest.approx(by_timestamps)
