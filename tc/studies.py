@@ -462,7 +462,7 @@ def objective(cfg: SweepConfig, space: dict, parent_id: str) -> Callable[[optuna
                 try:
                     second_id = train_trial(cfg, trial, trial_config(cfg, values), run_id)
                 except TRIAL_FAILURES as e:
-                    return _fail(trial, e)
+                    return _fail(trial, e, run_id)
                 if cfg.target_loss > 0:
                     _record_convergence(trial, run_id, second_id)
                 analyze_trial(analysis_config(cfg, run_id, second_id), parent_id, second_id)
@@ -470,24 +470,25 @@ def objective(cfg: SweepConfig, space: dict, parent_id: str) -> Callable[[optuna
                     trial.set_user_attr(key, value)  # shown beside the objective in optuna-dashboard
                 return float(tracking.get_run(run_id).data.metrics["test_acc"])
             except optuna.TrialPruned as e:
-                tracking.end_active_run("KILLED", {"tc.pruned": str(e)})
+                tracking.end_run(run_id, "KILLED", {"tc.pruned": str(e)})
                 raise
             except Exception as e:
-                raise _crash(trial, e) from e
+                raise _crash(trial, e, run_id) from e
 
     return run_trial
 
 
-def _fail(trial: optuna.Trial, e: BaseException) -> float:
-    """The trial's own failure: `fail_reason`, its run FAILED with `tc.error`; NaN makes the trial FAILED."""
+def _fail(trial: optuna.Trial, e: BaseException, run_id: str) -> float:
+    """The trial's own failure: its run FAILED with `tc.error`, then `fail_reason` (a trial whose run could not
+    be marked crashes instead, and is not counted); NaN makes the trial FAILED."""
     reason = f"{e}" if isinstance(e, TrainingFailure) else f"{type(e).__name__}: {e}"
+    tracking.end_run(run_id, "FAILED", {"tc.error": reason[:5000]})
     trial.set_user_attr("fail_reason", reason[:5000])
-    tracking.end_active_run("FAILED", {"tc.error": reason[:5000]})
     print(f"tc sweep: trial {trial.number} failed: {reason}", flush=True)
     return math.nan
 
 
-def _crash(trial: optuna.Trial, e: Exception) -> TrialCrashed:
+def _crash(trial: optuna.Trial, e: Exception, run_id: str | None) -> TrialCrashed:
     """An unexpected exception: printed with its traceback, recorded on the trial (`CRASH_ATTR`) and its run
     (FAILED, tag `tc.error`); the `TrialCrashed` to raise, which ends this trial alone."""
     what = f"{type(e).__name__}: {e}"
@@ -502,7 +503,8 @@ def _crash(trial: optuna.Trial, e: Exception) -> TrialCrashed:
     _rerun_grid_point(trial)
     try:
         tb = "".join(traceback.format_exception(e))
-        tracking.end_active_run("FAILED", {"tc.error": f"{what}\n\n{tb[-4000:]}"[:5000]})
+        if run_id:
+            tracking.end_run(run_id, "FAILED", {"tc.error": f"{what}\n\n{tb[-4000:]}"[:5000]})
     except Exception as log_error:  # the tracking server itself may be what failed: the trial is recorded above
         print(f"tc sweep: could not mark trial {trial.number}'s run FAILED: {log_error}", file=sys.stderr)
     return TrialCrashed(f"trial {trial.number}: {what}")

@@ -467,9 +467,23 @@ def log_analysis_result(cfg: AnalyzeConfig, result: AnalysisResult, last_step: i
 
 
 def end_active_run(status: str, tags: dict[str, str]) -> None:
-    """Tag the active run and end it with `status` (FAILED, KILLED): a trial that failed or was pruned."""
+    """Tag the active run and end it with `status` (FAILED, KILLED). A sweep trial's runs end by id
+    (`end_run`): this one ends whichever run is active."""
     mlflow.set_tags(tags)
     mlflow.end_run(status)
+
+
+def end_run(run_id: str, status: str, tags: dict[str, str]) -> None:
+    """Tag run `run_id` and end it with `status` (FAILED, KILLED), and never another run: through
+    `mlflow.end_run` only while it is the active run (so it leaves the stack of active runs), else by id.
+    `mlflow.end_run` pops the run before marking it, so after a failed attempt the active run is the parent,
+    and a second `end_active_run` would end that."""
+    client().log_batch(run_id, tags=[mlflow.entities.RunTag(k, v) for k, v in tags.items()])
+    active = mlflow.active_run()
+    if active is not None and active.info.run_id == run_id:
+        mlflow.end_run(status)
+    else:
+        client().set_terminated(run_id, status)
 
 
 # ------------------------------------------------------------------ readable runs in the UI (issue 13)

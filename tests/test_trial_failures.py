@@ -132,6 +132,35 @@ def test_an_untrainable_combination_is_the_trials_own_failure_and_counts(mlflow_
     assert studies.CRASH_ATTR not in by_cut[9].user_attrs and studies.budget_used(_study(tmp_path)) == 2
 
 
+def test_a_trial_ends_its_own_run_never_the_sweep_run(mlflow_store, tmp_path, monkeypatch):
+    """MLflow pops the active run before it marks it ended: when marking the diverged trial's run FAILED
+    raises (a tracking-server hiccup), the trial crashes, and its crash handling ends the trial's run by id,
+    not the sweep run that is active by then."""
+
+    def diverges(*args, **kwargs):
+        raise DivergenceError(1, float("nan"))
+
+    real, calls = MlflowClient.set_terminated, []
+
+    def hiccup(self, run_id, status=None, end_time=None):
+        calls.append((run_id, status))
+        if len(calls) == 1:
+            raise ConnectionError("the tracking server hiccuped")
+        return real(self, run_id, status, end_time)
+
+    monkeypatch.setattr(studies.runs, "train_into_run", diverges)
+    monkeypatch.setattr(MlflowClient, "set_terminated", hiccup)
+    assert _sweep(tmp_path, LR, "--n_trials", "1") == 0
+    (parent,) = MlflowClient().search_runs(["0"], "tags.`tc.storage` != ''")
+    assert parent.info.status == "FINISHED" and "tc.error" not in parent.data.tags
+    first, second = _study(tmp_path).trials
+    assert "ConnectionError" in first.user_attrs[studies.CRASH_ATTR] and "diverged" in second.user_attrs["fail_reason"]
+    for t in (first, second):
+        run = MlflowClient().get_run(t.user_attrs["mlflow_run_id"])
+        assert run.info.status == "FAILED" and run.data.tags["tc.error"], t.number
+    assert calls[0] == (first.user_attrs["mlflow_run_id"], "FAILED")
+
+
 def _crashing(fails: set[int]):
     """An objective that crashes (as `studies.objective` records a crash) on the trials numbered in `fails`."""
 
