@@ -6,8 +6,10 @@ How a trial ends, and what it does to the sweep:
 - COMPLETE: trained and analyzed; its value is the test accuracy.
 - PRUNED: the pruner stopped it (its run KILLED). Counts toward n_trials.
 - FAILED by its own doing (`TRIAL_FAILURES`: `tc.train.TrainingFailure`, i.e. divergence or a sampled
-  combination that cannot be trained, and running out of device memory): user attr `fail_reason`, run FAILED
-  with tag `tc.error`. It counts toward n_trials (rerunning it would fail again) and the study goes on.
+  combination that cannot be trained, and running out of device memory, in training or in the analysis, as
+  the configuration's size meets the device; CUDA's cached memory is then emptied for the next trial): user
+  attr `fail_reason`, run FAILED with tag `tc.error`. It counts toward n_trials (rerunning it would fail
+  again) and the study goes on.
 - CRASHED: any other exception, in training or in the analysis (a bug in tc, a full disk, a lost tracking
   server). That is not an answer about the trial's configuration, so it is never recorded as one: the
   traceback is printed, the trial is FAILED with user attr `tc.error` (no `fail_reason`), its run FAILED with
@@ -199,8 +201,9 @@ def _load_or_create(cfg: SweepConfig, storage, sampler, pruner) -> optuna.Study:
     raise AssertionError("unreachable")
 
 
-#: Exceptions out of a trial's training that are the trial's own failure (module doc). Out-of-memory is the
-#: configuration's size meeting the device: rerunning it on the same device fails the same way.
+#: Exceptions out of a trial's training that are the trial's own failure (module doc); out of its analysis,
+#: only out-of-memory. Out-of-memory is the configuration's size meeting the device: rerunning it on the same
+#: device fails the same way.
 TRIAL_FAILURES: tuple[type[BaseException], ...] = (TrainingFailure, torch.OutOfMemoryError)
 #: crashed trials in a row after which a worker stops (module doc)
 MAX_CONSECUTIVE_CRASHES = 3
@@ -465,7 +468,10 @@ def objective(cfg: SweepConfig, space: dict, parent_id: str) -> Callable[[optuna
                     return _fail(trial, e, run_id)
                 if cfg.target_loss > 0:
                     _record_convergence(trial, run_id, second_id)
-                analyze_trial(analysis_config(cfg, run_id, second_id), parent_id, second_id)
+                try:
+                    analyze_trial(analysis_config(cfg, run_id, second_id), parent_id, second_id)
+                except torch.OutOfMemoryError as e:  # as in training: the configuration's size meets the device
+                    return _fail(trial, e, run_id)
                 for key, value in runinfo.trial_attrs(tracking.get_run(run_id).data.metrics).items():
                     trial.set_user_attr(key, value)  # shown beside the objective in optuna-dashboard
                 return float(tracking.get_run(run_id).data.metrics["test_acc"])
@@ -481,6 +487,8 @@ def objective(cfg: SweepConfig, space: dict, parent_id: str) -> Callable[[optuna
 def _fail(trial: optuna.Trial, e: BaseException, run_id: str) -> float:
     """The trial's own failure: its run FAILED with `tc.error`, then `fail_reason` (a trial whose run could not
     be marked crashes instead, and is not counted); NaN makes the trial FAILED."""
+    if isinstance(e, torch.OutOfMemoryError) and torch.cuda.is_available():
+        torch.cuda.empty_cache()  # the failed trial's cached blocks would otherwise crowd the next trial
     reason = f"{e}" if isinstance(e, TrainingFailure) else f"{type(e).__name__}: {e}"
     tracking.end_run(run_id, "FAILED", {"tc.error": reason[:5000]})
     trial.set_user_attr("fail_reason", reason[:5000])

@@ -8,6 +8,7 @@ import json
 
 import optuna
 import pytest
+import torch
 from mlflow.tracking import MlflowClient
 
 from entrypoints import sweep as sweep_ep
@@ -119,6 +120,26 @@ def test_a_crashed_grid_point_runs_again_and_every_point_is_measured_once(
     (crashed,) = [t for t in trials if t.state == optuna.trial.TrialState.FAIL]
     assert crashed.number == crash_at and studies.CRASH_ATTR in crashed.user_attrs and len(trials) == 4
     assert trials[crash_at + 1].params == crashed.params  # the same point, next
+
+
+def test_an_analysis_out_of_memory_is_the_trials_own_failure_and_frees_the_cache(mlflow_store, tmp_path, monkeypatch):
+    """Out of device memory in the analysis, as in training: the configuration's size meeting the device. The
+    trial fails with its reason and counts, and the allocator's cache is emptied for the next trial."""
+    emptied = []
+
+    def oom(cfg, parent_id, second_id=None):
+        monkeypatch.setattr(studies.torch.cuda, "is_available", lambda: not emptied)  # a GPU, until emptied
+        monkeypatch.setattr(studies.torch.cuda, "empty_cache", lambda: emptied.append(True))
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    monkeypatch.setattr(studies, "analyze_trial", oom)
+    assert _sweep(tmp_path, LR, "--n_trials", "1") == 0
+    (trial,) = _study(tmp_path).trials
+    assert trial.state == optuna.trial.TrialState.FAIL and studies.CRASH_ATTR not in trial.user_attrs
+    assert trial.user_attrs["fail_reason"].startswith("OutOfMemoryError: CUDA out of memory")
+    run = MlflowClient().get_run(trial.user_attrs["mlflow_run_id"])
+    assert run.info.status == "FAILED" and "out of memory" in run.data.tags["tc.error"]
+    assert studies.budget_used(_study(tmp_path)) == 1 and emptied == [True]
 
 
 def test_an_untrainable_combination_is_the_trials_own_failure_and_counts(mlflow_store, tmp_path):
