@@ -11,13 +11,13 @@ How a trial ends, and what it does to the sweep:
   attr `fail_reason`, run FAILED with tag `tc.error`. It counts toward n_trials (rerunning it would fail
   again) and the study goes on.
 - CRASHED: any other exception, in training or in the analysis (a bug in tc, a full disk, a lost tracking
-  server). That is not an answer about the trial's configuration, so it is never recorded as one: the
-  traceback is printed, the trial is FAILED with user attr `tc.error` (no `fail_reason`), its run FAILED with
-  tag `tc.error`, and it does not count toward n_trials (a rerun after the fix runs it again; with
-  sampler=grid its point is queued to run next, as Optuna's GridSampler counts a FAILED trial as visited).
-  The worker goes on with the next trial, unless `MAX_CONSECUTIVE_CRASHES` trials in a row crashed: an error
-  that repeats is systematic, and the worker stops (`SystematicFailure`; the sweep exits 1) instead of
-  spending the study on it.
+  server). That is not an answer about the trial's configuration, so it is never recorded as one: tc prints
+  a line and Optuna logs the traceback, the trial is FAILED with user attr `tc.error` (no `fail_reason`), its
+  run FAILED with tag `tc.error`, and it does not count toward n_trials (a rerun after the fix runs it again;
+  with sampler=grid its point is queued to run next, as Optuna's GridSampler counts a FAILED trial as
+  visited). The worker goes on with the next trial, unless `MAX_CONSECUTIVE_CRASHES` trials in a row
+  crashed: an error that repeats is systematic, and the worker stops (`SystematicFailure`; the sweep exits 1)
+  instead of spending the study on it.
 """
 
 from __future__ import annotations
@@ -497,8 +497,9 @@ def _fail(trial: optuna.Trial, e: BaseException, run_id: str) -> float:
 
 
 def _crash(trial: optuna.Trial, e: Exception, run_id: str | None) -> TrialCrashed:
-    """An unexpected exception: printed with its traceback, recorded on the trial (`CRASH_ATTR`) and its run
-    (FAILED, tag `tc.error`); the `TrialCrashed` to raise, which ends this trial alone."""
+    """An unexpected exception: one line printed (Optuna logs the traceback of the `TrialCrashed` raised from
+    it, with it as the cause), recorded on the trial (`CRASH_ATTR`) and its run (FAILED, tag `tc.error` with
+    the traceback); the `TrialCrashed` to raise, which ends this trial alone."""
     what = f"{type(e).__name__}: {e}"
     print(
         f"tc sweep: trial {trial.number} crashed; this is an error of tc or of its environment, not of the trial's "
@@ -506,7 +507,6 @@ def _crash(trial: optuna.Trial, e: Exception, run_id: str | None) -> TrialCrashe
         file=sys.stderr,
         flush=True,
     )
-    traceback.print_exception(e, file=sys.stderr)
     trial.set_user_attr(CRASH_ATTR, what[:5000])
     _rerun_grid_point(trial)
     try:

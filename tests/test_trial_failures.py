@@ -5,6 +5,8 @@ are checked against TrainConfig's types; every seed's run carries the trial's ta
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import optuna
 import pytest
@@ -58,7 +60,7 @@ def test_a_programming_error_in_training_crashes_trials_and_three_in_a_row_stop_
     monkeypatch.setattr(studies.runs, "train_into_run", buggy)
     assert _sweep(tmp_path, LR, "--n_trials", "5", "--sampler", sampler) == 1
     err = capsys.readouterr().err
-    assert "3 trials in a row crashed" in err and "an index out of place" in err and "Traceback" in err
+    assert "3 trials in a row crashed" in err and "an index out of place" in err
     trials = _study(tmp_path).trials
     if sampler == "grid":  # the crashed point runs next, each time, and is still queued for the next worker
         *trials, queued = trials
@@ -180,6 +182,37 @@ def test_a_trial_ends_its_own_run_never_the_sweep_run(mlflow_store, tmp_path, mo
         run = MlflowClient().get_run(t.user_attrs["mlflow_run_id"])
         assert run.info.status == "FAILED" and run.data.tags["tc.error"], t.number
     assert calls[0] == (first.user_attrs["mlflow_run_id"], "FAILED")
+
+
+CRASH_SCRIPT = """
+import optuna
+from tc import studies, sweep
+
+def objective(trial):
+    try:
+        raise ValueError("a bug deep inside")
+    except ValueError as e:
+        raise studies._crash(trial, e, None) from e
+
+study = optuna.create_study(storage=sweep.open_storage({journal!r}), direction="maximize")
+try:
+    studies.run_worker(study, objective, 1, max_consecutive_crashes=1)
+except studies.SystematicFailure:
+    pass
+"""
+
+
+def test_a_crashs_traceback_reaches_the_output_once(tmp_path):
+    """Optuna logs a failed trial's exception with its traceback, the crash's cause chained in: tc prints its
+    own line, and no second copy of the traceback. In a fresh interpreter, whose stderr Optuna's handler holds."""
+    (tmp_path / "crash.py").write_text(CRASH_SCRIPT.format(journal=str(tmp_path / "j.log")))
+    out = subprocess.run(
+        [sys.executable, tmp_path / "crash.py"], capture_output=True, text=True, timeout=120, check=True
+    )
+    err = out.stderr
+    assert "tc sweep: trial 0 crashed" in err and 'raise ValueError("a bug deep inside")' in err
+    assert err.splitlines().count("ValueError: a bug deep inside") == 1  # the traceback's last line, once
+    assert err.count("Traceback (most recent call last)") == 2  # the bug, then the TrialCrashed it caused
 
 
 def _crashing(fails: set[int]):
