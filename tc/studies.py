@@ -417,17 +417,21 @@ def trial_tags(cfg: SweepConfig, number: int, parent_id: str) -> dict[str, str]:
     return {"tc.study": cfg.study_name, "tc.trial": str(number), "tc.sweep_run_id": parent_id}
 
 
-def train_trial(cfg: SweepConfig, trial: optuna.Trial, train_cfg: TrainConfig, run_id: str) -> str | None:
-    """Train the trial's run (and, with seeds=2, the same configuration at seed + 1 as a child run, with the
-    same trial tags, the training run's name, tags and description, and `tc.seed_of`: its id)."""
+def train_trial(
+    cfg: SweepConfig, trial: optuna.Trial, train_cfg: TrainConfig, run_id: str, parent_id: str
+) -> str | None:
+    """Train the trial's run `run_id`, a child of the sweep run `parent_id`. With seeds=2, also the same
+    configuration at seed + 1, as a child run of `run_id` named `trial N seedS` (`runinfo.trial_name`) that
+    carries the trial's tags, the training run's tags and description, and `tc.seed_of`: `run_id`; its id
+    is returned (else None)."""
     tracking.log_config(run_id, train_cfg)
     tracking.label_train_run(run_id, train_cfg)
     runs.train_into_run(run_id, train_cfg, callbacks=[Pruning(trial)] if cfg.pruner != "none" else [])
     if cfg.seeds != 2:
         return None
     second = replace(train_cfg, seed=train_cfg.seed + 1)
-    tags = {**trial_tags(cfg, trial.number, trial.user_attrs["tc.sweep_run_id"]), "tc.seed_of": run_id}
-    with tracking.nested_run(tags, run_name=f"{runinfo.trial_name(trial.number)} seed{second.seed}") as second_id:
+    tags = {**trial_tags(cfg, trial.number, parent_id), "tc.seed_of": run_id}
+    with tracking.nested_run(tags, run_name=runinfo.trial_name(trial.number, second.seed)) as second_id:
         try:
             tracking.log_config(second_id, second)
             tracking.label_train_run(second_id, second)
@@ -463,7 +467,7 @@ def objective(cfg: SweepConfig, space: dict, parent_id: str) -> Callable[[optuna
             trial.set_user_attr("mlflow_run_id", run_id)
             try:
                 try:
-                    second_id = train_trial(cfg, trial, trial_config(cfg, values), run_id)
+                    second_id = train_trial(cfg, trial, trial_config(cfg, values), run_id, parent_id)
                 except TRIAL_FAILURES as e:
                     return _fail(trial, e, run_id)
                 if cfg.target_loss > 0:

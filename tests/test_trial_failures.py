@@ -306,6 +306,7 @@ def test_every_seeds_run_has_the_trials_tags_and_a_description(mlflow_store, tmp
         if not key.startswith(("tc.analysis_version", "tc.analysis_step")):
             assert second.data.tags[key] == first.data.tags[key], key
     assert second.data.tags["tc.seed"] == str(int(first.data.tags["tc.seed"]) + 1)
+    assert (first.info.run_name, second.info.run_name) == ("trial 0", "trial 0 seed1")
     note = second.data.tags["mlflow.note.content"]
     assert "seed 1" in note and "test accuracy" in note and "tc test" in note  # trained, then analyzed
     trial_filter = f"tags.`tc.trial` = '{trial.number}' and tags.`tc.study` = 'tc-sweep'"
