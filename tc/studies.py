@@ -6,16 +6,16 @@ How a trial ends, and what it does to the sweep:
 - COMPLETE: trained and analyzed; its value is the test accuracy.
 - PRUNED: the pruner stopped it (its run KILLED). Counts toward n_trials.
 - FAILED by its own doing (`TRIAL_FAILURES`: `tc.train.TrainingFailure`, i.e. divergence or a sampled
-  combination that cannot be trained, and running out of device memory, in training or in the analysis, as
-  the configuration's size meets the device; CUDA's cached memory is then emptied for the next trial): user
-  attr `fail_reason`, run FAILED with tag `tc.error`. It counts toward n_trials (rerunning it would fail
-  again) and the study goes on.
+  combination that cannot be trained, and running out of device memory, in training or in the analysis, as the
+  configuration's size meets the device; CUDA's cached memory is then emptied for the next trial): user attr
+  `fail_reason`, its runs (each seed's) FAILED with tag `tc.error`. It counts toward n_trials (rerunning it
+  would fail again) and the study goes on.
 - CRASHED: any other exception, in training or in the analysis (a bug in tc, a full disk, a lost tracking
-  server). That is not an answer about the trial's configuration, so it is never recorded as one: tc prints
-  a line and Optuna logs the traceback, the trial is FAILED with user attr `tc.error` (no `fail_reason`), its
-  run FAILED with tag `tc.error`, and it does not count toward n_trials (a rerun after the fix runs it again;
-  with sampler=grid its point is queued to run next, as Optuna's GridSampler counts a FAILED trial as
-  visited). The worker goes on with the next trial, unless `MAX_CONSECUTIVE_CRASHES` trials in a row
+  server). That is not an answer about the trial's configuration, so it is never recorded as one: tc prints a
+  line and Optuna logs the traceback, the trial is FAILED with user attr `tc.error` (no `fail_reason`), its
+  runs (each seed's) FAILED with tag `tc.error`, and it does not count toward n_trials (a rerun after the fix
+  runs it again; with sampler=grid its point is queued to run next, as Optuna's GridSampler counts a FAILED
+  trial as visited). The worker goes on with the next trial, unless `MAX_CONSECUTIVE_CRASHES` trials in a row
   crashed: an error that repeats is systematic, and the worker stops (`SystematicFailure`; the sweep exits 1)
   instead of spending the study on it.
 """
@@ -488,13 +488,21 @@ def objective(cfg: SweepConfig, space: dict, parent_id: str) -> Callable[[optuna
     return run_trial
 
 
+def _end_trial_runs(run_id: str, tags: dict[str, str]) -> None:
+    """FAILED with `tags`: the trial's run and its second seed's (seeds=2), which its own training may have
+    left FINISHED, each by id."""
+    tracking.end_run(run_id, "FAILED", tags)
+    for other in tracking.seed_runs(run_id):
+        tracking.end_run(other, "FAILED", tags)
+
+
 def _fail(trial: optuna.Trial, e: BaseException, run_id: str) -> float:
-    """The trial's own failure: its run FAILED with `tc.error`, then `fail_reason` (a trial whose run could not
+    """The trial's own failure: its runs FAILED with `tc.error`, then `fail_reason` (a trial whose run could not
     be marked crashes instead, and is not counted); NaN makes the trial FAILED."""
     if isinstance(e, torch.OutOfMemoryError) and torch.cuda.is_available():
         torch.cuda.empty_cache()  # the failed trial's cached blocks would otherwise crowd the next trial
     reason = f"{e}" if isinstance(e, TrainingFailure) else f"{type(e).__name__}: {e}"
-    tracking.end_run(run_id, "FAILED", {"tc.error": reason[:5000]})
+    _end_trial_runs(run_id, {"tc.error": reason[:5000]})
     trial.set_user_attr("fail_reason", reason[:5000])
     print(f"tc sweep: trial {trial.number} failed: {reason}", flush=True)
     return math.nan
@@ -502,7 +510,7 @@ def _fail(trial: optuna.Trial, e: BaseException, run_id: str) -> float:
 
 def _crash(trial: optuna.Trial, e: Exception, run_id: str | None) -> TrialCrashed:
     """An unexpected exception: one line printed (Optuna logs the traceback of the `TrialCrashed` raised from
-    it, with it as the cause), recorded on the trial (`CRASH_ATTR`) and its run (FAILED, tag `tc.error` with
+    it, with it as the cause), recorded on the trial (`CRASH_ATTR`) and its runs (FAILED, tag `tc.error` with
     the traceback); the `TrialCrashed` to raise, which ends this trial alone."""
     what = f"{type(e).__name__}: {e}"
     print(
@@ -516,7 +524,7 @@ def _crash(trial: optuna.Trial, e: Exception, run_id: str | None) -> TrialCrashe
     try:
         tb = "".join(traceback.format_exception(e))
         if run_id:
-            tracking.end_run(run_id, "FAILED", {"tc.error": f"{what}\n\n{tb[-4000:]}"[:5000]})
+            _end_trial_runs(run_id, {"tc.error": f"{what}\n\n{tb[-4000:]}"[:5000]})
     except Exception as log_error:  # the tracking server itself may be what failed: the trial is recorded above
         print(f"tc sweep: could not mark trial {trial.number}'s run FAILED: {log_error}", file=sys.stderr)
     return TrialCrashed(f"trial {trial.number}: {what}")

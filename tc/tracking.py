@@ -489,6 +489,13 @@ def end_run(run_id: str, status: str, tags: dict[str, str]) -> None:
 # ------------------------------------------------------------------ readable runs in the UI (issue 13)
 
 
+def seed_runs(run_id: str) -> list[str]:
+    """The runs of the same configuration at other seeds, tagged `tc.seed_of`: `run_id` (a sweep with
+    seeds=2), in run `run_id`'s experiment."""
+    experiment = get_run(run_id).info.experiment_id
+    return [r.info.run_id for r in client().search_runs([experiment], f"tags.`tc.seed_of` = '{run_id}'")]
+
+
 def use_default_experiment() -> None:
     """Put new runs into the `tc` experiment unless the user chose one (MLFLOW_EXPERIMENT_NAME or _ID), or
     `mlflow run` already created the run (MLFLOW_RUN_ID: it is in the experiment its --experiment-name chose)."""

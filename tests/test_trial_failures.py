@@ -144,6 +144,28 @@ def test_an_analysis_out_of_memory_is_the_trials_own_failure_and_frees_the_cache
     assert studies.budget_used(_study(tmp_path)) == 1 and emptied == [True]
 
 
+def test_a_crashed_trial_marks_its_second_seeds_run_too(mlflow_store, tmp_path, monkeypatch):
+    """seeds=2: the analysis crashes after both seeds trained; the second seed's run, FINISHED by its
+    training, is FAILED with tc.error as the first one is, so no run of a crashed trial looks like a result."""
+    calls = {"n": 0}
+
+    def flaky_analysis(cfg, parent_id, second_id=None):
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise RuntimeError("the analysis fell over")
+
+    monkeypatch.setattr(studies, "analyze_trial", flaky_analysis)
+    assert _sweep(tmp_path, LR, "--n_trials", "1", "--seeds", "2") == 0
+    crashed, done = _study(tmp_path).trials
+    client = MlflowClient()
+    for trial, status in ((crashed, "FAILED"), (done, "FINISHED")):
+        first = trial.user_attrs["mlflow_run_id"]
+        (second,) = client.search_runs(["0"], f"tags.`tc.seed_of` = '{first}'")
+        for run in (client.get_run(first), second):
+            assert run.info.status == status, (trial.number, run.info.run_name)
+            assert ("the analysis fell over" in run.data.tags.get("tc.error", "")) == (status == "FAILED")
+
+
 def test_an_untrainable_combination_is_the_trials_own_failure_and_counts(mlflow_store, tmp_path):
     """freeze_cut 9 is a valid value alone, but not a cut of a 3-layer MLP: the trial fails with its reason,
     counts toward n_trials, and the study goes on."""
