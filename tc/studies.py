@@ -457,33 +457,42 @@ def _record_convergence(trial: optuna.Trial, run_id: str, second_id: str | None)
 def objective(cfg: SweepConfig, space: dict, parent_id: str) -> Callable[[optuna.Trial], float]:
     """The study's objective: each trial is a nested run of the sweep run `parent_id` that trains the sampled
     configuration (`train_trial`), is analyzed (`analyze_trial`) and returns its test accuracy. A trial that
-    fails by its own doing (`TRIAL_FAILURES`) returns NaN with its `fail_reason`; any other exception crashes
-    the trial alone (`TrialCrashed`, recorded with its reason). The module doc has the whole policy."""
+    fails by its own doing (`TRIAL_FAILURES`; out of memory also in the analysis) returns NaN with its
+    `fail_reason`; any other exception, from sampling its values and creating its run to its analysis,
+    crashes the trial alone (`TrialCrashed`, recorded with its reason). The module doc has the whole policy."""
+
+    def measure(trial: optuna.Trial, values: dict, run_id: str) -> float:
+        try:
+            second_id = train_trial(cfg, trial, trial_config(cfg, values), run_id, parent_id)
+        except TRIAL_FAILURES as e:
+            return _fail(trial, e, run_id)
+        if cfg.target_loss > 0:
+            _record_convergence(trial, run_id, second_id)
+        try:
+            analyze_trial(analysis_config(cfg, run_id, second_id), parent_id, second_id)
+        except torch.OutOfMemoryError as e:  # as in training: the configuration's size meets the device
+            return _fail(trial, e, run_id)
+        for key, value in runinfo.trial_attrs(tracking.get_run(run_id).data.metrics).items():
+            trial.set_user_attr(key, value)  # shown beside the objective in optuna-dashboard
+        return float(tracking.get_run(run_id).data.metrics["test_acc"])
 
     def run_trial(trial: optuna.Trial) -> float:
-        start_trial(trial, cfg.n_trials, parent_id)
-        values = sweep.suggest(trial, space)
-        with tracking.nested_run(trial_tags(cfg, trial.number, parent_id), runinfo.trial_name(trial.number)) as run_id:
-            trial.set_user_attr("mlflow_run_id", run_id)
-            try:
+        start_trial(trial, cfg.n_trials, parent_id)  # a SurplusTrial ends it before anything is sampled
+        run_id = None  # until the trial's run exists
+        try:  # the guard covers sampling and the run's creation too
+            values = sweep.suggest(trial, space)
+            tags = trial_tags(cfg, trial.number, parent_id)
+            with tracking.nested_run(tags, runinfo.trial_name(trial.number)) as run_id:
+                trial.set_user_attr("mlflow_run_id", run_id)
                 try:
-                    second_id = train_trial(cfg, trial, trial_config(cfg, values), run_id, parent_id)
-                except TRIAL_FAILURES as e:
-                    return _fail(trial, e, run_id)
-                if cfg.target_loss > 0:
-                    _record_convergence(trial, run_id, second_id)
-                try:
-                    analyze_trial(analysis_config(cfg, run_id, second_id), parent_id, second_id)
-                except torch.OutOfMemoryError as e:  # as in training: the configuration's size meets the device
-                    return _fail(trial, e, run_id)
-                for key, value in runinfo.trial_attrs(tracking.get_run(run_id).data.metrics).items():
-                    trial.set_user_attr(key, value)  # shown beside the objective in optuna-dashboard
-                return float(tracking.get_run(run_id).data.metrics["test_acc"])
-            except optuna.TrialPruned as e:
-                tracking.end_run(run_id, "KILLED", {"tc.pruned": str(e)})
-                raise
-            except Exception as e:
-                raise _crash(trial, e, run_id) from e
+                    return measure(trial, values, run_id)
+                except optuna.TrialPruned as e:
+                    tracking.end_run(run_id, "KILLED", {"tc.pruned": str(e)})
+                    raise
+        except optuna.TrialPruned:
+            raise
+        except Exception as e:  # the block has ended the run FAILED (if it exists); _crash says why on it
+            raise _crash(trial, e, run_id) from e
 
     return run_trial
 

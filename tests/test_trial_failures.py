@@ -166,6 +166,41 @@ def test_a_crashed_trial_marks_its_second_seeds_run_too(mlflow_store, tmp_path, 
             assert ("the analysis fell over" in run.data.tags.get("tc.error", "")) == (status == "FAILED")
 
 
+@pytest.mark.parametrize("where", ["suggest", "nested_run"])
+def test_an_error_before_the_trials_run_exists_crashes_that_trial_alone(mlflow_store, tmp_path, monkeypatch, where):
+    """Sampling the values and creating the trial's run are inside the crash guard too."""
+    module = studies.sweep if where == "suggest" else studies.tracking
+    real, calls = getattr(module, where), {"n": 0}
+
+    def flaky(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise RuntimeError(f"{where} fell over")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(module, where, flaky)
+    assert _sweep(tmp_path, LR, "--n_trials", "1") == 0
+    crashed, done = _study(tmp_path).trials
+    assert crashed.user_attrs[studies.CRASH_ATTR] == f"RuntimeError: {where} fell over"
+    assert "mlflow_run_id" not in crashed.user_attrs and done.state == optuna.trial.TrialState.COMPLETE
+    runs = MlflowClient().search_runs(["0"], "tags.`tc.trial` != ''")
+    assert [r.info.run_id for r in runs] == [done.user_attrs["mlflow_run_id"]]
+
+
+def test_a_pruned_trial_ends_its_run_killed_and_counts(mlflow_store, tmp_path, monkeypatch):
+    def pruned(*args, **kwargs):
+        raise optuna.TrialPruned("test_acc below the median at epoch 1")
+
+    monkeypatch.setattr(studies.runs, "train_into_run", pruned)
+    assert _sweep(tmp_path, LR, "--n_trials", "1") == 0
+    (trial,) = _study(tmp_path).trials
+    assert trial.state == optuna.trial.TrialState.PRUNED and studies.budget_used(_study(tmp_path)) == 1
+    run = MlflowClient().get_run(trial.user_attrs["mlflow_run_id"])
+    assert run.info.status == "KILLED" and "below the median" in run.data.tags["tc.pruned"]
+    (parent,) = MlflowClient().search_runs(["0"], "tags.`tc.storage` != ''")
+    assert parent.info.status == "FINISHED"
+
+
 def test_an_untrainable_combination_is_the_trials_own_failure_and_counts(mlflow_store, tmp_path):
     """freeze_cut 9 is a valid value alone, but not a cut of a 3-layer MLP: the trial fails with its reason,
     counts toward n_trials, and the study goes on."""
