@@ -16,17 +16,19 @@ from tests.conftest import ROOT
 
 def test_importing_tc_plots_keeps_the_users_backend():
     """A fresh interpreter (a module imported once cannot be imported again to watch it): the backend the user
-    chose before importing tc, here through MPLBACKEND, is still the backend afterwards."""
+    chose before importing tc, here through MPLBACKEND, is still the backend afterwards, and no module that
+    draws figures imports pyplot (whose import alone touches matplotlib's global state)."""
     code = (
-        "import matplotlib; before = matplotlib.get_backend(); import tc.plots, tc.analysis; "
-        "print(before, matplotlib.get_backend())"
+        "import sys, matplotlib; before = matplotlib.get_backend(); "
+        "import tc.plots, tc.analysis, tc.report, tc.studies; "
+        "print(before, matplotlib.get_backend(), 'matplotlib.pyplot' in sys.modules)"
     )
     backend = "svg"  # not Agg, which tc used to force
     env = {**os.environ, "MPLBACKEND": backend, "PYTHONPATH": str(ROOT)}
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120, cwd=ROOT)
     assert out.returncode == 0, out.stderr[-2000:]
-    before, after = out.stdout.split()
-    assert before == after == backend
+    before, after, pyplot = out.stdout.split()
+    assert before == after == backend and pyplot == "False"
 
 
 def _matrices() -> pd.DataFrame:
