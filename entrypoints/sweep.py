@@ -8,10 +8,10 @@ MLFLOW_TRACKING_URI share one study; n_trials counts trials over all of them. Ea
 the correlations over every trial finished so far. The trial logic is in `tc.studies`, the statistics in
 `tc.sweep`.
 
-A trial that diverges (or samples a combination that cannot be trained) is FAILED with its `fail_reason` and
-counts; a trial that crashes on any other error is FAILED with `tc.error`, does not count, and the worker goes
-on, unless 3 trials in a row crash: then the worker stops, its sweep run ends FAILED, and the exit code is 1
-(`tc.studies` has the policy).
+A trial that diverges, samples a combination that cannot be trained, or runs out of device memory (in
+training or in its analysis) is FAILED with its `fail_reason` and counts; a trial that crashes on any other
+error is FAILED with `tc.error`, does not count, and the worker goes on, unless 3 trials in a row crash: then
+the worker stops, its sweep run ends FAILED, and the exit code is 1 (`tc.studies` has the policy).
 """
 
 from __future__ import annotations

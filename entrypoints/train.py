@@ -29,7 +29,7 @@ from tc.config import TrainConfig, build_parser, from_strings, unquote
 from tc.data import DatasetNotFoundError
 from tc.models import factory_for
 from tc.runs import train_into_run
-from tc.train import DivergenceError
+from tc.train import TrainingFailure
 
 
 def parse(argv: list[str] | None) -> tuple[TrainConfig, str | None]:
@@ -76,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
                 tracking.log_config(target, cfg)
                 tracking.label_train_run(target, cfg)
             train_into_run(target, cfg, resume_state, factory=factory_for(cfg.model, command_line_model))
-        except (ValueError, LookupError, DatasetNotFoundError, DivergenceError) as e:
+        except (ValueError, LookupError, DatasetNotFoundError, TrainingFailure) as e:
             print(f"tc train: {e}", file=sys.stderr)
             for run_id in {target, run.info.run_id}:
                 tracking.client().set_tag(run_id, "tc.error", str(e)[:5000])

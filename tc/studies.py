@@ -327,7 +327,6 @@ def summarize(cfg: SweepConfig, space: dict, every: pd.DataFrame) -> SweepSummar
     """Correlations of every measure with test accuracy and the gap over the converged trials of `every`
     (`trials_table`), the sweep run's metrics, and its figures (the headline measure: tc_kappa_test)."""
     trials, capped = sweep.split_converged(every)
-    # n_trials_converged is the number of trials in the correlations (an earlier `n_trials_finished` was a copy)
     metrics = {"n_trials_converged": len(trials), "n_trials_not_converged": len(capped)}
     if len(trials) < 3:
         return SweepSummary(trials, capped, pd.DataFrame(), metrics, {})
