@@ -10,14 +10,14 @@ How a trial ends, and what it does to the sweep:
   configuration's size meets the device; CUDA's cached memory is then emptied for the next trial): user attr
   `fail_reason`, its runs (each seed's) FAILED with tag `tc.error`. It counts toward n_trials (rerunning it
   would fail again) and the study goes on.
-- CRASHED: any other exception, in training or in the analysis (a bug in tc, a full disk, a lost tracking
-  server). That is not an answer about the trial's configuration, so it is never recorded as one: tc prints a
-  line and Optuna logs the traceback, the trial is FAILED with user attr `tc.error` (no `fail_reason`), its
-  runs (each seed's) FAILED with tag `tc.error`, and it does not count toward n_trials (a rerun after the fix
-  runs it again; with sampler=grid its point is queued to run next, as Optuna's GridSampler counts a FAILED
-  trial as visited). The worker goes on with the next trial, unless `MAX_CONSECUTIVE_CRASHES` trials in a row
-  crashed: an error that repeats is systematic, and the worker stops (`SystematicFailure`; the sweep exits 1)
-  instead of spending the study on it.
+- CRASHED: any other exception, from sampling its values to its analysis (a bug in tc, a full disk, a lost
+  tracking server). That is not an answer about the trial's configuration, so it is never recorded as one: tc
+  prints a line and Optuna logs the traceback, the trial is FAILED with user attr `tc.error` (no
+  `fail_reason`), its runs (each seed's) FAILED with tag `tc.error`, and it does not count toward n_trials (a
+  rerun after the fix runs it again; with sampler=grid its point is queued to run next, as Optuna's
+  GridSampler counts a FAILED trial as visited). The worker goes on with the next trial, unless
+  `MAX_CONSECUTIVE_CRASHES` trials in a row crashed: an error that repeats is systematic, and the worker stops
+  (`SystematicFailure`; the sweep exits 1) instead of spending the study on it.
 """
 
 from __future__ import annotations
