@@ -410,7 +410,11 @@ class SweepConfig:
     """An Optuna study over training hyperparameters; every trial trains (every checkpoint logged) and is
     analyzed, as a nested MLflow run. Fixed training settings are the TrainConfig defaults unless set here."""
 
-    n_trials: int = _opt(20, "trials in the whole study, counted over all workers (finished, pruned or failed)")
+    n_trials: int = _opt(
+        20,
+        "trials in the whole study, counted over all workers (finished, pruned, or failed by their own doing; "
+        "crashed trials do not count)",
+    )
     timeout: float = _opt(0.0, "stop this worker after this many seconds; 0 = no limit")
     study_name: str = _opt("tc-sweep", "Optuna study name; workers with the same name and storage share it")
     storage: str | None = _opt(

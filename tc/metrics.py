@@ -120,8 +120,8 @@ METRICS: dict[str, str] = {
     "{measure}_seed_sd": "sweep with seeds=2: |a - b| / sqrt(2) of a measure over the two seeds (`sweep.seed_spread`)",
     "corr_spearman_{measure}": "sweep run: Spearman ρ of the measure with test accuracy over the trials",
     "corr_kendall_{measure}": "sweep run: Kendall τ-b of the measure with test accuracy over the trials",
-    "n_trials_finished": "sweep run: trials in the correlations",
-    "n_trials_converged": "sweep run: trials whose seeds all reached target_loss (all, without target_loss)",
+    "n_trials_converged": "sweep run: trials in the correlations: those whose seeds all reached target_loss (all "
+    "completed trials, without target_loss)",
     "n_trials_not_converged": "sweep run: trials that hit the epoch cap first (left out of the correlations)",
 }
 

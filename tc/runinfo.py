@@ -65,8 +65,9 @@ def sweep_name(study: str) -> str:
     return f"sweep {study}"
 
 
-def trial_name(number: int) -> str:
-    return f"trial {number}"
+def trial_name(number: int, seed: int | None = None) -> str:
+    """A sweep trial's run: "trial N"; its second seed's run (seeds=2): "trial N seedS"."""
+    return f"trial {number}" if seed is None else f"trial {number} seed{seed}"
 
 
 def _fmt(value: float) -> str:

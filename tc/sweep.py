@@ -25,6 +25,7 @@ from __future__ import annotations
 import itertools
 import json
 import math
+import typing
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -161,14 +162,40 @@ def validate_space(space: Any, where: str = "search space") -> None:
             raise ValueError(f"{where}: {name} has type {kind!r}; use float, int or categorical")
 
 
+def _of_type(value: Any, kind: type) -> bool:
+    """Whether `value` (as YAML/JSON gave it) is a value of a TrainConfig field of type `kind`: bools only for
+    bool fields, integers (not 32.0, not True) for int fields, any number but a bool for float fields."""
+    if kind is bool:
+        return isinstance(value, bool)
+    if isinstance(value, bool):
+        return False
+    if kind is float:
+        return isinstance(value, int | float)
+    return isinstance(value, kind)
+
+
 def check_space_values(space: dict[str, dict[str, Any]], fixed: dict[str, Any], where: str = "search space") -> None:
-    """Build a TrainConfig (with the sweep's `fixed` settings) for every bound and every choice of every
-    parameter, so that a value TrainConfig's own validation refuses (label_noise 1.2, lr -1, a string) is
-    reported here, before the first trial, and not as a traceback in the middle of a sweep. Numeric ranges
-    are checked at both ends (TrainConfig's ranges are intervals, so the values between pass too)."""
+    """Check every bound and every choice of every parameter against its TrainConfig field: its type
+    (`choices: [32.5]` for batch_size, or `type: float` for an integer field, is refused), then TrainConfig's
+    own validation with the sweep's `fixed` settings (label_noise 1.2, lr -1), so that a bad value is reported
+    here, naming the parameter, before the first trial, and not as a traceback in the middle of a sweep.
+    Numeric ranges are checked at both ends (TrainConfig's ranges are intervals, so the values between pass
+    too)."""
+    hints = typing.get_type_hints(TrainConfig)
     for name, spec in space.items():
+        kind = hints[name]
+        if spec["type"] != "categorical" and kind not in (int, float):
+            raise ValueError(f"{where}: {name} takes {kind.__name__} values: use type categorical")
+        if spec["type"] == "float" and kind is int:
+            raise ValueError(
+                f"{where}: {name} takes integers, and type float samples fractions: use int or categorical"
+            )
         values = spec["choices"] if spec["type"] == "categorical" else [spec["low"], spec["high"]]
         for value in values:
+            if not _of_type(value, kind):
+                raise ValueError(
+                    f"{where}: {name}={value!r} is not a valid training value: {name} takes {kind.__name__} values"
+                )
             try:
                 TrainConfig(**{**fixed, name: value})
             except (ValueError, TypeError) as e:
@@ -627,8 +654,9 @@ def open_storage(spec: str):
 def counts_toward_budget(state: str, user_attrs: dict) -> bool:
     """Whether a trial counts toward a sweep's n_trials: finished (COMPLETE, PRUNED), failed for a reason of
     its own (`fail_reason`: divergence, an impossible combination), or still to finish (RUNNING, WAITING).
-    Trials that failed because their worker died (killed, heartbeat lost) or that were surplus do not count,
-    so a restarted sweep runs them again and ends with n_trials trials that did not crash."""
+    Trials that failed because their worker died (killed, heartbeat lost), that crashed on an error that is not
+    their own (user attr `tc.error`, see `tc.studies`) or that were surplus do not count, so a restarted sweep
+    runs them again and ends with n_trials trials that did not crash."""
     if state in ("COMPLETE", "PRUNED", "RUNNING", "WAITING"):
         return True
     return state == "FAIL" and "fail_reason" in user_attrs

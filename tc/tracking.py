@@ -36,6 +36,7 @@ if TYPE_CHECKING:  # tc.analysis pulls in scipy and matplotlib: imported only wh
 
 CONFIG_FILE = "config.json"
 RESUME_FILE = "resume/state.pt"
+RESUME_NOT_EXACT_TAG = "tc.resume_not_exact"  # why a resumed run may differ from an uninterrupted one
 
 
 class RunNotFoundError(LookupError):
@@ -142,6 +143,11 @@ class CheckpointLogger:
 
     def on_epoch_end(self, step: int, epoch: int, metrics: dict[str, float]) -> None:
         log_metrics(self.run_id, metrics, step)
+
+    def on_resume(self, step: int, reason: str | None) -> None:
+        """A resume that cannot be exact says so on the run (tag `tc.resume_not_exact`), not only in its log."""
+        if reason:
+            client().set_tag(self.run_id, RESUME_NOT_EXACT_TAG, f"resumed at step {step}: {reason}"[:5000])
 
 
 # ---- writers: who is training a run, and is that process alive ---------------------------------------
@@ -455,11 +461,17 @@ def _delete_old_analyses(run_id: str, keep: set) -> None:
 
 
 def seconds_per_epoch(run_id: str) -> float | None:
-    """Wall time of one training epoch, from the timestamps of the run's per-epoch metrics (the first epoch
-    is timed from the run's start). None when the run logged no epoch."""
+    """Active training time of one epoch: the last `train_seconds` (time spent training, summed over every
+    resumed part; `tc.train`) over the epochs logged, when every epoch logged it. Runs that lack it for some
+    epoch (trained by an older tc, or resumed by a newer one from an older tc's state, whose time is lost)
+    fall back to the timestamps of the per-epoch metrics, the first epoch timed from the run's start, which
+    also counts any downtime before a resume. None when the run logged no epoch."""
     history = sorted(client().get_metric_history(run_id, "epoch"), key=lambda m: m.step)
     if not history:
         return None
+    seconds = sorted(client().get_metric_history(run_id, "train_seconds"), key=lambda m: m.step)
+    if {m.step for m in seconds} == {m.step for m in history}:
+        return seconds[-1].value / len(history)
     start = get_run(run_id).info.start_time
     return (history[-1].timestamp - start) / 1000 / len(history)
 
@@ -561,12 +573,33 @@ def log_analysis_result(cfg: AnalyzeConfig, result: AnalysisResult, last_step: i
 
 
 def end_active_run(status: str, tags: dict[str, str]) -> None:
-    """Tag the active run and end it with `status` (FAILED, KILLED): a trial that failed or was pruned."""
+    """Tag the active run and end it with `status` (FAILED, KILLED). A sweep trial's runs end by id
+    (`end_run`): this one ends whichever run is active."""
     mlflow.set_tags(tags)
     mlflow.end_run(status)
 
 
+def end_run(run_id: str, status: str, tags: dict[str, str]) -> None:
+    """Tag run `run_id` and end it with `status` (FAILED, KILLED), and never another run: through
+    `mlflow.end_run` only while it is the active run (so it leaves the stack of active runs), else by id.
+    `mlflow.end_run` pops the run before marking it, so after a failed attempt the active run is the parent,
+    and a second `end_active_run` would end that."""
+    client().log_batch(run_id, tags=[mlflow.entities.RunTag(k, v) for k, v in tags.items()])
+    active = mlflow.active_run()
+    if active is not None and active.info.run_id == run_id:
+        mlflow.end_run(status)
+    else:
+        client().set_terminated(run_id, status)
+
+
 # ------------------------------------------------------------------ readable runs in the UI (issue 13)
+
+
+def seed_runs(run_id: str) -> list[str]:
+    """The runs of the same configuration at other seeds, tagged `tc.seed_of`: `run_id` (a sweep with
+    seeds=2), in run `run_id`'s experiment."""
+    experiment = get_run(run_id).info.experiment_id
+    return [r.info.run_id for r in client().search_runs([experiment], f"tags.`tc.seed_of` = '{run_id}'")]
 
 
 def use_default_experiment() -> None:

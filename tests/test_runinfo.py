@@ -24,7 +24,7 @@ def test_run_names():
     )
     assert runinfo.analyze_name("mlp3-w64 digits seed0") == "analyze mlp3-w64 digits seed0"
     assert runinfo.sweep_name("fmnist") == "sweep fmnist"
-    assert runinfo.trial_name(7) == "trial 7"
+    assert runinfo.trial_name(7) == "trial 7" and runinfo.trial_name(7, seed=1) == "trial 7 seed1"
 
 
 def test_only_generated_names_are_replaced():
