@@ -1,4 +1,4 @@
-"""requirements.lock agrees with pyproject.toml, scripts/lock.sh and conda.yaml.
+"""requirements.lock agrees with pyproject.toml, scripts/lock.sh and conda.yaml (and .gitignore with git).
 
 The lock is what `scripts/setup.sh` installs (and so what CI tests); pyproject.toml's ranges are what library
 users get. `lock_problems` lists every way they can disagree: a dependency or extra of pyproject.toml missing
@@ -10,6 +10,8 @@ from the script's. The real files must give no problem; mutated copies must give
 from __future__ import annotations
 
 import re
+import shutil
+import subprocess
 from dataclasses import dataclass, field
 
 import pytest
@@ -221,3 +223,18 @@ def test_conda_yaml_asks_for_pyproject_ranges_that_the_lock_satisfies(files):
         assert name in declared, f"conda.yaml asks for {req}, which pyproject.toml does not declare"
         assert req.specifier == declared[name].specifier, f"conda.yaml: {req}, pyproject.toml: {declared[name]}"
         assert req.specifier.contains(Version(pins[name].version), prereleases=True), (req, pins[name].version)
+
+
+def test_gitignore_matches_no_tracked_file():
+    # A tracked file that .gitignore matches is one whose edits `git add .` skips and `git status` hides.
+    git = shutil.which("git")
+    if git is None or not (ROOT / ".git").exists():
+        pytest.skip("not a git checkout")
+    out = subprocess.run(
+        [git, "ls-files", "--cached", "--ignored", "--exclude-standard"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert out == "", f".gitignore matches tracked files:\n{out}"
