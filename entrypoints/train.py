@@ -8,7 +8,8 @@ Logs: every parameter, `config.json`, per-epoch `train_loss, train_acc, test_los
 `checkpoints/index.json` (step, epoch, file, sha256) and `resume/state.pt` (deleted once the run finishes),
 and the tags `tc.writer` / `tc.writer_heartbeat` (who trains the run: resuming a run with a live writer is refused).
 
-Resume a killed run (its own config is used; other parameters are ignored):
+Resume a killed run (its own config is used, but for data_dir and download: where the data is on this machine is
+yours to say, never a run's; other parameters are ignored):
 
     mlflow run . --env-manager local -e train -P resume_run_id=<run id>
 """
@@ -16,6 +17,7 @@ Resume a killed run (its own config is used; other parameters are ignored):
 from __future__ import annotations
 
 import sys
+from dataclasses import replace
 
 import mlflow
 
@@ -54,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
                     raise ValueError(f"run {resume_id} already FINISHED: nothing to resume")
                 if why := tracking.live_writer(resumed):
                     raise ValueError(f"run {resume_id} is RUNNING and has a live writer ({why}): not resuming it")
-                cfg = tracking.load_train_config(resume_id)
+                cfg = replace(tracking.load_train_config(resume_id), data_dir=cfg.data_dir, download=cfg.download)
                 resume_state = tracking.load_resume_state(resume_id)
                 target = resume_id
                 # `mlflow run` logged the MLproject defaults as this run's params; they were not used.

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import torch
 
-from tc.config import AnalyzeConfig, CutSpec, split_list
+from tc.config import AnalyzeConfig, CutSpec, check_two_steps, split_list
 from tc.consistency import steps_at_fractions
 from tc.corruptions import corrupted_set
 from tc.data import DataBundle
@@ -55,8 +55,7 @@ def select_steps(text: str, steps: list[int]) -> list[int]:
     missing = sorted(set(chosen) - set(steps))
     if missing:
         raise ValueError(f"checkpoints: steps {missing} are not in the run; it has {steps}")
-    if len(chosen) < 2:
-        raise ValueError("checkpoints: choose at least two")
+    check_two_steps(text, chosen)
     return chosen
 
 

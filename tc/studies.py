@@ -275,7 +275,8 @@ def summarize(cfg: SweepConfig, space: dict, every: pd.DataFrame) -> SweepSummar
     metrics |= {f"corr_spearman_{r.measure}": r.spearman for r in acc.itertuples()}
     metrics |= {f"corr_kendall_{r.measure}": r.kendall for r in acc.itertuples()}
     metrics["n_trials_finished"] = len(trials)
-    headline = next((m for m in ("tc_kappa_test", "tc_test") if m in trials), measures[0])  # README: κ is the headline
+    # docs/sweep.md, "Headline and multiplicity": κ is the headline
+    headline = next((m for m in ("tc_kappa_test", "tc_test") if m in trials), measures[0])
     figures = {
         "scatter.png": plots.measure_scatter(trials, headline, "test_acc", list(space)),
         "correlation_bars.png": plots.correlation_bars(table),

@@ -13,8 +13,9 @@ import shutil
 import socket
 import tempfile
 import time
+import warnings
 from collections.abc import Iterator
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -26,7 +27,8 @@ from mlflow.tracking import MlflowClient
 from tc import cache
 from tc import checkpoints as ck
 from tc.config import AnalyzeConfig, TrainConfig, cast_field, from_strings
-from tc.data import DataBundle, cache_dir, load_for
+from tc.data import DataBundle, DatasetNotFoundError, cache_dir, load_for
+from tc.names import MAX_NUMBER, is_number
 from tc.splits import select_steps
 
 if TYPE_CHECKING:  # tc.analysis pulls in scipy and matplotlib: imported only where an analysis is loaded
@@ -215,7 +217,7 @@ def live_writer(run: mlflow.entities.Run) -> str | None:
 
 
 def staging_dir(run_id: str) -> Path:
-    return cache_dir() / "staging" / run_id
+    return cache_dir() / "staging" / cache.check_run_id(run_id)
 
 
 def clean_staging() -> None:
@@ -263,13 +265,16 @@ def _artifact_repo(run_id: str):
     return get_artifact_repository(get_run(run_id).info.artifact_uri)
 
 
-def download_checkpoints(run_id: str, cache: Path) -> list[tuple[ck.IndexEntry, Path]]:
-    """Fetch a run's checkpoints through MLflow (any tracking URI) into `cache/<run_id>/`, verifying every
+def download_checkpoints(run_id: str, root: Path) -> list[tuple[ck.IndexEntry, Path]]:
+    """Fetch a run's checkpoints through MLflow (any tracking URI) into `root/<run_id>/`, verifying every
     file against the sha256 in `checkpoints/index.json`. Files already cached with the right hash are not
-    downloaded again; a cached file with the wrong hash is replaced."""
+    downloaded again; a cached file with the wrong hash is replaced.
+
+    The index is data from whoever logged the run: every entry is checked against the filename rule
+    (`ck.read_index`) before anything is downloaded, a refused run gets one message naming the bad entry,
+    and files are written only as `root/<run_id>/<ck.filename(step)>`, never through a symbolic link, in a
+    cache that only this user can write (`cache.run_dir`)."""
     get_run(run_id)
-    target = Path(cache) / run_id
-    target.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
         try:
             index_path = client().download_artifacts(run_id, f"{ck.ARTIFACT_DIR}/{ck.INDEX_FILE}", tmp)
@@ -281,24 +286,36 @@ def download_checkpoints(run_id: str, cache: Path) -> list[tuple[ck.IndexEntry, 
             entries = ck.read_index(index_path)
         except ck.CheckpointError as e:
             raise ck.CheckpointError(
-                f"run {run_id}: {ck.ARTIFACT_DIR}/{ck.INDEX_FILE} {str(e).split(': ', 1)[-1]}"
-            ) from e
-        out = []
+                f"run {run_id}: {ck.ARTIFACT_DIR}/{ck.INDEX_FILE} {str(e).split(': ', 1)[-1]}; the run is refused "
+                "and nothing was downloaded"
+            ) from None
+    target = cache.run_dir(root, run_id)
+    out = []
+    # Staged inside the run's dir: the final rename stays on one file system (a /tmp on tmpfs would not). The
+    # staging dir is made by path, which would follow a link swapped in after run_dir's check: run_dir refuses
+    # a cache that anyone else can write (cache.private_dir), so no one else can swap one in.
+    with tempfile.TemporaryDirectory(dir=target, prefix=".download-") as tmp:
         for e in entries:
-            local = target / e.file
-            if not (local.is_file() and ck.sha256(local) == e.sha256):
+            name = ck.filename(e.step)  # == e.file, checked by read_index
+            local = cache.cached_file(target, name)
+            if local is None or ck.sha256(local) != e.sha256:
                 try:
-                    fetched = Path(client().download_artifacts(run_id, f"{ck.ARTIFACT_DIR}/{e.file}", tmp))
+                    fetched = Path(client().download_artifacts(run_id, f"{ck.ARTIFACT_DIR}/{name}", tmp))
                 except (MlflowException, OSError) as err:
                     raise ck.CheckpointError(
-                        f"run {run_id}: {ck.ARTIFACT_DIR}/{e.file} is listed in {ck.INDEX_FILE} but missing from "
+                        f"run {run_id}: {ck.ARTIFACT_DIR}/{name} is listed in {ck.INDEX_FILE} but missing from "
                         f"the artifact store ({type(err).__name__}), and not in the cache {target}"
                     ) from err
+                if not fetched.is_file():  # a run can log a directory under a checkpoint's name
+                    raise ck.CheckpointError(
+                        f"run {run_id}: {ck.ARTIFACT_DIR}/{name} is a directory in the artifact store, not a "
+                        "checkpoint file"
+                    )
                 if ck.sha256(fetched) != e.sha256:
                     raise ck.CheckpointError(
-                        f"run {run_id}: {e.file} does not match its sha256 in the index (tampered or truncated)"
+                        f"run {run_id}: {name} does not match its sha256 in the index (tampered or truncated)"
                     )
-                fetched.replace(local)
+                local = cache.move_into(fetched, target, name)
             out.append((e, local))
     return out
 
@@ -307,37 +324,82 @@ ANALYSIS_DIR = "analysis"
 ANALYSIS_TAG = "tc.analysis"  # the config of the current analysis (and the analyze run id)
 ANALYSIS_VERSION_TAG = "tc.analysis_version"  # the pointer: the current analysis is analysis/v<N>/
 ANALYSIS_STEP_TAG = "tc.analysis_step"  # the step its metrics were logged at
+MAX_VERSION = MAX_NUMBER  # the largest N that `tc.names` reads back: log_analysis writes no larger one
+
+
+def _number_tag(run_id: str, tags: dict[str, str], tag: str, what: str) -> int | None:
+    """The whole number in tag `tag` of the run (None without the tag); anything else is refused, naming it."""
+    raw = tags.get(tag)
+    if raw is None:
+        return None
+    if not is_number(raw):
+        raise ValueError(
+            f"run {run_id}: its tag {tag}={raw[:300]!r} is not {what} (a whole number): refusing to read or write "
+            "its analyses (delete the tag if no analysis of tc's made it)"
+        )
+    return int(raw)
+
+
+def analysis_version(run_id: str, tags: dict[str, str]) -> int | None:
+    """The run's current analysis version from its `tc.analysis_version` tag (None without the tag). The tag
+    becomes an artifact path (`analysis/v<N>`), so anything but a plain number is refused, naming it."""
+    return _number_tag(run_id, tags, ANALYSIS_VERSION_TAG, "an analysis version")
+
+
+def analysis_step(run_id: str, tags: dict[str, str]) -> int:
+    """The step the run's current analysis logged its metrics at (`tc.analysis_step`; 0 without the tag)."""
+    return _number_tag(run_id, tags, ANALYSIS_STEP_TAG, "an analysis step") or 0
+
+
+def _version_of(name: str) -> int | None:
+    """N for a dir named `v<N>` under `analysis/`, else None (`tc.names.is_number`: `"²".isdigit()` is True)."""
+    return int(name[1:]) if name.startswith("v") and is_number(name[1:]) else None
 
 
 def analysis_dir(run_id: str) -> str | None:
     """The artifact dir of the run's current analysis (`analysis/v<N>`), `analysis` for one written before
     versions existed, or None if the run has not been analyzed."""
     tags = get_run(run_id).data.tags
-    if ANALYSIS_VERSION_TAG in tags:
-        return f"{ANALYSIS_DIR}/v{tags[ANALYSIS_VERSION_TAG]}"
+    version = analysis_version(run_id, tags)
+    if version is not None:
+        return f"{ANALYSIS_DIR}/v{version}"
     return ANALYSIS_DIR if ANALYSIS_TAG in tags else None
 
 
 def _versions(run_id: str) -> list[int]:
-    out = []
-    for f in client().list_artifacts(run_id, ANALYSIS_DIR):
-        name = Path(f.path).name
-        if f.is_dir and name.startswith("v") and name[1:].isdigit():
-            out.append(int(name[1:]))
-    return out
+    names = (Path(f.path).name for f in client().list_artifacts(run_id, ANALYSIS_DIR) if f.is_dir)
+    return [v for v in map(_version_of, names) if v is not None]
 
 
 def previous_analysis_metrics(run_id: str) -> set[str]:
-    """Metric names the current analysis of `run_id` logged (from its summary.json), if any."""
+    """Metric names the current analysis of `run_id` logged (from its summary.json), if any. The file is run
+    data: anything but a JSON object whose `metrics` is an object is refused, naming it."""
     where = analysis_dir(run_id)
     if where is None:
         return set()
+    name = f"{where}/summary.json"
     with tempfile.TemporaryDirectory() as tmp:
         try:
-            path = client().download_artifacts(run_id, f"{where}/summary.json", tmp)
+            path = client().download_artifacts(run_id, name, tmp)
         except (MlflowException, OSError):
             return set()
-        return set(json.loads(Path(path).read_text()).get("metrics", {}))
+        try:
+            body = json.loads(Path(path).read_text())
+        except (OSError, ValueError) as e:  # a directory, not UTF-8, not JSON
+            body = e
+    if not (isinstance(body, dict) and isinstance(body.get("metrics"), dict)):
+        what = f"{type(body).__name__}: {body}" if isinstance(body, Exception) else json.dumps(body)
+        raise ValueError(
+            f"run {run_id}: {name} is not an analysis summary (a JSON object whose metrics is an object; it "
+            f"reads {what[:200]}): refusing to write a new analysis over it"
+        )
+    return set(body["metrics"])
+
+
+def check_previous_analysis(run_id: str) -> None:
+    """Refuse now, before an hour of analysis, a run whose analysis tags or summary `log_analysis` would refuse."""
+    analysis_step(run_id, get_run(run_id).data.tags)
+    previous_analysis_metrics(run_id)  # reads the version tag too
 
 
 def log_analysis(
@@ -357,10 +419,12 @@ def log_analysis(
     analysis ends at an earlier checkpoint. Returns N."""
     run = get_run(run_id)
     old_tags = run.data.tags
-    previous = int(old_tags[ANALYSIS_VERSION_TAG]) if ANALYSIS_VERSION_TAG in old_tags else None
+    previous = analysis_version(run_id, old_tags)
+    step = max(int(step), analysis_step(run_id, old_tags))
     version = max([*_versions(run_id), previous or 0]) + 1
+    if version > MAX_VERSION:
+        raise ValueError(f"run {run_id}: its analyses reached version {version - 1}, the largest tc writes")
     stale = previous_analysis_metrics(run_id) - set(metrics)
-    step = max(int(step), int(old_tags.get(ANALYSIS_STEP_TAG, 0)))
     client().log_artifacts(run_id, str(local_dir), f"{ANALYSIS_DIR}/v{version}")
     now = int(time.time() * 1000)
     values = {**metrics, **{k: float("nan") for k in stale}}
@@ -383,9 +447,8 @@ def _delete_old_analyses(run_id: str, keep: set) -> None:
     try:
         repo = _artifact_repo(run_id)
         for f in client().list_artifacts(run_id, ANALYSIS_DIR):
-            name = Path(f.path).name
-            is_version = f.is_dir and name.startswith("v") and name[1:].isdigit()
-            if not (is_version and int(name[1:]) in keep):
+            version = _version_of(Path(f.path).name) if f.is_dir else None
+            if version is None or version not in keep:
                 repo.delete_artifacts(f.path)  # older versions, and files of a pre-version analysis
     except (NotImplementedError, MlflowException, OSError):
         pass  # a store that cannot delete keeps them; the pointer tag still names the current one
@@ -402,12 +465,17 @@ def seconds_per_epoch(run_id: str) -> float | None:
 
 
 def load_run_checkpoints(
-    run_id: str, model: Any, checkpoints: str = "all", keep: tuple[str, ...] = ()
+    run_id: str,
+    model: Any,
+    checkpoints: str = "all",
+    keep: tuple[str, ...] = (),
+    files: list[tuple[ck.IndexEntry, Path]] | None = None,
 ) -> ck.Checkpoints:
     """Download (cached), verify against the index's sha256 and load run `run_id`'s checkpoints selected by
     `checkpoints` (see `tc.splits.select_steps`); refuse any whose architecture is not `model`'s. With
-    TC_CACHE_MAX_GB set, the cache is then pruned to that size (this run and `keep` stay)."""
-    files = download_checkpoints(run_id, cache_dir() / "checkpoints")
+    TC_CACHE_MAX_GB set, the cache is then pruned to that size (this run and `keep` stay). `files`: the run's
+    `download_checkpoints` already done by the caller."""
+    files = download_checkpoints(run_id, cache.checkpoint_root()) if files is None else files
     cache.apply_env_cap((run_id, *keep))
     chosen = set(select_steps(checkpoints, [e.step for e, _ in files]))
     steps, sds, spec = ck.load_series([(e, p) for e, p in files if e.step in chosen])
@@ -416,20 +484,58 @@ def load_run_checkpoints(
     return loaded
 
 
+def load_initial_state(run_id: str, model: Any, files: list[tuple[ck.IndexEntry, Path]]) -> ck.StateDict | None:
+    """Run `run_id`'s initialisation (the step `ck.init_index` names) from its downloaded, verified checkpoint
+    `files` (`download_checkpoints`), for an analysis whose `checkpoints` selection left it out; None when the
+    run never logged step 0. The file must hold step 0 itself and `model`'s architecture."""
+    i = ck.init_index([e.step for e, _ in files])
+    if i is None:
+        return None
+    entry, path = files[i]
+    payload = ck.load_checkpoint(path, entry.sha256)
+    if payload["step"] != ck.INIT_STEP:
+        raise ck.CheckpointError(
+            f"run {run_id}: {entry.file} is listed as step {entry.step} but holds step {payload['step']}"
+        )
+    init = ck.Checkpoints([ck.INIT_STEP], [payload["state_dict"]])
+    ck.check_architecture(f"run {run_id}", init, payload["model_spec"], model)
+    return payload["state_dict"]
+
+
 def load_analysis_inputs(cfg: AnalyzeConfig) -> tuple[ck.Checkpoints, DataBundle, ck.RunContext]:
     """Everything `tc.analysis.analyze_run` needs for `cfg.run_id`: its selected checkpoints (verified), its
     data set and its `RunContext` (architecture, minibatch size and seed, the reference run's checkpoints,
-    seconds per epoch). A user model's code comes only from `cfg.model`, the command line."""
+    seconds per epoch, the step-0 checkpoint when the selection left it out). A user model's code comes only
+    from `cfg.model`, the command line."""
     from tc.models import ModelSpec, build_model, factory_for
 
     train_cfg = load_train_config(cfg.run_id)
-    data = load_for(train_cfg)
+    check_previous_analysis(cfg.run_id)  # bad analysis tags or summary: refused now, not after the analysis
+    # A run's data_dir and download name a directory on the trainer's machine: data is read only where the
+    # analyzing user says (their own data_dir and download, $TC_DATA_DIR, tc's cache), never where a run says.
+    try:
+        data = load_for(replace(train_cfg, data_dir=cfg.data_dir, download=cfg.download))
+    except DatasetNotFoundError as e:
+        if not train_cfg.data_dir or cfg.data_dir:
+            raise
+        raise DatasetNotFoundError(
+            f"{e}\nRun {cfg.run_id} was trained with data_dir={train_cfg.data_dir!r}, a directory on its trainer's "
+            "machine that analyze never reads: say where the data is on this machine with -P data_dir=DIR (or "
+            "set TC_DATA_DIR=DIR)"
+        ) from None
     model = build_model(ModelSpec.of(train_cfg, data), factory_for(train_cfg.model, cfg.model))
-    ckpts = load_run_checkpoints(cfg.run_id, model, cfg.checkpoints)
+    # one download (one index read, one hash check per file) for the selection and step 0: both see one index
+    files = download_checkpoints(cfg.run_id, cache.checkpoint_root())
+    ckpts = load_run_checkpoints(cfg.run_id, model, cfg.checkpoints, files=files)
     reference = None
     if cfg.reference_run_id:
         reference = load_run_checkpoints(cfg.reference_run_id, model, "all", keep=(cfg.run_id,))
-    run = ck.RunContext(model, train_cfg.batch_size, train_cfg.seed, reference, seconds_per_epoch(cfg.run_id))
+    # gm_dist_init measures from step 0 whatever the selection (a list of steps may leave it out)
+    i0 = ck.init_index(ckpts.steps)
+    init = ckpts.state_dicts[i0] if i0 is not None else load_initial_state(cfg.run_id, model, files)
+    run = ck.RunContext(
+        model, train_cfg.batch_size, train_cfg.seed, reference, seconds_per_epoch(cfg.run_id), init=init
+    )
     return ckpts, data, run
 
 
@@ -529,8 +635,9 @@ def label_analysis(train_run_id: str, analyze_run_id: str | None, cfg: Any) -> N
 # ------------------------------------------------------------------ logging from the user's own loop (issue 13)
 
 # Per run, in this process: the config, the architecture, a staged model to map state dicts onto, and the
-# index so far. A user model's factory is imported only from the name the user passed to `log_run_info` here,
-# never from what a run's artifacts say.
+# run's checkpoint index (as logged so far, also by an earlier process of a resumed loop). A user model's
+# factory is imported only from the name the user passed to `log_run_info` here, never from what a run's
+# artifacts say.
 _OWN_RUNS: dict[str, dict] = {}
 
 
@@ -563,11 +670,35 @@ def log_run_info(model: str, dataset: str, *, run_id: str | None = None, data: A
     data = data if data is not None else load_for(cfg)
     spec = ModelSpec.of(cfg, data)
     staged = build_model(spec, factory_for(cfg.model, cfg.model))  # the name the user just passed us
+    index = _logged_index(rid)  # a loop resumed in a new process continues the run's index, never restarts it
     log_config(rid, cfg)
     client().set_tag(rid, "tc.source", "own loop (tc.log_run_info)")
     label_train_run(rid, cfg)
-    _OWN_RUNS[rid] = {"cfg": cfg, "spec": spec, "staged": staged, "index": {}, "name": runinfo.run_name(cfg)}
+    _OWN_RUNS[rid] = {"cfg": cfg, "spec": spec, "staged": staged, "index": index, "name": runinfo.run_name(cfg)}
     return cfg
+
+
+def _logged_index(run_id: str) -> dict[int, ck.IndexEntry]:
+    """Run `run_id`'s `checkpoints/index.json` by step, {} when it has none yet. Read as data: every entry
+    must be an integer step under the name the filename rule gives it, or the run is refused."""
+    where = f"{ck.ARTIFACT_DIR}/{ck.INDEX_FILE}"
+    if not any(f.path == where for f in client().list_artifacts(run_id, ck.ARTIFACT_DIR)):
+        return {}
+    with tempfile.TemporaryDirectory(prefix="tc-index-") as tmp:
+        entries = ck.read_index(client().download_artifacts(run_id, where, tmp))
+    for e in entries:
+        if type(e.step) is not int or e.step < 0 or e.file != ck.filename(e.step) or not isinstance(e.sha256, str):
+            raise ck.CheckpointError(f"run {run_id}: {where} has an entry that is not a tc checkpoint: {e}")
+    return {e.step: e for e in entries}
+
+
+def _own_run(run_id: str) -> dict:
+    own = _OWN_RUNS.get(run_id)
+    if own is None:
+        raise RuntimeError(
+            f"run {run_id}: call tc.log_run_info(model=..., dataset=...) in this process before logging checkpoints"
+        )
+    return own
 
 
 def _staged_state_dict(staged: Any, state_dict: dict, name: str) -> dict:
@@ -593,16 +724,23 @@ def log_checkpoint(model: Any, step: int, epoch: float, *, run_id: str | None = 
     """Log `model`'s weights at global optimizer step `step` (and `epoch`, fractional if mid-epoch) into the
     active run in tc's format: `checkpoints/step_XXXXXXXX.pt` (tensors only) and a re-logged
     `checkpoints/index.json` with every checkpoint's step, epoch, file and sha256. Call `log_run_info` first.
-    Log step 0 (before training) too: analyze needs at least two checkpoints."""
+    Log step 0 (before training) too: analyze needs the initialisation and at least two checkpoints
+    (`CheckpointLogger` logs step 0 itself when it is created). A step logged already is never overwritten:
+    the same weights (and epoch) again return its entry; other ones raise `ValueError`."""
     rid = _active_run_id(run_id)
-    own = _OWN_RUNS.get(rid)
-    if own is None:
-        raise RuntimeError(
-            f"run {rid}: call tc.log_run_info(model=..., dataset=...) in this process before logging checkpoints"
-        )
+    own = _own_run(rid)
     sd = _staged_state_dict(own["staged"], model.state_dict(), own["cfg"].model)
     with tempfile.TemporaryDirectory(prefix="tc-ckpt-") as tmp:
         entry = ck.save_checkpoint(tmp, step, epoch, own["spec"].to_dict(), sd)
+        logged = own["index"].get(entry.step)
+        if logged is not None:
+            if logged.sha256 != entry.sha256:  # e.g. trained weights logged as a resumed run's step 0
+                raise ValueError(
+                    f"run {rid}: step {entry.step} is logged already with other weights or epoch (sha256 "
+                    f"{logged.sha256[:12]}..., these {entry.sha256[:12]}...); a logged checkpoint is never "
+                    "overwritten: log the weights under a new step"
+                )
+            return logged
         client().log_artifact(rid, str(Path(tmp) / entry.file), ck.ARTIFACT_DIR)
         own["index"][entry.step] = entry
         client().log_artifact(rid, str(ck.write_index(tmp, list(own["index"].values()))), ck.ARTIFACT_DIR)
@@ -610,25 +748,44 @@ def log_checkpoint(model: Any, step: int, epoch: float, *, run_id: str | None = 
 
 
 class LoopCheckpointLogger:
-    """`tc.CheckpointLogger(model, every=N)`: call `.step(step, epoch)` after every optimizer step of your
-    loop; step 0 and every N-th step are logged with `log_checkpoint`. Call `.close(step, epoch)` after the
-    loop to log the final step too (if `every` did not land on it) and refresh the run's description."""
+    """`tc.CheckpointLogger(model, every=N)`: create it after `log_run_info` and before your first optimizer
+    step. On a run with no checkpoint yet it logs the model's weights as they are then as step 0 (the
+    initialisation: analyze needs it, e.g. for the early checkpoints and `gm_dist_init`), so a loop cannot
+    forget it. On a run that has checkpoints (a loop resumed, in this process or a new one after
+    `log_run_info`) it logs nothing: the weights are no longer the initialisation, and the run's step 0, if
+    any, stays as it is. Call `.step(step, epoch)` after every optimizer step of your loop: every N-th step
+    not in the run's index yet is logged with `log_checkpoint` (an explicit `.step(0, 0.0)` is not logged
+    twice). Call `.close(step, epoch)` after the loop to log the final step too (if `every` did not land on
+    it) and refresh the run's description. `.logged`: the steps in the run's index."""
 
     def __init__(self, model: Any, every: int = 1, *, run_id: str | None = None):
         if every < 1:
             raise ValueError(f"every={every}: log a checkpoint every >= 1 optimizer steps")
         self.model, self.every, self.run_id = model, int(every), _active_run_id(run_id)
-        self.logged: list[int] = []
+        index = _own_run(self.run_id)["index"]
+        if not index:
+            log_checkpoint(self.model, 0, 0.0, run_id=self.run_id)
+        elif 0 not in index:
+            warnings.warn(
+                f"run {self.run_id} has checkpoints but none at step 0 and the model is past its initialisation: "
+                "no step 0 is logged, and analyze reports gm_dist_init as NaN",
+                stacklevel=2,
+            )
+
+    @property
+    def logged(self) -> list[int]:
+        """The steps the run's checkpoint index holds, in order (those logged by earlier processes too)."""
+        return sorted(_own_run(self.run_id)["index"])
 
     def step(self, step: int, epoch: float) -> ck.IndexEntry | None:
-        if step % self.every:
+        """Log the weights after optimizer step `step` when it is a multiple of `every` not logged yet."""
+        if step % self.every or step in _own_run(self.run_id)["index"]:
             return None
-        self.logged.append(step)
         return log_checkpoint(self.model, step, epoch, run_id=self.run_id)
 
     def close(self, step: int, epoch: float) -> None:
-        if step not in self.logged:
-            self.logged.append(step)
+        """After the loop: log the final step `step` unless logged already, and refresh the description."""
+        if step not in _own_run(self.run_id)["index"]:
             log_checkpoint(self.model, step, epoch, run_id=self.run_id)
         describe_train_run(self.run_id)
 
