@@ -1,8 +1,9 @@
 """requirements.lock agrees with pyproject.toml, scripts/lock.sh and conda.yaml (and .gitignore with git).
 
 The lock is what `scripts/setup.sh` installs (and so what CI tests); pyproject.toml's ranges are what library
-users get. `lock_problems` lists every way they can disagree: a dependency or extra of pyproject.toml missing
-from the lock or pinned outside its range, a pin without hashes, a package the lock still names as tc's own
+users get. `lock_problems` lists every way they can disagree: a dependency or extra of pyproject.toml, or a
+[build-system] requirement (setup.sh builds tc without build isolation), missing from the lock or pinned outside
+its range, a pin without hashes, a package the lock still names as tc's own
 that pyproject.toml dropped, a header that is not the one `scripts/lock.sh` writes, or torch pins that differ
 from the script's. The real files must give no problem; mutated copies must give the right one.
 """
@@ -108,6 +109,18 @@ def lock_problems(lock_text: str, pyproject: dict, lock_script: str) -> list[str
     stale = sorted(name for name, pin in pins.items() if SELF in pin.via and name not in direct)
     problems += [f"requirements.lock names {name} as tc's dependency, and pyproject.toml does not" for name in stale]
 
+    # scripts/setup.sh installs tc with --no-build-isolation: its build backend comes from the lock, so every
+    # [build-system] requirement must be pinned there, inside its range
+    for text in pyproject.get("build-system", {}).get("requires", []):
+        req = Requirement(text)
+        name = canonicalize_name(req.name)
+        if not _applies(req):
+            continue
+        if name not in pins:
+            problems.append(f"{req} ([build-system] in pyproject.toml) is not in requirements.lock")
+        elif not req.specifier.contains(Version(pins[name].version), prereleases=True):
+            problems.append(f"requirements.lock pins {name}=={pins[name].version}, outside {req} ([build-system])")
+
     if "--all-extras" not in lock_script:
         problems.append("scripts/lock.sh must lock every extra (--all-extras)")
     m = re.search(r"^TORCH_PINS=\(([^)]*)\)", lock_script, re.M)
@@ -192,6 +205,23 @@ def test_a_changed_pyproject_is_caught(files, change, expected):
     lock, _, script = files
     pyproject = tomllib.loads(PYPROJECT.read_text())  # a fresh copy to mutate
     change(pyproject["project"])
+    problems = lock_problems(lock, pyproject, script)
+    assert any(expected in p for p in problems), problems
+
+
+@pytest.mark.parametrize(
+    "requires, expected",
+    [
+        (["setuptools>=9999"], "outside setuptools>=9999 ([build-system])"),
+        (["setuptools>=64", "wheel"], "wheel ([build-system] in pyproject.toml) is not in requirements.lock"),
+    ],
+    ids=["build-backend-range", "build-requirement-missing"],
+)
+def test_a_changed_build_system_is_caught(files, requires, expected):
+    lock, _, script = files
+    pyproject = tomllib.loads(PYPROJECT.read_text())
+    assert pyproject["build-system"]["requires"]  # the real file's are checked by the test above
+    pyproject["build-system"]["requires"] = requires
     problems = lock_problems(lock, pyproject, script)
     assert any(expected in p for p in problems), problems
 
