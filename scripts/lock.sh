@@ -17,7 +17,9 @@ cd "$(dirname "$0")/.."
 # The torch pair the lock pins: the newest pair this workplace keeps on local disk (the CUDA build that PyPI
 # also serves for Linux x86_64). pyproject.toml's ranges admit it; raise these, and the ranges, together.
 TORCH_PINS=(torch==2.14.1 torchvision==0.29.1)
-# The tool that writes the lock, pinned, so that the same inputs give the same file.
+# The tool that writes the lock, pinned, so that the same inputs give the same file. Only pip and pip-tools are
+# pinned in this throwaway venv: their own dependencies (click, build, wheel, ...) come unpinned, which is safe
+# because they only run the resolver and never reach requirements.lock.
 TOOLS=(pip==23.2.1 pip-tools==7.6.2)
 
 python=${PYTHON:-python3}

@@ -9,8 +9,13 @@ cd "$(dirname "$0")/.."
 
 pip_install=(python -m pip install --quiet --disable-pip-version-check)
 target=$(python -c 'import platform, sys; print(f"{platform.system()}-{platform.machine()}-{sys.version_info[0]}.{sys.version_info[1]}")')
-if python -c 'import sys; sys.exit(sys.prefix != sys.base_prefix)'; then
-  echo "setup: $(command -v python) is no virtual environment; the lock's versions replace what it holds" >&2
+# An environment of its own: a virtual environment, or the active conda environment (CONDA_PREFIX is its root).
+if python -c '
+import os, sys
+conda = os.environ.get("CONDA_PREFIX")
+own = sys.prefix != sys.base_prefix or (conda and os.path.realpath(conda) == os.path.realpath(sys.prefix))
+sys.exit(bool(own))'; then
+  echo "setup: $(command -v python) is no virtual or conda environment; the lock's versions replace what it holds" >&2
 fi
 if [ "$target" = Linux-x86_64-3.11 ]; then
   # The lock is resolved for this target (scripts/lock.sh). --require-hashes: every file is checked against
