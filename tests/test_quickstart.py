@@ -101,7 +101,7 @@ def _rule_steps(total: int, every: int) -> list[int]:
 @pytest.mark.parametrize("epochs, train_size", [(2, 300), (7, 1000), (3, 640), (1, 1000)])
 def test_the_training_loop_saves_the_steps_the_rule_assumes(epochs, train_size):
     # the many-totals test below takes the saved steps from the rule; here the real loop agrees, for totals that
-    # 8 divides (16, 56) and not (15: -P epochs=3 train_size=640 analyzed 9 checkpoints before; 8 divides 8)
+    # 8 divides (56, 8) and not (6; 15: -P epochs=3 train_size=640, which analyzed 9 checkpoints before)
     cfg = from_strings(
         TrainConfig, quick.train_parameters(quick.parse_args([f"--epochs={epochs}", f"--train_size={train_size}"]))
     )
