@@ -271,15 +271,9 @@ def _artifact_repo(run_id: str):
     return get_artifact_repository(get_run(run_id).info.artifact_uri)
 
 
-def download_checkpoints(run_id: str, root: Path) -> list[tuple[ck.IndexEntry, Path]]:
-    """Fetch a run's checkpoints through MLflow (any tracking URI) into `root/<run_id>/`, verifying every
-    file against the sha256 in `checkpoints/index.json`. Files already cached with the right hash are not
-    downloaded again; a cached file with the wrong hash is replaced.
-
-    The index is data from whoever logged the run: every entry is checked against the filename rule
-    (`ck.read_index`) before anything is downloaded, a refused run gets one message naming the bad entry,
-    and files are written only as `root/<run_id>/<ck.filename(step)>`, never through a symbolic link, in a
-    cache that only this user can write (`cache.run_dir`)."""
+def checkpoint_index(run_id: str) -> list[ck.IndexEntry]:
+    """A run's `checkpoints/index.json`, every entry checked by `ck.read_index`; no checkpoint is downloaded.
+    A run without an index, or with one that fails the checks, gets one `ck.CheckpointError` naming it."""
     get_run(run_id)
     with tempfile.TemporaryDirectory() as tmp:
         try:
@@ -289,12 +283,24 @@ def download_checkpoints(run_id: str, root: Path) -> list[tuple[ck.IndexEntry, P
                 f"run {run_id} has no {ck.ARTIFACT_DIR}/{ck.INDEX_FILE}: it logged no checkpoints to analyze"
             ) from e
         try:
-            entries = ck.read_index(index_path)
+            return ck.read_index(index_path)
         except ck.CheckpointError as e:
             raise ck.CheckpointError(
                 f"run {run_id}: {ck.ARTIFACT_DIR}/{ck.INDEX_FILE} {str(e).split(': ', 1)[-1]}; the run is refused "
                 "and nothing was downloaded"
             ) from None
+
+
+def download_checkpoints(run_id: str, root: Path) -> list[tuple[ck.IndexEntry, Path]]:
+    """Fetch a run's checkpoints through MLflow (any tracking URI) into `root/<run_id>/`, verifying every
+    file against the sha256 in `checkpoints/index.json`. Files already cached with the right hash are not
+    downloaded again; a cached file with the wrong hash is replaced.
+
+    The index is data from whoever logged the run: every entry is checked against the filename rule
+    (`ck.read_index`) before anything is downloaded, a refused run gets one message naming the bad entry,
+    and files are written only as `root/<run_id>/<ck.filename(step)>`, never through a symbolic link, in a
+    cache that only this user can write (`cache.run_dir`)."""
+    entries = checkpoint_index(run_id)
     target = cache.run_dir(root, run_id)
     out = []
     # Staged inside the run's dir: the final rename stays on one file system (a /tmp on tmpfs would not). The
