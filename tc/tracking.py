@@ -307,6 +307,8 @@ ANALYSIS_DIR = "analysis"
 ANALYSIS_TAG = "tc.analysis"  # the config of the current analysis (and the analyze run id)
 ANALYSIS_VERSION_TAG = "tc.analysis_version"  # the pointer: the current analysis is analysis/v<N>/
 ANALYSIS_STEP_TAG = "tc.analysis_step"  # the step its metrics were logged at
+# {"version": N, "step": S} of a write-back in flight (or one that died midway), set before its first metric
+ANALYSIS_WRITING_TAG = "tc.analysis_writing"
 
 
 def analysis_dir(run_id: str) -> str | None:
@@ -327,56 +329,118 @@ def _versions(run_id: str) -> list[int]:
     return out
 
 
-def previous_analysis_metrics(run_id: str) -> set[str]:
-    """Metric names the current analysis of `run_id` logged (from its summary.json), if any."""
-    where = analysis_dir(run_id)
-    if where is None:
-        return set()
+def _summary_metrics(run_id: str, where: str) -> dict[str, float]:
+    """The metrics in `<where>/summary.json` (an analysis version's own record of its values); {} if absent."""
     with tempfile.TemporaryDirectory() as tmp:
         try:
             path = client().download_artifacts(run_id, f"{where}/summary.json", tmp)
         except (MlflowException, OSError):
-            return set()
-        return set(json.loads(Path(path).read_text()).get("metrics", {}))
+            return {}
+        return dict(json.loads(Path(path).read_text()).get("metrics", {}))
+
+
+def previous_analysis_metrics(run_id: str) -> set[str]:
+    """Metric names the current analysis of `run_id` logged (from its summary.json), if any."""
+    where = analysis_dir(run_id)
+    return set() if where is None else set(_summary_metrics(run_id, where))
+
+
+def current_analysis(run_id: str) -> tuple[str | None, dict[str, float]]:
+    """(artifact dir, metrics) of the run's current analysis, read by following the pointer to that version's
+    own summary.json: the values of exactly the version the pointer names, at any moment, also while another
+    analysis is being written back (a version's files are complete before the pointer names it, and the
+    version before the current one is kept). (None, {}) if the run has not been analyzed."""
+    where = analysis_dir(run_id)
+    return where, ({} if where is None else _summary_metrics(run_id, where))
+
+
+def analysis_metrics_settled(run: mlflow.entities.Run) -> bool:
+    """Whether `run`'s latest metrics are those of the analysis its pointer names: False while a write-back
+    is in flight (its metrics go in before its pointer, in as many store calls as MLflow needs), or after one
+    died midway, until the next analysis; `current_analysis` reads the pointed version whole either way."""
+    raw = run.data.tags.get(ANALYSIS_WRITING_TAG)
+    if raw is None:
+        return True
+    try:
+        writing = int(json.loads(raw)["version"])
+    except (ValueError, KeyError, TypeError):
+        return False
+    return str(writing) == run.data.tags.get(ANALYSIS_VERSION_TAG)
+
+
+def _orphan_metrics(run_id: str, versions: list[int], previous: int | None) -> set[str]:
+    """Metric names of write-backs that died midway (versions above the pointer): some of their values may
+    have reached the run's latest metrics, so the next analysis NaNs those it does not log itself."""
+    died = [v for v in versions if v > (previous or 0)]
+    return set().union(*(_summary_metrics(run_id, f"{ANALYSIS_DIR}/v{v}") for v in died))
+
+
+def _store_calls(metrics: list[Metric]) -> list[list[Metric]]:
+    """`metrics` in chunks that MLflow's `log_batch` passes to its store whole, one store call each (it splits
+    a batch above 1,000 entities, and a REST store refuses one)."""
+    from mlflow.utils.validation import MAX_ENTITIES_PER_BATCH, MAX_METRICS_PER_BATCH
+
+    size = min(MAX_METRICS_PER_BATCH, MAX_ENTITIES_PER_BATCH)
+    return [metrics[a : a + size] for a in range(0, len(metrics), size)]
 
 
 def log_analysis(
     run_id: str, local_dir: Path, metrics: dict[str, float], step: int, config: dict, tags: dict | None = None
 ) -> int:
-    """Log an analysis into `run_id` so that any reader sees one complete analysis or the previous one:
+    """Log an analysis into `run_id` so that a reader following the pointer tag `tc.analysis_version` sees
+    one complete analysis, at any number of metrics, and a write that dies midway leaves the previous one:
 
-    1. the files go to a new, never used `analysis/v<N>/` (a killed analysis leaves an orphan dir no tag
-       names, which the next one skips);
-    2. then ONE `log_batch` (one database transaction) holds every new metric, NaN for every metric of the
-       previous analysis that this one lacks, and the tags: the pointer `tc.analysis_version` = N, the
-       config `tc.analysis`, and `tags`;
-    3. last, dirs older than the previous version are deleted (best effort; the previous one is kept for a
-       reader that looked up the pointer just before the switch).
+    1. the files go to a new, never used `analysis/v<N>/` (summary.json holds every value; a killed
+       analysis leaves an orphan dir no pointer names);
+    2. a tag `tc.analysis_writing` = {"version": N, "step": S} marks the run's latest metrics as in
+       transition (`analysis_metrics_settled`) before any of them changes;
+    3. the metrics: every new one, and NaN for every metric of the previous analysis (or of a write that
+       died midway) that this one lacks, in store calls of at most 1,000 (MLflow splits larger batches, so
+       no single transaction could hold them all);
+    4. last, one call with the tags: the pointer `tc.analysis_version` = N, the config `tc.analysis`, the
+       step and `tags`; the pointer thus names N only once every value of N is stored;
+    5. then the marker is removed and dirs older than the previous version are deleted (best effort; the
+       previous one is kept for a reader that looked up the pointer just before the switch).
 
-    Metrics go at max(step, the previous analysis's step) so that they are the latest values even when this
-    analysis ends at an earlier checkpoint. Returns N."""
+    A reader that sees pointer N therefore finds all of N's values in the run's latest metrics and in
+    `analysis/v<N>/`; while the marker names another version, the latest metrics are mixed and only
+    `current_analysis` (the pointed version's summary.json) is whole. Metrics go at max(step, the step of the
+    previous analysis and of any died write) so that they are the latest values even when this analysis
+    ends at an earlier checkpoint. Returns N."""
     run = get_run(run_id)
     old_tags = run.data.tags
     previous = int(old_tags[ANALYSIS_VERSION_TAG]) if ANALYSIS_VERSION_TAG in old_tags else None
-    version = max([*_versions(run_id), previous or 0]) + 1
-    stale = previous_analysis_metrics(run_id) - set(metrics)
-    step = max(int(step), int(old_tags.get(ANALYSIS_STEP_TAG, 0)))
+    versions = _versions(run_id)
+    version = max([*versions, previous or 0]) + 1
+    step = max(int(step), int(old_tags.get(ANALYSIS_STEP_TAG, 0)), _died_write_step(old_tags))
+    orphans = _orphan_metrics(run_id, versions, previous) & set(run.data.metrics)
+    stale = (previous_analysis_metrics(run_id) | orphans) - set(metrics)
     client().log_artifacts(run_id, str(local_dir), f"{ANALYSIS_DIR}/v{version}")
+    marker = json.dumps({"version": version, "step": step})
+    client().log_batch(run_id, tags=[mlflow.entities.RunTag(ANALYSIS_WRITING_TAG, marker)])
     now = int(time.time() * 1000)
-    values = {**metrics, **{k: float("nan") for k in stale}}
+    values = {**metrics, **{k: float("nan") for k in sorted(stale)}}
+    for chunk in _store_calls([Metric(k, float(v), now, step) for k, v in values.items()]):
+        client().log_batch(run_id, metrics=chunk)
     all_tags = {
-        ANALYSIS_TAG: json.dumps(config)[:5000],
-        ANALYSIS_VERSION_TAG: str(version),
-        ANALYSIS_STEP_TAG: str(step),
         **(tags or {}),
+        ANALYSIS_TAG: json.dumps(config)[:5000],
+        ANALYSIS_STEP_TAG: str(step),
+        ANALYSIS_VERSION_TAG: str(version),
     }
-    client().log_batch(
-        run_id,
-        metrics=[Metric(k, float(v), now, step) for k, v in values.items()],
-        tags=[mlflow.entities.RunTag(k, str(v)) for k, v in all_tags.items()],
-    )
+    client().log_batch(run_id, tags=[mlflow.entities.RunTag(k, str(v)) for k, v in all_tags.items()])
+    with contextlib.suppress(MlflowException):  # cosmetic: a marker equal to the pointer means settled
+        client().delete_tag(run_id, ANALYSIS_WRITING_TAG)
     _delete_old_analyses(run_id, keep={version, previous})
     return version
+
+
+def _died_write_step(tags: dict[str, str]) -> int:
+    """The metric step of a write-back that died midway (its marker is still set), else 0."""
+    try:
+        return int(json.loads(tags[ANALYSIS_WRITING_TAG])["step"])
+    except (KeyError, ValueError, TypeError):
+        return 0
 
 
 def _delete_old_analyses(run_id: str, keep: set) -> None:
