@@ -127,7 +127,7 @@ def test_reanalysis_replaces_the_files_and_older_versions_are_removed(mlflow_sto
     assert {f.path for f in MlflowClient().list_artifacts(run_id, "analysis")} == {"analysis/v2", "analysis/v3"}
 
 
-def test_the_version_pointer_goes_in_the_last_log_batch_after_the_files_and_metrics(mlflow_store, tmp_path, monkeypatch):
+def test_the_version_pointer_goes_last_after_the_files_and_metrics(mlflow_store, tmp_path, monkeypatch):
     """Files, then a marker that the metrics are in transition, then the metrics, then the pointer (issue 19
     item 7: tests/test_writeback.py checks a reader at every store call, past 1,000 metrics)."""
     run_id = _new_run("FINISHED")

@@ -73,7 +73,8 @@ class Reader:
         if settled:
             latest = run.data.metrics
             wrong = {k: latest.get(k) for k, v in expected["metrics"].items() if latest.get(k) != v}
-            assert not wrong, f"pointer v{pointer}: {len(wrong)} values of another version, e.g. {list(wrong.items())[:3]}"
+            example = list(wrong.items())[:3]
+            assert not wrong, f"pointer v{pointer}: {len(wrong)} values of another version, e.g. {example}"
             for k in expected["stale"]:
                 assert math.isnan(latest[k]), f"pointer v{pointer}: {k} = {latest[k]}, expected NaN"
         # tc's own reader and predicate say the same
