@@ -125,6 +125,7 @@ def baseline_measures(
         other=at_state(run.model, run.reference.state_dicts[-1]) if run.reference is not None else None,
         x_test=data.normalize(test.x) if test is not None else None,
         seed=cfg.seed,
+        device=resolve_device(cfg.device),
     )
     out = dict(values)
     for name, sec in seconds.items():
@@ -358,19 +359,23 @@ def mmd_measures(
 ) -> dict[str, float]:
     """tc_mmd_d<cut>: MMD² between the temporally augmented shallow features {z_t(x): t in the window,
     x in the train split} and the final checkpoint's features of the test split, global-average-pooled
-    (at most `max_rows` rows each, seeded). Small = the augmentation covers the test distribution."""
+    (at most `max_rows` rows each, seeded). Small = the augmentation covers the test distribution. Features
+    and MMD² are computed on `cfg.device`; the row subsets are drawn on the CPU (the same rows everywhere)."""
     (train, test), model = splits, run.model
+    device = resolve_device(cfg.device)
     win = C.window(ckpts.steps, cfg.window)
     g = torch.Generator().manual_seed(cfg.seed + 3)
     out = {}
     cuts = parse_cuts(cfg.cut_spec, model)
     for cut in cuts:
-        aug = noise.pool(
-            noise.features(model, [ckpts.state_dicts[i] for i in win], data.normalize(train.x), cut, cfg.batch_size)
-        ).flatten(0, 1)
-        tst = noise.pool(noise.features(model, [ckpts.state_dicts[-1]], data.normalize(test.x), cut, cfg.batch_size))[0]
+        shallow = [ckpts.state_dicts[i] for i in win]
+        aug = noise.pool(noise.features(model, shallow, data.normalize(train.x), cut, cfg.batch_size, device))
+        tst = noise.pool(
+            noise.features(model, [ckpts.state_dicts[-1]], data.normalize(test.x), cut, cfg.batch_size, device)
+        )
+        aug, tst = aug.flatten(0, 1), tst[0]
         aug = aug[torch.randperm(len(aug), generator=g)[:max_rows]]
         tst = tst[torch.randperm(len(tst), generator=g)[:max_rows]]
-        out[f"tc_mmd_d{cut}"] = C.mmd2(aug, tst)[0]
+        out[f"tc_mmd_d{cut}"] = C.mmd2(aug.to(device), tst.to(device))[0]
     add_means_over_cuts(out, ["tc_mmd"], cuts)
     return out

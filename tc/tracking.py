@@ -480,10 +480,25 @@ def load_run_checkpoints(
     return loaded
 
 
+def load_final_checkpoint(run_id: str, model: Any, keep: tuple[str, ...] = ()) -> ck.Checkpoints:
+    """Run `run_id`'s last checkpoint only (verified against the index's sha256, of `model`'s architecture),
+    as one-entry `Checkpoints`: a reference run serves the cross-seed control and gm_disagreement, which use
+    only its final network, so its other checkpoints are never loaded into memory."""
+    files = download_checkpoints(run_id, cache_dir() / "checkpoints")
+    cache.apply_env_cap((run_id, *keep))
+    if not files:
+        raise ck.CheckpointError(f"run {run_id}: {ck.ARTIFACT_DIR}/{ck.INDEX_FILE} lists no checkpoint")
+    entry, path = max(files, key=lambda f: f[0].step)
+    payload = ck.load_checkpoint(path, entry.sha256)
+    loaded = ck.Checkpoints([int(payload["step"])], [payload["state_dict"]])
+    ck.check_architecture(f"run {run_id}", loaded, payload["model_spec"], model)
+    return loaded
+
+
 def load_analysis_inputs(cfg: AnalyzeConfig) -> tuple[ck.Checkpoints, DataBundle, ck.RunContext]:
     """Everything `tc.analysis.analyze_run` needs for `cfg.run_id`: its selected checkpoints (verified), its
-    data set and its `RunContext` (architecture, minibatch size and seed, the reference run's checkpoints,
-    seconds per epoch). A user model's code comes only from `cfg.model`, the command line."""
+    data set and its `RunContext` (architecture, minibatch size and seed, the reference run's last
+    checkpoint, seconds per epoch). A user model's code comes only from `cfg.model`, the command line."""
     from tc.models import ModelSpec, build_model, factory_for
 
     train_cfg = load_train_config(cfg.run_id)
@@ -492,7 +507,7 @@ def load_analysis_inputs(cfg: AnalyzeConfig) -> tuple[ck.Checkpoints, DataBundle
     ckpts = load_run_checkpoints(cfg.run_id, model, cfg.checkpoints)
     reference = None
     if cfg.reference_run_id:
-        reference = load_run_checkpoints(cfg.reference_run_id, model, "all", keep=(cfg.run_id,))
+        reference = load_final_checkpoint(cfg.reference_run_id, model, keep=(cfg.run_id,))
     run = ck.RunContext(model, train_cfg.batch_size, train_cfg.seed, reference, seconds_per_epoch(cfg.run_id))
     return ckpts, data, run
 

@@ -1,0 +1,233 @@
+"""`device` reaches every part of an analysis (issue 19 item 8), checked on a CPU-only machine.
+
+`FakeAccelerator` stands in for a GPU: the resolved device is `torch.device("meta")`, but the data stays on
+the CPU, so every number is computed as usual. What moved to the device is recorded on the tensors'
+storages (a model moved with `.to(device)`, an input moved with `.to(device)`, anything computed from
+them), `.device` of such a tensor answers the fake device, and `.cpu()` gives an unmarked copy. It records
+what a real accelerator would refuse: an operation mixing tensors on and off the device, and `.numpy()` of a
+device tensor; and, for every convolution, linear map, BatchNorm and pairwise distance, whether it ran on
+the device. An analysis that honours `device` runs every one of them there and mixes nothing.
+"""
+
+from __future__ import annotations
+
+import traceback
+
+import pytest
+import torch
+from torch import nn
+from torch.overrides import TorchFunctionMode
+from torch.utils import _pytree as pytree
+
+import tc.analysis
+import tc.anisotropy_metrics
+from tc import compose, measures, noise
+from tc import consistency as C
+from tc.checkpoints import Checkpoints, RunContext
+from tc.config import AnalyzeConfig
+from tc.data import load_data
+from tc.models import ModelSpec, build_model
+
+FAKE = torch.device("meta")
+HEAVY = {"conv2d", "linear", "batch_norm", "cdist", "conv_transpose2d"}
+MAY_MIX = {"copy_", "__setitem__", "to", "cpu", "__getitem__", "__set__", "_has_compatible_shallow_copy_type"}
+
+
+def _storage(t: torch.Tensor):
+    try:
+        return t.untyped_storage()
+    except (RuntimeError, NotImplementedError):
+        return None
+
+
+def on_device(t: torch.Tensor) -> bool:
+    s = _storage(t)
+    return s is not None and getattr(s, "_tc_on_device", False)
+
+
+def _mark(t: torch.Tensor) -> None:
+    s = _storage(t)
+    if s is not None:
+        s._tc_on_device = True
+
+
+def _is_fake(a) -> bool:
+    return (isinstance(a, torch.device) and a.type == "meta") or (isinstance(a, str) and a.startswith("meta"))
+
+
+def _is_cpu(a) -> bool:
+    return (isinstance(a, torch.device) and a.type == "cpu") or (isinstance(a, str) and a.startswith("cpu"))
+
+
+def _where() -> str:
+    frames = [f for f in traceback.extract_stack() if "/tc/" in f.filename]
+    return f"{frames[-1].filename.rsplit('/tc/', 1)[1]}:{frames[-1].lineno}" if frames else "?"
+
+
+class FakeAccelerator(TorchFunctionMode):
+    def __init__(self):
+        super().__init__()
+        self.phase: str | None = None  # the phase running now (`accelerator` names them)
+        self.heavy: list[tuple] = []  # (phase, op, where, ran on the device)
+        self.violations: list[str] = []
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        name = getattr(func, "__name__", str(func))
+        if func is torch.device:  # naming the device is not moving to it
+            return func(*args, **kwargs)
+        if name == "__get__":  # properties: .device of a device tensor is the device; .grad, .data follow
+            prop = getattr(getattr(func, "__self__", None), "__name__", "")
+            if prop == "device" and on_device(args[0]):
+                return FAKE
+            out = func(*args, **kwargs)
+            if isinstance(out, torch.Tensor) and on_device(args[0]):
+                _mark(out)
+            return out
+        leaves = pytree.tree_leaves((args, kwargs))
+        tensors = [t for t in leaves if isinstance(t, torch.Tensor)]
+        to_device = any(_is_fake(a) for a in leaves)
+        if to_device:
+            args, kwargs = pytree.tree_map(lambda a: torch.device("cpu") if _is_fake(a) else a, (args, kwargs))
+        if name == "cpu" or (name == "to" and any(_is_cpu(a) for a in leaves)):
+            out = func(*args, **kwargs)
+            return out.clone() if on_device(out) else out  # an unmarked copy, as a device-to-host copy
+        if name in ("numpy", "__array__") and on_device(args[0]):
+            self.violations.append(f"{name} of a device tensor at {_where()}")
+        if name == "__getitem__":
+            if not on_device(args[0]) and any(on_device(t) for t in tensors[1:]):
+                self.violations.append(f"host tensor indexed by a device tensor at {_where()}")
+        elif name not in MAY_MIX:
+            dense = {on_device(t) for t in tensors if t.dim() > 0}
+            if len(dense) == 2:
+                self.violations.append(f"{name} mixes device and host tensors at {_where()} (phase {self.phase})")
+        if name in HEAVY:
+            self.heavy.append((self.phase, name, _where(), all(on_device(t) for t in tensors)))
+        out = func(*args, **kwargs)
+        if name in ("copy_", "__setitem__"):
+            return out
+        if to_device or (on_device(args[0]) if name == "__getitem__" else any(on_device(t) for t in tensors)):
+            inputs = {id(_storage(t)) for t in tensors}
+            outs = pytree.tree_map(
+                lambda t: t.clone() if isinstance(t, torch.Tensor) and id(_storage(t)) in inputs and to_device else t,
+                out,
+            )
+            for t in pytree.tree_leaves(outs):
+                if isinstance(t, torch.Tensor):
+                    _mark(t)
+            return outs
+        return out
+
+
+@pytest.fixture
+def accelerator(monkeypatch):
+    """The fake device, for everything that resolves `cfg.device`, and each phase named while it runs."""
+    acc = FakeAccelerator()
+    real_to = nn.Module.to
+
+    def module_to(self, *args, **kwargs):
+        if not any(_is_fake(a) for a in (*args, *kwargs.values())):
+            return real_to(self, *args, **kwargs)
+        rest_args = [a for a in args if not _is_fake(a)]
+        rest_kwargs = {k: v for k, v in kwargs.items() if not _is_fake(v)}
+        if rest_args or rest_kwargs:  # a dtype or memory format besides the device
+            real_to(self, *rest_args, **rest_kwargs)
+
+        def move(t):
+            c = t.clone()
+            _mark(c)
+            return c
+
+        return self._apply(move)
+
+    monkeypatch.setattr(nn.Module, "to", module_to)
+    for module in (tc.analysis, tc.anisotropy_metrics):
+        monkeypatch.setattr(module, "resolve_device", lambda device: FAKE, raising=False)
+
+    def phased(owner, name):
+        real = getattr(owner, name)
+
+        def run(*a, **k):
+            outer, acc.phase = acc.phase, name
+            try:
+                return real(*a, **k)
+            finally:
+                acc.phase = outer
+
+        monkeypatch.setattr(owner, name, run)
+
+    for owner, name in (
+        (noise, "features"),
+        (noise, "gradient_noise"),
+        (noise, "perturbation_test"),
+        (measures, "compute_all"),
+        (C, "mmd2"),
+        (tc.analysis, "composite_outputs"),
+        (tc.analysis, "_network_predictions"),
+    ):
+        phased(owner, name)
+    return acc
+
+
+def _checkpoints(n: int, seed: int = 0) -> tuple[nn.Module, list[dict]]:
+    spec = ModelSpec("resnet20", 8, 8, 1, 8, 10)  # width 8: no convolution the CPU guard would rewrite
+    sds = []
+    for i in range(n):
+        torch.manual_seed(seed + i)
+        sds.append({k: v.clone() for k, v in build_model(spec).state_dict().items()})
+    return build_model(spec), sds
+
+
+def test_every_part_of_an_analysis_runs_on_the_configured_device(accelerator):
+    model, sds = _checkpoints(3)
+    _, other = _checkpoints(2, seed=10)
+    data = load_data("digits", train_size=512)  # 4 full minibatches of 128: gradient noise is computed
+    cfg = AnalyzeConfig(
+        run_id="x", max_samples=24, null_draws=100, cuts="1,3", batch_size=16, grad_batches=3, splits="train,test"
+    )
+    run = RunContext(model, 128, 0, reference=Checkpoints([0, 9], other))
+    with accelerator:
+        metrics = tc.analysis.analyze_run(Checkpoints([0, 5, 10], sds), data, cfg, run).metrics
+    assert "gm_disagreement" in metrics and "tc_mmd" in metrics and "aniso_grad_min_pvalue" in metrics
+    assert accelerator.violations == []
+    phases = {phase for phase, *_ in accelerator.heavy}
+    expected = {"features", "gradient_noise", "perturbation_test", "compute_all", "mmd2", "composite_outputs"}
+    assert expected | {"_network_predictions"} <= phases
+    off = sorted({(phase, op, where) for phase, op, where, there in accelerator.heavy if not there})
+    assert off == [], f"{len(off)} kinds of operations ran off the device: {off}"
+    # the model the caller passed is never moved
+    assert not any(on_device(t) for t in [*model.parameters(), *model.buffers()])
+
+
+def test_the_harness_sees_what_a_device_would_refuse(accelerator):
+    """The fake device is only a check if it fails: a model left on the host, labels left on the host."""
+    lin = nn.Linear(3, 2)
+    x = torch.randn(4, 3)
+    with accelerator:
+        lin(x)  # all on the host: runs, recorded as off the device
+        moved = nn.Linear(3, 2).to(FAKE)
+        out = moved(x.to(FAKE))
+        assert out.device == FAKE and out.cpu().device.type == "cpu"
+        nn.functional.cross_entropy(out, torch.tensor([0, 1, 0, 1]))  # labels on the host
+        out.detach().numpy()
+    assert [there for *_, there in accelerator.heavy] == [False, True]
+    assert len(accelerator.violations) == 2
+
+
+def test_composites_load_each_distinct_checkpoint_once(monkeypatch):
+    """The final checkpoint is a shallow and a deep checkpoint; on the full matrix every one is: each gets
+    one model on the device, and the outputs do not change."""
+    model, sds = _checkpoints(3)
+    g = torch.Generator().manual_seed(0)
+    xy = torch.randn(10, 1, 8, 8, generator=g), torch.randint(10, (10,), generator=g)
+    real, loaded = compose._loaded, []
+    monkeypatch.setattr(compose, "_loaded", lambda *a: loaded.append(a[1]) or real(*a))
+    for columns, want in ((None, 3), ([2], 3)):
+        loaded.clear()
+        opts = compose.ComposeOptions(columns=columns, batch_size=4)
+        fast = compose.composite_outputs(model, sds, sds, xy, [1, 3], opts)
+        assert len(loaded) == want and len({id(sd) for sd in loaded}) == want
+        naive = compose.composite_outputs_naive(model, sds, sds, xy, [1, 3], opts)
+        for cut in (1, 3):
+            assert torch.equal(fast[cut].done, naive[cut].done)
+            assert torch.equal(fast[cut].pred[fast[cut].done], naive[cut].pred[naive[cut].done])
