@@ -231,3 +231,40 @@ def test_composites_load_each_distinct_checkpoint_once(monkeypatch):
         for cut in (1, 3):
             assert torch.equal(fast[cut].done, naive[cut].done)
             assert torch.equal(fast[cut].pred[fast[cut].done], naive[cut].pred[naive[cut].done])
+
+
+def _logged_run(seed: int, steps: list[int]) -> tuple[str, dict]:
+    """A run logged with tc's own-loop API: resnet20 checkpoints at `steps`; returns (id, last state dict)."""
+    import mlflow
+
+    import tc as tc_api
+    from tc import tracking
+
+    data = load_data("digits", train_size=256)
+    with mlflow.start_run() as run:
+        cfg = tc_api.log_run_info(model="resnet20", dataset="digits", data=data, depth=8, width=8, seed=seed)
+        torch.manual_seed(seed)
+        net = build_model(ModelSpec.of(cfg, data))
+        for step in steps:
+            with torch.no_grad():
+                for p in net.parameters():
+                    p.add_(0.01 * torch.randn_like(p))
+            tracking.log_checkpoint(net, step, step / 10)
+    return run.info.run_id, {k: v.clone() for k, v in net.state_dict().items()}
+
+
+def test_the_reference_run_loads_only_its_last_checkpoint(mlflow_store, monkeypatch):
+    from tc import checkpoints as ck
+    from tc import tracking
+
+    run_id, _ = _logged_run(0, [0, 4, 8])
+    reference_id, last = _logged_run(1, [0, 3, 6, 9])
+    loaded = []
+    real = ck.load_checkpoint
+    monkeypatch.setattr(ck, "load_checkpoint", lambda path, *a: loaded.append(str(path)) or real(path, *a))
+    ckpts, _, run = tracking.load_analysis_inputs(AnalyzeConfig(run_id=run_id, reference_run_id=reference_id))
+    assert ckpts.steps == [0, 4, 8]
+    assert run.reference.steps == [9]
+    assert all(torch.equal(run.reference.state_dicts[0][k], v) for k, v in last.items())
+    from_reference = [p for p in loaded if reference_id in p]
+    assert len(from_reference) == 1 and from_reference[0].endswith(ck.filename(9))
