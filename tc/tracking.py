@@ -514,7 +514,8 @@ def load_analysis_inputs(cfg: AnalyzeConfig) -> tuple[ck.Checkpoints, DataBundle
 
 def log_analysis_result(cfg: AnalyzeConfig, result: AnalysisResult, last_step: int, analyze_run_id: str) -> int:
     """Write `result`'s tables and figures and log them, with its metrics, into the training run `cfg.run_id`
-    as a new analysis version (see `log_analysis`: any reader sees this analysis whole or the previous one).
+    as a new analysis version (see `log_analysis`: a reader following the pointer sees this analysis whole or
+    the previous one, at any number of metrics).
     The tags record the run's status when analyzed, the last step seen and `allow_unfinished`; a window
     warning left by an earlier analysis that no longer holds is removed. Returns the version."""
     with tempfile.TemporaryDirectory() as tmp:
