@@ -15,22 +15,18 @@ import argparse
 import itertools
 import math
 import os
-import sys
 import time
 import warnings
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from reference import old_granulated as _old_granulated  # benchmarks/ is the script's directory
 from scipy import stats
 
 from tc import sweep
 
-# The old Ψ grouping is the reference the tests check the new one against: one copy, in the tests.
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from tests.test_sweep_fast import _old_granulated
-
 # ---- the replaced implementation (tc/sweep.py before the vectorised bootstrap) ----------------------------
+# Ψ's old grouping lives in benchmarks/reference.py (also the tests' oracle); the old bootstrap loop is here.
 
 
 def _old_bootstrap(fn, n, draws, seed):

@@ -9,6 +9,9 @@ analysis/v<N>/, a new version each time; the tag tc.analysis_version names the c
 tables, summary.json and figures. A tc window of fewer than 3 checkpoints tags the run tc.window_warning.
 Refuses a run that is not FINISHED unless allow_unfinished=true. The analyze run itself is tagged
 tc.source_run_id and links to the training run.
+
+The run's data set is read where you say (-P data_dir=DIR, -P download=true, $TC_DATA_DIR, tc's cache), never
+where the run says: a run trained with -P data_dir=/data/mine is analyzed with -P data_dir=/data/mine.
 """
 
 from __future__ import annotations

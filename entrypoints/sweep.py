@@ -7,6 +7,11 @@ Several workers (processes or machines) that run the same command with the same 
 MLFLOW_TRACKING_URI share one study; n_trials counts trials over all of them. Each worker's sweep run logs
 the correlations over every trial finished so far. The trial logic is in `tc.studies`, the statistics in
 `tc.sweep`.
+
+A trial that diverges, samples a combination that cannot be trained, or runs out of device memory (in
+training or in its analysis) is FAILED with its `fail_reason` and counts; a trial that crashes on any other
+error is FAILED with `tc.error`, does not count, and the worker goes on, unless 3 trials in a row crash: then
+the worker stops, its sweep run ends FAILED, and the exit code is 1 (`tc.studies` has the policy).
 """
 
 from __future__ import annotations
@@ -53,14 +58,23 @@ def main(argv: list[str] | None = None) -> int:
             flush=True,
         )
         objective = studies.objective(cfg, space, parent.info.run_id)
-        studies.run_worker(study, objective, studies.trial_budget(cfg, space), cfg.timeout)
+        stopped = None
+        try:
+            studies.run_worker(study, objective, studies.trial_budget(cfg, space), cfg.timeout)
+        except studies.SystematicFailure as e:  # the trials finished so far are still summarized below
+            stopped = e
         summary = studies.summarize(cfg, space, studies.trials_table(study))
         with tempfile.TemporaryDirectory() as tmp:
             studies.write_summary(summary, Path(tmp))
             mlflow.log_artifacts(tmp)
         mlflow.log_metrics({k: v for k, v in summary.metrics.items() if not math.isnan(v)})
         tracking.describe_sweep_run(parent.info.run_id, cfg.study_name, study)
+        if stopped:
+            tracking.end_active_run("FAILED", {"tc.error": str(stopped)[:5000]})
     studies.print_summary(summary)
+    if stopped:
+        print(f"tc sweep: stopped: {stopped}", file=sys.stderr)
+        return 1
     print(f"tc sweep: done; sweep run {parent.info.run_id}")
     return 0
 

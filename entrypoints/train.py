@@ -3,19 +3,26 @@
     mlflow run . --env-manager local -e train -P dataset=fashion-mnist -P model=resnet20 -P epochs=5 \
         -P train_size=5000
 
-Logs: every parameter, `config.json`, per-epoch `train_loss, train_acc, test_loss, test_acc, epoch, lr`
-(MLflow step = global optimizer step), `checkpoints/step_XXXXXXXX.pt` from step 0 to the last step,
+Logs: every parameter, `config.json`, per-epoch `train_loss, train_acc, test_loss, test_acc, epoch, lr` and
+`train_seconds` (active training time so far, without the downtime of a resume; MLflow step = global
+optimizer step), `checkpoints/step_XXXXXXXX.pt` from step 0 to the last step,
 `checkpoints/index.json` (step, epoch, file, sha256) and `resume/state.pt` (deleted once the run finishes),
 and the tags `tc.writer` / `tc.writer_heartbeat` (who trains the run: resuming a run with a live writer is refused).
 
-Resume a killed run (its own config is used; other parameters are ignored):
+Resume a killed run (its own config is used, but for data_dir and download: where the data is on this machine is
+yours to say, never a run's; other parameters are ignored):
 
     mlflow run . --env-manager local -e train -P resume_run_id=<run id>
+
+The resumed run equals an uninterrupted one bit for bit (the resume state holds the random-number streams);
+when its state cannot promise that (written by an older tc, or another kind of device), it says why in the
+tag `tc.resume_not_exact`.
 """
 
 from __future__ import annotations
 
 import sys
+from dataclasses import replace
 
 import mlflow
 
@@ -24,7 +31,7 @@ from tc.config import TrainConfig, build_parser, from_strings, unquote
 from tc.data import DatasetNotFoundError
 from tc.models import factory_for
 from tc.runs import train_into_run
-from tc.train import DivergenceError
+from tc.train import TrainingFailure
 
 
 def parse(argv: list[str] | None) -> tuple[TrainConfig, str | None]:
@@ -54,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
                     raise ValueError(f"run {resume_id} already FINISHED: nothing to resume")
                 if why := tracking.live_writer(resumed):
                     raise ValueError(f"run {resume_id} is RUNNING and has a live writer ({why}): not resuming it")
-                cfg = tracking.load_train_config(resume_id)
+                cfg = replace(tracking.load_train_config(resume_id), data_dir=cfg.data_dir, download=cfg.download)
                 resume_state = tracking.load_resume_state(resume_id)
                 target = resume_id
                 # `mlflow run` logged the MLproject defaults as this run's params; they were not used.
@@ -71,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
                 tracking.log_config(target, cfg)
                 tracking.label_train_run(target, cfg)
             train_into_run(target, cfg, resume_state, factory=factory_for(cfg.model, command_line_model))
-        except (ValueError, LookupError, DatasetNotFoundError, DivergenceError) as e:
+        except (ValueError, LookupError, DatasetNotFoundError, TrainingFailure) as e:
             print(f"tc train: {e}", file=sys.stderr)
             for run_id in {target, run.info.run_id}:
                 tracking.client().set_tag(run_id, "tc.error", str(e)[:5000])

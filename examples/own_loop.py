@@ -3,7 +3,8 @@
     python examples/own_loop.py                       # trains 24 steps, logs, analyzes; prints the run id
 
 Three tc calls make a plain loop analyzable: `tc.log_run_info` (which model and data set, by name),
-`tc.CheckpointLogger(model, every=N).step(step, epoch)` in the loop, and `.close(step, epoch)` after it. Then
+`tc.CheckpointLogger(model, every=N)` before the loop (it logs the initialisation as step 0) with
+`.step(step, epoch)` in the loop, and `.close(step, epoch)` after it. Then
 `analyze` runs on the run like on one of tc's own, here through `mlflow.projects.run` (the same as
 `mlflow run . --env-manager local -e analyze -P run_id=<run id>`). Runs go to the experiment `tc` unless
 MLFLOW_EXPERIMENT_NAME says otherwise; MLFLOW_TRACKING_URI picks the store (default ./mlruns).
@@ -61,8 +62,7 @@ def main(argv: list[str] | None = None) -> str:
             schedule="constant",
             seed=0,
         )
-        ckpt = tc.CheckpointLogger(model, every=args.every)
-        ckpt.step(0, 0.0)  # the initialisation: analysis needs the early checkpoints too
+        ckpt = tc.CheckpointLogger(model, every=args.every)  # logs the initialisation (step 0) right away
         g = torch.Generator().manual_seed(0)
         order, step = torch.randperm(n, generator=g), 0
         model.train()

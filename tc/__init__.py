@@ -4,12 +4,15 @@ Log your own training loop so that `mlflow run . --env-manager local -e analyze 
 
     import mlflow, tc
     with mlflow.start_run():
-        tc.log_run_info(model="torchvision:resnet18", dataset="digits", epochs=2, batch_size=64)
-        ckpt = tc.CheckpointLogger(model, every=10)
+        tc.log_run_info(model="torchvision:resnet18", dataset="digits", epochs=1, batch_size=16)
+        ckpt = tc.CheckpointLogger(model, every=10)  # logs the initial weights as step 0 right away
         for step, (x, y) in enumerate(batches, start=1):
             ...  # your optimizer step
-            ckpt.step(step, epoch)
-        ckpt.close(step, epoch)
+            ckpt.step(step, epoch=step / len(batches))  # every 10th step
+        ckpt.close(step, epoch=step / len(batches))  # the last step too
+
+Create the logger before the first optimizer step: the initialisation (step 0) is part of what `analyze`
+reads. `tests/test_own_loop.py` runs this example as written.
 
 The names resolve lazily, so `import tc` stays cheap (no torch or mlflow until one is used).
 """

@@ -23,7 +23,7 @@ import torch
 from tc import consistency as C
 from tc import measures, noise, plots
 from tc.anisotropy_metrics import AnisotropyResult, anisotropy
-from tc.checkpoints import Checkpoints, RunContext
+from tc.checkpoints import Checkpoints, RunContext, init_index
 from tc.compose import ComposeOptions, composite_outputs, composite_outputs_naive
 from tc.config import AnalyzeConfig
 from tc.data import DataBundle
@@ -75,11 +75,14 @@ def analyze_run(
     cfg: AnalyzeConfig,
     run: RunContext,
     progress: Callable[[int], None] | None = None,
+    *,
+    controls: bool = True,
 ) -> AnalysisResult:
     """Every metric of an analysis of `ckpts` (see `tc.metrics.METRICS`), with its tables and summary.
-    `progress(n)` is called as the composite forwards finish n more samples."""
+    `progress(n)` is called as the composite forwards finish n more samples. `controls=False` leaves out the
+    controls of `consistency_analysis` (cross-seed, bf16 agreement): a cheap surrogate is timed alone."""
     splits = make_splits(data, cfg)
-    result = consistency_analysis(ckpts, data, cfg, run, splits, progress)
+    result = consistency_analysis(ckpts, data, cfg, run, splits, progress, controls=controls)
     if cfg.anisotropy:
         split = split_named(splits, "test") or splits[0]
         t0 = time.perf_counter()
@@ -97,7 +100,8 @@ def analyze_run(
         if train is None:
             result.summary["warnings"].append("baseline measures need the train split; skipped")
         else:
-            result.metrics.update(baseline_measures(ckpts, data, cfg, run, (train, test)))
+            gm = baseline_measures(ckpts, data, cfg, run, (train, test), result.summary["warnings"])
+            result.metrics.update(gm)
         if train is not None and test is not None:
             t0 = time.perf_counter()
             result.metrics.update(mmd_measures(ckpts, data, cfg, run, (train, test)))
@@ -107,26 +111,45 @@ def analyze_run(
     return result
 
 
+NO_INIT_WARNING = "gm_dist_init is NaN: the run logged no checkpoint at step 0 (its initialisation)"
+
+
+def initial_state(ckpts: Checkpoints, run: RunContext) -> dict[str, torch.Tensor] | None:
+    """The run's initialisation θ_0: the step-0 checkpoint, selected or not (`run.init`); None when unknown.
+    Never the first *selected* checkpoint: with `checkpoints=5,10` that is θ_5, not θ_0 (`init_index`)."""
+    i = init_index(ckpts.steps)
+    return ckpts.state_dicts[i] if i is not None else run.init
+
+
 def baseline_measures(
     ckpts: Checkpoints,
     data: DataBundle,
     cfg: AnalyzeConfig,
     run: RunContext,
     splits: tuple[EvalSplit, EvalSplit | None],
+    warnings: list[str] | None = None,
 ) -> dict[str, float]:
     """gm_<name> of the final checkpoint on the (train, test) analysis samples (`tc.measures.compute_all`),
     each with its cost in seconds and in training-epoch equivalents (`gm_<name>_cost_epochs`, from the run's
-    own time per epoch)."""
+    own time per epoch). `gm_dist_init` = ||θ_T - θ_0|| with θ_0 the step-0 checkpoint (`initial_state`); NaN,
+    with `NO_INIT_WARNING` appended to `warnings`, when the run never logged step 0."""
     train, test = splits
+    final = at_state(run.model, ckpts.state_dicts[-1])
+    init = initial_state(ckpts, run)
     values, seconds = measures.compute_all(
-        at_state(run.model, ckpts.state_dicts[-1]),
-        at_state(run.model, ckpts.state_dicts[0]),
+        final,
+        at_state(run.model, init) if init is not None else final,  # no θ_0: its distance is replaced below
         (data.normalize(train.x), train.y),
         other=at_state(run.model, run.reference.state_dicts[-1]) if run.reference is not None else None,
         x_test=data.normalize(test.x) if test is not None else None,
         seed=cfg.seed,
         device=resolve_device(cfg.device),
     )
+    if init is None:
+        values["gm_dist_init"] = math.nan
+        seconds.pop("gm_dist_init", None)
+        if warnings is not None:
+            warnings.append(NO_INIT_WARNING)
     out = dict(values)
     for name, sec in seconds.items():
         out[f"{name}_seconds"] = sec
@@ -174,11 +197,16 @@ def consistency_analysis(
     run: RunContext,
     splits: list[EvalSplit] | None = None,
     progress: Callable[[int], None] | None = None,
+    *,
+    controls: bool = True,
 ) -> AnalysisResult:
     """Every SPEC section 2-3 quantity for each (cut, split); see `tc.consistency` for the formulas.
     `splits` defaults to `make_splits(data, cfg)`. Also `tc_full_<split>` (whole networks over the same
     window), `tc_excess_<split>`, `tc_kappa_<split>[_d<cut>]` and `tc_window_checkpoints`; a window of fewer
-    than `MIN_WINDOW` checkpoints adds a line to `summary["warnings"]` and a tag to `summary["tags"]`."""
+    than `MIN_WINDOW` checkpoints adds a line to `summary["warnings"]` and a tag to `summary["tags"]`. With
+    `controls` (the default) also the controls: `tc_test_crossseed*` when `run.reference` is set, and
+    `bf16_agreement` when `cfg.precision` is bf16 (`cfg.precision` is the composites' compute precision
+    either way)."""
     t0 = time.perf_counter()
     splits = make_splits(data, cfg) if splits is None else splits
     model = run.model
@@ -255,8 +283,8 @@ def consistency_analysis(
                     out, out.pred[T, T], idx, num_classes
                 )
             metrics[f"acc_{split.name}"] = float(acc[T, T])  # the final network itself (same at every cut)
-            if steps[0] == 0:  # the initialisation only if step 0 was selected (training saves it first)
-                metrics[f"tc_{split.name}_random_shallow_d{cut}"] = float(agree[0, T])
+            if (i0 := init_index(steps)) is not None:  # the initialisation, only if step 0 was selected
+                metrics[f"tc_{split.name}_random_shallow_d{cut}"] = float(agree[i0, T])
             # the recalibrating (naive) path keeps no features, so it reports no drift
             drift = out.drift.mean(dim=1) if out.drift is not None else torch.full((len(steps),), math.nan)
             if out.drift is not None:
@@ -286,9 +314,9 @@ def consistency_analysis(
     for name, grp in corrupt.groupby("corruption"):
         metrics[f"tc_corrupt_{name}"] = float(grp["tc"].mean())
     test = split_named(splits, "test")
-    if run.reference is not None and test is not None:
+    if controls and run.reference is not None and test is not None:
         metrics.update(_cross_seed(plan, run.reference, test))
-    if cfg.precision == "bf16":
+    if controls and cfg.precision == "bf16":
         metrics["bf16_agreement"] = _bf16_agreement(plan, splits[0])
     metrics["analysis_seconds"] = time.perf_counter() - t0
     summary["metrics"] = metrics

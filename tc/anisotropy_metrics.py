@@ -31,6 +31,12 @@ PERTURB_HEADLINE_EPS = 0.5
 PERTURB_MEANS = ("perturb_clean_acc", "perturb_top_acc", "perturb_random_acc", "perturb_bottom_acc")
 
 
+def perturb_options(cfg: AnalyzeConfig) -> noise.PerturbOptions:
+    """The perturbation test's design for an analysis: k = `aniso_k`, the analysis seed, and the other
+    options' defaults (one place, so that docs/REPORT.md states the draws the analysis used)."""
+    return noise.PerturbOptions(k=cfg.aniso_k, seed=cfg.seed)
+
+
 def min_holm(pvalues: list[float]) -> float:
     """min_c p_c^Holm: the smallest Holm-adjusted p-value over the cuts, a test of "anisotropic at some cut"
     with the family-wise error controlled (a mean of p-values is not a p-value)."""
@@ -105,7 +111,7 @@ def anisotropy(
         if not bool(full.any()):  # identical checkpoints: no drift directions to perturb along
             tick(1)
             continue
-        opts = noise.PerturbOptions(k=cfg.aniso_k, seed=cfg.seed)
+        opts = perturb_options(cfg)
         pert = noise.perturbation_test(model, ckpts.state_dicts[-1], feats[-1], full, (split.y, cut), opts, device)
         pert_frames.append(pert.assign(cut=cut)[["cut", "eps", "kind", "draw", "acc"]])
         summary = noise.perturbation_summary(pert)

@@ -4,6 +4,10 @@ A checkpoint is plain data: `{"format", "step", "epoch", "model_spec", "state_di
 builtins only, so `torch.load(weights_only=True)` reads it and no code from an artifact store ever runs.
 One integer, the global optimizer step, names the file and keys the index. `checkpoints/index.json` lists
 every checkpoint with its epoch, file name and sha256, which `analyze` uses to verify downloads.
+
+An artifact store is an attack surface: anyone who can log a run can write any index. So a name read from a
+run becomes a path only if it is exactly what `filename` makes of the entry's step (`read_index` checks every
+entry before anything is downloaded), and a payload must hold the step its index entry names.
 """
 
 from __future__ import annotations
@@ -11,8 +15,11 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import math
+import operator
 import os
 import pickle
+import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -25,6 +32,14 @@ ARTIFACT_DIR = "checkpoints"
 
 
 StateDict = dict[str, torch.Tensor]
+
+INIT_STEP = 0  # the initialisation θ_0: the weights before the first optimizer step
+
+
+def init_index(steps: list[int]) -> int | None:
+    """The one rule for "which checkpoint is θ_0": the position of step `INIT_STEP` in `steps`, None when the
+    run (or the selection) has no such step. Never the first step listed: a selection may start later."""
+    return steps.index(INIT_STEP) if INIT_STEP in steps else None
 
 
 @dataclass
@@ -44,15 +59,24 @@ class RunContext:
     train_seed: int  # the run's data-order seed: the same minibatches the run saw in epoch 0
     reference: Checkpoints | None = None  # another seed's run, for the cross-seed control
     seconds_per_epoch: float | None = None  # the run's own training time per epoch, for the *_cost_epochs
+    # the run's step-0 state dict (its initialisation), whatever checkpoints the analysis selected: gm_dist_init
+    # measures from it; None when the run never logged step 0 (or the caller did not load it)
+    init: StateDict | None = None
 
 
 class CheckpointError(ValueError):
     """A checkpoint file that is missing, tampered with, not plain data, or of another format."""
 
 
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+
+
 def filename(step: int) -> str:
-    """The one rule for checkpoint names: zero padding makes lexical order equal step order."""
-    return f"step_{step:08d}.pt"
+    """The one rule for checkpoint names: `step_<step>.pt`, the global optimizer step zero padded to 8 digits
+    so that lexical order equals step order. A step is an integer >= 0."""
+    if isinstance(step, bool) or not hasattr(type(step), "__index__") or operator.index(step) < 0:
+        raise ValueError(f"step={step!r}: a checkpoint's step is an integer >= 0 (the global optimizer step)")
+    return f"step_{operator.index(step):08d}.pt"
 
 
 @dataclass(frozen=True)
@@ -126,16 +150,55 @@ def write_index(directory: str | Path, entries: list[IndexEntry]) -> Path:
 
 
 def read_index(path: str | Path) -> list[IndexEntry]:
+    """The entries of an index file, each checked by `check_entry` (a name that is not `filename(step)` is
+    refused here, before any caller can make it a path), with no step listed twice."""
+    if not Path(path).is_file():  # e.g. a run that logged a directory named index.json
+        raise CheckpointError(f"{path}: is a directory or missing, not an index file")
     try:
         body = json.loads(Path(path).read_text())
     except (ValueError, UnicodeDecodeError) as e:
         raise CheckpointError(f"{path}: not valid JSON ({e})") from e
+    except OSError as e:
+        raise CheckpointError(f"{path}: cannot be read ({e.strerror})") from None
     if not isinstance(body, dict) or body.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not a {FORMAT} index")
-    try:
-        return [IndexEntry(**e) for e in body["checkpoints"]]
-    except (KeyError, TypeError) as e:
-        raise CheckpointError(f"{path}: malformed {FORMAT} index ({type(e).__name__}: {e})") from e
+    if not isinstance(body.get("checkpoints"), list):
+        raise CheckpointError(f"{path}: malformed {FORMAT} index (no list of checkpoints)")
+    entries, seen = [], set()
+    for i, raw in enumerate(body["checkpoints"]):
+        try:
+            entry = check_entry(raw)
+        except ValueError as e:
+            raise CheckpointError(f"{path}: entry {i} {e}") from None
+        if entry.step in seen:
+            raise CheckpointError(f"{path}: entry {i} is for step {entry.step} again: the index lists a step twice")
+        seen.add(entry.step)
+        entries.append(entry)
+    return entries
+
+
+def check_entry(raw: Any) -> IndexEntry:
+    """An index entry from its JSON object, or ValueError saying what is wrong (the message starts with a verb,
+    to follow "entry <i>"). Its file must be `filename(step)` exactly: the only names tc reads or writes.
+    Unknown extra keys (a newer writer's) are ignored: they never become paths or anything else."""
+    fields = sorted(IndexEntry.__dataclass_fields__)
+    if not isinstance(raw, dict):
+        raise ValueError(f"is not an object with the fields {fields}: {str(raw)[:200]!r}")
+    if missing := [f for f in fields if f not in raw]:
+        raise ValueError(f"lacks the field(s) {missing} (an entry has {fields}): {str(raw)[:200]!r}")
+    step, epoch, file, digest = raw["step"], raw["epoch"], raw["file"], raw["sha256"]
+    if isinstance(step, bool) or not isinstance(step, int) or step < 0:
+        raise ValueError(f"has step {step!r}: a step is an integer >= 0")
+    if file != filename(step):
+        raise ValueError(
+            f"names the file {str(file)[:300]!r}, but the checkpoint of step {step} is {filename(step)!r} "
+            "(checkpoint names follow one rule, step_<step, at least 8 digits>.pt, and are never paths)"
+        )
+    if not isinstance(digest, str) or not _SHA256.fullmatch(digest):
+        raise ValueError(f"({file}) has sha256 {str(digest)[:100]!r}: not 64 lowercase hex digits")
+    if isinstance(epoch, bool) or not isinstance(epoch, int | float) or not (math.isfinite(epoch) and epoch >= 0):
+        raise ValueError(f"({file}) has epoch {epoch!r}: an epoch is a finite number >= 0")
+    return IndexEntry(step=step, epoch=float(epoch), file=file, sha256=digest)
 
 
 def load_series(files: list[tuple[IndexEntry, Path]]) -> tuple[list[int], list[dict], dict]:
@@ -143,11 +206,14 @@ def load_series(files: list[tuple[IndexEntry, Path]]) -> tuple[list[int], list[d
     steps, state_dicts, spec = [], [], None
     for entry, path in sorted(files, key=lambda f: f[0].step):
         payload = load_checkpoint(path, entry.sha256)
+        step = payload.get("step")
+        if step != entry.step or isinstance(step, bool):  # an analysis would select by one, report the other
+            raise CheckpointError(f"{path}: the index lists it as step {entry.step}, but it holds step {step!r}")
         if spec is None:
             spec = payload["model_spec"]
         elif payload["model_spec"] != spec:
             raise CheckpointError(f"{path}: its model_spec {payload['model_spec']} differs from the run's ({spec})")
-        steps.append(int(payload["step"]))
+        steps.append(entry.step)
         state_dicts.append(payload["state_dict"])
     if len(steps) < 2:
         raise CheckpointError(f"need at least two checkpoints to analyze, found {len(steps)}")

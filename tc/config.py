@@ -153,12 +153,14 @@ class TrainConfig:
     optimizer: str = _opt("sgd", "optimizer", OPTIMIZERS)
     schedule: str = _opt("cosine", "learning-rate schedule over all steps (step: x0.1 at 50% and 75%)", SCHEDULES)
     label_noise: float = _opt(0.0, "fraction of training labels replaced by uniformly random labels, in [0, 1]")
-    augment: bool = _opt(False, "random crop (+ horizontal flip for colour sets) on training batches")
+    augment: bool = _opt(False, "random crop (+ horizontal flip where flips keep labels) on training batches")
     train_size: int = _opt(0, "seeded subset of the training set; 0 = all of it")
     seed: int = _opt(0, "seed for initialisation, subset, label noise, data order and augmentation")
     checkpoint_every: int = _opt(0, "optimizer steps between checkpoints; 0 = once per epoch")
     device: str = _opt("auto", "where to train; auto = cuda when available", DEVICES)
-    freeze_cut: int = _opt(0, "freeze blocks [0, freeze_cut) from epoch freeze_epoch on (SPEC 3); 0 = never")
+    freeze_cut: int = _opt(
+        0, "freeze blocks [0, freeze_cut) from epoch freeze_epoch on (arXiv 2509.20334's freezing control); 0 = never"
+    )
     freeze_epoch: int = _opt(1, "the epoch (0-based) from which the shallow blocks are frozen")
     data_dir: str | None = _opt(None, "directory with the data set files; none = $TC_DATA_DIR, then known places")
     download: bool = _opt(False, "let torchvision download the data set when it is not found locally")
@@ -234,41 +236,60 @@ class CutSpec:
         return list(self.indices)
 
 
-def parse_splits(text: str) -> tuple[str, ...]:
-    """`splits` parsed: the split names in the order given, each one of `SPLITS`, at least one."""
+def _names(name: str, text: str, valid: tuple[str, ...], what: str, usage: str) -> tuple[str, ...]:
+    """The comma list `text` of parameter `name`, in the order given: each one of `valid`, none repeated, at
+    least one. An empty list (`-P corruptions=`, a lone comma) is refused here rather than parsed to ():
+    downstream an empty list means an empty (or uninitialised) split, never "none"."""
     names = tuple(split_list(text))
-    for s in names:
-        _check_choice("splits", s, SPLITS)
     if not names:
-        raise ValueError(f"splits={text!r} names no split; use some of: {', '.join(SPLITS)}")
+        raise ValueError(f"{name}={text!r} names no {what}; {usage}")
+    for n in names:
+        if n not in valid:
+            raise ValueError(f"{name}={text!r}: {n!r} is not valid; {usage}")
+    for n in names:
+        if names.count(n) > 1:  # a repeat would count its samples (or corruption pairs) twice
+            raise ValueError(f"{name}={text!r} names {n!r} twice; {usage}")
     return names
+
+
+def parse_splits(text: str) -> tuple[str, ...]:
+    """`splits` parsed: the split names in the order given, each one of `SPLITS`, at least one, no repeats."""
+    return _names("splits", text, SPLITS, "split", f"use some of: {', '.join(SPLITS)}")
 
 
 def parse_corruptions(text: str) -> tuple[str, ...]:
     """`corruptions` parsed: `all` (every corruption of `tc.corruptions.CORRUPTIONS`, in its order) or the
-    names listed, each one of them."""
+    names listed, each one of them, at least one, no repeats. To analyze no corrupted data, leave `corrupt`
+    out of `splits`."""
     from tc.corruptions import CORRUPTIONS  # corruptions owns the names (and imports torchvision)
 
-    if text == "all":
+    if unquote(text) == "all":
         return tuple(CORRUPTIONS)
-    names = tuple(split_list(text))
-    for c in names:
-        _check_choice("corruptions", c, tuple(CORRUPTIONS))
-    return names
+    usage = f"use all or a comma list of: {', '.join(CORRUPTIONS)} (no corrupt split: leave it out of splits)"
+    return _names("corruptions", text, tuple(CORRUPTIONS), "corruption", usage)
 
 
 def parse_severities(text: str) -> tuple[int, ...]:
-    """`severities` parsed: the listed severities, each an integer 1..5."""
-    levels = split_list(text)
-    for s in levels:
-        if s not in {"1", "2", "3", "4", "5"}:
-            raise ValueError(f"severities={text!r} is not valid; use a comma list of 1..5")
+    """`severities` parsed: the listed severities, each an integer 1..5, at least one, no repeats."""
+    levels = _names("severities", text, ("1", "2", "3", "4", "5"), "severity", "use a comma list of 1..5")
     return tuple(int(s) for s in levels)
 
 
+CHECKPOINTS_USAGE = "use all, every:K (K >= 1), fractions:N (N >= 2), or a comma list of at least two steps"
+
+
+def check_two_steps(text: str, steps: list[int]) -> None:
+    """The one check that `checkpoints=text`, which lists `steps`, names at least two distinct steps: an
+    analysis compares checkpoints, one alone is no analysis. Used before a run is read (the config) and
+    after (`tc.splits.select_steps`), with one message."""
+    if len(set(steps)) < 2:
+        raise ValueError(f"checkpoints={text!r} names fewer than two distinct steps; {CHECKPOINTS_USAGE}")
+
+
 def check_checkpoints_spec(text: str) -> None:
-    """The form of `checkpoints` (all, every:K, fractions:N, or a list of steps), before any run is read."""
-    usage = "use all, every:K (K >= 1), fractions:N (N >= 2), or a comma list of steps"
+    """The form of `checkpoints` (all, every:K, fractions:N, or a list of at least two distinct steps), before
+    any run is read; whether the listed steps exist is checked against the run (`tc.splits.select_steps`)."""
+    usage = CHECKPOINTS_USAGE
     if text == "all":
         return
     for prefix, least in (("every:", 1), ("fractions:", 2)):
@@ -277,8 +298,10 @@ def check_checkpoints_spec(text: str) -> None:
             if not k.strip().isdigit() or int(k) < least:
                 raise ValueError(f"checkpoints={text!r} is not valid: need an integer >= {least}; {usage}")
             return
-    if not split_list(text) or not all(s.isdigit() for s in split_list(text)):
+    steps = split_list(text)
+    if not steps or not all(s.isdigit() for s in steps):
         raise ValueError(f"checkpoints={text!r} is not valid; {usage}")
+    check_two_steps(text, [int(s) for s in steps])
 
 
 @dataclass(frozen=True)
@@ -312,7 +335,9 @@ class AnalyzeConfig:
     window: float = _opt(0.5, "fraction of training, before the final checkpoint, that the tc score averages over")
     calibration_batches: int = _opt(5, "training batches used to re-estimate BatchNorm (bn_mode=recalibrate)")
     seed: int = _opt(0, "seed for the sample subsets and the corruptions")
-    anisotropy: bool = _opt(True, "also compute the SGD-noise anisotropy statistics (SPEC section 5)")
+    anisotropy: bool = _opt(
+        True, "also compute the SGD-noise anisotropy statistics (arXiv 2509.20334's anisotropic-noise claim)"
+    )
     aniso_k: int = _opt(3, "top-k principal directions for the explained-variance test and perturbations")
     null_draws: int = _opt(1000, "Monte-Carlo draws of the isotropic Gaussian null")
     grad_batches: int = _opt(32, "training minibatches for the gradient-noise covariance")
@@ -322,6 +347,14 @@ class AnalyzeConfig:
     )
     allow_unfinished: bool = _opt(
         False, "analyze a run that is not FINISHED (killed, failed, still running); recorded in the analysis tags"
+    )
+    data_dir: str | None = _opt(
+        None,
+        "directory with the run's data set files on this machine; none = $TC_DATA_DIR, then known places (the "
+        "data_dir a run was trained with is a path on its trainer's machine: never read)",
+    )
+    download: bool = _opt(
+        False, "let torchvision download the run's data set (into data_dir, else $TC_DATA_DIR or tc's cache)"
     )
 
     def __post_init__(self) -> None:
@@ -377,7 +410,11 @@ class SweepConfig:
     """An Optuna study over training hyperparameters; every trial trains (every checkpoint logged) and is
     analyzed, as a nested MLflow run. Fixed training settings are the TrainConfig defaults unless set here."""
 
-    n_trials: int = _opt(20, "trials in the whole study, counted over all workers (finished, pruned or failed)")
+    n_trials: int = _opt(
+        20,
+        "trials in the whole study, counted over all workers (finished, pruned, or failed by their own doing; "
+        "crashed trials do not count)",
+    )
     timeout: float = _opt(0.0, "stop this worker after this many seconds; 0 = no limit")
     study_name: str = _opt("tc-sweep", "Optuna study name; workers with the same name and storage share it")
     storage: str | None = _opt(

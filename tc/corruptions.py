@@ -90,6 +90,11 @@ def corrupted_set(
     order, so every pair covers an equal share and per-corruption scores come from the subgroups at the
     cost of one data set. Returns (images, corruption per sample, severity per sample)."""
     pairs = [(n, s) for n in names for s in severities]
+    if not pairs:  # no pair to assign: the result would be torch.empty_like, uninitialised memory
+        raise ValueError(
+            f"a corrupted set needs at least one corruption and one severity; got corruptions={list(names)}, "
+            f"severities={list(severities)}"
+        )
     out = torch.empty_like(x)
     tags_n, tags_s = [""] * len(x), [0] * len(x)
     for p, (name, sev) in enumerate(pairs):

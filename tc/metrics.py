@@ -6,7 +6,8 @@ analysis split (train, test, corrupt), `{cut}` a cut index (the metric at one cu
 is the mean over the cuts, `mean_over_cuts`), `{kind}` drift or grad, `{direction}` top, random or bottom,
 `{phase}` early, middle or late, `{corruption}` a corruption name, `{gm}` a baseline measure gm_*,
 `{measure}` any measure the sweep correlates. `tests/test_metrics.py` checks that every key a real analysis
-logs matches exactly one pattern, and that README's table is this list.
+logs matches exactly one pattern; docs/analyze.md's table is generated from this list (scripts/gen_docs.py,
+checked by tests/test_docs.py).
 """
 
 from __future__ import annotations
@@ -98,7 +99,10 @@ METRICS: dict[str, str] = {
     "aniso_perturb_{direction}_acc_hi_d{cut}": "upper end of its 95% t interval over draws",
     "aniso_perturb_{direction}_acc": "mean over cuts of aniso_perturb_{direction}_acc_d{cut}",
     "gm_param_norm": "||θ_T|| (`measures.param_norm`)",
-    "gm_dist_init": "||θ_T - θ_0|| (`measures.dist_from_init`)",
+    "gm_dist_init": (
+        "||θ_T - θ_0|| (`measures.dist_from_init`); θ_0 is the step-0 checkpoint whatever `checkpoints` selects, "
+        "NaN (with a warning) when the run logged none"
+    ),
     "gm_log_spectral_product": "log Π_l ||A_l||_2, exact operator norms (`measures.log_spectral_product`)",
     "gm_margin": "10th percentile of the output margin on training samples (`measures.margin`)",
     "gm_train_loss": "mean training cross-entropy (`measures.loss`)",
@@ -116,8 +120,8 @@ METRICS: dict[str, str] = {
     "{measure}_seed_sd": "sweep with seeds=2: |a - b| / sqrt(2) of a measure over the two seeds (`sweep.seed_spread`)",
     "corr_spearman_{measure}": "sweep run: Spearman ρ of the measure with test accuracy over the trials",
     "corr_kendall_{measure}": "sweep run: Kendall τ-b of the measure with test accuracy over the trials",
-    "n_trials_finished": "sweep run: trials in the correlations",
-    "n_trials_converged": "sweep run: trials whose seeds all reached target_loss (all, without target_loss)",
+    "n_trials_converged": "sweep run: trials in the correlations: those whose seeds all reached target_loss (all "
+    "completed trials, without target_loss)",
     "n_trials_not_converged": "sweep run: trials that hit the epoch cap first (left out of the correlations)",
 }
 
@@ -147,7 +151,7 @@ def patterns_of(key: str) -> list[str]:
 
 
 def markdown_table() -> str:
-    """METRICS as the README's table (`tests/test_metrics.py` checks README holds exactly this)."""
+    """METRICS as a Markdown table: docs/analyze.md's (`scripts/gen_docs.py` writes it there)."""
     rows = [f"| `{p}` | {m.replace('|', chr(92) + '|')} |" for p, m in METRICS.items()]
     return "\n".join(["| metric | meaning |", "|---|---|", *rows])
 

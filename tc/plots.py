@@ -1,14 +1,15 @@
-"""Matplotlib figures from the analysis tables. Each function returns a Figure and never shows it."""
+"""Matplotlib figures from the analysis tables. Each function returns a Figure and never shows it.
+
+Figures are built as `matplotlib.figure.Figure()` objects, not through pyplot: no global state (the backend
+a user's notebook or GUI chose stays as it was, no figure is registered with pyplot's manager), and a figure
+is freed like any object once it is no longer referenced. `Figure.savefig` renders PNGs headless by itself.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
-import matplotlib
-
-matplotlib.use("Agg")  # headless: figures are files logged to MLflow
-
-import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
@@ -16,13 +17,17 @@ from matplotlib.figure import Figure
 from tc.consistency import kde
 
 
+def _subplots(nrows: int = 1, ncols: int = 1, *, figsize: tuple[float, float], **kw: Any) -> tuple[Figure, Any]:
+    """`pyplot.subplots(..., constrained_layout=True)` without pyplot: a new Figure and its axes."""
+    fig = Figure(figsize=figsize, layout="constrained")
+    return fig, fig.subplots(nrows, ncols, **kw)
+
+
 def consistency_heatmaps(matrices: pd.DataFrame, value: str = "rc") -> Figure:
     """Grid cuts (rows) x splits (columns) of `value`[t1, t2]: rows t1 (shallow), columns t2 (deep).
     The upper triangle (t1 < t2) is "earlier shallow, later deep"."""
     cuts, splits = sorted(matrices["cut"].unique()), list(dict.fromkeys(matrices["split"]))
-    fig, axes = plt.subplots(
-        len(cuts), len(splits), figsize=(3.2 * len(splits) + 1, 2.9 * len(cuts)), squeeze=False, constrained_layout=True
-    )
+    fig, axes = _subplots(len(cuts), len(splits), figsize=(3.2 * len(splits) + 1, 2.9 * len(cuts)), squeeze=False)
     image = None
     for r, cut in enumerate(cuts):
         for c, split in enumerate(splits):
@@ -56,9 +61,7 @@ def consistency_heatmaps(matrices: pd.DataFrame, value: str = "rc") -> Figure:
 def lag_curves(lags: pd.DataFrame) -> Figure:
     """Relative consistency r(Δ) against lag Δ (checkpoints), one panel per split, one line per cut."""
     splits = list(dict.fromkeys(lags["split"]))
-    fig, axes = plt.subplots(
-        1, len(splits), figsize=(4 * len(splits), 3.2), squeeze=False, sharey=True, constrained_layout=True
-    )
+    fig, axes = _subplots(1, len(splits), figsize=(4 * len(splits), 3.2), squeeze=False, sharey=True)
     for ax, split in zip(axes[0], splits, strict=True):
         for cut, sub in lags[lags["split"] == split].groupby("cut"):
             ax.plot(sub["lag"], sub["rc"], marker="o", ms=3, label=f"cut {cut}")
@@ -75,9 +78,7 @@ def per_sample_kde(per_sample: pd.DataFrame) -> Figure:
     """Density of per-sample consistency c(x) (Gaussian KDE, Scott's rule), one panel per cut, one line per
     split; a split whose c(x) is constant is drawn as a vertical line."""
     cuts = sorted(per_sample["cut"].unique())
-    fig, axes = plt.subplots(
-        1, len(cuts), figsize=(3.4 * len(cuts), 3), squeeze=False, sharey=True, constrained_layout=True
-    )
+    fig, axes = _subplots(1, len(cuts), figsize=(3.4 * len(cuts), 3), squeeze=False, sharey=True)
     for ax, cut in zip(axes[0], cuts, strict=True):
         for split, sub in per_sample[per_sample["cut"] == cut].groupby("split", sort=False):
             est = kde(sub["c"].to_numpy())
@@ -96,7 +97,7 @@ def per_sample_kde(per_sample: pd.DataFrame) -> Figure:
 def drift_vs_consistency(drift: pd.DataFrame) -> Figure:
     """Feature drift of each checkpoint against the last, beside the final deep part's agreement on it."""
     splits = list(dict.fromkeys(drift["split"]))
-    fig, axes = plt.subplots(1, len(splits), figsize=(4 * len(splits), 3.2), squeeze=False, constrained_layout=True)
+    fig, axes = _subplots(1, len(splits), figsize=(4 * len(splits), 3.2), squeeze=False)
     for ax, split in zip(axes[0], splits, strict=True):
         for cut, sub in drift[drift["split"] == split].groupby("cut"):
             line = ax.plot(sub["t1"], sub["drift"], ls="--", lw=1)[0]
@@ -113,9 +114,7 @@ def spectra_vs_null(spectra: pd.DataFrame) -> Figure:
     gradient noise: of the projected per-minibatch noise."""
     kinds = list(dict.fromkeys(spectra["kind"]))
     cuts = sorted(spectra["cut"].unique())
-    fig, axes = plt.subplots(
-        len(kinds), len(cuts), figsize=(3.2 * len(cuts), 2.8 * len(kinds)), squeeze=False, constrained_layout=True
-    )
+    fig, axes = _subplots(len(kinds), len(cuts), figsize=(3.2 * len(cuts), 2.8 * len(kinds)), squeeze=False)
     for r, kind in enumerate(kinds):
         for c, cut in enumerate(cuts):
             ax = axes[r][c]
@@ -145,14 +144,12 @@ def perturbation_curves(perturb: pd.DataFrame) -> Figure:
     from tc.noise import KINDS, perturbation_summary
 
     if perturb.empty:  # no cut had any drift to perturb along
-        fig, ax = plt.subplots(figsize=(4, 3), constrained_layout=True)
+        fig, ax = _subplots(figsize=(4, 3))
         ax.set_title("no drift: perturbation test not run")
         return fig
     summary = perturbation_summary(perturb)
     cuts = sorted(summary["cut"].unique())
-    fig, axes = plt.subplots(
-        1, len(cuts), figsize=(3.2 * len(cuts), 3), squeeze=False, sharey=True, constrained_layout=True
-    )
+    fig, axes = _subplots(1, len(cuts), figsize=(3.2 * len(cuts), 3), squeeze=False, sharey=True)
     for ax, cut in zip(axes[0], cuts, strict=True):
         sub = summary[summary["cut"] == cut]
         clean = sub[sub["kind"] == "clean"]["acc"].iloc[0]
@@ -171,7 +168,7 @@ def measure_scatter(trials: pd.DataFrame, measure: str, target: str, hparams: li
     """`measure` against `target` per trial, coloured by the hyperparameter with the most distinct values."""
     varying = [h for h in hparams if h in trials and trials[h].nunique() > 1]
     colour = max(varying, key=lambda h: trials[h].nunique()) if varying else None
-    fig, ax = plt.subplots(figsize=(5, 4), constrained_layout=True)
+    fig, ax = _subplots(figsize=(5, 4))
     if colour is None:
         ax.scatter(trials[measure], trials[target])
     else:
@@ -189,7 +186,7 @@ def measure_scatter(trials: pd.DataFrame, measure: str, target: str, hparams: li
 def correlation_bars(table: pd.DataFrame, target: str = "test_acc") -> Figure:
     """|Kendall τ-b| of each measure with `target`, with its bootstrap 95% interval."""
     sub = table[table["target"] == target].assign(abs_tau=lambda d: d["kendall"].abs()).sort_values("abs_tau")
-    fig, ax = plt.subplots(figsize=(6, 0.3 * len(sub) + 1.2), constrained_layout=True)
+    fig, ax = _subplots(figsize=(6, 0.3 * len(sub) + 1.2))
     ci = sub[["kendall_ci_low", "kendall_ci_high"]]
     # the interval of |τ|: from 0 when the CI of τ spans 0, else from the bound nearer 0
     spans_zero = (ci["kendall_ci_low"] < 0) & (ci["kendall_ci_high"] > 0)
@@ -203,10 +200,9 @@ def correlation_bars(table: pd.DataFrame, target: str = "test_acc") -> Figure:
 
 
 def save_figures(figures: dict[str, Figure], out: Path, dpi: int = 110) -> None:
-    """Write each figure to `out / name` and close it (an open figure holds its memory until closed)."""
+    """Write each figure to `out / name` (PNG by the name's suffix)."""
     for name, fig in figures.items():
         fig.savefig(out / name, dpi=dpi)
-        plt.close(fig)
 
 
 VERDICT_COLOURS = {"reproduces": "tab:green", "does not reproduce": "tab:red", "differs": "tab:green"}
@@ -216,7 +212,7 @@ def effects_forest(effects: pd.DataFrame) -> Figure:
     """Every claim's paired difference with its 95% CI over seeds (`tc.report.all_effects`), coloured by
     verdict (green: reproduces / differs, red: does not reproduce, grey: inconclusive or no difference)."""
     rows = effects.iloc[::-1].reset_index(drop=True)
-    fig, ax = plt.subplots(figsize=(8, 0.32 * len(rows) + 1.2), constrained_layout=True)
+    fig, ax = _subplots(figsize=(8, 0.32 * len(rows) + 1.2))
     for i, r in rows.iterrows():
         colour = VERDICT_COLOURS.get(r["verdict"], "tab:gray")
         if pd.notna(r["low"]):

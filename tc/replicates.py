@@ -10,13 +10,34 @@ d_s = metric(arm A, seed s) - metric(arm B, seed s), and the interval is Student
 evaluation samples at every checkpoint, one drift per step) stays inside that seed's one number, so the
 seeds are the independent units the t interval assumes.
 
-A verdict is read off the interval, never off a point estimate:
-- `reproduces`: the interval lies entirely on the side of 0 that the claim predicts;
-- `does not reproduce`: it lies entirely on the other side, or entirely inside ±`margin` (an effect, if
-  any, smaller than the smallest one that would matter);
-- `inconclusive`: anything else (it straddles 0 and reaches past the margin).
-A claim without a direction (`expected=0`) reads `differs` / `no difference larger than the margin` /
-`inconclusive`.
+A verdict is read off the interval, never off a point estimate. `margin` m >= 0 is the smallest effect of
+interest (SESOI): a difference smaller than m would not matter, whatever its sign. The verdicts are those of
+an equivalence test (TOST) and its one-sided companion at the interval's level, for an interval [L, H] of
+a - b:
+
+    claim                        interval                         verdict
+    -------------------------    -----------------------------    -------------------------------------
+    expected = +1 (a > b)        L > m                            reproduces
+                                 H < m                            does not reproduce
+                                 otherwise (L <= m <= H)          inconclusive
+    expected = -1 (a < b)        H < -m                           reproduces
+                                 L > -m                           does not reproduce
+                                 otherwise (L <= -m <= H)         inconclusive
+    expected = 0 (a != b)        L > m  or  H < -m                differs
+                                 -m < L  and  H < m               no difference larger than the margin
+                                 otherwise                        inconclusive
+
+In words: a directional claim is that the effect, in the predicted direction, is at least m. It
+`reproduces` when the whole interval lies beyond the margin on the predicted side; it `does not reproduce`
+when the whole interval lies short of that margin: inside ±m (any effect too small to matter, even one of
+the predicted sign), straddling the margin on the other side, or beyond it on the other side; anything that
+contains the margin is `inconclusive`. With m = 0 this is the plain sign test of the interval. A claim
+without a direction reads `differs` when the interval lies entirely beyond ±m on one side and `no difference
+larger than the margin` when it lies entirely inside ±m; an interval that reaches a margin is
+`inconclusive` (with m = 0 "no difference" is never read: an interval of positive width is never inside
+[0, 0]). Boundaries count as inconclusive. Error rates at a 95% interval: P(reproduces) <= 2.5% when the true
+effect is at most m in the predicted direction, P(no difference) <= 2.5% per side when the true |effect| is
+at least m (tests/test_replicates.py checks both, and the power, on the report's own path).
 """
 
 from __future__ import annotations
@@ -35,7 +56,8 @@ DIFFERS, NO_DIFFERENCE = "differs", "no difference larger than the margin"
 @dataclass(frozen=True)
 class Claim:
     """What an experiment predicts about `metric`: arm `a` minus arm `b` has the sign `expected` (+1, -1, or
-    0 for "differs"); `margin`: the smallest difference that would matter (for "does not reproduce")."""
+    0 for "differs"); `margin`: the smallest difference that would matter (the smallest effect of interest
+    of `verdict`'s table; 0: any difference matters)."""
 
     metric: str
     a: str
@@ -84,18 +106,26 @@ def t_interval(values: Sequence[float], level: float = 0.95) -> tuple[float, flo
 
 
 def verdict(low: float, high: float, expected: int = 1, margin: float = 0.0) -> str:
-    """The verdict an interval [low, high] of (a - b) supports for a claim of sign `expected` (module doc)."""
+    """The verdict an interval [low, high] of (a - b) supports for a claim of sign `expected` (+1, -1 or 0)
+    with smallest effect of interest `margin` >= 0: the table of the module docstring. NaN bounds (fewer
+    than 2 seeds) are inconclusive."""
+    if expected not in (-1, 0, 1):
+        raise ValueError(f"expected={expected!r}: use +1 (a > b), -1 (a < b) or 0 (a differs from b)")
+    if not margin >= 0:
+        raise ValueError(f"margin={margin!r}: the smallest effect of interest must be >= 0")
     if math.isnan(low) or math.isnan(high):
         return INCONCLUSIVE
-    inside_margin = margin > 0 and -margin < low and high < margin
+    if low > high:
+        raise ValueError(f"interval [{low}, {high}]: low must not exceed high")
     if expected == 0:
-        if low > 0 or high < 0:
+        if low > margin or high < -margin:
             return DIFFERS
-        return NO_DIFFERENCE if inside_margin else INCONCLUSIVE
-    lo, hi = sorted((expected * low, expected * high))
-    if lo > 0:
+        return NO_DIFFERENCE if -margin < low and high < margin else INCONCLUSIVE
+    # the effect in the predicted direction, x = expected * (a - b), has the interval [lo, hi]
+    lo, hi = (low, high) if expected == 1 else (-high, -low)
+    if lo > margin:
         return REPRODUCES
-    if hi < 0 or inside_margin:
+    if hi < margin:
         return REFUTED
     return INCONCLUSIVE
 

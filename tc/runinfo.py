@@ -65,8 +65,9 @@ def sweep_name(study: str) -> str:
     return f"sweep {study}"
 
 
-def trial_name(number: int) -> str:
-    return f"trial {number}"
+def trial_name(number: int, seed: int | None = None) -> str:
+    """A sweep trial's run: "trial N"; its second seed's run (seeds=2): "trial N seedS"."""
+    return f"trial {number}" if seed is None else f"trial {number} seed{seed}"
 
 
 def _fmt(value: float) -> str:
@@ -132,11 +133,29 @@ def _spell(value: Any) -> str:
     return str(value).lower() if isinstance(value, bool) else str(value)
 
 
+def gen_gap(metrics: dict[str, float]) -> float:
+    """The generalization gap of a training run, the one definition tc uses (trials.csv, the correlations'
+    `gen_gap` target, the Optuna dashboard's attribute via `trial_attrs`; `tc.sweep.gen_gap` is this function,
+    kept here so the light path needs no pandas or scipy): accuracy on the whole training set with its ORIGINAL
+    (clean) labels minus `test_acc`, both of the final model in eval mode, both logged by `tc.train.train` at
+    its last epoch (`train_acc_clean`, `test_acc`: the whole test set).
+
+    SPEC 6.1 defines the gap as train_acc - test_acc of the model. Clean labels, because a noisy label is one
+    the network should get wrong: trained to the same cross-entropy (target_loss), every trial fits its noisy
+    labels about equally (train_acc near 1), so the gap on them would be test error again, the first target
+    in disguise, and would score memorising noise as fitting. Whole sets, not the analysis samples (acc_train,
+    acc_test): the target of a rank correlation should carry no subsampling noise. Without label noise,
+    train_acc_clean is train_acc. Sampling unit: none (a difference of two full-set accuracies). NaN when a
+    run lacks `train_acc_clean` or `test_acc` (never a proxy from other metrics)."""
+    if "train_acc_clean" not in metrics or "test_acc" not in metrics:
+        return math.nan
+    return float(metrics["train_acc_clean"] - metrics["test_acc"])
+
+
 def trial_attrs(metrics: Mapping[str, float]) -> dict[str, float]:
-    """A trial's headline measures for the Optuna dashboard (user attributes), NaN-free (JSON-safe)."""
-    metrics = dict(metrics)
-    if "acc_train" in metrics and "acc_test" in metrics:  # on the analysis samples, as the sweep's table
-        metrics.setdefault("gen_gap", metrics["acc_train"] - metrics["acc_test"])
+    """A trial's headline measures for the Optuna dashboard (user attributes), NaN-free (JSON-safe).
+    `gen_gap` is `gen_gap` (above) of the trial run's metrics: the very number of the sweep's trials.csv."""
+    metrics = {**metrics, "gen_gap": gen_gap(dict(metrics))}
     out = {}
     for k in SWEEP_HEADLINE:
         v = metrics.get(k)

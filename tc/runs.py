@@ -8,7 +8,7 @@ import torch
 
 from tc import tracking
 from tc.analysis import AnalysisResult, analyze_run
-from tc.checkpoints import IndexEntry
+from tc.checkpoints import CheckpointError, IndexEntry, check_entry
 from tc.config import AnalyzeConfig, TrainConfig
 from tc.data import load_for
 from tc.models import ModelSpec, build_model
@@ -29,7 +29,7 @@ def train_into_run(
     start, index = 0, []
     if resume_state is not None:
         start = int(resume_state["step"])
-        index = [IndexEntry(**e) for e in resume_state["index"]]
+        index = _resume_index(run_id, resume_state.get("index"))
         pending = resume_state.get("pending_metrics")
         # The crash may have come between saving this state and logging its epoch's metrics.
         if pending and start not in tracking.logged_steps(run_id, "test_acc"):
@@ -50,6 +50,20 @@ def train_into_run(
         logger.close()
     # Training is complete: the resume state can no longer serve (a finished run is not resumed).
     tracking.delete_resume_state(run_id)
+
+
+def _resume_index(run_id: str, raw: object) -> list[IndexEntry]:
+    """The index of a resume state, each entry checked as `checkpoints/index.json`'s are (`check_entry`): it is
+    run data, written back as the run's index, whose names later become paths."""
+    if not isinstance(raw, list):
+        raise CheckpointError(f"run {run_id}: {tracking.RESUME_FILE} holds no list of index entries")
+    entries = []
+    for i, e in enumerate(raw):
+        try:
+            entries.append(check_entry(e))
+        except ValueError as err:
+            raise CheckpointError(f"run {run_id}: {tracking.RESUME_FILE} index entry {i} {err}") from None
+    return entries
 
 
 def analyze_logged_run(cfg: AnalyzeConfig) -> tuple[AnalysisResult, int]:

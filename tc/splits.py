@@ -7,11 +7,12 @@ corruptions assigned round-robin (see `tc.corruptions.corrupted_set`).
 
 from __future__ import annotations
 
+import bisect
 from dataclasses import dataclass
 
 import torch
 
-from tc.config import AnalyzeConfig, CutSpec, split_list
+from tc.config import AnalyzeConfig, CutSpec, check_two_steps, split_list
 from tc.consistency import steps_at_fractions
 from tc.corruptions import corrupted_set
 from tc.data import DataBundle
@@ -55,9 +56,52 @@ def select_steps(text: str, steps: list[int]) -> list[int]:
     missing = sorted(set(chosen) - set(steps))
     if missing:
         raise ValueError(f"checkpoints: steps {missing} are not in the run; it has {steps}")
-    if len(chosen) < 2:
-        raise ValueError("checkpoints: choose at least two")
+    check_two_steps(text, chosen)
     return chosen
+
+
+# How a short run (the quick start, `entrypoints/main.py`) spreads its checkpoints so that tc's window holds enough
+# of them without analyzing more than 6: see `checkpoint_interval` and `window_spread_steps`.
+WINDOW_CHECKPOINTS = 4
+
+
+def checkpoint_interval(total: int) -> int:
+    """Optimizer steps between saved checkpoints for a run of `total` steps whose analysis will read
+    `window_spread_steps`: total // 8 when 8 divides `total`, else max(1, total // 16).
+
+    Why: `window_spread_steps` wants a saved step at each of 4/8, 5/8, 6/8, 7/8 of training. When 8 divides the
+    total, saving every eighth puts one exactly there (9 checkpoints). Otherwise flooring an eighth drifts:
+    for 2345 steps, every 293 saves ..., 2051, 2344, 2345, so the last eighth's checkpoint sits one step before
+    the end. Saving every sixteenth (floored, e = total // 16 <= total / 16) keeps each chosen step within e of
+    its target: the four are distinct, the window's spacing stays within total / 8 ± total / 16, and the last
+    one is at least total / 16 before the final step. Runs shorter than 16 steps save every step."""
+    if total < 1:
+        raise ValueError(f"checkpoint_interval: a run needs at least 1 step, got {total}")
+    return total // 8 if total % 8 == 0 else max(1, total // 16)
+
+
+def window_spread_steps(
+    steps: list[int], window: float = AnalyzeConfig.window, n: int = WINDOW_CHECKPOINTS
+) -> list[int]:
+    """The checkpoints to analyze out of a run's saved `steps`: the first (the initialisation, which the
+    distance-from-init measures read), the final one T, and the first saved step at or after each of the `n`
+    fractions 1 - window + k * window / n (k = 0 .. n-1) of T: 4/8, 5/8, 6/8, 7/8 for the default window 0.5.
+
+    Why: tc's window (`tc.consistency.window`: the checkpoints at or after (1 - window) * T, the final one
+    excluded) then holds up to `n` checkpoints spread evenly over it, while the composite phase, whose cost grows
+    with the square of the number of analyzed checkpoints, composes at most n + 2. With `checkpoint_interval`'s
+    saves and the default window 0.5 the `n` are distinct for runs of 8 steps or more (a window under half of
+    training can get fewer); shorter runs get the distinct ones there are."""
+    if not steps:
+        raise ValueError("window_spread_steps: the run has no checkpoints")
+    steps = sorted(steps)
+    last = steps[-1]
+    start = (1 - window) * last  # the very expression `tc.consistency.window` compares against
+    targets = [start + k * window * last / n for k in range(n)]
+    chosen = {steps[0], last}
+    for t in targets:
+        chosen.add(steps[bisect.bisect_left(steps, t)] if t <= last else last)
+    return sorted(chosen)
 
 
 def _subset(n: int, k: int, seed: int) -> torch.Tensor:

@@ -1,12 +1,32 @@
 """The Optuna side of a sweep: samplers re-seeded per trial, pruning, the shared trial budget over workers,
 dead workers' trials, study creation. The sweep's statistics are in `tc.sweep`; MLflow goes through
-`tc.tracking` only."""
+`tc.tracking` only.
+
+How a trial ends, and what it does to the sweep:
+- COMPLETE: trained and analyzed; its value is the test accuracy.
+- PRUNED: the pruner stopped it (its run KILLED). Counts toward n_trials.
+- FAILED by its own doing (`TRIAL_FAILURES`: `tc.train.TrainingFailure`, i.e. divergence or a sampled
+  combination that cannot be trained, and running out of device memory, in training or in the analysis, as the
+  configuration's size meets the device; CUDA's cached memory is then emptied for the next trial): user attr
+  `fail_reason`, its runs (each seed's) FAILED with tag `tc.error`. It counts toward n_trials (rerunning it
+  would fail again) and the study goes on.
+- CRASHED: any other exception, from sampling its values to its analysis (a bug in tc, a full disk, a lost
+  tracking server). That is not an answer about the trial's configuration, so it is never recorded as one: tc
+  prints a line and Optuna logs the traceback, the trial is FAILED with user attr `tc.error` (no
+  `fail_reason`), its runs (each seed's) FAILED with tag `tc.error`, and it does not count toward n_trials (a
+  rerun after the fix runs it again; with sampler=grid its point is queued to run next, as Optuna's
+  GridSampler counts a FAILED trial as visited). The worker goes on with the next trial, unless
+  `MAX_CONSECUTIVE_CRASHES` trials in a row crashed: an error that repeats is systematic, and the worker stops
+  (`SystematicFailure`; the sweep exits 1) instead of spending the study on it.
+"""
 
 from __future__ import annotations
 
 import json
 import math
+import sys
 import time
+import traceback
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -15,6 +35,7 @@ from pathlib import Path
 import numpy as np
 import optuna
 import pandas as pd
+import torch
 from matplotlib.figure import Figure
 from optuna.trial import TrialState
 
@@ -23,7 +44,7 @@ from tc.analysis import analyze_run
 from tc.config import AnalyzeConfig, SweepConfig, TrainConfig
 from tc.data import load_data
 from tc.surrogates import cheap_scores
-from tc.train import DivergenceError
+from tc.train import TrainingFailure, UntrainableConfigError
 
 
 class Pruning:
@@ -180,25 +201,67 @@ def _load_or_create(cfg: SweepConfig, storage, sampler, pruner) -> optuna.Study:
     raise AssertionError("unreachable")
 
 
-def run_worker(study: optuna.Study, func, n_trials: int, timeout: float = 0.0) -> None:
+#: Exceptions out of a trial's training that are the trial's own failure (module doc); out of its analysis,
+#: only out-of-memory. Out-of-memory is the configuration's size meeting the device: rerunning it on the same
+#: device fails the same way.
+TRIAL_FAILURES: tuple[type[BaseException], ...] = (TrainingFailure, torch.OutOfMemoryError)
+#: crashed trials in a row after which a worker stops (module doc)
+MAX_CONSECUTIVE_CRASHES = 3
+CRASH_ATTR = "tc.error"  # user attr of a crashed trial: "<exception type>: <message>"
+
+
+class TrialCrashed(Exception):
+    """A trial ended by an unexpected exception (module doc: CRASHED); the worker goes on."""
+
+
+class SystematicFailure(RuntimeError):
+    """`MAX_CONSECUTIVE_CRASHES` trials in a row crashed: the worker stopped."""
+
+
+def run_worker(
+    study: optuna.Study,
+    func,
+    n_trials: int,
+    timeout: float = 0.0,
+    max_consecutive_crashes: int = MAX_CONSECUTIVE_CRASHES,
+) -> None:
     """Run trials one at a time until the study holds n_trials that count (over all workers; see
     `budget_used`). The budget is checked before each trial and again inside it against the trials numbered
     before it, so workers that start their last trials together do not overshoot: the surplus one is
-    FAILED at once and does not count."""
+    FAILED at once and does not count. A queued trial (a crashed grid point's rerun) runs even when the
+    budget is full, as it counts already. A crashed trial (`TrialCrashed`) does not stop the worker, but
+    `max_consecutive_crashes` in a row raise `SystematicFailure`."""
     start = time.monotonic()
     surplus: list[str] = []
+    crashes: list[str] = []  # the crashes since the last trial that did not crash
 
-    def note_surplus(_study, trial) -> None:
+    def watch(_study, trial) -> None:
         if "tc.surplus" in trial.user_attrs:
             surplus.append(trial.user_attrs["tc.surplus"])
+        elif CRASH_ATTR in trial.user_attrs:
+            crashes.append(f"trial {trial.number}: {trial.user_attrs[CRASH_ATTR]}")
+        else:
+            crashes.clear()
 
-    while not surplus and budget_used(study) < n_trials:
+    # a queued trial (a crashed grid point's rerun) counts toward the budget already, and runs even then
+    while not surplus and (budget_used(study) < n_trials or _queued(study)):
         left = timeout - (time.monotonic() - start) if timeout else None
         if left is not None and left <= 0:
             break
         study.optimize(
-            func, n_trials=1, timeout=left, catch=(SurplusTrial,), callbacks=[note_surplus], gc_after_trial=True
+            func, n_trials=1, timeout=left, catch=(SurplusTrial, TrialCrashed), callbacks=[watch], gc_after_trial=True
         )
+        if len(crashes) >= max_consecutive_crashes:
+            raise SystematicFailure(
+                f"{len(crashes)} trials in a row crashed, so the error is systematic (a bug or a broken environment, "
+                f"not the trials' configurations): this worker stops rather than spend the study on it. Last: "
+                f"{crashes[-1]}. The tracebacks are above; crashed trials do not count toward n_trials, so the same "
+                "command continues the study once the cause is fixed."
+            )
+
+
+def _queued(study: optuna.Study) -> bool:
+    return bool(study.get_trials(deepcopy=False, states=(TrialState.WAITING,)))
 
 
 def fixed_settings(cfg: SweepConfig) -> dict:
@@ -274,8 +337,8 @@ def summarize(cfg: SweepConfig, space: dict, every: pd.DataFrame) -> SweepSummar
     acc = table[table["target"] == "test_acc"]
     metrics |= {f"corr_spearman_{r.measure}": r.spearman for r in acc.itertuples()}
     metrics |= {f"corr_kendall_{r.measure}": r.kendall for r in acc.itertuples()}
-    metrics["n_trials_finished"] = len(trials)
-    headline = next((m for m in ("tc_kappa_test", "tc_test") if m in trials), measures[0])  # README: κ is the headline
+    # docs/sweep.md, "Headline and multiplicity": κ is the headline
+    headline = next((m for m in ("tc_kappa_test", "tc_test") if m in trials), measures[0])
     figures = {
         "scatter.png": plots.measure_scatter(trials, headline, "test_acc", list(space)),
         "correlation_bars.png": plots.correlation_bars(table),
@@ -299,10 +362,12 @@ def analyze_trial(cfg: AnalyzeConfig, parent_id: str, second_id: str | None = No
     result, last_step = analyze_run(ckpts, data, cfg, run), ckpts.steps[-1]
     tracking.log_analysis_result(cfg, result, last_step, parent_id)
     tracking.log_metrics(cfg.run_id, cheap_scores(ckpts, data, cfg, run), last_step)
+    tracking.label_analysis(cfg.run_id, None, cfg)
     if second_id:
         other = replace(cfg, run_id=second_id, reference_run_id=cfg.run_id)
         result2, last2 = runs.analyze_logged_run(other)
         tracking.log_analysis_result(other, result2, last2, parent_id)
+        tracking.label_analysis(second_id, None, other)
         names = sweep.measure_columns(list(result.metrics))
         tracking.log_metrics(cfg.run_id, sweep.seed_spread(result.metrics, result2.metrics, names), last_step)
 
@@ -336,62 +401,154 @@ def analysis_config(cfg: SweepConfig, run_id: str, second_id: str | None) -> Ana
     )
 
 
-def train_trial(cfg: SweepConfig, trial: optuna.Trial, train_cfg: TrainConfig, run_id: str) -> str | None:
-    """Train the trial's run (and, with seeds=2, the same configuration at seed + 1 as a child run: its id)."""
+def trial_config(cfg: SweepConfig, values: dict) -> TrainConfig:
+    """The trial's training config: the sweep's fixed settings and the sampled `values`. Each value alone was
+    checked before the first trial (`sweep.check_space_values`), so a refusal here is of the combination:
+    the trial's own failure (`UntrainableConfigError`)."""
+    try:
+        return TrainConfig(**{**fixed_settings(cfg), **values})
+    except ValueError as e:
+        raise UntrainableConfigError(f"the sampled combination cannot be trained: {e}") from e
+
+
+def trial_tags(cfg: SweepConfig, number: int, parent_id: str) -> dict[str, str]:
+    """The tags every run of a trial carries (each seed's), to filter a study's or a trial's runs by."""
+    return {"tc.study": cfg.study_name, "tc.trial": str(number), "tc.sweep_run_id": parent_id}
+
+
+def train_trial(
+    cfg: SweepConfig, trial: optuna.Trial, train_cfg: TrainConfig, run_id: str, parent_id: str
+) -> str | None:
+    """Train the trial's run `run_id`, a child of the sweep run `parent_id`. With seeds=2, also the same
+    configuration at seed + 1, as a child run of `run_id` named `trial N seedS` (`runinfo.trial_name`) that
+    carries the trial's tags, the training run's tags and description, and `tc.seed_of`: `run_id`; its id
+    is returned (else None)."""
     tracking.log_config(run_id, train_cfg)
     tracking.label_train_run(run_id, train_cfg)
     runs.train_into_run(run_id, train_cfg, callbacks=[Pruning(trial)] if cfg.pruner != "none" else [])
     if cfg.seeds != 2:
         return None
     second = replace(train_cfg, seed=train_cfg.seed + 1)
-    tags = {"tc.study": cfg.study_name, "tc.seed_of": run_id}
-    with tracking.nested_run(tags, run_name=f"seed-{second.seed}") as second_id:
-        tracking.log_config(second_id, second)
-        runs.train_into_run(second_id, second)
+    tags = {**trial_tags(cfg, trial.number, parent_id), "tc.seed_of": run_id}
+    with tracking.nested_run(tags, run_name=runinfo.trial_name(trial.number, second.seed)) as second_id:
+        try:
+            tracking.log_config(second_id, second)
+            tracking.label_train_run(second_id, second)
+            runs.train_into_run(second_id, second)
+        except Exception as e:  # the run ends FAILED with the block; say why on it too
+            tracking.client().set_tag(second_id, "tc.error", f"{type(e).__name__}: {e}"[:5000])
+            raise
     return second_id
 
 
 def _record_convergence(trial: optuna.Trial, run_id: str, second_id: str | None) -> None:
-    """Converged only when every seed reached the criterion (equal fit): a user attribute and a tag."""
-    ok = converged([i for i in (run_id, second_id) if i])
+    """Converged only when every seed reached the criterion (equal fit): a user attribute, and a tag on each
+    seed's run."""
+    seeds = [i for i in (run_id, second_id) if i]
+    ok = converged(seeds)
     trial.set_user_attr("converged", ok)
-    tracking.client().set_tag(run_id, "tc.converged", str(ok))
+    for i in seeds:
+        tracking.client().set_tag(i, "tc.converged", str(ok))
     if not ok:
         print(f"tc sweep: trial {trial.number} reached the epoch cap before target_loss", flush=True)
 
 
 def objective(cfg: SweepConfig, space: dict, parent_id: str) -> Callable[[optuna.Trial], float]:
     """The study's objective: each trial is a nested run of the sweep run `parent_id` that trains the sampled
-    configuration (`train_trial`), is analyzed (`analyze_trial`) and returns its test accuracy; a trial that
-    diverges or asks for what the data cannot give fails with its reason (NaN) and the study goes on."""
+    configuration (`train_trial`), is analyzed (`analyze_trial`) and returns its test accuracy. A trial that
+    fails by its own doing (`TRIAL_FAILURES`; out of memory also in the analysis) returns NaN with its
+    `fail_reason`; any other exception, from sampling its values and creating its run to its analysis,
+    crashes the trial alone (`TrialCrashed`, recorded with its reason). The module doc has the whole policy."""
+
+    def measure(trial: optuna.Trial, values: dict, run_id: str) -> float:
+        try:
+            second_id = train_trial(cfg, trial, trial_config(cfg, values), run_id, parent_id)
+        except TRIAL_FAILURES as e:
+            return _fail(trial, e, run_id)
+        if cfg.target_loss > 0:
+            _record_convergence(trial, run_id, second_id)
+        try:
+            analyze_trial(analysis_config(cfg, run_id, second_id), parent_id, second_id)
+        except torch.OutOfMemoryError as e:  # as in training: the configuration's size meets the device
+            return _fail(trial, e, run_id)
+        for key, value in runinfo.trial_attrs(tracking.get_run(run_id).data.metrics).items():
+            trial.set_user_attr(key, value)  # shown beside the objective in optuna-dashboard
+        return float(tracking.get_run(run_id).data.metrics["test_acc"])
 
     def run_trial(trial: optuna.Trial) -> float:
-        start_trial(trial, cfg.n_trials, parent_id)
-        values = sweep.suggest(trial, space)
-        tags = {"tc.study": cfg.study_name, "tc.trial": str(trial.number), "tc.sweep_run_id": parent_id}
-        with tracking.nested_run(tags, run_name=runinfo.trial_name(trial.number)) as run_id:
-            trial.set_user_attr("mlflow_run_id", run_id)
-            try:
-                second_id = train_trial(cfg, trial, TrainConfig(**{**fixed_settings(cfg), **values}), run_id)
-            except (DivergenceError, ValueError) as e:  # a failed trial with its reason; the study goes on
-                # (ValueError: a sampled combination the data cannot satisfy, e.g. train_size > data set)
-                trial.set_user_attr("fail_reason", str(e))
-                tracking.end_active_run("FAILED", {"tc.error": str(e)})
-                print(f"tc sweep: trial {trial.number} failed: {e}", flush=True)
-                return math.nan
-            except optuna.TrialPruned as e:
-                tracking.end_active_run("KILLED", {"tc.pruned": str(e)})
-                raise
-            if cfg.target_loss > 0:
-                _record_convergence(trial, run_id, second_id)
-            acfg = analysis_config(cfg, run_id, second_id)
-            analyze_trial(acfg, parent_id, second_id)
-            tracking.label_analysis(run_id, None, acfg)
-            for key, value in runinfo.trial_attrs(tracking.get_run(run_id).data.metrics).items():
-                trial.set_user_attr(key, value)  # shown beside the objective in optuna-dashboard
-            return float(tracking.get_run(run_id).data.metrics["test_acc"])
+        start_trial(trial, cfg.n_trials, parent_id)  # a SurplusTrial ends it before anything is sampled
+        run_id = None  # until the trial's run exists
+        try:  # the guard covers sampling and the run's creation too
+            values = sweep.suggest(trial, space)
+            tags = trial_tags(cfg, trial.number, parent_id)
+            with tracking.nested_run(tags, runinfo.trial_name(trial.number)) as run_id:
+                trial.set_user_attr("mlflow_run_id", run_id)
+                try:
+                    return measure(trial, values, run_id)
+                except optuna.TrialPruned as e:
+                    tracking.end_run(run_id, "KILLED", {"tc.pruned": str(e)})
+                    raise
+        except optuna.TrialPruned:
+            raise
+        except Exception as e:  # the block has ended the run FAILED (if it exists); _crash says why on it
+            raise _crash(trial, e, run_id) from e
 
     return run_trial
+
+
+def _end_trial_runs(run_id: str, tags: dict[str, str]) -> None:
+    """FAILED with `tags`: the trial's run and its second seed's (seeds=2), which its own training may have
+    left FINISHED, each by id."""
+    tracking.end_run(run_id, "FAILED", tags)
+    for other in tracking.seed_runs(run_id):
+        tracking.end_run(other, "FAILED", tags)
+
+
+def _fail(trial: optuna.Trial, e: BaseException, run_id: str) -> float:
+    """The trial's own failure: its runs FAILED with `tc.error`, then `fail_reason` (a trial whose run could not
+    be marked crashes instead, and is not counted); NaN makes the trial FAILED."""
+    if isinstance(e, torch.OutOfMemoryError) and torch.cuda.is_available():
+        torch.cuda.empty_cache()  # the failed trial's cached blocks would otherwise crowd the next trial
+    reason = f"{e}" if isinstance(e, TrainingFailure) else f"{type(e).__name__}: {e}"
+    _end_trial_runs(run_id, {"tc.error": reason[:5000]})
+    trial.set_user_attr("fail_reason", reason[:5000])
+    print(f"tc sweep: trial {trial.number} failed: {reason}", flush=True)
+    return math.nan
+
+
+def _crash(trial: optuna.Trial, e: Exception, run_id: str | None) -> TrialCrashed:
+    """An unexpected exception: one line printed (Optuna logs the traceback of the `TrialCrashed` raised from
+    it, with it as the cause), recorded on the trial (`CRASH_ATTR`) and its runs (FAILED, tag `tc.error` with
+    the traceback); the `TrialCrashed` to raise, which ends this trial alone."""
+    what = f"{type(e).__name__}: {e}"
+    print(
+        f"tc sweep: trial {trial.number} crashed; this is an error of tc or of its environment, not of the trial's "
+        f"configuration, and it does not count toward n_trials: {what}",
+        file=sys.stderr,
+        flush=True,
+    )
+    trial.set_user_attr(CRASH_ATTR, what[:5000])
+    _rerun_grid_point(trial)
+    try:
+        tb = "".join(traceback.format_exception(e))
+        if run_id:
+            _end_trial_runs(run_id, {"tc.error": f"{what}\n\n{tb[-4000:]}"[:5000]})
+    except Exception as log_error:  # the tracking server itself may be what failed: the trial is recorded above
+        print(f"tc sweep: could not mark trial {trial.number}'s run FAILED: {log_error}", file=sys.stderr)
+    return TrialCrashed(f"trial {trial.number}: {what}")
+
+
+GRID_RERUN_ATTR = "tc.grid_rerun_of"  # user attr of a queued rerun of a crashed grid point: that trial's number
+
+
+def _rerun_grid_point(trial: optuna.Trial) -> None:
+    """Queue a crashed grid trial's point to run next. Optuna's GridSampler counts a FAILED trial as a visited
+    point, so without this the point is never measured and the budget goes to a duplicate of another. A rerun
+    is an enqueued trial (no `grid_id`), so it carries `GRID_RERUN_ATTR` to be queued again if it crashes too."""
+    grid_point = "grid_id" in trial.study._storage.get_trial_system_attrs(trial._trial_id)  # GridSampler's own
+    if grid_point or GRID_RERUN_ATTR in trial.user_attrs:
+        origin = trial.user_attrs.get(GRID_RERUN_ATTR, trial.number)
+        trial.study.enqueue_trial(trial.params, user_attrs={GRID_RERUN_ATTR: origin})
 
 
 def trial_budget(cfg: SweepConfig, space: dict) -> int:
@@ -406,7 +563,7 @@ def print_summary(summary: SweepSummary) -> None:
     if len(summary.capped):
         print(f"tc sweep: {len(summary.capped)} trial(s) never reached target_loss: left out of the correlations")
     if len(summary.trials) < 3:
-        print(f"tc sweep: {len(summary.trials)} finished trial(s): too few for correlations", flush=True)
+        print(f"tc sweep: {len(summary.trials)} converged trial(s): too few for correlations", flush=True)
         return
     t = summary.table
     best = t[t["target"] == "test_acc"].assign(a=lambda d: d["kendall"].abs()).sort_values("a")

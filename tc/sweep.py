@@ -14,6 +14,10 @@ For models i = 1..M with measure μ_i and target g_i:
     partial τ controlling for the hyperparameters: from the pseudo-inverse P of the τ-b matrix of
     (μ, g, h_1..h_k), τ_partial = -P_μg / sqrt(P_μμ P_gg) (the matrix form of Kendall's partial τ);
     95% bootstrap CIs resample trials with replacement (percentile method).
+Sampling unit of every p-value and CI: the trial. Multiplicity (`multiplicity`): the pre-specified measure
+HEADLINE against PRIMARY_TARGET is the one confirmatory test, at ALPHA on its own; every other (measure,
+target) is exploratory, Holm-adjusted within its target's family (every measure counts, whatever its
+dependence on the others); measures with the same ranks on these trials are flagged (`same_ranks`).
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from __future__ import annotations
 import itertools
 import json
 import math
+import typing
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,10 +36,11 @@ import pandas as pd
 from scipy import stats
 
 from tc.config import TrainConfig
+from tc.runinfo import gen_gap  # noqa: F401  (tc.sweep.gen_gap: the one definition lives in the light runinfo)
 
-# The default space, for the sweep's default proxy (an MLP on digits trained to cross-entropy 0.01; README
-# "Sweep"). `train_size` 0 is the whole training set; `default_space(n_train)` drops the choices a data set
-# cannot satisfy, so the default space always fits the data (digits has 1438 training images).
+# The default space, for the sweep's default proxy (an MLP on digits trained to cross-entropy 0.01;
+# docs/sweep.md, "The proxy"). `train_size` 0 is the whole training set; `default_space(n_train)` drops the
+# choices a data set cannot satisfy, so the default space always fits the data (digits has 1438 training images).
 DEFAULT_SPACE: dict[str, dict[str, Any]] = {
     "lr": {"type": "float", "low": 0.02, "high": 0.2, "log": True},
     "batch_size": {"type": "categorical", "choices": [32, 64, 128]},
@@ -44,7 +50,9 @@ DEFAULT_SPACE: dict[str, dict[str, Any]] = {
     "train_size": {"type": "categorical", "choices": [500, 1000, 2000, 0]},
 }
 
-HEADLINE = "tc_kappa_test"  # the pre-specified (confirmatory) measure, README "Sweep"; every other is exploratory
+HEADLINE = "tc_kappa_test"  # the pre-specified (confirmatory) measure, docs/sweep.md; every other is exploratory
+PRIMARY_TARGET = "test_acc"  # the confirmatory hypothesis: HEADLINE's Kendall τ with test accuracy is not 0
+ALPHA = 0.05  # the level of the confirmatory test and of each exploratory family's family-wise error
 
 
 def load_space(path: str | None) -> dict[str, dict[str, Any]]:
@@ -108,18 +116,6 @@ def qmc_sampler(seed: int, independent_seed: int | None = None):
         )
 
 
-def gen_gap(metrics: dict[str, float]) -> float:
-    """The generalization gap of a training run: accuracy on the whole training set with its ORIGINAL (clean)
-    labels minus `test_acc`, both of the final model in eval mode, both logged by `tc.train.train` at its last
-    epoch (`train_acc_clean`, `test_acc`: the whole test set, the same one as test_acc). Clean labels, because
-    a noisy label is one the network should get wrong: train accuracy on noisy labels would count memorising
-    noise as fitting. Sampling unit: none (a difference of two full-set accuracies). NaN when a run predates
-    `train_acc_clean`."""
-    if "train_acc_clean" not in metrics or "test_acc" not in metrics:
-        return math.nan
-    return float(metrics["train_acc_clean"] - metrics["test_acc"])
-
-
 def seed_spread(first: dict[str, float], second: dict[str, float], measures: list[str]) -> dict[str, float]:
     """`<measure>_seed_sd`: the sample standard deviation |a - b| / sqrt(2) of each measure over the two seeds
     of one configuration (ddof = 1; sampling unit: the training seed), for the measures both seeds have."""
@@ -166,14 +162,40 @@ def validate_space(space: Any, where: str = "search space") -> None:
             raise ValueError(f"{where}: {name} has type {kind!r}; use float, int or categorical")
 
 
+def _of_type(value: Any, kind: type) -> bool:
+    """Whether `value` (as YAML/JSON gave it) is a value of a TrainConfig field of type `kind`: bools only for
+    bool fields, integers (not 32.0, not True) for int fields, any number but a bool for float fields."""
+    if kind is bool:
+        return isinstance(value, bool)
+    if isinstance(value, bool):
+        return False
+    if kind is float:
+        return isinstance(value, int | float)
+    return isinstance(value, kind)
+
+
 def check_space_values(space: dict[str, dict[str, Any]], fixed: dict[str, Any], where: str = "search space") -> None:
-    """Build a TrainConfig (with the sweep's `fixed` settings) for every bound and every choice of every
-    parameter, so that a value TrainConfig's own validation refuses (label_noise 1.2, lr -1, a string) is
-    reported here, before the first trial, and not as a traceback in the middle of a sweep. Numeric ranges
-    are checked at both ends (TrainConfig's ranges are intervals, so the values between pass too)."""
+    """Check every bound and every choice of every parameter against its TrainConfig field: its type
+    (`choices: [32.5]` for batch_size, or `type: float` for an integer field, is refused), then TrainConfig's
+    own validation with the sweep's `fixed` settings (label_noise 1.2, lr -1), so that a bad value is reported
+    here, naming the parameter, before the first trial, and not as a traceback in the middle of a sweep.
+    Numeric ranges are checked at both ends (TrainConfig's ranges are intervals, so the values between pass
+    too)."""
+    hints = typing.get_type_hints(TrainConfig)
     for name, spec in space.items():
+        kind = hints[name]
+        if spec["type"] != "categorical" and kind not in (int, float):
+            raise ValueError(f"{where}: {name} takes {kind.__name__} values: use type categorical")
+        if spec["type"] == "float" and kind is int:
+            raise ValueError(
+                f"{where}: {name} takes integers, and type float samples fractions: use int or categorical"
+            )
         values = spec["choices"] if spec["type"] == "categorical" else [spec["low"], spec["high"]]
         for value in values:
+            if not _of_type(value, kind):
+                raise ValueError(
+                    f"{where}: {name}={value!r} is not a valid training value: {name} takes {kind.__name__} values"
+                )
             try:
                 TrainConfig(**{**fixed, name: value})
             except (ValueError, TypeError) as e:
@@ -484,13 +506,12 @@ def correlation_table(
     trials: pd.DataFrame, measures: list[str], space: dict, options: CorrelationOptions | None = None
 ) -> pd.DataFrame:
     """One row per (measure, target): every coefficient of the module docstring with 95% bootstrap CIs, plus
-    `role` (`headline` for the pre-specified HEADLINE, `exploratory` for every other measure) and
-    `kendall_p_holm`: Holm's step-down adjustment of `kendall_p` over the family of all measures scored
-    against the same target (headline included), so that the chance of any false "predicts" over the ~30
-    measures stays <= α (`multiplicity`). Each (measure, target) uses the trials where both are present;
-    what depends only on those rows (Ψ's groups, resamples, the controls' τ) is computed once per row set.
-    CIs: `options.draws` resamples of the trials (sampling unit: the trial), the same for every coefficient,
-    partial τ included."""
+    `same_ranks_as`, `role` and `kendall_p_holm` (`multiplicity`: the confirmatory test alone at α, Holm over
+    each target's exploratory family). Sampling unit: the trial (one configuration of the space, scored on its own
+    training run); every p-value and CI treats the trials as the independent units. Each (measure, target)
+    uses the trials where both are present; what depends only on those rows (Ψ's groups, resamples, the
+    controls' τ) is computed once per row set. CIs: `options.draws` resamples of the trials, the same for
+    every coefficient, partial τ included."""
     options = options or CorrelationOptions()
     trials = trials.reset_index(drop=True)
     cache: dict[tuple[int, ...], _RowSet] = {}
@@ -503,24 +524,61 @@ def correlation_table(
             if key not in cache:
                 cache[key] = _RowSet(sub[list(space)], space, options)
             rows.append(_scores(sub, measure, target, space, options, cache[key]))
-    return multiplicity(pd.DataFrame(rows))
+    table = pd.DataFrame(rows)
+    if not table.empty:
+        twins = same_ranks(trials, [HEADLINE, *measures] if HEADLINE in measures else measures)
+        table["same_ranks_as"] = table["measure"].map(twins).fillna("")
+    return multiplicity(table)
 
 
-def multiplicity(table: pd.DataFrame, headline: str = HEADLINE) -> pd.DataFrame:
-    """Add `role` and `kendall_p_holm` (Holm over the measures of each target; see `correlation_table`)."""
+def same_ranks(trials: pd.DataFrame, measures: list[str]) -> dict[str, str]:
+    """{measure: the first earlier measure of `measures` whose ranks over the trials equal its own}: both
+    are missing on the same trials and order the others identically (ties included), so every rank
+    statistic of the two with any target is the same number on these trials. A flag only: two measures that
+    differ in value can share ranks on one set of trials and not on another, so `multiplicity` counts each
+    of them. Measures that are no one's twin are left out."""
+    out: dict[str, str] = {}
+    keys: dict[tuple, str] = {}
+    for m in dict.fromkeys(measures):  # first occurrence order
+        ranks = trials[m].astype(float).rank(method="average").to_numpy()
+        key = tuple(np.where(np.isnan(ranks), -1.0, ranks))  # NaN in the same trials, the same ranks elsewhere
+        if key in keys:
+            out[m] = keys[key]
+        else:
+            keys[key] = m
+    return out
+
+
+def multiplicity(table: pd.DataFrame, headline: str = HEADLINE, primary: str = PRIMARY_TARGET) -> pd.DataFrame:
+    """Add `role` and `kendall_p_holm`: the p-value to compare with α (ALPHA), adjusted within its family.
+
+    - The confirmatory family is one hypothesis, fixed before the sweep: `headline` against `primary`
+      (role `confirmatory`). It is tested alone at α: its `kendall_p_holm` is its own `kendall_p` (Holm over
+      a family of one), whatever else was measured.
+    - Every other (measure, target) is `exploratory`. The exploratory rows of each target form one family,
+      Holm-adjusted on their own (step-down: the i-th smallest of the family's k p-values is rejected at α
+      while every smaller one was and p_(i) <= α / (k - i + 1)), so that the chance of any false "predicts"
+      among them stays <= α under any dependence between the measures. Every measure with a p-value counts,
+      those with the same ranks on these trials (`same_ranks_as`, a flag) included: merging them would make
+      the family's size depend on the data, and Holm's guarantee assumes a fixed family. A constant measure
+      (no p-value) is not a member of any family.
+    So there is one confirmatory test, and one exploratory family per target, each controlled at α on its
+    own, not jointly: the confirmatory verdict does not pay for the exploratory measures, and the
+    exploratory ones do not borrow from it. Sampling unit: the trial."""
     from tc.anisotropy import holm
 
     if table.empty:
         return table
     table = table.copy()
-    table["role"] = np.where(table["measure"] == headline, "headline", "exploratory")
+    if "same_ranks_as" not in table:
+        table["same_ranks_as"] = ""
+    confirmatory = (table["measure"] == headline) & (table["target"] == primary)
+    table["role"] = np.where(confirmatory, "confirmatory", "exploratory")
     table["kendall_p_holm"] = np.nan
-    for _, idx in table.groupby("target").groups.items():
-        p = table.loc[idx, "kendall_p"].to_numpy(float)
-        ok = ~np.isnan(p)  # a constant measure has no p-value; it is not a member of the family
-        adjusted = np.full(len(p), np.nan)
-        adjusted[ok] = holm(p[ok])
-        table.loc[idx, "kendall_p_holm"] = adjusted
+    table.loc[confirmatory, "kendall_p_holm"] = table.loc[confirmatory, "kendall_p"]
+    explore = table[~confirmatory & table["kendall_p"].notna()]
+    for _, family in explore.groupby("target"):
+        table.loc[family.index, "kendall_p_holm"] = holm(family["kendall_p"].to_numpy(float))
     return table
 
 
@@ -596,8 +654,9 @@ def open_storage(spec: str):
 def counts_toward_budget(state: str, user_attrs: dict) -> bool:
     """Whether a trial counts toward a sweep's n_trials: finished (COMPLETE, PRUNED), failed for a reason of
     its own (`fail_reason`: divergence, an impossible combination), or still to finish (RUNNING, WAITING).
-    Trials that failed because their worker died (killed, heartbeat lost) or that were surplus do not count,
-    so a restarted sweep runs them again and ends with n_trials trials that did not crash."""
+    Trials that failed because their worker died (killed, heartbeat lost), that crashed on an error that is not
+    their own (user attr `tc.error`, see `tc.studies`) or that were surplus do not count, so a restarted sweep
+    runs them again and ends with n_trials trials that did not crash."""
     if state in ("COMPLETE", "PRUNED", "RUNNING", "WAITING"):
         return True
     return state == "FAIL" and "fail_reason" in user_attrs

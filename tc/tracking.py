@@ -13,8 +13,9 @@ import shutil
 import socket
 import tempfile
 import time
+import warnings
 from collections.abc import Iterator
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -26,7 +27,8 @@ from mlflow.tracking import MlflowClient
 from tc import cache
 from tc import checkpoints as ck
 from tc.config import AnalyzeConfig, TrainConfig, cast_field, from_strings
-from tc.data import DataBundle, cache_dir, load_for
+from tc.data import DataBundle, DatasetNotFoundError, cache_dir, load_for
+from tc.names import MAX_NUMBER, is_number
 from tc.splits import select_steps
 
 if TYPE_CHECKING:  # tc.analysis pulls in scipy and matplotlib: imported only where an analysis is loaded
@@ -34,6 +36,7 @@ if TYPE_CHECKING:  # tc.analysis pulls in scipy and matplotlib: imported only wh
 
 CONFIG_FILE = "config.json"
 RESUME_FILE = "resume/state.pt"
+RESUME_NOT_EXACT_TAG = "tc.resume_not_exact"  # why a resumed run may differ from an uninterrupted one
 
 
 class RunNotFoundError(LookupError):
@@ -141,6 +144,11 @@ class CheckpointLogger:
     def on_epoch_end(self, step: int, epoch: int, metrics: dict[str, float]) -> None:
         log_metrics(self.run_id, metrics, step)
 
+    def on_resume(self, step: int, reason: str | None) -> None:
+        """A resume that cannot be exact says so on the run (tag `tc.resume_not_exact`), not only in its log."""
+        if reason:
+            client().set_tag(self.run_id, RESUME_NOT_EXACT_TAG, f"resumed at step {step}: {reason}"[:5000])
+
 
 # ---- writers: who is training a run, and is that process alive ---------------------------------------
 
@@ -215,7 +223,7 @@ def live_writer(run: mlflow.entities.Run) -> str | None:
 
 
 def staging_dir(run_id: str) -> Path:
-    return cache_dir() / "staging" / run_id
+    return cache_dir() / "staging" / cache.check_run_id(run_id)
 
 
 def clean_staging() -> None:
@@ -263,13 +271,10 @@ def _artifact_repo(run_id: str):
     return get_artifact_repository(get_run(run_id).info.artifact_uri)
 
 
-def download_checkpoints(run_id: str, cache: Path) -> list[tuple[ck.IndexEntry, Path]]:
-    """Fetch a run's checkpoints through MLflow (any tracking URI) into `cache/<run_id>/`, verifying every
-    file against the sha256 in `checkpoints/index.json`. Files already cached with the right hash are not
-    downloaded again; a cached file with the wrong hash is replaced."""
+def checkpoint_index(run_id: str) -> list[ck.IndexEntry]:
+    """A run's `checkpoints/index.json`, every entry checked by `ck.read_index`; no checkpoint is downloaded.
+    A run without an index, or with one that fails the checks, gets one `ck.CheckpointError` naming it."""
     get_run(run_id)
-    target = Path(cache) / run_id
-    target.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
         try:
             index_path = client().download_artifacts(run_id, f"{ck.ARTIFACT_DIR}/{ck.INDEX_FILE}", tmp)
@@ -278,27 +283,54 @@ def download_checkpoints(run_id: str, cache: Path) -> list[tuple[ck.IndexEntry, 
                 f"run {run_id} has no {ck.ARTIFACT_DIR}/{ck.INDEX_FILE}: it logged no checkpoints to analyze"
             ) from e
         try:
-            entries = ck.read_index(index_path)
+            return ck.read_index(index_path)
         except ck.CheckpointError as e:
             raise ck.CheckpointError(
-                f"run {run_id}: {ck.ARTIFACT_DIR}/{ck.INDEX_FILE} {str(e).split(': ', 1)[-1]}"
-            ) from e
-        out = []
+                f"run {run_id}: {ck.ARTIFACT_DIR}/{ck.INDEX_FILE} {str(e).split(': ', 1)[-1]}; the run is refused "
+                "and nothing was downloaded"
+            ) from None
+
+
+def download_checkpoints(run_id: str, root: Path, last_only: bool = False) -> list[tuple[ck.IndexEntry, Path]]:
+    """Fetch a run's checkpoints through MLflow (any tracking URI) into `root/<run_id>/`, verifying every
+    file against the sha256 in `checkpoints/index.json`. Files already cached with the right hash are not
+    downloaded again; a cached file with the wrong hash is replaced. `last_only`: only the entry of the
+    largest step (the whole index is still checked first).
+
+    The index is data from whoever logged the run: every entry is checked against the filename rule
+    (`ck.read_index`) before anything is downloaded, a refused run gets one message naming the bad entry,
+    and files are written only as `root/<run_id>/<ck.filename(step)>`, never through a symbolic link, in a
+    cache that only this user can write (`cache.run_dir`)."""
+    entries = checkpoint_index(run_id)
+    if last_only and entries:
+        entries = [max(entries, key=lambda e: e.step)]
+    target = cache.run_dir(root, run_id)
+    out = []
+    # Staged inside the run's dir: the final rename stays on one file system (a /tmp on tmpfs would not). The
+    # staging dir is made by path, which would follow a link swapped in after run_dir's check: run_dir refuses
+    # a cache that anyone else can write (cache.private_dir), so no one else can swap one in.
+    with tempfile.TemporaryDirectory(dir=target, prefix=".download-") as tmp:
         for e in entries:
-            local = target / e.file
-            if not (local.is_file() and ck.sha256(local) == e.sha256):
+            name = ck.filename(e.step)  # == e.file, checked by read_index
+            local = cache.cached_file(target, name)
+            if local is None or ck.sha256(local) != e.sha256:
                 try:
-                    fetched = Path(client().download_artifacts(run_id, f"{ck.ARTIFACT_DIR}/{e.file}", tmp))
+                    fetched = Path(client().download_artifacts(run_id, f"{ck.ARTIFACT_DIR}/{name}", tmp))
                 except (MlflowException, OSError) as err:
                     raise ck.CheckpointError(
-                        f"run {run_id}: {ck.ARTIFACT_DIR}/{e.file} is listed in {ck.INDEX_FILE} but missing from "
+                        f"run {run_id}: {ck.ARTIFACT_DIR}/{name} is listed in {ck.INDEX_FILE} but missing from "
                         f"the artifact store ({type(err).__name__}), and not in the cache {target}"
                     ) from err
+                if not fetched.is_file():  # a run can log a directory under a checkpoint's name
+                    raise ck.CheckpointError(
+                        f"run {run_id}: {ck.ARTIFACT_DIR}/{name} is a directory in the artifact store, not a "
+                        "checkpoint file"
+                    )
                 if ck.sha256(fetched) != e.sha256:
                     raise ck.CheckpointError(
-                        f"run {run_id}: {e.file} does not match its sha256 in the index (tampered or truncated)"
+                        f"run {run_id}: {name} does not match its sha256 in the index (tampered or truncated)"
                     )
-                fetched.replace(local)
+                local = cache.move_into(fetched, target, name)
             out.append((e, local))
     return out
 
@@ -309,70 +341,158 @@ ANALYSIS_VERSION_TAG = "tc.analysis_version"  # the pointer: the current analysi
 ANALYSIS_STEP_TAG = "tc.analysis_step"  # the step its metrics were logged at
 # {"version": N, "step": S} of a write-back in flight (or one that died midway), set before its first metric
 ANALYSIS_WRITING_TAG = "tc.analysis_writing"
+MAX_VERSION = MAX_NUMBER  # the largest N that `tc.names` reads back: log_analysis writes no larger one
+
+
+def _number_tag(run_id: str, tags: dict[str, str], tag: str, what: str) -> int | None:
+    """The whole number in tag `tag` of the run (None without the tag); anything else is refused, naming it."""
+    raw = tags.get(tag)
+    if raw is None:
+        return None
+    if not is_number(raw):
+        raise ValueError(
+            f"run {run_id}: its tag {tag}={raw[:300]!r} is not {what} (a whole number): refusing to read or write "
+            "its analyses (delete the tag if no analysis of tc's made it)"
+        )
+    return int(raw)
+
+
+def analysis_version(run_id: str, tags: dict[str, str]) -> int | None:
+    """The run's current analysis version from its `tc.analysis_version` tag (None without the tag). The tag
+    becomes an artifact path (`analysis/v<N>`), so anything but a plain number is refused, naming it."""
+    return _number_tag(run_id, tags, ANALYSIS_VERSION_TAG, "an analysis version")
+
+
+def analysis_step(run_id: str, tags: dict[str, str]) -> int:
+    """The step the run's current analysis logged its metrics at (`tc.analysis_step`; 0 without the tag)."""
+    return _number_tag(run_id, tags, ANALYSIS_STEP_TAG, "an analysis step") or 0
+
+
+def _version_of(name: str) -> int | None:
+    """N for a dir named `v<N>` under `analysis/`, else None (`tc.names.is_number`: `"²".isdigit()` is True)."""
+    return int(name[1:]) if name.startswith("v") and is_number(name[1:]) else None
 
 
 def analysis_dir(run_id: str) -> str | None:
     """The artifact dir of the run's current analysis (`analysis/v<N>`), `analysis` for one written before
     versions existed, or None if the run has not been analyzed."""
     tags = get_run(run_id).data.tags
-    if ANALYSIS_VERSION_TAG in tags:
-        return f"{ANALYSIS_DIR}/v{tags[ANALYSIS_VERSION_TAG]}"
+    version = analysis_version(run_id, tags)
+    if version is not None:
+        return f"{ANALYSIS_DIR}/v{version}"
     return ANALYSIS_DIR if ANALYSIS_TAG in tags else None
 
 
 def _versions(run_id: str) -> list[int]:
-    out = []
-    for f in client().list_artifacts(run_id, ANALYSIS_DIR):
-        name = Path(f.path).name
-        if f.is_dir and name.startswith("v") and name[1:].isdigit():
-            out.append(int(name[1:]))
-    return out
+    names = (Path(f.path).name for f in client().list_artifacts(run_id, ANALYSIS_DIR) if f.is_dir)
+    return [v for v in map(_version_of, names) if v is not None]
 
 
-def _summary_metrics(run_id: str, where: str) -> dict[str, float]:
-    """The metrics in `<where>/summary.json` (an analysis version's own record of its values); {} if absent."""
+def _read_summary(run_id: str, where: str) -> dict[str, float] | None:
+    """The metrics in `<where>/summary.json` (an analysis version's own record of its values); None if the
+    file is absent. The file is run data: anything but a JSON object whose `metrics` is an object of string
+    keys and numeric (not bool) values is refused, naming it."""
+    name = f"{where}/summary.json"
     with tempfile.TemporaryDirectory() as tmp:
         try:
-            path = client().download_artifacts(run_id, f"{where}/summary.json", tmp)
+            path = client().download_artifacts(run_id, name, tmp)
         except (MlflowException, OSError):
-            return {}
-        return dict(json.loads(Path(path).read_text()).get("metrics", {}))
+            return None
+        try:
+            body = json.loads(Path(path).read_text())
+        except (OSError, ValueError) as e:  # a directory, not UTF-8, not JSON
+            body = e
+    metrics = body.get("metrics") if isinstance(body, dict) else None
+    if not (
+        isinstance(metrics, dict)
+        and all(
+            isinstance(k, str) and isinstance(v, int | float) and not isinstance(v, bool) for k, v in metrics.items()
+        )
+    ):
+        what = f"{type(body).__name__}: {body}" if isinstance(body, Exception) else json.dumps(body)
+        raise ValueError(
+            f"run {run_id}: {name} is not an analysis summary (a JSON object whose metrics map names to numbers; "
+            f"it reads {what[:200]}): refusing to read or write analyses over it"
+        )
+    return {k: float(v) for k, v in metrics.items()}
 
 
 def previous_analysis_metrics(run_id: str) -> set[str]:
-    """Metric names the current analysis of `run_id` logged (from its summary.json), if any."""
+    """Metric names the current analysis of `run_id` logged (from its summary.json), if any. The file is run
+    data: anything but a JSON object whose `metrics` maps names to numbers is refused, naming it."""
     where = analysis_dir(run_id)
-    return set() if where is None else set(_summary_metrics(run_id, where))
+    return set() if where is None else set(_read_summary(run_id, where) or {})
 
 
 def current_analysis(run_id: str) -> tuple[str | None, dict[str, float]]:
     """(artifact dir, metrics) of the run's current analysis, read by following the pointer to that version's
     own summary.json: the values of exactly the version the pointer names, at any moment, also while another
     analysis is being written back (a version's files are complete before the pointer names it, and the
-    version before the current one is kept). (None, {}) if the run has not been analyzed."""
+    version before the current one is kept). A reader that looked up the pointer just before two later
+    write-backs finds its version deleted: the pointer is then read again, once. (None, {}) if the run has
+    not been analyzed."""
     where = analysis_dir(run_id)
-    return where, ({} if where is None else _summary_metrics(run_id, where))
+    for _ in range(2):
+        if where is None:
+            return None, {}
+        metrics = _read_summary(run_id, where)
+        if metrics is not None:
+            return where, metrics
+        again = analysis_dir(run_id)
+        if again == where:
+            break
+        where = again
+    raise ValueError(
+        f"run {run_id}: its current analysis {where} has no summary.json (deleted, or never written by tc): "
+        "analyze the run again"
+    )
 
 
-def analysis_metrics_settled(run: mlflow.entities.Run) -> bool:
-    """Whether `run`'s latest metrics are those of the analysis its pointer names: False while a write-back
-    is in flight (its metrics go in before its pointer, in as many store calls as MLflow needs), or after one
-    died midway, until the next analysis; `current_analysis` reads the pointed version whole either way."""
-    raw = run.data.tags.get(ANALYSIS_WRITING_TAG)
+def _writing_marker(run_id: str, tags: dict[str, str]) -> tuple[int, int] | None:
+    """(version, step) of the run's `tc.analysis_writing` marker (None without it). The tag is run data: only
+    a JSON object whose `version` and `step` are whole numbers within `tc.names`' rule is read; anything else
+    is refused, naming it (a step past SQLite's integers would stop every later write-back)."""
+    raw = tags.get(ANALYSIS_WRITING_TAG)
     if raw is None:
-        return True
+        return None
     try:
-        writing = int(json.loads(raw)["version"])
-    except (ValueError, KeyError, TypeError):
+        body = json.loads(raw)
+    except ValueError:
+        body = None
+    numbers = [body.get(k) for k in ("version", "step")] if isinstance(body, dict) else [None]
+    if not all(type(n) is int and 0 <= n <= MAX_NUMBER for n in numbers):
+        raise ValueError(
+            f"run {run_id}: its tag {ANALYSIS_WRITING_TAG}={raw[:300]!r} is not an analysis marker (a JSON object "
+            "with whole-number version and step): refusing to read or write its analyses (delete the tag if no "
+            "analysis of tc's made it)"
+        )
+    return numbers[0], numbers[1]
+
+
+def analysis_metrics_settled(run_id: str) -> bool:
+    """Whether the run's latest metrics are those of the analysis its pointer names: False while a write-back
+    is in flight (its metrics go in before its pointer, in as many store calls as MLflow needs), or after one
+    died midway, until the next analysis; also False for a marker that is not tc's. `current_analysis` reads
+    the pointed version whole either way."""
+    tags = get_run(run_id).data.tags
+    try:
+        marker = _writing_marker(run_id, tags)
+    except ValueError:
         return False
-    return str(writing) == run.data.tags.get(ANALYSIS_VERSION_TAG)
+    return marker is None or str(marker[0]) == tags.get(ANALYSIS_VERSION_TAG)
 
 
 def _orphan_metrics(run_id: str, versions: list[int], previous: int | None) -> set[str]:
     """Metric names of write-backs that died midway (versions above the pointer): some of their values may
-    have reached the run's latest metrics, so the next analysis NaNs those it does not log itself."""
-    died = [v for v in versions if v > (previous or 0)]
-    return set().union(*(_summary_metrics(run_id, f"{ANALYSIS_DIR}/v{v}") for v in died))
+    have reached the run's latest metrics, so the next analysis NaNs those it does not log itself. An orphan
+    whose summary.json is missing or unreadable logged no metric: the marker, set before the first metric,
+    comes only after every file of its version is stored, so it is skipped."""
+    names: set[str] = set()
+    for v in versions:
+        if v > (previous or 0):
+            with contextlib.suppress(ValueError):
+                names |= set(_read_summary(run_id, f"{ANALYSIS_DIR}/v{v}") or {})
+    return names
 
 
 def _store_calls(metrics: list[Metric]) -> list[list[Metric]]:
@@ -382,6 +502,14 @@ def _store_calls(metrics: list[Metric]) -> list[list[Metric]]:
 
     size = min(MAX_METRICS_PER_BATCH, MAX_ENTITIES_PER_BATCH)
     return [metrics[a : a + size] for a in range(0, len(metrics), size)]
+
+
+def check_previous_analysis(run_id: str) -> None:
+    """Refuse now, before an hour of analysis, a run whose analysis tags or summary `log_analysis` would refuse."""
+    tags = get_run(run_id).data.tags
+    analysis_step(run_id, tags)
+    _writing_marker(run_id, tags)
+    previous_analysis_metrics(run_id)  # reads the version tag too
 
 
 def log_analysis(
@@ -409,12 +537,19 @@ def log_analysis(
     ends at an earlier checkpoint. Returns N."""
     run = get_run(run_id)
     old_tags = run.data.tags
-    previous = int(old_tags[ANALYSIS_VERSION_TAG]) if ANALYSIS_VERSION_TAG in old_tags else None
+    previous = analysis_version(run_id, old_tags)
+    marker = _writing_marker(run_id, old_tags)
     versions = _versions(run_id)
     version = max([*versions, previous or 0]) + 1
-    step = max(int(step), int(old_tags.get(ANALYSIS_STEP_TAG, 0)), _died_write_step(old_tags))
-    orphans = _orphan_metrics(run_id, versions, previous) & set(run.data.metrics)
-    stale = (previous_analysis_metrics(run_id) | orphans) - set(metrics)
+    if version > MAX_VERSION:
+        raise ValueError(f"run {run_id}: its analyses reached version {version - 1}, the largest tc writes")
+    step = max(int(step), analysis_step(run_id, old_tags), marker[1] if marker else 0)
+    if step > MAX_NUMBER:
+        raise ValueError(f"run {run_id}: step {step} is past {MAX_NUMBER}, the largest analysis step tc reads back")
+    orphans = _orphan_metrics(run_id, versions, previous)
+    # only keys the run holds: a name in a summary.json that is no metric of the run (none MLflow would take)
+    # is never sent, so it cannot fail after the first chunk
+    stale = ((previous_analysis_metrics(run_id) | orphans) & set(run.data.metrics)) - set(metrics)
     client().log_artifacts(run_id, str(local_dir), f"{ANALYSIS_DIR}/v{version}")
     marker = json.dumps({"version": version, "step": step})
     client().log_batch(run_id, tags=[mlflow.entities.RunTag(ANALYSIS_WRITING_TAG, marker)])
@@ -435,43 +570,45 @@ def log_analysis(
     return version
 
 
-def _died_write_step(tags: dict[str, str]) -> int:
-    """The metric step of a write-back that died midway (its marker is still set), else 0."""
-    try:
-        return int(json.loads(tags[ANALYSIS_WRITING_TAG])["step"])
-    except (KeyError, ValueError, TypeError):
-        return 0
-
-
 def _delete_old_analyses(run_id: str, keep: set) -> None:
     try:
         repo = _artifact_repo(run_id)
         for f in client().list_artifacts(run_id, ANALYSIS_DIR):
-            name = Path(f.path).name
-            is_version = f.is_dir and name.startswith("v") and name[1:].isdigit()
-            if not (is_version and int(name[1:]) in keep):
+            version = _version_of(Path(f.path).name) if f.is_dir else None
+            if version is None or version not in keep:
                 repo.delete_artifacts(f.path)  # older versions, and files of a pre-version analysis
     except (NotImplementedError, MlflowException, OSError):
         pass  # a store that cannot delete keeps them; the pointer tag still names the current one
 
 
 def seconds_per_epoch(run_id: str) -> float | None:
-    """Wall time of one training epoch, from the timestamps of the run's per-epoch metrics (the first epoch
-    is timed from the run's start). None when the run logged no epoch."""
+    """Active training time of one epoch: the last `train_seconds` (time spent training, summed over every
+    resumed part; `tc.train`) over the epochs logged, when every epoch logged it. Runs that lack it for some
+    epoch (trained by an older tc, or resumed by a newer one from an older tc's state, whose time is lost)
+    fall back to the timestamps of the per-epoch metrics, the first epoch timed from the run's start, which
+    also counts any downtime before a resume. None when the run logged no epoch."""
     history = sorted(client().get_metric_history(run_id, "epoch"), key=lambda m: m.step)
     if not history:
         return None
+    seconds = sorted(client().get_metric_history(run_id, "train_seconds"), key=lambda m: m.step)
+    if {m.step for m in seconds} == {m.step for m in history}:
+        return seconds[-1].value / len(history)
     start = get_run(run_id).info.start_time
     return (history[-1].timestamp - start) / 1000 / len(history)
 
 
 def load_run_checkpoints(
-    run_id: str, model: Any, checkpoints: str = "all", keep: tuple[str, ...] = ()
+    run_id: str,
+    model: Any,
+    checkpoints: str = "all",
+    keep: tuple[str, ...] = (),
+    files: list[tuple[ck.IndexEntry, Path]] | None = None,
 ) -> ck.Checkpoints:
     """Download (cached), verify against the index's sha256 and load run `run_id`'s checkpoints selected by
     `checkpoints` (see `tc.splits.select_steps`); refuse any whose architecture is not `model`'s. With
-    TC_CACHE_MAX_GB set, the cache is then pruned to that size (this run and `keep` stay)."""
-    files = download_checkpoints(run_id, cache_dir() / "checkpoints")
+    TC_CACHE_MAX_GB set, the cache is then pruned to that size (this run and `keep` stay). `files`: the run's
+    `download_checkpoints` already done by the caller."""
+    files = download_checkpoints(run_id, cache.checkpoint_root()) if files is None else files
     cache.apply_env_cap((run_id, *keep))
     chosen = set(select_steps(checkpoints, [e.step for e, _ in files]))
     steps, sds, spec = ck.load_series([(e, p) for e, p in files if e.step in chosen])
@@ -480,35 +617,76 @@ def load_run_checkpoints(
     return loaded
 
 
+def _load_one(run_id: str, model: Any, entry: ck.IndexEntry, path: Path) -> ck.StateDict:
+    """The state dict of one downloaded checkpoint `path` of run `run_id`: its hash must match `entry`, the
+    file must hold `entry.step` itself (an int, not a bool) and `model`'s architecture."""
+    payload = ck.load_checkpoint(path, entry.sha256)
+    step = payload.get("step")
+    if type(step) is not int or step != entry.step:
+        raise ck.CheckpointError(f"run {run_id}: {entry.file} is listed as step {entry.step} but holds step {step!r}")
+    ck.check_architecture(
+        f"run {run_id}", ck.Checkpoints([step], [payload["state_dict"]]), payload["model_spec"], model
+    )
+    return payload["state_dict"]
+
+
 def load_final_checkpoint(run_id: str, model: Any, keep: tuple[str, ...] = ()) -> ck.Checkpoints:
     """Run `run_id`'s last checkpoint only (verified against the index's sha256, of `model`'s architecture),
     as one-entry `Checkpoints`: a reference run serves the cross-seed control and gm_disagreement, which use
-    only its final network, so its other checkpoints are never loaded into memory."""
-    files = download_checkpoints(run_id, cache_dir() / "checkpoints")
-    cache.apply_env_cap((run_id, *keep))
+    only its final network, so its other checkpoints are neither downloaded nor loaded."""
+    files = download_checkpoints(run_id, cache.checkpoint_root(), last_only=True)
     if not files:
         raise ck.CheckpointError(f"run {run_id}: {ck.ARTIFACT_DIR}/{ck.INDEX_FILE} lists no checkpoint")
-    entry, path = max(files, key=lambda f: f[0].step)
-    payload = ck.load_checkpoint(path, entry.sha256)
-    loaded = ck.Checkpoints([int(payload["step"])], [payload["state_dict"]])
-    ck.check_architecture(f"run {run_id}", loaded, payload["model_spec"], model)
-    return loaded
+    ((entry, path),) = files
+    cache.apply_env_cap((run_id, *keep))
+    return ck.Checkpoints([entry.step], [_load_one(run_id, model, entry, path)])
+
+
+def load_initial_state(run_id: str, model: Any, files: list[tuple[ck.IndexEntry, Path]]) -> ck.StateDict | None:
+    """Run `run_id`'s initialisation (the step `ck.init_index` names) from its downloaded, verified checkpoint
+    `files` (`download_checkpoints`), for an analysis whose `checkpoints` selection left it out; None when the
+    run never logged step 0. The file must hold step 0 itself and `model`'s architecture."""
+    i = ck.init_index([e.step for e, _ in files])
+    if i is None:
+        return None
+    entry, path = files[i]
+    return _load_one(run_id, model, entry, path)
 
 
 def load_analysis_inputs(cfg: AnalyzeConfig) -> tuple[ck.Checkpoints, DataBundle, ck.RunContext]:
     """Everything `tc.analysis.analyze_run` needs for `cfg.run_id`: its selected checkpoints (verified), its
-    data set and its `RunContext` (architecture, minibatch size and seed, the reference run's last
-    checkpoint, seconds per epoch). A user model's code comes only from `cfg.model`, the command line."""
+    data set and its `RunContext` (architecture, minibatch size and seed, the reference run's last checkpoint,
+    seconds per epoch, the step-0 checkpoint when the selection left it out). A user model's code comes only
+    from `cfg.model`, the command line."""
     from tc.models import ModelSpec, build_model, factory_for
 
     train_cfg = load_train_config(cfg.run_id)
-    data = load_for(train_cfg)
+    check_previous_analysis(cfg.run_id)  # bad analysis tags or summary: refused now, not after the analysis
+    # A run's data_dir and download name a directory on the trainer's machine: data is read only where the
+    # analyzing user says (their own data_dir and download, $TC_DATA_DIR, tc's cache), never where a run says.
+    try:
+        data = load_for(replace(train_cfg, data_dir=cfg.data_dir, download=cfg.download))
+    except DatasetNotFoundError as e:
+        if not train_cfg.data_dir or cfg.data_dir:
+            raise
+        raise DatasetNotFoundError(
+            f"{e}\nRun {cfg.run_id} was trained with data_dir={train_cfg.data_dir!r}, a directory on its trainer's "
+            "machine that analyze never reads: say where the data is on this machine with -P data_dir=DIR (or "
+            "set TC_DATA_DIR=DIR)"
+        ) from None
     model = build_model(ModelSpec.of(train_cfg, data), factory_for(train_cfg.model, cfg.model))
-    ckpts = load_run_checkpoints(cfg.run_id, model, cfg.checkpoints)
+    # one download (one index read, one hash check per file) for the selection and step 0: both see one index
+    files = download_checkpoints(cfg.run_id, cache.checkpoint_root())
+    ckpts = load_run_checkpoints(cfg.run_id, model, cfg.checkpoints, files=files)
     reference = None
     if cfg.reference_run_id:
         reference = load_final_checkpoint(cfg.reference_run_id, model, keep=(cfg.run_id,))
-    run = ck.RunContext(model, train_cfg.batch_size, train_cfg.seed, reference, seconds_per_epoch(cfg.run_id))
+    # gm_dist_init measures from step 0 whatever the selection (a list of steps may leave it out)
+    i0 = ck.init_index(ckpts.steps)
+    init = ckpts.state_dicts[i0] if i0 is not None else load_initial_state(cfg.run_id, model, files)
+    run = ck.RunContext(
+        model, train_cfg.batch_size, train_cfg.seed, reference, seconds_per_epoch(cfg.run_id), init=init
+    )
     return ckpts, data, run
 
 
@@ -535,12 +713,33 @@ def log_analysis_result(cfg: AnalyzeConfig, result: AnalysisResult, last_step: i
 
 
 def end_active_run(status: str, tags: dict[str, str]) -> None:
-    """Tag the active run and end it with `status` (FAILED, KILLED): a trial that failed or was pruned."""
+    """Tag the active run and end it with `status` (FAILED, KILLED). A sweep trial's runs end by id
+    (`end_run`): this one ends whichever run is active."""
     mlflow.set_tags(tags)
     mlflow.end_run(status)
 
 
+def end_run(run_id: str, status: str, tags: dict[str, str]) -> None:
+    """Tag run `run_id` and end it with `status` (FAILED, KILLED), and never another run: through
+    `mlflow.end_run` only while it is the active run (so it leaves the stack of active runs), else by id.
+    `mlflow.end_run` pops the run before marking it, so after a failed attempt the active run is the parent,
+    and a second `end_active_run` would end that."""
+    client().log_batch(run_id, tags=[mlflow.entities.RunTag(k, v) for k, v in tags.items()])
+    active = mlflow.active_run()
+    if active is not None and active.info.run_id == run_id:
+        mlflow.end_run(status)
+    else:
+        client().set_terminated(run_id, status)
+
+
 # ------------------------------------------------------------------ readable runs in the UI (issue 13)
+
+
+def seed_runs(run_id: str) -> list[str]:
+    """The runs of the same configuration at other seeds, tagged `tc.seed_of`: `run_id` (a sweep with
+    seeds=2), in run `run_id`'s experiment."""
+    experiment = get_run(run_id).info.experiment_id
+    return [r.info.run_id for r in client().search_runs([experiment], f"tags.`tc.seed_of` = '{run_id}'")]
 
 
 def use_default_experiment() -> None:
@@ -609,8 +808,9 @@ def label_analysis(train_run_id: str, analyze_run_id: str | None, cfg: Any) -> N
 # ------------------------------------------------------------------ logging from the user's own loop (issue 13)
 
 # Per run, in this process: the config, the architecture, a staged model to map state dicts onto, and the
-# index so far. A user model's factory is imported only from the name the user passed to `log_run_info` here,
-# never from what a run's artifacts say.
+# run's checkpoint index (as logged so far, also by an earlier process of a resumed loop). A user model's
+# factory is imported only from the name the user passed to `log_run_info` here, never from what a run's
+# artifacts say.
 _OWN_RUNS: dict[str, dict] = {}
 
 
@@ -643,11 +843,36 @@ def log_run_info(model: str, dataset: str, *, run_id: str | None = None, data: A
     data = data if data is not None else load_for(cfg)
     spec = ModelSpec.of(cfg, data)
     staged = build_model(spec, factory_for(cfg.model, cfg.model))  # the name the user just passed us
+    index = _logged_index(rid)  # a loop resumed in a new process continues the run's index, never restarts it
     log_config(rid, cfg)
     client().set_tag(rid, "tc.source", "own loop (tc.log_run_info)")
     label_train_run(rid, cfg)
-    _OWN_RUNS[rid] = {"cfg": cfg, "spec": spec, "staged": staged, "index": {}, "name": runinfo.run_name(cfg)}
+    _OWN_RUNS[rid] = {"cfg": cfg, "spec": spec, "staged": staged, "index": index, "name": runinfo.run_name(cfg)}
     return cfg
+
+
+def _logged_index(run_id: str) -> dict[int, ck.IndexEntry]:
+    """Run `run_id`'s `checkpoints/index.json` by step, {} when it has none yet. Read as data: every entry
+    must be an integer step under the name the filename rule gives it, or the run is refused."""
+    where = f"{ck.ARTIFACT_DIR}/{ck.INDEX_FILE}"
+    if not any(f.path == where for f in client().list_artifacts(run_id, ck.ARTIFACT_DIR)):
+        return {}
+    with tempfile.TemporaryDirectory(prefix="tc-index-") as tmp:
+        path = client().download_artifacts(run_id, where, tmp)
+        try:
+            entries = ck.read_index(path)  # the one filename rule (`ck.check_entry`), before any name is used
+        except ck.CheckpointError as e:  # name the run and the artifact, not the temporary download
+            raise ck.CheckpointError(f"run {run_id}: {where}{str(e).removeprefix(str(path))}") from None
+    return {e.step: e for e in entries}
+
+
+def _own_run(run_id: str) -> dict:
+    own = _OWN_RUNS.get(run_id)
+    if own is None:
+        raise RuntimeError(
+            f"run {run_id}: call tc.log_run_info(model=..., dataset=...) in this process before logging checkpoints"
+        )
+    return own
 
 
 def _staged_state_dict(staged: Any, state_dict: dict, name: str) -> dict:
@@ -673,16 +898,23 @@ def log_checkpoint(model: Any, step: int, epoch: float, *, run_id: str | None = 
     """Log `model`'s weights at global optimizer step `step` (and `epoch`, fractional if mid-epoch) into the
     active run in tc's format: `checkpoints/step_XXXXXXXX.pt` (tensors only) and a re-logged
     `checkpoints/index.json` with every checkpoint's step, epoch, file and sha256. Call `log_run_info` first.
-    Log step 0 (before training) too: analyze needs at least two checkpoints."""
+    Log step 0 (before training) too: analyze needs the initialisation and at least two checkpoints
+    (`CheckpointLogger` logs step 0 itself when it is created). A step logged already is never overwritten:
+    the same weights (and epoch) again return its entry; other ones raise `ValueError`."""
     rid = _active_run_id(run_id)
-    own = _OWN_RUNS.get(rid)
-    if own is None:
-        raise RuntimeError(
-            f"run {rid}: call tc.log_run_info(model=..., dataset=...) in this process before logging checkpoints"
-        )
+    own = _own_run(rid)
     sd = _staged_state_dict(own["staged"], model.state_dict(), own["cfg"].model)
     with tempfile.TemporaryDirectory(prefix="tc-ckpt-") as tmp:
         entry = ck.save_checkpoint(tmp, step, epoch, own["spec"].to_dict(), sd)
+        logged = own["index"].get(entry.step)
+        if logged is not None:
+            if logged.sha256 != entry.sha256:  # e.g. trained weights logged as a resumed run's step 0
+                raise ValueError(
+                    f"run {rid}: step {entry.step} is logged already with other weights or epoch (sha256 "
+                    f"{logged.sha256[:12]}..., these {entry.sha256[:12]}...); a logged checkpoint is never "
+                    "overwritten: log the weights under a new step"
+                )
+            return logged
         client().log_artifact(rid, str(Path(tmp) / entry.file), ck.ARTIFACT_DIR)
         own["index"][entry.step] = entry
         client().log_artifact(rid, str(ck.write_index(tmp, list(own["index"].values()))), ck.ARTIFACT_DIR)
@@ -690,25 +922,44 @@ def log_checkpoint(model: Any, step: int, epoch: float, *, run_id: str | None = 
 
 
 class LoopCheckpointLogger:
-    """`tc.CheckpointLogger(model, every=N)`: call `.step(step, epoch)` after every optimizer step of your
-    loop; step 0 and every N-th step are logged with `log_checkpoint`. Call `.close(step, epoch)` after the
-    loop to log the final step too (if `every` did not land on it) and refresh the run's description."""
+    """`tc.CheckpointLogger(model, every=N)`: create it after `log_run_info` and before your first optimizer
+    step. On a run with no checkpoint yet it logs the model's weights as they are then as step 0 (the
+    initialisation: analyze needs it, e.g. for the early checkpoints and `gm_dist_init`), so a loop cannot
+    forget it. On a run that has checkpoints (a loop resumed, in this process or a new one after
+    `log_run_info`) it logs nothing: the weights are no longer the initialisation, and the run's step 0, if
+    any, stays as it is. Call `.step(step, epoch)` after every optimizer step of your loop: every N-th step
+    not in the run's index yet is logged with `log_checkpoint` (an explicit `.step(0, 0.0)` is not logged
+    twice). Call `.close(step, epoch)` after the loop to log the final step too (if `every` did not land on
+    it) and refresh the run's description. `.logged`: the steps in the run's index."""
 
     def __init__(self, model: Any, every: int = 1, *, run_id: str | None = None):
         if every < 1:
             raise ValueError(f"every={every}: log a checkpoint every >= 1 optimizer steps")
         self.model, self.every, self.run_id = model, int(every), _active_run_id(run_id)
-        self.logged: list[int] = []
+        index = _own_run(self.run_id)["index"]
+        if not index:
+            log_checkpoint(self.model, 0, 0.0, run_id=self.run_id)
+        elif 0 not in index:
+            warnings.warn(
+                f"run {self.run_id} has checkpoints but none at step 0 and the model is past its initialisation: "
+                "no step 0 is logged, and analyze reports gm_dist_init as NaN",
+                stacklevel=2,
+            )
+
+    @property
+    def logged(self) -> list[int]:
+        """The steps the run's checkpoint index holds, in order (those logged by earlier processes too)."""
+        return sorted(_own_run(self.run_id)["index"])
 
     def step(self, step: int, epoch: float) -> ck.IndexEntry | None:
-        if step % self.every:
+        """Log the weights after optimizer step `step` when it is a multiple of `every` not logged yet."""
+        if step % self.every or step in _own_run(self.run_id)["index"]:
             return None
-        self.logged.append(step)
         return log_checkpoint(self.model, step, epoch, run_id=self.run_id)
 
     def close(self, step: int, epoch: float) -> None:
-        if step not in self.logged:
-            self.logged.append(step)
+        """After the loop: log the final step `step` unless logged already, and refresh the description."""
+        if step not in _own_run(self.run_id)["index"]:
             log_checkpoint(self.model, step, epoch, run_id=self.run_id)
         describe_train_run(self.run_id)
 

@@ -1,8 +1,23 @@
 """The training loop: short, deterministic on CPU, resumable; everything else is a callback.
 
-Randomness comes from (seed, epoch, batch) only (see `tc.data.batch_generator`) and the learning rate is a
-pure function of the step, so the whole state of a run at step s is (model, optimizer, running sums of the
-current epoch). That is what `resume_state` holds, and why a resumed run reproduces an uninterrupted one.
+Data order and augmentation come from generators rebuilt from (seed, epoch, batch) at every batch (see
+`tc.data.batch_generator`: there is no running data-loader state to keep), and the learning rate is a pure
+function of the step. What else draws random numbers during training (dropout and any other random layer of
+a user's model) draws from the global streams: torch's CPU generator, the training GPU's CUDA generator, and
+Python's `random` and NumPy's global stream for user code that uses them. So the whole state of a run at step
+s is (model, optimizer, running sums of the current epoch, those streams' states); that is what
+`resume_state` holds, as tensors and builtins that `torch.load(weights_only=True)` reads:
+
+    {"step", "model", "optimizer", "sums", "pending_metrics", "train_seconds",
+     "rng": {"torch", "python", "numpy", and "cuda" when training on a GPU}}
+
+and why a resumed run reproduces an uninterrupted one bit for bit (same device and kernels). A state that
+cannot promise it (one written before "rng" existed, or saved on another kind of device) is still resumed,
+with a `ResumeNotExactWarning` that says why (callbacks get `on_resume(step, reason)`).
+
+Time: `train_seconds` is the wall time spent inside `train` (steps, evaluations, callbacks) up to an epoch
+end, summed over every resumed part of the run: the downtime between a kill and its resume is not in it.
+It is logged with each epoch's metrics and is what the analysis's `*_cost_epochs` divide by.
 
 Events, in order, after optimizer step s:
   1. at an epoch end: `metrics` = train sums of the epoch + evaluation on the test set;
@@ -25,10 +40,13 @@ so a run that stops early is a prefix of the capped run. The last epoch of every
 from __future__ import annotations
 
 import math
+import random
 import time
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 from tqdm.auto import tqdm
@@ -39,7 +57,19 @@ from tc.device import guard_cpu_kernels, resolve_device
 from tc.progress import Periodic
 
 
-class DivergenceError(RuntimeError):
+class TrainingFailure(Exception):
+    """Training cannot produce a model for this configuration, by the configuration's own doing (it diverged,
+    or it asks for what the model cannot give). Only these are a failed *trial* in a sweep (`tc.studies`): the
+    trial is recorded FAILED with this message and counts toward n_trials. Any other exception out of training
+    is a fault of tc or of the environment, which a sweep reports as such and does not count."""
+
+
+class UntrainableConfigError(TrainingFailure, ValueError):
+    """A configuration that is valid field by field but cannot be trained as a whole (e.g. a `freeze_cut`
+    that is not a cut of the model)."""
+
+
+class DivergenceError(TrainingFailure, RuntimeError):
     """The training loss became NaN or infinite."""
 
     def __init__(self, step: int, loss: float):
@@ -47,6 +77,59 @@ class DivergenceError(RuntimeError):
             f"training diverged at step {step}: loss = {loss}. Lower lr (or raise batch_size) and try again."
         )
         self.step, self.loss = step, loss
+
+
+class ResumeNotExactWarning(UserWarning):
+    """A resumed run will not reproduce the uninterrupted run exactly; the message says why."""
+
+
+def rng_state(device: torch.device) -> dict[str, Any]:
+    """The state of every global random stream training may draw from, as tensors and builtins only (a
+    resume state is loaded with `torch.load(weights_only=True)`): torch's CPU generator, the CUDA generator of
+    `device` when it is a GPU, Python's `random` and NumPy's legacy global stream (for user models that use
+    them). MT19937 words are below 2**32 and fit int64 tensors."""
+    version, words, gauss = random.getstate()
+    _, keys, pos, has_gauss, cached = np.random.get_state(legacy=True)
+    state: dict[str, Any] = {
+        "torch": torch.get_rng_state(),
+        "python": {"version": version, "state": torch.tensor(words, dtype=torch.int64), "gauss": gauss},
+        "numpy": {
+            "keys": torch.from_numpy(keys.astype(np.int64)),
+            "pos": int(pos),
+            "has_gauss": int(has_gauss),
+            "cached_gaussian": float(cached),
+        },
+    }
+    if device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
+    return state
+
+
+def restore_rng_state(state: dict[str, Any] | None, device: torch.device) -> str | None:
+    """Set the global random streams to `state` (`rng_state`). Returns None when the resume is exact, else
+    why a random layer will draw differently than in the uninterrupted run (the streams it could restore
+    are restored all the same)."""
+    if not state:
+        return (
+            "the resume state holds no random-number state (written by an older tc): dropout and other random "
+            "layers will draw differently than in an uninterrupted run"
+        )
+    torch.set_rng_state(state["torch"])
+    py = state["python"]
+    random.setstate((int(py["version"]), tuple(int(w) for w in py["state"].tolist()), py["gauss"]))
+    npy = state["numpy"]
+    keys = npy["keys"].numpy().astype(np.uint32)
+    np.random.set_state(("MT19937", keys, int(npy["pos"]), int(npy["has_gauss"]), float(npy["cached_gaussian"])))
+    saved_on_gpu = state.get("cuda") is not None
+    if saved_on_gpu and device.type == "cuda":
+        torch.cuda.set_rng_state(state["cuda"], device)
+    elif saved_on_gpu or device.type == "cuda":
+        where = ("a CUDA device", "the CPU") if saved_on_gpu else ("the CPU", "a CUDA device")
+        return (
+            f"the run trained on {where[0]} before it was interrupted and resumes on {where[1]}: random layers "
+            "draw from another generator"
+        )
+    return None
 
 
 def lr_at(step: int, total_steps: int, cfg: TrainConfig) -> float:
@@ -107,9 +190,12 @@ def train(
     callbacks: list[Any] = (),
     resume_state: dict | None = None,
 ) -> nn.Module:
-    """Train `model` in place according to `cfg`, from scratch or from `resume_state` (see module doc)."""
+    """Train `model` in place according to `cfg`, from scratch or from `resume_state` (see module doc). Seed
+    torch's global RNG before building `model` (its initialisation and random layers draw from it)."""
     if cfg.freeze_cut >= len(model.blocks):
-        raise ValueError(f"freeze_cut={cfg.freeze_cut} is not a cut of this model; valid: 0 (none) or {model.cuts}")
+        raise UntrainableConfigError(
+            f"freeze_cut={cfg.freeze_cut} is not a cut of this model; valid: 0 (none) or {model.cuts}"
+        )
     device = resolve_device(cfg.device)
     model.to(device)
     guard_cpu_kernels(model, device)  # oneDNN's AVX2 strided-1x1 weight gradient is wrong (tc/device.py)
@@ -122,6 +208,10 @@ def train(
     sums = _EpochSums()
     step = 0
     stopped = False  # the stopping criterion was met (cfg.target_loss)
+    started, seconds_before = time.perf_counter(), 0.0  # active training time: this call's, and earlier parts'
+
+    def train_seconds() -> float:
+        return seconds_before + (time.perf_counter() - started)
 
     def emit(name: str, *args: Any) -> None:
         for cb in callbacks:
@@ -134,6 +224,8 @@ def train(
             "optimizer": optimizer.state_dict(),
             "sums": [sums.loss, sums.correct, sums.count],
             "pending_metrics": metrics,
+            "train_seconds": train_seconds(),
+            "rng": rng_state(device),  # after this step's draws: what the next step of an uninterrupted run sees
         }
         emit("on_save", step, step / spe, model, state, checkpoint)
 
@@ -143,6 +235,14 @@ def train(
         optimizer.load_state_dict(resume_state["optimizer"])
         sums = _EpochSums(*resume_state["sums"])
         stopped = bool((resume_state.get("pending_metrics") or {}).get("converged"))  # it had stopped there
+        # an older state has no time: its part is lost, and train_seconds then counts the resumed part only
+        # (tracking.seconds_per_epoch falls back to timestamps, as not every epoch has it)
+        seconds_before = float(resume_state.get("train_seconds", 0.0))
+        # last, after building the model and loading the state (which may draw): the streams as at the save
+        reason = restore_rng_state(resume_state.get("rng"), device)
+        if reason:
+            warnings.warn(f"resuming at step {step}: not exact: {reason}", ResumeNotExactWarning, stacklevel=2)
+        emit("on_resume", step, reason)
     else:
         save(None, checkpoint=True)
 
@@ -189,6 +289,7 @@ def train(
                 }
                 sums = _EpochSums()
                 stopped = _stopping_metrics(model, data, cfg, device, step, metrics)
+                metrics["train_seconds"] = train_seconds()
             checkpoint = step % every == 0 or step == total or stopped
             if checkpoint or epoch_end:
                 save(metrics, checkpoint)

@@ -79,6 +79,29 @@ def test_analyze_list_fields_are_parsed_once_into_typed_tuples_and_logged_as_giv
         ({"splits": ","}, ["names no split"]),
         ({"corruptions": "fog"}, ["corruptions", "jpeg"]),
         ({"severities": "3,6"}, ["severities", "1..5"]),
+        # empty lists (`-P corruptions=`, MLflow's quoted empty value, a lone comma) name nothing: refused, not
+        # parsed to () (an empty corrupt split would be uninitialised memory)
+        ({"corruptions": ""}, ["corruptions=''", "names no corruption", "jpeg"]),
+        ({"corruptions": "''"}, ["corruptions=''", "names no corruption"]),
+        ({"corruptions": ","}, ["corruptions=','", "names no corruption"]),
+        ({"corruptions": " , "}, ["corruptions", "names no corruption"]),
+        ({"severities": ""}, ["severities=''", "names no severity", "1..5"]),
+        ({"severities": ","}, ["severities=','", "names no severity"]),
+        ({"splits": ""}, ["splits=''", "names no split"]),
+        ({"splits": "''"}, ["splits=''", "names no split"]),
+        ({"cuts": ""}, ["cuts=''", "stages, all"]),
+        ({"cuts": ","}, ["cuts=','", "stages, all"]),
+        ({"checkpoints": ""}, ["checkpoints=''", "every:K"]),
+        ({"checkpoints": ","}, ["checkpoints=','", "every:K"]),
+        ({"checkpoints": "every:"}, ["checkpoints='every:'", "every:K"]),
+        ({"checkpoints": "fractions:"}, ["checkpoints='fractions:'"]),
+        # a list of steps must name two distinct ones (an analysis compares checkpoints): refused up front
+        ({"checkpoints": "5"}, ["checkpoints='5'", "at least two"]),
+        ({"checkpoints": "5,5"}, ["checkpoints='5,5'", "at least two"]),
+        # a name listed twice would count its samples or pairs twice
+        ({"splits": "test,test"}, ["splits='test,test'", "'test' twice"]),
+        ({"corruptions": "jpeg,contrast,jpeg"}, ["corruptions", "'jpeg' twice"]),
+        ({"severities": "3,3"}, ["severities='3,3'", "'3' twice"]),
     ],
 )
 def test_bad_analyze_lists_fail_when_the_config_is_built(values, words):
@@ -95,3 +118,16 @@ def test_a_cut_spec_resolves_against_the_model():
     assert CutSpec.parse("3, 1").resolve(model) == [1, 3] == parse_cuts("3,1", model)
     with pytest.raises(ValueError, match=r"comma list from \[1, 2, 3, 4\]"):
         CutSpec.parse("1,7").resolve(model)
+
+
+@pytest.mark.parametrize("text", ["5", "5,5"])
+def test_one_check_of_at_least_two_steps_before_and_after_the_run_is_read(text):
+    # the config refuses the list up front; tc.splits.select_steps, called with a run's steps, says the same
+    from tc.config import check_checkpoints_spec
+    from tc.splits import select_steps
+
+    with pytest.raises(ValueError) as before:
+        check_checkpoints_spec(text)
+    with pytest.raises(ValueError) as after:
+        select_steps(text, [0, 5, 10])
+    assert str(before.value) == str(after.value) and "at least two" in str(after.value)

@@ -33,3 +33,19 @@ def test_bad_names_and_severities_are_rejected(images):
         corrupt(images, "fog", 1)
     with pytest.raises(ValueError, match="severity"):
         corrupt(images, "jpeg", 6)
+
+
+@pytest.mark.parametrize(("names", "severities"), [([], [3]), (["jpeg"], []), ([], [])])
+def test_an_empty_list_of_corruptions_or_severities_is_refused(images, names, severities):
+    # nothing to assign the samples to: the set would be torch.empty_like (uninitialised memory)
+    with pytest.raises(ValueError, match="at least one corruption and one severity"):
+        corrupted_set(images, names, severities)
+
+
+def test_every_sample_of_a_mixed_set_is_a_corrupted_image(images):
+    # every sample gets a pair, and its image is that pair's corruption (no uninitialised rows); these three
+    # corruptions are deterministic per image, so one image alone is the oracle
+    x, names, sev = corrupted_set(images[:7], ["contrast", "jpeg", "brightness"], [2])
+    assert names == ["contrast", "jpeg", "brightness"] * 2 + ["contrast"] and sev == [2] * 7
+    for k in range(7):
+        assert torch.equal(x[k : k + 1], corrupt(images[k : k + 1], names[k], sev[k]))

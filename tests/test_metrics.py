@@ -1,5 +1,6 @@
-"""The one list of logged metrics (`tc.metrics.METRICS`) against what `analyze_run` logs, the README and the
-headline list; and the one aggregation over cuts."""
+"""The one list of logged metrics (`tc.metrics.METRICS`) against what `analyze_run` logs and the headline
+list; and the one aggregation over cuts. The docs' table of it (docs/analyze.md) is checked by
+tests/test_docs.py."""
 
 import re
 from dataclasses import replace
@@ -41,9 +42,7 @@ def test_every_logged_metric_matches_exactly_one_pattern(logged):
         assert len(M.patterns_of(key)) == 1, key
 
 
-def test_readme_table_and_headline_agree_with_the_list():
-    readme = (ROOT / "README.md").read_text()
-    assert M.markdown_table() in readme
+def test_headline_agrees_with_the_list():
     for key in M.HEADLINE:
         assert len(M.patterns_of(key)) == 1, key
     # no other copy of the headline list in the entry points

@@ -1,7 +1,10 @@
 """The report command end to end, in its quick form (digits, 6 trials) and into a temporary directory."""
 
+import json
+from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -181,3 +184,345 @@ def test_nested_train_and_analyze_log_like_the_entry_points(mlflow_store):
     logged = tracking.get_run(run_id).data.metrics
     assert logged["tc_test"] == pytest.approx(result.metrics["tc_test"]) and "test_acc" in logged
     assert len(tracking.download_checkpoints(run_id, Path("cache"))) == 4  # steps 0 and three epochs
+
+
+# ---- the text states what it read (issue 19.9) ------------------------------------------------------------
+
+
+def _figures():
+    return {**{k: f"report/{v}" for k, v in report.BASE_FIGURES.items()}, "forest": "report/effects.png"}
+
+
+def test_freeze_cut_is_the_end_of_the_models_first_stage():
+    for depth in (8, 14, 20, 32):
+        n = (depth - 2) // 6  # ResNet-(6n+2): stem, then 3 stages of n blocks
+        assert report.freeze_cut({"model": "resnet20", "depth": depth, "width": 8}) == 1 + n
+    assert report.freeze_cut({"model": "resnet20", "width": 16}) == 4  # the default depth, 20
+    s = report.settings(True, 6, Path("."))
+    frozen = report.training_runs(s)["frozen/s0"]
+    assert frozen["freeze_cut"] == 2 and frozen["freeze_epoch"] == report.FREEZE_EPOCH
+
+
+def test_rendered_text_follows_the_settings_and_the_machine(monkeypatch):
+    from tc import anisotropy_metrics, noise
+
+    s = report.settings(False, 48, Path("."))
+    default_text = report.render(report.Results(s, _metrics(s), _figures(), pd.DataFrame(), pd.DataFrame()))
+    for said in (
+        "stage cuts, corruptions at severity 3",
+        "(the last 50% of training)",
+        "top-3 explained variance",
+        "seeds with Holm p < 0.05",
+        "5 draws per seed",
+        "about 4 GPU-hours for the seeded experiments at 5 seeds per arm",
+        "about 16 GPU-hours for a 48-trial two-seed sweep",
+    ):
+        assert said in default_text, said
+    s = report.Settings(
+        {**s.base, "depth": 14, "lr": 0.05, "schedule": "step", "batch_size": 32, "checkpoint_every": 7},
+        3,
+        {**s.labels, "width": 96, "lr": 0.02, "target_loss": 0.03, "epochs": 77},
+        4,
+        12,
+        {"epochs": 123, "target_loss": 0.02, "seeds": 1, "sampler": "random"},
+        250,
+        False,
+        {"window": 0.25, "aniso_k": 4, "cuts": "all", "severities": "2"},
+    )
+    assert all(params["window"] == 0.25 for name, _, params in report.analyses(s, {}) if name.startswith("base"))
+    monkeypatch.setattr(report, "ALPHA", 0.01)
+    draws = lambda cfg: noise.PerturbOptions(k=cfg.aniso_k, draws=7)  # noqa: E731
+    monkeypatch.setattr(anisotropy_metrics, "perturb_options", draws)
+    trials = pd.DataFrame({"lr": [0.1] * 4, "width": [8] * 4, "converged": [1, 1, 0, 1]})
+    space = {"lr": {"type": "float", "low": 0.01, "high": 1.0}, "width": {"type": "categorical", "choices": [8]}}
+    machine = "7 CPU cores, GPU Test-9000"
+    r = report.Results(s, _metrics(s), _figures(), trials, pd.DataFrame(), machine=machine, space=space)
+    text = report.render(r)
+    for said in (
+        "this machine (7 CPU cores, GPU Test-9000)",
+        "resnet20 (depth 14, width 16)",
+        "SGD lr 0.05 step, batch 32, a checkpoint every 7 steps, at 3 seeds",
+        "on 250 samples per split, all cuts, corruptions at severity 2",
+        "(the last 25% of training)",
+        "width 96",
+        "constant lr 0.02",
+        "<= 0.03 (cap 77 epochs)",
+        "at 4 seeds per arm",
+        "the blocks before cut 3",  # ResNet-14's first stage ends at cut 3
+        "Margins: differences under 0.01",
+        "top-4 explained variance",
+        "seeds with Holm p < 0.01",
+        "7 draws per seed",
+        "`sweep` over lr, width with Optuna's random sampler",
+        "the digits MLP trained at 1 seed per configuration until its training cross-entropy is <= 0.02 "
+        "(cap 123 epochs)",
+        "4 trials ran; 1 hit the cap",
+        "With 3 seeds the half-width is 4.3",
+        "about 2 GPU-hours for the seeded experiments at 3 seeds per arm",  # 3 x 2 arms x 20 min
+        "about 2 GPU-hours for a 12-trial one-seed sweep",  # 12 x 10 min
+    ):
+        assert said in text, said
+    stale = ("2 CPU cores", "lr 0.1 cosine", "two seeds", "cap 300", "cut 4", "last 50%", "last half", "top-3")
+    for word in (*stale, "Holm p < 0.05", "5 draws", "5 seeds per arm", "48-trial", "two-seed", "stages cuts"):
+        assert word not in text, word
+
+
+def test_describe_machine_reads_the_device(monkeypatch):
+    import torch
+
+    monkeypatch.setattr(report.os, "sched_getaffinity", lambda pid: {0, 1, 2}, raising=False)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert report.describe_machine("auto") == "3 CPU cores, no GPU"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "Test-9000")
+    assert report.describe_machine("auto") == "3 CPU cores, GPU Test-9000"
+    assert report.describe_machine("cpu") == "3 CPU cores, no GPU"
+
+
+# ---- the report survives a sweep with too few trials (issue 19.9) ------------------------------------------
+
+
+def _few_trials(n_converged: int) -> pd.DataFrame:
+    return pd.DataFrame(
+        {"lr": [0.1] * (n_converged + 1), "converged": [1] * n_converged + [0], "tc_kappa_test": 0.9, "run_id": "x"}
+    )
+
+
+def test_a_sweep_with_fewer_than_3_converged_trials_gives_a_report_that_says_so(tmp_path):
+    art, figs = tmp_path / "art", tmp_path / "out" / "report"
+    art.mkdir()
+    figs.mkdir(parents=True)
+    _few_trials(2).to_csv(art / "trials.csv", index=False)  # what the sweep writes below 3 trials: no figures
+    trials, corr = report.sweep_tables(art, figs)
+    assert len(trials) == 3 and corr.empty and not art.exists() and not any(figs.iterdir())
+    s = report.settings(True, 6, Path("."))
+    r = report.Results(s, _metrics(s), {**_figures(), **report.sweep_figures(figs)}, trials, corr)
+    path = report.write(r, tmp_path / "out")
+    text = path.read_text()
+    assert "## 6. Does consistency predict generalization? 2 converged trials" in text
+    assert "**No verdict.** Only 2 converged trials: a rank correlation needs at least 3" in text
+    assert "sweep_scatter.png" not in text and "sweep_bars.png" not in text  # no link to a figure not made
+    failed = replace(r, trials=pd.DataFrame(), sweep_error="ExecutionException: run failed")
+    assert "**No verdict.** The sweep failed: ExecutionException: run failed" in report.render(failed)
+    # the stored tables of either report can be read back (re-rendered) without the sweep's correlations
+    assert len(report.from_tables(figs).trials) == 3
+    report.write(failed, tmp_path / "out")
+    back = report.from_tables(figs)
+    assert back.trials.empty and back.corr.empty and back.costs == {}
+    assert back.sweep_error == "ExecutionException: run failed"
+
+
+def test_sweep_results_of_a_logged_sweep_with_too_few_trials_and_no_leftover_folders(mlflow_store, tmp_path):
+    import mlflow
+
+    from entrypoints import report as entry
+
+    with mlflow.start_run() as trial:
+        mlflow.log_metric("analysis_seconds", 6.0)
+        for epoch in range(3):
+            mlflow.log_metric("epoch", epoch, step=epoch)
+    art = tmp_path / "art"
+    art.mkdir()
+    _few_trials(1).assign(run_id=trial.info.run_id).to_csv(art / "trials.csv", index=False)
+    with mlflow.start_run() as sweep_run:
+        mlflow.log_artifact(str(art / "trials.csv"))
+    figs = tmp_path / "figs"
+    figs.mkdir()
+    trials, corr, costs = entry.sweep_results(sweep_run.info.run_id, figs)
+    assert len(trials) == 2 and corr.empty and set(costs) == {"analysis"}
+    assert list(figs.iterdir()) == []
+
+
+def test_a_figure_download_leaves_no_empty_analysis_folders(mlflow_store, tmp_path):
+    import mlflow
+
+    from entrypoints import report as entry
+    from tc import tracking
+
+    png = tmp_path / "heat.png"
+    png.write_bytes(b"not really a png")
+    with mlflow.start_run() as run:
+        mlflow.set_tag(tracking.ANALYSIS_VERSION_TAG, "3")
+        mlflow.log_artifact(str(png), "analysis/v3")
+    figs = tmp_path / "figs"
+    figs.mkdir()
+    assert entry._figure(run.info.run_id, "heat.png", figs, "base_heat.png") == "report/base_heat.png"
+    assert [p.relative_to(figs).as_posix() for p in figs.rglob("*")] == ["base_heat.png"]  # no .tmp/analysis/v3
+    assert (figs / "base_heat.png").read_bytes() == b"not really a png"
+
+
+# ---- re-rendering from the stored tables -----------------------------------------------------------------
+
+
+def _sweep_of(n=12, seed=0):
+    """A stored sweep: trials over the default space (one capped), measures with a rank twin, and the
+    correlations the sweep computes on its converged trials (the report's options: 1000 draws, seed 0)."""
+    from tc import sweep
+
+    rng = np.random.default_rng(seed)
+    space = sweep.default_space(1438)
+    trials = pd.DataFrame(
+        {
+            k: rng.choice(v["choices"], n) if "choices" in v else rng.uniform(v["low"], v["high"], n)
+            for k, v in space.items()
+        }
+    )
+    trials["test_acc"] = rng.random(n)
+    trials["gen_gap"] = rng.random(n)
+    trials["tc_kappa_test"] = trials["test_acc"] + rng.normal(0, 0.2, n)
+    trials["tc_test"] = 0.5 * trials["tc_kappa_test"] + 0.5
+    trials["gm_disagreement"] = -trials["test_acc"] + rng.normal(0, 0.1, n)
+    trials["converged"] = [1] * (n - 1) + [0]
+    conv = sweep.split_converged(trials)[0]
+    corr = sweep.correlation_table(conv, ["tc_kappa_test", "tc_test", "gm_disagreement"], space)
+    return trials, corr, space
+
+
+def _stored_report(tmp_path, metrics=None, s=None, **fields):
+    s = s or report.settings(False, 48, Path("."))
+    trials, corr, space = _sweep_of()
+    figures = {**_figures(), "sweep_scatter": "report/sweep_scatter.png", "sweep_bars": "report/sweep_bars.png"}
+    costs = {"analysis": 1.5, "gm_disagreement": 0.02}
+    r = report.Results(s, metrics or _metrics(s), figures, trials, corr, costs, space=space, **fields)
+    (tmp_path / "report").mkdir()
+    for name in report.SWEEP_FIGURES.values():
+        (tmp_path / "report" / name).write_bytes(b"")
+    report.write(r, tmp_path)
+    return r
+
+
+def test_rerendering_an_unchanged_report_changes_only_its_note(tmp_path):
+    r = _stored_report(tmp_path, seconds=3900.0, machine="2 CPU cores, no GPU")
+    before = (tmp_path / "REPORT.md").read_text()
+    effects_before = pd.read_csv(tmp_path / "report" / "effects.csv")
+    assert report.write_rerendered(tmp_path, "2001-02-03") == []
+    after = (tmp_path / "REPORT.md").read_text()
+    note = [line for line in after.splitlines() if line.startswith(report.RERENDER_NOTE)]
+    verdict = report.confirmatory_verdict(r.corr)
+    assert len(note) == 1 and "2001-02-03" in note[0]
+    assert (
+        f"Verdicts: the sweep's confirmatory `tc_kappa_test` with test accuracy (section 6): {verdict} (unchanged)."
+        in note[0]
+    )
+    assert after.replace(note[0] + "\n\n", "") == before  # every other line as it was
+    assert "in 65 min on this machine (2 CPU cores, no GPU)" in after  # the run's, from settings.json
+    pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "report" / "effects.csv"), effects_before)
+    report.write_rerendered(tmp_path, "2001-02-04")  # twice: still one note, the later date
+    again = (tmp_path / "REPORT.md").read_text()
+    assert again.count(report.RERENDER_NOTE) == 1 and again.replace("2001-02-04", "2001-02-03") == after
+
+
+def test_rerender_reads_verdicts_again_off_the_stored_intervals(tmp_path):
+    s = report.settings(False, 48, Path("."))
+    metrics = _metrics(s)
+    for seed, drop in enumerate((0.004, 0.006, 0.008, 0.005, 0.007)):  # frozen − base: about −0.006 ± 0.002
+        metrics[f"frozen/s{seed}"]["test_acc"] = 0.8 - drop
+        metrics[f"base/s{seed}"]["test_acc"] = 0.8
+    _stored_report(tmp_path, metrics)
+    table = pd.read_csv(tmp_path / "report" / "effects.csv")
+    row = table["label"] == "test_acc: frozen − base"
+    assert table.loc[row, "verdict"].item() == "does not reproduce"  # inside the 0.01 margin
+    table.loc[row, "verdict"] = "reproduces"  # what the sign-first rule stored
+    table.to_csv(tmp_path / "report" / "effects.csv", index=False)
+    text = (tmp_path / "REPORT.md").read_text().replace("**does not reproduce**", "**reproduces**")
+    (tmp_path / "REPORT.md").write_text(text)
+    changes = report.write_rerendered(tmp_path, "2001-02-03")
+    assert changes == ["`test_acc: frozen − base` (controls): reproduces → does not reproduce"]
+    text = (tmp_path / "REPORT.md").read_text()
+    assert changes[0] in text and "| < −0.01 | 5 | **does not reproduce** |" in text
+    stored = pd.read_csv(tmp_path / "report" / "effects.csv")
+    assert stored.loc[stored["label"] == "test_acc: frozen − base", "verdict"].item() == "does not reproduce"
+
+
+def test_effects_from_table_refuses_a_table_missing_a_claim():
+    s = report.settings(True, 6, Path("."))
+    table = report.all_effects(_metrics(s))
+    with pytest.raises(ValueError, match="test_acc: frozen"):
+        report.effects_from_table(table[table["label"] != "test_acc: frozen − base"])
+
+
+def test_write_stores_the_settings_and_a_rerender_follows_them_not_the_full_reports(tmp_path):
+    """A quick report re-renders as a quick report: settings, sweep config and space come from settings.json."""
+    s = report.settings(True, 6, Path("."))
+    r = _stored_report(tmp_path, s=s, seconds=120.0, machine="3 CPU cores, no GPU")
+    stored = json.loads((tmp_path / "report" / "settings.json").read_text())
+    assert set(stored) == {"settings", "sweep_config", "space", "sweep_error", "seconds", "machine", "notes"}
+    back = report.from_tables(tmp_path / "report")
+    assert back.settings == s and back.sweep_cfg == report.sweep_config(s) and back.space == r.space
+    assert (back.seconds, back.machine, back.sweep_error, back.notes) == (120.0, "3 CPU cores, no GPU", "", ())
+    report.write_rerendered(tmp_path, "2001-02-03")
+    text = (tmp_path / "REPORT.md").read_text()
+    assert "-e report -P quick=true` in 2 min" in text and "With 2 seeds the half-width" in text
+    assert "at 2 seeds per configuration" in text and "cap 150 epochs" in text  # the quick sweep's settings
+
+
+def test_rerender_refuses_without_settings_json(tmp_path, capsys):
+    from entrypoints import report as entry
+
+    _stored_report(tmp_path)
+    (tmp_path / "report" / "settings.json").unlink()
+    before = (tmp_path / "REPORT.md").read_text()
+    with pytest.raises(ValueError, match=r"settings\.json is missing"):
+        report.write_rerendered(tmp_path, "2001-02-03")
+    assert entry.main(["--rerender", "true", "--out_dir", str(tmp_path)]) == 2
+    assert "settings.json is missing" in capsys.readouterr().err
+    assert (tmp_path / "REPORT.md").read_text() == before
+    assert entry.main(["--rerender", "true", "--quick", "true", "--out_dir", str(tmp_path)]) == 2  # not applicable
+
+
+def test_rerender_refuses_when_the_recomputed_correlations_differ_from_the_stored_ones(tmp_path):
+    _stored_report(tmp_path)
+    path = tmp_path / "report" / "correlations.csv"
+    stored = pd.read_csv(path)
+    # the columns the multiplicity rules set may differ (they are rewritten) ...
+    stored.assign(role="headline", kendall_p_holm=0.5, same_ranks_as="").to_csv(path, index=False)
+    report.write_rerendered(tmp_path, "2001-02-03")
+    # ... a number the data set may not
+    before = (tmp_path / "REPORT.md").read_text()
+    changed = stored.copy()
+    changed.loc[0, "kendall"] += 1e-6
+    changed.to_csv(path, index=False)
+    with pytest.raises(ValueError, match=r"differ .*kendall: stored"):
+        report.write_rerendered(tmp_path, "2001-02-04")
+    assert (tmp_path / "REPORT.md").read_text() == before
+    assert report.correlation_differences(stored, stored.iloc[1:]) == [f"row {tuple(stored.iloc[0, :2])} only stored"]
+    assert report.correlation_differences(stored, stored.drop(columns="spearman")) == ["column spearman only stored"]
+
+
+def test_a_change_of_the_sweeps_verdict_is_listed_and_a_legacy_headline_role_is_confirmatory(tmp_path):
+    r = _stored_report(tmp_path)
+    assert report.confirmatory_verdict(r.corr) == report.PREDICTS
+    path = tmp_path / "report" / "correlations.csv"
+    old = r.corr.assign(role=r.corr["role"].replace("confirmatory", "headline"))
+    old.loc[(old["measure"] == "tc_kappa_test") & (old["target"] == "test_acc"), "kendall_p_holm"] = 0.2
+    old.to_csv(path, index=False)
+    assert report.confirmatory_verdict(old) == report.NO_EVIDENCE
+    row = old.set_index("measure").loc["tc_kappa_test"]
+    assert report._is_confirmatory("tc_kappa_test", row[row["target"] == "test_acc"].iloc[0])
+    changes = report.write_rerendered(tmp_path, "2001-02-03")
+    sweep_change = "the sweep's confirmatory `tc_kappa_test` with test accuracy (section 6): no evidence → predicts"
+    assert changes == [sweep_change] and sweep_change in (tmp_path / "REPORT.md").read_text()
+
+
+def test_a_sweep_that_raises_anything_gives_a_report_that_says_so_also_when_rerendered(tmp_path, monkeypatch):
+    from mlflow.exceptions import MlflowException
+
+    from entrypoints import report as entry
+
+    s = report.settings(False, 48, Path("."))
+
+    def fails(*args):
+        raise MlflowException("RESOURCE_DOES_NOT_EXIST: no run")
+
+    monkeypatch.setattr(entry, "_sweep", lambda *args: "sweep-run-id")
+    monkeypatch.setattr(entry, "sweep_results", fails)  # the sweep ran; reading its results failed
+    sweep_id, trials, corr, costs, space, error = entry.run_sweep(s, "study", {}, tmp_path)
+    assert sweep_id == "sweep-run-id" and trials.empty and corr.empty and costs == {} and space == {}
+    assert error == "MlflowException: RESOURCE_DOES_NOT_EXIST: no run"
+    monkeypatch.setattr(entry, "_sweep", lambda *args: 1 / 0)  # a programming error in the sweep itself
+    assert entry.run_sweep(s, "study", {}, tmp_path)[-1] == "ZeroDivisionError: division by zero"
+    r = report.Results(s, _metrics(s), _figures(), trials, corr, costs, sweep_error=error)
+    report.write(r, tmp_path)
+    assert json.loads((tmp_path / "report" / "settings.json").read_text())["sweep_error"] == error
+    report.write_rerendered(tmp_path, "2001-02-03")
+    assert f"**No verdict.** The sweep failed: {error}" in (tmp_path / "REPORT.md").read_text()

@@ -6,7 +6,7 @@ import mlflow
 import pytest
 from mlflow.tracking import MlflowClient
 
-from tc import runinfo, tracking
+from tc import runinfo, sweep, tracking
 from tc.config import AnalyzeConfig, TrainConfig
 
 
@@ -24,7 +24,7 @@ def test_run_names():
     )
     assert runinfo.analyze_name("mlp3-w64 digits seed0") == "analyze mlp3-w64 digits seed0"
     assert runinfo.sweep_name("fmnist") == "sweep fmnist"
-    assert runinfo.trial_name(7) == "trial 7"
+    assert runinfo.trial_name(7) == "trial 7" and runinfo.trial_name(7, seed=1) == "trial 7 seed1"
 
 
 def test_only_generated_names_are_replaced():
@@ -62,8 +62,32 @@ def test_tags_one_per_setting():
 
 
 def test_trial_attrs_are_json_safe_and_include_the_gap():
-    attrs = runinfo.trial_attrs({"test_acc": 0.7, "tc_test": math.nan, "acc_train": 0.9, "acc_test": 0.6, "x": 1})
-    assert attrs == pytest.approx({"test_acc": 0.7, "gen_gap": 0.3})
+    # A trial run's metrics: training's whole-set accuracies (train_acc on the noisy labels it was trained on,
+    # train_acc_clean on the original ones) and the analysis's acc_<split> on its samples. The dashboard's
+    # gen_gap is the sweep's one definition (`tc.sweep.gen_gap`, trials.csv): clean train minus test, whole
+    # sets; not the analysis samples' acc_train - acc_test (0.3 here), nor the noisy train_acc (0.29).
+    metrics = {"test_acc": 0.7, "train_acc": 0.99, "train_acc_clean": 0.88, "tc_test": math.nan}
+    metrics |= {"acc_train": 0.9, "acc_test": 0.6, "x": 1}
+    attrs = runinfo.trial_attrs(metrics)
+    assert attrs == pytest.approx({"test_acc": 0.7, "gen_gap": 0.18})
+    assert attrs["gen_gap"] == sweep.gen_gap(metrics)
+    # a run without train_acc_clean has no gap (NaN, left out as not JSON-safe), not the samples' proxy
+    assert runinfo.trial_attrs({"test_acc": 0.7, "acc_train": 0.9, "acc_test": 0.6}) == {"test_acc": 0.7}
+
+
+def test_gen_gap_lives_in_a_light_module_and_the_sweep_re_exports_it():
+    # trial_attrs is on the light path (runinfo imports no pandas or scipy); tc.sweep.gen_gap keeps working
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, tc.runinfo as r; a = r.trial_attrs({'test_acc': 0.7, 'train_acc_clean': 0.9}); "
+        "assert abs(a['gen_gap'] - 0.2) < 1e-12, a; "
+        "heavy = [m for m in ('pandas', 'scipy', 'torch', 'optuna') if m in sys.modules]; assert not heavy, heavy"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert sweep.gen_gap is runinfo.gen_gap
 
 
 def test_labels_land_on_the_run_and_filter_one_by_one(mlflow_store):

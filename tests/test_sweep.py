@@ -5,6 +5,7 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import optuna
 import pandas as pd
 import pytest
@@ -254,3 +255,31 @@ def test_a_grid_caps_the_trial_budget_at_its_number_of_points():
     assert studies.trial_budget(SweepConfig(n_trials=20, sampler="grid"), space) == 2 * 3  # 3 points per range
     assert studies.trial_budget(SweepConfig(n_trials=4, sampler="grid"), space) == 4
     assert studies.trial_budget(SweepConfig(n_trials=20, sampler="random"), space) == 20
+
+
+def test_the_sweep_run_counts_trials_in_the_correlations_once_as_n_trials_converged():
+    """Issue 19.13: `n_trials_finished` was a second name for `n_trials_converged`; one name is left, logged
+    whether or not there are enough trials for correlations."""
+    from tc import metrics
+
+    space = {"lr": {"type": "float", "low": 0.01, "high": 0.1, "log": True}}
+    rng = np.random.default_rng(0)
+    every = pd.DataFrame(
+        {
+            "lr": rng.uniform(0.01, 0.1, 6),
+            "converged": [1, 1, 0, 1, 1, 1],
+            "test_acc": rng.random(6),
+            "gen_gap": rng.random(6),
+            "tc_test": rng.random(6),
+        }
+    )
+    cfg = SweepConfig(bootstrap=100)
+    for rows, converged in ((every, 5), (every.iloc[:3], 2)):
+        summary = studies.summarize(cfg, space, rows)
+        assert summary.metrics["n_trials_converged"] == converged == len(summary.trials)
+        assert summary.metrics["n_trials_not_converged"] == 1
+        assert {k for k in summary.metrics if k.startswith("n_trials")} == {
+            "n_trials_converged",
+            "n_trials_not_converged",
+        }
+    assert "n_trials_finished" not in metrics.METRICS and "n_trials_converged" in metrics.METRICS

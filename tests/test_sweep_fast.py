@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 from scipy import stats
 
+from benchmarks.reference import old_granulated as _old_granulated
 from tc import sweep
 
 SPACE = {
@@ -41,50 +42,7 @@ def _trials(n, seed, jitter=0.0):
     return df
 
 
-# ---- the replaced code, kept here as the reference -----------------------------------------------------
-
-
-def _old_same(a, b, space, tol):
-    for name, spec in space.items():
-        x, y = a[name], b[name]
-        if spec["type"] in ("categorical", "int"):
-            if x != y:
-                return False
-        else:
-            x, y = (math.log(x), math.log(y)) if spec.get("log") else (x, y)
-            width = (math.log(spec["high"]) - math.log(spec["low"])) if spec.get("log") else spec["high"] - spec["low"]
-            if abs(x - y) > tol * width:
-                return False
-    return True
-
-
-def _old_granulated(trials, measure, target, space, tol=0.1, min_groups=2, min_hyperparameters=2):
-    psi, counts, pairs = {}, {}, {}
-    rows = trials.reset_index(drop=True)
-    mu, g = rows[measure].to_numpy(float), rows[target].to_numpy(float)
-    for h in space:
-        others = {k: v for k, v in space.items() if k != h}
-        taus, n_pairs, seen = [], 0, set()
-        for i in range(len(rows)):
-            if i in seen:
-                continue
-            members = [
-                j for j in range(len(rows)) if j not in seen and _old_same(rows.loc[i], rows.loc[j], others, tol)
-            ]
-            seen.update(members)
-            differing = [
-                (a, b)
-                for a, b in itertools.combinations(members, 2)
-                if not _old_same(rows.loc[a], rows.loc[b], {h: space[h]}, tol)
-            ]
-            if differing:
-                taus.append(float(np.mean([np.sign(mu[a] - mu[b]) * np.sign(g[a] - g[b]) for a, b in differing])))
-                n_pairs += len(differing)
-        counts[h], pairs[h] = len(taus), n_pairs
-        psi[h] = float(np.mean(taus)) if taus else math.nan
-    entered = [h for h in space if counts[h] >= min_groups and not math.isnan(psi[h])]
-    value = float(np.mean([psi[h] for h in entered])) if len(entered) >= max(min_hyperparameters, 1) else math.nan
-    return value, psi, counts, pairs, entered
+# ---- the replaced code: Ψ's old grouping from benchmarks/reference.py, the old CI loop here --------------
 
 
 def _old_ci(values, draws):
@@ -104,6 +62,19 @@ def _assert_same(got, expected):
     np.testing.assert_array_equal(np.isnan(got), np.isnan(expected))
     ok = ~np.isnan(expected)
     np.testing.assert_allclose(got[ok], expected[ok], rtol=0, atol=1e-12)
+
+
+def _assert_same_granulated(got, expected):
+    """Every field of a `GranulatedKendall` against the reference's (Ψ, ψ_h, groups, pairs, entered): the
+    floats to 1e-12 with NaN where the reference has NaN, the counts and the entered list exactly.
+    (pytest.approx does not compare nested structures since pytest 9.2, so each field is compared alone.)"""
+    psi, per_h, groups, pairs, entered = expected
+    assert len(tuple(got)) == 5
+    _assert_same(np.array([got.psi]), np.array([psi]))
+    assert list(got.per_h) == list(per_h)
+    _assert_same(np.array([got.per_h[h] for h in per_h], float), np.array(list(per_h.values()), float))
+    assert got.groups == groups and got.pairs == pairs
+    assert list(got.entered) == list(entered)
 
 
 # ---- the bootstrap --------------------------------------------------------------------------------------
@@ -199,7 +170,7 @@ def test_granulated_groups_equal_the_scalar_grouping_with_tolerance_and_dropped_
     df = _trials(24, seed=seed, jitter=0.08)
     for tol in (0.02, 0.1):
         got = sweep.granulated_kendall(df, "m", "test_acc", SPACE, tol=tol)
-        assert tuple(got) == pytest.approx(_old_granulated(df, "m", "test_acc", SPACE, tol), nan_ok=True)
+        _assert_same_granulated(got, _old_granulated(df, "m", "test_acc", SPACE, tol))
     options = sweep.CorrelationOptions(draws=20, tol=0.1)
     table = sweep.correlation_table(df, ["m_nan", "m"], SPACE, options).set_index(["measure", "target"])
     for measure, target in itertools.product(["m_nan", "m"], options.targets):

@@ -150,12 +150,15 @@ def test_killed_run_resumes_to_the_same_checkpoints_and_metrics(mlflow_store, tm
 @pytest.mark.skipif(os.environ.get("ONEDNN_MAX_CPU_ISA") == "AVX2", reason="this process is already capped at AVX2")
 def test_killed_run_resumes_the_same_when_capped_at_avx2():
     """The resume tests again, in a fresh interpreter whose oneDNN and ATen are capped at AVX2 (issue 11: what
-    an AVX2-only CPU runs; the caps must be set before torch is imported)."""
+    an AVX2-only CPU runs; the caps must be set before torch is imported); with the dropout model's exact
+    resumes of tests/test_resume_rng.py (issue 19.11)."""
     env = {**os.environ, "ONEDNN_MAX_CPU_ISA": "AVX2", "ATEN_CPU_CAPABILITY": "avx2"}
-    cmd = [sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", __file__, "-k", "killed_run_resumes"]
+    rng_tests = str(Path(__file__).with_name("test_resume_rng.py"))
+    which = "killed_run_resumes or (bit_for_bit and cpu) or without_the_pause"  # the CPU caps: CPU runs only
+    cmd = [sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", __file__, rng_tests, "-k", which]
     p = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
     assert p.returncode == 0, p.stdout[-3000:]
-    assert "2 passed" in p.stdout
+    assert "5 passed" in p.stdout
 
 
 def test_resuming_a_finished_run_is_refused(mlflow_store, capsys):

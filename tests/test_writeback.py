@@ -79,7 +79,7 @@ class Reader:
                 assert math.isnan(latest[k]), f"pointer v{pointer}: {k} = {latest[k]}, expected NaN"
         # tc's own reader and predicate say the same
         assert tracking.current_analysis(self.run_id) == (where, expected["metrics"])
-        assert tracking.analysis_metrics_settled(run) == settled
+        assert tracking.analysis_metrics_settled(run.info.run_id) == settled
         self.seen.append((pointer, settled))
 
 
@@ -152,7 +152,7 @@ def test_a_write_that_dies_midway_leaves_the_previous_version_whole(mlflow_store
     c = {"m00000": 5.0, "c_only": 6.0}
     assert tracking.log_analysis(run_id, _analysis(tmp_path, "C", c), c, 5, {"name": "C"}) == 3
     run = MlflowClient().get_run(run_id)
-    assert tracking.analysis_metrics_settled(run) and MARKER not in run.data.tags
+    assert tracking.analysis_metrics_settled(run.info.run_id) and MARKER not in run.data.tags
     assert tracking.current_analysis(run_id) == ("analysis/v3", c)
     latest = run.data.metrics
     assert {k: latest[k] for k in c} == c
@@ -189,6 +189,6 @@ def test_sigkill_mid_write_leaves_the_old_pointer_on_a_whole_version(mlflow_stor
     proc = subprocess.run([sys.executable, "-c", KILL_MIDWAY, run_id, str(b_dir)], env=os.environ, timeout=300)
     assert proc.returncode == -signal.SIGKILL
     run = MlflowClient().get_run(run_id)
-    assert run.data.tags[POINTER] == "1" and not tracking.analysis_metrics_settled(run)
+    assert run.data.tags[POINTER] == "1" and not tracking.analysis_metrics_settled(run.info.run_id)
     assert any(v == b[k] for k, v in run.data.metrics.items() if k in b)  # B's values did reach the store
     reader.check(tmp_path / "after")  # and yet the pointer leads to A, whole

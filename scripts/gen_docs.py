@@ -1,0 +1,285 @@
+"""Regenerate the tables in README.md and docs/*.md from the code, so they cannot drift from it.
+
+    python scripts/gen_docs.py           # rewrite every generated block in place
+    python scripts/gen_docs.py --check   # rewrite nothing; exit 1 naming each stale block
+
+A generated block is the text between `<!-- gen:NAME ... -->` and `<!-- /gen:NAME -->`. The parameter tables
+of train, analyze and sweep come from the config dataclasses of `tc.config` (field name, default, help string
+and choices; a few notes that need links or more words live in NOTES below, keyed by field name; MLproject
+says which parameter is required); those of main, report and cache from MLproject (names and defaults) with
+ENTRY_HELP's meanings, or, for a parameter main passes on, the help string of the config field it sets; the
+metric table is `tc.metrics.markdown_table()`. `tests/test_docs.py` fails when a committed block differs from
+what this script generates, and when MLproject's parameters disagree with the dataclasses. After changing a
+config field, an MLproject parameter or a metric, run this script and commit the docs it rewrote.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import functools
+import re
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import yaml  # MLflow's dependency
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # run as a script from anywhere: import this checkout's tc
+    sys.path.insert(0, str(ROOT))
+
+from tc import metrics  # noqa: E402
+from tc.config import AnalyzeConfig, SweepConfig, TrainConfig  # noqa: E402
+from tc.corruptions import CORRUPTIONS  # noqa: E402
+
+# Parameters an entry point takes besides its config's fields (MLproject name -> (default, meaning)).
+EXTRA_PARAMS: dict[str, dict[str, tuple[str, str]]] = {
+    "train": {
+        "resume_run_id": (
+            "none",
+            "continue this killed or failed run, with its own `config.json`; other parameters are ignored "
+            "(see [Resumable](#resumable))",
+        ),
+    },
+}
+
+CONFIGS: dict[str, type] = {"train": TrainConfig, "analyze": AnalyzeConfig, "sweep": SweepConfig}
+
+# Words the full tables add to a field's help string (links, lists, consequences): field name -> text.
+NOTES: dict[str, dict[str, str]] = {
+    "train": {
+        "dataset": "The first five are torchvision's files (see [Data](#data)); `digits` is scikit-learn's 8x8 "
+        "digits, always available",
+        "model": "`resnet20` is the CIFAR ResNet (6n+2 layers), `vgg` conv-BN-ReLU in 3 stages; see "
+        "[own-models.md](own-models.md)",
+        "schedule": "`cosine` decays to 0 over all steps of `epochs`; `constant` makes a run independent of the cap",
+        "label_noise": "Seeded; 1.0 = random labels",
+        "augment": "The crop pads zeros of 1/8 of the image size; CIFAR and Fashion-MNIST get flips, the digit "
+        "sets (MNIST, SVHN, digits) do not",
+        "freeze_cut": "No updates; BatchNorm statistics kept",
+        "checkpoint_every": "The tc window needs at least 3 checkpoints",
+        "data_dir": "See [Data](#data)",
+        "download": "Needs internet",
+    },
+    "analyze": {
+        "cuts": "ResNet-20's stages are 1, 4, 7, 10",
+        "splits": "`train` is a seeded subset of the training set with the labels it was trained on; `corrupt` "
+        "the test subset, corrupted",
+        "bn_mode": "`recalibrate` uses `calibration_batches` training batches per composite (slow)",
+        "corruptions": "Names: "
+        + ", ".join(f"`{c}`" for c in CORRUPTIONS)
+        + ". Each test sample gets one (corruption, severity) pair, round-robin, so per-corruption scores cost "
+        "no extra passes",
+        "reference_run_id": "Gives `tc_test_crossseed` and `gm_disagreement`",
+        "precision": "bf16 speeds up only with native bf16 (AVX512-BF16 or AMX CPUs, recent GPUs); elsewhere "
+        "analyze says so, runs fp32 and tags the run `tc.precision_fallback`",
+        "matrix": "`final` costs O(T) composites, `full` O(T²)",
+        "phases": "Refused when a third holds no checkpoint",
+        "anisotropy": "See [Anisotropy of SGD noise](#anisotropy-of-sgd-noise)",
+        "measures": "Also the MMD surrogate `tc_mmd`; see [Baseline measures](#baseline-measures-and-cheap-surrogates)",
+        "data_dir": "A run trained with its own `data_dir` needs this (or `TC_DATA_DIR`) here; see [Data](#data)",
+        "download": "Needs internet",
+    },
+    "sweep": {
+        "n_trials": "See [Many workers](scaling.md#many-workers-many-machines)",
+        "study_name": "Rerunning with an existing name adds trials to it",
+        "storage": "The default journal lies beside the MLflow sqlite store",
+        "search_space": "Default: lr, batch size, weight decay, width, label noise, train-set size "
+        "(`tc.sweep.DEFAULT_SPACE`, fitted to the data set); e.g. `examples/digits_space.yaml`",
+        "sampler": "`grid` takes 3 points per numeric range",
+        "seed": "Re-seeded per trial from (seed, trial number); the second training seed is seed + 1",
+        "dataset": "The other training settings are `train`'s defaults unless the space varies them",
+    },
+}
+
+# Entry points without a config dataclass: MLproject gives names and defaults, these the meanings.
+ENTRY_HELP: dict[str, dict[str, str]] = {
+    "report": {
+        "quick": "the same experiments at toy scale, in minutes (what `tests/test_report.py` runs)",
+        "trials": "converged sweep trials to collect; the sweep asks for more trials until this many converged",
+        "out_dir": "where `REPORT.md` and its `report/` folder (figures, `effects.csv`, `trials.csv`, "
+        "`correlations.csv`, `costs.csv`, `settings.json`) go",
+    },
+    "cache": {
+        "max_gb": "delete whole runs from the checkpoint cache, least recently used first, until it holds at most "
+        "this many GB (`python -m tc.cache prune --max-gb`)",
+    },
+}
+
+# The entry points whose parameters are passed on to others': a parameter without an ENTRY_HELP meaning takes the
+# help string of the same-named field of the first of these configs that has it (main sets train's and
+# analyze's parameters, so a parameter added there is documented by regenerating).
+FORWARDED: dict[str, tuple[str, ...]] = {"main": ("train", "analyze")}
+
+
+@functools.cache
+def _mlproject() -> dict:
+    return yaml.safe_load((ROOT / "MLproject").read_text())["entry_points"]
+
+
+def mlproject_parameters(entry: str) -> dict[str, dict]:
+    """The `parameters` of one MLproject entry point: name -> {type, default}."""
+    return _mlproject()[entry].get("parameters", {})
+
+
+def entry_meaning(entry: str, name: str) -> str:
+    """The meaning of parameter `name` of an entry point without a config: ENTRY_HELP's, or the help string of
+    the config field it is passed on to (FORWARDED), named so."""
+    if name in ENTRY_HELP.get(entry, {}):
+        return ENTRY_HELP[entry][name]
+    for target in FORWARDED.get(entry, ()):
+        fields = {f.name: f for f in dataclasses.fields(CONFIGS[target])}
+        if name in fields:
+            return f"{_sentence(fields[name].metadata['help'])} Passed to `{target}`"
+    raise KeyError(f"MLproject's {entry} parameter {name!r} has no meaning: add it to ENTRY_HELP[{entry!r}]")
+
+
+def entry_table(entry: str) -> str:
+    """The parameter table of an entry point without a config: MLproject's names and defaults, in its order, with
+    `entry_meaning`'s meanings."""
+    lines = [HEADER]
+    for name, spec in mlproject_parameters(entry).items():
+        default = spec.get("default")
+        shown = "(required)" if default is None else f"`{param_str(default)}`"
+        lines.append(f"| `{name}` | {shown} | {_sentence(_cell(entry_meaning(entry, name)))} |")
+    return "\n".join(lines)
+
+
+# The README's short tables: the five most-used parameters of each everyday command.
+README_PARAMS: dict[str, tuple[str, ...]] = {
+    "train": ("dataset", "model", "epochs", "train_size", "checkpoint_every"),
+    "analyze": ("run_id", "cuts", "max_samples", "matrix", "anisotropy"),
+    "sweep": ("n_trials", "study_name", "storage", "search_space", "sampler"),
+}
+
+HEADER = "| parameter | default | meaning |\n|---|---|---|"
+
+
+def param_str(value: object) -> str:
+    """A default as MLproject and the command line spell it (none, true/false): `tc.tracking.param_str`'s rule,
+    repeated here so the docs need no MLflow import."""
+    if value is None:
+        return "none"
+    if isinstance(value, bool):
+        return str(value).lower()
+    return str(value)
+
+
+def no_link(text: str) -> str:
+    """`text` with `](` escaped, so that `g[t, T](x)` in a table is not taken for a link (the help strings and
+    the metric table hold no links)."""
+    return text.replace("](", "]\\(")
+
+
+def _cell(text: str) -> str:
+    """Text safe in a Markdown table cell: pipes escaped, <...> escaped so it is not taken for HTML, no links."""
+    return no_link(text.replace("|", "\\|").replace("<", "\\<").replace(">", "\\>"))
+
+
+def _sentence(text: str) -> str:
+    return text if text.endswith(".") else text + "."
+
+
+def _meaning(entry: str, f: dataclasses.Field, notes: bool) -> str:
+    """A field's help string, its choices and (with `notes`) its note from NOTES, as one table cell."""
+    meaning = _cell(f.metadata.get("help", ""))
+    if f.metadata.get("choices"):
+        meaning = _sentence(meaning) + " One of " + ", ".join(f"`{c}`" for c in f.metadata["choices"]) + "."
+    note = NOTES.get(entry, {}).get(f.name) if notes else None
+    if note:
+        meaning = _sentence(meaning) + " " + note.replace("|", "\\|")  # notes are Markdown already
+    return _sentence(meaning)
+
+
+def rows(entry: str, notes: bool = True) -> list[tuple[str, str, str]]:
+    """(name, default, meaning) for every parameter of `entry`, in the config's field order, then the extras."""
+    declared = mlproject_parameters(entry)
+    out = []
+    for f in dataclasses.fields(CONFIGS[entry]):
+        required = "default" not in declared[f.name]  # MLproject's rule: a parameter without a default is required
+        out.append((f.name, "(required)" if required else f"`{param_str(f.default)}`", _meaning(entry, f, notes)))
+    for name, (default, meaning) in EXTRA_PARAMS.get(entry, {}).items():
+        out.append((name, f"`{default}`", _sentence(meaning)))
+    return out
+
+
+def param_table(entry: str, names: tuple[str, ...] | None = None, notes: bool = True) -> str:
+    """The Markdown parameter table of `entry`: every parameter, or `names` in that order; `notes=False` gives
+    the help strings alone (the README's short tables)."""
+    by_name = {r[0]: r for r in rows(entry, notes)}
+    chosen = list(by_name.values()) if names is None else [by_name[n] for n in names]
+    return "\n".join([HEADER, *(f"| `{n}` | {d} | {m} |" for n, d, m in chosen)])
+
+
+# Block name -> (the file it lives in, its generator).
+BLOCKS: dict[str, tuple[str, Callable[[], str]]] = {
+    "train-params": ("docs/train.md", lambda: param_table("train")),
+    "analyze-params": ("docs/analyze.md", lambda: param_table("analyze")),
+    "sweep-params": ("docs/sweep.md", lambda: param_table("sweep")),
+    "report-params": ("docs/report.md", lambda: entry_table("report")),
+    "main-params": ("README.md", lambda: entry_table("main")),
+    "cache-params": ("docs/analyze.md", lambda: entry_table("cache")),
+    "metrics": ("docs/analyze.md", lambda: no_link(metrics.markdown_table())),
+    **{
+        f"readme-{entry}": ("README.md", lambda entry=entry: param_table(entry, README_PARAMS[entry], notes=False))
+        for entry in README_PARAMS
+    },
+}
+
+_BLOCK = re.compile(r"(<!-- gen:(?P<name>[\w-]+)[^\n]*?-->\n)(?P<body>.*?)(<!-- /gen:(?P=name) -->)", re.S)
+
+
+def rewrite(text: str) -> tuple[str, list[str]]:
+    """`text` with every generated block regenerated, and the names of the blocks that changed. An unknown
+    block name is an error (a typo would otherwise leave a table unchecked)."""
+    stale: list[str] = []
+
+    def fill(m: re.Match) -> str:
+        name = m.group("name")
+        if name not in BLOCKS:
+            raise ValueError(f"unknown generated block {name!r}; known: {', '.join(BLOCKS)}")
+        body = BLOCKS[name][1]() + "\n"
+        if body != m.group("body"):
+            stale.append(name)
+        return m.group(1) + body + m.group(4)
+
+    return _BLOCK.sub(fill, text), stale
+
+
+def doc_files() -> list[Path]:
+    return [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+
+
+def blocks_in(text: str) -> list[str]:
+    return [m.group("name") for m in _BLOCK.finditer(text)]
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--check", action="store_true", help="report stale blocks and exit 1; write nothing")
+    args = ap.parse_args(argv)
+    found: dict[str, list[Path]] = {}
+    stale_any = False
+    for path in doc_files():
+        text = path.read_text()
+        for name in blocks_in(text):
+            found.setdefault(name, []).append(path)
+        new, stale = rewrite(text)
+        if stale:
+            stale_any = True
+            rel = path.relative_to(ROOT)
+            if args.check:
+                print(f"{rel}: stale generated block(s): {', '.join(stale)}")
+            else:
+                path.write_text(new)
+                print(f"{rel}: regenerated {', '.join(stale)}")
+    for name, (where, _) in BLOCKS.items():
+        if [p.relative_to(ROOT).as_posix() for p in found.get(name, [])] != [where]:
+            print(f"block {name!r} must appear once, in {where}; found in {found.get(name, [])}")
+            return 1
+    return 1 if (args.check and stale_any) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,286 @@
+"""The docs cannot drift from the code: generated tables are current, MLproject agrees with the configs, every
+relative link resolves, every documented `mlflow run` passes `--env-manager local` and `--experiment-name tc`, the
+README stays short."""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import re
+import typing
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tc.config import TrainConfig, _opt, cast_field
+
+ROOT = Path(__file__).resolve().parents[1]
+DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+
+
+def _load_generator():
+    spec = importlib.util.spec_from_file_location("gen_docs", ROOT / "scripts" / "gen_docs.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+gen = _load_generator()
+
+
+def test_every_generated_block_is_current_and_where_it_belongs():
+    for path in DOCS:
+        _, stale = gen.rewrite(path.read_text())
+        assert not stale, f"{path.name}: stale {stale}; run `python scripts/gen_docs.py` and commit"
+    for name, (where, _) in gen.BLOCKS.items():
+        holders = [p.relative_to(ROOT).as_posix() for p in DOCS if name in gen.blocks_in(p.read_text())]
+        assert holders == [where], (name, holders)
+        assert gen.blocks_in((ROOT / where).read_text()).count(name) == 1, name
+    assert gen.main(["--check"]) == 0
+
+
+def test_a_table_goes_stale_when_a_config_field_changes(monkeypatch):
+    @dataclass(frozen=True)
+    class Changed(TrainConfig):
+        epochs: int = _opt(7, "passes over the training set (with target_loss: the cap)")
+
+    # from the docs as the code generates them today (this test checks the mechanism, the one above the docs)
+    train_md = gen.rewrite((ROOT / "docs" / "train.md").read_text())[0]
+    readme = gen.rewrite((ROOT / "README.md").read_text())[0]
+    monkeypatch.setitem(gen.CONFIGS, "train", Changed)
+    new, stale = gen.rewrite(train_md)
+    assert stale == ["train-params"] and "| `epochs` | `7` |" in new and "| `epochs` | `7` |" not in train_md
+    assert gen.rewrite(readme)[1] == ["readme-train"]
+    assert gen.main(["--check"]) == 1  # what `--check` reports
+
+
+def test_a_hand_edited_table_is_stale_and_regenerated():
+    text = gen.rewrite((ROOT / "docs" / "analyze.md").read_text())[0]
+    row = "| `window` | `0.5` |"
+    assert row in text
+    edited = text.replace(row, "| `window` | `0.25` |")
+    new, stale = gen.rewrite(edited)
+    assert stale == ["analyze-params"] and new == text
+    edited = text.replace("| `tc_mmd` |", "| `tc_mmd_mean` |")
+    assert gen.rewrite(edited) == (text, ["metrics"])
+
+
+def test_an_unknown_block_name_is_an_error():
+    with pytest.raises(ValueError, match="unknown generated block 'trian-params'"):
+        gen.rewrite("<!-- gen:trian-params -->\n| x |\n<!-- /gen:trian-params -->\n")
+
+
+MLPROJECT = yaml.safe_load((ROOT / "MLproject").read_text())["entry_points"]
+TYPES = {int: "int", float: "float", str: "string", bool: "string"}  # MLflow passes booleans as strings
+
+
+@pytest.mark.parametrize("entry", sorted(gen.CONFIGS))
+def test_mlproject_parameters_agree_with_the_config(entry):
+    cls = gen.CONFIGS[entry]
+    declared = MLPROJECT[entry]["parameters"]
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    extras = gen.EXTRA_PARAMS.get(entry, {})
+    assert set(declared) == set(fields) | set(extras), "MLproject and the config name different parameters"
+    hints = typing.get_type_hints(cls)
+    for name, f in fields.items():
+        spec = declared[name]
+        annotation = hints[name]
+        if typing.get_origin(annotation) in (typing.Union, __import__("types").UnionType):
+            (annotation,) = [a for a in typing.get_args(annotation) if a is not type(None)]
+        assert spec["type"] == TYPES[annotation], (entry, name, spec["type"], annotation)
+        if "default" not in spec:  # a required parameter: the config refuses its empty default
+            assert f.default == "", (entry, name)
+            continue
+        assert cast_field(cls, name, str(spec["default"])) == f.default, (entry, name, spec["default"], f.default)
+    for name, (default, _) in extras.items():
+        assert str(declared[name]["default"]) == default, (entry, name)
+    command = MLPROJECT[entry]["command"]
+    for name in declared:
+        assert f"--{name} {{{name}}}" in command, (entry, name)
+
+
+def table_rows(table: str) -> list[tuple[str, str, str]]:
+    """(name, default, meaning) of each row of a generated parameter table, backticks stripped."""
+    out = []
+    for line in table.splitlines()[2:]:
+        name, default, meaning = re.fullmatch(r"\| `([^`]+)` \| (.+?) \| (.+) \|", line).groups()
+        out.append((name, default.strip("`"), meaning))
+    return out
+
+
+def test_every_entry_point_has_a_parameter_table():
+    assert {f"{entry}-params" for entry in MLPROJECT} <= set(gen.BLOCKS)
+
+
+@pytest.mark.parametrize("entry", sorted(set(MLPROJECT) - set(gen.CONFIGS)))
+def test_entry_points_without_a_config_have_every_parameter_documented(entry):
+    declared = MLPROJECT[entry]["parameters"]
+    rows = table_rows(gen.entry_table(entry))
+    assert [r[0] for r in rows] == list(declared)  # MLproject's names, in its order
+    for name, default, meaning in rows:
+        assert default == (
+            "(required)" if "default" not in declared[name] else gen.param_str(declared[name]["default"])
+        )
+        assert meaning.strip(". ")
+    assert set(gen.ENTRY_HELP.get(entry, {})) <= set(declared), "ENTRY_HELP documents a parameter MLproject lacks"
+
+
+def test_a_parameter_main_passes_on_is_documented_by_regenerating(monkeypatch):
+    """What a merge that adds a main parameter needs: a regeneration (a train or analyze field's help), or a meaning
+    in ENTRY_HELP (anything else is an error naming it)."""
+    readme = gen.rewrite((ROOT / "README.md").read_text())[0]  # as generated from today's MLproject
+    declared = dict(MLPROJECT["main"]["parameters"], checkpoint_every={"type": "int", "default": 10})
+    real = gen.mlproject_parameters
+    monkeypatch.setattr(gen, "mlproject_parameters", lambda entry: declared if entry == "main" else real(entry))
+    assert table_rows(gen.entry_table("main"))[-1] == (
+        "checkpoint_every",
+        "10",
+        "optimizer steps between checkpoints; 0 = once per epoch. Passed to `train`.",
+    )
+    assert gen.rewrite(readme)[1] == ["main-params"]
+    declared["made_up"] = {"type": "int", "default": 1}
+    with pytest.raises(KeyError, match="main parameter 'made_up' has no meaning"):
+        gen.entry_table("main")
+
+
+def test_required_comes_from_mlproject(monkeypatch):
+    declared = {k: dict(v) for k, v in MLPROJECT["analyze"]["parameters"].items()}
+    assert {r[0]: r[1] for r in gen.rows("analyze")}["run_id"] == "(required)"
+    declared["run_id"]["default"] = "none"
+    del declared["cuts"]["default"]
+    monkeypatch.setattr(gen, "mlproject_parameters", lambda entry: declared)
+    by_name = {r[0]: r[1] for r in gen.rows("analyze")}
+    assert by_name["run_id"] != "(required)" and by_name["cuts"] == "(required)"
+
+
+@pytest.mark.parametrize("entry", sorted(gen.CONFIGS))
+def test_every_note_is_a_field_and_every_field_has_help(entry):
+    fields = {f.name: f for f in dataclasses.fields(gen.CONFIGS[entry])}
+    assert set(gen.NOTES.get(entry, {})) <= set(fields), "a NOTES key is no field of the config"
+    assert not [n for n, f in fields.items() if not f.metadata.get("help", "").strip()], "a field without help"
+    assert set(gen.README_PARAMS.get(entry, ())) <= set(fields)
+
+
+def _outside_code(text: str) -> str:
+    """`text` without fenced code blocks and inline code spans (links and headings there are not links)."""
+    text = re.sub(r"^```.*?^```", "", text, flags=re.S | re.M)
+    return re.sub(r"`[^`\n]*`", "", text)
+
+
+def slug(heading: str) -> str:
+    """GitHub's anchor for a heading: its text, lower case, punctuation but `-` and `_` dropped, spaces to `-`."""
+    text = re.sub(r"\[([^\]]*)\]\([^)]*\)", r"\1", heading)  # a link keeps its text
+    text = text.replace("`", "").replace("**", "").strip().lower()
+    return re.sub(r"[^\w\- ]", "", text).replace(" ", "-")
+
+
+def anchors(path: Path) -> set[str]:
+    text = re.sub(r"^```.*?^```", "", path.read_text(), flags=re.S | re.M)
+    seen: dict[str, int] = {}
+    out = set()
+    for heading in re.findall(r"^#{1,6} +(.+?) *#*$", text, flags=re.M):
+        s = slug(heading)
+        out.add(s if s not in seen else f"{s}-{seen[s]}")
+        seen[s] = seen.get(s, 0) + 1
+    return out
+
+
+def test_slug_follows_github():
+    assert slug("Reading the numbers: the quick-start run") == "reading-the-numbers-the-quick-start-run"
+    assert slug("Cost (measured with `python benchmarks/cpu_guard.py`)") == (
+        "cost-measured-with-python-benchmarkscpu_guardpy"
+    )
+    assert slug("Runs in the MLflow UI and the Optuna dashboard") == "runs-in-the-mlflow-ui-and-the-optuna-dashboard"
+
+
+def broken_links(path: Path, text: str) -> list[str]:
+    """The relative links and images of `text` (the file at `path`) whose file or heading does not exist."""
+    broken = []
+    for target in re.findall(r"\]\(([^)\s]+)(?:\s+\"[^\"]*\")?\)", _outside_code(text)):
+        if re.match(r"[a-z]+:", target):  # http:, https:, mailto:
+            continue
+        file_part, _, anchor = target.partition("#")
+        resolved = (path.parent / file_part).resolve() if file_part else path
+        if not resolved.is_file():
+            broken.append(f"{path.name}: {target} (no such file)")
+        elif anchor and resolved.suffix == ".md" and anchor not in anchors(resolved):
+            broken.append(f"{path.name}: {target} (no such heading)")
+    return broken
+
+
+def test_every_relative_link_resolves_to_a_file_and_anchor():
+    broken = [b for path in DOCS for b in broken_links(path, path.read_text())]
+    assert not broken, "\n".join(broken)
+
+
+def test_a_broken_link_or_anchor_is_found():
+    readme = ROOT / "README.md"
+    text = "[a](docs/train.md#data) [b](docs/nope.md) [c](docs/train.md#nope) `[d](code.md)` [e](https://x.org/y)"
+    assert broken_links(readme, text) == [
+        "README.md: docs/nope.md (no such file)",
+        "README.md: docs/train.md#nope (no such heading)",
+    ]
+
+
+def mlflow_run_commands(text: str) -> list[str]:
+    """Every `mlflow run` command in `text`: continued shell lines joined, up to a closing backtick or a comment."""
+    text = text.replace("\\\n", " ")  # one logical line per continued shell command
+    return [
+        line[m.start() :].split("`")[0].split(" # ")[0]
+        for line in text.splitlines()
+        for m in re.finditer(r"mlflow run [^`\s]", line)
+    ]
+
+
+def commands_without(flag: str, name: str, text: str) -> list[str]:
+    """The `mlflow run` commands of `text` (the file `name`) that do not pass `flag`."""
+    return [f"{name}: {command}" for command in mlflow_run_commands(text) if flag not in command]
+
+
+def test_every_documented_mlflow_run_passes_env_manager_local():
+    missing = [c for path in DOCS for c in commands_without("--env-manager local", path.name, path.read_text())]
+    assert not missing, "\n".join(missing)
+
+
+def test_every_documented_mlflow_run_passes_experiment_name_tc():
+    """As the README's: every run lands in the experiment `tc` (see docs/ui.md), not in MLflow's Default."""
+    missing = [c for path in DOCS for c in commands_without("--experiment-name tc", path.name, path.read_text())]
+    assert not missing, "\n".join(missing)
+
+
+def test_a_command_without_a_flag_is_found():
+    text = (
+        "```bash\n"
+        "mlflow run . --env-manager local --experiment-name tc -e train \\\n    -P epochs=1\n"  # good, continued
+        "mlflow run . --experiment-name tc -e sweep   # --env-manager local only in the comment\n"
+        "mlflow run . -e analyze \\\n    --env-manager local -P run_id=x\n"  # flag on the continuation line
+        "```\n"
+        "Run `mlflow run . --env-manager local -e report` (inline), or see `mlflow run` (no command).\n"
+    )
+    assert mlflow_run_commands(text) == [
+        "mlflow run . --env-manager local --experiment-name tc -e train      -P epochs=1",
+        "mlflow run . --experiment-name tc -e sweep  ",
+        "mlflow run . -e analyze      --env-manager local -P run_id=x",
+        "mlflow run . --env-manager local -e report",
+    ]
+    assert commands_without("--env-manager local", "x.md", text) == [
+        "x.md: mlflow run . --experiment-name tc -e sweep  "
+    ]
+    assert commands_without("--experiment-name tc", "x.md", text) == [
+        "x.md: mlflow run . -e analyze      --env-manager local -P run_id=x",
+        "x.md: mlflow run . --env-manager local -e report",
+    ]
+
+
+def test_readme_is_a_two_minute_read():
+    text = (ROOT / "README.md").read_text()
+    assert len(text.splitlines()) <= 250
+    # the quick start's printed output sits between one marker pair, for the lead to replace
+    assert text.count("<!-- quickstart-output -->") == 1 and text.count("<!-- /quickstart-output -->") == 1
+    assert text.index("<!-- quickstart-output -->") < text.index("=== tc quick start ===")
+    assert text.index("=== tc quick start ===") < text.index("<!-- /quickstart-output -->")
+    # and it links every docs page
+    for page in sorted((ROOT / "docs").glob("*.md")):
+        assert f"](docs/{page.name}" in text, f"README does not link docs/{page.name}"
