@@ -776,9 +776,14 @@ def label_train_run(run_id: str, cfg: TrainConfig) -> None:
 
 
 def _analysis_metrics(run_id: str) -> dict[str, float]:
-    metrics = get_run(run_id).data.metrics
-    logged = previous_analysis_metrics(run_id)
-    return {k: v for k, v in metrics.items() if k in logged}
+    """The current analysis' values for the run's description: the pointed version's own summary.json
+    (`current_analysis`), whole also while another write-back changes the run's latest metrics. {} when the
+    run has no readable analysis: a description is cosmetic, and `check_previous_analysis` refuses such a run
+    before it is analyzed again."""
+    try:
+        return current_analysis(run_id)[1]
+    except ValueError:
+        return {}
 
 
 def describe_train_run(run_id: str) -> None:

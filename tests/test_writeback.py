@@ -192,3 +192,109 @@ def test_sigkill_mid_write_leaves_the_old_pointer_on_a_whole_version(mlflow_stor
     assert run.data.tags[POINTER] == "1" and not tracking.analysis_metrics_settled(run.info.run_id)
     assert any(v == b[k] for k, v in run.data.metrics.items() if k in b)  # B's values did reach the store
     reader.check(tmp_path / "after")  # and yet the pointer leads to A, whole
+
+
+def _orphan(run_id: str, tmp_path: Path, version: int, summary: str) -> None:
+    """A dir `analysis/v<version>` no pointer names, whose summary.json reads `summary`."""
+    d = tmp_path / f"orphan{version}"
+    d.mkdir()
+    (d / "summary.json").write_text(summary)
+    MlflowClient().log_artifacts(run_id, str(d), f"analysis/v{version}")
+
+
+@pytest.mark.parametrize(
+    "summary", ['{"metrics": {"m00001": 1.', "[1, 2]", '{"metrics": [1]}', '{"metrics": {"x": true}}']
+)
+def test_an_orphan_whose_summary_is_unreadable_is_skipped(mlflow_store, tmp_path, summary):
+    """A write-back that died before its marker (truncated summary, or a dir no analysis of tc's wrote) logged
+    no metric: the next analysis skips it instead of crashing after an hour of work."""
+    run_id, _, _, _ = _setup(tmp_path)
+    _orphan(run_id, tmp_path, 2, summary)
+    c = {"m00000": 5.0}
+    tracking.check_previous_analysis(run_id)
+    assert tracking.log_analysis(run_id, _analysis(tmp_path, "C", c), c, 5, {"name": "C"}) == 3
+    assert tracking.current_analysis(run_id) == ("analysis/v3", c)
+    latest = MlflowClient().get_run(run_id).data.metrics
+    assert latest["m00000"] == 5.0 and math.isnan(latest["only_a"])
+
+
+@pytest.mark.parametrize(
+    "summary", ['{"metrics": {"m": 1.', "[1, 2]", '{"metrics": {"m": "1"}}', '{"metrics": {"m": false}}']
+)
+def test_a_pointed_summary_that_is_not_one_is_refused_naming_it(mlflow_store, tmp_path, summary):
+    run_id = _new_run()
+    _orphan(run_id, tmp_path, 1, summary)
+    MlflowClient().set_tag(run_id, POINTER, "1")
+    for read in (tracking.current_analysis, tracking.previous_analysis_metrics, tracking.check_previous_analysis):
+        with pytest.raises(ValueError, match=r"analysis/v1/summary\.json is not an analysis summary"):
+            read(run_id)
+
+
+def test_stale_keys_are_only_names_the_run_holds(mlflow_store, tmp_path):
+    """An orphan's summary may name keys MLflow refuses (a NUL): they were never logged, so they are not sent
+    (sending them failed after the first chunk, with the marker set)."""
+    run_id, _, _, _ = _setup(tmp_path)
+    _orphan(run_id, tmp_path, 2, json.dumps({"metrics": {"bad\x00key": 1.0, "m00001": 2.0}}))
+    c = {"m00000": 5.0}
+    assert tracking.log_analysis(run_id, _analysis(tmp_path, "C", c), c, 5, {"name": "C"}) == 3
+    run = MlflowClient().get_run(run_id)
+    assert MARKER not in run.data.tags and run.data.tags[POINTER] == "3"
+    assert "bad\x00key" not in run.data.metrics and math.isnan(run.data.metrics["m00001"])
+
+
+@pytest.mark.parametrize(
+    "marker",
+    [
+        '{"version": 2, "step": 1e30}',
+        '{"version": 2, "step": 100000000000000000000}',
+        '{"version": 2.0, "step": 3}',
+        '{"version": true, "step": 1}',
+        '{"version": 2, "step": -1}',
+        '{"version": 2}',
+        "[2, 3]",
+        '"2"',
+        "not json",
+    ],
+)
+def test_a_marker_that_is_not_tcs_is_refused_before_any_write(mlflow_store, tmp_path, marker):
+    """A huge step reached SQLite as an integer overflow on every later write-back (the run bricked), a bool
+    read as version 1, and a marker that was not an object silently gave step 0."""
+    run_id, _, a, _ = _setup(tmp_path)
+    MlflowClient().set_tag(run_id, MARKER, marker)
+    assert not tracking.analysis_metrics_settled(run_id)
+    with pytest.raises(ValueError, match=r"tc\.analysis_writing=.* is not an analysis marker"):
+        tracking.check_previous_analysis(run_id)
+    c = {"m00000": 5.0}
+    with pytest.raises(ValueError, match=r"tc\.analysis_writing=.* is not an analysis marker"):
+        tracking.log_analysis(run_id, _analysis(tmp_path, "C", c), c, 5, {"name": "C"})
+    run = MlflowClient().get_run(run_id)
+    assert run.data.tags[POINTER] == "1" and run.data.metrics["m00000"] == a["m00000"]  # nothing written
+    assert {Path(f.path).name for f in MlflowClient().list_artifacts(run_id, "analysis")} == {"v1"}
+
+
+def test_a_died_writes_marker_step_carries_to_the_next_analysis(mlflow_store, tmp_path):
+    run_id, _, _, _ = _setup(tmp_path)
+    MlflowClient().set_tag(run_id, MARKER, json.dumps({"version": 2, "step": 30}))
+    assert not tracking.analysis_metrics_settled(run_id)
+    c = {"m00000": 5.0}
+    tracking.log_analysis(run_id, _analysis(tmp_path, "C", c), c, 5, {"name": "C"})
+    (m,) = MlflowClient().get_metric_history(run_id, "m00000")[-1:]
+    assert m.step == 30 and m.value == 5.0 and tracking.analysis_metrics_settled(run_id)
+
+
+def test_current_analysis_reads_the_pointer_again_when_its_version_vanished(mlflow_store, tmp_path, monkeypatch):
+    """A reader that looked up pointer N just before two later write-backs finds analysis/v<N> deleted."""
+    run_id, _, a, _ = _setup(tmp_path)
+    real = tracking.analysis_dir
+    answers = iter(["analysis/v7"])  # the first look-up names a version since deleted
+    monkeypatch.setattr(tracking, "analysis_dir", lambda r: next(answers, None) or real(r))
+    assert tracking.current_analysis(run_id) == ("analysis/v1", a)
+    MlflowClient().set_tag(run_id, POINTER, "7")  # a pointer that stays on a missing version: said clearly
+    with pytest.raises(ValueError, match=r"analysis/v7 has no summary\.json"):
+        tracking.current_analysis(run_id)
+
+
+def test_the_run_description_reads_the_pointed_version(mlflow_store, tmp_path):
+    run_id, _, a, _ = _setup(tmp_path)
+    MlflowClient().log_metric(run_id, "m00000", 99.0, step=40)  # a write-back in flight changed one value
+    assert tracking._analysis_metrics(run_id) == a
