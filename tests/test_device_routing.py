@@ -15,6 +15,7 @@ import traceback
 
 import pytest
 import torch
+from mlflow.tracking import MlflowClient
 from torch import nn
 from torch.overrides import TorchFunctionMode
 from torch.utils import _pytree as pytree
@@ -259,12 +260,46 @@ def test_the_reference_run_loads_only_its_last_checkpoint(mlflow_store, monkeypa
 
     run_id, _ = _logged_run(0, [0, 4, 8])
     reference_id, last = _logged_run(1, [0, 3, 6, 9])
-    loaded = []
+    loaded, fetched = [], []
     real = ck.load_checkpoint
     monkeypatch.setattr(ck, "load_checkpoint", lambda path, *a: loaded.append(str(path)) or real(path, *a))
+    real_fetch = MlflowClient.download_artifacts
+
+    def fetch(self, run_id, path, *a, **k):
+        fetched.append((run_id, path))
+        return real_fetch(self, run_id, path, *a, **k)
+
+    monkeypatch.setattr(MlflowClient, "download_artifacts", fetch)
     ckpts, _, run = tracking.load_analysis_inputs(AnalyzeConfig(run_id=run_id, reference_run_id=reference_id))
     assert ckpts.steps == [0, 4, 8]
     assert run.reference.steps == [9]
     assert all(torch.equal(run.reference.state_dicts[0][k], v) for k, v in last.items())
     from_reference = [p for p in loaded if reference_id in p]
     assert len(from_reference) == 1 and from_reference[0].endswith(ck.filename(9))
+    # downloaded: the index and the last checkpoint only (the cache was empty)
+    assert sorted(p for r, p in fetched if r == reference_id) == [
+        "checkpoints/index.json",
+        "checkpoints/" + ck.filename(9),
+    ]
+
+
+@pytest.mark.parametrize("held", [False, 3, 9.0])
+def test_a_loaded_checkpoint_must_hold_its_index_step_as_an_int(tmp_path, held):
+    """`_load_one` (the last checkpoint of a reference run, step 0 of an analysed run): a payload whose step
+    is a bool (False == 0), a float or another step is refused."""
+    from tc import checkpoints as ck
+    from tc import tracking
+
+    spec = ModelSpec("mlp", 2, 8, 1, 8, 10)
+    net = build_model(spec)
+    entry = ck.save_checkpoint(tmp_path, 0, 0.0, spec.to_dict(), net.state_dict())
+    good = tracking._load_one("r", net, entry, tmp_path / entry.file)
+    assert all(torch.equal(good[k], v) for k, v in net.state_dict().items())
+    payload = ck.safe_load(tmp_path / entry.file)
+    payload["step"] = held
+    ck.atomic_save(payload, tmp_path / entry.file)
+    lying = ck.IndexEntry(0, 0.0, entry.file, ck.sha256(tmp_path / entry.file))
+    with pytest.raises(ck.CheckpointError, match=r"listed as step 0 but holds step"):
+        tracking._load_one("r", net, lying, tmp_path / entry.file)
+    with pytest.raises(ck.CheckpointError, match=r"listed as step 0 but holds step"):
+        tracking.load_initial_state("r", net, [(lying, tmp_path / entry.file)])
