@@ -11,6 +11,7 @@ the device. An analysis that honours `device` runs every one of them there and m
 
 from __future__ import annotations
 
+import contextlib
 import traceback
 
 import pytest
@@ -303,3 +304,46 @@ def test_a_loaded_checkpoint_must_hold_its_index_step_as_an_int(tmp_path, held):
         tracking._load_one("r", net, lying, tmp_path / entry.file)
     with pytest.raises(ck.CheckpointError, match=r"listed as step 0 but holds step"):
         tracking.load_initial_state("r", net, [(lying, tmp_path / entry.file)])
+
+
+def test_tf32_is_off_on_cuda_for_the_analysis_only_and_restored():
+    """`exact_fp32` (CPU-runnable: the flags are plain settings): on a CUDA device, matmul and cuDNN TF32 are
+    off inside the block, the caller's settings come back after, also when the block raises; other devices are
+    left alone."""
+    from tc.device import exact_fp32
+
+    saved = torch.get_float32_matmul_precision(), torch.backends.cudnn.allow_tf32
+    try:
+        for matmul, conv in (("high", True), ("medium", False), ("highest", True)):
+            torch.set_float32_matmul_precision(matmul)
+            torch.backends.cudnn.allow_tf32 = conv
+            with exact_fp32(torch.device("cpu")):
+                assert (torch.get_float32_matmul_precision(), torch.backends.cudnn.allow_tf32) == (matmul, conv)
+            with pytest.raises(KeyError), exact_fp32(torch.device("cuda")):
+                assert torch.get_float32_matmul_precision() == "highest"
+                assert not torch.backends.cuda.matmul.allow_tf32 and not torch.backends.cudnn.allow_tf32
+                raise KeyError("the analysis failed")
+            assert (torch.get_float32_matmul_precision(), torch.backends.cudnn.allow_tf32) == (matmul, conv)
+    finally:
+        torch.set_float32_matmul_precision(saved[0])
+        torch.backends.cudnn.allow_tf32 = saved[1]
+
+
+def test_analyze_run_runs_inside_the_tf32_scope_of_its_device(monkeypatch):
+    entered = []
+
+    @contextlib.contextmanager
+    def scope(device):
+        entered.append(device)
+        yield
+
+    def inside(*a, **k):
+        assert entered, "the analysis started outside exact_fp32"
+        raise KeyError("stop")
+
+    monkeypatch.setattr(tc.analysis, "exact_fp32", scope)
+    monkeypatch.setattr(tc.analysis, "consistency_analysis", inside)
+    data = load_data("digits", train_size=64)
+    with pytest.raises(KeyError, match="stop"):
+        tc.analysis.analyze_run(None, data, AnalyzeConfig(run_id="r", device="cpu"), None)
+    assert entered == [torch.device("cpu")]
