@@ -6,12 +6,19 @@ storages (a model moved with `.to(device)`, an input moved with `.to(device)`, a
 them), `.device` of such a tensor answers the fake device, and `.cpu()` gives an unmarked copy. It records
 what a real accelerator would refuse: an operation mixing tensors on and off the device, and `.numpy()` of a
 device tensor; and, for every convolution, linear map, BatchNorm and pairwise distance, whether it ran on
-the device. An analysis that honours `device` runs every one of them there and mixes nothing.
+the device; and any random draw aimed at the device (seeded draws stay on the CPU, whose generator a GPU's
+does not reproduce). An analysis that honours `device` runs every one of them there and mixes nothing, and
+its metrics equal those of the plain CPU bit for bit (the fake device computes on the CPU, so a difference is
+a code path that depends on the device).
+
+The harness leans on `TorchFunctionMode` and storage attributes; it was checked on torch 2.14.1 (CPU build).
+A real device run is the final word: docs/scaling.md.
 """
 
 from __future__ import annotations
 
 import contextlib
+import math
 import traceback
 
 import pytest
@@ -32,6 +39,12 @@ from tc.models import ModelSpec, build_model
 
 FAKE = torch.device("meta")
 HEAVY = {"conv2d", "linear", "batch_norm", "cdist", "conv_transpose2d"}
+# seeded draws stay on the CPU: a device's generator gives other numbers than the CPU's for one seed, so an
+# analysis on a GPU would not reproduce its CPU twin
+RANDOM = {
+    "randn", "rand", "randint", "randperm", "normal", "normal_", "uniform_", "bernoulli", "bernoulli_",
+    "multinomial", "randn_like", "rand_like", "randint_like", "random_", "exponential_", "poisson",
+}  # fmt: skip
 MAY_MIX = {"copy_", "__setitem__", "to", "cpu", "__getitem__", "__set__", "_has_compatible_shallow_copy_type"}
 
 
@@ -103,6 +116,8 @@ class FakeAccelerator(TorchFunctionMode):
             dense = {on_device(t) for t in tensors if t.dim() > 0}
             if len(dense) == 2:
                 self.violations.append(f"{name} mixes device and host tensors at {_where()} (phase {self.phase})")
+        if name in RANDOM and (to_device or any(on_device(t) for t in tensors)):
+            self.violations.append(f"random draw {name} on the device at {_where()} (phase {self.phase})")
         if name in HEAVY:
             self.heavy.append((self.phase, name, _where(), all(on_device(t) for t in tensors)))
         out = func(*args, **kwargs)
@@ -123,6 +138,10 @@ class FakeAccelerator(TorchFunctionMode):
 
 @pytest.fixture
 def accelerator(monkeypatch):
+    return _install(monkeypatch)
+
+
+def _install(monkeypatch) -> FakeAccelerator:
     """The fake device, for everything that resolves `cfg.device`, and each phase named while it runs."""
     acc = FakeAccelerator()
     real_to = nn.Module.to
@@ -180,7 +199,11 @@ def _checkpoints(n: int, seed: int = 0) -> tuple[nn.Module, list[dict]]:
     return build_model(spec), sds
 
 
-def test_every_part_of_an_analysis_runs_on_the_configured_device(accelerator):
+def _same(a: float, b: float) -> bool:
+    return a == b or (math.isnan(a) and math.isnan(b))
+
+
+def test_every_part_of_an_analysis_runs_on_the_configured_device(monkeypatch):
     model, sds = _checkpoints(3)
     _, other = _checkpoints(2, seed=10)
     data = load_data("digits", train_size=512)  # 4 full minibatches of 128: gradient noise is computed
@@ -188,8 +211,16 @@ def test_every_part_of_an_analysis_runs_on_the_configured_device(accelerator):
         run_id="x", max_samples=24, null_draws=100, cuts="1,3", batch_size=16, grad_batches=3, splits="train,test"
     )
     run = RunContext(model, 128, 0, reference=Checkpoints([0, 9], other))
+    plain = tc.analysis.analyze_run(Checkpoints([0, 5, 10], sds), data, cfg, run).metrics  # the plain CPU
+    accelerator = _install(monkeypatch)
     with accelerator:
         metrics = tc.analysis.analyze_run(Checkpoints([0, 5, 10], sds), data, cfg, run).metrics
+    # the oracle: the device's analysis equals the plain CPU's bit for bit (timings aside); with the fake
+    # device computing on the CPU, a difference is a code path that depends on the device
+    timed = {k for k in metrics if k.endswith("_seconds") or k.endswith("_cost_epochs")}
+    assert set(metrics) == set(plain)
+    differ = {k: (metrics[k], plain[k]) for k in set(metrics) - timed if not _same(metrics[k], plain[k])}
+    assert differ == {}, f"{len(differ)} metrics differ between the device and the CPU: {sorted(differ.items())[:5]}"
     assert "gm_disagreement" in metrics and "tc_mmd" in metrics and "aniso_grad_min_pvalue" in metrics
     assert accelerator.violations == []
     phases = {phase for phase, *_ in accelerator.heavy}
@@ -212,8 +243,13 @@ def test_the_harness_sees_what_a_device_would_refuse(accelerator):
         assert out.device == FAKE and out.cpu().device.type == "cpu"
         nn.functional.cross_entropy(out, torch.tensor([0, 1, 0, 1]))  # labels on the host
         out.detach().numpy()
+        torch.randn(3, generator=torch.Generator().manual_seed(0))  # a seeded draw on the host: fine
+        torch.randn(3, device=FAKE)  # draws aimed at the device
+        torch.zeros(3).to(FAKE).normal_()
+        torch.multinomial(out.softmax(1), 1)
     assert [there for *_, there in accelerator.heavy] == [False, True]
-    assert len(accelerator.violations) == 2
+    assert len(accelerator.violations) == 5
+    assert sum("random draw" in v for v in accelerator.violations) == 3
 
 
 def test_composites_load_each_distinct_checkpoint_once(monkeypatch):
