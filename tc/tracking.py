@@ -530,6 +530,9 @@ def log_analysis(
     5. then the marker is removed and dirs older than the previous version are deleted (best effort; the
        previous one is kept for a reader that looked up the pointer just before the switch).
 
+    One writer per run: two analyses written back into one run at once can pick the same N, and their
+    steps interleave; run them one after the other (a sweep's trials each write their own run).
+
     A reader that sees pointer N therefore finds all of N's values in the run's latest metrics and in
     `analysis/v<N>/`; while the marker names another version, the latest metrics are mixed and only
     `current_analysis` (the pointed version's summary.json) is whole. Metrics go at max(step, the step of the
@@ -550,20 +553,30 @@ def log_analysis(
     # only keys the run holds: a name in a summary.json that is no metric of the run (none MLflow would take)
     # is never sent, so it cannot fail after the first chunk
     stale = ((previous_analysis_metrics(run_id) | orphans) & set(run.data.metrics)) - set(metrics)
-    client().log_artifacts(run_id, str(local_dir), f"{ANALYSIS_DIR}/v{version}")
-    marker = json.dumps({"version": version, "step": step})
-    client().log_batch(run_id, tags=[mlflow.entities.RunTag(ANALYSIS_WRITING_TAG, marker)])
-    now = int(time.time() * 1000)
-    values = {**metrics, **{k: float("nan") for k in sorted(stale)}}
-    for chunk in _store_calls([Metric(k, float(v), now, step) for k, v in values.items()]):
-        client().log_batch(run_id, metrics=chunk)
     all_tags = {
         **(tags or {}),
         ANALYSIS_TAG: json.dumps(config)[:5000],
         ANALYSIS_STEP_TAG: str(step),
         ANALYSIS_VERSION_TAG: str(version),
     }
-    client().log_batch(run_id, tags=[mlflow.entities.RunTag(k, str(v)) for k, v in all_tags.items()])
+    pointer_call = [mlflow.entities.RunTag(k, str(v)) for k, v in all_tags.items()]
+    from mlflow.utils.validation import MAX_PARAMS_TAGS_PER_BATCH
+
+    if len(pointer_call) > MAX_PARAMS_TAGS_PER_BATCH:  # checked before anything is written: the pointer
+        # and the tags it vouches for go in one store call (MLflow would split a larger batch)
+        raise ValueError(
+            f"run {run_id}: {len(pointer_call)} analysis tags do not fit one store call "
+            f"({MAX_PARAMS_TAGS_PER_BATCH}); nothing was written"
+        )
+    client().log_artifacts(run_id, str(local_dir), f"{ANALYSIS_DIR}/v{version}")
+    # synchronous: MLFLOW_ENABLE_ASYNC_LOGGING would otherwise queue the calls, and the order is the point
+    marker = json.dumps({"version": version, "step": step})
+    client().log_batch(run_id, tags=[mlflow.entities.RunTag(ANALYSIS_WRITING_TAG, marker)], synchronous=True)
+    now = int(time.time() * 1000)
+    values = {**metrics, **{k: float("nan") for k in sorted(stale)}}
+    for chunk in _store_calls([Metric(k, float(v), now, step) for k, v in values.items()]):
+        client().log_batch(run_id, metrics=chunk, synchronous=True)
+    client().log_batch(run_id, tags=pointer_call, synchronous=True)
     with contextlib.suppress(MlflowException):  # cosmetic: a marker equal to the pointer means settled
         client().delete_tag(run_id, ANALYSIS_WRITING_TAG)
     _delete_old_analyses(run_id, keep={version, previous})

@@ -298,3 +298,23 @@ def test_the_run_description_reads_the_pointed_version(mlflow_store, tmp_path):
     run_id, _, a, _ = _setup(tmp_path)
     MlflowClient().log_metric(run_id, "m00000", 99.0, step=40)  # a write-back in flight changed one value
     assert tracking._analysis_metrics(run_id) == a
+
+
+def test_every_write_back_call_is_synchronous_and_the_tags_fit_one(mlflow_store, tmp_path, monkeypatch):
+    """With MLFLOW_ENABLE_ASYNC_LOGGING the calls would be queued: the order (pointer last) is the point. Too
+    many tags for one store call are refused before anything is written."""
+    run_id, _, _, _ = _setup(tmp_path)
+    calls = []
+    real = MlflowClient.log_batch
+    monkeypatch.setattr(
+        MlflowClient, "log_batch", lambda self, *args, **k: calls.append(k.get("synchronous")) or real(self, *args, **k)
+    )
+    c = {"m00000": 5.0}
+    too_many = {f"t{i}": "x" for i in range(98)}
+    with pytest.raises(ValueError, match=r"101 analysis tags do not fit one store call"):
+        tracking.log_analysis(run_id, _analysis(tmp_path, "C", c), c, 5, {"name": "C"}, too_many)
+    assert calls == [] and {Path(f.path).name for f in MlflowClient().list_artifacts(run_id, "analysis")} == {"v1"}
+    fits = {f"t{i}": "x" for i in range(97)}
+    assert tracking.log_analysis(run_id, _analysis(tmp_path, "D", c), c, 5, {"name": "D"}, fits) == 2
+    assert len(calls) == 4 and all(s is True for s in calls)  # marker, 2 metric chunks (1 + 1,100 NaN), pointer
+    assert MlflowClient().get_run(run_id).data.tags["t96"] == "x"
