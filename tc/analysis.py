@@ -27,7 +27,7 @@ from tc.checkpoints import Checkpoints, RunContext, init_index
 from tc.compose import ComposeOptions, composite_outputs, composite_outputs_naive
 from tc.config import AnalyzeConfig
 from tc.data import DataBundle
-from tc.device import resolve_device
+from tc.device import exact_fp32, resolve_device
 from tc.metrics import add_means_over_cuts
 from tc.models import BlockNet, at_state
 from tc.progress import progress_bar
@@ -80,34 +80,36 @@ def analyze_run(
 ) -> AnalysisResult:
     """Every metric of an analysis of `ckpts` (see `tc.metrics.METRICS`), with its tables and summary.
     `progress(n)` is called as the composite forwards finish n more samples. `controls=False` leaves out the
-    controls of `consistency_analysis` (cross-seed, bf16 agreement): a cheap surrogate is timed alone."""
-    splits = make_splits(data, cfg)
-    result = consistency_analysis(ckpts, data, cfg, run, splits, progress, controls=controls)
-    if cfg.anisotropy:
-        split = split_named(splits, "test") or splits[0]
-        t0 = time.perf_counter()
-        steps = len(parse_cuts(cfg.cut_spec, run.model)) + 1  # gradient noise, then each cut
-        with progress_bar(steps, "tc analyze: anisotropy", unit="step") as tick:
-            result.aniso = anisotropy(ckpts, data, cfg, run, split, tick)
-        result.metrics.update(result.aniso.metrics)
-        result.metrics["anisotropy_seconds"] = time.perf_counter() - t0
-        if "aniso_grad_min_pvalue" not in result.metrics:
-            result.summary["warnings"].append(
-                "gradient noise skipped: the training set has fewer than 3 full minibatches"
-            )
-    train, test = split_named(splits, "train"), split_named(splits, "test")
-    if cfg.measures:
-        if train is None:
-            result.summary["warnings"].append("baseline measures need the train split; skipped")
-        else:
-            gm = baseline_measures(ckpts, data, cfg, run, (train, test), result.summary["warnings"])
-            result.metrics.update(gm)
-        if train is not None and test is not None:
+    controls of `consistency_analysis` (cross-seed, bf16 agreement): a cheap surrogate is timed alone.
+    On CUDA the whole analysis runs with TF32 off (`tc.device.exact_fp32`), restored after."""
+    with exact_fp32(resolve_device(cfg.device)):  # TF32 off on CUDA: fp32 means fp32 (tc.device.exact_fp32)
+        splits = make_splits(data, cfg)
+        result = consistency_analysis(ckpts, data, cfg, run, splits, progress, controls=controls)
+        if cfg.anisotropy:
+            split = split_named(splits, "test") or splits[0]
             t0 = time.perf_counter()
-            result.metrics.update(mmd_measures(ckpts, data, cfg, run, (train, test)))
-            result.metrics["tc_mmd_seconds"] = time.perf_counter() - t0
-    if run.seconds_per_epoch:  # what the consistency analysis cost, in the run's own training epochs
-        result.metrics["tc_cost_epochs"] = result.metrics["analysis_seconds"] / run.seconds_per_epoch
+            steps = len(parse_cuts(cfg.cut_spec, run.model)) + 1  # gradient noise, then each cut
+            with progress_bar(steps, "tc analyze: anisotropy", unit="step") as tick:
+                result.aniso = anisotropy(ckpts, data, cfg, run, split, tick)
+            result.metrics.update(result.aniso.metrics)
+            result.metrics["anisotropy_seconds"] = time.perf_counter() - t0
+            if "aniso_grad_min_pvalue" not in result.metrics:
+                result.summary["warnings"].append(
+                    "gradient noise skipped: the training set has fewer than 3 full minibatches"
+                )
+        train, test = split_named(splits, "train"), split_named(splits, "test")
+        if cfg.measures:
+            if train is None:
+                result.summary["warnings"].append("baseline measures need the train split; skipped")
+            else:
+                gm = baseline_measures(ckpts, data, cfg, run, (train, test), result.summary["warnings"])
+                result.metrics.update(gm)
+            if train is not None and test is not None:
+                t0 = time.perf_counter()
+                result.metrics.update(mmd_measures(ckpts, data, cfg, run, (train, test)))
+                result.metrics["tc_mmd_seconds"] = time.perf_counter() - t0
+        if run.seconds_per_epoch:  # what the consistency analysis cost, in the run's own training epochs
+            result.metrics["tc_cost_epochs"] = result.metrics["analysis_seconds"] / run.seconds_per_epoch
     return result
 
 
@@ -143,6 +145,7 @@ def baseline_measures(
         other=at_state(run.model, run.reference.state_dicts[-1]) if run.reference is not None else None,
         x_test=data.normalize(test.x) if test is not None else None,
         seed=cfg.seed,
+        device=resolve_device(cfg.device),
     )
     if init is None:
         values["gm_dist_init"] = math.nan
@@ -386,19 +389,23 @@ def mmd_measures(
 ) -> dict[str, float]:
     """tc_mmd_d<cut>: MMD² between the temporally augmented shallow features {z_t(x): t in the window,
     x in the train split} and the final checkpoint's features of the test split, global-average-pooled
-    (at most `max_rows` rows each, seeded). Small = the augmentation covers the test distribution."""
+    (at most `max_rows` rows each, seeded). Small = the augmentation covers the test distribution. Features
+    and MMD² are computed on `cfg.device`; the row subsets are drawn on the CPU (the same rows everywhere)."""
     (train, test), model = splits, run.model
+    device = resolve_device(cfg.device)
     win = C.window(ckpts.steps, cfg.window)
     g = torch.Generator().manual_seed(cfg.seed + 3)
     out = {}
     cuts = parse_cuts(cfg.cut_spec, model)
     for cut in cuts:
-        aug = noise.pool(
-            noise.features(model, [ckpts.state_dicts[i] for i in win], data.normalize(train.x), cut, cfg.batch_size)
-        ).flatten(0, 1)
-        tst = noise.pool(noise.features(model, [ckpts.state_dicts[-1]], data.normalize(test.x), cut, cfg.batch_size))[0]
+        shallow = [ckpts.state_dicts[i] for i in win]
+        aug = noise.pool(noise.features(model, shallow, data.normalize(train.x), cut, cfg.batch_size, device))
+        tst = noise.pool(
+            noise.features(model, [ckpts.state_dicts[-1]], data.normalize(test.x), cut, cfg.batch_size, device)
+        )
+        aug, tst = aug.flatten(0, 1), tst[0]
         aug = aug[torch.randperm(len(aug), generator=g)[:max_rows]]
         tst = tst[torch.randperm(len(tst), generator=g)[:max_rows]]
-        out[f"tc_mmd_d{cut}"] = C.mmd2(aug, tst)[0]
+        out[f"tc_mmd_d{cut}"] = C.mmd2(aug.to(device), tst.to(device))[0]
     add_means_over_cuts(out, ["tc_mmd"], cuts)
     return out

@@ -14,6 +14,7 @@ from tc import noise
 from tc.checkpoints import Checkpoints, RunContext
 from tc.config import AnalyzeConfig
 from tc.data import DataBundle, iterate_batches
+from tc.device import resolve_device
 from tc.metrics import add_means_over_cuts
 from tc.splits import EvalSplit, parse_cuts
 
@@ -63,6 +64,7 @@ def anisotropy(
     after each cut (len(cuts) + 1 calls): the phase takes minutes on a CPU."""
     tick = progress or (lambda n: None)
     model, train_batch_size, train_seed = run.model, run.train_batch_size, run.train_seed
+    device = resolve_device(cfg.device)  # models and forward passes; the statistics run on the CPU (numpy)
     cuts = parse_cuts(cfg.cut_spec, model)
     win = C.window(ckpts.steps, cfg.window)
     chosen = [ckpts.state_dicts[i] for i in win] + [ckpts.state_dicts[-1]]
@@ -73,12 +75,12 @@ def anisotropy(
         if len(batches) == cfg.grad_batches or len(yb) < train_batch_size:
             break
         batches.append((data.normalize(xb), yb))
-    grads = noise.gradient_noise(model, ckpts.state_dicts[grad_ckpt], batches, cuts, seed=cfg.seed)
+    grads = noise.gradient_noise(model, ckpts.state_dicts[grad_ckpt], batches, cuts, seed=cfg.seed, device=device)
     tick(1)
     stat_rows, spec_rows, pert_frames, metrics = [], [], [], {}
     pvalues: dict[tuple[str, str], dict[int, float]] = {}
     for cut in cuts:
-        feats = noise.features(model, chosen, x, cut, cfg.batch_size)
+        feats = noise.features(model, chosen, x, cut, cfg.batch_size, device)
         reports = {}
         drift = noise.drift_vectors(feats)
         if len(A.drift_units(drift, cfg.seed)) >= 3:  # >= 3 pairs of samples whose drift differs
@@ -110,7 +112,7 @@ def anisotropy(
             tick(1)
             continue
         opts = perturb_options(cfg)
-        pert = noise.perturbation_test(model, ckpts.state_dicts[-1], feats[-1], full, (split.y, cut), opts)
+        pert = noise.perturbation_test(model, ckpts.state_dicts[-1], feats[-1], full, (split.y, cut), opts, device)
         pert_frames.append(pert.assign(cut=cut)[["cut", "eps", "kind", "draw", "acc"]])
         summary = noise.perturbation_summary(pert)
         for row in summary.itertuples():

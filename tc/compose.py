@@ -157,8 +157,18 @@ def composite_outputs(
     if group is None:
         group = len(shallow) if device.type == "cuda" else 1
     columns = list(range(len(deep))) if opts.columns is None else list(opts.columns)
-    shallow_models = [_loaded(model, sd, channels_last).to(device) for sd in shallow]
-    deep_models = {j: _loaded(model, deep[j], channels_last).to(device) for j in columns}
+    # One model on the device per distinct checkpoint: the final checkpoint (and, for the full matrix,
+    # every one) is in both `shallow` and `deep`, and the shallow and deep blocks of one loaded model serve
+    # both roles (eval mode, no state changes), so it is loaded once, not twice.
+    on_device: dict[int, BlockNet] = {}
+
+    def load(sd: StateDict) -> BlockNet:
+        if id(sd) not in on_device:
+            on_device[id(sd)] = _loaded(model, sd, channels_last).to(device)
+        return on_device[id(sd)]
+
+    shallow_models = [load(sd) for sd in shallow]
+    deep_models = {j: load(deep[j]) for j in columns}
     n_s = len(shallow)
     outs = {cut: _empty(n_s, len(deep), len(y)) for cut in cuts}
     for out in outs.values():

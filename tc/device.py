@@ -12,7 +12,9 @@ unit-stride kernels, so `guard_cpu_kernels` rewrites only those modules, only wh
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 
 import torch
 from torch import nn
@@ -27,6 +29,27 @@ def resolve_device(device: str) -> torch.device:
     if device == "cuda" and not torch.cuda.is_available():
         raise ValueError("device=cuda was asked for, but torch sees no CUDA device; use device=cpu or auto")
     return torch.device(device)
+
+
+@contextlib.contextmanager
+def exact_fp32(device: torch.device) -> Iterator[None]:
+    """Float32 matrix products and convolutions in full fp32 on a CUDA `device` while the block runs, the
+    caller's settings restored after. On CUDA, cuDNN computes float32 convolutions in TF32 by default (10-bit
+    mantissa), and `torch.set_float32_matmul_precision("high")` makes matmuls do so too: an analysis at
+    precision=fp32 (and the fp32 parts of one at bf16: features, statistics, the bf16 control's reference)
+    would then differ from the CPU's by far more than rounding. bf16 autocast regions are unaffected. A no-op
+    on other devices."""
+    if device.type != "cuda":
+        yield
+        return
+    matmul, conv = torch.get_float32_matmul_precision(), torch.backends.cudnn.allow_tf32
+    torch.set_float32_matmul_precision("highest")
+    torch.backends.cudnn.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.set_float32_matmul_precision(matmul)
+        torch.backends.cudnn.allow_tf32 = conv
 
 
 def cpu_capability() -> str:

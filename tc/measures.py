@@ -5,11 +5,16 @@ plain tensors, returns one float, and is timed by `compute_all` so users can wei
 θ: all trainable parameters; θ_0: the initialisation (step 0); A_l: the linear map of layer l (a convolution
 with its BatchNorm folded in) on the layer's actual input shape; f(x) ∈ R^K the logits; L: mean
 cross-entropy on the given data.
+
+Device: every measure computes where its model's parameters are (`compute_all(device=...)` moves them);
+inputs are moved there. Seeded noise is drawn on the CPU and then moved, so a measure draws the same
+perturbations on every device; ARPACK's iteration runs on the CPU, its operator applications on the device.
 """
 
 from __future__ import annotations
 
 import copy
+import itertools
 import math
 import time
 from collections.abc import Callable
@@ -20,6 +25,12 @@ import torch
 from scipy.sparse.linalg import LinearOperator, eigsh
 from torch import nn
 from torch.nn import functional as F
+
+
+def _device(module: nn.Module) -> torch.device:
+    """Where `module` computes: the device of its first parameter or buffer (the CPU if it has none)."""
+    t = next(itertools.chain(module.parameters(), module.buffers()), None)
+    return torch.device("cpu") if t is None else t.device
 
 
 def _params(model: nn.Module) -> torch.Tensor:
@@ -89,14 +100,15 @@ def operator_norm(
 def _autograd_gram(f: nn.Module, shape: tuple[int, ...]) -> Callable[[np.ndarray], np.ndarray]:
     """v -> AᵀA v for any affine f: f is affine, so its backward graph does not depend on the point; it is
     built once at 0 and reused."""
-    zero = torch.zeros(shape, dtype=torch.float64, requires_grad=True)
+    device = _device(f)
+    zero = torch.zeros(shape, dtype=torch.float64, device=device, requires_grad=True)
     f0 = f(zero)
 
     def gram(v: np.ndarray) -> np.ndarray:
-        t = torch.from_numpy(np.ascontiguousarray(v, dtype=np.float64)).reshape(shape)
+        t = torch.from_numpy(np.ascontiguousarray(v, dtype=np.float64)).reshape(shape).to(device)
         with torch.no_grad():
             u = f(t) - f0
-        return torch.autograd.grad(f0, zero, u, retain_graph=True)[0].reshape(-1).numpy()
+        return torch.autograd.grad(f0, zero, u, retain_graph=True)[0].reshape(-1).cpu().numpy()
 
     return gram
 
@@ -117,11 +129,11 @@ def _folded_gram(f: nn.Module, shape: tuple[int, ...]) -> Callable[[np.ndarray],
         scale = scale / torch.sqrt(bn.running_var + bn.eps)
         w = w * scale.view(-1, *([1] * (w.dim() - 1)))
     if isinstance(layer, nn.Linear):
-        return lambda v: (torch.from_numpy(v).reshape(shape) @ w.T @ w).reshape(-1).numpy()
+        return lambda v: (torch.from_numpy(v).reshape(shape).to(w.device) @ w.T @ w).reshape(-1).cpu().numpy()
     if layer.padding_mode != "zeros" or isinstance(layer.padding, str):
         return None
     kw = dict(stride=layer.stride, padding=layer.padding, dilation=layer.dilation, groups=layer.groups)
-    out_hw = F.conv2d(torch.zeros(shape, dtype=torch.float64), w, **kw).shape[-2:]
+    out_hw = F.conv2d(torch.zeros(shape, dtype=torch.float64, device=w.device), w, **kw).shape[-2:]
     back = [
         (o - 1) * s - 2 * p + d * (k - 1) + 1
         for o, s, p, d, k in zip(out_hw, layer.stride, layer.padding, layer.dilation, w.shape[-2:], strict=True)
@@ -129,9 +141,9 @@ def _folded_gram(f: nn.Module, shape: tuple[int, ...]) -> Callable[[np.ndarray],
     output_padding = tuple(h - b for h, b in zip(shape[-2:], back, strict=True))
 
     def gram(v: np.ndarray) -> np.ndarray:
-        t = torch.from_numpy(np.ascontiguousarray(v, dtype=np.float64)).reshape(shape)
+        t = torch.from_numpy(np.ascontiguousarray(v, dtype=np.float64)).reshape(shape).to(w.device)
         u = F.conv2d(t, w, **kw)
-        return F.conv_transpose2d(u, w, output_padding=output_padding, **kw).reshape(-1).numpy()
+        return F.conv_transpose2d(u, w, output_padding=output_padding, **kw).reshape(-1).cpu().numpy()
 
     return gram
 
@@ -183,7 +195,7 @@ def _layer_terms(module: nn.Module, shape: tuple[int, ...]) -> tuple[float, tupl
 @torch.no_grad()
 def _out_shape(module: nn.Module, shape: tuple[int, ...]) -> tuple[int, ...]:
     m = copy.deepcopy(module).eval()
-    return tuple(m(torch.zeros(shape)).shape)
+    return tuple(m(torch.zeros(shape, device=_device(m))).shape)
 
 
 def log_spectral_product(model: nn.Module, input_shape: tuple[int, ...]) -> float:
@@ -199,13 +211,16 @@ def log_spectral_product(model: nn.Module, input_shape: tuple[int, ...]) -> floa
 
 @torch.no_grad()
 def _logits(model: nn.Module, x: torch.Tensor, batch_size: int = 500) -> torch.Tensor:
+    """[N, K] logits on the model's device (eval mode)."""
     model.eval()
-    return torch.cat([model(x[i : i + batch_size]) for i in range(0, len(x), batch_size)])
+    device = _device(model)
+    return torch.cat([model(x[i : i + batch_size].to(device)) for i in range(0, len(x), batch_size)])
 
 
 def margin(model: nn.Module, x: torch.Tensor, y: torch.Tensor, q: float = 0.1) -> float:
     """The q-quantile (default 10th percentile) over training samples of f_y(x) - max_{j≠y} f_j(x)."""
     logits = _logits(model, x)
+    y = y.to(logits.device)
     true = logits.gather(1, y[:, None])[:, 0]
     other = logits.scatter(1, y[:, None], -math.inf).max(dim=1).values
     return float(torch.quantile(true - other, q))
@@ -213,7 +228,8 @@ def margin(model: nn.Module, x: torch.Tensor, y: torch.Tensor, q: float = 0.1) -
 
 def loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
     """L(θ) = mean cross-entropy (eval mode)."""
-    return float(nn.functional.cross_entropy(_logits(model, x), y))
+    logits = _logits(model, x)
+    return float(nn.functional.cross_entropy(logits, y.to(logits.device)))
 
 
 @dataclass(frozen=True)
@@ -242,7 +258,7 @@ def _perturbed_increase(
         noisy = copy.deepcopy(model)
         with torch.no_grad():
             for p in noisy.parameters():
-                p.add_(torch.randn(p.shape, generator=g) * sigma * (p.abs() + opts.eps))
+                p.add_(torch.randn(p.shape, generator=g).to(p.device) * sigma * (p.abs() + opts.eps))
         increases.append(loss(noisy, x, y) - base)
     return float(sum(increases) / opts.draws)
 
@@ -295,11 +311,17 @@ def compute_all(
     other: nn.Module | None = None,
     x_test: torch.Tensor | None = None,
     seed: int = 0,
+    device: str | torch.device | None = None,
 ) -> tuple[dict[str, float], dict[str, float]]:
     """({gm_<name>: value}, {gm_<name>: seconds}) of `model` with its initialisation `init`, on the training
     samples `train` = (x, y); `gm_disagreement` with `other` (another seed) on `x_test` when both are given;
-    `seed` seeds the sharpness perturbations."""
-    x_train, y_train = train
+    `seed` seeds the sharpness perturbations. `device`: where to compute; the models are moved there (in
+    place) and the samples copied there once (None: where `model` is)."""
+    device = _device(model) if device is None else torch.device(device)
+    model, init = model.to(device), init.to(device)
+    other = other.to(device) if other is not None else None
+    x_train, y_train = (t.to(device) for t in train)
+    x_test = x_test.to(device) if x_test is not None else None
     jobs: dict[str, Callable[[], float]] = {
         "param_norm": lambda: param_norm(model),
         "dist_init": lambda: dist_from_init(model, init),

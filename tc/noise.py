@@ -32,12 +32,23 @@ from tc.models import BlockNet, at_state
 
 
 @torch.inference_mode()
-def features(model: BlockNet, sds: Sequence[StateDict], x: torch.Tensor, cut: int, batch_size: int = 256):
-    """[T, N, ...] shallow features of every checkpoint at `cut`."""
+def features(
+    model: BlockNet,
+    sds: Sequence[StateDict],
+    x: torch.Tensor,
+    cut: int,
+    batch_size: int = 256,
+    device: str | torch.device = "cpu",
+) -> torch.Tensor:
+    """[T, N, ...] shallow features of every checkpoint at `cut`, computed on `device` (one checkpoint's model
+    there at a time) and returned on the CPU, where the statistics that use them run."""
     out = []
     for sd in sds:
-        m = at_state(model, sd)
-        out.append(torch.cat([m.forward_blocks(x[a : a + batch_size], 0, cut) for a in range(0, len(x), batch_size)]))
+        m = at_state(model, sd).to(device)
+        chunks = [
+            m.forward_blocks(x[a : a + batch_size].to(device), 0, cut).cpu() for a in range(0, len(x), batch_size)
+        ]
+        out.append(torch.cat(chunks))
     return torch.stack(out)
 
 
@@ -92,9 +103,12 @@ def gradient_noise(
     cuts: Sequence[int],
     proj_dim: int = 128,
     seed: int = 0,
+    device: str | torch.device = "cpu",
 ) -> dict[int, np.ndarray]:
     """{cut: [n_batches, min(P, proj_dim)]} minibatch gradient noise of the P parameters of blocks [0, cut),
     in train mode (BatchNorm uses batch statistics, as SGD saw it): g_b - ḡ projected (`project_noise`).
+    The gradients are computed on `device`; the seeded projection runs on the CPU (numpy), so it draws the
+    same random subspace wherever the gradients came from.
 
     Sampling unit: the minibatches in `batches` (analyze passes the first `grad_batches` full minibatches of
     the training run's epoch-0 shuffle, e.g. 32 of 39 at 5,000 examples and batch 128). ḡ is their mean, not
@@ -103,16 +117,16 @@ def gradient_noise(
     null draws the same way, so its test is calibrated for that. (Batches of one shuffle are drawn without
     replacement; their exchangeable negative correlation is a common component that the centring removes.)
     Memory: the [n, P] float32 gradients plus a streamed projection (`project_noise`)."""
-    m = at_state(model, sd).train()
+    m = at_state(model, sd).to(device).train()
     guard_cpu_kernels(m, next(m.parameters()).device)  # weight gradients: oneDNN's AVX2 bug (tc/device.py)
     grads = {cut: [] for cut in cuts}
     names = {cut: [n for n, _ in m.named_parameters() if m.block_of(n) in m.block_names[:cut]] for cut in cuts}
     params = dict(m.named_parameters())
     for x, y in batches:
         m.zero_grad(set_to_none=True)
-        nn.functional.cross_entropy(m(x), y).backward()
-        for cut in cuts:
-            grads[cut].append(torch.cat([params[n].grad.flatten() for n in names[cut]]))
+        nn.functional.cross_entropy(m(x.to(device)), y.to(device)).backward()
+        for cut in cuts:  # to the CPU per minibatch: the device holds one minibatch's gradients, not n of them
+            grads[cut].append(torch.cat([params[n].grad.flatten() for n in names[cut]]).cpu())
     # float32 rows: the [n, P] gradients are the only P-sized array kept (1.4 GB for resnet18 at n = 32)
     return {cut: project_noise(torch.stack(grads[cut]).numpy(), proj_dim, seed + cut) for cut in cuts}
 
@@ -147,6 +161,7 @@ def perturbation_test(
     drift_full: torch.Tensor,
     labelled_cut: tuple[torch.Tensor, int],
     opts: PerturbOptions = PerturbOptions(),
+    device: str | torch.device = "cpu",
 ) -> pd.DataFrame:
     """Accuracy of the final deep part on perturbed final features: rows (eps, kind, draw, acc) with kind in
     clean (eps 0, draw 0) / top / random / bottom. `drift_full`: [T - 1, N, ...] full-space drift (rows for
@@ -156,9 +171,10 @@ def perturbation_test(
     top-k / bottom-k principal drift directions, or a fresh uniformly random k-dim subspace), scaled to norm
     ε ||z_T(x)||. Draws differ in c (and in the random subspace), so `perturbation_summary` gives a CI over
     draws: Monte-Carlo uncertainty of the perturbation, conditional on the samples and the drift directions.
-    `labelled_cut`: (the samples' labels y, the cut)."""
+    `labelled_cut`: (the samples' labels y, the cut). The deep part runs on `device`; the directions and the
+    seeded noise are drawn on the CPU, so every device sees the same perturbations."""
     (y, cut), eps, k, draws, seed = labelled_cut, opts.eps, opts.k, opts.draws, opts.seed
-    m = at_state(model, sd_final)
+    m = at_state(model, sd_final).to(device)
     flat = z_final.flatten(1).double()
     dirs, _ = principal_directions(drift_rows(drift_full, opts.max_rows, seed).numpy())
     kk = min(k, len(dirs))
@@ -171,7 +187,9 @@ def perturbation_test(
     def accs(variants: list[torch.Tensor], chunk: int = 1024) -> list[float]:
         """Accuracy of each [N, D] variant; all variants go through the deep part together, in chunks."""
         z = torch.cat(variants).view(-1, *z_final.shape[1:]).to(z_final.dtype)
-        pred = torch.cat([m.forward_blocks(z[a : a + chunk], cut).argmax(1) for a in range(0, len(z), chunk)])
+        pred = torch.cat(
+            [m.forward_blocks(z[a : a + chunk].to(device), cut).argmax(1).cpu() for a in range(0, len(z), chunk)]
+        )
         return (pred.view(len(variants), -1) == y).double().mean(1).tolist()
 
     rows = [(0.0, "clean", 0, accs([flat])[0])]

@@ -291,16 +291,19 @@ def checkpoint_index(run_id: str) -> list[ck.IndexEntry]:
             ) from None
 
 
-def download_checkpoints(run_id: str, root: Path) -> list[tuple[ck.IndexEntry, Path]]:
+def download_checkpoints(run_id: str, root: Path, last_only: bool = False) -> list[tuple[ck.IndexEntry, Path]]:
     """Fetch a run's checkpoints through MLflow (any tracking URI) into `root/<run_id>/`, verifying every
     file against the sha256 in `checkpoints/index.json`. Files already cached with the right hash are not
-    downloaded again; a cached file with the wrong hash is replaced.
+    downloaded again; a cached file with the wrong hash is replaced. `last_only`: only the entry of the
+    largest step (the whole index is still checked first).
 
     The index is data from whoever logged the run: every entry is checked against the filename rule
     (`ck.read_index`) before anything is downloaded, a refused run gets one message naming the bad entry,
     and files are written only as `root/<run_id>/<ck.filename(step)>`, never through a symbolic link, in a
     cache that only this user can write (`cache.run_dir`)."""
     entries = checkpoint_index(run_id)
+    if last_only and entries:
+        entries = [max(entries, key=lambda e: e.step)]
     target = cache.run_dir(root, run_id)
     out = []
     # Staged inside the run's dir: the final rename stays on one file system (a /tmp on tmpfs would not). The
@@ -336,6 +339,8 @@ ANALYSIS_DIR = "analysis"
 ANALYSIS_TAG = "tc.analysis"  # the config of the current analysis (and the analyze run id)
 ANALYSIS_VERSION_TAG = "tc.analysis_version"  # the pointer: the current analysis is analysis/v<N>/
 ANALYSIS_STEP_TAG = "tc.analysis_step"  # the step its metrics were logged at
+# {"version": N, "step": S} of a write-back in flight (or one that died midway), set before its first metric
+ANALYSIS_WRITING_TAG = "tc.analysis_writing"
 MAX_VERSION = MAX_NUMBER  # the largest N that `tc.names` reads back: log_analysis writes no larger one
 
 
@@ -383,74 +388,197 @@ def _versions(run_id: str) -> list[int]:
     return [v for v in map(_version_of, names) if v is not None]
 
 
-def previous_analysis_metrics(run_id: str) -> set[str]:
-    """Metric names the current analysis of `run_id` logged (from its summary.json), if any. The file is run
-    data: anything but a JSON object whose `metrics` is an object is refused, naming it."""
-    where = analysis_dir(run_id)
-    if where is None:
-        return set()
+def _read_summary(run_id: str, where: str) -> dict[str, float] | None:
+    """The metrics in `<where>/summary.json` (an analysis version's own record of its values); None if the
+    file is absent. The file is run data: anything but a JSON object whose `metrics` is an object of string
+    keys and numeric (not bool) values is refused, naming it."""
     name = f"{where}/summary.json"
     with tempfile.TemporaryDirectory() as tmp:
         try:
             path = client().download_artifacts(run_id, name, tmp)
         except (MlflowException, OSError):
-            return set()
+            return None
         try:
             body = json.loads(Path(path).read_text())
         except (OSError, ValueError) as e:  # a directory, not UTF-8, not JSON
             body = e
-    if not (isinstance(body, dict) and isinstance(body.get("metrics"), dict)):
+    metrics = body.get("metrics") if isinstance(body, dict) else None
+    if not (
+        isinstance(metrics, dict)
+        and all(
+            isinstance(k, str) and isinstance(v, int | float) and not isinstance(v, bool) for k, v in metrics.items()
+        )
+    ):
         what = f"{type(body).__name__}: {body}" if isinstance(body, Exception) else json.dumps(body)
         raise ValueError(
-            f"run {run_id}: {name} is not an analysis summary (a JSON object whose metrics is an object; it "
-            f"reads {what[:200]}): refusing to write a new analysis over it"
+            f"run {run_id}: {name} is not an analysis summary (a JSON object whose metrics map names to numbers; "
+            f"it reads {what[:200]}): refusing to read or write analyses over it"
         )
-    return set(body["metrics"])
+    return {k: float(v) for k, v in metrics.items()}
+
+
+def previous_analysis_metrics(run_id: str) -> set[str]:
+    """Metric names the current analysis of `run_id` logged (from its summary.json), if any. The file is run
+    data: anything but a JSON object whose `metrics` maps names to numbers is refused, naming it."""
+    where = analysis_dir(run_id)
+    return set() if where is None else set(_read_summary(run_id, where) or {})
+
+
+def current_analysis(run_id: str) -> tuple[str | None, dict[str, float]]:
+    """(artifact dir, metrics) of the run's current analysis, read by following the pointer to that version's
+    own summary.json: the values of exactly the version the pointer names, at any moment, also while another
+    analysis is being written back (a version's files are complete before the pointer names it, and the
+    version before the current one is kept). A reader that looked up the pointer just before two later
+    write-backs finds its version deleted: the pointer is then read again, once. (None, {}) if the run has
+    not been analyzed."""
+    where = analysis_dir(run_id)
+    for _ in range(2):
+        if where is None:
+            return None, {}
+        metrics = _read_summary(run_id, where)
+        if metrics is not None:
+            return where, metrics
+        again = analysis_dir(run_id)
+        if again == where:
+            break
+        where = again
+    raise ValueError(
+        f"run {run_id}: its current analysis {where} has no summary.json (deleted, or never written by tc): "
+        "analyze the run again"
+    )
+
+
+def _writing_marker(run_id: str, tags: dict[str, str]) -> tuple[int, int] | None:
+    """(version, step) of the run's `tc.analysis_writing` marker (None without it). The tag is run data: only
+    a JSON object whose `version` and `step` are whole numbers within `tc.names`' rule is read; anything else
+    is refused, naming it (a step past SQLite's integers would stop every later write-back)."""
+    raw = tags.get(ANALYSIS_WRITING_TAG)
+    if raw is None:
+        return None
+    try:
+        body = json.loads(raw)
+    except ValueError:
+        body = None
+    numbers = [body.get(k) for k in ("version", "step")] if isinstance(body, dict) else [None]
+    if not all(type(n) is int and 0 <= n <= MAX_NUMBER for n in numbers):
+        raise ValueError(
+            f"run {run_id}: its tag {ANALYSIS_WRITING_TAG}={raw[:300]!r} is not an analysis marker (a JSON object "
+            "with whole-number version and step): refusing to read or write its analyses (delete the tag if no "
+            "analysis of tc's made it)"
+        )
+    return numbers[0], numbers[1]
+
+
+def analysis_metrics_settled(run_id: str) -> bool:
+    """Whether the run's latest metrics are those of the analysis its pointer names: False while a write-back
+    is in flight (its metrics go in before its pointer, in as many store calls as MLflow needs), or after one
+    died midway, until the next analysis; also False for a marker that is not tc's. `current_analysis` reads
+    the pointed version whole either way."""
+    tags = get_run(run_id).data.tags
+    try:
+        marker = _writing_marker(run_id, tags)
+    except ValueError:
+        return False
+    return marker is None or str(marker[0]) == tags.get(ANALYSIS_VERSION_TAG)
+
+
+def _orphan_metrics(run_id: str, versions: list[int], previous: int | None) -> set[str]:
+    """Metric names of write-backs that died midway (versions above the pointer): some of their values may
+    have reached the run's latest metrics, so the next analysis NaNs those it does not log itself. An orphan
+    whose summary.json is missing or unreadable logged no metric: the marker, set before the first metric,
+    comes only after every file of its version is stored, so it is skipped."""
+    names: set[str] = set()
+    for v in versions:
+        if v > (previous or 0):
+            with contextlib.suppress(ValueError):
+                names |= set(_read_summary(run_id, f"{ANALYSIS_DIR}/v{v}") or {})
+    return names
+
+
+def _store_calls(metrics: list[Metric]) -> list[list[Metric]]:
+    """`metrics` in chunks that MLflow's `log_batch` passes to its store whole, one store call each (it splits
+    a batch above 1,000 entities, and a REST store refuses one)."""
+    from mlflow.utils.validation import MAX_ENTITIES_PER_BATCH, MAX_METRICS_PER_BATCH
+
+    size = min(MAX_METRICS_PER_BATCH, MAX_ENTITIES_PER_BATCH)
+    return [metrics[a : a + size] for a in range(0, len(metrics), size)]
 
 
 def check_previous_analysis(run_id: str) -> None:
     """Refuse now, before an hour of analysis, a run whose analysis tags or summary `log_analysis` would refuse."""
-    analysis_step(run_id, get_run(run_id).data.tags)
+    tags = get_run(run_id).data.tags
+    analysis_step(run_id, tags)
+    _writing_marker(run_id, tags)
     previous_analysis_metrics(run_id)  # reads the version tag too
 
 
 def log_analysis(
     run_id: str, local_dir: Path, metrics: dict[str, float], step: int, config: dict, tags: dict | None = None
 ) -> int:
-    """Log an analysis into `run_id` so that any reader sees one complete analysis or the previous one:
+    """Log an analysis into `run_id` so that a reader following the pointer tag `tc.analysis_version` sees
+    one complete analysis, at any number of metrics, and a write that dies midway leaves the previous one:
 
-    1. the files go to a new, never used `analysis/v<N>/` (a killed analysis leaves an orphan dir no tag
-       names, which the next one skips);
-    2. then ONE `log_batch` (one database transaction) holds every new metric, NaN for every metric of the
-       previous analysis that this one lacks, and the tags: the pointer `tc.analysis_version` = N, the
-       config `tc.analysis`, and `tags`;
-    3. last, dirs older than the previous version are deleted (best effort; the previous one is kept for a
-       reader that looked up the pointer just before the switch).
+    1. the files go to a new, never used `analysis/v<N>/` (summary.json holds every value; a killed
+       analysis leaves an orphan dir no pointer names);
+    2. a tag `tc.analysis_writing` = {"version": N, "step": S} marks the run's latest metrics as in
+       transition (`analysis_metrics_settled`) before any of them changes;
+    3. the metrics: every new one, and NaN for every metric of the previous analysis (or of a write that
+       died midway) that this one lacks, in store calls of at most 1,000 (MLflow splits larger batches, so
+       no single transaction could hold them all);
+    4. last, one call with the tags: the pointer `tc.analysis_version` = N, the config `tc.analysis`, the
+       step and `tags`; the pointer thus names N only once every value of N is stored;
+    5. then the marker is removed and dirs older than the previous version are deleted (best effort; the
+       previous one is kept for a reader that looked up the pointer just before the switch).
 
-    Metrics go at max(step, the previous analysis's step) so that they are the latest values even when this
-    analysis ends at an earlier checkpoint. Returns N."""
+    One writer per run: two analyses written back into one run at once can pick the same N, and their
+    steps interleave; run them one after the other (a sweep's trials each write their own run).
+
+    A reader that sees pointer N therefore finds all of N's values in the run's latest metrics and in
+    `analysis/v<N>/`; while the marker names another version, the latest metrics are mixed and only
+    `current_analysis` (the pointed version's summary.json) is whole. Metrics go at max(step, the step of the
+    previous analysis and of any died write) so that they are the latest values even when this analysis
+    ends at an earlier checkpoint. Returns N."""
     run = get_run(run_id)
     old_tags = run.data.tags
     previous = analysis_version(run_id, old_tags)
-    step = max(int(step), analysis_step(run_id, old_tags))
-    version = max([*_versions(run_id), previous or 0]) + 1
+    marker = _writing_marker(run_id, old_tags)
+    versions = _versions(run_id)
+    version = max([*versions, previous or 0]) + 1
     if version > MAX_VERSION:
         raise ValueError(f"run {run_id}: its analyses reached version {version - 1}, the largest tc writes")
-    stale = previous_analysis_metrics(run_id) - set(metrics)
-    client().log_artifacts(run_id, str(local_dir), f"{ANALYSIS_DIR}/v{version}")
-    now = int(time.time() * 1000)
-    values = {**metrics, **{k: float("nan") for k in stale}}
+    step = max(int(step), analysis_step(run_id, old_tags), marker[1] if marker else 0)
+    if step > MAX_NUMBER:
+        raise ValueError(f"run {run_id}: step {step} is past {MAX_NUMBER}, the largest analysis step tc reads back")
+    orphans = _orphan_metrics(run_id, versions, previous)
+    # only keys the run holds: a name in a summary.json that is no metric of the run (none MLflow would take)
+    # is never sent, so it cannot fail after the first chunk
+    stale = ((previous_analysis_metrics(run_id) | orphans) & set(run.data.metrics)) - set(metrics)
     all_tags = {
-        ANALYSIS_TAG: json.dumps(config)[:5000],
-        ANALYSIS_VERSION_TAG: str(version),
-        ANALYSIS_STEP_TAG: str(step),
         **(tags or {}),
+        ANALYSIS_TAG: json.dumps(config)[:5000],
+        ANALYSIS_STEP_TAG: str(step),
+        ANALYSIS_VERSION_TAG: str(version),
     }
-    client().log_batch(
-        run_id,
-        metrics=[Metric(k, float(v), now, step) for k, v in values.items()],
-        tags=[mlflow.entities.RunTag(k, str(v)) for k, v in all_tags.items()],
-    )
+    pointer_call = [mlflow.entities.RunTag(k, str(v)) for k, v in all_tags.items()]
+    from mlflow.utils.validation import MAX_PARAMS_TAGS_PER_BATCH
+
+    if len(pointer_call) > MAX_PARAMS_TAGS_PER_BATCH:  # checked before anything is written: the pointer
+        # and the tags it vouches for go in one store call (MLflow would split a larger batch)
+        raise ValueError(
+            f"run {run_id}: {len(pointer_call)} analysis tags do not fit one store call "
+            f"({MAX_PARAMS_TAGS_PER_BATCH}); nothing was written"
+        )
+    client().log_artifacts(run_id, str(local_dir), f"{ANALYSIS_DIR}/v{version}")
+    # synchronous: MLFLOW_ENABLE_ASYNC_LOGGING would otherwise queue the calls, and the order is the point
+    marker = json.dumps({"version": version, "step": step})
+    client().log_batch(run_id, tags=[mlflow.entities.RunTag(ANALYSIS_WRITING_TAG, marker)], synchronous=True)
+    now = int(time.time() * 1000)
+    values = {**metrics, **{k: float("nan") for k in sorted(stale)}}
+    for chunk in _store_calls([Metric(k, float(v), now, step) for k, v in values.items()]):
+        client().log_batch(run_id, metrics=chunk, synchronous=True)
+    client().log_batch(run_id, tags=pointer_call, synchronous=True)
+    with contextlib.suppress(MlflowException):  # cosmetic: a marker equal to the pointer means settled
+        client().delete_tag(run_id, ANALYSIS_WRITING_TAG)
     _delete_old_analyses(run_id, keep={version, previous})
     return version
 
@@ -502,6 +630,31 @@ def load_run_checkpoints(
     return loaded
 
 
+def _load_one(run_id: str, model: Any, entry: ck.IndexEntry, path: Path) -> ck.StateDict:
+    """The state dict of one downloaded checkpoint `path` of run `run_id`: its hash must match `entry`, the
+    file must hold `entry.step` itself (an int, not a bool) and `model`'s architecture."""
+    payload = ck.load_checkpoint(path, entry.sha256)
+    step = payload.get("step")
+    if type(step) is not int or step != entry.step:
+        raise ck.CheckpointError(f"run {run_id}: {entry.file} is listed as step {entry.step} but holds step {step!r}")
+    ck.check_architecture(
+        f"run {run_id}", ck.Checkpoints([step], [payload["state_dict"]]), payload["model_spec"], model
+    )
+    return payload["state_dict"]
+
+
+def load_final_checkpoint(run_id: str, model: Any, keep: tuple[str, ...] = ()) -> ck.Checkpoints:
+    """Run `run_id`'s last checkpoint only (verified against the index's sha256, of `model`'s architecture),
+    as one-entry `Checkpoints`: a reference run serves the cross-seed control and gm_disagreement, which use
+    only its final network, so its other checkpoints are neither downloaded nor loaded."""
+    files = download_checkpoints(run_id, cache.checkpoint_root(), last_only=True)
+    if not files:
+        raise ck.CheckpointError(f"run {run_id}: {ck.ARTIFACT_DIR}/{ck.INDEX_FILE} lists no checkpoint")
+    ((entry, path),) = files
+    cache.apply_env_cap((run_id, *keep))
+    return ck.Checkpoints([entry.step], [_load_one(run_id, model, entry, path)])
+
+
 def load_initial_state(run_id: str, model: Any, files: list[tuple[ck.IndexEntry, Path]]) -> ck.StateDict | None:
     """Run `run_id`'s initialisation (the step `ck.init_index` names) from its downloaded, verified checkpoint
     `files` (`download_checkpoints`), for an analysis whose `checkpoints` selection left it out; None when the
@@ -510,19 +663,12 @@ def load_initial_state(run_id: str, model: Any, files: list[tuple[ck.IndexEntry,
     if i is None:
         return None
     entry, path = files[i]
-    payload = ck.load_checkpoint(path, entry.sha256)
-    if payload["step"] != ck.INIT_STEP:
-        raise ck.CheckpointError(
-            f"run {run_id}: {entry.file} is listed as step {entry.step} but holds step {payload['step']}"
-        )
-    init = ck.Checkpoints([ck.INIT_STEP], [payload["state_dict"]])
-    ck.check_architecture(f"run {run_id}", init, payload["model_spec"], model)
-    return payload["state_dict"]
+    return _load_one(run_id, model, entry, path)
 
 
 def load_analysis_inputs(cfg: AnalyzeConfig) -> tuple[ck.Checkpoints, DataBundle, ck.RunContext]:
     """Everything `tc.analysis.analyze_run` needs for `cfg.run_id`: its selected checkpoints (verified), its
-    data set and its `RunContext` (architecture, minibatch size and seed, the reference run's checkpoints,
+    data set and its `RunContext` (architecture, minibatch size and seed, the reference run's last checkpoint,
     seconds per epoch, the step-0 checkpoint when the selection left it out). A user model's code comes only
     from `cfg.model`, the command line."""
     from tc.models import ModelSpec, build_model, factory_for
@@ -547,7 +693,7 @@ def load_analysis_inputs(cfg: AnalyzeConfig) -> tuple[ck.Checkpoints, DataBundle
     ckpts = load_run_checkpoints(cfg.run_id, model, cfg.checkpoints, files=files)
     reference = None
     if cfg.reference_run_id:
-        reference = load_run_checkpoints(cfg.reference_run_id, model, "all", keep=(cfg.run_id,))
+        reference = load_final_checkpoint(cfg.reference_run_id, model, keep=(cfg.run_id,))
     # gm_dist_init measures from step 0 whatever the selection (a list of steps may leave it out)
     i0 = ck.init_index(ckpts.steps)
     init = ckpts.state_dicts[i0] if i0 is not None else load_initial_state(cfg.run_id, model, files)
@@ -559,7 +705,8 @@ def load_analysis_inputs(cfg: AnalyzeConfig) -> tuple[ck.Checkpoints, DataBundle
 
 def log_analysis_result(cfg: AnalyzeConfig, result: AnalysisResult, last_step: int, analyze_run_id: str) -> int:
     """Write `result`'s tables and figures and log them, with its metrics, into the training run `cfg.run_id`
-    as a new analysis version (see `log_analysis`: any reader sees this analysis whole or the previous one).
+    as a new analysis version (see `log_analysis`: a reader following the pointer sees this analysis whole or
+    the previous one, at any number of metrics).
     The tags record the run's status when analyzed, the last step seen and `allow_unfinished`; a window
     warning left by an earlier analysis that no longer holds is removed. Returns the version."""
     with tempfile.TemporaryDirectory() as tmp:
@@ -642,9 +789,14 @@ def label_train_run(run_id: str, cfg: TrainConfig) -> None:
 
 
 def _analysis_metrics(run_id: str) -> dict[str, float]:
-    metrics = get_run(run_id).data.metrics
-    logged = previous_analysis_metrics(run_id)
-    return {k: v for k, v in metrics.items() if k in logged}
+    """The current analysis' values for the run's description: the pointed version's own summary.json
+    (`current_analysis`), whole also while another write-back changes the run's latest metrics. {} when the
+    run has no readable analysis: a description is cosmetic, and `check_previous_analysis` refuses such a run
+    before it is analyzed again."""
+    try:
+        return current_analysis(run_id)[1]
+    except ValueError:
+        return {}
 
 
 def describe_train_run(run_id: str) -> None:

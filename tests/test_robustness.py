@@ -127,7 +127,9 @@ def test_reanalysis_replaces_the_files_and_older_versions_are_removed(mlflow_sto
     assert {f.path for f in MlflowClient().list_artifacts(run_id, "analysis")} == {"analysis/v2", "analysis/v3"}
 
 
-def test_metrics_and_the_version_pointer_go_in_one_log_batch_after_the_files(mlflow_store, tmp_path, monkeypatch):
+def test_the_version_pointer_goes_last_after_the_files_and_metrics(mlflow_store, tmp_path, monkeypatch):
+    """Files, then a marker that the metrics are in transition, then the metrics, then the pointer (issue 19
+    item 7: tests/test_writeback.py checks a reader at every store call, past 1,000 metrics)."""
     run_id = _new_run("FINISHED")
     d, m = _analysis(tmp_path, "A", ["x.csv"], {"m1": 1.0, "m2": 2.0})
     tracking.log_analysis(run_id, d, m, 3, {})
@@ -143,10 +145,11 @@ def test_metrics_and_the_version_pointer_go_in_one_log_batch_after_the_files(mlf
     monkeypatch.setattr(MlflowClient, "log_metric", lambda *a, **k: pytest.fail("a metric outside the batch"))
     d, m = _analysis(tmp_path, "B", ["x.csv"], {"m1": 5.0})
     tracking.log_analysis(run_id, d, m, 3, {})
-    assert [c[0] for c in calls] == ["files", "batch"]
-    batch = calls[1][1]
-    assert {x.key for x in batch["metrics"]} == {"m1", "m2"}  # the new one, and NaN for the old one
-    assert {t.key: t.value for t in batch["tags"]}["tc.analysis_version"] == "2"
+    assert [c[0] for c in calls] == ["files", "batch", "batch", "batch"]
+    marker, values, pointer = (c[1] for c in calls[1:])
+    assert [t.key for t in marker["tags"]] == ["tc.analysis_writing"] and not marker.get("metrics")
+    assert {x.key for x in values["metrics"]} == {"m1", "m2"}  # the new one, and NaN for the old one
+    assert {t.key: t.value for t in pointer["tags"]}["tc.analysis_version"] == "2" and not pointer.get("metrics")
 
 
 # ---- item 5: unfinished runs ---------------------------------------------------------------------------
