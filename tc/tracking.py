@@ -851,6 +851,8 @@ def log_run_info(model: str, dataset: str, *, run_id: str | None = None, data: A
     the gradient-noise minibatches). Logs the same params, `config.json`, name, tags and description as tc's
     own `train`. `data`: the `tc.data.DataBundle` if you loaded it already (saves loading it again).
     Returns the `TrainConfig`."""
+    import torch
+
     from tc import runinfo
     from tc.config import from_strings
     from tc.data import load_for
@@ -858,9 +860,14 @@ def log_run_info(model: str, dataset: str, *, run_id: str | None = None, data: A
 
     rid = _active_run_id(run_id)
     cfg = from_strings(TrainConfig, {"model": model, "dataset": dataset, **settings})
-    data = data if data is not None else load_for(cfg)
-    spec = ModelSpec.of(cfg, data)
-    staged = build_model(spec, factory_for(cfg.model, cfg.model))  # the name the user just passed us
+    # The staged copy's initial weights are drawn from a forked stream: the user's loop, seeded or restored
+    # before this call, then draws exactly what it would without it (a restored loop stays exact). Only CUDA
+    # devices already in use can hold a stream of the loop's, so an unused GPU is not initialised for this.
+    cuda = list(range(torch.cuda.device_count())) if torch.cuda.is_initialized() else []
+    with torch.random.fork_rng(devices=cuda):
+        data = data if data is not None else load_for(cfg)
+        spec = ModelSpec.of(cfg, data)
+        staged = build_model(spec, factory_for(cfg.model, cfg.model))  # the name the user just passed us
     index = _logged_index(rid)  # a loop resumed in a new process continues the run's index, never restarts it
     log_config(rid, cfg)
     client().set_tag(rid, "tc.source", "own loop (tc.log_run_info)")
