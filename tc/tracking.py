@@ -924,8 +924,9 @@ def log_checkpoint(model: Any, step: int, epoch: float, *, run_id: str | None = 
     active run in tc's format: `checkpoints/step_XXXXXXXX.pt` (tensors only) and a re-logged
     `checkpoints/index.json` with every checkpoint's step, epoch, file and sha256. Call `log_run_info` first.
     Log step 0 (before training) too: analyze needs the initialisation and at least two checkpoints
-    (`CheckpointLogger` logs step 0 itself when it is created). A step logged already is never overwritten:
-    the same weights (and epoch) again return its entry; other ones raise `ValueError`."""
+    (`tc.CheckpointLogger`, i.e. `LoopCheckpointLogger`, logs step 0 itself when it is created). A step logged
+    already is never overwritten: the same weights (and epoch) again return its entry; other ones raise
+    `ValueError`."""
     rid = _active_run_id(run_id)
     own = _own_run(rid)
     sd = _staged_state_dict(own["staged"], model.state_dict(), own["cfg"].model)
