@@ -690,7 +690,9 @@ def load_analysis_inputs(cfg: AnalyzeConfig) -> tuple[ck.Checkpoints, DataBundle
     model = build_model(ModelSpec.of(train_cfg, data), factory_for(train_cfg.model, cfg.model))
     # one download (one index read, one hash check per file) for the selection and step 0: both see one index
     files = download_checkpoints(cfg.run_id, cache.checkpoint_root())
-    ckpts = load_run_checkpoints(cfg.run_id, model, cfg.checkpoints, files=files)
+    # the cache cap spares the reference run, loaded next, as that load spares this one
+    keep = (cfg.reference_run_id,) if cfg.reference_run_id else ()
+    ckpts = load_run_checkpoints(cfg.run_id, model, cfg.checkpoints, keep=keep, files=files)
     reference = None
     if cfg.reference_run_id:
         reference = load_final_checkpoint(cfg.reference_run_id, model, keep=(cfg.run_id,))
