@@ -64,13 +64,14 @@ def main(argv: list[str] | None = None) -> int:
                 cfg = replace(tracking.load_train_config(resume_id), data_dir=cfg.data_dir, download=cfg.download)
                 resume_state = tracking.load_resume_state(resume_id)
                 target = resume_id
-                # `mlflow run` logged the MLproject defaults as this run's params; they were not used.
+                # `mlflow run` logged this command's params; only data_dir and download were used.
                 mlflow.set_tags(
                     {
                         "tc.resumed_run_id": resume_id,
                         "mlflow.note.content": f"Resumes training run {resume_id}, with that run's own config "
-                        f"({cfg.dataset}, {cfg.model}, {cfg.epochs} epochs; see its params). This run's params are "
-                        "the MLproject defaults and were ignored.",
+                        f"({cfg.dataset}, {cfg.model}, {cfg.epochs} epochs; see its params), except data_dir and "
+                        "download (where the data is on this machine), which are this run's. This run's other "
+                        "params are ignored.",
                     }
                 )
                 tracking.client().update_run(resume_id, status="RUNNING")

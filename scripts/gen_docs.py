@@ -38,8 +38,8 @@ EXTRA_PARAMS: dict[str, dict[str, tuple[str, str]]] = {
     "train": {
         "resume_run_id": (
             "none",
-            "continue this killed or failed run, with its own `config.json`; other parameters are ignored "
-            "(see [Resumable](#resumable))",
+            "continue this killed or failed run, with its own `config.json`, except `data_dir` and `download` "
+            "(where the data is on this machine); other parameters are ignored (see [Resumable](#resumable))",
         ),
     },
 }

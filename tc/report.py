@@ -325,14 +325,20 @@ def effects_from_table(table: pd.DataFrame) -> dict[str, list[Effect]]:
     return out
 
 
+# The analysis' timed steps, `<step>_seconds` each (`tc.metrics`): listed, because a trial's run also holds
+# other `_seconds` metrics, such as its training's `train_seconds`, which are no cost of a measure.
+TIMED_STEP = re.compile(r"analysis|anisotropy|tc_mmd|gm_\w+|tc_test_cheap_k\d+_n\d+")
+
+
 def epoch_costs(trials: list[tuple[dict[str, float], float | None]]) -> dict[str, float]:
     """Mean cost in training epochs of each timed step over the trials, given each trial's (metrics, seconds
-    per training epoch): every `<name>_seconds` metric over that trial's seconds per epoch."""
+    per training epoch): every `<step>_seconds` metric of a `TIMED_STEP` over that trial's seconds per epoch."""
     totals: dict[str, list[float]] = {}
     for metrics, per_epoch in trials:
         for k, v in metrics.items():
-            if k.endswith("_seconds") and per_epoch:
-                totals.setdefault(k.removesuffix("_seconds"), []).append(v / per_epoch)
+            step = k.removesuffix("_seconds")
+            if step != k and TIMED_STEP.fullmatch(step) and per_epoch:
+                totals.setdefault(step, []).append(v / per_epoch)
     return {k: sum(v) / len(v) for k, v in totals.items()}
 
 

@@ -83,8 +83,9 @@ def checkpoint_interval(total: int) -> int:
 def window_spread_steps(
     steps: list[int], window: float = AnalyzeConfig.window, n: int = WINDOW_CHECKPOINTS
 ) -> list[int]:
-    """The checkpoints to analyze out of a run's saved `steps`: the first (the initialisation, which the
-    distance-from-init measures read), the final one T, and the first saved step at or after each of the `n`
+    """The checkpoints to analyze out of a run's saved `steps`: the first saved one (step 0, the initialisation,
+    when the run logged it; the distance-from-init measures read step 0 whatever is selected, see
+    `tc.checkpoints.init_index`), the final one T, and the first saved step at or after each of the `n`
     fractions 1 - window + k * window / n (k = 0 .. n-1) of T: 4/8, 5/8, 6/8, 7/8 for the default window 0.5.
 
     Why: tc's window (`tc.consistency.window`: the checkpoints at or after (1 - window) * T, the final one
@@ -98,7 +99,7 @@ def window_spread_steps(
     last = steps[-1]
     start = (1 - window) * last  # the very expression `tc.consistency.window` compares against
     targets = [start + k * window * last / n for k in range(n)]
-    chosen = {steps[0], last}
+    chosen = {steps[0], last}  # the first saved step: the initialisation only when it is step 0
     for t in targets:
         chosen.add(steps[bisect.bisect_left(steps, t)] if t <= last else last)
     return sorted(chosen)

@@ -690,7 +690,9 @@ def load_analysis_inputs(cfg: AnalyzeConfig) -> tuple[ck.Checkpoints, DataBundle
     model = build_model(ModelSpec.of(train_cfg, data), factory_for(train_cfg.model, cfg.model))
     # one download (one index read, one hash check per file) for the selection and step 0: both see one index
     files = download_checkpoints(cfg.run_id, cache.checkpoint_root())
-    ckpts = load_run_checkpoints(cfg.run_id, model, cfg.checkpoints, files=files)
+    # the cache cap spares the reference run, loaded next, as that load spares this one
+    keep = (cfg.reference_run_id,) if cfg.reference_run_id else ()
+    ckpts = load_run_checkpoints(cfg.run_id, model, cfg.checkpoints, keep=keep, files=files)
     reference = None
     if cfg.reference_run_id:
         reference = load_final_checkpoint(cfg.reference_run_id, model, keep=(cfg.run_id,))
@@ -851,6 +853,8 @@ def log_run_info(model: str, dataset: str, *, run_id: str | None = None, data: A
     the gradient-noise minibatches). Logs the same params, `config.json`, name, tags and description as tc's
     own `train`. `data`: the `tc.data.DataBundle` if you loaded it already (saves loading it again).
     Returns the `TrainConfig`."""
+    import torch
+
     from tc import runinfo
     from tc.config import from_strings
     from tc.data import load_for
@@ -858,9 +862,14 @@ def log_run_info(model: str, dataset: str, *, run_id: str | None = None, data: A
 
     rid = _active_run_id(run_id)
     cfg = from_strings(TrainConfig, {"model": model, "dataset": dataset, **settings})
-    data = data if data is not None else load_for(cfg)
-    spec = ModelSpec.of(cfg, data)
-    staged = build_model(spec, factory_for(cfg.model, cfg.model))  # the name the user just passed us
+    # The staged copy's initial weights are drawn from a forked stream: the user's loop, seeded or restored
+    # before this call, then draws exactly what it would without it (a restored loop stays exact). Only CUDA
+    # devices already in use can hold a stream of the loop's, so an unused GPU is not initialised for this.
+    cuda = list(range(torch.cuda.device_count())) if torch.cuda.is_initialized() else []
+    with torch.random.fork_rng(devices=cuda):
+        data = data if data is not None else load_for(cfg)
+        spec = ModelSpec.of(cfg, data)
+        staged = build_model(spec, factory_for(cfg.model, cfg.model))  # the name the user just passed us
     index = _logged_index(rid)  # a loop resumed in a new process continues the run's index, never restarts it
     log_config(rid, cfg)
     client().set_tag(rid, "tc.source", "own loop (tc.log_run_info)")
@@ -917,8 +926,9 @@ def log_checkpoint(model: Any, step: int, epoch: float, *, run_id: str | None = 
     active run in tc's format: `checkpoints/step_XXXXXXXX.pt` (tensors only) and a re-logged
     `checkpoints/index.json` with every checkpoint's step, epoch, file and sha256. Call `log_run_info` first.
     Log step 0 (before training) too: analyze needs the initialisation and at least two checkpoints
-    (`CheckpointLogger` logs step 0 itself when it is created). A step logged already is never overwritten:
-    the same weights (and epoch) again return its entry; other ones raise `ValueError`."""
+    (`tc.CheckpointLogger`, i.e. `LoopCheckpointLogger`, logs step 0 itself when it is created). A step logged
+    already is never overwritten: the same weights (and epoch) again return its entry; other ones raise
+    `ValueError`."""
     rid = _active_run_id(run_id)
     own = _own_run(rid)
     sd = _staged_state_dict(own["staged"], model.state_dict(), own["cfg"].model)

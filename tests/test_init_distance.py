@@ -93,6 +93,17 @@ def test_a_logged_run_analyzed_without_step_0_measures_from_step_0(mlflow_store,
     assert metrics["gm_dist_init"] == pytest.approx(_distance(sds[2], sds[0]), rel=1e-5)
 
 
+def test_the_cache_cap_keeps_both_the_run_and_its_reference_while_they_load(mlflow_store, data, monkeypatch):
+    # a prune between loading the run and loading its reference must spare the reference, which is used next
+    sds = _state_dicts(4)
+    rid, ref = _log_run({0: sds[0], 3: sds[1]}, data), _log_run({0: sds[2], 3: sds[3]}, data)
+    kept = []
+    monkeypatch.setattr(tracking.cache, "apply_env_cap", lambda keep: kept.append(set(keep)) or [])
+    ckpts, _, run = tracking.load_analysis_inputs(_cfg(run_id=rid, reference_run_id=ref))
+    assert ckpts.steps == [0, 3] and run.reference is not None
+    assert kept and all({rid, ref} <= k for k in kept)
+
+
 def test_a_logged_run_without_step_0_gets_nan(mlflow_store, data):
     sds = _state_dicts(2)
     rid = _log_run({3: sds[0], 6: sds[1]}, data)

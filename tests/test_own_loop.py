@@ -181,6 +181,18 @@ def test_a_loop_resumed_in_a_new_process_keeps_the_initialisation_and_the_index(
     assert resumed.logged == [0, 2, 4]
 
 
+def test_log_run_info_leaves_the_global_random_stream_alone(mlflow_store):
+    # building tc's staged copy draws initial weights: from a forked stream, so that a loop that seeded (or
+    # restored) its RNG before log_run_info draws exactly what it would without it
+    data = load_data("digits")
+    torch.manual_seed(0)
+    expected = torch.rand(8)
+    torch.manual_seed(0)
+    with mlflow.start_run():
+        tc.log_run_info(model=USER, dataset="digits", data=data)
+    assert torch.equal(torch.rand(8), expected)
+
+
 def test_a_resumed_run_without_step_0_gets_no_fake_initialisation(mlflow_store):
     # a run whose loop never logged step 0: a logger created later must not log trained weights as step 0
     data = load_data("digits")

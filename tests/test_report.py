@@ -61,14 +61,17 @@ def test_meets_the_bar_needs_tau_above_half_above_every_baseline_and_cheap_enoug
 def test_costs_are_seconds_over_each_trials_epoch_and_measures_inherit_their_analysis_cost():
     costs = report.epoch_costs(
         [
-            ({"analysis_seconds": 4.0, "gm_margin_seconds": 1.0, "tc_test": 0.9}, 2.0),
+            ({"analysis_seconds": 4.0, "gm_margin_seconds": 1.0, "tc_test": 0.9, "train_seconds": 20.0}, 2.0),
+            ({"analysis_seconds": 6.0, "tc_test_cheap_k2_n100_seconds": 3.0, "anisotropy_seconds": 1.0}, 3.0),
             ({"analysis_seconds": 8.0}, 2.0),
             ({"analysis_seconds": 99.0}, None),
         ]
     )
-    assert costs == {"analysis": 3.0, "gm_margin": 0.5}
-    assert report.cost_of("tc_kappa_test", costs) == 3.0 and report.cost_of("gm_margin", costs) == 0.5
-    assert report.cost_of("aniso_drift_topk_var", costs) is None and report.cost_of("other", costs) is None
+    # train_seconds, a trial's own training time, is no timed step of the analysis
+    assert costs == {"analysis": 8 / 3, "gm_margin": 0.5, "tc_test_cheap_k2_n100": 1.0, "anisotropy": 1 / 3}
+    assert report.cost_of("tc_kappa_test", costs) == 8 / 3 and report.cost_of("gm_margin", costs) == 0.5
+    assert report.cost_of("aniso_drift_topk_var", costs) == 1 / 3 and report.cost_of("other", costs) is None
+    assert report.cost_of("train", costs) is None
 
 
 def _corr(tau_tc, tau_gm, p_tc=0.001):
