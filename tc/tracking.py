@@ -635,9 +635,7 @@ def _load_one(run_id: str, model: Any, entry: ck.IndexEntry, path: Path) -> ck.S
     """The state dict of one downloaded checkpoint `path` of run `run_id`: its hash must match `entry`, the
     file must hold `entry.step` itself (an int, not a bool) and `model`'s architecture."""
     payload = ck.load_checkpoint(path, entry.sha256)
-    step = payload.get("step")
-    if type(step) is not int or step != entry.step:
-        raise ck.CheckpointError(f"run {run_id}: {entry.file} is listed as step {entry.step} but holds step {step!r}")
+    step = ck.check_payload_step(f"run {run_id}", entry, payload)
     ck.check_architecture(
         f"run {run_id}", ck.Checkpoints([step], [payload["state_dict"]]), payload["model_spec"], model
     )
