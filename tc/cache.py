@@ -20,7 +20,6 @@ cache's `checkpoints/` dir (that dir itself may be a link, e.g. to a bigger disk
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
 import shutil
 import stat
@@ -28,7 +27,7 @@ import sys
 from pathlib import Path
 
 from tc import names
-from tc.data import cache_dir
+from tc.data import cache_dir, make_private_dir
 
 
 def checkpoint_root() -> Path:
@@ -53,10 +52,7 @@ def private_dir(path: Path) -> Path:
     link in after any check tc makes (between `run_dir` and a download into it, say), so such a cache is
     refused as a whole, with one message; the per-path checks (`run_dir`, `move_into`) are a second line.
     A link AT `path` is followed (a cache moved to a bigger disk): what it points to is what is checked."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with contextlib.suppress(FileExistsError):
-        path.mkdir(mode=0o700)
+    path = make_private_dir(path)
     st = path.stat()
     if not stat.S_ISDIR(st.st_mode):
         raise CacheError(f"{path}: tc's cache needs a directory here, not a file")

@@ -26,6 +26,8 @@ from typing import Any
 
 import torch
 
+from tc import names
+
 FORMAT = "tc-checkpoint/1"
 INDEX_FILE = "index.json"
 ARTIFACT_DIR = "checkpoints"
@@ -187,8 +189,8 @@ def check_entry(raw: Any) -> IndexEntry:
     if missing := [f for f in fields if f not in raw]:
         raise ValueError(f"lacks the field(s) {missing} (an entry has {fields}): {str(raw)[:200]!r}")
     step, epoch, file, digest = raw["step"], raw["epoch"], raw["file"], raw["sha256"]
-    if isinstance(step, bool) or not isinstance(step, int) or step < 0:
-        raise ValueError(f"has step {step!r}: a step is an integer >= 0")
+    if isinstance(step, bool) or not isinstance(step, int) or not 0 <= step <= names.MAX_NUMBER:
+        raise ValueError(f"has step {str(step)[:100]!r}: a step is an integer from 0 to {names.MAX_NUMBER}")
     if file != filename(step):
         raise ValueError(
             f"names the file {str(file)[:300]!r}, but the checkpoint of step {step} is {filename(step)!r} "
@@ -201,14 +203,22 @@ def check_entry(raw: Any) -> IndexEntry:
     return IndexEntry(step=step, epoch=float(epoch), file=file, sha256=digest)
 
 
+def check_payload_step(where: str, entry: IndexEntry, payload: dict) -> int:
+    """The step a loaded checkpoint `payload` holds, which must be its index entry's step itself: an int (not a
+    float, and not a bool, though False == 0 and 3.0 == 3), else an analysis would select by one step and
+    report the other. CheckpointError names `where` (the run, or the dir) and the file."""
+    step = payload.get("step")
+    if type(step) is not int or step != entry.step:
+        raise CheckpointError(f"{where}: {entry.file} is listed as step {entry.step} but holds step {step!r}")
+    return step
+
+
 def load_series(files: list[tuple[IndexEntry, Path]]) -> tuple[list[int], list[dict], dict]:
     """Load verified checkpoints in step order: (steps, state dicts, the common model spec)."""
     steps, state_dicts, spec = [], [], None
     for entry, path in sorted(files, key=lambda f: f[0].step):
         payload = load_checkpoint(path, entry.sha256)
-        step = payload.get("step")
-        if step != entry.step or isinstance(step, bool):  # an analysis would select by one, report the other
-            raise CheckpointError(f"{path}: the index lists it as step {entry.step}, but it holds step {step!r}")
+        check_payload_step(str(Path(path).parent), entry, payload)
         if spec is None:
             spec = payload["model_spec"]
         elif payload["model_spec"] != spec:

@@ -10,6 +10,7 @@ and augmentation runs as batched tensor ops instead of per-image PIL calls.
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import os
 import shutil
@@ -61,6 +62,20 @@ def cache_dir() -> Path:
     return Path(os.environ.get("TC_CACHE_DIR", Path.home() / ".cache" / "tc")).expanduser()
 
 
+def make_private_dir(path: Path) -> Path:
+    """`path`, with every missing dir on the way created mode 0o700 (`mkdir(parents=True)` would create the
+    parents with the umask's mode, e.g. 0o775 under Ubuntu's 002). Every command that creates tc's cache
+    (train's staging, a data set, analyze's checkpoints) goes through here, so whichever runs first leaves a
+    cache that `tc.cache.private_dir` accepts. Existing dirs are left as they are (and checked there)."""
+    path = Path(path)
+    if not path.is_dir():
+        if path.parent != path:
+            make_private_dir(path.parent)
+        with contextlib.suppress(FileExistsError):  # another process made it first
+            path.mkdir(mode=0o700)
+    return path
+
+
 def candidate_roots(data_dir: str | None) -> list[Path]:
     roots = [data_dir, os.environ.get("TC_DATA_DIR"), cache_dir() / "data"]
     return [Path(r).expanduser() for r in roots if r]
@@ -70,7 +85,7 @@ def _install_debian_fashion_mnist(root: Path) -> bool:
     """Decompress Debian's gzipped IDX files to where torchvision's FashionMNIST reads them."""
     if not all((DEBIAN_FASHION_MNIST / f"{name}.gz").is_file() for name in _IDX_FILES):
         return False
-    raw = root / "FashionMNIST" / "raw"
+    raw = make_private_dir(root) / "FashionMNIST" / "raw"
     raw.mkdir(parents=True, exist_ok=True)
     for name in _IDX_FILES:
         if not (raw / name).is_file():
@@ -125,6 +140,8 @@ def _load_arrays(name: str, data_dir: str | None, download: bool) -> tuple[np.nd
     if name == "fashion-mnist" and _install_debian_fashion_mnist(cache_dir() / "data"):
         return _torchvision_arrays(name, cache_dir() / "data", download=False)
     if download:
+        if roots[0] == cache_dir() / "data":
+            make_private_dir(roots[0])
         roots[0].mkdir(parents=True, exist_ok=True)
         return _torchvision_arrays(name, roots[0], download=True)
     hint = "  or: apt-get install dataset-fashion-mnist\n" if name == "fashion-mnist" else ""

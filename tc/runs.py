@@ -4,6 +4,10 @@ sweep's trials share these)."""
 
 from __future__ import annotations
 
+import math
+import random
+
+import numpy as np
 import torch
 
 from tc import tracking
@@ -14,7 +18,7 @@ from tc.data import load_for
 from tc.models import ModelSpec, build_model
 from tc.progress import progress_bar
 from tc.splits import sample_count
-from tc.train import ProgressReporter, train
+from tc.train import ProgressReporter, rng_streams, train
 
 
 def train_into_run(
@@ -30,6 +34,8 @@ def train_into_run(
     if resume_state is not None:
         start = int(resume_state["step"])
         index = _resume_index(run_id, resume_state.get("index"))
+        check_rng_state(run_id, resume_state.get("rng"))
+        resume_state = {**resume_state, "train_seconds": check_train_seconds(run_id, resume_state.get("train_seconds"))}
         pending = resume_state.get("pending_metrics")
         # The crash may have come between saving this state and logging its epoch's metrics.
         if pending and start not in tracking.logged_steps(run_id, "test_acc"):
@@ -64,6 +70,33 @@ def _resume_index(run_id: str, raw: object) -> list[IndexEntry]:
         except ValueError as err:
             raise CheckpointError(f"run {run_id}: {tracking.RESUME_FILE} index entry {i} {err}") from None
     return entries
+
+
+def check_rng_state(run_id: str, raw: object) -> None:
+    """The `rng` of a resume state (`tc.train.rng_state`), checked before the run is claimed or written to: it
+    is run data, and a malformed one would otherwise fail in `restore_rng_state` mid-resume. Each stream is
+    set on a throwaway generator, so the values are checked as the resume will use them (the CUDA state only
+    by type: no device is needed to check a run). None or empty (an older tc) is fine: the resume warns."""
+    if raw is None or raw == {}:
+        return
+    try:
+        torch_state, python_state, numpy_state, _ = rng_streams(raw)
+        torch.Generator().set_state(torch_state)
+        random.Random().setstate(python_state)
+        np.random.RandomState().set_state(numpy_state)
+    except (ValueError, TypeError, OverflowError, RuntimeError, IndexError) as e:  # the setters' refusals
+        why = str(e)[:300] if str(e).startswith("rng ") else f"rng: {str(e)[:300]}"
+        raise CheckpointError(f"run {run_id}: {tracking.RESUME_FILE} {why}") from None
+
+
+def check_train_seconds(run_id: str, raw: object) -> float:
+    """The `train_seconds` of a resume state as a finite float >= 0 (absent: 0, an older tc), else
+    CheckpointError: it becomes the run's logged training time."""
+    if raw is None:
+        return 0.0
+    if type(raw) is bool or not isinstance(raw, (int, float)) or not math.isfinite(raw) or raw < 0:
+        raise CheckpointError(f"run {run_id}: {tracking.RESUME_FILE} train_seconds {str(raw)[:100]!r} is not a time")
+    return float(raw)
 
 
 def analyze_logged_run(cfg: AnalyzeConfig) -> tuple[AnalysisResult, int]:

@@ -27,7 +27,7 @@ from mlflow.tracking import MlflowClient
 from tc import cache
 from tc import checkpoints as ck
 from tc.config import AnalyzeConfig, TrainConfig, cast_field, from_strings
-from tc.data import DataBundle, DatasetNotFoundError, cache_dir, load_for
+from tc.data import DataBundle, DatasetNotFoundError, cache_dir, load_for, make_private_dir
 from tc.names import MAX_NUMBER, is_number
 from tc.splits import select_steps
 
@@ -122,7 +122,8 @@ class CheckpointLogger:
         clean_staging()
         self.dir = staging_dir(run_id)
         shutil.rmtree(self.dir, ignore_errors=True)
-        self.dir.mkdir(parents=True)
+        make_private_dir(self.dir.parent)  # the cache analyze checks (cache.private_dir): never umask's mode
+        self.dir.mkdir(mode=0o700)
         (self.dir / WRITER_FILE).write_text(json.dumps(writer_identity()))
 
     def close(self) -> None:
@@ -634,9 +635,7 @@ def _load_one(run_id: str, model: Any, entry: ck.IndexEntry, path: Path) -> ck.S
     """The state dict of one downloaded checkpoint `path` of run `run_id`: its hash must match `entry`, the
     file must hold `entry.step` itself (an int, not a bool) and `model`'s architecture."""
     payload = ck.load_checkpoint(path, entry.sha256)
-    step = payload.get("step")
-    if type(step) is not int or step != entry.step:
-        raise ck.CheckpointError(f"run {run_id}: {entry.file} is listed as step {entry.step} but holds step {step!r}")
+    step = ck.check_payload_step(f"run {run_id}", entry, payload)
     ck.check_architecture(
         f"run {run_id}", ck.Checkpoints([step], [payload["state_dict"]]), payload["model_spec"], model
     )

@@ -105,6 +105,56 @@ def rng_state(device: torch.device) -> dict[str, Any]:
     return state
 
 
+RNG_KEYS = frozenset({"torch", "python", "numpy", "cuda"})
+
+
+def rng_streams(state: dict[str, Any]) -> tuple[torch.Tensor, tuple, tuple, torch.Tensor | None]:
+    """A non-empty `rng_state` as (torch's state, `random.setstate`'s tuple, `np.random.set_state`'s tuple,
+    the CUDA state or None), each checked to have the type and shape `rng_state` writes: a resume state is
+    run data, so anything else raises ValueError naming the stream (not a TypeError deep in a setter)."""
+
+    def tensor(x: object, dtype: torch.dtype, what: str, size: int | None = None) -> torch.Tensor:
+        if not (isinstance(x, torch.Tensor) and x.dtype == dtype and x.dim() == 1):
+            raise ValueError(f"rng {what} is not a 1-D {dtype} tensor")
+        if size is not None and x.numel() != size:
+            raise ValueError(f"rng {what} holds {x.numel()} values, not {size}")
+        return x
+
+    def number(x: object, kind: type, what: str):
+        if type(x) is bool or not isinstance(x, kind):
+            raise ValueError(f"rng {what} is not {kind.__name__ if kind is int else 'a number'}: {str(x)[:100]!r}")
+        return x
+
+    if not isinstance(state, dict) or not {"torch", "python", "numpy"} <= set(state) or set(state) - RNG_KEYS:
+        keys = sorted(map(str, state)) if isinstance(state, dict) else type(state).__name__
+        raise ValueError(f"rng holds {keys}, not the streams torch, python, numpy (and cuda)")
+    py, npy = state["python"], state["numpy"]
+    if not (isinstance(py, dict) and set(py) == {"version", "state", "gauss"}):
+        raise ValueError("rng python is not {version, state, gauss}")
+    if not (isinstance(npy, dict) and set(npy) == {"keys", "pos", "has_gauss", "cached_gaussian"}):
+        raise ValueError("rng numpy is not {keys, pos, has_gauss, cached_gaussian}")
+    gauss = py["gauss"] if py["gauss"] is None else float(number(py["gauss"], (int, float), "python gauss"))
+    python_state = (
+        number(py["version"], int, "python version"),
+        tuple(tensor(py["state"], torch.int64, "python state", 625).tolist()),
+        gauss,
+    )
+    numpy_state = (
+        "MT19937",
+        tensor(npy["keys"], torch.int64, "numpy keys", 624).numpy().astype(np.uint32),
+        number(npy["pos"], int, "numpy pos"),
+        number(npy["has_gauss"], int, "numpy has_gauss"),
+        float(number(npy["cached_gaussian"], (int, float), "numpy cached_gaussian")),
+    )
+    cuda = state.get("cuda")
+    return (
+        tensor(state["torch"], torch.uint8, "torch", torch.get_rng_state().numel()),
+        python_state,
+        numpy_state,
+        None if cuda is None else tensor(cuda, torch.uint8, "cuda"),
+    )
+
+
 def restore_rng_state(state: dict[str, Any] | None, device: torch.device) -> str | None:
     """Set the global random streams to `state` (`rng_state`). Returns None when the resume is exact, else
     why a random layer will draw differently than in the uninterrupted run (the streams it could restore
@@ -114,15 +164,13 @@ def restore_rng_state(state: dict[str, Any] | None, device: torch.device) -> str
             "the resume state holds no random-number state (written by an older tc): dropout and other random "
             "layers will draw differently than in an uninterrupted run"
         )
-    torch.set_rng_state(state["torch"])
-    py = state["python"]
-    random.setstate((int(py["version"]), tuple(int(w) for w in py["state"].tolist()), py["gauss"]))
-    npy = state["numpy"]
-    keys = npy["keys"].numpy().astype(np.uint32)
-    np.random.set_state(("MT19937", keys, int(npy["pos"]), int(npy["has_gauss"]), float(npy["cached_gaussian"])))
-    saved_on_gpu = state.get("cuda") is not None
+    torch_state, python_state, numpy_state, cuda_state = rng_streams(state)
+    torch.set_rng_state(torch_state)
+    random.setstate(python_state)
+    np.random.set_state(numpy_state)
+    saved_on_gpu = cuda_state is not None
     if saved_on_gpu and device.type == "cuda":
-        torch.cuda.set_rng_state(state["cuda"], device)
+        torch.cuda.set_rng_state(cuda_state, device)
     elif saved_on_gpu or device.type == "cuda":
         where = ("a CUDA device", "the CPU") if saved_on_gpu else ("the CPU", "a CUDA device")
         return (

@@ -252,3 +252,26 @@ def test_bad_parameters_exit_2(mlflow_store, capsys):
     assert "splits" in capsys.readouterr().err
     assert analyze_ep.main([]) == 2
     assert "run_id is required" in capsys.readouterr().err
+
+
+def test_a_write_back_refusal_is_one_tagged_line_not_a_traceback(mlflow_store, capsys, monkeypatch):
+    """A refusal from the write-back itself (here: another writer's unreadable marker appears while this
+    analysis computes) is handled as every other refusal: one `tc analyze:` line, tc.error, the run FAILED."""
+    run_id = _train()
+    real = analyze_ep.analyze_logged_run
+
+    def analysis_then_a_foreign_marker(cfg):
+        out = real(cfg)
+        MlflowClient().set_tag(run_id, tracking.ANALYSIS_WRITING_TAG, "not json")
+        return out
+
+    monkeypatch.setattr(analyze_ep, "analyze_logged_run", analysis_then_a_foreign_marker)
+    assert analyze_ep.main(["--run_id", run_id, "--max_samples", "40", "--splits", "test"]) == 1
+    err = capsys.readouterr().err  # progress lines, then the refusal
+    last = err.strip().splitlines()[-1]
+    assert (
+        "Traceback" not in err and last.startswith(f"tc analyze: run {run_id}: ") and "not an analysis marker" in last
+    )
+    analysis = _latest_run()
+    assert analysis.info.status == "FAILED" and "is not an analysis marker" in analysis.data.tags["tc.error"]
+    assert _tc_metrics(run_id) == {}  # nothing logged as if it were a result

@@ -64,3 +64,31 @@ def test_file_of_another_format_is_refused(tmp_path):
     torch.save({"weights": torch.zeros(1)}, tmp_path / "other.pt")
     with pytest.raises(ck.CheckpointError, match="not a tc-checkpoint"):
         ck.load_checkpoint(tmp_path / "other.pt")
+
+
+@pytest.mark.parametrize("held", [10.0, True, 11, "10"])
+def test_load_series_refuses_a_payload_that_does_not_hold_its_index_step_as_an_int(tmp_path, held):
+    """One rule for both loaders (`ck.check_payload_step`): 10.0 == 10 and True == 1, but neither is step 10."""
+    entries = [ck.save_checkpoint(tmp_path, s, s / 10, {}, _sd()) for s in (0, 10)]
+    files = [(e, tmp_path / e.file) for e in entries]
+    assert ck.load_series(files)[0] == [0, 10]  # the honest series loads
+    payload = ck.safe_load(tmp_path / entries[1].file)
+    payload["step"] = held
+    ck.atomic_save(payload, tmp_path / entries[1].file)
+    lying = ck.IndexEntry(10, 1.0, entries[1].file, ck.sha256(tmp_path / entries[1].file))
+    with pytest.raises(ck.CheckpointError, match=rf"step_00000010\.pt is listed as step 10 but holds step {held!r}"):
+        ck.load_series([files[0], (lying, tmp_path / lying.file)])
+
+
+def test_an_index_step_beyond_max_number_is_refused_by_check_entry():
+    """A step becomes the analysis's `tc.analysis_step` (names.NUMBER, at most 18 digits): one beyond that is
+    refused when the index is read, before any download or analysis, not when the result is written back."""
+    from tc import names
+
+    def entry(step):
+        return {"step": step, "epoch": 1.0, "file": ck.filename(step), "sha256": "0" * 64}
+
+    assert ck.check_entry(entry(names.MAX_NUMBER)).step == names.MAX_NUMBER
+    for step in (names.MAX_NUMBER + 1, 10**30):
+        with pytest.raises(ValueError, match=f"a step is an integer from 0 to {names.MAX_NUMBER}"):
+            ck.check_entry(entry(step))

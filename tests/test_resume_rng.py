@@ -4,6 +4,7 @@ without them warns; and a resumed run's time per epoch counts only active traini
 
 from __future__ import annotations
 
+import io
 import random
 import time
 import warnings
@@ -20,6 +21,7 @@ from tc import tracking
 from tc.config import TrainConfig
 from tc.data import load_data
 from tc.models import ModelSpec, build_model
+from tc.runs import check_rng_state, check_train_seconds, train_into_run
 from tc.train import ResumeNotExactWarning, restore_rng_state, rng_state, train
 
 DROPOUT = "tests.test_resume_rng:dropout_net"  # a user factory, as `-P model=` names one
@@ -258,3 +260,72 @@ def test_a_resume_that_cannot_be_exact_is_tagged_with_its_reason(mlflow_store, t
     epochs = MlflowClient().get_metric_history(killed, "epoch")
     by_timestamps = (max(m.timestamp for m in epochs) - run.info.start_time) / 1000 / len(epochs)
     assert len(epochs) == 3 and tracking.seconds_per_epoch(killed) == pytest.approx(by_timestamps)
+
+
+def _saved_rng() -> dict:
+    return _round_trip_rng(rng_state(torch.device("cpu")))
+
+
+def _round_trip_rng(rng: dict) -> dict:
+    buf = io.BytesIO()
+    torch.save(rng, buf)
+    buf.seek(0)
+    return torch.load(buf, weights_only=True)
+
+
+def _malformed_rngs() -> dict:
+    good = _saved_rng()
+    py, npy = good["python"], good["numpy"]
+    return {
+        "a list": [1, 2],
+        "a missing stream": {k: v for k, v in good.items() if k != "numpy"},
+        "an unknown stream": {**good, "jax": torch.zeros(2, dtype=torch.uint8)},
+        "torch as int64": {**good, "torch": good["torch"].long()},
+        "torch too short": {**good, "torch": good["torch"][:10]},
+        "torch a list": {**good, "torch": good["torch"].tolist()},
+        "python a tuple": {**good, "python": tuple(py.values())},
+        "python state as float": {**good, "python": {**py, "state": py["state"].double()}},
+        "python state too short": {**good, "python": {**py, "state": py["state"][:5]}},
+        "python word too big": {**good, "python": {**py, "state": torch.full_like(py["state"], 2**40)}},
+        "python version a string": {**good, "python": {**py, "version": "3"}},
+        "numpy keys too short": {**good, "numpy": {**npy, "keys": npy["keys"][:3]}},
+        "numpy pos a string": {**good, "numpy": {**npy, "pos": "0"}},
+        "numpy without pos": {**good, "numpy": {k: v for k, v in npy.items() if k != "pos"}},
+        "cuda as float": {**good, "cuda": torch.zeros(16)},
+    }
+
+
+@pytest.mark.parametrize("case", list(_malformed_rngs()))
+def test_a_malformed_rng_state_is_refused_before_the_run_is_touched(mlflow_store, case):
+    """The resume state is run data: a malformed `rng` is one CheckpointError naming resume/state.pt before the
+    run is claimed (no writer tag, no metric, no artifact), not a TypeError halfway through the resume."""
+    c = MlflowClient()
+    run_id = c.create_run("0").info.run_id
+    state = {"step": 1, "index": [], "pending_metrics": {"test_acc": 0.5}, "rng": _malformed_rngs()[case]}
+    with pytest.raises(ck.CheckpointError, match=f"^run {run_id}: resume/state.pt rng"):
+        train_into_run(run_id, TrainConfig(dataset="digits", model="mlp", width=16, train_size=600), state)
+    run = c.get_run(run_id)
+    assert run.data.metrics == {} and tracking.WRITER_TAG not in run.data.tags and c.list_artifacts(run_id) == []
+
+
+def test_a_well_formed_rng_state_passes_the_check_and_restores_what_was_saved():
+    """The check's oracle: what `rng_state` writes passes, and restoring it replays the same draws."""
+    saved = _saved_rng()
+    check_rng_state("r", saved)
+    check_rng_state("r", None)  # an older tc's state: allowed, the resume warns
+    first = (torch.rand(3), random.random(), np.random.rand())
+    restore_rng_state(saved, torch.device("cpu"))
+    again = (torch.rand(3), random.random(), np.random.rand())
+    assert torch.equal(first[0], again[0]) and first[1:] == again[1:]
+
+
+@pytest.mark.parametrize("bad", ["12", float("nan"), float("inf"), -1.0, True, [3.0]])
+def test_a_malformed_train_seconds_is_refused_before_the_run_is_touched(mlflow_store, bad):
+    c = MlflowClient()
+    run_id = c.create_run("0").info.run_id
+    state = {"step": 1, "index": [], "pending_metrics": {"test_acc": 0.5}, "train_seconds": bad}
+    with pytest.raises(ck.CheckpointError, match=f"^run {run_id}: resume/state.pt train_seconds"):
+        train_into_run(run_id, TrainConfig(dataset="digits", model="mlp", width=16, train_size=600), state)
+    assert c.get_run(run_id).data.metrics == {}
+    assert check_train_seconds("r", 7) == 7.0 and type(check_train_seconds("r", 7)) is float
+    assert check_train_seconds("r", None) == 0.0

@@ -7,6 +7,7 @@ into a real sqlite store (`mlflow_store`) and a file-based artifact store."""
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
 from dataclasses import asdict
@@ -673,3 +674,36 @@ def test_analyze_never_imports_a_model_a_run_names(mlflow_store, tmp_path, cache
     assert analyze_ep.main(["--run_id", run_id]) == 1
     assert "tc imports code only from names given on the command line" in capsys.readouterr().err
     assert not marker.exists() and "hostile_models" not in sys.modules
+
+
+@pytest.fixture
+def umask_002():
+    """Ubuntu's default umask: mkdir's mode is 0o775 unless tc asks for 0o700."""
+    old = os.umask(0o002)
+    yield
+    os.umask(old)
+
+
+@pytest.mark.parametrize("first", ["train", "data"])
+def test_a_cache_train_or_data_creates_first_is_private_and_analyze_accepts_it(tmp_path, monkeypatch, umask_002, first):
+    """Whichever command creates the cache first (train's staging dir, a data set's dir) creates it 0o700, so
+    analyze's check of the cache (cache.run_dir) passes on a fresh machine with a group-writable umask."""
+    from tc import data
+
+    root = tmp_path / "home" / ".cache" / "tc"
+    monkeypatch.setenv("TC_CACHE_DIR", str(root))
+    if first == "train":
+        tracking.CheckpointLogger("fresh0", {}).close()
+        made = [root / "staging"]
+    else:
+        debian = tmp_path / "debian"
+        debian.mkdir()
+        for name in data._IDX_FILES:
+            with gzip.open(debian / f"{name}.gz", "wb") as f:
+                f.write(b"idx")
+        monkeypatch.setattr(data, "DEBIAN_FASHION_MNIST", debian)
+        assert data._install_debian_fashion_mnist(data.cache_dir() / "data")
+        made = [root / "data"]
+    run = cache.run_dir(cache.checkpoint_root(), "fresh0")
+    for d in [root.parent.parent, root.parent, root, *made, cache.checkpoint_root(), run]:
+        assert d.stat().st_mode & 0o777 == 0o700, d
