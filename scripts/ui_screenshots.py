@@ -7,6 +7,11 @@ the README). It saves a *shared view* (the UI's own "share" mechanism: an experi
 `mlflow.sharedViewState.<key>` holding the view as JSON) with the tc and accuracy columns, opens it, and
 captures `runs_table.png`; then the compare page of the finished training runs (`compare_runs.png`, with its
 parallel-coordinates plot). The UI's assistant panel and first-visit pop-ups are dismissed via localStorage.
+
+The README's screenshot of the quick start's three runs (training, analyze, quick start), all runs shown:
+
+    python scripts/ui_screenshots.py --url http://127.0.0.1:5055 --experiment tc --out docs/img --only runs \
+        --name quickstart_runs.png --filter "" --params epochs,train_size,width,seed,max_samples --height 700
 """
 
 from __future__ import annotations
@@ -110,7 +115,11 @@ PICK = """(() => {
   const r = opt.getBoundingClientRect();
   return [r.x + r.width / 2, r.y + r.height / 2];
 })()"""
-CLOSE_ASSISTANT = "Array.from(document.querySelectorAll('button[aria-label=Close]')).forEach(b => b.click())"
+# Also hides the "You're viewing a shared view" banner, which the shared view itself brings.
+CLOSE_ASSISTANT = (
+    "Array.from(document.querySelectorAll('button[aria-label=Close], button[aria-label=\"Hide banner\"]'))"
+    ".forEach(b => b.click())"
+)
 
 
 async def main_async(args) -> None:
@@ -125,7 +134,7 @@ async def main_async(args) -> None:
         "orderByAsc": False,
         "searchFilter": args.filter,
         "selectedColumns": [f"metrics.`{c}`" for c in COLUMNS]
-        + [f"params.`{p}`" for p in PARAMS]
+        + [f"params.`{p}`" for p in args.params.split(",") if p]
         + ["tags.`tc.dataset`", "tags.`tc.model`"],
         "runListHidden": False,
     }
@@ -139,7 +148,9 @@ async def main_async(args) -> None:
         await b.goto(f"{args.url}/#/experiments/{exp.experiment_id}/runs?viewStateShareKey={key}", args.settle)
         await b.js(CLOSE_ASSISTANT)
         await asyncio.sleep(1)
-        await b.shot(out / "runs_table.png")
+        await b.shot(out / args.name)
+        if args.only == "runs":
+            return
         ids = json.dumps([r.info.run_id for r in runs])
         compare = f"{args.url}/#/compare-runs?runs={ids}&experiments={json.dumps([exp.experiment_id])}"
         await b.goto(compare, args.settle)
@@ -172,6 +183,9 @@ def main() -> None:
     p.add_argument("--experiment", default="tc")
     p.add_argument("--out", default="docs/img")
     p.add_argument("--filter", default="metrics.tc_kappa_test > -2", help="MLflow search filter of the runs shown")
+    p.add_argument("--only", choices=("all", "runs"), default="all", help="runs: the runs table only, no compare")
+    p.add_argument("--name", default="runs_table.png", help="file name of the runs-table screenshot")
+    p.add_argument("--params", default=",".join(PARAMS), help="comma-separated params shown as columns")
     p.add_argument("--width", type=int, default=1800)
     p.add_argument("--height", type=int, default=900)
     p.add_argument("--settle", type=float, default=12.0, help="seconds to let the React app render")
