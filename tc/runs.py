@@ -63,12 +63,17 @@ def _resume_index(run_id: str, raw: object) -> list[IndexEntry]:
     run data, written back as the run's index, whose names later become paths."""
     if not isinstance(raw, list):
         raise CheckpointError(f"run {run_id}: {tracking.RESUME_FILE} holds no list of index entries")
-    entries = []
+    entries, seen = [], set()
     for i, e in enumerate(raw):
         try:
-            entries.append(check_entry(e))
+            entry = check_entry(e)
         except ValueError as err:
             raise CheckpointError(f"run {run_id}: {tracking.RESUME_FILE} index entry {i} {err}") from None
+        if entry.step in seen:  # as `read_index` refuses it in checkpoints/index.json
+            where = f"run {run_id}: {tracking.RESUME_FILE} index entry {i}"
+            raise CheckpointError(f"{where} is for step {entry.step} again")
+        seen.add(entry.step)
+        entries.append(entry)
     return entries
 
 

@@ -883,13 +883,7 @@ def _logged_index(run_id: str) -> dict[int, ck.IndexEntry]:
     where = f"{ck.ARTIFACT_DIR}/{ck.INDEX_FILE}"
     if not any(f.path == where for f in client().list_artifacts(run_id, ck.ARTIFACT_DIR)):
         return {}
-    with tempfile.TemporaryDirectory(prefix="tc-index-") as tmp:
-        path = client().download_artifacts(run_id, where, tmp)
-        try:
-            entries = ck.read_index(path)  # the one filename rule (`ck.check_entry`), before any name is used
-        except ck.CheckpointError as e:  # name the run and the artifact, not the temporary download
-            raise ck.CheckpointError(f"run {run_id}: {where}{str(e).removeprefix(str(path))}") from None
-    return {e.step: e for e in entries}
+    return {e.step: e for e in checkpoint_index(run_id)}  # the one reader: every entry by the filename rule
 
 
 def _own_run(run_id: str) -> dict:

@@ -660,6 +660,20 @@ def test_a_resume_state_whose_index_names_a_path_is_refused_before_anything(mlfl
     assert victim.read_text() == ORIGINAL
 
 
+def test_a_resume_state_that_lists_a_step_twice_is_refused_before_anything(mlflow_store, tmp_path):
+    """The same rule as checkpoints/index.json: no step twice (the index written back would list it twice)."""
+    from tc.runs import train_into_run
+
+    c = MlflowClient()
+    run_id = c.create_run("0").info.run_id
+    cfg = TrainConfig(dataset="digits", model="mlp", width=16, epochs=1, batch_size=256, train_size=600)
+    state = {"step": 1, "index": [_good_entry(tmp_path, 0), _good_entry(tmp_path, 0)], "pending_metrics": {}}
+    with pytest.raises(ck.CheckpointError, match=r"resume/state.pt index entry 1 is for step 0 again"):
+        train_into_run(run_id, cfg, state)
+    run = c.get_run(run_id)
+    assert run.data.metrics == {} and tracking.WRITER_TAG not in run.data.tags and c.list_artifacts(run_id) == []
+
+
 def test_analyze_never_imports_a_model_a_run_names(mlflow_store, tmp_path, cache_root, monkeypatch, capsys):
     """DESIGN habit 15: code is imported only from names the user passes on the command line."""
     import sys
