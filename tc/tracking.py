@@ -478,9 +478,9 @@ def analysis_metrics_settled(run_id: str) -> bool:
     tags = get_run(run_id).data.tags
     try:
         marker = _writing_marker(run_id, tags)
+        return marker is None or marker[0] == analysis_version(run_id, tags)  # numbers, not tag strings
     except ValueError:
         return False
-    return marker is None or str(marker[0]) == tags.get(ANALYSIS_VERSION_TAG)
 
 
 def _orphan_metrics(run_id: str, versions: list[int], previous: int | None) -> set[str]:

@@ -318,3 +318,15 @@ def test_every_write_back_call_is_synchronous_and_the_tags_fit_one(mlflow_store,
     assert tracking.log_analysis(run_id, _analysis(tmp_path, "D", c), c, 5, {"name": "D"}, fits) == 2
     assert len(calls) == 4 and all(s is True for s in calls)  # marker, 2 metric chunks (1 + 1,100 NaN), pointer
     assert MlflowClient().get_run(run_id).data.tags["t96"] == "x"
+
+
+def test_settled_compares_the_marker_and_the_pointer_as_numbers(mlflow_store, tmp_path):
+    """The pointer is a number tag: "01" names version 1 as "1" does (`tc.names.NUMBER`), so a marker of version 1
+    beside it is the pointed analysis's own, settled; a marker of another version is not."""
+    run_id, _, _, _ = _setup(tmp_path)
+    c = MlflowClient()
+    c.set_tag(run_id, POINTER, "01")
+    c.set_tag(run_id, MARKER, json.dumps({"version": 1, "step": 0}))
+    assert tracking.analysis_metrics_settled(run_id)
+    c.set_tag(run_id, MARKER, json.dumps({"version": 2, "step": 0}))
+    assert not tracking.analysis_metrics_settled(run_id)
