@@ -77,17 +77,22 @@ def test_a_programming_error_in_training_crashes_trials_and_three_in_a_row_stop_
     assert parent.info.status == "FAILED" and "in a row" in parent.data.tags["tc.error"]
 
 
-def test_an_analysis_error_crashes_that_trial_alone_and_the_worker_goes_on(mlflow_store, tmp_path, monkeypatch):
-    """The second trial's analysis raises: that trial is FAILED with its reason and does not count, the run
-    FAILED with tc.error; the worker runs on until n_trials trials count, and exits 0."""
+def _analysis_fails_on_call(monkeypatch, k: int) -> None:
+    """The trials' analysis (`studies.analyze_trial`) raises on its k-th call and does nothing otherwise."""
     calls = {"n": 0}
 
     def flaky_analysis(cfg, parent_id, second_id=None):
         calls["n"] += 1
-        if calls["n"] == 2:
+        if calls["n"] == k:
             raise RuntimeError("the analysis fell over")
 
     monkeypatch.setattr(studies, "analyze_trial", flaky_analysis)
+
+
+def test_an_analysis_error_crashes_that_trial_alone_and_the_worker_goes_on(mlflow_store, tmp_path, monkeypatch):
+    """The second trial's analysis raises: that trial is FAILED with its reason and does not count, the run
+    FAILED with tc.error; the worker runs on until n_trials trials count, and exits 0."""
+    _analysis_fails_on_call(monkeypatch, 2)
     assert _sweep(tmp_path, LR, "--n_trials", "2") == 0
     trials = _study(tmp_path).trials
     states = [t.state for t in trials]
@@ -147,14 +152,7 @@ def test_an_analysis_out_of_memory_is_the_trials_own_failure_and_frees_the_cache
 def test_a_crashed_trial_marks_its_second_seeds_run_too(mlflow_store, tmp_path, monkeypatch):
     """seeds=2: the analysis crashes after both seeds trained; the second seed's run, FINISHED by its
     training, is FAILED with tc.error as the first one is, so no run of a crashed trial looks like a result."""
-    calls = {"n": 0}
-
-    def flaky_analysis(cfg, parent_id, second_id=None):
-        calls["n"] += 1
-        if calls["n"] == 1:
-            raise RuntimeError("the analysis fell over")
-
-    monkeypatch.setattr(studies, "analyze_trial", flaky_analysis)
+    _analysis_fails_on_call(monkeypatch, 1)
     assert _sweep(tmp_path, LR, "--n_trials", "1", "--seeds", "2") == 0
     crashed, done = _study(tmp_path).trials
     client = MlflowClient()
