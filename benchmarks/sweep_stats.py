@@ -25,7 +25,7 @@ from scipy import stats
 
 from tc import sweep
 
-# ---- the replaced implementation (tc/sweep.py before the vectorised bootstrap) ----------------------------
+# ---- the replaced implementation (tc/sweep/__init__.py before the vectorised bootstrap) ----------------------------
 # Ψ's old grouping lives in benchmarks/reference.py (also the tests' oracle); the old bootstrap loop is here.
 
 

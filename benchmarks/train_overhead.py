@@ -3,7 +3,7 @@
     python benchmarks/train_overhead.py            # quick-start settings
     python benchmarks/train_overhead.py --epochs 2 --repeats 1
 
-Both variants run `tc.train.train` on the same data and seed; "tracked" adds the `CheckpointLogger` that the
+Both variants run `tc.core.train.train` on the same data and seed; "tracked" adds the `CheckpointLogger` that the
 train entry point uses (every checkpoint + index + resume state as artifacts, metrics per epoch) on a fresh
 local sqlite store. Variants alternate and the best of `--repeats` times is kept, which damps the noise of a
 shared 2-core machine.
@@ -20,9 +20,9 @@ import time
 import torch
 
 from tc.config import TrainConfig
-from tc.data import load_data, steps_per_epoch
-from tc.models import ModelSpec, build_model
-from tc.train import train
+from tc.core.data import load_data, steps_per_epoch
+from tc.core.models import ModelSpec, build_model
+from tc.core.train import train
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -3,8 +3,8 @@
     mlflow run . --env-manager local -e analyze -P run_id=<training run id>
 
 Downloads the run's checkpoints through MLflow (cached under $TC_CACHE_DIR/checkpoints/<run id>/, every file
-checked against the sha256 in checkpoints/index.json), computes every metric of `tc.analysis.analyze_run`
-(`tc.metrics.METRICS` lists them with their meanings) and logs them to the *training* run, with (under
+checked against the sha256 in checkpoints/index.json), computes every metric of `tc.analysis.run.analyze_run`
+(`tc.analysis.registry.METRICS` lists them with their meanings) and logs them to the *training* run, with (under
 analysis/v<N>/, a new version each time; the tag tc.analysis_version names the current one) the tidy CSV
 tables, summary.json and figures. A tc window of fewer than 3 checkpoints tags the run tc.window_warning.
 Refuses a run that is not FINISHED unless allow_unfinished=true. The analyze run itself is tagged
@@ -23,11 +23,11 @@ from dataclasses import replace
 import mlflow
 
 from tc import tracking
+from tc.analysis.registry import HEADLINE
 from tc.config import AnalyzeConfig, parse_args
-from tc.data import DatasetNotFoundError
-from tc.device import resolve_device, resolve_precision
-from tc.metrics import HEADLINE
-from tc.runs import analyze_logged_run
+from tc.core.data import DatasetNotFoundError
+from tc.core.device import resolve_device, resolve_precision
+from tc.tracking.jobs import analyze_logged_run
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -18,21 +18,21 @@ from pathlib import Path
 import mlflow
 
 from tc import tracking
+from tc.analysis.registry import HEADLINE
+from tc.analysis.splits import checkpoint_interval, window_spread_steps
 from tc.config import AnalyzeConfig, TrainConfig
-from tc.data import load_data, steps_per_epoch
-from tc.metrics import HEADLINE
-from tc.splits import checkpoint_interval, window_spread_steps
+from tc.core.data import load_data, steps_per_epoch
 
 ROOT = Path(__file__).resolve().parents[1]
 DATASET, MODEL = "fashion-mnist", "resnet20"
 
 # The quick start's checkpointing. Its run is 5 epochs of 40 steps (5000 images, batch 128). One checkpoint per
-# epoch left 2 checkpoints in tc's window (the last half of training, final excluded: `tc.consistency.window`),
-# fewer than the 3 that a temporal average needs (`tc.analysis.MIN_WINDOW`), and analyze warned about its own
+# epoch left 2 checkpoints in tc's window (the last half of training, final excluded: `tc.core.consistency.window`),
+# fewer than the 3 that a temporal average needs (`tc.analysis.run.MIN_WINDOW`), and analyze warned about its own
 # headline. So the run saves every eighth of training (steps 0, 25, ..., 200: 9 checkpoints;
-# `tc.splits.checkpoint_interval`) and the analysis reads the initialisation, the final checkpoint and the first
-# saved step at or after 4/8, 5/8, 6/8, 7/8 of training (`tc.splits.window_spread_steps`): 0, 100, 125, 150, 175,
-# 200. Then
+# `tc.analysis.splits.checkpoint_interval`) and the analysis reads the initialisation, the final checkpoint and
+# the first saved step at or after 4/8, 5/8, 6/8, 7/8 of training (`tc.analysis.splits.window_spread_steps`):
+# 0, 100, 125, 150, 175, 200. Then
 #   - the window holds 4 checkpoints, evenly spaced over exactly the last half (the lag curves and the
 #     half-life count lags in checkpoints, so the window and the final checkpoint need even spacing);
 #   - the initialisation stays in (the distance-from-init measures read it);
@@ -43,15 +43,15 @@ DATASET, MODEL = "fashion-mnist", "resnet20"
 
 
 def checkpoint_every(epochs: int, train_size: int, batch_size: int = TrainConfig.batch_size) -> int:
-    """Optimizer steps between checkpoints for the quick start's run (`tc.splits.checkpoint_interval` of its
-    total steps). `train_size` 0 means the whole training set, which is then loaded to count it (tc.data has no
+    """Optimizer steps between checkpoints for the quick start's run (`tc.analysis.splits.checkpoint_interval` of its
+    total steps). `train_size` 0 means the whole training set, which is then loaded to count it (tc.core.data has no
     size table, and this is the parent process: the train job loads the data again)."""
     n = train_size or len(load_data(DATASET).train_y)
     return checkpoint_interval(epochs * steps_per_epoch(n, batch_size))
 
 
 def analyzed_steps(steps: list[int], window: float = AnalyzeConfig.window) -> list[int]:
-    """The checkpoints the quick start analyzes out of the run's saved `steps`: `tc.splits.window_spread_steps`
+    """The checkpoints the quick start analyzes out of the run's saved `steps`: `tc.analysis.splits.window_spread_steps`
     with analyze's `window` (the main job does not set it)."""
     return window_spread_steps(steps, window)
 

@@ -5,7 +5,7 @@
     python entrypoints/report.py --rerender true                  # re-render docs/REPORT.md from its tables
 
 Nested runs of this run: the seeded experiments (`tc.report.training_runs`, `.analyses`) by the train and
-analyze entry points' own path, in this process (`tc.runs.train_nested`, `.analyze_nested`: ~60 runs pay no
+analyze entry points' own path, in this process (`tc.tracking.jobs.train_nested`, `.analyze_nested`: ~60 runs pay no
 process start); the correlations by the sweep entry point, rerun until its study holds the asked number of
 converged trials. `tc.report.write` puts REPORT.md, figures and tables in `out_dir` (default docs/). A sweep
 that fails (any exception: its type and message are stored with the tables), or ends with fewer than 3
@@ -31,7 +31,7 @@ import mlflow
 import pandas as pd
 
 from tc import report, tracking
-from tc import runs as tc_runs
+from tc.tracking import jobs as tc_runs
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -93,7 +93,7 @@ def run_sweep(s: report.Settings, study: str, timing: dict, figs: Path) -> tuple
     tables. Any exception from fitting the space, the sweep runs or reading their results (an MLflow, Optuna
     or programming error alike) is the sweep's failure, not the report's: its `type: message` is returned as
     the error (the report then says "The sweep failed: ..."), with empty tables."""
-    from tc import studies
+    from tc.sweep import study as studies
 
     sweep_id = None
     try:

@@ -5,13 +5,13 @@ correlation of each consistency measure with test accuracy and with the generali
 
 Several workers (processes or machines) that run the same command with the same study_name, storage and
 MLFLOW_TRACKING_URI share one study; n_trials counts trials over all of them. Each worker's sweep run logs
-the correlations over every trial finished so far. The trial logic is in `tc.studies`, the statistics in
+the correlations over every trial finished so far. The trial logic is in `tc.sweep.study`, the statistics in
 `tc.sweep`.
 
 A trial that diverges, samples a combination that cannot be trained, or runs out of device memory (in
 training or in its analysis) is FAILED with its `fail_reason` and counts; a trial that crashes on any other
 error is FAILED with `tc.error`, does not count, and the worker goes on, unless 3 trials in a row crash: then
-the worker stops, its sweep run ends FAILED, and the exit code is 1 (`tc.studies` has the policy).
+the worker stops, its sweep run ends FAILED, and the exit code is 1 (`tc.sweep.study` has the policy).
 """
 
 from __future__ import annotations
@@ -26,9 +26,11 @@ from pathlib import Path
 import mlflow
 import optuna
 
-from tc import runinfo, studies, sweep, tracking
+from tc import sweep, tracking
 from tc.config import SweepConfig, parse_args
-from tc.data import DatasetNotFoundError
+from tc.core.data import DatasetNotFoundError
+from tc.sweep import study as studies
+from tc.tracking import labels as runinfo
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -28,10 +28,10 @@ import mlflow
 
 from tc import tracking
 from tc.config import TrainConfig, build_parser, from_strings, unquote
-from tc.data import DatasetNotFoundError
-from tc.models import factory_for
-from tc.runs import train_into_run
-from tc.train import TrainingFailure
+from tc.core.data import DatasetNotFoundError
+from tc.core.models import factory_for
+from tc.core.train import TrainingFailure
+from tc.tracking.jobs import train_into_run
 
 
 def parse(argv: list[str] | None) -> tuple[TrainConfig, str | None]:

@@ -8,7 +8,7 @@ of train, analyze and sweep come from the config dataclasses of `tc.config` (fie
 and choices; a few notes that need links or more words live in NOTES below, keyed by field name; MLproject
 says which parameter is required); those of main, report and cache from MLproject (names and defaults) with
 ENTRY_HELP's meanings, or, for a parameter main passes on, the help string of the config field it sets; the
-metric table is `tc.metrics.markdown_table()`. `tests/test_docs.py` fails when a committed block differs from
+metric table is `tc.analysis.registry.markdown_table()`. `tests/test_docs.py` fails when a committed block differs from
 what this script generates, and when MLproject's parameters disagree with the dataclasses. After changing a
 config field, an MLproject parameter or a metric, run this script and commit the docs it rewrote.
 """
@@ -29,9 +29,9 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # run as a script from anywhere: import this checkout's tc
     sys.path.insert(0, str(ROOT))
 
-from tc import metrics  # noqa: E402
+from tc.analysis import registry as metrics  # noqa: E402
 from tc.config import AnalyzeConfig, SweepConfig, TrainConfig  # noqa: E402
-from tc.corruptions import CORRUPTIONS  # noqa: E402
+from tc.core.corruptions import CORRUPTIONS  # noqa: E402
 
 # Parameters an entry point takes besides its config's fields (MLproject name -> (default, meaning)).
 EXTRA_PARAMS: dict[str, dict[str, tuple[str, str]]] = {
@@ -103,7 +103,7 @@ ENTRY_HELP: dict[str, dict[str, str]] = {
     },
     "cache": {
         "max_gb": "delete whole runs from the checkpoint cache, least recently used first, until it holds at most "
-        "this many GB (`python -m tc.cache prune --max-gb`)",
+        "this many GB (`python -m tc.tracking.cache prune --max-gb`)",
     },
 }
 

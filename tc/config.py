@@ -167,7 +167,7 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         validate_choices(self)
-        from tc.models import default_depth, validate_depth, validate_model  # models own these meanings
+        from tc.core.models import default_depth, validate_depth, validate_model  # models own these meanings
 
         validate_model(self.model)  # syntax only: a run's stored config must never import code
         if self.depth == 0:
@@ -224,7 +224,7 @@ class CutSpec:
         return cls("list", indices)
 
     def resolve(self, model: Any) -> list[int]:
-        """The cut indices on `model` (a `tc.models.BlockNet`: `stage_cuts`, `cuts`); a `ValueError` when a
+        """The cut indices on `model` (a `tc.core.models.BlockNet`: `stage_cuts`, `cuts`); a `ValueError` when a
         listed index is not one of the model's cuts."""
         if self.kind == "stages":
             return list(model.stage_cuts)
@@ -258,10 +258,10 @@ def parse_splits(text: str) -> tuple[str, ...]:
 
 
 def parse_corruptions(text: str) -> tuple[str, ...]:
-    """`corruptions` parsed: `all` (every corruption of `tc.corruptions.CORRUPTIONS`, in its order) or the
+    """`corruptions` parsed: `all` (every corruption of `tc.core.corruptions.CORRUPTIONS`, in its order) or the
     names listed, each one of them, at least one, no repeats. To analyze no corrupted data, leave `corrupt`
     out of `splits`."""
-    from tc.corruptions import CORRUPTIONS  # corruptions owns the names (and imports torchvision)
+    from tc.core.corruptions import CORRUPTIONS  # corruptions owns the names (and imports torchvision)
 
     if unquote(text) == "all":
         return tuple(CORRUPTIONS)
@@ -281,14 +281,14 @@ CHECKPOINTS_USAGE = "use all, every:K (K >= 1), fractions:N (N >= 2), or a comma
 def check_two_steps(text: str, steps: list[int]) -> None:
     """The one check that `checkpoints=text`, which lists `steps`, names at least two distinct steps: an
     analysis compares checkpoints, one alone is no analysis. Used before a run is read (the config) and
-    after (`tc.splits.select_steps`), with one message."""
+    after (`tc.analysis.splits.select_steps`), with one message."""
     if len(set(steps)) < 2:
         raise ValueError(f"checkpoints={text!r} names fewer than two distinct steps; {CHECKPOINTS_USAGE}")
 
 
 def check_checkpoints_spec(text: str) -> None:
     """The form of `checkpoints` (all, every:K, fractions:N, or a list of at least two distinct steps), before
-    any run is read; whether the listed steps exist is checked against the run (`tc.splits.select_steps`)."""
+    any run is read; whether the listed steps exist is checked against the run (`tc.analysis.splits.select_steps`)."""
     usage = CHECKPOINTS_USAGE
     if text == "all":
         return
@@ -358,7 +358,7 @@ class AnalyzeConfig:
     )
 
     def __post_init__(self) -> None:
-        from tc.models import validate_model
+        from tc.core.models import validate_model
 
         validate_choices(self)
         if self.model is not None:

@@ -10,8 +10,8 @@ from mlflow.tracking import MlflowClient
 
 from entrypoints import analyze as analyze_ep
 from entrypoints import train as train_ep
-from tc import checkpoints as ck
 from tc import tracking
+from tc.core import checkpoints as ck
 
 TINY = [
     "--dataset",

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from tc import anisotropy as A
+from tc.core import anisotropy as A
 
 
 def test_spectrum_equals_numpy_covariance_both_ways():

@@ -3,9 +3,9 @@ import types
 
 import pytest
 
+from tc.analysis.splits import parse_cuts
 from tc.config import AnalyzeConfig, CutSpec, TrainConfig, from_strings, parse_args
-from tc.corruptions import CORRUPTIONS
-from tc.splits import parse_cuts
+from tc.core.corruptions import CORRUPTIONS
 
 
 def test_strings_are_cast_to_field_types():
@@ -122,9 +122,9 @@ def test_a_cut_spec_resolves_against_the_model():
 
 @pytest.mark.parametrize("text", ["5", "5,5"])
 def test_one_check_of_at_least_two_steps_before_and_after_the_run_is_read(text):
-    # the config refuses the list up front; tc.splits.select_steps, called with a run's steps, says the same
+    # the config refuses the list up front; tc.analysis.splits.select_steps, called with a run's steps, says the same
+    from tc.analysis.splits import select_steps
     from tc.config import check_checkpoints_spec
-    from tc.splits import select_steps
 
     with pytest.raises(ValueError) as before:
         check_checkpoints_spec(text)

@@ -28,14 +28,16 @@ from torch import nn
 from torch.overrides import TorchFunctionMode
 from torch.utils import _pytree as pytree
 
-import tc.analysis
-import tc.anisotropy_metrics
-from tc import compose, measures, noise
-from tc import consistency as C
-from tc.checkpoints import Checkpoints, RunContext
+import tc.analysis.anisotropy
+import tc.analysis.run
 from tc.config import AnalyzeConfig
-from tc.data import load_data
-from tc.models import ModelSpec, build_model
+from tc.core import baselines as measures
+from tc.core import compose
+from tc.core import consistency as C
+from tc.core import sgd_noise as noise
+from tc.core.checkpoints import Checkpoints, RunContext
+from tc.core.data import load_data
+from tc.core.models import ModelSpec, build_model
 
 FAKE = torch.device("meta")
 HEAVY = {"conv2d", "linear", "batch_norm", "cdist", "conv_transpose2d"}
@@ -162,7 +164,7 @@ def _install(monkeypatch) -> FakeAccelerator:
         return self._apply(move)
 
     monkeypatch.setattr(nn.Module, "to", module_to)
-    for module in (tc.analysis, tc.anisotropy_metrics):
+    for module in (tc.analysis.run, tc.analysis.anisotropy):
         monkeypatch.setattr(module, "resolve_device", lambda device: FAKE, raising=False)
 
     def phased(owner, name):
@@ -183,8 +185,8 @@ def _install(monkeypatch) -> FakeAccelerator:
         (noise, "perturbation_test"),
         (measures, "compute_all"),
         (C, "mmd2"),
-        (tc.analysis, "composite_outputs"),
-        (tc.analysis, "_network_predictions"),
+        (tc.analysis.run, "composite_outputs"),
+        (tc.analysis.run, "_network_predictions"),
     ):
         phased(owner, name)
     return acc
@@ -211,10 +213,10 @@ def test_every_part_of_an_analysis_runs_on_the_configured_device(monkeypatch):
         run_id="x", max_samples=24, null_draws=100, cuts="1,3", batch_size=16, grad_batches=3, splits="train,test"
     )
     run = RunContext(model, 128, 0, reference=Checkpoints([0, 9], other))
-    plain = tc.analysis.analyze_run(Checkpoints([0, 5, 10], sds), data, cfg, run).metrics  # the plain CPU
+    plain = tc.analysis.run.analyze_run(Checkpoints([0, 5, 10], sds), data, cfg, run).metrics  # the plain CPU
     accelerator = _install(monkeypatch)
     with accelerator:
-        metrics = tc.analysis.analyze_run(Checkpoints([0, 5, 10], sds), data, cfg, run).metrics
+        metrics = tc.analysis.run.analyze_run(Checkpoints([0, 5, 10], sds), data, cfg, run).metrics
     # the oracle: the device's analysis equals the plain CPU's bit for bit (timings aside); with the fake
     # device computing on the CPU, a difference is a code path that depends on the device
     timed = {k for k in metrics if k.endswith("_seconds") or k.endswith("_cost_epochs")}
@@ -292,8 +294,8 @@ def _logged_run(seed: int, steps: list[int]) -> tuple[str, dict]:
 
 
 def test_the_reference_run_loads_only_its_last_checkpoint(mlflow_store, monkeypatch):
-    from tc import checkpoints as ck
     from tc import tracking
+    from tc.core import checkpoints as ck
 
     run_id, _ = _logged_run(0, [0, 4, 8])
     reference_id, last = _logged_run(1, [0, 3, 6, 9])
@@ -324,8 +326,8 @@ def test_the_reference_run_loads_only_its_last_checkpoint(mlflow_store, monkeypa
 def test_a_loaded_checkpoint_must_hold_its_index_step_as_an_int(tmp_path, held):
     """`_load_one` (the last checkpoint of a reference run, step 0 of an analysed run): a payload whose step
     is a bool (False == 0), a float or another step is refused."""
-    from tc import checkpoints as ck
     from tc import tracking
+    from tc.core import checkpoints as ck
 
     spec = ModelSpec("mlp", 2, 8, 1, 8, 10)
     net = build_model(spec)
@@ -346,7 +348,7 @@ def test_tf32_is_off_on_cuda_for_the_analysis_only_and_restored():
     """`exact_fp32` (CPU-runnable: the flags are plain settings): on a CUDA device, matmul and cuDNN TF32 are
     off inside the block, the caller's settings come back after, also when the block raises; other devices are
     left alone."""
-    from tc.device import exact_fp32
+    from tc.core.device import exact_fp32
 
     saved = torch.get_float32_matmul_precision(), torch.backends.cudnn.allow_tf32
     try:
@@ -377,9 +379,9 @@ def test_analyze_run_runs_inside_the_tf32_scope_of_its_device(monkeypatch):
         assert entered, "the analysis started outside exact_fp32"
         raise KeyError("stop")
 
-    monkeypatch.setattr(tc.analysis, "exact_fp32", scope)
-    monkeypatch.setattr(tc.analysis, "consistency_analysis", inside)
+    monkeypatch.setattr(tc.analysis.run, "exact_fp32", scope)
+    monkeypatch.setattr(tc.analysis.run, "consistency_analysis", inside)
     data = load_data("digits", train_size=64)
     with pytest.raises(KeyError, match="stop"):
-        tc.analysis.analyze_run(None, data, AnalyzeConfig(run_id="r", device="cpu"), None)
+        tc.analysis.run.analyze_run(None, data, AnalyzeConfig(run_id="r", device="cpu"), None)
     assert entered == [torch.device("cpu")]

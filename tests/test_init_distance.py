@@ -10,13 +10,13 @@ import pytest
 import torch
 
 import tc
-from tc import checkpoints as ck
 from tc import tracking
-from tc.analysis import analyze_run, initial_state
-from tc.checkpoints import Checkpoints, RunContext
+from tc.analysis.run import analyze_run, initial_state
 from tc.config import AnalyzeConfig
-from tc.data import load_data
-from tc.models import ModelSpec, build_model
+from tc.core import checkpoints as ck
+from tc.core.checkpoints import Checkpoints, RunContext
+from tc.core.data import load_data
+from tc.core.models import ModelSpec, build_model
 
 SPEC = ModelSpec("mlp", 2, 8, 1, 8, 10)  # a 2-hidden-layer MLP of width 8 on the 8x8 digits
 SETTINGS = dict(depth=2, width=8, epochs=1, batch_size=32, train_size=256, seed=0)
@@ -130,7 +130,7 @@ def test_a_step_0_entry_whose_file_holds_another_step_is_refused(tmp_path):
 
 
 def test_the_initialisation_is_step_0_wherever_the_rule_is_asked():
-    # one rule (tc.checkpoints.init_index): the position of step 0 among sorted steps, None without it
+    # one rule (tc.core.checkpoints.init_index): the position of step 0 among sorted steps, None without it
     assert ck.init_index([0, 5, 10]) == 0 and ck.init_index([5, 10]) is None and ck.init_index([]) is None
     sds = _state_dicts(3)
     model = build_model(SPEC)

@@ -13,8 +13,8 @@ import torch
 from mlflow.tracking import MlflowClient
 
 import tc
-from tc import checkpoints as ck
-from tc.data import load_data
+from tc.core import checkpoints as ck
+from tc.core.data import load_data
 from tests.stage_models import SmallNet
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -1,4 +1,4 @@
-"""tc.plots builds `Figure()` objects: importing it leaves matplotlib's global state alone, and the figures
+"""tc.analysis.plots builds `Figure()` objects: importing it leaves matplotlib's global state alone, and the figures
 hold the tables' values."""
 
 import os
@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from tc import plots
+from tc.analysis import plots
 from tests.conftest import ROOT
 
 
@@ -20,7 +20,7 @@ def test_importing_tc_plots_keeps_the_users_backend():
     draws figures imports pyplot (whose import alone touches matplotlib's global state)."""
     code = (
         "import sys, matplotlib; before = matplotlib.get_backend(); "
-        "import tc.plots, tc.analysis, tc.report, tc.studies; "
+        "import tc.analysis.plots, tc.analysis.run, tc.report, tc.sweep.study; "
         "print(before, matplotlib.get_backend(), 'matplotlib.pyplot' in sys.modules)"
     )
     backend = "svg"  # not Agg, which tc used to force

@@ -1,4 +1,4 @@
-"""Seed-level intervals and verdicts (`tc.replicates`): the interval against scipy; the verdict table of the
+"""Seed-level intervals and verdicts (`tc.stats.replicates`): the interval against scipy; the verdict table of the
 module docstring, case by case and against a set-based oracle; and, on the report's own path
 (`tc.report.effect_of` with the report's claims and margins), the error rates at the null and at the margin
 and the power against the noncentral t, under a realistic dependence (arms paired by seed, a shared per-seed
@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from tc import replicates as R
 from tc import report
+from tc.stats import replicates as R
 
 
 def test_t_interval_matches_scipy():

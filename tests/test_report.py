@@ -174,8 +174,9 @@ def test_nested_train_and_analyze_log_like_the_entry_points(mlflow_store):
     metrics land on the training run, both FINISHED under the parent."""
     import mlflow
 
-    from tc import runs, tracking
+    from tc import tracking
     from tc.config import AnalyzeConfig, TrainConfig
+    from tc.tracking import jobs as runs
 
     cfg = TrainConfig(dataset="digits", model="mlp", width=16, epochs=3, train_size=128, batch_size=32)
     with mlflow.start_run() as parent:
@@ -207,7 +208,8 @@ def test_freeze_cut_is_the_end_of_the_models_first_stage():
 
 
 def test_rendered_text_follows_the_settings_and_the_machine(monkeypatch):
-    from tc import anisotropy_metrics, noise
+    from tc.analysis import anisotropy as anisotropy_metrics
+    from tc.core import sgd_noise as noise
 
     s = report.settings(False, 48, Path("."))
     default_text = report.render(report.Results(s, _metrics(s), _figures(), pd.DataFrame(), pd.DataFrame()))

@@ -16,13 +16,13 @@ from mlflow.entities import Metric
 from mlflow.tracking import MlflowClient
 from torch import nn
 
-from tc import checkpoints as ck
 from tc import tracking
 from tc.config import TrainConfig
-from tc.data import load_data
-from tc.models import ModelSpec, build_model
-from tc.runs import check_rng_state, check_train_seconds, train_into_run
-from tc.train import ResumeNotExactWarning, restore_rng_state, rng_state, train
+from tc.core import checkpoints as ck
+from tc.core.data import load_data
+from tc.core.models import ModelSpec, build_model
+from tc.core.train import ResumeNotExactWarning, restore_rng_state, rng_state, train
+from tc.tracking.jobs import check_rng_state, check_train_seconds, train_into_run
 
 DROPOUT = "tests.test_resume_rng:dropout_net"  # a user factory, as `-P model=` names one
 
@@ -69,7 +69,7 @@ DEVICES = ["cpu", *(["cuda"] if torch.cuda.is_available() else [])]  # on a GPU:
 
 
 def _train(cfg: TrainConfig, data, callbacks, resume_state=None) -> nn.Module:
-    torch.manual_seed(cfg.seed)  # as tc.runs.train_into_run: seed, build (init draws from the RNG), train
+    torch.manual_seed(cfg.seed)  # as tc.tracking.jobs.train_into_run: seed, build (init draws from the RNG), train
     model = build_model(ModelSpec.of(cfg, data), dropout_net)
     train(model, data, cfg, callbacks, resume_state)
     return model
@@ -144,7 +144,7 @@ def test_train_seconds_count_active_time_only_across_a_resume(tmp_path, monkeypa
     """A fake clock: 1 s per optimizer step, and a day between the kill and the resume. `train_seconds` at the
     last epoch is the time inside `train`, both parts, without the day."""
     clock = {"t": 0.0}
-    monkeypatch.setattr("tc.train.time.perf_counter", lambda: clock["t"])
+    monkeypatch.setattr("tc.core.train.time.perf_counter", lambda: clock["t"])
 
     class Tick:
         def on_step(self, step, loss):

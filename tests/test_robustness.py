@@ -21,10 +21,12 @@ from mlflow.tracking import MlflowClient
 from entrypoints import analyze as analyze_ep
 from entrypoints import sweep as sweep_ep
 from entrypoints import train as train_ep
-from tc import cache, studies, tracking
-from tc import checkpoints as ck
+from tc import tracking
 from tc.config import AnalyzeConfig
+from tc.core import checkpoints as ck
 from tc.sweep import check_space_values, counts_toward_budget, open_storage
+from tc.sweep import study as studies
+from tc.tracking import cache
 from tests.conftest import ROOT
 
 TINY = ["--dataset", "digits", "--model", "mlp", "--width", "16", "--epochs", "2", "--batch_size", "256"]
@@ -353,7 +355,10 @@ def test_cache_prune_deletes_least_recently_used_runs_to_the_cap(tmp_path, monke
     assert sorted(p.name for p in root.iterdir()) == ["mid", "new"]
     env = {**os.environ, "TC_CACHE_DIR": str(tmp_path / "c"), "PYTHONPATH": str(ROOT)}
     out = subprocess.run(
-        [sys.executable, "-m", "tc.cache", "prune", "--max-gb", "0.0000015"], env=env, capture_output=True, text=True
+        [sys.executable, "-m", "tc.tracking.cache", "prune", "--max-gb", "0.0000015"],
+        env=env,
+        capture_output=True,
+        text=True,
     )
     assert out.returncode == 0, out.stderr
     assert "deleted 1 run dir(s)" in out.stdout and [p.name for p in root.iterdir()] == ["new"]

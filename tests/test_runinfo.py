@@ -1,4 +1,4 @@
-"""Run names, descriptions and tags (tc.runinfo), and their MLflow write-out (tc.tracking)."""
+"""Run names, descriptions and tags (tc.tracking.labels), and their MLflow write-out (tc.tracking)."""
 
 import math
 
@@ -6,8 +6,9 @@ import mlflow
 import pytest
 from mlflow.tracking import MlflowClient
 
-from tc import runinfo, sweep, tracking
+from tc import sweep, tracking
 from tc.config import AnalyzeConfig, TrainConfig
+from tc.tracking import labels as runinfo
 
 
 def test_run_names():
@@ -81,7 +82,7 @@ def test_gen_gap_lives_in_a_light_module_and_the_sweep_re_exports_it():
     import sys
 
     code = (
-        "import sys, tc.runinfo as r; a = r.trial_attrs({'test_acc': 0.7, 'train_acc_clean': 0.9}); "
+        "import sys, tc.tracking.labels as r; a = r.trial_attrs({'test_acc': 0.7, 'train_acc_clean': 0.9}); "
         "assert abs(a['gen_gap'] - 0.2) < 1e-12, a; "
         "heavy = [m for m in ('pandas', 'scipy', 'torch', 'optuna') if m in sys.modules]; assert not heavy, heavy"
     )

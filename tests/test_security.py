@@ -18,9 +18,10 @@ import torch
 from mlflow.tracking import MlflowClient
 
 from entrypoints import analyze as analyze_ep
-from tc import cache, tracking
-from tc import checkpoints as ck
+from tc import tracking
 from tc.config import AnalyzeConfig, TrainConfig
+from tc.core import checkpoints as ck
+from tc.tracking import cache
 
 ORIGINAL = "the victim's own content\n"
 
@@ -383,8 +384,8 @@ def test_move_into_writes_only_checkpoint_names(tmp_path, name):
 
 
 def test_names_read_from_a_run_follow_one_set_of_rules():
-    """tc.names owns the rules; every name tc itself writes passes them, and hostile ones do not."""
-    from tc import names
+    """tc.core.names owns the rules; every name tc itself writes passes them, and hostile ones do not."""
+    from tc.core import names
 
     assert all(names.is_checkpoint_file(ck.filename(s)) for s in (0, 7, 10**8, 10**18))
     assert all(names.is_run_id(r) for r in ("0123456789abcdef0123456789abcdef", "m-abc_1"))
@@ -645,7 +646,7 @@ def test_resume_reads_no_data_dir_and_downloads_nothing_a_run_names(mlflow_store
 
 def test_a_resume_state_whose_index_names_a_path_is_refused_before_anything(mlflow_store, tmp_path, victim):
     """resume/state.pt is run data too: its index becomes checkpoints/index.json (and so, later, paths)."""
-    from tc.runs import train_into_run
+    from tc.tracking.jobs import train_into_run
 
     c = MlflowClient()
     run_id = c.create_run("0").info.run_id
@@ -662,7 +663,7 @@ def test_a_resume_state_whose_index_names_a_path_is_refused_before_anything(mlfl
 
 def test_a_resume_state_that_lists_a_step_twice_is_refused_before_anything(mlflow_store, tmp_path):
     """The same rule as checkpoints/index.json: no step twice (the index written back would list it twice)."""
-    from tc.runs import train_into_run
+    from tc.tracking.jobs import train_into_run
 
     c = MlflowClient()
     run_id = c.create_run("0").info.run_id
@@ -702,7 +703,7 @@ def umask_002():
 def test_a_cache_train_or_data_creates_first_is_private_and_analyze_accepts_it(tmp_path, monkeypatch, umask_002, first):
     """Whichever command creates the cache first (train's staging dir, a data set's dir) creates it 0o700, so
     analyze's check of the cache (cache.run_dir) passes on a fresh machine with a group-writable umask."""
-    from tc import data
+    from tc.core import data
 
     root = tmp_path / "home" / ".cache" / "tc"
     monkeypatch.setenv("TC_CACHE_DIR", str(root))

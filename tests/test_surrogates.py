@@ -3,11 +3,11 @@
 import dataclasses
 from dataclasses import replace
 
-from tc.analysis import analyze_run
-from tc.checkpoints import Checkpoints, RunContext
+from tc.analysis.run import analyze_run
+from tc.analysis.surrogates import NOT_SHARED, SHARED, SURROGATE_OWN, cheap_scores, surrogate_config
 from tc.config import AnalyzeConfig
-from tc.data import load_data
-from tc.surrogates import NOT_SHARED, SHARED, SURROGATE_OWN, cheap_scores, surrogate_config
+from tc.core.checkpoints import Checkpoints, RunContext
+from tc.core.data import load_data
 from tests.test_compose import _checkpoints
 
 
@@ -62,7 +62,7 @@ def test_the_surrogate_config_holds_only_what_the_surrogate_needs():
 def test_a_bf16_analysis_gets_a_bf16_surrogate_without_the_bf16_check(monkeypatch):
     # precision is the compute precision of the composites; only the bf16 agreement check (an fp32 rerun) is
     # the full analysis's control, and it must not run inside the surrogate's timing
-    import tc.analysis as A
+    import tc.analysis.run as A
 
     seen = []
     real = A.composite_outputs

@@ -11,9 +11,10 @@ import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 
-from tc import studies, sweep
+from tc import sweep
 from tc.config import SweepConfig
 from tc.sweep import open_storage
+from tc.sweep import study as studies
 from tests.conftest import ROOT
 
 SPACE = ROOT / "examples" / "digits_space.yaml"
@@ -260,7 +261,7 @@ def test_a_grid_caps_the_trial_budget_at_its_number_of_points():
 def test_the_sweep_run_counts_trials_in_the_correlations_once_as_n_trials_converged():
     """Issue 19.13: `n_trials_finished` was a second name for `n_trials_converged`; one name is left, logged
     whether or not there are enough trials for correlations."""
-    from tc import metrics
+    from tc.analysis import registry as metrics
 
     space = {"lr": {"type": "float", "low": 0.01, "high": 0.1, "log": True}}
     rng = np.random.default_rng(0)

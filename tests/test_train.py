@@ -12,12 +12,12 @@ import torch
 from mlflow.tracking import MlflowClient
 
 from entrypoints import train as train_ep
-from tc import checkpoints as ck
 from tc import tracking
 from tc.config import TrainConfig
-from tc.data import load_data
-from tc.models import ModelSpec, build_model
-from tc.train import DivergenceError, lr_at, train
+from tc.core import checkpoints as ck
+from tc.core.data import load_data
+from tc.core.models import ModelSpec, build_model
+from tc.core.train import DivergenceError, lr_at, train
 
 TINY = [
     "--dataset",
@@ -358,7 +358,7 @@ def test_a_resume_state_saved_at_the_stopping_step_does_not_train_on():
 
 
 def test_phase_windows_and_matched_fractions_for_runs_of_different_lengths():
-    from tc.consistency import phase_windows, steps_at_fractions
+    from tc.core.consistency import phase_windows, steps_at_fractions
 
     short, long_ = [0, 10, 20, 30, 40, 50, 60], list(range(0, 130, 10))
     ws, wl = phase_windows(short), phase_windows(long_)
@@ -381,8 +381,8 @@ def test_phase_windows_and_matched_fractions_for_runs_of_different_lengths():
 
 
 def test_checkpoints_fractions_selects_matched_points_of_runs_of_different_lengths():
+    from tc.analysis.splits import select_steps
     from tc.config import AnalyzeConfig
-    from tc.splits import select_steps
 
     short, long_ = list(range(0, 145, 8)), list(range(0, 1361, 8))
     s, lg = select_steps("fractions:5", short), select_steps("fractions:5", long_)

@@ -14,9 +14,10 @@ import torch
 from mlflow.tracking import MlflowClient
 
 from entrypoints import sweep as sweep_ep
-from tc import studies, sweep
+from tc import sweep
 from tc.config import SweepConfig, TrainConfig
-from tc.train import DivergenceError, TrainingFailure, UntrainableConfigError
+from tc.core.train import DivergenceError, TrainingFailure, UntrainableConfigError
+from tc.sweep import study as studies
 
 BASE = ["--dataset", "digits", "--model", "mlp", "--epochs", "1", "--max_samples", "40", "--anisotropy", "false"]
 BASE += ["--seeds", "1", "--target_loss", "0", "--bootstrap", "100"]
@@ -241,7 +242,8 @@ def test_a_trial_ends_its_own_run_never_the_sweep_run(mlflow_store, tmp_path, mo
 
 CRASH_SCRIPT = """
 import optuna
-from tc import studies, sweep
+from tc import sweep
+from tc.sweep import study as studies
 
 def objective(trial):
     try:

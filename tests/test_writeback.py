@@ -321,7 +321,7 @@ def test_every_write_back_call_is_synchronous_and_the_tags_fit_one(mlflow_store,
 
 
 def test_settled_compares_the_marker_and_the_pointer_as_numbers(mlflow_store, tmp_path):
-    """The pointer is a number tag: "01" names version 1 as "1" does (`tc.names.NUMBER`), so a marker of version 1
+    """The pointer is a number tag: "01" names version 1 as "1" does (`tc.core.names.NUMBER`), so a marker of version 1
     beside it is the pointed analysis's own, settled; a marker of another version is not."""
     run_id, _, _, _ = _setup(tmp_path)
     c = MlflowClient()

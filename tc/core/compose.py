@@ -24,8 +24,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from tc.checkpoints import StateDict
-from tc.models import BlockNet, at_state
+from tc.core.checkpoints import StateDict
+from tc.core.models import BlockNet, at_state
 
 
 @dataclass

@@ -1,4 +1,4 @@
-"""A training run and an analysis as MLflow runs: `tc.train.train` and `tc.analysis.analyze_run` with their
+"""A training run and an analysis as MLflow runs: `tc.core.train.train` and `tc.analysis.run.analyze_run` with their
 inputs loaded from, and their results logged to, MLflow through `tc.tracking` (the entry points and the
 sweep's trials share these)."""
 
@@ -11,21 +11,21 @@ import numpy as np
 import torch
 
 from tc import tracking
-from tc.analysis import AnalysisResult, analyze_run
-from tc.checkpoints import CheckpointError, IndexEntry, check_entry
+from tc.analysis.run import AnalysisResult, analyze_run
+from tc.analysis.splits import sample_count
 from tc.config import AnalyzeConfig, TrainConfig
-from tc.data import load_for
-from tc.models import ModelSpec, build_model
-from tc.progress import progress_bar
-from tc.splits import sample_count
-from tc.train import ProgressReporter, rng_streams, train
+from tc.core.checkpoints import CheckpointError, IndexEntry, check_entry
+from tc.core.data import load_for
+from tc.core.models import ModelSpec, build_model
+from tc.core.progress import progress_bar
+from tc.core.train import ProgressReporter, rng_streams, train
 
 
 def train_into_run(
     run_id: str, cfg: TrainConfig, resume_state: dict | None = None, callbacks: list = (), factory=None
 ) -> None:
     """Train `cfg` logging into `run_id`; from `resume_state` when given; extra `callbacks` (e.g. pruning);
-    `factory`: a user model's factory, imported from the command line (`tc.models.factory_for`)."""
+    `factory`: a user model's factory, imported from the command line (`tc.core.models.factory_for`)."""
     data = load_for(cfg)
     torch.manual_seed(cfg.seed)
     spec = ModelSpec.of(cfg, data)
@@ -78,7 +78,7 @@ def _resume_index(run_id: str, raw: object) -> list[IndexEntry]:
 
 
 def check_rng_state(run_id: str, raw: object) -> None:
-    """The `rng` of a resume state (`tc.train.rng_state`), checked before the run is claimed or written to: it
+    """The `rng` of a resume state (`tc.core.train.rng_state`), checked before the run is claimed or written to: it
     is run data, and a malformed one would otherwise fail in `restore_rng_state` mid-resume. Each stream is
     set on a throwaway generator, so the values are checked as the resume will use them (the CUDA state only
     by type: no device is needed to check a run). None or empty (an older tc) is fine: the resume warns."""

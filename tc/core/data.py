@@ -66,7 +66,7 @@ def make_private_dir(path: Path) -> Path:
     """`path`, with every missing dir on the way created mode 0o700 (`mkdir(parents=True)` would create the
     parents with the umask's mode, e.g. 0o775 under Ubuntu's 002). Every command that creates tc's cache
     (train's staging, a data set, analyze's checkpoints) goes through here, so whichever runs first leaves a
-    cache that `tc.cache.private_dir` accepts. Existing dirs are left as they are (and checked there)."""
+    cache that `tc.tracking.cache.private_dir` accepts. Existing dirs are left as they are (and checked there)."""
     path = Path(path)
     if not path.is_dir():
         if path.parent != path:

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from tc.consistency import kde
+from tc.core.consistency import kde
 
 
 def _subplots(nrows: int = 1, ncols: int = 1, *, figsize: tuple[float, float], **kw: Any) -> tuple[Figure, Any]:
@@ -110,7 +110,7 @@ def drift_vs_consistency(drift: pd.DataFrame) -> Figure:
 
 def spectra_vs_null(spectra: pd.DataFrame) -> Figure:
     """Eigen-spectra (log scale) of drift and gradient noise per cut, with the isotropic null's 5-95% band.
-    Drift: the spectrum of the unit vectors that `tc.anisotropy.drift_test` tests (one per pair of samples);
+    Drift: the spectrum of the unit vectors that `tc.core.anisotropy.drift_test` tests (one per pair of samples);
     gradient noise: of the projected per-minibatch noise."""
     kinds = list(dict.fromkeys(spectra["kind"]))
     cuts = sorted(spectra["cut"].unique())
@@ -140,8 +140,8 @@ def perturbation_curves(perturb: pd.DataFrame) -> Figure:
     """Final deep part's accuracy against perturbation norm ε ||z|| in k-dim subspaces of the feature space:
     the top-k drift directions, k random orthonormal directions and the bottom-k drift directions (same k,
     same norm), mean over draws with a 95% t interval over draws (band), one panel per cut. `perturb`: the
-    per-draw table (cut, eps, kind, draw, acc) of `tc.analysis.anisotropy`."""
-    from tc.noise import KINDS, perturbation_summary
+    per-draw table (cut, eps, kind, draw, acc) of `tc.analysis.run.anisotropy`."""
+    from tc.core.sgd_noise import KINDS, perturbation_summary
 
     if perturb.empty:  # no cut had any drift to perturb along
         fig, ax = _subplots(figsize=(4, 3))

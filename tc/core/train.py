@@ -1,7 +1,7 @@
 """The training loop: short, deterministic on CPU, resumable; everything else is a callback.
 
 Data order and augmentation come from generators rebuilt from (seed, epoch, batch) at every batch (see
-`tc.data.batch_generator`: there is no running data-loader state to keep), and the learning rate is a pure
+`tc.core.data.batch_generator`: there is no running data-loader state to keep), and the learning rate is a pure
 function of the step. What else draws random numbers during training (dropout and any other random layer of
 a user's model) draws from the global streams: torch's CPU generator, the training GPU's CUDA generator, and
 Python's `random` and NumPy's global stream for user code that uses them. So the whole state of a run at step
@@ -52,14 +52,14 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from tc.config import TrainConfig
-from tc.data import DataBundle, iterate_batches, steps_per_epoch
-from tc.device import guard_cpu_kernels, resolve_device
-from tc.progress import Periodic
+from tc.core.data import DataBundle, iterate_batches, steps_per_epoch
+from tc.core.device import guard_cpu_kernels, resolve_device
+from tc.core.progress import Periodic
 
 
 class TrainingFailure(Exception):
     """Training cannot produce a model for this configuration, by the configuration's own doing (it diverged,
-    or it asks for what the model cannot give). Only these are a failed *trial* in a sweep (`tc.studies`): the
+    or it asks for what the model cannot give). Only these are a failed *trial* in a sweep (`tc.sweep.study`): the
     trial is recorded FAILED with this message and counts toward n_trials. Any other exception out of training
     is a fault of tc or of the environment, which a sweep reports as such and does not count."""
 
@@ -246,7 +246,7 @@ def train(
         )
     device = resolve_device(cfg.device)
     model.to(device)
-    guard_cpu_kernels(model, device)  # oneDNN's AVX2 strided-1x1 weight gradient is wrong (tc/device.py)
+    guard_cpu_kernels(model, device)  # oneDNN's AVX2 strided-1x1 weight gradient is wrong (tc/core/device.py)
     if next(model.parameters()).dim() > 1:
         model.to(memory_format=torch.channels_last)
     optimizer = make_optimizer(model, cfg)

@@ -5,7 +5,7 @@ dead workers' trials, study creation. The sweep's statistics are in `tc.sweep`; 
 How a trial ends, and what it does to the sweep:
 - COMPLETE: trained and analyzed; its value is the test accuracy.
 - PRUNED: the pruner stopped it (its run KILLED). Counts toward n_trials.
-- FAILED by its own doing (`TRIAL_FAILURES`: `tc.train.TrainingFailure`, i.e. divergence or a sampled
+- FAILED by its own doing (`TRIAL_FAILURES`: `tc.core.train.TrainingFailure`, i.e. divergence or a sampled
   combination that cannot be trained, and running out of device memory, in training or in the analysis, as the
   configuration's size meets the device; CUDA's cached memory is then emptied for the next trial): user attr
   `fail_reason`, its runs (each seed's) FAILED with tag `tc.error`. It counts toward n_trials (rerunning it
@@ -39,12 +39,15 @@ import torch
 from matplotlib.figure import Figure
 from optuna.trial import TrialState
 
-from tc import plots, runinfo, runs, sweep, tracking
-from tc.analysis import analyze_run
+from tc import sweep, tracking
+from tc.analysis import plots
+from tc.analysis.run import analyze_run
+from tc.analysis.surrogates import cheap_scores
 from tc.config import AnalyzeConfig, SweepConfig, TrainConfig
-from tc.data import load_data
-from tc.surrogates import cheap_scores
-from tc.train import TrainingFailure, UntrainableConfigError
+from tc.core.data import load_data
+from tc.core.train import TrainingFailure, UntrainableConfigError
+from tc.tracking import jobs as runs
+from tc.tracking import labels as runinfo
 
 
 class Pruning:
@@ -356,7 +359,7 @@ def write_summary(summary: SweepSummary, out: Path) -> None:
 
 def analyze_trial(cfg: AnalyzeConfig, parent_id: str, second_id: str | None = None) -> None:
     """A sweep trial's analysis, logged into its training run: the full analysis and the cheap surrogates from
-    checkpoints loaded once (`tc.surrogates.cheap_scores`); with `second_id` (the same configuration at
+    checkpoints loaded once (`tc.analysis.surrogates.cheap_scores`); with `second_id` (the same configuration at
     another seed), that run's analysis against this one and `<measure>_seed_sd` (`tc.sweep.seed_spread`)."""
     ckpts, data, run = tracking.load_analysis_inputs(cfg)
     result, last_step = analyze_run(ckpts, data, cfg, run), ckpts.steps[-1]

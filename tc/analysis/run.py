@@ -1,9 +1,9 @@
 """Analyze a run: checkpoints + data + config in, every metric, tidy tables and summary out (no MLflow here).
 
 `analyze_run` is the one owner of an analysis: the temporal-consistency quantities of SPEC sections 2-4
-(`consistency_analysis`), the anisotropy statistics of section 5 (`tc.anisotropy_metrics`), the baseline
-generalization measures gm_* (`tc.measures`) and the feature MMD. `tc.metrics.METRICS` names every metric it
-logs. The splits it evaluates are described in `tc.splits`.
+(`consistency_analysis`), the anisotropy statistics of section 5 (`tc.analysis.anisotropy`), the baseline
+generalization measures gm_* (`tc.core.baselines`) and the feature MMD. `tc.analysis.registry.METRICS` names
+every metric it logs. The splits it evaluates are described in `tc.analysis.splits`.
 """
 
 from __future__ import annotations
@@ -20,18 +20,20 @@ import numpy as np
 import pandas as pd
 import torch
 
-from tc import consistency as C
-from tc import measures, noise, plots
-from tc.anisotropy_metrics import AnisotropyResult, anisotropy
-from tc.checkpoints import Checkpoints, RunContext, init_index
-from tc.compose import ComposeOptions, composite_outputs, composite_outputs_naive
+from tc.analysis import plots
+from tc.analysis.anisotropy import AnisotropyResult, anisotropy
+from tc.analysis.registry import add_means_over_cuts
+from tc.analysis.splits import EvalSplit, make_splits, parse_cuts, split_named
 from tc.config import AnalyzeConfig
-from tc.data import DataBundle
-from tc.device import exact_fp32, resolve_device
-from tc.metrics import add_means_over_cuts
-from tc.models import BlockNet, at_state
-from tc.progress import progress_bar
-from tc.splits import EvalSplit, make_splits, parse_cuts, split_named
+from tc.core import baselines as measures
+from tc.core import consistency as C
+from tc.core import sgd_noise as noise
+from tc.core.checkpoints import Checkpoints, RunContext, init_index
+from tc.core.compose import ComposeOptions, composite_outputs, composite_outputs_naive
+from tc.core.data import DataBundle
+from tc.core.device import exact_fp32, resolve_device
+from tc.core.models import BlockNet, at_state
+from tc.core.progress import progress_bar
 
 
 @dataclass
@@ -78,11 +80,11 @@ def analyze_run(
     *,
     controls: bool = True,
 ) -> AnalysisResult:
-    """Every metric of an analysis of `ckpts` (see `tc.metrics.METRICS`), with its tables and summary.
+    """Every metric of an analysis of `ckpts` (see `tc.analysis.registry.METRICS`), with its tables and summary.
     `progress(n)` is called as the composite forwards finish n more samples. `controls=False` leaves out the
     controls of `consistency_analysis` (cross-seed, bf16 agreement): a cheap surrogate is timed alone.
-    On CUDA the whole analysis runs with TF32 off (`tc.device.exact_fp32`), restored after."""
-    with exact_fp32(resolve_device(cfg.device)):  # TF32 off on CUDA: fp32 means fp32 (tc.device.exact_fp32)
+    On CUDA the whole analysis runs with TF32 off (`tc.core.device.exact_fp32`), restored after."""
+    with exact_fp32(resolve_device(cfg.device)):  # TF32 off on CUDA: fp32 means fp32 (tc.core.device.exact_fp32)
         splits = make_splits(data, cfg)
         result = consistency_analysis(ckpts, data, cfg, run, splits, progress, controls=controls)
         if cfg.anisotropy:
@@ -131,7 +133,7 @@ def baseline_measures(
     splits: tuple[EvalSplit, EvalSplit | None],
     warnings: list[str] | None = None,
 ) -> dict[str, float]:
-    """gm_<name> of the final checkpoint on the (train, test) analysis samples (`tc.measures.compute_all`),
+    """gm_<name> of the final checkpoint on the (train, test) analysis samples (`tc.core.baselines.compute_all`),
     each with its cost in seconds and in training-epoch equivalents (`gm_<name>_cost_epochs`, from the run's
     own time per epoch). `gm_dist_init` = ||θ_T - θ_0|| with θ_0 the step-0 checkpoint (`initial_state`); NaN,
     with `NO_INIT_WARNING` appended to `warnings`, when the run never logged step 0."""
@@ -202,7 +204,7 @@ def consistency_analysis(
     *,
     controls: bool = True,
 ) -> AnalysisResult:
-    """Every SPEC section 2-3 quantity for each (cut, split); see `tc.consistency` for the formulas.
+    """Every SPEC section 2-3 quantity for each (cut, split); see `tc.core.consistency` for the formulas.
     `splits` defaults to `make_splits(data, cfg)`. Also `tc_full_<split>` (whole networks over the same
     window), `tc_excess_<split>`, `tc_kappa_<split>[_d<cut>]` and `tc_window_checkpoints`; a window of fewer
     than `MIN_WINDOW` checkpoints adds a line to `summary["warnings"]` and a tag to `summary["tags"]`. With

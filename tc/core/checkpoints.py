@@ -26,7 +26,7 @@ from typing import Any
 
 import torch
 
-from tc import names
+from tc.core import names
 
 FORMAT = "tc-checkpoint/1"
 INDEX_FILE = "index.json"
@@ -56,7 +56,7 @@ class Checkpoints:
 class RunContext:
     """What an analysis needs to know about the training run besides its checkpoints and data."""
 
-    model: torch.nn.Module  # a `tc.models.BlockNet` of the run's architecture (its weights are never used)
+    model: torch.nn.Module  # a `tc.core.models.BlockNet` of the run's architecture (its weights are never used)
     train_batch_size: int  # the run's minibatch size: gradient noise is measured on such minibatches
     train_seed: int  # the run's data-order seed: the same minibatches the run saw in epoch 0
     reference: Checkpoints | None = None  # another seed's run, for the cross-seed control

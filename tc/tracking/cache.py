@@ -3,11 +3,11 @@
 `analyze` keeps every downloaded checkpoint there so that a second analysis of a run downloads nothing. It
 never shrinks by itself; cap it with
 
-    python -m tc.cache prune --max-gb 5        # or: mlflow run . --env-manager local -e cache -P max_gb=5
+    python -m tc.tracking.cache prune --max-gb 5        # or: mlflow run . --env-manager local -e cache -P max_gb=5
 
 which deletes whole run directories, least recently used first, until the cache holds at most that much.
 A pruned run is simply downloaded again (and re-verified against its sha256 index) the next time it is
-analyzed. `python -m tc.cache size` prints the current size. With the environment variable TC_CACHE_MAX_GB
+analyzed. `python -m tc.tracking.cache size` prints the current size. With the environment variable TC_CACHE_MAX_GB
 set, `analyze` applies that cap itself after each download (never deleting the runs it is analyzing).
 
 The cache holds only what tc put there: it is private (tc creates its dirs 0o700 and refuses a cache dir or
@@ -26,8 +26,8 @@ import stat
 import sys
 from pathlib import Path
 
-from tc import names
-from tc.data import cache_dir, make_private_dir
+from tc.core import names
+from tc.core.data import cache_dir, make_private_dir
 
 
 def checkpoint_root() -> Path:
@@ -98,7 +98,7 @@ def cached_file(directory: Path, name: str) -> Path | None:
 def move_into(src: Path, directory: Path, name: str) -> Path:
     """Rename `src` to `directory/name` atomically (same file system: `src` is staged inside `directory`). The
     directory is opened without following a link, so a link swapped in after `run_dir` checked it fails here
-    instead of redirecting the write; `name` must be a checkpoint file name (`tc.names`), the only files tc
+    instead of redirecting the write; `name` must be a checkpoint file name (`tc.core.names`), the only files tc
     caches."""
     if not names.is_checkpoint_file(name):
         raise CacheError(f"{str(name)[:300]!r} is not a checkpoint file name (step_<step>.pt): not a cache path")
@@ -175,7 +175,7 @@ def apply_env_cap(keep: tuple[str, ...]) -> list[Path]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tc.cache", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m tc.tracking.cache", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("prune", help="delete least recently used runs until the cache is at most --max-gb")
     p.add_argument("--max-gb", "--max_gb", type=float, required=True, dest="max_gb")

@@ -2,7 +2,7 @@
 
 Splits: `train` is a seeded subset of the training set with the labels the model was trained on (noisy
 labels included); `test` a seeded subset of the test set; `corrupt` the same test subset with CIFAR-10-C-style
-corruptions assigned round-robin (see `tc.corruptions.corrupted_set`).
+corruptions assigned round-robin (see `tc.core.corruptions.corrupted_set`).
 """
 
 from __future__ import annotations
@@ -13,10 +13,10 @@ from dataclasses import dataclass
 import torch
 
 from tc.config import AnalyzeConfig, CutSpec, check_two_steps, split_list
-from tc.consistency import steps_at_fractions
-from tc.corruptions import corrupted_set
-from tc.data import DataBundle
-from tc.models import BlockNet
+from tc.core.consistency import steps_at_fractions
+from tc.core.corruptions import corrupted_set
+from tc.core.data import DataBundle
+from tc.core.models import BlockNet
 
 
 @dataclass
@@ -35,7 +35,7 @@ def parse_cuts(spec: CutSpec | str, model: BlockNet) -> list[int]:
 
 def select_steps(text: str, steps: list[int]) -> list[int]:
     """`all`, `every:K` (every K-th checkpoint counted from the first, plus the last), `fractions:N` (the
-    checkpoints nearest the fractions 0, 1/(N-1), ..., 1 of the last step: `tc.consistency.steps_at_fractions`;
+    checkpoints nearest the fractions 0, 1/(N-1), ..., 1 of the last step: `tc.core.consistency.steps_at_fractions`;
     fewer than N when the run has too few checkpoints to tell them apart), or a list of steps."""
     if text == "all":
         return list(steps)
@@ -85,10 +85,10 @@ def window_spread_steps(
 ) -> list[int]:
     """The checkpoints to analyze out of a run's saved `steps`: the first saved one (step 0, the initialisation,
     when the run logged it; the distance-from-init measures read step 0 whatever is selected, see
-    `tc.checkpoints.init_index`), the final one T, and the first saved step at or after each of the `n`
+    `tc.core.checkpoints.init_index`), the final one T, and the first saved step at or after each of the `n`
     fractions 1 - window + k * window / n (k = 0 .. n-1) of T: 4/8, 5/8, 6/8, 7/8 for the default window 0.5.
 
-    Why: tc's window (`tc.consistency.window`: the checkpoints at or after (1 - window) * T, the final one
+    Why: tc's window (`tc.core.consistency.window`: the checkpoints at or after (1 - window) * T, the final one
     excluded) then holds up to `n` checkpoints spread evenly over it, while the composite phase, whose cost grows
     with the square of the number of analyzed checkpoints, composes at most n + 2. With `checkpoint_interval`'s
     saves and the default window 0.5 the `n` are distinct for runs of 8 steps or more (a window under half of
@@ -97,7 +97,7 @@ def window_spread_steps(
         raise ValueError("window_spread_steps: the run has no checkpoints")
     steps = sorted(steps)
     last = steps[-1]
-    start = (1 - window) * last  # the very expression `tc.consistency.window` compares against
+    start = (1 - window) * last  # the very expression `tc.core.consistency.window` compares against
     targets = [start + k * window * last / n for k in range(n)]
     chosen = {steps[0], last}  # the first saved step: the initialisation only when it is step 0
     for t in targets:

@@ -1,10 +1,10 @@
-"""The report (docs/REPORT.md): its seeded experiments and their claims (verdicts from `tc.replicates`), the
+"""The report (docs/REPORT.md): its seeded experiments and their claims (verdicts from `tc.stats.replicates`), the
 sweep's verdict, and its text as a sequence of small section functions. No MLflow here: metrics and tables
 in, markdown (`render`) and files (`write`) out; `entrypoints/report.py` runs the experiments as MLflow runs.
 
 Every setting the text states (training schedule, seeds, analysis window, top-k, levels, margins, the sweep's
 stopping rule and cap, the freezing cut, the machine) is read from `Settings`, the config dataclasses and
-`tc.device`, never typed into the text. `write` stores the tables and the settings (report/settings.json)
+`tc.core.device`, never typed into the text. `write` stores the tables and the settings (report/settings.json)
 beside the text; `rerender` re-renders the parts that follow from them (report/effects.csv, report/trials.csv,
 report/costs.csv, report/settings.json): the verdict tables, section 4, the sweep's section and the forest
 figure, with the current verdict rules, without rerunning an experiment."""
@@ -23,11 +23,13 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from tc import anisotropy_metrics, plots, sweep
-from tc.anisotropy_metrics import PERTURB_HEADLINE_EPS
+from tc import sweep
+from tc.analysis import anisotropy as anisotropy_metrics
+from tc.analysis import plots
+from tc.analysis.anisotropy import PERTURB_HEADLINE_EPS
 from tc.config import AnalyzeConfig, SweepConfig, TrainConfig, from_strings
-from tc.models import ModelSpec, build_model, default_depth
-from tc.replicates import (
+from tc.core.models import ModelSpec, build_model, default_depth
+from tc.stats.replicates import (
     DIFFERS,
     INCONCLUSIVE,
     NO_DIFFERENCE,
@@ -43,7 +45,7 @@ from tc.sweep import ALPHA, HEADLINE, PRIMARY_TARGET
 
 MAX_COST_EPOCHS = 2.0  # the bar: a consistency measure must cost at most this many training epochs per trial
 MIN_TAU = 0.5  # the bar: |Kendall τ| with test accuracy at least this
-MIN_TRIALS = 3  # the fewest converged trials a rank correlation is computed on (`tc.studies.summarize`)
+MIN_TRIALS = 3  # the fewest converged trials a rank correlation is computed on (`tc.sweep.study.summarize`)
 
 
 @dataclass(frozen=True)
@@ -176,10 +178,10 @@ def sweep_config(s: Settings) -> SweepConfig:
 
 def describe_machine(device: str = "auto") -> str:
     """The machine the experiments ran on, in words: the CPU cores this process may use, and the device that
-    `device` resolves to (`tc.device.resolve_device`), with the GPU's name when it is one."""
+    `device` resolves to (`tc.core.device.resolve_device`), with the GPU's name when it is one."""
     import torch
 
-    from tc.device import resolve_device
+    from tc.core.device import resolve_device
 
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     dev = resolve_device(device)
@@ -201,7 +203,7 @@ PHASES = ("early", "middle", "late")
 MEMORISED = 0.99  # random labels: every seed's final training accuracy on its labels must reach this
 NOT_TESTED = "not tested (a run did not memorise its labels)"
 
-# The claims, each read off a seed-level paired interval (`tc.replicates`). Arms: base, frozen, splice,
+# The claims, each read off a seed-level paired interval (`tc.stats.replicates`). Arms: base, frozen, splice,
 # recalibrate (the BatchNorm modes on the same base runs and samples), clean and random (labels).
 CONSISTENCY = (
     Claim(
@@ -299,7 +301,7 @@ def section_effects(metrics: dict[str, dict[str, float]]) -> dict[str, list[Effe
 def effects_from_table(table: pd.DataFrame) -> dict[str, list[Effect]]:
     """`section_effects` rebuilt from a stored effects.csv (`all_effects`): each row is matched to its claim
     by section and label, and its verdict is read again off its interval with the claim's current sign and
-    margin (`tc.replicates.verdict`); a stored verdict that is not an interval's (NOT_TESTED: a precondition
+    margin (`tc.stats.replicates.verdict`); a stored verdict that is not an interval's (NOT_TESTED: a precondition
     failed) is kept. Every claim of SECTION_CLAIMS must have a row (ValueError naming the missing ones)."""
     out, missing = {}, []
     for section, claims in SECTION_CLAIMS.items():
@@ -325,7 +327,7 @@ def effects_from_table(table: pd.DataFrame) -> dict[str, list[Effect]]:
     return out
 
 
-# The analysis' timed steps, `<step>_seconds` each (`tc.metrics`): listed, because a trial's run also holds
+# The analysis' timed steps, `<step>_seconds` each (`tc.analysis.registry`): listed, because a trial's run also holds
 # other `_seconds` metrics, such as its training's `train_seconds`, which are no cost of a measure.
 TIMED_STEP = re.compile(r"analysis|anisotropy|tc_mmd|gm_\w+|tc_test_cheap_k\d+_n\d+")
 
@@ -441,14 +443,14 @@ def _how_to_read(s: Settings) -> list[str]:
     return [
         "**How to read it.** Every claim is tested on independent training seeds: the same configuration is "
         "trained at each seed in each arm, arms are paired by seed (same initialisation and data order), and the "
-        "claim's difference gets a Student-t 95% confidence interval over the seeds (`tc.replicates`; sampling "
+        "claim's difference gets a Student-t 95% confidence interval over the seeds (`tc.stats.replicates`; sampling "
         "unit: the seed). The verdict follows from the interval alone, against the claim's *margin*, the smallest "
         "difference that would matter (the `predicted` column: the side and the margin; 0 where any difference "
         "counts): **reproduces** when "
         "the whole interval lies beyond the margin on the side the claim predicts; **does not reproduce** when it "
         "lies entirely short of it (inside ±margin, or on the other side); **inconclusive** when it contains the "
         "margin. A claim without a direction reads **differs** (entirely beyond ±margin), **no difference larger "
-        "than the margin** (entirely inside ±margin) or **inconclusive**. The full table is in `tc.replicates`. "
+        "than the margin** (entirely inside ±margin) or **inconclusive**. The full table is in `tc.stats.replicates`. "
         f"With {s.seeds} seeds the half-width is "
         f"{stats.t.ppf(0.975, max(s.seeds - 1, 1)):.1f} × sd(seed differences) / √{s.seeds}: small effects come "
         "out inconclusive, as they should.",

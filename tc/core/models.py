@@ -7,7 +7,7 @@ Parameters and buffers live under `blocks.<name>.`, so a checkpoint's state dict
 
 Besides tc's zoo (`resnet20`, `vgg`, `mlp`), `model` may name a torchvision classifier (`torchvision:resnet18`,
 built with `weights=None`) or a user's own factory (`mypkg.nets:make_net`), optionally with explicit cuts
-(`torchvision:resnet18@layer1,layer2,layer3`); `tc.stages` traces and cuts them into the same `BlockNet`.
+(`torchvision:resnet18@layer1,layer2,layer3`); `tc.core.fx_stages` traces and cuts them into the same `BlockNet`.
 """
 
 from __future__ import annotations
@@ -20,14 +20,14 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
-from tc import stages
+from tc.core import fx_stages as stages
 
 _DEFAULT_DEPTH = {"resnet20": 20, "vgg": 6, "mlp": 3}
 ZOO = tuple(_DEFAULT_DEPTH)
 
 
 def validate_model(model: str) -> None:
-    """Check a model name without importing anything it names (see `tc.stages.validate_name`)."""
+    """Check a model name without importing anything it names (see `tc.core.fx_stages.validate_name`)."""
     stages.validate_name(model, ZOO)
 
 
@@ -68,7 +68,7 @@ class ModelSpec:
 
     @classmethod
     def of(cls, cfg, data) -> ModelSpec:
-        """The architecture that training config `cfg` gives on data set `data` (a `tc.data.DataBundle`)."""
+        """The architecture that training config `cfg` gives on data set `data` (a `tc.core.data.DataBundle`)."""
         return cls(cfg.model, cfg.depth, cfg.width, data.in_channels, data.image_size, data.num_classes)
 
 
@@ -226,7 +226,7 @@ def build_model(spec: ModelSpec, factory: Callable[..., nn.Module] | None = None
     """Build an untrained model. Initialisation uses torch's global RNG: seed it first.
 
     `factory`: for a user model (`module:function`), the function, which the caller imported with
-    `tc.stages.import_factory` from a name given on the command line (see `factory_for`)."""
+    `tc.core.fx_stages.import_factory` from a name given on the command line (see `factory_for`)."""
     validate_model(spec.model)
     validate_depth(spec.model, spec.depth)
     if spec.model in _BUILDERS:

@@ -1,8 +1,8 @@
-"""The vectors whose anisotropy `tc.anisotropy` tests, taken from a run's checkpoints (SPEC section 5).
+"""The vectors whose anisotropy `tc.core.anisotropy` tests, taken from a run's checkpoints (SPEC section 5).
 
 - `drift_vectors`: global-average-pooled feature drift Δz_t(x) = z_{t+1}(x) - z_t(x) at a cut, over
   consecutive checkpoints t and samples x, as an array [transitions, samples, channels] for
-  `tc.anisotropy.drift_test` (which turns it into independent units: samples).
+  `tc.core.anisotropy.drift_test` (which turns it into independent units: samples).
 - `gradient_noise`: per-minibatch gradients of the shallow parameters minus their mean over the minibatches
   used, projected by `random_projection` (orthonormal columns, so isotropic noise stays isotropic; the old
   Gaussian matrix was far from orthonormal when P is not ≫ 128 and made isotropic noise look anisotropic).
@@ -25,10 +25,10 @@ import torch
 from scipy import linalg, stats
 from torch import nn
 
-from tc.anisotropy import principal_directions
-from tc.compose import StateDict
-from tc.device import guard_cpu_kernels
-from tc.models import BlockNet, at_state
+from tc.core.anisotropy import principal_directions
+from tc.core.compose import StateDict
+from tc.core.device import guard_cpu_kernels
+from tc.core.models import BlockNet, at_state
 
 
 @torch.inference_mode()
@@ -113,12 +113,12 @@ def gradient_noise(
     Sampling unit: the minibatches in `batches` (analyze passes the first `grad_batches` full minibatches of
     the training run's epoch-0 shuffle, e.g. 32 of 39 at 5,000 examples and batch 128). ḡ is their mean, not
     the gradient of the whole training set: it estimates the full-batch gradient from the same batches, so
-    the rows sum to zero and carry n - 1 degrees of freedom; `tc.anisotropy.analyze_samples` centres its
+    the rows sum to zero and carry n - 1 degrees of freedom; `tc.core.anisotropy.analyze_samples` centres its
     null draws the same way, so its test is calibrated for that. (Batches of one shuffle are drawn without
     replacement; their exchangeable negative correlation is a common component that the centring removes.)
     Memory: the [n, P] float32 gradients plus a streamed projection (`project_noise`)."""
     m = at_state(model, sd).to(device).train()
-    guard_cpu_kernels(m, next(m.parameters()).device)  # weight gradients: oneDNN's AVX2 bug (tc/device.py)
+    guard_cpu_kernels(m, next(m.parameters()).device)  # weight gradients: oneDNN's AVX2 bug (tc/core/device.py)
     grads = {cut: [] for cut in cuts}
     names = {cut: [n for n, _ in m.named_parameters() if m.block_of(n) in m.block_names[:cut]] for cut in cuts}
     params = dict(m.named_parameters())

@@ -27,7 +27,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from tc.compose import CompositeOutputs
+from tc.core.compose import CompositeOutputs
 
 
 def acc_matrix(out: CompositeOutputs, y: torch.Tensor) -> torch.Tensor:

@@ -24,15 +24,15 @@ from mlflow.entities import Metric, Param
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from tc import cache
-from tc import checkpoints as ck
+from tc.analysis.splits import select_steps
 from tc.config import AnalyzeConfig, TrainConfig, cast_field, from_strings
-from tc.data import DataBundle, DatasetNotFoundError, cache_dir, load_for, make_private_dir
-from tc.names import MAX_NUMBER, is_number
-from tc.splits import select_steps
+from tc.core import checkpoints as ck
+from tc.core.data import DataBundle, DatasetNotFoundError, cache_dir, load_for, make_private_dir
+from tc.core.names import MAX_NUMBER, is_number
+from tc.tracking import cache
 
-if TYPE_CHECKING:  # tc.analysis pulls in scipy and matplotlib: imported only where an analysis is loaded
-    from tc.analysis import AnalysisResult
+if TYPE_CHECKING:  # tc.analysis.run pulls in scipy and matplotlib: imported only where an analysis is loaded
+    from tc.analysis.run import AnalysisResult
 
 CONFIG_FILE = "config.json"
 RESUME_FILE = "resume/state.pt"
@@ -342,7 +342,7 @@ ANALYSIS_VERSION_TAG = "tc.analysis_version"  # the pointer: the current analysi
 ANALYSIS_STEP_TAG = "tc.analysis_step"  # the step its metrics were logged at
 # {"version": N, "step": S} of a write-back in flight (or one that died midway), set before its first metric
 ANALYSIS_WRITING_TAG = "tc.analysis_writing"
-MAX_VERSION = MAX_NUMBER  # the largest N that `tc.names` reads back: log_analysis writes no larger one
+MAX_VERSION = MAX_NUMBER  # the largest N that `tc.core.names` reads back: log_analysis writes no larger one
 
 
 def _number_tag(run_id: str, tags: dict[str, str], tag: str, what: str) -> int | None:
@@ -370,7 +370,7 @@ def analysis_step(run_id: str, tags: dict[str, str]) -> int:
 
 
 def _version_of(name: str) -> int | None:
-    """N for a dir named `v<N>` under `analysis/`, else None (`tc.names.is_number`: `"²".isdigit()` is True)."""
+    """N for a dir named `v<N>` under `analysis/`, else None (`tc.core.names.is_number`: `"²".isdigit()` is True)."""
     return int(name[1:]) if name.startswith("v") and is_number(name[1:]) else None
 
 
@@ -451,7 +451,7 @@ def current_analysis(run_id: str) -> tuple[str | None, dict[str, float]]:
 
 def _writing_marker(run_id: str, tags: dict[str, str]) -> tuple[int, int] | None:
     """(version, step) of the run's `tc.analysis_writing` marker (None without it). The tag is run data: only
-    a JSON object whose `version` and `step` are whole numbers within `tc.names`' rule is read; anything else
+    a JSON object whose `version` and `step` are whole numbers within `tc.core.names`' rule is read; anything else
     is refused, naming it (a step past SQLite's integers would stop every later write-back)."""
     raw = tags.get(ANALYSIS_WRITING_TAG)
     if raw is None:
@@ -597,7 +597,7 @@ def _delete_old_analyses(run_id: str, keep: set) -> None:
 
 def seconds_per_epoch(run_id: str) -> float | None:
     """Active training time of one epoch: the last `train_seconds` (time spent training, summed over every
-    resumed part; `tc.train`) over the epochs logged, when every epoch logged it. Runs that lack it for some
+    resumed part; `tc.core.train`) over the epochs logged, when every epoch logged it. Runs that lack it for some
     epoch (trained by an older tc, or resumed by a newer one from an older tc's state, whose time is lost)
     fall back to the timestamps of the per-epoch metrics, the first epoch timed from the run's start, which
     also counts any downtime before a resume. None when the run logged no epoch."""
@@ -619,7 +619,7 @@ def load_run_checkpoints(
     files: list[tuple[ck.IndexEntry, Path]] | None = None,
 ) -> ck.Checkpoints:
     """Download (cached), verify against the index's sha256 and load run `run_id`'s checkpoints selected by
-    `checkpoints` (see `tc.splits.select_steps`); refuse any whose architecture is not `model`'s. With
+    `checkpoints` (see `tc.analysis.splits.select_steps`); refuse any whose architecture is not `model`'s. With
     TC_CACHE_MAX_GB set, the cache is then pruned to that size (this run and `keep` stay). `files`: the run's
     `download_checkpoints` already done by the caller."""
     files = download_checkpoints(run_id, cache.checkpoint_root()) if files is None else files
@@ -666,11 +666,11 @@ def load_initial_state(run_id: str, model: Any, files: list[tuple[ck.IndexEntry,
 
 
 def load_analysis_inputs(cfg: AnalyzeConfig) -> tuple[ck.Checkpoints, DataBundle, ck.RunContext]:
-    """Everything `tc.analysis.analyze_run` needs for `cfg.run_id`: its selected checkpoints (verified), its
+    """Everything `tc.analysis.run.analyze_run` needs for `cfg.run_id`: its selected checkpoints (verified), its
     data set and its `RunContext` (architecture, minibatch size and seed, the reference run's last checkpoint,
     seconds per epoch, the step-0 checkpoint when the selection left it out). A user model's code comes only
     from `cfg.model`, the command line."""
-    from tc.models import ModelSpec, build_model, factory_for
+    from tc.core.models import ModelSpec, build_model, factory_for
 
     train_cfg = load_train_config(cfg.run_id)
     check_previous_analysis(cfg.run_id)  # bad analysis tags or summary: refused now, not after the analysis
@@ -761,7 +761,7 @@ def use_default_experiment() -> None:
     `mlflow run` already created the run (MLFLOW_RUN_ID: it is in the experiment its --experiment-name chose)."""
     import os
 
-    from tc import runinfo
+    from tc.tracking import labels as runinfo
 
     if not any(os.environ.get(k) for k in ("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_NAME", "MLFLOW_EXPERIMENT_ID")):
         mlflow.set_experiment(runinfo.EXPERIMENT)
@@ -769,7 +769,7 @@ def use_default_experiment() -> None:
 
 def name_run(run_id: str, name: str, *, force: bool = False) -> None:
     """Rename a run, but keep a name the user gave (`--run-name`): only MLflow's made-up names are replaced."""
-    from tc import runinfo
+    from tc.tracking import labels as runinfo
 
     if force or runinfo.is_generated_name(get_run(run_id).info.run_name):
         client().set_tag(run_id, "mlflow.runName", name)
@@ -782,7 +782,7 @@ def describe_run(run_id: str, markdown: str) -> None:
 
 def label_train_run(run_id: str, cfg: TrainConfig) -> None:
     """Name (`resnet20-w16 fashion-mnist seed0`), tags (tc.dataset, tc.model, ...) and a first description."""
-    from tc import runinfo
+    from tc.tracking import labels as runinfo
 
     name_run(run_id, runinfo.run_name(cfg))
     client().log_batch(run_id, tags=[mlflow.entities.RunTag(k, v) for k, v in runinfo.train_tags(cfg).items()])
@@ -802,7 +802,7 @@ def _analysis_metrics(run_id: str) -> dict[str, float]:
 
 def describe_train_run(run_id: str) -> None:
     """Refresh a training run's description from its logged metrics (after training, after each analysis)."""
-    from tc import runinfo
+    from tc.tracking import labels as runinfo
 
     cfg = load_train_config(run_id)
     describe_run(run_id, runinfo.describe_train(cfg, get_run(run_id).data.metrics, _analysis_metrics(run_id)))
@@ -811,7 +811,7 @@ def describe_train_run(run_id: str) -> None:
 def label_analysis(train_run_id: str, analyze_run_id: str | None, cfg: Any) -> None:
     """After an analysis: `tc.analysis.<setting>` tags on the training run (and the analyze run), the analyze
     run named `analyze <training run name>` with the headline numbers, the training run's description updated."""
-    from tc import runinfo
+    from tc.tracking import labels as runinfo
 
     tags = [mlflow.entities.RunTag(k, v[:5000]) for k, v in runinfo.analysis_tags(cfg).items()]
     client().log_batch(train_run_id, tags=tags)
@@ -850,14 +850,14 @@ def log_run_info(model: str, dataset: str, *, run_id: str | None = None, data: A
     that describes your training (`epochs`, `batch_size`, `lr`, `seed`, `train_size`, `width`, `depth`, ...;
     analyze uses `train_size`, `seed` and `label_noise` to draw the same training subset, and `batch_size` for
     the gradient-noise minibatches). Logs the same params, `config.json`, name, tags and description as tc's
-    own `train`. `data`: the `tc.data.DataBundle` if you loaded it already (saves loading it again).
+    own `train`. `data`: the `tc.core.data.DataBundle` if you loaded it already (saves loading it again).
     Returns the `TrainConfig`."""
     import torch
 
-    from tc import runinfo
     from tc.config import from_strings
-    from tc.data import load_for
-    from tc.models import ModelSpec, build_model, factory_for
+    from tc.core.data import load_for
+    from tc.core.models import ModelSpec, build_model, factory_for
+    from tc.tracking import labels as runinfo
 
     rid = _active_run_id(run_id)
     cfg = from_strings(TrainConfig, {"model": model, "dataset": dataset, **settings})
@@ -899,7 +899,7 @@ def _staged_state_dict(staged: Any, state_dict: dict, name: str) -> dict:
     """Your model's state dict under the keys of tc's staged copy of it (the keys checkpoints hold), checked
     by loading it into that copy: a model that is not the named architecture fails here, at the first
     checkpoint, not at analysis time."""
-    from tc.stages import block_state_dict
+    from tc.core.fx_stages import block_state_dict
 
     sd = state_dict
     if set(sd) != set(staged.state_dict()):
@@ -989,7 +989,7 @@ def describe_sweep_run(run_id: str, study_name: str, study: Any) -> None:
     """The sweep run's description: trials finished, and the best trial's headline measures."""
     import optuna
 
-    from tc import runinfo
+    from tc.tracking import labels as runinfo
 
     done = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
     best = max(done, key=lambda t: t.value, default=None) if done else None

@@ -1,4 +1,4 @@
-"""The one list of every metric an analysis logs (`tc.analysis.analyze_run`), with its meaning.
+"""The one list of every metric an analysis logs (`tc.analysis.run.analyze_run`), with its meaning.
 
 It also names what a sweep logs beside them (meanings that start with "sweep"); the training metrics
 (train_loss, test_acc, ...) are described in `entrypoints/train.py`. Keys are patterns: `{split}` is an
@@ -17,7 +17,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from tc.corruptions import CORRUPTIONS
+from tc.core.corruptions import CORRUPTIONS
 
 HEADLINE = (
     "tc_train",
@@ -50,7 +50,7 @@ GM = (
 )
 
 # pattern -> one-line meaning. W = the tc window (checkpoints in the last `window` of training, before the
-# final one T); agree_d, g_d, rc, r(Δ), c(x): `tc.consistency`; the function that computes each is named.
+# final one T); agree_d, g_d, rc, r(Δ), c(x): `tc.core.consistency`; the function that computes each is named.
 METRICS: dict[str, str] = {
     "tc_{split}_d{cut}": "mean_{t in W} agree_d[t, T]: the final deep part predicts on earlier features what it "
     "predicts on its own (`consistency.tc_score`)",

@@ -36,7 +36,7 @@ import pandas as pd
 from scipy import stats
 
 from tc.config import TrainConfig
-from tc.runinfo import gen_gap  # noqa: F401  (tc.sweep.gen_gap: the one definition lives in the light runinfo)
+from tc.tracking.labels import gen_gap  # noqa: F401  (tc.sweep.gen_gap: the one definition lives in the light runinfo)
 
 # The default space, for the sweep's default proxy (an MLP on digits trained to cross-entropy 0.01;
 # docs/sweep.md, "The proxy"). `train_size` 0 is the whole training set; `default_space(n_train)` drops the
@@ -565,7 +565,7 @@ def multiplicity(table: pd.DataFrame, headline: str = HEADLINE, primary: str = P
     So there is one confirmatory test, and one exploratory family per target, each controlled at α on its
     own, not jointly: the confirmatory verdict does not pay for the exploratory measures, and the
     exploratory ones do not borrow from it. Sampling unit: the trial."""
-    from tc.anisotropy import holm
+    from tc.core.anisotropy import holm
 
     if table.empty:
         return table
@@ -655,7 +655,7 @@ def counts_toward_budget(state: str, user_attrs: dict) -> bool:
     """Whether a trial counts toward a sweep's n_trials: finished (COMPLETE, PRUNED), failed for a reason of
     its own (`fail_reason`: divergence, an impossible combination), or still to finish (RUNNING, WAITING).
     Trials that failed because their worker died (killed, heartbeat lost), that crashed on an error that is not
-    their own (user attr `tc.error`, see `tc.studies`) or that were surplus do not count, so a restarted sweep
+    their own (user attr `tc.error`, see `tc.sweep.study`) or that were surplus do not count, so a restarted sweep
     runs them again and ends with n_trials trials that did not crash."""
     if state in ("COMPLETE", "PRUNED", "RUNNING", "WAITING"):
         return True

@@ -8,7 +8,7 @@ from __future__ import annotations
 import re
 
 RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,255}")  # MLflow's rule for run ids: one plain path component
-CHECKPOINT_FILE = re.compile(r"step_[0-9]{8,}\.pt")  # what `tc.checkpoints.filename` makes of a step
+CHECKPOINT_FILE = re.compile(r"step_[0-9]{8,}\.pt")  # what `tc.core.checkpoints.filename` makes of a step
 NUMBER = re.compile(r"[0-9]{1,18}")  # `tc.analysis_version` (and `analysis/v<N>`), `tc.analysis_step`
 MAX_NUMBER = 10**18 - 1  # the largest NUMBER: a writer of numbers (log_analysis's max + 1) stops here
 

@@ -5,7 +5,7 @@ Input: a matrix X [n, p] of n sample vectors (rows) in dimension p. Every statis
 independent draws, so the caller must hand it independent units and say what they are:
 - feature drift (`drift_test`): one row per PAIR of samples, built from the whole window of that pair's
   drift (sampling unit: samples; see `drift_test` for why pairs and why unit vectors);
-- gradient noise (`tc.noise.gradient_noise`): rows g_b - mean_b g_b over minibatches b (sampling unit:
+- gradient noise (`tc.core.sgd_noise.gradient_noise`): rows g_b - mean_b g_b over minibatches b (sampling unit:
   minibatches; the centring costs one degree of freedom, which the null below reproduces).
 
 Spectra never build a dense p x p covariance when p > n: the nonzero eigenvalues of S = Xcᵀ Xc / (n - 1)

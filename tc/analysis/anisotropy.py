@@ -8,15 +8,15 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from tc import anisotropy as A
-from tc import consistency as C
-from tc import noise
-from tc.checkpoints import Checkpoints, RunContext
+from tc.analysis.registry import add_means_over_cuts
+from tc.analysis.splits import EvalSplit, parse_cuts
 from tc.config import AnalyzeConfig
-from tc.data import DataBundle, iterate_batches
-from tc.device import resolve_device
-from tc.metrics import add_means_over_cuts
-from tc.splits import EvalSplit, parse_cuts
+from tc.core import anisotropy as A
+from tc.core import consistency as C
+from tc.core import sgd_noise as noise
+from tc.core.checkpoints import Checkpoints, RunContext
+from tc.core.data import DataBundle, iterate_batches
+from tc.core.device import resolve_device
 
 
 @dataclass
@@ -52,7 +52,7 @@ def anisotropy(
     progress: Callable[[int], None] | None = None,
 ) -> AnisotropyResult:
     """SPEC section 5 at every cut: feature drift over the window and the final checkpoint (split `split`;
-    `tc.anisotropy.drift_test`, sampling unit: samples, as pairs), gradient noise at the window's first
+    `tc.core.anisotropy.drift_test`, sampling unit: samples, as pairs), gradient noise at the window's first
     checkpoint (sampling unit: minibatches), and the perturbation test on the final checkpoint.
 
     Metrics: per cut `aniso_{drift,grad}_{topk_var,eff_rank,pvalue,lw_pvalue}_d<cut>`; across cuts the mean of
