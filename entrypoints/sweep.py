@@ -70,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
             studies.write_summary(summary, Path(tmp))
             mlflow.log_artifacts(tmp)
         mlflow.log_metrics({k: v for k, v in summary.metrics.items() if not math.isnan(v)})
-        tracking.describe_sweep_run(parent.info.run_id, cfg.study_name, study)
+        studies.describe_sweep_run(parent.info.run_id, cfg.study_name, study)
         if stopped:
             tracking.end_active_run("FAILED", {"tc.error": str(stopped)[:5000]})
     studies.print_summary(summary)

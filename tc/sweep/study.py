@@ -571,3 +571,14 @@ def print_summary(summary: SweepSummary) -> None:
     t = summary.table
     best = t[t["target"] == "test_acc"].assign(a=lambda d: d["kendall"].abs()).sort_values("a")
     print(best[["measure", "spearman", "kendall", "granulated_kendall", "n_trials"]].tail(8).to_string(index=False))
+
+
+def describe_sweep_run(run_id: str, study_name: str, study: Any) -> None:
+    """The sweep run's description: trials finished, and the best trial's headline measures."""
+    done = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+    best = max(done, key=lambda t: t.value, default=None) if done else None
+    summary = None
+    if best is not None:
+        summary = {"trial": best.number, **{k: v for k, v in best.user_attrs.items() if k in runinfo.SWEEP_HEADLINE}}
+        summary.update({k: v for k, v in best.params.items()})
+    tracking.describe_run(run_id, runinfo.describe_sweep(study_name, len(done), summary))

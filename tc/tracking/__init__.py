@@ -983,18 +983,3 @@ class LoopCheckpointLogger:
         if step not in _own_run(self.run_id)["index"]:
             log_checkpoint(self.model, step, epoch, run_id=self.run_id)
         describe_train_run(self.run_id)
-
-
-def describe_sweep_run(run_id: str, study_name: str, study: Any) -> None:
-    """The sweep run's description: trials finished, and the best trial's headline measures."""
-    import optuna
-
-    from tc.tracking import labels as runinfo
-
-    done = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
-    best = max(done, key=lambda t: t.value, default=None) if done else None
-    summary = None
-    if best is not None:
-        summary = {"trial": best.number, **{k: v for k, v in best.user_attrs.items() if k in runinfo.SWEEP_HEADLINE}}
-        summary.update({k: v for k, v in best.params.items()})
-    describe_run(run_id, runinfo.describe_sweep(study_name, len(done), summary))
