@@ -573,7 +573,7 @@ def print_summary(summary: SweepSummary) -> None:
     print(best[["measure", "spearman", "kendall", "granulated_kendall", "n_trials"]].tail(8).to_string(index=False))
 
 
-def describe_sweep_run(run_id: str, study_name: str, study: Any) -> None:
+def describe_sweep_run(run_id: str, study_name: str, study: optuna.Study) -> None:
     """The sweep run's description: trials finished, and the best trial's headline measures."""
     done = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
     best = max(done, key=lambda t: t.value, default=None) if done else None
