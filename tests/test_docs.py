@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tc.config import TrainConfig, _opt, cast_field
+from tc.config import TrainConfig, cast_field, opt
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
@@ -44,7 +44,7 @@ def test_every_generated_block_is_current_and_where_it_belongs():
 def test_a_table_goes_stale_when_a_config_field_changes(monkeypatch):
     @dataclass(frozen=True)
     class Changed(TrainConfig):
-        epochs: int = _opt(7, "passes over the training set (with target_loss: the cap)")
+        epochs: int = opt(7, "passes over the training set (with target_loss: the cap)")
 
     # from the docs as the code generates them today (this test checks the mechanism, the one above the docs)
     train_md = gen.rewrite((ROOT / "docs" / "train.md").read_text())[0]
