@@ -19,7 +19,6 @@ file it refuses (exit 2).
 
 from __future__ import annotations
 
-import argparse
 import datetime
 import shutil
 import sys
@@ -31,6 +30,7 @@ import mlflow
 import pandas as pd
 
 from tc import report, tracking
+from tc.config import ReportConfig, parse_args
 from tc.tracking import jobs as tc_runs
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -105,22 +105,14 @@ def run_sweep(s: report.Settings, study: str, timing: dict, figs: Path) -> tuple
     return sweep_id, trials, corr, costs, space, ""
 
 
-def _yes(text: str) -> bool:
-    return text.lower() in ("true", "1", "yes")
-
-
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--quick", default=None, help="true: the smoke version (default false)")
-    ap.add_argument("--trials", default=None, help="converged sweep trials (default 48)")
-    ap.add_argument("--out_dir", default=str(ROOT / "docs"))
-    ap.add_argument("--rerender", default="false", help="true: re-render out_dir/REPORT.md from its stored tables")
-    args = ap.parse_args(argv)
-    out = Path(args.out_dir)
-    if _yes(args.rerender):
-        if args.quick is not None or args.trials is not None:
-            print("tc report: --rerender reads the settings from report/settings.json; drop --quick/--trials")
-            return 2
+    try:  # a re-render with quick or trials set is refused here (ReportConfig)
+        cfg = parse_args(ReportConfig, argv, description=__doc__.splitlines()[0])
+    except ValueError as e:
+        print(f"tc report: {e}", file=sys.stderr)
+        return 2
+    out = Path(cfg.out_dir) if cfg.out_dir is not None else ROOT / "docs"
+    if cfg.rerender:
         try:
             changes = report.write_rerendered(out, datetime.date.today().isoformat())
         except ValueError as e:
@@ -128,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         print(f"tc report: re-rendered {out / 'REPORT.md'}; verdicts changed: {changes or 'none'}")
         return 0
-    s = report.settings(_yes(args.quick or "false"), int(args.trials or 48), ROOT)
+    s = report.settings(cfg.quick, cfg.trials, ROOT)
     t_start, timing, metrics = time.time(), {}, {}
     figs = out / "report"
     figs.mkdir(parents=True, exist_ok=True)

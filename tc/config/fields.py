@@ -37,7 +37,7 @@ def passed_on(cls: type, name: str, default: Any, to: str) -> Any:
     """A field of an entry point that passes its value on to field `name` of config `cls` (the entry point
     `to`): that field's help, so the meaning is written once, with its own `default`."""
     (source,) = [f for f in dataclasses.fields(cls) if f.name == name]
-    return opt(default, f"{source.metadata['help']}; passed to {to}", source.metadata.get("choices"))
+    return opt(default, f"{source.metadata['help']}; passed to `{to}`", source.metadata.get("choices"))
 
 
 def unquote(text: str) -> str:

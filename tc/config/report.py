@@ -13,9 +13,7 @@ class ReportConfig:
     `rerender`, which stored report it re-renders without running anything."""
 
     quick: bool = opt(False, "the same experiments at toy scale, in minutes (what `tests/test_report.py` runs)")
-    trials: int = opt(
-        48, "converged sweep trials to collect; the sweep asks for more trials until this many converged"
-    )
+    trials: int = opt(48, "converged sweep trials to collect; the sweep asks for more trials until this many converged")
     out_dir: str | None = opt(
         None,
         "directory for `REPORT.md` and its `report/` folder (figures, `effects.csv`, `trials.csv`, "

@@ -27,8 +27,8 @@ class SweepConfig:
     sampler: str = opt(
         "qmc",
         "Optuna sampler: qmc (scrambled Sobol, space-filling; the default: the sweep observes how measures "
-        "correlate and does not optimise), random, grid (exact groups for Ψ), or tpe (optimises test accuracy: correlations are then "
-        "estimated along an optimiser's path)",
+        "correlate with test accuracy and does not optimise), random, grid (exact groups for Ψ), or tpe "
+        "(optimises test accuracy: correlations are then estimated along an optimiser's path)",
         SAMPLERS,
     )
     pruner: str = opt("none", "prune trials whose test accuracy lags the median at the same epoch", PRUNERS)

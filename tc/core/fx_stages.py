@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import re
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 
