@@ -44,7 +44,6 @@ CORRUPTION_NAMES = (
 # mlp hidden layers.
 DEFAULT_DEPTH = {"resnet20": 20, "vgg": 6, "mlp": 3}
 MODELS = tuple(DEFAULT_DEPTH)
-ZOO = MODELS
 
 TORCHVISION = "torchvision:"
 _IDENT = r"[A-Za-z_][A-Za-z0-9_]*"
