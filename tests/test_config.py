@@ -212,6 +212,46 @@ def test_main_config_keeps_the_old_defaults_and_takes_the_help_of_what_it_passes
     assert parse_args(MainConfig, ["--epochs", "2", "--train_size", "0"]) == MainConfig(epochs=2, train_size=0)
 
 
+@pytest.mark.parametrize("value", ["-2", "-1", "0", "1", "3"])
+@pytest.mark.parametrize(
+    ("name", "target"),
+    [("epochs", "train"), ("train_size", "train"), ("width", "train"), ("seed", "train"), ("max_samples", "analyze")],
+)
+def test_main_refuses_what_the_config_it_passes_to_refuses_with_its_message(name, target, value):
+    """One rule per parameter: MainConfig checks a value by the config it passes it to, not by a copy of its range."""
+    from tc.config import MainConfig
+
+    cls, base = (TrainConfig, {}) if target == "train" else (AnalyzeConfig, {"run_id": "r"})
+    try:
+        from_strings(cls, {**base, name: value})
+        expected = None
+    except ValueError as e:
+        expected = str(e)
+    try:
+        from_strings(MainConfig, {name: value})
+        got = None
+    except ValueError as e:
+        got = str(e)
+    assert got == expected
+
+
+def test_main_follows_a_stricter_train_config(monkeypatch):
+    """A rule added to TrainConfig reaches the quick start's own check (no copy of the ranges to forget)."""
+    from tc.config import MainConfig
+    from tc.config import main as main_config
+
+    @dataclasses.dataclass(frozen=True)
+    class Stricter(TrainConfig):
+        def __post_init__(self) -> None:
+            super().__post_init__()
+            if self.epochs > 100:
+                raise ValueError(f"epochs={self.epochs} is out of range; it must be <= 100")
+
+    monkeypatch.setattr(main_config, "TrainConfig", Stricter)
+    with pytest.raises(ValueError, match="epochs=101 is out of range"):
+        MainConfig(epochs=101)
+
+
 @pytest.mark.parametrize(
     ("values", "words"),
     [

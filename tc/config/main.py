@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from tc.config.analyze import AnalyzeConfig
-from tc.config.fields import check_range, passed_on
+from tc.config.fields import passed_on
 from tc.config.train import TrainConfig
 
 
@@ -24,8 +24,7 @@ class MainConfig:
     max_samples: int = passed_on(AnalyzeConfig, "max_samples", 500, "analyze")
 
     def __post_init__(self) -> None:
-        # the ranges of the fields they are passed to: a bad value fails here, before the parent run starts
-        for name in ("epochs", "width"):
-            check_range(name, getattr(self, name), 1)
-        for name in ("train_size", "seed", "max_samples"):
-            check_range(name, getattr(self, name), 0)
+        # Each value is checked by the config it is passed to (its rules and messages, written once there), so a bad
+        # value fails here, before the parent run starts. The analysis's run id is not known yet: a stand-in.
+        TrainConfig(epochs=self.epochs, train_size=self.train_size, width=self.width, seed=self.seed)
+        AnalyzeConfig(run_id="(the quick start's training run)", max_samples=self.max_samples)
