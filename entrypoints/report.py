@@ -13,8 +13,8 @@ converged trials, still gives a report that says so.
 
 `--rerender true` runs nothing: it re-renders the verdict tables and the sweep's section of `out_dir`/REPORT.md
 from the stored tables in `out_dir`/report (`tc.report.write_rerendered`), with today's date in its header. The
-settings come from the stored report/settings.json (so `--quick` and `--trials` do not apply); without that
-file it refuses (exit 2).
+settings come from the stored report/settings.json (so `--quick` and `--trials` do not apply: other than their
+defaults, they are refused); without that file it refuses (exit 2).
 """
 
 from __future__ import annotations
@@ -106,7 +106,7 @@ def run_sweep(s: report.Settings, study: str, timing: dict, figs: Path) -> tuple
 
 
 def main(argv: list[str] | None = None) -> int:
-    try:  # a re-render with quick or trials set is refused here (ReportConfig)
+    try:  # a re-render with quick or trials other than their defaults is refused here (ReportConfig)
         cfg = parse_args(ReportConfig, argv, description=__doc__.splitlines()[0])
     except ValueError as e:
         print(f"tc report: {e}", file=sys.stderr)
@@ -127,11 +127,11 @@ def main(argv: list[str] | None = None) -> int:
     with mlflow.start_run(run_name="tc-report"):
         runs = {}
         for key, params in report.training_runs(s).items():
-            cfg = report.train_config(params)
-            runs[key] = _timed(timing, f"train {key.split('/')[0]}", tc_runs.train_nested, cfg)
+            train_cfg = report.train_config(params)
+            runs[key] = _timed(timing, f"train {key.split('/')[0]}", tc_runs.train_nested, train_cfg)
         for name, key, params in report.analyses(s, runs):
-            cfg = report.analyze_config(params, runs[key])
-            _timed(timing, f"analyze {name.split('/')[0]}", tc_runs.analyze_nested, cfg)
+            analyze_cfg = report.analyze_config(params, runs[key])
+            _timed(timing, f"analyze {name.split('/')[0]}", tc_runs.analyze_nested, analyze_cfg)
             metrics[name] = tracking.get_run(runs[key]).data.metrics
         fig = {k: _figure(runs["base/s0"], f, figs, f"base_{f}") for k, f in report.BASE_FIGURES.items()}
         for name in report.SWEEP_FIGURES.values():  # an earlier report's: this one links only what its sweep made
