@@ -11,16 +11,15 @@ comment above `checkpoint_every` says why).
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
 import mlflow
 
-from tc import tracking
+from tc import config, tracking
 from tc.analysis.registry import HEADLINE
 from tc.analysis.splits import checkpoint_interval, window_spread_steps
-from tc.config import AnalyzeConfig, TrainConfig
+from tc.config import AnalyzeConfig, MainConfig, TrainConfig
 from tc.core.data import load_data, steps_per_epoch
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -56,32 +55,31 @@ def analyzed_steps(steps: list[int], window: float = AnalyzeConfig.window) -> li
     return window_spread_steps(steps, window)
 
 
-def train_parameters(args: argparse.Namespace) -> dict[str, str]:
+def train_parameters(cfg: MainConfig) -> dict[str, str]:
     """The `train` entry point's parameters for the quick start's run."""
     return {
         "dataset": DATASET,
         "model": MODEL,
-        "epochs": args.epochs,
-        "train_size": args.train_size,
-        "width": args.width,
-        "seed": args.seed,
+        "epochs": str(cfg.epochs),
+        "train_size": str(cfg.train_size),
+        "width": str(cfg.width),
+        "seed": str(cfg.seed),
         "batch_size": str(TrainConfig.batch_size),
-        "checkpoint_every": str(checkpoint_every(int(args.epochs), int(args.train_size))),
+        "checkpoint_every": str(checkpoint_every(cfg.epochs, cfg.train_size)),
     }
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--epochs", default="5")
-    p.add_argument("--train_size", default="5000")
-    p.add_argument("--width", default="16")
-    p.add_argument("--seed", default="0")
-    p.add_argument("--max_samples", default="500")
-    return p.parse_args(argv)
+def parse_args(argv: list[str] | None = None) -> MainConfig:
+    """The quick start's config from its command line; a `ValueError` names a bad value."""
+    return config.parse_args(MainConfig, argv, description=__doc__.splitlines()[0])
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
+    try:
+        cfg = parse_args(argv)
+    except ValueError as e:
+        print(f"tc main: {e}", file=sys.stderr)
+        return 2
     tracking.use_default_experiment()
     with mlflow.start_run() as parent:
         tracking.name_run(parent.info.run_id, "quick start")
@@ -91,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
             "train",
             env_manager="local",
             experiment_id=exp,
-            parameters=train_parameters(args),
+            parameters=train_parameters(cfg),
         )
         mlflow.set_tag("tc.train_run_id", train.run_id)
         saved = sorted(e.step for e in tracking.checkpoint_index(train.run_id))  # the validated index only
@@ -102,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
             experiment_id=exp,
             parameters={
                 "run_id": train.run_id,
-                "max_samples": args.max_samples,
+                "max_samples": str(cfg.max_samples),
                 "checkpoints": ",".join(map(str, analyzed_steps(saved))),
             },
         )

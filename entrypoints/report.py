@@ -13,13 +13,12 @@ converged trials, still gives a report that says so.
 
 `--rerender true` runs nothing: it re-renders the verdict tables and the sweep's section of `out_dir`/REPORT.md
 from the stored tables in `out_dir`/report (`tc.report.write_rerendered`), with today's date in its header. The
-settings come from the stored report/settings.json (so `--quick` and `--trials` do not apply); without that
-file it refuses (exit 2).
+settings come from the stored report/settings.json (so `--quick` and `--trials` do not apply: other than their
+defaults, they are refused); without that file it refuses (exit 2).
 """
 
 from __future__ import annotations
 
-import argparse
 import datetime
 import shutil
 import sys
@@ -31,6 +30,7 @@ import mlflow
 import pandas as pd
 
 from tc import report, tracking
+from tc.config import ReportConfig, parse_args
 from tc.tracking import jobs as tc_runs
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -105,22 +105,14 @@ def run_sweep(s: report.Settings, study: str, timing: dict, figs: Path) -> tuple
     return sweep_id, trials, corr, costs, space, ""
 
 
-def _yes(text: str) -> bool:
-    return text.lower() in ("true", "1", "yes")
-
-
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--quick", default=None, help="true: the smoke version (default false)")
-    ap.add_argument("--trials", default=None, help="converged sweep trials (default 48)")
-    ap.add_argument("--out_dir", default=str(ROOT / "docs"))
-    ap.add_argument("--rerender", default="false", help="true: re-render out_dir/REPORT.md from its stored tables")
-    args = ap.parse_args(argv)
-    out = Path(args.out_dir)
-    if _yes(args.rerender):
-        if args.quick is not None or args.trials is not None:
-            print("tc report: --rerender reads the settings from report/settings.json; drop --quick/--trials")
-            return 2
+    try:  # a re-render with quick or trials other than their defaults is refused here (ReportConfig)
+        cfg = parse_args(ReportConfig, argv, description=__doc__.splitlines()[0])
+    except ValueError as e:
+        print(f"tc report: {e}", file=sys.stderr)
+        return 2
+    out = Path(cfg.out_dir) if cfg.out_dir is not None else ROOT / "docs"
+    if cfg.rerender:
         try:
             changes = report.write_rerendered(out, datetime.date.today().isoformat())
         except ValueError as e:
@@ -128,18 +120,18 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         print(f"tc report: re-rendered {out / 'REPORT.md'}; verdicts changed: {changes or 'none'}")
         return 0
-    s = report.settings(_yes(args.quick or "false"), int(args.trials or 48), ROOT)
+    s = report.settings(cfg.quick, cfg.trials, ROOT)
     t_start, timing, metrics = time.time(), {}, {}
     figs = out / "report"
     figs.mkdir(parents=True, exist_ok=True)
     with mlflow.start_run(run_name="tc-report"):
         runs = {}
         for key, params in report.training_runs(s).items():
-            cfg = report.train_config(params)
-            runs[key] = _timed(timing, f"train {key.split('/')[0]}", tc_runs.train_nested, cfg)
+            train_cfg = report.train_config(params)
+            runs[key] = _timed(timing, f"train {key.split('/')[0]}", tc_runs.train_nested, train_cfg)
         for name, key, params in report.analyses(s, runs):
-            cfg = report.analyze_config(params, runs[key])
-            _timed(timing, f"analyze {name.split('/')[0]}", tc_runs.analyze_nested, cfg)
+            analyze_cfg = report.analyze_config(params, runs[key])
+            _timed(timing, f"analyze {name.split('/')[0]}", tc_runs.analyze_nested, analyze_cfg)
             metrics[name] = tracking.get_run(runs[key]).data.metrics
         fig = {k: _figure(runs["base/s0"], f, figs, f"base_{f}") for k, f in report.BASE_FIGURES.items()}
         for name in report.SWEEP_FIGURES.values():  # an earlier report's: this one links only what its sweep made

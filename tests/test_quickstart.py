@@ -40,7 +40,7 @@ def _main_defaults() -> dict[str, str]:
 
 
 def test_main_py_defaults_are_mlproject_defaults():
-    assert vars(quick.parse_args([])) == _main_defaults()
+    assert {k: str(v) for k, v in dataclasses.asdict(quick.parse_args([])).items()} == _main_defaults()
 
 
 class _Steps:

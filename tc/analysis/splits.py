@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import torch
 
-from tc.config import AnalyzeConfig, CutSpec, check_two_steps, split_list
+from tc.config import AnalyzeConfig, CheckpointSpec, CutSpec
 from tc.core.consistency import steps_at_fractions
 from tc.core.corruptions import corrupted_set
 from tc.core.data import DataBundle
@@ -33,31 +33,23 @@ def parse_cuts(spec: CutSpec | str, model: BlockNet) -> list[int]:
     return (CutSpec.parse(spec) if isinstance(spec, str) else spec).resolve(model)
 
 
-def select_steps(text: str, steps: list[int]) -> list[int]:
-    """`all`, `every:K` (every K-th checkpoint counted from the first, plus the last), `fractions:N` (the
-    checkpoints nearest the fractions 0, 1/(N-1), ..., 1 of the last step: `tc.core.consistency.steps_at_fractions`;
-    fewer than N when the run has too few checkpoints to tell them apart), or a list of steps."""
-    if text == "all":
+def select_steps(spec: CheckpointSpec | str, steps: list[int]) -> list[int]:
+    """The run's `steps` that `spec` (an `AnalyzeConfig.checkpoint_spec`, or its text: `CheckpointSpec.parse`'s
+    grammar) selects: `all`; `every:K` (every K-th checkpoint counted from the first, plus the last);
+    `fractions:N` (the checkpoints nearest the fractions 0, 1/(N-1), ..., 1 of the last step:
+    `tc.core.consistency.steps_at_fractions`; fewer than N when the run has too few checkpoints to tell them
+    apart); or the steps listed, each of which the run must have."""
+    spec = CheckpointSpec.parse(spec) if isinstance(spec, str) else spec
+    if spec.kind == "all":
         return list(steps)
-    if text.startswith("fractions:"):
-        n = int(text.split(":", 1)[1])
-        if n < 2:
-            raise ValueError(f"checkpoints={text!r}: N must be >= 2")
-        return sorted(set(steps_at_fractions(steps, [i / (n - 1) for i in range(n)])))
-    if text.startswith("every:"):
-        k = int(text.split(":", 1)[1])
-        if k < 1:
-            raise ValueError(f"checkpoints={text!r}: K must be >= 1")
-        return sorted(set(steps[::k]) | {steps[-1]})
-    try:
-        chosen = sorted({int(s) for s in split_list(text)})
-    except ValueError:
-        raise ValueError(f"checkpoints={text!r} is not valid; use all, every:K, or a list of steps") from None
-    missing = sorted(set(chosen) - set(steps))
+    if spec.kind == "fractions":
+        return sorted(set(steps_at_fractions(steps, [i / (spec.n - 1) for i in range(spec.n)])))
+    if spec.kind == "every":
+        return sorted(set(steps[:: spec.n]) | {steps[-1]})
+    missing = sorted(set(spec.steps) - set(steps))
     if missing:
         raise ValueError(f"checkpoints: steps {missing} are not in the run; it has {steps}")
-    check_two_steps(text, chosen)
-    return chosen
+    return list(spec.steps)
 
 
 # How a short run (the quick start, `entrypoints/main.py`) spreads its checkpoints so that tc's window holds enough

@@ -15,6 +15,8 @@ import torch
 import torchvision.transforms.functional as TF
 from torchvision.io import decode_jpeg, encode_jpeg
 
+from tc.config.vocabulary import CORRUPTION_NAMES  # the names; the configs check them before any data is read
+
 _Fn = Callable[[torch.Tensor, float, torch.Generator], torch.Tensor]  # float [0, 1] images in and out
 
 
@@ -59,6 +61,8 @@ def _jpeg(x, c, g):
     return torch.stack([decode_jpeg(encode_jpeg(img, quality=int(c))) for img in u8]).float() / 255
 
 
+# One (function, parameter per severity 1..5) per name of `CORRUPTION_NAMES`, in its order
+# (`tests/test_vocabulary.py` checks that they agree).
 CORRUPTIONS: dict[str, tuple[_Fn, tuple[float, ...]]] = {
     "gaussian_noise": (_gaussian_noise, (0.04, 0.06, 0.08, 0.09, 0.10)),
     "shot_noise": (_shot_noise, (500, 250, 100, 75, 50)),
@@ -74,7 +78,7 @@ CORRUPTIONS: dict[str, tuple[_Fn, tuple[float, ...]]] = {
 def corrupt(x: torch.Tensor, name: str, severity: int, seed: int = 0) -> torch.Tensor:
     """Corrupt uint8 images `x` [N, C, H, W] with corruption `name` at `severity` (1..5)."""
     if name not in CORRUPTIONS:
-        raise ValueError(f"unknown corruption {name!r}; choose from {', '.join(CORRUPTIONS)}")
+        raise ValueError(f"unknown corruption {name!r}; choose from {', '.join(CORRUPTION_NAMES)}")
     if not 1 <= severity <= 5:
         raise ValueError(f"severity={severity} is out of range; valid: 1..5")
     fn, params = CORRUPTIONS[name]

@@ -37,56 +37,24 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import fx, nn
 
-TORCHVISION = "torchvision:"
-_IDENT = r"[A-Za-z_][A-Za-z0-9_]*"
-_FACTORY_RE = re.compile(rf"^{_IDENT}(\.{_IDENT})*:{_IDENT}$")
+# The grammar of a model name belongs to the configs, which check it before anything is built; re-exported here
+# for the code that builds what a name names.
+from tc.config.vocabulary import (  # noqa: F401  (validate_name, is_user_model: re-exported)
+    FACTORY_RE,
+    TORCHVISION,
+    is_user_model,
+    split_name,
+    torchvision_names,
+    validate_name,
+)
+
 _CONTAINERS = (nn.Sequential, nn.ModuleList)
-
-
-def split_name(model: str) -> tuple[str, list[str] | None]:
-    """`torchvision:resnet18@layer2,layer3` -> (`torchvision:resnet18`, [`layer2`, `layer3`]); no `@`: None."""
-    base, sep, cuts = model.partition("@")
-    return base, ([c.strip() for c in cuts.split(",") if c.strip()] if sep else None)
-
-
-def torchvision_names() -> list[str]:
-    import torchvision
-
-    return sorted(torchvision.models.list_models(module=torchvision.models))
-
-
-def validate_name(model: str, zoo: Sequence[str]) -> None:
-    """Syntax only (imports nothing): a zoo name, `torchvision:<classification model>`, or `module:function`,
-    the last two optionally with `@cut1,cut2,...` (module names after which to cut)."""
-    base, cuts = split_name(model)
-    if cuts is not None and (not cuts or base in zoo):
-        raise ValueError(f"model={model!r}: `@` takes a comma list of module names, for torchvision or own models")
-    if base in zoo:
-        return
-    if base.startswith(TORCHVISION):
-        name = base[len(TORCHVISION) :]
-        if name not in torchvision_names():
-            raise ValueError(
-                f"model={model!r}: {name!r} is not a torchvision classification model; "
-                f"valid: {', '.join(torchvision_names())}"
-            )
-        return
-    if not _FACTORY_RE.match(base):
-        raise ValueError(
-            f"model={model!r} is not valid; use one of {', '.join(zoo)}, torchvision:<name> "
-            "(e.g. torchvision:resnet18) or <module>:<function> (a factory of your own, e.g. mypkg.nets:make_net)"
-        )
-
-
-def is_user_model(model: str, zoo: Sequence[str]) -> bool:
-    base, _ = split_name(model)
-    return base not in zoo and not base.startswith(TORCHVISION)
 
 
 def import_factory(model: str) -> Callable[..., nn.Module]:
     """Import `module:function` (the part before any `@`). Call it only with a name the user typed."""
     base, _ = split_name(model)
-    if not _FACTORY_RE.match(base):
+    if not FACTORY_RE.match(base):
         raise ValueError(f"model={model!r} is not of the form <module>:<function>")
     module_name, func_name = base.split(":")
     try:

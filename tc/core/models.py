@@ -20,36 +20,19 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
+from tc.config.vocabulary import (  # noqa: F401  (re-exported: the model names' checks)
+    DEFAULT_DEPTH,
+    MODELS,
+    default_depth,
+    is_user_model,
+    validate_depth,
+    validate_model,
+)
 from tc.core import fx_stages as stages
 
-_DEFAULT_DEPTH = {"resnet20": 20, "vgg": 6, "mlp": 3}
-ZOO = tuple(_DEFAULT_DEPTH)
-
-
-def validate_model(model: str) -> None:
-    """Check a model name without importing anything it names (see `tc.core.fx_stages.validate_name`)."""
-    stages.validate_name(model, ZOO)
-
-
-def is_user_model(model: str) -> bool:
-    """A `module:function` factory: its code is imported only from a name given on the command line."""
-    return stages.is_user_model(model, ZOO)
-
-
-def default_depth(model: str) -> int:
-    """The zoo's default depth; 0 (unused) for torchvision and user models."""
-    return _DEFAULT_DEPTH.get(model, 0)
-
-
-def validate_depth(model: str, depth: int) -> None:
-    if model not in ZOO and depth != 0:
-        raise ValueError(f"depth={depth}: depth applies to tc's own models ({', '.join(ZOO)}); use 0 for {model!r}")
-    if model == "resnet20" and (depth < 8 or (depth - 2) % 6):
-        raise ValueError(f"depth={depth} is not valid for resnet20; use 6n+2 with n >= 1 (8, 14, 20, 32, ...)")
-    if model == "vgg" and depth < 3:
-        raise ValueError(f"depth={depth} is not valid for vgg; use >= 3 conv layers (one stage needs one)")
-    if model == "mlp" and depth < 1:
-        raise ValueError(f"depth={depth} is not valid for mlp; use >= 1 hidden layer")
+# The zoo's names and depth rules belong to the configs, which check them before anything is built
+# (`tc.config.vocabulary`); re-exported here, beside the builders keyed by those names (`_BUILDERS`).
+ZOO = MODELS
 
 
 @dataclass(frozen=True)
