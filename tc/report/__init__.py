@@ -23,12 +23,14 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from tc import sweep
 from tc.analysis import anisotropy as anisotropy_metrics
 from tc.analysis import plots
 from tc.analysis.anisotropy import PERTURB_HEADLINE_EPS
 from tc.config import AnalyzeConfig, SweepConfig, TrainConfig, from_strings
 from tc.core.models import ModelSpec, build_model, default_depth
+from tc.stats.multiplicity import ALPHA, PRIMARY_TARGET
+from tc.stats.multiplicity import CONFIRMATORY_MEASURE as HEADLINE  # TODO(report): rename; headline = shown first
+from tc.stats.rankcorr import CorrelationOptions, correlation_table
 from tc.stats.replicates import (
     DIFFERS,
     INCONCLUSIVE,
@@ -41,7 +43,7 @@ from tc.stats.replicates import (
     t_interval,
     verdict,
 )
-from tc.sweep import ALPHA, HEADLINE, PRIMARY_TARGET
+from tc.sweep.summary import measure_columns, split_converged
 
 MAX_COST_EPOCHS = 2.0  # the bar: a consistency measure must cost at most this many training epochs per trial
 MIN_TAU = 0.5  # the bar: |Kendall τ| with test accuracy at least this
@@ -635,7 +637,7 @@ def _anisotropy(r: Results) -> list[str]:
 def _sweep(r: Results) -> list[str]:
     cfg = sweep_config_of(r)
     trials = r.trials
-    conv = sweep.split_converged(trials)[0] if len(trials) else trials
+    conv = split_converged(trials)[0] if len(trials) else trials
     space = ", ".join(k.replace("_", " ") for k in r.space) or "the search space"
     design = (
         "Optuna's scrambled-Sobol QMC sampler (a space-filling design, not an optimiser)"
@@ -951,10 +953,10 @@ def from_tables(figs: Path) -> Results:
     effects = effects_from_table(pd.read_csv(figs / "effects.csv"))
     trials = _read_table(figs / "trials.csv")
     corr = pd.DataFrame()
-    conv = sweep.split_converged(trials)[0] if len(trials) else trials
+    conv = split_converged(trials)[0] if len(trials) else trials
     if len(conv) >= MIN_TRIALS:
-        options = sweep.CorrelationOptions(draws=cfg.bootstrap, seed=cfg.seed)
-        corr = sweep.correlation_table(conv, sweep.measure_columns(list(conv.columns)), space, options)
+        options = CorrelationOptions(draws=cfg.bootstrap, seed=cfg.seed)
+        corr = correlation_table(conv, measure_columns(list(conv.columns)), space, options)
     table = _read_table(figs / "costs.csv")
     costs = dict(zip(table["step"], table["epochs"].astype(float), strict=True)) if len(table) else {}
     figures = {"forest": "report/effects.png", **sweep_figures(figs)}
