@@ -288,6 +288,7 @@ def test_the_sweep_run_counts_trials_in_the_correlations_once_as_n_trials_conver
     assert "n_trials_finished" not in metrics.METRICS and "n_trials_converged" in metrics.METRICS
 
 
+@pytest.mark.filterwarnings("ignore:Heartbeat of storage")  # ask() on an RDB with heartbeats, outside optimize
 def test_a_studys_storage_is_the_one_it_writes_through(tmp_path):
     """`study_storage` is the one place tc reads an Optuna private for a study (`Study._storage`: Optuna has no
     public accessor): a user attribute written through it is what the study reads back, for a journal file and
