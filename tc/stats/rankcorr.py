@@ -1,7 +1,8 @@
 """Rank statistics that score a measure as a predictor of generalization across trials (SPEC 6, 6.1).
 
-Pure functions: trials are a DataFrame (one row per trial), a search space is a plain dict (`tc.sweep.space`),
-results are DataFrames. For models i = 1..M with measure μ_i and target g_i:
+Pure functions: trials are a DataFrame (one row per trial, a column per hyperparameter and per measure), a
+search space is a plain dict of hyperparameter -> spec ({"type": "float" | "int", "low", "high", "log"} or
+{"type": "categorical", "choices"}), results are DataFrames. For models i = 1..M with measure μ_i and target g_i:
     τ (pairwise, SPEC 6.1) = 1/(M(M-1)) Σ_{i≠j} sign(μ_i - μ_j) sign(g_i - g_j)   -- reported as `kendall_pairs`;
     `kendall` is SciPy's tie-corrected τ-b with its p-value; `spearman` is Spearman's ρ with its p-value;
     Ψ (granulated, Jiang et al. 2020) = mean over hyperparameters h of ψ_h, ψ_h = mean of τ over groups of
