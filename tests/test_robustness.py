@@ -419,7 +419,7 @@ def _draw(study, k):
         params.append((t.number, t.suggest_float("lr", 0.01, 0.4, log=True), t.suggest_categorical("width", [8, 16])))
         return params[-1][1]
 
-    for _ in range(k):  # one trial per optimize call, as sweep.run_worker does
+    for _ in range(k):  # one trial per optimize call, as tc.sweep.study.run_worker does
         study.optimize(objective, n_trials=1)
     return params
 

@@ -47,7 +47,7 @@ from tc.sweep.summary import measure_columns, split_converged
 
 MAX_COST_EPOCHS = 2.0  # the bar: a consistency measure must cost at most this many training epochs per trial
 MIN_TAU = 0.5  # the bar: |Kendall τ| with test accuracy at least this
-MIN_TRIALS = 3  # the fewest converged trials a rank correlation is computed on (`tc.sweep.study.summarize`)
+MIN_TRIALS = 3  # the fewest converged trials a rank correlation is computed on (`tc.sweep.summary.summarize`)
 
 
 @dataclass(frozen=True)
@@ -822,8 +822,9 @@ def confirmatory_verdict(corr: pd.DataFrame) -> str:
 
 def sweep_verdict(acc: pd.DataFrame, costs: dict[str, float]) -> list[str]:
     """The one-paragraph answer, from intervals and the confirmatory test only: does the pre-specified
-    headline predict test accuracy (its τ interval excludes 0 and its own p < ALPHA: `tc.sweep.multiplicity`),
-    and does it beat the best baseline gm_* (its |τ| interval lies above the baseline's) at no greater cost?"""
+    headline predict test accuracy (its τ interval excludes 0 and its own p < ALPHA:
+    `tc.stats.multiplicity.multiplicity`), and does it beat the best baseline gm_* (its |τ| interval lies above
+    the baseline's) at no greater cost?"""
     if HEADLINE not in acc.index:
         return ["", f"The headline `{HEADLINE}` was not measured on these trials: no verdict."]
     h = acc.loc[HEADLINE]
@@ -936,7 +937,7 @@ def from_tables(figs: Path) -> Results:
     its error, the run's duration and machine and the notes (settings.json: `settings_record`; ValueError
     without it), the effects (effects.csv, verdicts read again off their intervals: `effects_from_table`), the
     sweep's trials (trials.csv), its correlations recomputed from those trials by the sweep's own
-    `tc.sweep.correlation_table` (the stored space, bootstrap draws and seed: the same numbers the sweep
+    `tc.stats.rankcorr.correlation_table` (the stored space, bootstrap draws and seed: the same numbers the sweep
     computed, with the current multiplicity rules), and the costs (costs.csv; empty when absent). The per-seed
     metrics are not stored: `metrics` is empty, so only `rerender` can use these results."""
     path = figs / SETTINGS_FILE
