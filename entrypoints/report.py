@@ -93,11 +93,11 @@ def run_sweep(s: report.Settings, study: str, timing: dict, figs: Path) -> tuple
     tables. Any exception from fitting the space, the sweep runs or reading their results (an MLflow, Optuna
     or programming error alike) is the sweep's failure, not the report's: its `type: message` is returned as
     the error (the report then says "The sweep failed: ..."), with empty tables."""
-    from tc.sweep import study as studies
+    from tc.sweep.space import fitted_space
 
     sweep_id = None
     try:
-        space = studies.fitted_space(report.sweep_config(s))
+        space = fitted_space(report.sweep_config(s))
         sweep_id = _sweep(s, study, timing)
         trials, corr, costs = sweep_results(sweep_id, figs)
     except Exception as e:  # any failure of the sweep: an hour of experiments must still give a report

@@ -362,10 +362,12 @@ def test_a_figure_download_leaves_no_empty_analysis_folders(mlflow_store, tmp_pa
 def _sweep_of(n=12, seed=0):
     """A stored sweep: trials over the default space (one capped), measures with a rank twin, and the
     correlations the sweep computes on its converged trials (the report's options: 1000 draws, seed 0)."""
-    from tc import sweep
+    from tc.stats import rankcorr
+    from tc.sweep import space as sweep_space
+    from tc.sweep import summary as sweep_summary
 
     rng = np.random.default_rng(seed)
-    space = sweep.default_space(1438)
+    space = sweep_space.default_space(1438)
     trials = pd.DataFrame(
         {
             k: rng.choice(v["choices"], n) if "choices" in v else rng.uniform(v["low"], v["high"], n)
@@ -378,8 +380,8 @@ def _sweep_of(n=12, seed=0):
     trials["tc_test"] = 0.5 * trials["tc_kappa_test"] + 0.5
     trials["gm_disagreement"] = -trials["test_acc"] + rng.normal(0, 0.1, n)
     trials["converged"] = [1] * (n - 1) + [0]
-    conv = sweep.split_converged(trials)[0]
-    corr = sweep.correlation_table(conv, ["tc_kappa_test", "tc_test", "gm_disagreement"], space)
+    conv = sweep_summary.split_converged(trials)[0]
+    corr = rankcorr.correlation_table(conv, ["tc_kappa_test", "tc_test", "gm_disagreement"], space)
     return trials, corr, space
 
 

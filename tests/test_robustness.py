@@ -24,8 +24,11 @@ from entrypoints import train as train_ep
 from tc import tracking
 from tc.config import AnalyzeConfig
 from tc.core import checkpoints as ck
-from tc.sweep import check_space_values, counts_toward_budget, open_storage
+from tc.sweep import budget
 from tc.sweep import study as studies
+from tc.sweep.budget import counts_toward_budget
+from tc.sweep.space import check_space_values
+from tc.sweep.study import open_storage
 from tc.tracking import cache
 from tests.conftest import ROOT
 
@@ -416,7 +419,7 @@ def _draw(study, k):
         params.append((t.number, t.suggest_float("lr", 0.01, 0.4, log=True), t.suggest_categorical("width", [8, 16])))
         return params[-1][1]
 
-    for _ in range(k):  # one trial per optimize call, as sweep.run_worker does
+    for _ in range(k):  # one trial per optimize call, as tc.sweep.study.run_worker does
         study.optimize(objective, n_trials=1)
     return params
 
@@ -473,7 +476,7 @@ def test_dead_workers_running_trials_are_failed_with_their_runs(mlflow_store, tm
     live = study.ask()
     live.set_user_attr(studies.WORKER_ATTR, json.dumps(tracking.writer_identity()))
     live.set_user_attr("mlflow_run_id", live_run)
-    assert studies.budget_used(study) == 2
+    assert budget.budget_used(study) == 2
     assert studies.fail_dead_trials(study) == [dead.number]
     trials = {t.number: t for t in study.get_trials()}
     assert (
@@ -488,13 +491,13 @@ def test_dead_workers_running_trials_are_failed_with_their_runs(mlflow_store, tm
     if kind == "rdb":  # RetryFailedTrialCallback re-queues the dead trial's parameters once
         (retry,) = [t for t in study.get_trials() if t.state == optuna.trial.TrialState.WAITING]
         assert retry.params == trials[dead.number].params and retry.system_attrs["failed_trial"] == dead.number
-        assert studies.budget_used(study) == 2  # the live one and the retry
+        assert budget.budget_used(study) == 2  # the live one and the retry
         time.sleep(0.01)
         picked = study.ask()  # a worker takes the retry: until it writes its own tc.worker, it carries the
         assert picked.number == retry.number  # dead worker's, which must not get it failed again
         assert studies.fail_dead_trials(study) == []
     else:
-        assert studies.budget_used(study) == 1  # the dead trial does not count
+        assert budget.budget_used(study) == 1  # the dead trial does not count
 
 
 def test_budget_counts_finished_and_running_but_not_dead_or_surplus_trials():

@@ -6,8 +6,9 @@ import mlflow
 import pytest
 from mlflow.tracking import MlflowClient
 
-from tc import sweep, tracking
+from tc import tracking
 from tc.config import AnalyzeConfig, TrainConfig
+from tc.sweep import summary as sweep  # the sweep's trials table uses the one gen_gap
 from tc.tracking import labels as runinfo
 
 
@@ -65,7 +66,7 @@ def test_tags_one_per_setting():
 def test_trial_attrs_are_json_safe_and_include_the_gap():
     # A trial run's metrics: training's whole-set accuracies (train_acc on the noisy labels it was trained on,
     # train_acc_clean on the original ones) and the analysis's acc_<split> on its samples. The dashboard's
-    # gen_gap is the sweep's one definition (`tc.sweep.gen_gap`, trials.csv): clean train minus test, whole
+    # gen_gap is the sweep's one definition (`tc.tracking.labels.gen_gap`, trials.csv): clean train minus test, whole
     # sets; not the analysis samples' acc_train - acc_test (0.3 here), nor the noisy train_acc (0.29).
     metrics = {"test_acc": 0.7, "train_acc": 0.99, "train_acc_clean": 0.88, "tc_test": math.nan}
     metrics |= {"acc_train": 0.9, "acc_test": 0.6, "x": 1}
@@ -76,8 +77,8 @@ def test_trial_attrs_are_json_safe_and_include_the_gap():
     assert runinfo.trial_attrs({"test_acc": 0.7, "acc_train": 0.9, "acc_test": 0.6}) == {"test_acc": 0.7}
 
 
-def test_gen_gap_lives_in_a_light_module_and_the_sweep_re_exports_it():
-    # trial_attrs is on the light path (runinfo imports no pandas or scipy); tc.sweep.gen_gap keeps working
+def test_gen_gap_lives_in_a_light_module_and_the_sweeps_trials_table_uses_it():
+    # trial_attrs is on the light path (runinfo imports no pandas or scipy); tc.sweep.summary uses that very function
     import subprocess
     import sys
 

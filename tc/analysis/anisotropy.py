@@ -17,6 +17,7 @@ from tc.core import sgd_noise as noise
 from tc.core.checkpoints import Checkpoints, RunContext
 from tc.core.data import DataBundle, iterate_batches
 from tc.core.device import resolve_device
+from tc.stats.multiplicity import holm
 
 
 @dataclass
@@ -40,7 +41,7 @@ def perturb_options(cfg: AnalyzeConfig) -> noise.PerturbOptions:
 def min_holm(pvalues: list[float]) -> float:
     """min_c p_c^Holm: the smallest Holm-adjusted p-value over the cuts, a test of "anisotropic at some cut"
     with the family-wise error controlled (a mean of p-values is not a p-value)."""
-    return float(A.holm(pvalues).min())
+    return float(holm(pvalues).min())
 
 
 def anisotropy(

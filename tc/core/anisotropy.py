@@ -32,8 +32,8 @@ p-value. For unit vectors uniform on the sphere the fourth moments differ and (n
 test in LW's form (cf. Zou et al., Biometrika 2014). tests/test_anisotropy.py checks both null means and
 variances by simulation.
 
-`holm` adjusts p-values over cuts for the family-wise error (Holm 1979); its smallest adjusted p-value is the
-`aniso_*_min_pvalue` that analyze logs.
+The p-values over cuts are adjusted for the family-wise error by `tc.stats.multiplicity.holm`; the smallest
+adjusted one is the `aniso_*_min_pvalue` that analyze logs.
 """
 
 from __future__ import annotations
@@ -117,18 +117,6 @@ def null_spectra(n: int, p: int, draws: int, seed: int = 0, directions: bool = F
         eig = np.clip(np.linalg.eigvalsh(gram / (n - 1)), 0, None)[:, ::-1]
         out.append(np.pad(eig, ((0, 0), (0, p - eig.shape[1]))))
     return np.concatenate(out)
-
-
-def holm(pvalues) -> np.ndarray:
-    """Holm (1979) step-down adjusted p-values, in the input order: the i-th smallest becomes
-    max_{j <= i} min(1, (m - j + 1) p_(j)). Reject where adjusted < α controls the family-wise error."""
-    p = np.asarray(pvalues, dtype=np.float64)
-    order = np.argsort(p, kind="stable")
-    m = len(p)
-    adjusted = np.minimum(1.0, np.maximum.accumulate((m - np.arange(m)) * p[order]))
-    out = np.empty(m)
-    out[order] = adjusted
-    return out
 
 
 @dataclass(frozen=True)

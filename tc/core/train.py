@@ -34,7 +34,7 @@ BatchNorm in train mode), so it lags the model that is saved; the pass costs one
 set per epoch. The epoch's metrics then also hold `train_eval_loss`, `train_eval_acc`, and at the last epoch
 `converged` (1/0) and `epochs_trained`. The learning-rate schedule stays a function of the cap's total steps,
 so a run that stops early is a prefix of the capped run. The last epoch of every run also logs `train_acc_clean`
-(whole training set, original labels) for `tc.sweep.gen_gap`.
+(whole training set, original labels) for `tc.tracking.labels.gen_gap`.
 """
 
 from __future__ import annotations

@@ -23,12 +23,14 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from tc import sweep
 from tc.analysis import anisotropy as anisotropy_metrics
 from tc.analysis import plots
 from tc.analysis.anisotropy import PERTURB_HEADLINE_EPS
 from tc.config import AnalyzeConfig, SweepConfig, TrainConfig, from_strings
 from tc.core.models import ModelSpec, build_model, default_depth
+from tc.stats.multiplicity import ALPHA, PRIMARY_TARGET
+from tc.stats.multiplicity import CONFIRMATORY_MEASURE as HEADLINE  # TODO(report): rename; headline = shown first
+from tc.stats.rankcorr import CorrelationOptions, correlation_table
 from tc.stats.replicates import (
     DIFFERS,
     INCONCLUSIVE,
@@ -41,11 +43,11 @@ from tc.stats.replicates import (
     t_interval,
     verdict,
 )
-from tc.sweep import ALPHA, HEADLINE, PRIMARY_TARGET
+from tc.sweep.summary import measure_columns, split_converged
 
 MAX_COST_EPOCHS = 2.0  # the bar: a consistency measure must cost at most this many training epochs per trial
 MIN_TAU = 0.5  # the bar: |Kendall τ| with test accuracy at least this
-MIN_TRIALS = 3  # the fewest converged trials a rank correlation is computed on (`tc.sweep.study.summarize`)
+MIN_TRIALS = 3  # the fewest converged trials a rank correlation is computed on (`tc.sweep.summary.summarize`)
 
 
 @dataclass(frozen=True)
@@ -635,7 +637,7 @@ def _anisotropy(r: Results) -> list[str]:
 def _sweep(r: Results) -> list[str]:
     cfg = sweep_config_of(r)
     trials = r.trials
-    conv = sweep.split_converged(trials)[0] if len(trials) else trials
+    conv = split_converged(trials)[0] if len(trials) else trials
     space = ", ".join(k.replace("_", " ") for k in r.space) or "the search space"
     design = (
         "Optuna's scrambled-Sobol QMC sampler (a space-filling design, not an optimiser)"
@@ -820,8 +822,9 @@ def confirmatory_verdict(corr: pd.DataFrame) -> str:
 
 def sweep_verdict(acc: pd.DataFrame, costs: dict[str, float]) -> list[str]:
     """The one-paragraph answer, from intervals and the confirmatory test only: does the pre-specified
-    headline predict test accuracy (its τ interval excludes 0 and its own p < ALPHA: `tc.sweep.multiplicity`),
-    and does it beat the best baseline gm_* (its |τ| interval lies above the baseline's) at no greater cost?"""
+    headline predict test accuracy (its τ interval excludes 0 and its own p < ALPHA:
+    `tc.stats.multiplicity.multiplicity`), and does it beat the best baseline gm_* (its |τ| interval lies above
+    the baseline's) at no greater cost?"""
     if HEADLINE not in acc.index:
         return ["", f"The headline `{HEADLINE}` was not measured on these trials: no verdict."]
     h = acc.loc[HEADLINE]
@@ -934,7 +937,7 @@ def from_tables(figs: Path) -> Results:
     its error, the run's duration and machine and the notes (settings.json: `settings_record`; ValueError
     without it), the effects (effects.csv, verdicts read again off their intervals: `effects_from_table`), the
     sweep's trials (trials.csv), its correlations recomputed from those trials by the sweep's own
-    `tc.sweep.correlation_table` (the stored space, bootstrap draws and seed: the same numbers the sweep
+    `tc.stats.rankcorr.correlation_table` (the stored space, bootstrap draws and seed: the same numbers the sweep
     computed, with the current multiplicity rules), and the costs (costs.csv; empty when absent). The per-seed
     metrics are not stored: `metrics` is empty, so only `rerender` can use these results."""
     path = figs / SETTINGS_FILE
@@ -951,10 +954,10 @@ def from_tables(figs: Path) -> Results:
     effects = effects_from_table(pd.read_csv(figs / "effects.csv"))
     trials = _read_table(figs / "trials.csv")
     corr = pd.DataFrame()
-    conv = sweep.split_converged(trials)[0] if len(trials) else trials
+    conv = split_converged(trials)[0] if len(trials) else trials
     if len(conv) >= MIN_TRIALS:
-        options = sweep.CorrelationOptions(draws=cfg.bootstrap, seed=cfg.seed)
-        corr = sweep.correlation_table(conv, sweep.measure_columns(list(conv.columns)), space, options)
+        options = CorrelationOptions(draws=cfg.bootstrap, seed=cfg.seed)
+        corr = correlation_table(conv, measure_columns(list(conv.columns)), space, options)
     table = _read_table(figs / "costs.csv")
     costs = dict(zip(table["step"], table["epochs"].astype(float), strict=True)) if len(table) else {}
     figures = {"forest": "report/effects.png", **sweep_figures(figs)}

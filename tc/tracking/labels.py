@@ -135,10 +135,10 @@ def _spell(value: Any) -> str:
 
 def gen_gap(metrics: dict[str, float]) -> float:
     """The generalization gap of a training run, the one definition tc uses (trials.csv, the correlations'
-    `gen_gap` target, the Optuna dashboard's attribute via `trial_attrs`; `tc.sweep.gen_gap` is this function,
-    kept here so the light path needs no pandas or scipy): accuracy on the whole training set with its ORIGINAL
-    (clean) labels minus `test_acc`, both of the final model in eval mode, both logged by `tc.core.train.train` at
-    its last epoch (`train_acc_clean`, `test_acc`: the whole test set).
+    `gen_gap` target, the Optuna dashboard's attribute via `trial_attrs`; `tc.sweep.summary.trials_table` calls
+    this function, kept here so the light path needs no pandas or scipy): accuracy on the whole training set with
+    its ORIGINAL (clean) labels minus `test_acc`, both of the final model in eval mode, both logged by
+    `tc.core.train.train` at its last epoch (`train_acc_clean`, `test_acc`: the whole test set).
 
     SPEC 6.1 defines the gap as train_acc - test_acc of the model. Clean labels, because a noisy label is one
     the network should get wrong: trained to the same cross-entropy (target_loss), every trial fits its noisy
