@@ -18,7 +18,9 @@ A real device run is the final word: docs/scaling.md.
 from __future__ import annotations
 
 import contextlib
+import importlib
 import math
+import pkgutil
 import traceback
 
 import pytest
@@ -28,18 +30,21 @@ from torch import nn
 from torch.overrides import TorchFunctionMode
 from torch.utils import _pytree as pytree
 
-import tc.analysis.anisotropy
+import tc.analysis
 import tc.analysis.run
+from tc.analysis.inputs import RunContext
 from tc.config import AnalyzeConfig
 from tc.core import baselines as measures
 from tc.core import compose
 from tc.core import consistency as C
 from tc.core import sgd_noise as noise
-from tc.core.checkpoints import Checkpoints, RunContext
+from tc.core.checkpoints import Checkpoints
 from tc.core.data import load_data
 from tc.core.models import ModelSpec, build_model
 
 FAKE = torch.device("meta")
+# every module of the analysis: a function is patched in each module that imported it, where it is called from
+ANALYSIS = [importlib.import_module(f"tc.analysis.{m.name}") for m in pkgutil.iter_modules(tc.analysis.__path__)]
 HEAVY = {"conv2d", "linear", "batch_norm", "cdist", "conv_transpose2d"}
 # seeded draws stay on the CPU: a device's generator gives other numbers than the CPU's for one seed, so an
 # analysis on a GPU would not reproduce its CPU twin
@@ -164,8 +169,12 @@ def _install(monkeypatch) -> FakeAccelerator:
         return self._apply(move)
 
     monkeypatch.setattr(nn.Module, "to", module_to)
-    for module in (tc.analysis.run, tc.analysis.anisotropy):
-        monkeypatch.setattr(module, "resolve_device", lambda device: FAKE, raising=False)
+    resolving = [m for m in ANALYSIS if hasattr(m, "resolve_device")]
+    assert {"run", "anisotropy", "composites", "controls", "baselines", "mmd"} <= {
+        m.__name__.rsplit(".", 1)[1] for m in resolving
+    }
+    for module in resolving:
+        monkeypatch.setattr(module, "resolve_device", lambda device: FAKE)
 
     def phased(owner, name):
         real = getattr(owner, name)
@@ -185,8 +194,7 @@ def _install(monkeypatch) -> FakeAccelerator:
         (noise, "perturbation_test"),
         (measures, "compute_all"),
         (C, "mmd2"),
-        (tc.analysis.run, "composite_outputs"),
-        (tc.analysis.run, "_network_predictions"),
+        *[(m, name) for name in ("composite_outputs", "network_predictions") for m in ANALYSIS if hasattr(m, name)],
     ):
         phased(owner, name)
     return acc
@@ -227,7 +235,7 @@ def test_every_part_of_an_analysis_runs_on_the_configured_device(monkeypatch):
     assert accelerator.violations == []
     phases = {phase for phase, *_ in accelerator.heavy}
     expected = {"features", "gradient_noise", "perturbation_test", "compute_all", "mmd2", "composite_outputs"}
-    assert expected | {"_network_predictions"} <= phases
+    assert expected | {"network_predictions"} <= phases
     off = sorted({(phase, op, where) for phase, op, where, there in accelerator.heavy if not there})
     assert off == [], f"{len(off)} kinds of operations ran off the device: {off}"
     # the model the caller passed is never moved

@@ -3,10 +3,11 @@
 import dataclasses
 from dataclasses import replace
 
+from tc.analysis.inputs import RunContext
 from tc.analysis.run import analyze_run
 from tc.analysis.surrogates import NOT_SHARED, SHARED, SURROGATE_OWN, cheap_scores, surrogate_config
 from tc.config import AnalyzeConfig
-from tc.core.checkpoints import Checkpoints, RunContext
+from tc.core.checkpoints import Checkpoints
 from tc.core.data import load_data
 from tests.test_compose import _checkpoints
 
@@ -62,10 +63,11 @@ def test_the_surrogate_config_holds_only_what_the_surrogate_needs():
 def test_a_bf16_analysis_gets_a_bf16_surrogate_without_the_bf16_check(monkeypatch):
     # precision is the compute precision of the composites; only the bf16 agreement check (an fp32 rerun) is
     # the full analysis's control, and it must not run inside the surrogate's timing
-    import tc.analysis.run as A
+    import tc.analysis.composites
+    import tc.analysis.controls
 
     seen = []
-    real = A.composite_outputs
+    real = tc.analysis.composites.composite_outputs
 
     def recording(*args, **kwargs):
         seen.append(args[5].precision)
@@ -74,8 +76,8 @@ def test_a_bf16_analysis_gets_a_bf16_surrogate_without_the_bf16_check(monkeypatc
     def no_check(*args, **kwargs):
         raise AssertionError("the bf16 agreement check ran inside the surrogate")
 
-    monkeypatch.setattr(A, "composite_outputs", recording)
-    monkeypatch.setattr(A, "_bf16_agreement", no_check)
+    monkeypatch.setattr(tc.analysis.composites, "composite_outputs", recording)
+    monkeypatch.setattr(tc.analysis.controls, "bf16_agreement", no_check)
     model, sds = _checkpoints(n=3)
     data = load_data("digits", train_size=128)
     cfg = AnalyzeConfig(run_id="x", max_samples=40, anisotropy=False, measures=False, batch_size=32, precision="bf16")
