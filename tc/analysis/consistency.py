@@ -112,6 +112,7 @@ class Tables:
     corrupt: list[tuple] = field(default_factory=list)  # cut, corruption, severity, tc, acc
 
     def corrupt_frame(self) -> pd.DataFrame:
+        """The corrupt table (needed before the result: `corruption_means` reads it)."""
         return pd.DataFrame(self.corrupt, columns=["cut", "corruption", "severity", "tc", "acc"])
 
 

@@ -700,9 +700,7 @@ def load_analysis_inputs(cfg: AnalyzeConfig) -> tuple[ck.Checkpoints, DataBundle
     # gm_dist_init measures from step 0 whatever the selection (a list of steps may leave it out)
     i0 = ck.init_index(ckpts.steps)
     init = ckpts.state_dicts[i0] if i0 is not None else load_initial_state(cfg.run_id, model, files)
-    run = RunContext(
-        model, train_cfg.batch_size, train_cfg.seed, reference, seconds_per_epoch(cfg.run_id), init=init
-    )
+    run = RunContext(model, train_cfg.batch_size, train_cfg.seed, reference, seconds_per_epoch(cfg.run_id), init=init)
     return ckpts, data, run
 
 
