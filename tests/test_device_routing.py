@@ -23,6 +23,7 @@ import math
 import pkgutil
 import traceback
 
+import pandas as pd
 import pytest
 import torch
 from mlflow.tracking import MlflowClient
@@ -33,6 +34,7 @@ from torch.utils import _pytree as pytree
 import tc.analysis
 import tc.analysis.run
 from tc.analysis.inputs import RunContext
+from tc.analysis.result import AnalysisResult
 from tc.config import AnalyzeConfig
 from tc.core import baselines as measures
 from tc.core import compose
@@ -393,3 +395,37 @@ def test_analyze_run_runs_inside_the_tf32_scope_of_its_device(monkeypatch):
     with pytest.raises(KeyError, match="stop"):
         tc.analysis.run.analyze_run(None, data, AnalyzeConfig(run_id="r", device="cpu"), None)
     assert entered == [torch.device("cpu")]
+
+
+def test_every_step_of_analyze_run_runs_inside_the_tf32_scope(monkeypatch):
+    # each named step of analyze_run (the consistency family, the anisotropy, the measures) inside exact_fp32:
+    # a step moved out of the `with` block would compute with TF32 on a GPU, which no CPU result shows
+    depth = []
+
+    @contextlib.contextmanager
+    def scope(device):
+        depth.append(device)
+        try:
+            yield
+        finally:
+            depth.pop()
+
+    seen = []
+
+    def step(name, returns=None):
+        def record(*a, **k):
+            seen.append((name, len(depth)))
+            return returns
+
+        return record
+
+    tables = [pd.DataFrame() for _ in range(5)]
+    result = AnalysisResult(*tables, metrics={"analysis_seconds": 1.0}, summary={"warnings": []})
+    monkeypatch.setattr(tc.analysis.run, "exact_fp32", scope)
+    monkeypatch.setattr(tc.analysis.run, "consistency_analysis", step("consistency", result))
+    monkeypatch.setattr(tc.analysis.run, "add_anisotropy", step("anisotropy"))
+    monkeypatch.setattr(tc.analysis.run, "add_measures", step("measures"))
+    cfg = AnalyzeConfig(run_id="r", device="cpu")
+    assert cfg.anisotropy and cfg.measures  # the defaults: every step runs
+    out = tc.analysis.run.analyze_run(None, load_data("digits", train_size=64), cfg, RunContext(nn.Linear(1, 1), 8, 0))
+    assert out is result and seen == [("consistency", 1), ("anisotropy", 1), ("measures", 1)]

@@ -85,6 +85,39 @@ def test_a_bf16_analysis_gets_a_bf16_surrogate_without_the_bf16_check(monkeypatc
     assert out and seen and set(seen) == {"bf16"}
 
 
+def test_the_surrogate_runs_neither_control_that_the_full_analysis_runs_on_the_same_inputs(monkeypatch):
+    # cheap_scores gets the trial's own RunContext, reference run included: controls=False alone keeps the
+    # cross-seed composite out of the surrogate (its config has no reference_run_id, but the context has the
+    # reference), and the bf16 check too. The full analysis on the same inputs runs both: the check is not vacuous.
+    import tc.analysis.controls
+
+    ran = []
+
+    def recorded(name):
+        real = getattr(tc.analysis.controls, name)
+
+        def recording(*args, **kwargs):
+            ran.append(name)
+            return real(*args, **kwargs)
+
+        return recording
+
+    for name in ("cross_seed", "bf16_agreement"):
+        monkeypatch.setattr(tc.analysis.controls, name, recorded(name))
+    model, sds = _checkpoints(n=3)
+    _, other = _checkpoints(n=2)
+    data = load_data("digits", train_size=128)
+    cfg = AnalyzeConfig(
+        run_id="x", max_samples=40, anisotropy=False, measures=False, batch_size=32, precision="bf16", splits="test"
+    )
+    run = RunContext(model, 64, 0, reference=Checkpoints([0, 9], other))
+    ckpts = Checkpoints([0, 4, 8], sds)
+    assert cheap_scores(ckpts, data, cfg, run, samples=30) and ran == []
+    full = analyze_run(ckpts, data, cfg, run).metrics
+    assert ran == ["cross_seed", "bf16_agreement"]
+    assert 0 <= full["tc_test_crossseed"] <= 1 and 0 <= full["bf16_agreement"] <= 1
+
+
 def test_every_analyze_config_field_is_shared_own_or_not_shared_with_the_surrogate():
     # a field added to AnalyzeConfig fails here until it is put in one group (and so reviewed for surrogates)
     names = [f.name for f in dataclasses.fields(AnalyzeConfig)]
