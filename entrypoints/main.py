@@ -27,8 +27,8 @@ DATASET, MODEL = "fashion-mnist", "resnet20"
 
 # The quick start's checkpointing. Its run is 5 epochs of 40 steps (5000 images, batch 128). One checkpoint per
 # epoch left 2 checkpoints in tc's window (the last half of training, final excluded: `tc.core.consistency.window`),
-# fewer than the 3 that a temporal average needs (`tc.analysis.run.MIN_WINDOW`), and analyze warned about its own
-# headline. So the run saves every eighth of training (steps 0, 25, ..., 200: 9 checkpoints;
+# fewer than the 3 that a temporal average needs (`tc.analysis.consistency.MIN_WINDOW`), and analyze warned about
+# its own headline. So the run saves every eighth of training (steps 0, 25, ..., 200: 9 checkpoints;
 # `tc.analysis.splits.checkpoint_interval`) and the analysis reads the initialisation, the final checkpoint and
 # the first saved step at or after 4/8, 5/8, 6/8, 7/8 of training (`tc.analysis.splits.window_spread_steps`):
 # 0, 100, 125, 150, 175, 200. Then

@@ -149,18 +149,21 @@ def test_matrices_tc_lag_and_half_life_match_brute_force():
 
 
 def test_kde_uses_scotts_rule_and_refuses_a_point_mass():
+    from tc.analysis.plots import kde
+
     values = np.random.default_rng(0).random(200)
-    grid, density, bw = C.kde(values)
+    grid, density, bw = kde(values)
     assert bw == pytest.approx(200 ** (-1 / 5) * values.std(ddof=1))
     assert np.trapezoid(density, grid) == pytest.approx(1.0, abs=0.05)
-    assert C.kde(np.ones(10)) is None
+    assert kde(np.ones(10)) is None
     assert math.isnan(C.lag_curve(torch.full((2, 2), math.nan))[0])
 
 
 def test_analyze_with_recalibrated_batchnorm_and_final_column():
-    from tc.analysis.run import consistency_analysis as analyze
+    from tc.analysis.consistency import consistency_analysis as analyze
+    from tc.analysis.inputs import RunContext
     from tc.config import AnalyzeConfig
-    from tc.core.checkpoints import Checkpoints, RunContext
+    from tc.core.checkpoints import Checkpoints
     from tc.core.data import load_data
 
     data = load_data("digits", train_size=200)
@@ -182,9 +185,10 @@ def test_analyze_with_recalibrated_batchnorm_and_final_column():
 
 def test_anisotropy_leaves_out_gradient_noise_with_too_few_minibatches():
     from tc.analysis.anisotropy import anisotropy
+    from tc.analysis.inputs import RunContext
     from tc.analysis.splits import make_splits
     from tc.config import AnalyzeConfig
-    from tc.core.checkpoints import Checkpoints, RunContext
+    from tc.core.checkpoints import Checkpoints
     from tc.core.data import load_data
 
     model, sds = _checkpoints(n=3)

@@ -8,11 +8,12 @@ import pytest
 import torch
 from sklearn.metrics import cohen_kappa_score
 
-from tc.analysis.run import consistency_analysis as analyze
+from tc.analysis.consistency import consistency_analysis as analyze
+from tc.analysis.inputs import RunContext
 from tc.analysis.splits import EvalSplit
 from tc.config import AnalyzeConfig
 from tc.core import consistency as C
-from tc.core.checkpoints import Checkpoints, RunContext
+from tc.core.checkpoints import Checkpoints
 from tc.core.compose import CompositeOutputs
 from tc.core.data import DataBundle
 from tc.core.models import ModelSpec, build_model

@@ -18,9 +18,12 @@ A real device run is the final word: docs/scaling.md.
 from __future__ import annotations
 
 import contextlib
+import importlib
 import math
+import pkgutil
 import traceback
 
+import pandas as pd
 import pytest
 import torch
 from mlflow.tracking import MlflowClient
@@ -28,18 +31,22 @@ from torch import nn
 from torch.overrides import TorchFunctionMode
 from torch.utils import _pytree as pytree
 
-import tc.analysis.anisotropy
+import tc.analysis
 import tc.analysis.run
+from tc.analysis.inputs import RunContext
+from tc.analysis.result import AnalysisResult
 from tc.config import AnalyzeConfig
 from tc.core import baselines as measures
 from tc.core import compose
 from tc.core import consistency as C
 from tc.core import sgd_noise as noise
-from tc.core.checkpoints import Checkpoints, RunContext
+from tc.core.checkpoints import Checkpoints
 from tc.core.data import load_data
 from tc.core.models import ModelSpec, build_model
 
 FAKE = torch.device("meta")
+# every module of the analysis: a function is patched in each module that imported it, where it is called from
+ANALYSIS = [importlib.import_module(f"tc.analysis.{m.name}") for m in pkgutil.iter_modules(tc.analysis.__path__)]
 HEAVY = {"conv2d", "linear", "batch_norm", "cdist", "conv_transpose2d"}
 # seeded draws stay on the CPU: a device's generator gives other numbers than the CPU's for one seed, so an
 # analysis on a GPU would not reproduce its CPU twin
@@ -164,8 +171,12 @@ def _install(monkeypatch) -> FakeAccelerator:
         return self._apply(move)
 
     monkeypatch.setattr(nn.Module, "to", module_to)
-    for module in (tc.analysis.run, tc.analysis.anisotropy):
-        monkeypatch.setattr(module, "resolve_device", lambda device: FAKE, raising=False)
+    resolving = [m for m in ANALYSIS if hasattr(m, "resolve_device")]
+    assert {"run", "anisotropy", "composites", "controls", "baselines", "mmd"} <= {
+        m.__name__.rsplit(".", 1)[1] for m in resolving
+    }
+    for module in resolving:
+        monkeypatch.setattr(module, "resolve_device", lambda device: FAKE)
 
     def phased(owner, name):
         real = getattr(owner, name)
@@ -185,8 +196,7 @@ def _install(monkeypatch) -> FakeAccelerator:
         (noise, "perturbation_test"),
         (measures, "compute_all"),
         (C, "mmd2"),
-        (tc.analysis.run, "composite_outputs"),
-        (tc.analysis.run, "_network_predictions"),
+        *[(m, name) for name in ("composite_outputs", "network_predictions") for m in ANALYSIS if hasattr(m, name)],
     ):
         phased(owner, name)
     return acc
@@ -227,7 +237,7 @@ def test_every_part_of_an_analysis_runs_on_the_configured_device(monkeypatch):
     assert accelerator.violations == []
     phases = {phase for phase, *_ in accelerator.heavy}
     expected = {"features", "gradient_noise", "perturbation_test", "compute_all", "mmd2", "composite_outputs"}
-    assert expected | {"_network_predictions"} <= phases
+    assert expected | {"network_predictions"} <= phases
     off = sorted({(phase, op, where) for phase, op, where, there in accelerator.heavy if not there})
     assert off == [], f"{len(off)} kinds of operations ran off the device: {off}"
     # the model the caller passed is never moved
@@ -385,3 +395,37 @@ def test_analyze_run_runs_inside_the_tf32_scope_of_its_device(monkeypatch):
     with pytest.raises(KeyError, match="stop"):
         tc.analysis.run.analyze_run(None, data, AnalyzeConfig(run_id="r", device="cpu"), None)
     assert entered == [torch.device("cpu")]
+
+
+def test_every_step_of_analyze_run_runs_inside_the_tf32_scope(monkeypatch):
+    # each named step of analyze_run (the consistency family, the anisotropy, the measures) inside exact_fp32:
+    # a step moved out of the `with` block would compute with TF32 on a GPU, which no CPU result shows
+    depth = []
+
+    @contextlib.contextmanager
+    def scope(device):
+        depth.append(device)
+        try:
+            yield
+        finally:
+            depth.pop()
+
+    seen = []
+
+    def step(name, returns=None):
+        def record(*a, **k):
+            seen.append((name, len(depth)))
+            return returns
+
+        return record
+
+    tables = [pd.DataFrame() for _ in range(5)]
+    result = AnalysisResult(*tables, metrics={"analysis_seconds": 1.0}, summary={"warnings": []})
+    monkeypatch.setattr(tc.analysis.run, "exact_fp32", scope)
+    monkeypatch.setattr(tc.analysis.run, "consistency_analysis", step("consistency", result))
+    monkeypatch.setattr(tc.analysis.run, "add_anisotropy", step("anisotropy"))
+    monkeypatch.setattr(tc.analysis.run, "add_measures", step("measures"))
+    cfg = AnalyzeConfig(run_id="r", device="cpu")
+    assert cfg.anisotropy and cfg.measures  # the defaults: every step runs
+    out = tc.analysis.run.analyze_run(None, load_data("digits", train_size=64), cfg, RunContext(nn.Linear(1, 1), 8, 0))
+    assert out is result and seen == [("consistency", 1), ("anisotropy", 1), ("measures", 1)]

@@ -11,10 +11,11 @@ import torch
 
 import tc
 from tc import tracking
-from tc.analysis.run import analyze_run, initial_state
+from tc.analysis.inputs import RunContext, initial_state
+from tc.analysis.run import analyze_run
 from tc.config import AnalyzeConfig
 from tc.core import checkpoints as ck
-from tc.core.checkpoints import Checkpoints, RunContext
+from tc.core.checkpoints import Checkpoints
 from tc.core.data import load_data
 from tc.core.models import ModelSpec, build_model
 

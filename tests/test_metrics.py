@@ -9,9 +9,10 @@ from pathlib import Path
 import pytest
 
 from tc.analysis import registry as M
+from tc.analysis.inputs import RunContext
 from tc.analysis.run import analyze_run
 from tc.config import AnalyzeConfig
-from tc.core.checkpoints import Checkpoints, RunContext
+from tc.core.checkpoints import Checkpoints
 from tc.core.data import load_data
 from tests.test_compose import _checkpoints
 

@@ -147,9 +147,10 @@ def test_perturbation_summary_is_the_t_interval_over_draws():
 
 def test_random_shallow_is_logged_only_when_step_0_is_among_the_checkpoints():
     # tc_<split>_random_shallow reads checkpoint 0 as the initialisation: true only when step 0 was selected
-    from tc.analysis.run import consistency_analysis as analyze
+    from tc.analysis.consistency import consistency_analysis as analyze
+    from tc.analysis.inputs import RunContext
     from tc.config import AnalyzeConfig
-    from tc.core.checkpoints import Checkpoints, RunContext
+    from tc.core.checkpoints import Checkpoints
 
     model, sds, data = _setup()
     cfg = AnalyzeConfig(run_id="x", splits="test", max_samples=20, matrix="final", cuts="2", batch_size=32)

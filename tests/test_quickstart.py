@@ -23,7 +23,7 @@ from mlflow.tracking import MlflowClient
 
 from entrypoints import main as quick
 from tc import tracking
-from tc.analysis.run import MIN_WINDOW
+from tc.analysis.consistency import MIN_WINDOW
 from tc.analysis.splits import WINDOW_CHECKPOINTS, checkpoint_interval, select_steps, window_spread_steps
 from tc.config import AnalyzeConfig, TrainConfig, from_strings
 from tc.core import checkpoints as ck

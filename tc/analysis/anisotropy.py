@@ -8,13 +8,14 @@ from dataclasses import dataclass
 
 import pandas as pd
 
+from tc.analysis.inputs import RunContext
 from tc.analysis.registry import add_means_over_cuts
 from tc.analysis.splits import EvalSplit, parse_cuts
 from tc.config import AnalyzeConfig
 from tc.core import anisotropy as A
 from tc.core import consistency as C
 from tc.core import sgd_noise as noise
-from tc.core.checkpoints import Checkpoints, RunContext
+from tc.core.checkpoints import Checkpoints
 from tc.core.data import DataBundle, iterate_batches
 from tc.core.device import resolve_device
 from tc.stats.multiplicity import holm

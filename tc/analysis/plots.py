@@ -1,4 +1,5 @@
-"""Matplotlib figures from the analysis tables. Each function returns a Figure and never shows it.
+"""Matplotlib figures from the analysis tables. Each function returns a Figure and never shows it or writes it
+(`tc.analysis.files` writes figures).
 
 Figures are built as `matplotlib.figure.Figure()` objects, not through pyplot: no global state (the backend
 a user's notebook or GUI chose stays as it was, no figure is registered with pyplot's manager), and a figure
@@ -7,14 +8,13 @@ is freed like any object once it is no longer referenced. `Figure.savefig` rende
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from tc.core.consistency import kde
+from tc.analysis.files import save_figures  # noqa: F401  (kept here: the sweep and the report call plots.save_figures)
 
 
 def _subplots(nrows: int = 1, ncols: int = 1, *, figsize: tuple[float, float], **kw: Any) -> tuple[Figure, Any]:
@@ -72,6 +72,19 @@ def lag_curves(lags: pd.DataFrame) -> Figure:
     axes[0][0].set_ylabel("r(Δ) = mean_t rc[t, t+Δ]")
     axes[0][-1].legend(fontsize=8)
     return fig
+
+
+def kde(values: np.ndarray, grid: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, float] | None:
+    """Gaussian KDE with Scott's rule: (grid, density, bandwidth). None when the values are all equal
+    (a KDE of a point mass is undefined)."""
+    from scipy.stats import gaussian_kde
+
+    values = np.asarray(values, dtype=float)
+    if len(values) < 2 or np.ptp(values) == 0:
+        return None
+    k = gaussian_kde(values, bw_method="scott")
+    grid = np.linspace(-0.1, 1.1, 241) if grid is None else grid
+    return grid, k(grid), float(k.factor * values.std(ddof=1))
 
 
 def per_sample_kde(per_sample: pd.DataFrame) -> Figure:
@@ -140,7 +153,7 @@ def perturbation_curves(perturb: pd.DataFrame) -> Figure:
     """Final deep part's accuracy against perturbation norm ε ||z|| in k-dim subspaces of the feature space:
     the top-k drift directions, k random orthonormal directions and the bottom-k drift directions (same k,
     same norm), mean over draws with a 95% t interval over draws (band), one panel per cut. `perturb`: the
-    per-draw table (cut, eps, kind, draw, acc) of `tc.analysis.run.anisotropy`."""
+    per-draw table (cut, eps, kind, draw, acc) of `tc.analysis.anisotropy.anisotropy`."""
     from tc.core.sgd_noise import KINDS, perturbation_summary
 
     if perturb.empty:  # no cut had any drift to perturb along
@@ -197,12 +210,6 @@ def correlation_bars(table: pd.DataFrame, target: str = "test_acc") -> Figure:
     ax.set_xlabel(f"|Kendall τ-b| with {target} (bar: bootstrap 95% CI)")
     ax.set_xlim(0, 1)
     return fig
-
-
-def save_figures(figures: dict[str, Figure], out: Path, dpi: int = 110) -> None:
-    """Write each figure to `out / name` (PNG by the name's suffix)."""
-    for name, fig in figures.items():
-        fig.savefig(out / name, dpi=dpi)
 
 
 VERDICT_COLOURS = {"reproduces": "tab:green", "does not reproduce": "tab:red", "differs": "tab:green"}

@@ -50,11 +50,12 @@ GM = (
 )
 
 # pattern -> one-line meaning. W = the tc window (checkpoints in the last `window` of training, before the
-# final one T); agree_d, g_d, rc, r(Δ), c(x): `tc.core.consistency`; the function that computes each is named.
+# final one T); agree_d, g_d, rc, r(Δ), c(x): `tc.core.consistency`; the function that computes each is named,
+# relative to `tc.core` (`consistency.tc_score` is `tc.core.consistency.tc_score`) or to `tc` (`analysis.*`).
 METRICS: dict[str, str] = {
     "tc_{split}_d{cut}": "mean_{t in W} agree_d[t, T]: the final deep part predicts on earlier features what it "
     "predicts on its own (`consistency.tc_score`)",
-    "tc_{split}": "mean over cuts of tc_{split}_d{cut} (`metrics.mean_over_cuts`)",
+    "tc_{split}": "mean over cuts of tc_{split}_d{cut} (`analysis.registry.mean_over_cuts`)",
     "tc_{split}_random_shallow_d{cut}": "agree_d[0, T]: the initialisation's shallow part (a chance-level control; "
     "only when step 0 is analyzed)",
     "tc_{split}_random_shallow": "mean over cuts of tc_{split}_random_shallow_d{cut}",
@@ -76,7 +77,7 @@ METRICS: dict[str, str] = {
     "tc_corrupt_{corruption}": "mean over cuts and severities of mean_{t in W} agreement of g_d[t, T] with "
     "f(θ_T) on the samples of that corruption (`consistency.corruption_scores`)",
     "tc_test_crossseed_d{cut}": "mean_{t in W} agreement of this run's shallow part at t under the reference "
-    "run's final deep part with the reference network (`analysis.cross_seed`)",
+    "run's final deep part with the reference network (`analysis.controls.cross_seed`)",
     "tc_test_crossseed": "mean over cuts of tc_test_crossseed_d{cut}",
     "bf16_agreement": "fraction of (checkpoint, cut, sample) whose bf16 composite prediction equals fp32's",
     "analysis_seconds": "wall time of the consistency analysis",
@@ -89,33 +90,33 @@ METRICS: dict[str, str] = {
     "aniso_{kind}_eff_rank": "mean over cuts of aniso_{kind}_eff_rank_d{cut}",
     "aniso_{kind}_pvalue_d{cut}": "Monte-Carlo p-value of topk_var against the isotropic null",
     "aniso_{kind}_lw_pvalue_d{cut}": "Ledoit-Wolf sphericity test p-value",
-    "aniso_{kind}_min_pvalue": "smallest Holm-adjusted pvalue over the cuts (`anisotropy_metrics.min_holm`)",
+    "aniso_{kind}_min_pvalue": "smallest Holm-adjusted pvalue over the cuts (`analysis.anisotropy.min_holm`)",
     "aniso_{kind}_lw_min_pvalue": "smallest Holm-adjusted lw_pvalue over the cuts",
     "aniso_perturb_clean_acc_d{cut}": "accuracy of the final network with unperturbed features",
     "aniso_perturb_clean_acc": "mean over cuts of aniso_perturb_clean_acc_d{cut}",
     "aniso_perturb_{direction}_acc_d{cut}": "accuracy with features perturbed at ε = 0.5 in the {direction}-k "
-    "drift subspace (`noise.perturbation_test`)",
+    "drift subspace (`sgd_noise.perturbation_test`)",
     "aniso_perturb_{direction}_acc_lo_d{cut}": "lower end of its 95% t interval over draws",
     "aniso_perturb_{direction}_acc_hi_d{cut}": "upper end of its 95% t interval over draws",
     "aniso_perturb_{direction}_acc": "mean over cuts of aniso_perturb_{direction}_acc_d{cut}",
-    "gm_param_norm": "||θ_T|| (`measures.param_norm`)",
+    "gm_param_norm": "||θ_T|| (`baselines.param_norm`)",
     "gm_dist_init": (
-        "||θ_T - θ_0|| (`measures.dist_from_init`); θ_0 is the step-0 checkpoint whatever `checkpoints` selects, "
+        "||θ_T - θ_0|| (`baselines.dist_from_init`); θ_0 is the step-0 checkpoint whatever `checkpoints` selects, "
         "NaN (with a warning) when the run logged none"
     ),
-    "gm_log_spectral_product": "log Π_l ||A_l||_2, exact operator norms (`measures.log_spectral_product`)",
-    "gm_margin": "10th percentile of the output margin on training samples (`measures.margin`)",
-    "gm_train_loss": "mean training cross-entropy (`measures.loss`)",
-    "gm_sharpness": "1/σ², σ the largest magnitude-aware noise raising the loss by ≤ 0.1 (`measures.sharpness`)",
-    "gm_disagreement": "fraction of test inputs where two seeds' networks disagree (`measures.disagreement`)",
+    "gm_log_spectral_product": "log Π_l ||A_l||_2, exact operator norms (`baselines.log_spectral_product`)",
+    "gm_margin": "10th percentile of the output margin on training samples (`baselines.margin`)",
+    "gm_train_loss": "mean training cross-entropy (`baselines.loss`)",
+    "gm_sharpness": "1/σ², σ the largest magnitude-aware noise raising the loss by ≤ 0.1 (`baselines.sharpness`)",
+    "gm_disagreement": "fraction of test inputs where two seeds' networks disagree (`baselines.disagreement`)",
     "{gm}_seconds": "wall time of {gm}",
     "{gm}_cost_epochs": "{gm}_seconds / the run's seconds per training epoch",
     "tc_mmd_d{cut}": "MMD² between window features of the train split and final features of the test split "
-    "(`analysis.mmd_measures`)",
+    "(`analysis.mmd.mmd_measures`)",
     "tc_mmd": "mean over cuts of tc_mmd_d{cut}",
     "tc_mmd_seconds": "wall time of tc_mmd",
     "tc_test_cheap_k{k}_n{n}": "sweep only: tc_test from k window checkpoints and n test samples "
-    "(`surrogates.cheap_scores`)",
+    "(`analysis.surrogates.cheap_scores`)",
     "tc_test_cheap_k{k}_n{n}_seconds": "sweep only: wall time of tc_test_cheap_k{k}_n{n}",
     "{measure}_seed_sd": "sweep with seeds=2: |a - b| / sqrt(2) of a measure over the two seeds "
     "(`tc.sweep.trial.seed_spread`)",

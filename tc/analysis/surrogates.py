@@ -3,10 +3,11 @@ from the checkpoints the trial's full analysis already loaded (no second downloa
 
 from __future__ import annotations
 
+from tc.analysis.inputs import RunContext
 from tc.analysis.run import analyze_run
 from tc.config import AnalyzeConfig
 from tc.core import consistency as C
-from tc.core.checkpoints import Checkpoints, RunContext
+from tc.core.checkpoints import Checkpoints
 from tc.core.data import DataBundle
 
 KS = (1, 2)

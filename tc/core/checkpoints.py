@@ -52,20 +52,6 @@ class Checkpoints:
     state_dicts: list[StateDict]
 
 
-@dataclass(frozen=True)
-class RunContext:
-    """What an analysis needs to know about the training run besides its checkpoints and data."""
-
-    model: torch.nn.Module  # a `tc.core.models.BlockNet` of the run's architecture (its weights are never used)
-    train_batch_size: int  # the run's minibatch size: gradient noise is measured on such minibatches
-    train_seed: int  # the run's data-order seed: the same minibatches the run saw in epoch 0
-    reference: Checkpoints | None = None  # another seed's run, for the cross-seed control
-    seconds_per_epoch: float | None = None  # the run's own training time per epoch, for the *_cost_epochs
-    # the run's step-0 state dict (its initialisation), whatever checkpoints the analysis selected: gm_dist_init
-    # measures from it; None when the run never logged step 0 (or the caller did not load it)
-    init: StateDict | None = None
-
-
 class CheckpointError(ValueError):
     """A checkpoint file that is missing, tampered with, not plain data, or of another format."""
 

@@ -172,19 +172,6 @@ def per_sample_consistency(out: CompositeOutputs, y: torch.Tensor, win: Sequence
     return (out.pred[list(win), -1] == y).double().mean(dim=0)
 
 
-def kde(values: np.ndarray, grid: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, float] | None:
-    """Gaussian KDE with Scott's rule: (grid, density, bandwidth). None when the values are all equal
-    (a KDE of a point mass is undefined)."""
-    from scipy.stats import gaussian_kde
-
-    values = np.asarray(values, dtype=float)
-    if len(values) < 2 or np.ptp(values) == 0:
-        return None
-    k = gaussian_kde(values, bw_method="scott")
-    grid = np.linspace(-0.1, 1.1, 241) if grid is None else grid
-    return grid, k(grid), float(k.factor * values.std(ddof=1))
-
-
 def mmd2(x: torch.Tensor, y: torch.Tensor, bandwidth: float | None = None) -> tuple[float, float]:
     """Unbiased squared maximum mean discrepancy (Gretton et al. 2012) with a Gaussian kernel
     k(a, b) = exp(-||a - b||² / (2 h²)); h = the median pairwise distance of the pooled sample unless given.

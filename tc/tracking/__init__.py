@@ -24,6 +24,8 @@ from mlflow.entities import Metric, Param
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
+from tc.analysis.files import write_files
+from tc.analysis.inputs import RunContext
 from tc.analysis.splits import select_steps
 from tc.config import AnalyzeConfig, TrainConfig, cast_field, from_strings
 from tc.core import checkpoints as ck
@@ -665,7 +667,7 @@ def load_initial_state(run_id: str, model: Any, files: list[tuple[ck.IndexEntry,
     return _load_one(run_id, model, entry, path)
 
 
-def load_analysis_inputs(cfg: AnalyzeConfig) -> tuple[ck.Checkpoints, DataBundle, ck.RunContext]:
+def load_analysis_inputs(cfg: AnalyzeConfig) -> tuple[ck.Checkpoints, DataBundle, RunContext]:
     """Everything `tc.analysis.run.analyze_run` needs for `cfg.run_id`: its selected checkpoints (verified), its
     data set and its `RunContext` (architecture, minibatch size and seed, the reference run's last checkpoint,
     seconds per epoch, the step-0 checkpoint when the selection left it out). A user model's code comes only
@@ -698,9 +700,7 @@ def load_analysis_inputs(cfg: AnalyzeConfig) -> tuple[ck.Checkpoints, DataBundle
     # gm_dist_init measures from step 0 whatever the selection (a list of steps may leave it out)
     i0 = ck.init_index(ckpts.steps)
     init = ckpts.state_dicts[i0] if i0 is not None else load_initial_state(cfg.run_id, model, files)
-    run = ck.RunContext(
-        model, train_cfg.batch_size, train_cfg.seed, reference, seconds_per_epoch(cfg.run_id), init=init
-    )
+    run = RunContext(model, train_cfg.batch_size, train_cfg.seed, reference, seconds_per_epoch(cfg.run_id), init=init)
     return ckpts, data, run
 
 
@@ -711,7 +711,7 @@ def log_analysis_result(cfg: AnalyzeConfig, result: AnalysisResult, last_step: i
     The tags record the run's status when analyzed, the last step seen and `allow_unfinished`; a window
     warning left by an earlier analysis that no longer holds is removed. Returns the version."""
     with tempfile.TemporaryDirectory() as tmp:
-        result.write_files(Path(tmp), cfg)
+        write_files(result, Path(tmp), cfg)
         config = {**asdict(cfg), "analyze_run_id": analyze_run_id}
         run = get_run(cfg.run_id)
         tags = {
