@@ -86,13 +86,13 @@ def from_tables(figs: Path) -> Results:
     sweep's trials (trials.csv), its correlations recomputed from those trials by the sweep's own
     `tc.sweep.correlation_table` (the stored space, bootstrap draws and seed: the same numbers the sweep
     computed, with the current multiplicity rules), and the costs (costs.csv; empty when absent). The per-seed
-    metrics are not stored: `metrics` is empty, so only `rerender` can use these results."""
+    metrics are not stored: `metrics` is empty, so only `tc.report.render.rerender` can use these results."""
     path = figs / SETTINGS_FILE
     if not path.is_file():
         raise ValueError(
             f"{path} is missing: a re-render needs the settings the report was produced with, which "
-            "`tc.report.write` stores there; re-run the report, or write the file once with "
-            "`tc.report.write_settings` from the settings it ran with"
+            "`tc.report.files.write` stores there; re-run the report, or write the file once with "
+            "`tc.report.files.write_settings` from the settings it ran with"
         )
     stored = json.loads(path.read_text())
     s = Settings(**stored["settings"])

@@ -8,6 +8,7 @@ from tc.stats.replicates import Claim, Effect, t_interval
 
 
 def fmt(x, digits: int = 3) -> str:
+    """A number with `digits` decimals; "n/a" for None or NaN (a metric not measured)."""
     return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.{digits}f}"
 
 
@@ -19,6 +20,7 @@ def fmt_p(p) -> str:
 
 
 def mean_ci(values: dict[int, float], digits: int = 3) -> str:
+    """The mean over seeds and its Student-t 95% interval (`tc.stats.replicates.t_interval`): "m [lo, hi]"."""
     mean, lo, hi = t_interval(list(values.values()))
     return f"{fmt(mean, digits)} [{fmt(lo, digits)}, {fmt(hi, digits)}]"
 

@@ -17,8 +17,8 @@ STORED_TABLES = ("trials.csv", "correlations.csv", "effects.csv", "costs.csv", S
 
 @dataclass(frozen=True)
 class Results:
-    """What the report's text is made from (measured by `entrypoints/report.py`, or read back by
-    `from_tables`)."""
+    """What the report's text is made from (measured by `tc.report.produce`, or read back from the stored tables
+    by `tc.report.files.from_tables`)."""
 
     settings: Settings
     metrics: dict[str, dict[str, float]]  # result name (`analyses`: `<arm>/s<seed>`) -> the run's metrics then

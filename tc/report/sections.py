@@ -29,6 +29,7 @@ FULL_TABLES = "Full tables: " + ", ".join(f"`report/{name}`" for name in STORED_
 
 
 def how_to_read(s: Settings) -> list[str]:
+    """The header's how-to-read paragraph: the seed-level design and how a verdict is read off its interval."""
     return [
         "**How to read it.** Every claim is tested on independent training seeds: the same configuration is "
         "trained at each seed in each arm, arms are paired by seed (same initialisation and data order), and the "
@@ -47,6 +48,7 @@ def how_to_read(s: Settings) -> list[str]:
 
 
 def _runs_line(s: Settings) -> str:
+    """The base runs' schedule and analysis, in one line."""
     cfg, a = train_config(s.base), analyze_config(base_analysis(s))
     cuts = {"stages": "stage"}.get(a.cuts, a.cuts)  # `cuts=stages`: the model's stage boundaries
     depth = cfg.depth or default_depth(cfg.model)
@@ -60,6 +62,7 @@ def _runs_line(s: Settings) -> str:
 
 
 def generated_line(r: Results) -> str:
+    """The first line: the command, its minutes and the machine."""
     machine = f" ({r.machine})" if r.machine else ""
     quick = " -P quick=true" if r.settings.quick else ""
     return (
@@ -71,6 +74,7 @@ def generated_line(r: Results) -> str:
 
 
 def header(r: Results) -> list[str]:
+    """The title, the generated line, how to read it, the forest figure and the runs."""
     s = r.settings
     return [
         "# Temporal consistency: what reproduces, and does it predict generalization?",
@@ -87,6 +91,7 @@ def header(r: Results) -> list[str]:
 
 
 def consistency_section(r: Results) -> list[str]:
+    """Section 1: consistency on train, test and corrupted data, per split and as claims."""
     m, a = r.metrics, analyze_config(base_analysis(r.settings))
     rows = [
         f"| {sp} | {mean_ci(seed_values(m, 'base', f'acc_{sp}'))} | {mean_ci(seed_values(m, 'base', f'tc_{sp}'))} | "
@@ -116,6 +121,7 @@ def consistency_section(r: Results) -> list[str]:
 
 
 def labels_verdict_line(head: Effect) -> str:
+    """Section 2's verdict line: that of its first claim, on the headline measure (`tc.sweep.HEADLINE`)."""
     return (
         f"**Verdict (headline, `{head.claim.label()}`): {head.verdict}** — difference "
         f"{fmt(head.diff)} [{fmt(head.low)}, {fmt(head.high)}] over {head.n} seeds."
@@ -123,6 +129,7 @@ def labels_verdict_line(head: Effect) -> str:
 
 
 def labels_section(r: Results) -> list[str]:
+    """Section 2: the random-label control, its memorisation check and its claims."""
     s, m = r.settings, r.metrics
     lab = train_config(s.labels)
     fit = {arm: memorised(m, arm) for arm in ("clean", "random")}
@@ -154,6 +161,7 @@ def labels_section(r: Results) -> list[str]:
 
 
 def drift_section(r: Results) -> list[str]:
+    """Section 3: feature drift beside consistency."""
     m = r.metrics
     return [
         "## 3. Feature drift versus consistency",
@@ -168,6 +176,7 @@ def drift_section(r: Results) -> list[str]:
 
 
 def controls_section(r: Results) -> list[str]:
+    """Section 4: the initial-shallow, freezing and BatchNorm controls."""
     cut = freeze_cut(r.settings.base)
     return [
         "## 4. Controls: initial shallow part, freezing, BatchNorm",
@@ -184,12 +193,14 @@ def controls_section(r: Results) -> list[str]:
 
 
 def _pvalues(r: Results, kind: str) -> str:
+    """How many seeds' Holm p-values fall below ALPHA, with each seed's."""
     p = seed_values(r.metrics, "base", f"aniso_{kind}_min_pvalue")
     below = sum(v < ALPHA for v in p.values())
     return f"{below} of {len(p)} ({', '.join(fmt(v, 3) for _, v in sorted(p.items()))})"
 
 
 def anisotropy_section(r: Results) -> list[str]:
+    """Section 5: anisotropy of drift and gradient noise, and the perturbation claims."""
     m, a = r.metrics, analyze_config(base_analysis(r.settings))
     draws = anisotropy_metrics.perturb_options(a).draws
     return [
@@ -217,6 +228,7 @@ def anisotropy_section(r: Results) -> list[str]:
 
 
 def compute_section(r: Results) -> list[str]:
+    """The compute used, the paper-scale estimate and the list of stored tables."""
     return [
         "## Compute used and how to scale up",
         "",

@@ -27,6 +27,7 @@ from tc.sweep import ALPHA, HEADLINE, PRIMARY_TARGET
 
 
 def sweep_section(r: Results) -> list[str]:
+    """Section 6: the sweep's design, then its correlation table and verdict, or why there is none."""
     cfg = sweep_config_of(r)
     trials = r.trials
     conv = sweep.split_converged(trials)[0] if len(trials) else trials
@@ -74,6 +75,7 @@ def sweep_section(r: Results) -> list[str]:
 
 
 def _correlation_row(name: str, a, g, cost: float | None) -> str:
+    """One measure's row: its correlations with test accuracy (`a`) and with the gap (`g`), and its cost."""
     gap = f"{fmt(g.kendall, 2)} [{fmt(g.kendall_ci_low, 2)}, {fmt(g.kendall_ci_high, 2)}]" if g is not None else "n/a"
     role = " (confirmatory)" if is_confirmatory(name, a) else ""
     twin = a.get("same_ranks_as", "")
