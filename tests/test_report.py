@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 
 from tc.report import costs, experiments, files, produce, render, results, sections, verdicts
+from tests.conftest import ROOT
 from tests.test_mlflow_run import mlflow_run
 
 
@@ -351,6 +352,55 @@ def test_a_figure_download_leaves_no_empty_analysis_folders(mlflow_store, tmp_pa
     assert produce.download_figure(run.info.run_id, "heat.png", figs, "base_heat.png") == "report/base_heat.png"
     assert [p.relative_to(figs).as_posix() for p in figs.rglob("*")] == ["base_heat.png"]  # no .tmp/analysis/v3
     assert (figs / "base_heat.png").read_bytes() == b"not really a png"
+
+
+def test_produce_runs_every_experiment_logs_the_report_and_survives_a_failed_sweep(mlflow_store, tmp_path, monkeypatch):
+    """`produce` on stand-ins for the train and analyze jobs (a child run each; the analysis logs a metric and the
+    base figures as the current analysis): one training run per `training_runs` key, every analysis of
+    `analyses`, the base figures downloaded, the sweep's failure stated, and REPORT.md and report_runs.json
+    logged to the report run."""
+    import mlflow
+
+    from tc import tracking
+
+    s = experiments.settings(True, 6, ROOT)  # the quick sweep's search space is a file under ROOT
+    analyzed = []
+
+    def train(cfg):
+        with tracking.nested_run() as run_id:
+            tracking.client().log_param(run_id, "seed", cfg.seed)
+        return run_id
+
+    def analyze(cfg):
+        analyzed.append(cfg.run_id)
+        with tracking.nested_run():
+            tracking.client().log_metric(cfg.run_id, "tc_test", 0.9)
+            for name in experiments.BASE_FIGURES.values():
+                (tmp_path / name).write_bytes(b"png")
+                tracking.client().log_artifact(cfg.run_id, str(tmp_path / name), "analysis/v1")
+            tracking.client().set_tag(cfg.run_id, tracking.ANALYSIS_VERSION_TAG, "1")
+
+    def launch(entry, params):
+        assert entry == "sweep" and all(isinstance(v, str) for v in params.values())
+        raise RuntimeError("no sweep here")
+
+    monkeypatch.setattr(produce.tc_runs, "train_nested", train)
+    monkeypatch.setattr(produce.tc_runs, "analyze_nested", analyze)
+    out = tmp_path / "out"
+    with mlflow.start_run() as run:
+        path = produce.produce(s, out, run.info.run_id, launch)
+    assert path == out / "REPORT.md"
+    text = path.read_text()
+    assert "**No verdict.** The sweep failed: RuntimeError: no sweep here" in text
+    for name in experiments.BASE_FIGURES.values():
+        assert (out / "report" / f"base_{name}").read_bytes() == b"png"
+    assert "(report/base_consistency_heatmaps.png)" in text and "(report/base_perturbation.png)" in text
+    record = json.loads((Path(tracking.client().download_artifacts(run.info.run_id, "report_runs.json"))).read_text())
+    assert set(record["runs"]) == set(experiments.training_runs(s)) and record["sweep_run_id"] is None
+    assert len(analyzed) == len(experiments.analyses(s, record["runs"]))
+    assert {"train base", "analyze base", "analyze splice"} <= set(record["timing_s"])
+    logged = {a.path for a in tracking.client().list_artifacts(run.info.run_id)}
+    assert logged == {"REPORT.md", "report_runs.json"}
 
 
 # ---- re-rendering from the stored tables -----------------------------------------------------------------
