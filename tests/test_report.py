@@ -357,8 +357,8 @@ def test_a_figure_download_leaves_no_empty_analysis_folders(mlflow_store, tmp_pa
 def test_produce_runs_every_experiment_logs_the_report_and_survives_a_failed_sweep(mlflow_store, tmp_path, monkeypatch):
     """`produce` on stand-ins for the train and analyze jobs (a child run each; the analysis logs a metric and the
     base figures as the current analysis): one training run per `training_runs` key, every analysis of
-    `analyses`, the base figures downloaded, the sweep's failure stated, and REPORT.md and report_runs.json
-    logged to the report run."""
+    `analyses`, the base figures downloaded, an earlier report's sweep figures removed, the sweep's failure
+    stated, and REPORT.md and report_runs.json logged to the report run."""
     import mlflow
 
     from tc import tracking
@@ -387,8 +387,11 @@ def test_produce_runs_every_experiment_logs_the_report_and_survives_a_failed_swe
     monkeypatch.setattr(produce.tc_runs, "train_nested", train)
     monkeypatch.setattr(produce.tc_runs, "analyze_nested", analyze)
     out = tmp_path / "out"
+    (out / "report").mkdir(parents=True)
+    (out / "report" / "sweep_scatter.png").write_bytes(b"an earlier report's")
     with mlflow.start_run() as run:
         path = produce.produce(s, out, run.info.run_id, launch)
+    assert not (out / "report" / "sweep_scatter.png").exists()  # this report's sweep made none
     assert path == out / "REPORT.md"
     text = path.read_text()
     assert "**No verdict.** The sweep failed: RuntimeError: no sweep here" in text

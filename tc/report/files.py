@@ -37,6 +37,19 @@ def sweep_tables(art: Path, fig_dir: Path | None = None) -> tuple[pd.DataFrame, 
     return trials, corr
 
 
+def report_dir(out: Path) -> Path:
+    """`out`/report, where the figures and stored tables go, created when absent."""
+    figs = out / "report"
+    figs.mkdir(parents=True, exist_ok=True)
+    return figs
+
+
+def clear_sweep_figures(fig_dir: Path) -> None:
+    """Remove an earlier report's sweep figures from `fig_dir`: a report links only what its own sweep made."""
+    for name in SWEEP_FIGURES.values():
+        (fig_dir / name).unlink(missing_ok=True)
+
+
 def sweep_figures(fig_dir: Path) -> dict[str, str]:
     """{key: path relative to the report} of the sweep figures present in `fig_dir`."""
     return {k: f"report/{name}" for k, name in SWEEP_FIGURES.items() if (fig_dir / name).is_file()}
@@ -46,8 +59,7 @@ def write(r: Results, out: Path) -> Path:
     """REPORT.md into `out`, and into `out/report/` the forest figure and the stored tables (STORED_TABLES):
     effects.csv, trials.csv, correlations.csv, costs.csv and settings.json (`settings_record`): the path of
     REPORT.md."""
-    figs = out / "report"
-    figs.mkdir(parents=True, exist_ok=True)
+    figs = report_dir(out)
     effects = all_effects(r.metrics, effects_of(r))
     plots.save_figures({"effects.png": plots.effects_forest(effects)}, figs)
     (out / "REPORT.md").write_text(render(replace(r, figures={**r.figures, "forest": "report/effects.png"})))

@@ -18,8 +18,8 @@ import pandas as pd
 from tc import tracking
 from tc.report import experiments
 from tc.report.costs import epoch_costs
-from tc.report.experiments import BASE_FIGURES, SWEEP_FIGURES, Settings
-from tc.report.files import sweep_figures, sweep_tables, write
+from tc.report.experiments import BASE_FIGURES, Settings
+from tc.report.files import clear_sweep_figures, report_dir, sweep_figures, sweep_tables, write
 from tc.report.results import Results
 from tc.tracking import jobs as tc_runs
 
@@ -97,8 +97,7 @@ def produce(s: Settings, out: Path, report_run_id: str, launch: Launch) -> Path:
     (REPORT.md, and figures and tables in `out`/report): its path. The run gets REPORT.md and
     `report_runs.json` (every run id, the sweep's, and the seconds of each step)."""
     t_start, timing, metrics = time.time(), {}, {}
-    figs = out / "report"
-    figs.mkdir(parents=True, exist_ok=True)
+    figs = report_dir(out)
     runs = {}
     for key, params in experiments.training_runs(s).items():
         cfg = experiments.train_config(params)
@@ -108,8 +107,7 @@ def produce(s: Settings, out: Path, report_run_id: str, launch: Launch) -> Path:
         timed(timing, f"analyze {name.split('/')[0]}", tc_runs.analyze_nested, cfg)
         metrics[name] = tracking.get_run(runs[key]).data.metrics
     fig = {k: download_figure(runs["base/s0"], f, figs, f"base_{f}") for k, f in BASE_FIGURES.items()}
-    for name in SWEEP_FIGURES.values():  # an earlier report's: this one links only what its sweep made
-        (figs / name).unlink(missing_ok=True)
+    clear_sweep_figures(figs)
     sweep_id, trials, corr, costs, space, error = run_sweep(s, f"tc-report-{int(t_start)}", timing, figs, launch)
     fig |= sweep_figures(figs)
     machine = experiments.describe_machine(experiments.train_config(s.base).device)
