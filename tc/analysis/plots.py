@@ -209,7 +209,7 @@ VERDICT_COLOURS = {"reproduces": "tab:green", "does not reproduce": "tab:red", "
 
 
 def effects_forest(effects: pd.DataFrame) -> Figure:
-    """Every claim's paired difference with its 95% CI over seeds (`tc.report.all_effects`), coloured by
+    """Every claim's paired difference with its 95% CI over seeds (`tc.report.verdicts.all_effects`), coloured by
     verdict (green: reproduces / differs, red: does not reproduce, grey: inconclusive or no difference)."""
     rows = effects.iloc[::-1].reset_index(drop=True)
     fig, ax = _subplots(figsize=(8, 0.32 * len(rows) + 1.2))

@@ -18,4 +18,14 @@ Its modules, lowest first:
   only module here that reads or writes files.
 - `produce`: the report run: every experiment trained and analyzed as nested MLflow runs, the sweep run until
   enough trials converged, then `files.write`. MLflow through `tc.tracking` only.
+
+Three names stay importable from the package itself, because published text names them by the path they had
+when the report was one module: `tc.report.rerender` (the note each re-render writes, docs/REPORT.md),
+`tc.report.settings` (docs/report/settings.json's notes) and `tc.report.write` (issues 9, 10 and 14).
 """
+
+from tc.report.experiments import settings
+from tc.report.files import write
+from tc.report.render import rerender
+
+__all__ = ["rerender", "settings", "write"]

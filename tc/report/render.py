@@ -106,7 +106,7 @@ def rerender(
 
 def _rerender_note(on: str, changes: list[str], unchanged: list[str], notes: tuple[str, ...] = ()) -> str:
     # `tc.report.rerender` is the path the published notes name (the package held one module then): kept, so
-    # that re-rendering an unchanged report changes nothing but the date (today: `tc.report.render.rerender`)
+    # that re-rendering an unchanged report changes nothing but the date; tc/report/__init__.py keeps it importable
     verdicts = "; ".join([*changes, *(f"{v} (unchanged)" for v in unchanged)]) or "none"
     return (
         f"{RERENDER_NOTE} {on} from the stored tables** (`python entrypoints/report.py --rerender true`, "
