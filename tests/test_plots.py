@@ -20,7 +20,7 @@ def test_importing_tc_plots_keeps_the_users_backend():
     draws figures imports pyplot (whose import alone touches matplotlib's global state)."""
     code = (
         "import sys, matplotlib; before = matplotlib.get_backend(); "
-        "import tc.analysis.plots, tc.analysis.run, tc.report, tc.sweep.study; "
+        "import tc.analysis.plots, tc.analysis.run, tc.report.files, tc.sweep.study; "
         "print(before, matplotlib.get_backend(), 'matplotlib.pyplot' in sys.modules)"
     )
     backend = "svg"  # not Agg, which tc used to force

@@ -14,8 +14,6 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from tc.analysis.files import save_figures  # noqa: F401  (kept here: the sweep and the report call plots.save_figures)
-
 
 def _subplots(nrows: int = 1, ncols: int = 1, *, figsize: tuple[float, float], **kw: Any) -> tuple[Figure, Any]:
     """`pyplot.subplots(..., constrained_layout=True)` without pyplot: a new Figure and its axes."""
@@ -216,7 +214,7 @@ VERDICT_COLOURS = {"reproduces": "tab:green", "does not reproduce": "tab:red", "
 
 
 def effects_forest(effects: pd.DataFrame) -> Figure:
-    """Every claim's paired difference with its 95% CI over seeds (`tc.report.all_effects`), coloured by
+    """Every claim's paired difference with its 95% CI over seeds (`tc.report.verdicts.all_effects`), coloured by
     verdict (green: reproduces / differs, red: does not reproduce, grey: inconclusive or no difference)."""
     rows = effects.iloc[::-1].reset_index(drop=True)
     fig, ax = _subplots(figsize=(8, 0.32 * len(rows) + 1.2))

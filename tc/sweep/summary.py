@@ -20,6 +20,7 @@ from optuna.trial import TrialState
 
 from tc import tracking
 from tc.analysis import plots
+from tc.analysis.files import save_figures
 from tc.config import SweepConfig
 from tc.stats.multiplicity import CONFIRMATORY_MEASURE
 from tc.stats.rankcorr import MIN_TRIALS, CorrelationOptions, correlation_table
@@ -110,7 +111,7 @@ def write_summary(summary: SweepSummary, out: Path) -> None:
     pd.concat([summary.trials, summary.capped]).to_csv(out / "trials.csv", index=False)
     if len(summary.table):
         summary.table.to_csv(out / "correlations.csv", index=False)
-    plots.save_figures(summary.figures, out)
+    save_figures(summary.figures, out)
 
 
 def print_summary(summary: SweepSummary) -> None:
