@@ -30,7 +30,8 @@ from pathlib import Path
 import mlflow
 import pandas as pd
 
-from tc import report, tracking
+from tc import report
+from tc.tracking import analyses, client
 from tc.tracking import jobs as tc_runs
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -47,7 +48,7 @@ def _figure(run_id: str, name: str, fig_dir: Path, as_name: str) -> str:
     """Download the run's current-analysis figure `name` into `fig_dir` as `as_name`; the download goes
     through a temporary directory, so no `analysis/v<N>/` folder stays behind."""
     with tempfile.TemporaryDirectory() as tmp:
-        path = tracking.client().download_artifacts(run_id, f"{tracking.analysis_dir(run_id)}/{name}", tmp)
+        path = client.client().download_artifacts(run_id, f"{analyses.analysis_dir(run_id)}/{name}", tmp)
         shutil.move(path, fig_dir / as_name)
     return f"report/{as_name}"
 
@@ -66,7 +67,7 @@ def _sweep(s: report.Settings, study: str, timing: dict) -> str:
     asked = s.n_trials
     for _ in range(3):
         sweep_id = _timed(timing, "sweep", _run, "sweep", report.sweep_parameters(s, study, asked))
-        converged = int(tracking.get_run(sweep_id).data.metrics.get("n_trials_converged", 0))
+        converged = int(client.get_run(sweep_id).data.metrics.get("n_trials_converged", 0))
         if converged >= s.n_trials:
             break
         asked += s.n_trials - converged + 2
@@ -78,12 +79,12 @@ def sweep_results(sweep_id: str, fig_dir: Path):
     """(trials, correlations, costs) of a finished sweep run, its figures moved into `fig_dir`; the download
     goes through a temporary directory. Fewer than 3 converged trials: no correlations, no figures."""
     with tempfile.TemporaryDirectory() as tmp:
-        art = Path(tracking.client().download_artifacts(sweep_id, "", tmp))
+        art = Path(client.client().download_artifacts(sweep_id, "", tmp))
         trials, corr = report.sweep_tables(art, fig_dir)
     costs = {}
     if "run_id" in trials:
         costs = report.epoch_costs(
-            [(tracking.get_run(r).data.metrics, tracking.seconds_per_epoch(r)) for r in trials["run_id"].dropna()]
+            [(client.get_run(r).data.metrics, client.seconds_per_epoch(r)) for r in trials["run_id"].dropna()]
         )
     return trials, corr, costs
 
@@ -140,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
         for name, key, params in report.analyses(s, runs):
             cfg = report.analyze_config(params, runs[key])
             _timed(timing, f"analyze {name.split('/')[0]}", tc_runs.analyze_nested, cfg)
-            metrics[name] = tracking.get_run(runs[key]).data.metrics
+            metrics[name] = client.get_run(runs[key]).data.metrics
         fig = {k: _figure(runs["base/s0"], f, figs, f"base_{f}") for k, f in report.BASE_FIGURES.items()}
         for name in report.SWEEP_FIGURES.values():  # an earlier report's: this one links only what its sweep made
             (figs / name).unlink(missing_ok=True)

@@ -26,10 +26,11 @@ from pathlib import Path
 import mlflow
 import optuna
 
-from tc import sweep, tracking
+from tc import sweep
 from tc.config import SweepConfig, parse_args
 from tc.core.data import DatasetNotFoundError
 from tc.sweep import study as studies
+from tc.tracking import client, ui
 from tc.tracking import labels as runinfo
 
 
@@ -46,10 +47,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     sampler = studies.make_sampler(cfg.sampler, space, cfg.seed)
     pruner = optuna.pruners.MedianPruner(n_startup_trials=3) if cfg.pruner == "median" else optuna.pruners.NopPruner()
-    tracking.use_default_experiment()
+    client.use_default_experiment()
     with mlflow.start_run() as parent:
         study = studies.load_or_create(cfg, storage, sampler, pruner)
-        tracking.name_run(parent.info.run_id, runinfo.sweep_name(cfg.study_name))
+        ui.name_run(parent.info.run_id, runinfo.sweep_name(cfg.study_name))
         mlflow.set_tags({"tc.study": cfg.study_name, "tc.storage": where})
         mlflow.log_dict({**asdict(cfg), "search_space": space}, "sweep_config.json")
         if stale := studies.fail_dead_trials(study):
@@ -72,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
         mlflow.log_metrics({k: v for k, v in summary.metrics.items() if not math.isnan(v)})
         studies.describe_sweep_run(parent.info.run_id, cfg.study_name, study)
         if stopped:
-            tracking.end_active_run("FAILED", {"tc.error": str(stopped)[:5000]})
+            client.end_active_run("FAILED", {"tc.error": str(stopped)[:5000]})
     studies.print_summary(summary)
     if stopped:
         print(f"tc sweep: stopped: {stopped}", file=sys.stderr)

@@ -39,13 +39,14 @@ import torch
 from matplotlib.figure import Figure
 from optuna.trial import TrialState
 
-from tc import sweep, tracking
+from tc import sweep
 from tc.analysis import plots
 from tc.analysis.run import analyze_run
 from tc.analysis.surrogates import cheap_scores
 from tc.config import AnalyzeConfig, SweepConfig, TrainConfig
 from tc.core.data import load_data
 from tc.core.train import TrainingFailure, UntrainableConfigError
+from tc.tracking import analyses, checkpoints, client, ui, writers
 from tc.tracking import jobs as runs
 from tc.tracking import labels as runinfo
 
@@ -130,7 +131,7 @@ def fail_dead_trials(study: optuna.Study) -> list[int]:
     storage = study._storage
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         worker = json.loads(t.user_attrs.get(WORKER_ATTR) or "{}")
-        if not worker or tracking.writer_alive(worker) is not False:
+        if not worker or writers.writer_alive(worker) is not False:
             continue
         if t.datetime_start and t.datetime_start.timestamp() > worker.get("at", math.inf):
             continue  # a re-queued trial (RetryFailedTrialCallback) that still carries its dead predecessor's attrs
@@ -145,9 +146,9 @@ def fail_dead_trials(study: optuna.Study) -> list[int]:
         for key in ("mlflow_run_id", "tc.sweep_run_id"):
             run_id = t.user_attrs.get(key)
             try:
-                if run_id and tracking.get_run(run_id).info.status == "RUNNING":
-                    tracking.client().set_tag(run_id, "tc.error", reason)
-                    tracking.client().set_terminated(run_id, "FAILED")
+                if run_id and client.get_run(run_id).info.status == "RUNNING":
+                    client.client().set_tag(run_id, "tc.error", reason)
+                    client.client().set_terminated(run_id, "FAILED")
             except LookupError:  # a run on another tracking server: the trial is failed all the same
                 print(f"tc sweep: run {run_id} of dead trial {t.number} is not on this tracking server", flush=True)
         callback = getattr(storage, "get_heartbeat_stale_trial_callback", lambda: None)()
@@ -297,7 +298,7 @@ def trials_table(study: optuna.Study) -> pd.DataFrame:
         run_id = t.user_attrs.get("mlflow_run_id")
         if not run_id:
             continue
-        m = tracking.get_run(run_id).data.metrics
+        m = client.get_run(run_id).data.metrics
         row = {
             "trial": t.number,
             **t.params,
@@ -361,24 +362,24 @@ def analyze_trial(cfg: AnalyzeConfig, parent_id: str, second_id: str | None = No
     """A sweep trial's analysis, logged into its training run: the full analysis and the cheap surrogates from
     checkpoints loaded once (`tc.analysis.surrogates.cheap_scores`); with `second_id` (the same configuration at
     another seed), that run's analysis against this one and `<measure>_seed_sd` (`tc.sweep.seed_spread`)."""
-    ckpts, data, run = tracking.load_analysis_inputs(cfg)
+    ckpts, data, run = checkpoints.load_analysis_inputs(cfg)
     result, last_step = analyze_run(ckpts, data, cfg, run), ckpts.steps[-1]
-    tracking.log_analysis_result(cfg, result, last_step, parent_id)
-    tracking.log_metrics(cfg.run_id, cheap_scores(ckpts, data, cfg, run), last_step)
-    tracking.label_analysis(cfg.run_id, None, cfg)
+    analyses.log_analysis_result(cfg, result, last_step, parent_id)
+    client.log_metrics(cfg.run_id, cheap_scores(ckpts, data, cfg, run), last_step)
+    runs.label_analyzed(cfg.run_id, None, cfg)
     if second_id:
         other = replace(cfg, run_id=second_id, reference_run_id=cfg.run_id)
         result2, last2 = runs.analyze_logged_run(other)
-        tracking.log_analysis_result(other, result2, last2, parent_id)
-        tracking.label_analysis(second_id, None, other)
+        analyses.log_analysis_result(other, result2, last2, parent_id)
+        runs.label_analyzed(second_id, None, other)
         names = sweep.measure_columns(list(result.metrics))
-        tracking.log_metrics(cfg.run_id, sweep.seed_spread(result.metrics, result2.metrics, names), last_step)
+        client.log_metrics(cfg.run_id, sweep.seed_spread(result.metrics, result2.metrics, names), last_step)
 
 
 def start_trial(trial: optuna.Trial, n_trials: int, parent_id: str) -> None:
     """Record the trial's worker and sweep run; raise `SurplusTrial` when another worker took the last slot
     between this worker's budget check and this trial's creation."""
-    trial.set_user_attr(WORKER_ATTR, json.dumps({**tracking.writer_identity(), "at": time.time()}))
+    trial.set_user_attr(WORKER_ATTR, json.dumps({**writers.writer_identity(), "at": time.time()}))
     trial.set_user_attr("tc.sweep_run_id", parent_id)
     if budget_used(trial.study, below=trial.number) >= n_trials:
         trial.set_user_attr("tc.surplus", "the study had n_trials trials when this one started")
@@ -387,7 +388,7 @@ def start_trial(trial: optuna.Trial, n_trials: int, parent_id: str) -> None:
 
 def converged(run_ids: list[str]) -> int:
     """1 when every run (the trial's seeds) reached target_loss before the epoch cap (equal fit), else 0."""
-    return int(all(tracking.get_run(i).data.metrics.get("converged") == 1.0 for i in run_ids))
+    return int(all(client.get_run(i).data.metrics.get("converged") == 1.0 for i in run_ids))
 
 
 def analysis_config(cfg: SweepConfig, run_id: str, second_id: str | None) -> AnalyzeConfig:
@@ -426,20 +427,20 @@ def train_trial(
     configuration at seed + 1, as a child run of `run_id` named `trial N seedS` (`runinfo.trial_name`) that
     carries the trial's tags, the training run's tags and description, and `tc.seed_of`: `run_id`; its id
     is returned (else None)."""
-    tracking.log_config(run_id, train_cfg)
-    tracking.label_train_run(run_id, train_cfg)
+    client.log_config(run_id, train_cfg)
+    ui.label_train_run(run_id, train_cfg)
     runs.train_into_run(run_id, train_cfg, callbacks=[Pruning(trial)] if cfg.pruner != "none" else [])
     if cfg.seeds != 2:
         return None
     second = replace(train_cfg, seed=train_cfg.seed + 1)
     tags = {**trial_tags(cfg, trial.number, parent_id), "tc.seed_of": run_id}
-    with tracking.nested_run(tags, run_name=runinfo.trial_name(trial.number, second.seed)) as second_id:
+    with client.nested_run(tags, run_name=runinfo.trial_name(trial.number, second.seed)) as second_id:
         try:
-            tracking.log_config(second_id, second)
-            tracking.label_train_run(second_id, second)
+            client.log_config(second_id, second)
+            ui.label_train_run(second_id, second)
             runs.train_into_run(second_id, second)
         except Exception as e:  # the run ends FAILED with the block; say why on it too
-            tracking.client().set_tag(second_id, "tc.error", f"{type(e).__name__}: {e}"[:5000])
+            client.client().set_tag(second_id, "tc.error", f"{type(e).__name__}: {e}"[:5000])
             raise
     return second_id
 
@@ -451,7 +452,7 @@ def _record_convergence(trial: optuna.Trial, run_id: str, second_id: str | None)
     ok = converged(seeds)
     trial.set_user_attr("converged", ok)
     for i in seeds:
-        tracking.client().set_tag(i, "tc.converged", str(ok))
+        client.client().set_tag(i, "tc.converged", str(ok))
     if not ok:
         print(f"tc sweep: trial {trial.number} reached the epoch cap before target_loss", flush=True)
 
@@ -474,9 +475,9 @@ def objective(cfg: SweepConfig, space: dict, parent_id: str) -> Callable[[optuna
             analyze_trial(analysis_config(cfg, run_id, second_id), parent_id, second_id)
         except torch.OutOfMemoryError as e:  # as in training: the configuration's size meets the device
             return _fail(trial, e, run_id)
-        for key, value in runinfo.trial_attrs(tracking.get_run(run_id).data.metrics).items():
+        for key, value in runinfo.trial_attrs(client.get_run(run_id).data.metrics).items():
             trial.set_user_attr(key, value)  # shown beside the objective in optuna-dashboard
-        return float(tracking.get_run(run_id).data.metrics["test_acc"])
+        return float(client.get_run(run_id).data.metrics["test_acc"])
 
     def run_trial(trial: optuna.Trial) -> float:
         start_trial(trial, cfg.n_trials, parent_id)  # a SurplusTrial ends it before anything is sampled
@@ -484,12 +485,12 @@ def objective(cfg: SweepConfig, space: dict, parent_id: str) -> Callable[[optuna
         try:  # the guard covers sampling and the run's creation too
             values = sweep.suggest(trial, space)
             tags = trial_tags(cfg, trial.number, parent_id)
-            with tracking.nested_run(tags, runinfo.trial_name(trial.number)) as run_id:
+            with client.nested_run(tags, runinfo.trial_name(trial.number)) as run_id:
                 trial.set_user_attr("mlflow_run_id", run_id)
                 try:
                     return measure(trial, values, run_id)
                 except optuna.TrialPruned as e:
-                    tracking.end_run(run_id, "KILLED", {"tc.pruned": str(e)})
+                    client.end_run(run_id, "KILLED", {"tc.pruned": str(e)})
                     raise
         except optuna.TrialPruned:
             raise
@@ -502,9 +503,9 @@ def objective(cfg: SweepConfig, space: dict, parent_id: str) -> Callable[[optuna
 def _end_trial_runs(run_id: str, tags: dict[str, str]) -> None:
     """FAILED with `tags`: the trial's run and its second seed's (seeds=2), which its own training may have
     left FINISHED, each by id."""
-    tracking.end_run(run_id, "FAILED", tags)
-    for other in tracking.seed_runs(run_id):
-        tracking.end_run(other, "FAILED", tags)
+    client.end_run(run_id, "FAILED", tags)
+    for other in client.seed_runs(run_id):
+        client.end_run(other, "FAILED", tags)
 
 
 def _fail(trial: optuna.Trial, e: BaseException, run_id: str) -> float:
@@ -581,4 +582,4 @@ def describe_sweep_run(run_id: str, study_name: str, study: optuna.Study) -> Non
     if best is not None:
         summary = {"trial": best.number, **{k: v for k, v in best.user_attrs.items() if k in runinfo.SWEEP_HEADLINE}}
         summary.update({k: v for k, v in best.params.items()})
-    tracking.describe_run(run_id, runinfo.describe_sweep(study_name, len(done), summary))
+    ui.describe_run(run_id, runinfo.describe_sweep(study_name, len(done), summary))
