@@ -174,8 +174,9 @@ def test_nested_train_and_analyze_log_like_the_entry_points(mlflow_store):
     metrics land on the training run, both FINISHED under the parent."""
     import mlflow
 
-    from tc import tracking
     from tc.config import AnalyzeConfig, TrainConfig
+    from tc.tracking import checkpoints
+    from tc.tracking import client as tc_client
     from tc.tracking import jobs as runs
 
     cfg = TrainConfig(dataset="digits", model="mlp", width=16, epochs=3, train_size=128, batch_size=32)
@@ -185,9 +186,9 @@ def test_nested_train_and_analyze_log_like_the_entry_points(mlflow_store):
         result = runs.analyze_nested(acfg)
     children = mlflow.search_runs(filter_string=f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
     assert len(children) == 2 and set(children["status"]) == {"FINISHED"}
-    logged = tracking.get_run(run_id).data.metrics
+    logged = tc_client.get_run(run_id).data.metrics
     assert logged["tc_test"] == pytest.approx(result.metrics["tc_test"]) and "test_acc" in logged
-    assert len(tracking.download_checkpoints(run_id, Path("cache"))) == 4  # steps 0 and three epochs
+    assert len(checkpoints.download_checkpoints(run_id, Path("cache"))) == 4  # steps 0 and three epochs
 
 
 # ---- the text states what it read (issue 19.9) ------------------------------------------------------------
@@ -342,12 +343,12 @@ def test_a_figure_download_leaves_no_empty_analysis_folders(mlflow_store, tmp_pa
     import mlflow
 
     from entrypoints import report as entry
-    from tc import tracking
+    from tc.tracking import analyses
 
     png = tmp_path / "heat.png"
     png.write_bytes(b"not really a png")
     with mlflow.start_run() as run:
-        mlflow.set_tag(tracking.ANALYSIS_VERSION_TAG, "3")
+        mlflow.set_tag(analyses.ANALYSIS_VERSION_TAG, "3")
         mlflow.log_artifact(str(png), "analysis/v3")
     figs = tmp_path / "figs"
     figs.mkdir()
