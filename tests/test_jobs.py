@@ -160,3 +160,22 @@ def test_the_analyze_jobs_lines_are_the_commands_closing_lines(trained, capsys):
     assert printed[-2].startswith("tc analyze: tc_test ") and printed[-2].endswith("s]")  # tc_train: no train split
     summary = json.loads(Path(MlflowClient().download_artifacts(_runs()[0].info.run_id, "summary.json")).read_text())
     assert summary["metrics"]["tc_test"] == MlflowClient().get_run(trained).data.metrics["tc_test"]
+
+
+def test_the_quick_start_runs_both_jobs_in_its_own_run(mlflow_store, capsys):
+    """`mlflow run .` (entry point main): the train and analyze jobs, in process, as children of its run."""
+    from entrypoints import main as quick
+
+    assert quick.main(["--epochs", "1", "--train_size", "256", "--width", "4", "--max_samples", "40"]) == 0
+    out = capsys.readouterr().out
+    (parent,) = [r for r in _runs() if r.info.run_name == "quick start"]
+    train_id = parent.data.tags["tc.train_run_id"]
+    children = MlflowClient().search_runs(["0"], f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
+    (analyze_run,) = [r for r in children if r.info.run_id != train_id]
+    assert {r.info.run_id for r in children} == {train_id, analyze_run.info.run_id}
+    assert {r.info.status for r in children} == {"FINISHED"} and analyze_run.data.tags["tc.source_run_id"] == train_id
+    train = MlflowClient().get_run(train_id)
+    assert train.data.params["model"] == "resnet20" and train.data.params["checkpoint_every"] == "1"
+    assert parent.data.metrics["tc_test"] == train.data.metrics["tc_test"]
+    assert f"tc train: done; run {train_id}" in out and f"tc analyze: logged to run {train_id};" in out
+    assert out.index("tc analyze: logged to run") < out.index("=== tc quick start ===")
