@@ -2,27 +2,29 @@
 
     mlflow run . --env-manager local
 
-Runs the `train` and `analyze` entry points as nested MLflow runs under this one (each with
-env_manager="local", like every tc command), then prints the training run id, its test accuracy and
-temporal-consistency scores, and how to open the MLflow UI. The run checkpoints every eighth of training and
-the analysis reads the initialisation, four checkpoints spread over the last half and the final one (the
-comment above `checkpoint_every` says why).
+Trains and analyzes as nested MLflow runs under this one, in this process, through the train and analyze
+entry points' own jobs (`tc.tracking.jobs.train_job`, `analyze_job`), then prints the training run id, its test
+accuracy and temporal-consistency scores, and how to open the MLflow UI. The run checkpoints every eighth of
+training and the analysis reads the initialisation, four checkpoints spread over the last half and the final
+one (the comment above `checkpoint_every` says why).
 """
 
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
 import mlflow
 
-from tc import config, tracking
+from tc import config
 from tc.analysis.registry import HEADLINE
 from tc.analysis.splits import checkpoint_interval, window_spread_steps
-from tc.config import AnalyzeConfig, MainConfig, TrainConfig
+from tc.config import AnalyzeConfig, MainConfig, TrainConfig, from_strings
 from tc.core.data import load_data, steps_per_epoch
+from tc.tracking import ui
+from tc.tracking.checkpoints import checkpoint_index
+from tc.tracking.client import end_active_run, get_run, use_default_experiment
+from tc.tracking.jobs import ANALYZE_REFUSALS, TRAIN_REFUSALS, analyze_job, train_job
 
-ROOT = Path(__file__).resolve().parents[1]
 DATASET, MODEL = "fashion-mnist", "resnet20"
 
 # The quick start's checkpointing. Its run is 5 epochs of 40 steps (5000 images, batch 128). One checkpoint per
@@ -80,35 +82,28 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as e:
         print(f"tc main: {e}", file=sys.stderr)
         return 2
-    tracking.use_default_experiment()
+    use_default_experiment()
     with mlflow.start_run() as parent:
-        tracking.name_run(parent.info.run_id, "quick start")
-        exp = parent.info.experiment_id
-        train = mlflow.projects.run(
-            str(ROOT),
-            "train",
-            env_manager="local",
-            experiment_id=exp,
-            parameters=train_parameters(cfg),
-        )
-        mlflow.set_tag("tc.train_run_id", train.run_id)
-        saved = sorted(e.step for e in tracking.checkpoint_index(train.run_id))  # the validated index only
-        mlflow.projects.run(
-            str(ROOT),
-            "analyze",
-            env_manager="local",
-            experiment_id=exp,
-            parameters={
-                "run_id": train.run_id,
-                "max_samples": str(cfg.max_samples),
-                "checkpoints": ",".join(map(str, analyzed_steps(saved))),
-            },
-        )
-        m = tracking.get_run(train.run_id).data.metrics
+        ui.name_run(parent.info.run_id, "quick start")
+        try:
+            train_id = train_job(from_strings(TrainConfig, train_parameters(cfg)))
+            print(f"tc train: done; run {train_id}", flush=True)
+            mlflow.set_tag("tc.train_run_id", train_id)
+            saved = sorted(e.step for e in checkpoint_index(train_id))  # the validated index only
+            steps = ",".join(map(str, analyzed_steps(saved)))
+            params = {"run_id": train_id, "max_samples": str(cfg.max_samples), "checkpoints": steps}
+            done = analyze_job(from_strings(AnalyzeConfig, params))
+        except (*TRAIN_REFUSALS, *ANALYZE_REFUSALS) as e:  # the job ended its own run FAILED, tagged tc.error
+            print(f"tc quick start: {e}", file=sys.stderr)
+            end_active_run("FAILED", {"tc.error": str(e)[:5000]})
+            return 1
+        for line in done.lines():
+            print(f"tc analyze: {line}", flush=True)
+        m = get_run(train_id).data.metrics
         headline = {k: m[k] for k in ("test_acc", *HEADLINE) if k in m}
         mlflow.log_metrics(headline)
     print("\n=== tc quick start ===")
-    print(f"training run: {train.run_id}")
+    print(f"training run: {train_id}")
     for k, v in headline.items():
         print(f"  {k:29s} {v:.4f}")
     print("open the results: `mlflow ui` (in this directory), then http://127.0.0.1:5000")

@@ -25,11 +25,11 @@ from pathlib import Path
 
 import mlflow
 
-from tc import tracking
 from tc.config import SweepConfig, parse_args
 from tc.core.data import DatasetNotFoundError
 from tc.sweep import job
 from tc.sweep.summary import print_summary, write_summary
+from tc.tracking import client
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -40,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, DatasetNotFoundError) as e:
         print(f"tc sweep: {e}", file=sys.stderr)
         return 2
-    tracking.use_default_experiment()
+    client.use_default_experiment()
     with mlflow.start_run() as parent:
         mlflow.set_tags({"tc.study": cfg.study_name, "tc.storage": setup.where})
         mlflow.log_dict({**asdict(cfg), "search_space": setup.space}, "sweep_config.json")
@@ -50,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
             mlflow.log_artifacts(tmp)
         mlflow.log_metrics({k: v for k, v in outcome.summary.metrics.items() if not math.isnan(v)})
         if outcome.stopped:
-            tracking.end_active_run("FAILED", {"tc.error": str(outcome.stopped)[:5000]})
+            client.end_active_run("FAILED", {"tc.error": str(outcome.stopped)[:5000]})
     print_summary(outcome.summary)
     if outcome.stopped:
         print(f"tc sweep: stopped: {outcome.stopped}", file=sys.stderr)

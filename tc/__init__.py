@@ -24,9 +24,9 @@ from typing import Any
 __all__ = ["CheckpointLogger", "log_checkpoint", "log_run_info"]
 
 _LAZY = {
-    "CheckpointLogger": ("tc.tracking", "LoopCheckpointLogger"),
-    "log_checkpoint": ("tc.tracking", "log_checkpoint"),
-    "log_run_info": ("tc.tracking", "log_run_info"),
+    "CheckpointLogger": ("tc.tracking.own_loop", "CheckpointLogger"),
+    "log_checkpoint": ("tc.tracking.own_loop", "log_checkpoint"),
+    "log_run_info": ("tc.tracking.own_loop", "log_run_info"),
 }
 
 

@@ -288,7 +288,7 @@ def _logged_run(seed: int, steps: list[int]) -> tuple[str, dict]:
     import mlflow
 
     import tc as tc_api
-    from tc import tracking
+    from tc.tracking import own_loop
 
     data = load_data("digits", train_size=256)
     with mlflow.start_run() as run:
@@ -299,13 +299,13 @@ def _logged_run(seed: int, steps: list[int]) -> tuple[str, dict]:
             with torch.no_grad():
                 for p in net.parameters():
                     p.add_(0.01 * torch.randn_like(p))
-            tracking.log_checkpoint(net, step, step / 10)
+            own_loop.log_checkpoint(net, step, step / 10)
     return run.info.run_id, {k: v.clone() for k, v in net.state_dict().items()}
 
 
 def test_the_reference_run_loads_only_its_last_checkpoint(mlflow_store, monkeypatch):
-    from tc import tracking
     from tc.core import checkpoints as ck
+    from tc.tracking import checkpoints
 
     run_id, _ = _logged_run(0, [0, 4, 8])
     reference_id, last = _logged_run(1, [0, 3, 6, 9])
@@ -319,7 +319,7 @@ def test_the_reference_run_loads_only_its_last_checkpoint(mlflow_store, monkeypa
         return real_fetch(self, run_id, path, *a, **k)
 
     monkeypatch.setattr(MlflowClient, "download_artifacts", fetch)
-    ckpts, _, run = tracking.load_analysis_inputs(AnalyzeConfig(run_id=run_id, reference_run_id=reference_id))
+    ckpts, _, run = checkpoints.load_analysis_inputs(AnalyzeConfig(run_id=run_id, reference_run_id=reference_id))
     assert ckpts.steps == [0, 4, 8]
     assert run.reference.steps == [9]
     assert all(torch.equal(run.reference.state_dicts[0][k], v) for k, v in last.items())
@@ -336,22 +336,22 @@ def test_the_reference_run_loads_only_its_last_checkpoint(mlflow_store, monkeypa
 def test_a_loaded_checkpoint_must_hold_its_index_step_as_an_int(tmp_path, held):
     """`_load_one` (the last checkpoint of a reference run, step 0 of an analysed run): a payload whose step
     is a bool (False == 0), a float or another step is refused."""
-    from tc import tracking
     from tc.core import checkpoints as ck
+    from tc.tracking import checkpoints
 
     spec = ModelSpec("mlp", 2, 8, 1, 8, 10)
     net = build_model(spec)
     entry = ck.save_checkpoint(tmp_path, 0, 0.0, spec.to_dict(), net.state_dict())
-    good = tracking._load_one("r", net, entry, tmp_path / entry.file)
+    good = checkpoints._load_one("r", net, entry, tmp_path / entry.file)
     assert all(torch.equal(good[k], v) for k, v in net.state_dict().items())
     payload = ck.safe_load(tmp_path / entry.file)
     payload["step"] = held
     ck.atomic_save(payload, tmp_path / entry.file)
     lying = ck.IndexEntry(0, 0.0, entry.file, ck.sha256(tmp_path / entry.file))
     with pytest.raises(ck.CheckpointError, match=r"listed as step 0 but holds step"):
-        tracking._load_one("r", net, lying, tmp_path / entry.file)
+        checkpoints._load_one("r", net, lying, tmp_path / entry.file)
     with pytest.raises(ck.CheckpointError, match=r"listed as step 0 but holds step"):
-        tracking.load_initial_state("r", net, [(lying, tmp_path / entry.file)])
+        checkpoints.load_initial_state("r", net, [(lying, tmp_path / entry.file)])
 
 
 def test_tf32_is_off_on_cuda_for_the_analysis_only_and_restored():

@@ -22,7 +22,6 @@ import yaml
 from mlflow.tracking import MlflowClient
 
 from entrypoints import main as quick
-from tc import tracking
 from tc.analysis.consistency import MIN_WINDOW
 from tc.analysis.splits import WINDOW_CHECKPOINTS, checkpoint_interval, select_steps, window_spread_steps
 from tc.config import AnalyzeConfig, TrainConfig, from_strings
@@ -31,6 +30,7 @@ from tc.core import consistency
 from tc.core.data import DataBundle, DatasetNotFoundError, load_data, steps_per_epoch
 from tc.core.models import ModelSpec, build_model
 from tc.core.train import train
+from tc.tracking import checkpoints
 from tests.conftest import ROOT
 
 
@@ -176,7 +176,7 @@ def test_checkpoint_index_reads_the_validated_index_without_downloading_checkpoi
     monkeypatch.setattr(
         MlflowClient, "download_artifacts", lambda self, r, p, d=None: fetched.append(p) or original(self, r, p, d)
     )
-    assert sorted(e.step for e in tracking.checkpoint_index(run_id)) == [0, 25, 50]
+    assert sorted(e.step for e in checkpoints.checkpoint_index(run_id)) == [0, 25, 50]
     assert fetched == [f"{ck.ARTIFACT_DIR}/{ck.INDEX_FILE}"]  # the index only, no checkpoint
 
     # an index that fails `ck.read_index`'s checks, and a run without one: one message naming the run
@@ -184,10 +184,10 @@ def test_checkpoint_index_reads_the_validated_index_without_downloading_checkpoi
     index.write_text(json.dumps({"format": ck.FORMAT, "checkpoints": [{**entries[1], "file": "../x.pt"}]}))
     c.log_artifact(bad, str(index), ck.ARTIFACT_DIR)
     with pytest.raises(ck.CheckpointError, match=f"run {bad}: .*entry 0.*refused"):
-        tracking.checkpoint_index(bad)
+        checkpoints.checkpoint_index(bad)
     empty = c.create_run("0").info.run_id
     with pytest.raises(ck.CheckpointError, match=f"run {empty} has no checkpoints/index.json"):
-        tracking.checkpoint_index(empty)
+        checkpoints.checkpoint_index(empty)
 
 
 def _fashion_mnist_available() -> bool:

@@ -177,8 +177,9 @@ def test_nested_train_and_analyze_log_like_the_entry_points(mlflow_store):
     metrics land on the training run, both FINISHED under the parent."""
     import mlflow
 
-    from tc import tracking
     from tc.config import AnalyzeConfig, TrainConfig
+    from tc.tracking import checkpoints
+    from tc.tracking import client as tc_client
     from tc.tracking import jobs as runs
 
     cfg = TrainConfig(dataset="digits", model="mlp", width=16, epochs=3, train_size=128, batch_size=32)
@@ -188,9 +189,9 @@ def test_nested_train_and_analyze_log_like_the_entry_points(mlflow_store):
         result = runs.analyze_nested(acfg)
     children = mlflow.search_runs(filter_string=f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
     assert len(children) == 2 and set(children["status"]) == {"FINISHED"}
-    logged = tracking.get_run(run_id).data.metrics
+    logged = tc_client.get_run(run_id).data.metrics
     assert logged["tc_test"] == pytest.approx(result.metrics["tc_test"]) and "test_acc" in logged
-    assert len(tracking.download_checkpoints(run_id, Path("cache"))) == 4  # steps 0 and three epochs
+    assert len(checkpoints.download_checkpoints(run_id, Path("cache"))) == 4  # steps 0 and three epochs
 
 
 # ---- the text states what it read (issue 19.9) ------------------------------------------------------------
@@ -342,12 +343,12 @@ def test_sweep_results_of_a_logged_sweep_with_too_few_trials_and_no_leftover_fol
 def test_a_figure_download_leaves_no_empty_analysis_folders(mlflow_store, tmp_path):
     import mlflow
 
-    from tc import tracking
+    from tc.tracking import analyses
 
     png = tmp_path / "heat.png"
     png.write_bytes(b"not really a png")
     with mlflow.start_run() as run:
-        mlflow.set_tag(tracking.ANALYSIS_VERSION_TAG, "3")
+        mlflow.set_tag(analyses.ANALYSIS_VERSION_TAG, "3")
         mlflow.log_artifact(str(png), "analysis/v3")
     figs = tmp_path / "figs"
     figs.mkdir()
@@ -363,24 +364,24 @@ def test_produce_runs_every_experiment_logs_the_report_and_survives_a_failed_swe
     stated, and REPORT.md and report_runs.json logged to the report run."""
     import mlflow
 
-    from tc import tracking
+    from tc.tracking import analyses, client
 
     s = experiments.settings(True, 6, ROOT)  # the quick sweep's search space is a file under ROOT
     analyzed = []
 
     def train(cfg):
-        with tracking.nested_run() as run_id:
-            tracking.client().log_param(run_id, "seed", cfg.seed)
+        with client.nested_run() as run_id:
+            client.client().log_param(run_id, "seed", cfg.seed)
         return run_id
 
     def analyze(cfg):
         analyzed.append(cfg.run_id)
-        with tracking.nested_run():
-            tracking.client().log_metric(cfg.run_id, "tc_test", 0.9)
+        with client.nested_run():
+            client.client().log_metric(cfg.run_id, "tc_test", 0.9)
             for name in experiments.BASE_FIGURES.values():
                 (tmp_path / name).write_bytes(b"png")
-                tracking.client().log_artifact(cfg.run_id, str(tmp_path / name), "analysis/v1")
-            tracking.client().set_tag(cfg.run_id, tracking.ANALYSIS_VERSION_TAG, "1")
+                client.client().log_artifact(cfg.run_id, str(tmp_path / name), "analysis/v1")
+            client.client().set_tag(cfg.run_id, analyses.ANALYSIS_VERSION_TAG, "1")
 
     def launch(entry, params):
         assert entry == "sweep" and all(isinstance(v, str) for v in params.values())
@@ -400,11 +401,11 @@ def test_produce_runs_every_experiment_logs_the_report_and_survives_a_failed_swe
     for name in experiments.BASE_FIGURES.values():
         assert (out / "report" / f"base_{name}").read_bytes() == b"png"
     assert "(report/base_consistency_heatmaps.png)" in text and "(report/base_perturbation.png)" in text
-    record = json.loads((Path(tracking.client().download_artifacts(run.info.run_id, "report_runs.json"))).read_text())
+    record = json.loads((Path(client.client().download_artifacts(run.info.run_id, "report_runs.json"))).read_text())
     assert set(record["runs"]) == set(experiments.training_runs(s)) and record["sweep_run_id"] is None
     assert len(analyzed) == len(experiments.analyses(s, record["runs"]))
     assert {"train base", "analyze base", "analyze splice"} <= set(record["timing_s"])
-    logged = {a.path for a in tracking.client().list_artifacts(run.info.run_id)}
+    logged = {a.path for a in client.client().list_artifacts(run.info.run_id)}
     assert logged == {"REPORT.md", "report_runs.json"}
 
 

@@ -1,4 +1,4 @@
-"""Run names, descriptions and tags (tc.tracking.labels), and their MLflow write-out (tc.tracking)."""
+"""Run names, descriptions and tags (tc.tracking.labels), and their MLflow write-out (tc.tracking.ui)."""
 
 import math
 
@@ -6,10 +6,11 @@ import mlflow
 import pytest
 from mlflow.tracking import MlflowClient
 
-from tc import tracking
 from tc.config import AnalyzeConfig, TrainConfig
 from tc.sweep import summary as sweep  # the sweep's trials table uses the one gen_gap
+from tc.tracking import client as tc_client
 from tc.tracking import labels as runinfo
+from tc.tracking import ui
 
 
 def test_run_names():
@@ -96,8 +97,8 @@ def test_labels_land_on_the_run_and_filter_one_by_one(mlflow_store):
     cfg = TrainConfig(dataset="digits", model="mlp", width=8)
     with mlflow.start_run() as run:
         rid = run.info.run_id
-        tracking.log_config(rid, cfg)
-        tracking.label_train_run(rid, cfg)
+        tc_client.log_config(rid, cfg)
+        ui.label_train_run(rid, cfg)
     client = MlflowClient()
     got = client.get_run(rid)
     assert got.info.run_name == "mlp3-w8 digits seed0"
@@ -105,7 +106,7 @@ def test_labels_land_on_the_run_and_filter_one_by_one(mlflow_store):
     (hit,) = client.search_runs(["0"], "tags.`tc.dataset` = 'digits' and tags.`tc.model` = 'mlp'")
     assert hit.info.run_id == rid
     with mlflow.start_run(run_name="my own name") as run:
-        tracking.label_train_run(run.info.run_id, cfg)
+        ui.label_train_run(run.info.run_id, cfg)
     assert client.get_run(run.info.run_id).info.run_name == "my own name"  # a user's name is kept
 
 
@@ -114,7 +115,7 @@ def test_default_experiment_is_tc_unless_chosen(mlflow_store, monkeypatch):
 
     monkeypatch.delenv("MLFLOW_EXPERIMENT_ID")
     monkeypatch.setattr(fluent, "_active_experiment_id", None)
-    tracking.use_default_experiment()
+    tc_client.use_default_experiment()
     with mlflow.start_run() as run:
         pass
     assert MlflowClient().get_experiment(run.info.experiment_id).name == "tc"
@@ -122,7 +123,7 @@ def test_default_experiment_is_tc_unless_chosen(mlflow_store, monkeypatch):
     monkeypatch.delenv("MLFLOW_EXPERIMENT_ID")  # mlflow.set_experiment exported the `tc` id
     monkeypatch.setenv("MLFLOW_EXPERIMENT_NAME", "mine")
     MlflowClient().create_experiment("mine")
-    tracking.use_default_experiment()
+    tc_client.use_default_experiment()
     with mlflow.start_run() as run:
         pass
     assert MlflowClient().get_experiment(run.info.experiment_id).name == "mine"

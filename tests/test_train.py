@@ -12,12 +12,13 @@ import torch
 from mlflow.tracking import MlflowClient
 
 from entrypoints import train as train_ep
-from tc import tracking
 from tc.config import TrainConfig
 from tc.core import checkpoints as ck
 from tc.core.data import load_data
 from tc.core.models import ModelSpec, build_model
 from tc.core.train import DivergenceError, lr_at, train
+from tc.tracking import checkpoints
+from tc.tracking import client as tc_client
 
 TINY = [
     "--dataset",
@@ -125,7 +126,7 @@ def test_killed_run_resumes_to_the_same_checkpoints_and_metrics(mlflow_store, tm
 
         target, name = MlflowClient, "log_artifact"
     else:  # dies after the epoch-2 state was saved, before epoch 2's metrics reached MLflow
-        real = tracking.log_metrics
+        real = tc_client.log_metrics
 
         def flaky(run_id, metrics, step):
             calls["n"] += 1
@@ -133,7 +134,7 @@ def test_killed_run_resumes_to_the_same_checkpoints_and_metrics(mlflow_store, tm
                 raise Killed
             real(run_id, metrics, step)
 
-        target, name = tracking, "log_metrics"
+        target, name = checkpoints, "log_metrics"
     # only the fault is undone afterwards: monkeypatch.undo() would also undo the store fixture's settings
     with monkeypatch.context() as fault, pytest.raises(Killed):
         fault.setattr(target, name, flaky)

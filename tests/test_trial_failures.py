@@ -170,7 +170,7 @@ def test_a_crashed_trial_marks_its_second_seeds_run_too(mlflow_store, tmp_path, 
 @pytest.mark.parametrize("where", ["suggest", "nested_run"])
 def test_an_error_before_the_trials_run_exists_crashes_that_trial_alone(mlflow_store, tmp_path, monkeypatch, where):
     """Sampling the values and creating the trial's run are inside the crash guard too."""
-    module = sweep_trial if where == "suggest" else sweep_trial.tracking
+    module = sweep_trial if where == "suggest" else sweep_trial.client
     real, calls = getattr(module, where), {"n": 0}
 
     def flaky(*args, **kwargs):

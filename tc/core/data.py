@@ -10,7 +10,6 @@ and augmentation runs as batched tensor ops instead of per-image PIL calls.
 
 from __future__ import annotations
 
-import contextlib
 import gzip
 import os
 import shutil
@@ -20,6 +19,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
+from tc.core.paths import cache_dir, make_private_dir
 
 DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
 _IDX_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
@@ -56,24 +57,6 @@ class DataBundle:
         mean = torch.tensor(self.mean, device=x.device).view(1, -1, 1, 1)
         std = torch.tensor(self.std, device=x.device).view(1, -1, 1, 1)
         return (x.float() / 255.0 - mean) / std
-
-
-def cache_dir() -> Path:
-    return Path(os.environ.get("TC_CACHE_DIR", Path.home() / ".cache" / "tc")).expanduser()
-
-
-def make_private_dir(path: Path) -> Path:
-    """`path`, with every missing dir on the way created mode 0o700 (`mkdir(parents=True)` would create the
-    parents with the umask's mode, e.g. 0o775 under Ubuntu's 002). Every command that creates tc's cache
-    (train's staging, a data set, analyze's checkpoints) goes through here, so whichever runs first leaves a
-    cache that `tc.tracking.cache.private_dir` accepts. Existing dirs are left as they are (and checked there)."""
-    path = Path(path)
-    if not path.is_dir():
-        if path.parent != path:
-            make_private_dir(path.parent)
-        with contextlib.suppress(FileExistsError):  # another process made it first
-            path.mkdir(mode=0o700)
-    return path
 
 
 def candidate_roots(data_dir: str | None) -> list[Path]:

@@ -15,12 +15,12 @@ from typing import Any
 
 import pandas as pd
 
-from tc import tracking
 from tc.report import experiments
 from tc.report.costs import epoch_costs
 from tc.report.experiments import BASE_FIGURES, Settings
 from tc.report.files import clear_sweep_figures, report_dir, sweep_figures, sweep_tables, write
 from tc.report.results import Results
+from tc.tracking import analyses, client
 from tc.tracking import jobs as tc_runs
 
 # Starts entry point `entry` of this project as a child `mlflow run` of the active run, with these parameters
@@ -32,7 +32,7 @@ def download_figure(run_id: str, name: str, fig_dir: Path, as_name: str) -> str:
     """Download the run's current-analysis figure `name` into `fig_dir` as `as_name`; the download goes
     through a temporary directory, so no `analysis/v<N>/` folder stays behind."""
     with tempfile.TemporaryDirectory() as tmp:
-        path = tracking.client().download_artifacts(run_id, f"{tracking.analysis_dir(run_id)}/{name}", tmp)
+        path = client.client().download_artifacts(run_id, f"{analyses.analysis_dir(run_id)}/{name}", tmp)
         shutil.move(path, fig_dir / as_name)
     return f"report/{as_name}"
 
@@ -53,7 +53,7 @@ def sweep_until_converged(s: Settings, study: str, timing: dict, launch: Launch)
     for _ in range(3):
         params = experiments.as_strings(experiments.sweep_parameters(s, study, asked))
         sweep_id = timed(timing, "sweep", launch, "sweep", params)
-        converged = int(tracking.get_run(sweep_id).data.metrics.get("n_trials_converged", 0))
+        converged = int(client.get_run(sweep_id).data.metrics.get("n_trials_converged", 0))
         if converged >= s.n_trials:
             break
         asked += s.n_trials - converged + 2
@@ -65,12 +65,12 @@ def sweep_results(sweep_id: str, fig_dir: Path) -> tuple[pd.DataFrame, pd.DataFr
     """(trials, correlations, costs) of a finished sweep run, its figures moved into `fig_dir`; the download
     goes through a temporary directory. Fewer than 3 converged trials: no correlations, no figures."""
     with tempfile.TemporaryDirectory() as tmp:
-        art = Path(tracking.client().download_artifacts(sweep_id, "", tmp))
+        art = Path(client.client().download_artifacts(sweep_id, "", tmp))
         trials, corr = sweep_tables(art, fig_dir)
     costs = {}
     if "run_id" in trials:
         costs = epoch_costs(
-            [(tracking.get_run(r).data.metrics, tracking.seconds_per_epoch(r)) for r in trials["run_id"].dropna()]
+            [(client.get_run(r).data.metrics, client.seconds_per_epoch(r)) for r in trials["run_id"].dropna()]
         )
     return trials, corr, costs
 
@@ -105,7 +105,7 @@ def produce(s: Settings, out: Path, report_run_id: str, launch: Launch) -> Path:
     for name, key, params in experiments.analyses(s, runs):
         cfg = experiments.analyze_config(params, runs[key])
         timed(timing, f"analyze {name.split('/')[0]}", tc_runs.analyze_nested, cfg)
-        metrics[name] = tracking.get_run(runs[key]).data.metrics
+        metrics[name] = client.get_run(runs[key]).data.metrics
     fig = {k: download_figure(runs["base/s0"], f, figs, f"base_{f}") for k, f in BASE_FIGURES.items()}
     clear_sweep_figures(figs)
     sweep_id, trials, corr, costs, space, error = run_sweep(s, f"tc-report-{int(t_start)}", timing, figs, launch)
@@ -115,7 +115,7 @@ def produce(s: Settings, out: Path, report_run_id: str, launch: Launch) -> Path:
         s, metrics, fig, trials, corr, costs, timing, time.time() - t_start, machine, sweep_error=error, space=space
     )
     path = write(results, out)
-    tracking.client().log_artifact(report_run_id, str(path))
+    client.client().log_artifact(report_run_id, str(path))
     record = {"runs": runs, "sweep_run_id": sweep_id, "timing_s": timing}
-    tracking.client().log_dict(report_run_id, record, "report_runs.json")
+    client.client().log_dict(report_run_id, record, "report_runs.json")
     return path

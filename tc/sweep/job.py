@@ -11,7 +11,6 @@ from typing import Any
 
 import optuna
 
-from tc import tracking
 from tc.config import SweepConfig
 from tc.sweep.budget import budget_used, trial_budget
 from tc.sweep.space import checked_space
@@ -27,7 +26,7 @@ from tc.sweep.study import (
 )
 from tc.sweep.summary import SweepSummary, describe_sweep_run, summarize, trials_table
 from tc.sweep.trial import objective
-from tc.tracking import labels
+from tc.tracking import labels, ui
 
 
 @dataclass(frozen=True)
@@ -65,7 +64,7 @@ def run_sweep(setup: SweepSetup, parent_id: str) -> SweepOutcome:
     cfg, space = setup.cfg, setup.space
     sampler = make_sampler(cfg.sampler, space, cfg.seed)
     study = load_or_create(cfg, setup.storage, sampler, make_pruner(cfg.pruner))
-    tracking.name_run(parent_id, labels.sweep_name(cfg.study_name))
+    ui.name_run(parent_id, labels.sweep_name(cfg.study_name))
     if stale := fail_dead_trials(study):
         print(f"tc sweep: trials {stale} of dead workers marked FAILED; they do not count", flush=True)
     print(

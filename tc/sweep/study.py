@@ -20,10 +20,10 @@ import numpy as np
 import optuna
 from optuna.trial import TrialState
 
-from tc import tracking
 from tc.config import SweepConfig
 from tc.sweep.budget import CRASH_ATTR, SURPLUS_ATTR, SurplusTrial, budget_used
 from tc.sweep.space import grid_of
+from tc.tracking import client, writers
 
 # ---- storage ------------------------------------------------------------------------------------------------
 
@@ -209,7 +209,7 @@ def fail_dead_trials(study: optuna.Study) -> list[int]:
     study_id = storage.get_study_id_from_name(study.study_name)
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         worker = json.loads(t.user_attrs.get(WORKER_ATTR) or "{}")
-        if not worker or tracking.writer_alive(worker) is not False:
+        if not worker or writers.writer_alive(worker) is not False:
             continue
         if t.datetime_start and t.datetime_start.timestamp() > worker.get("at", math.inf):
             continue  # a re-queued trial (RetryFailedTrialCallback) that still carries its dead predecessor's attrs
@@ -225,9 +225,9 @@ def fail_dead_trials(study: optuna.Study) -> list[int]:
         for key in ("mlflow_run_id", "tc.sweep_run_id"):
             run_id = t.user_attrs.get(key)
             try:
-                if run_id and tracking.get_run(run_id).info.status == "RUNNING":
-                    tracking.client().set_tag(run_id, "tc.error", reason)
-                    tracking.client().set_terminated(run_id, "FAILED")
+                if run_id and client.get_run(run_id).info.status == "RUNNING":
+                    client.client().set_tag(run_id, "tc.error", reason)
+                    client.client().set_terminated(run_id, "FAILED")
             except LookupError:  # a run on another tracking server: the trial is failed all the same
                 print(f"tc sweep: run {run_id} of dead trial {t.number} is not on this tracking server", flush=True)
         callback = getattr(storage, "get_heartbeat_stale_trial_callback", lambda: None)()

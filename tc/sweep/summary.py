@@ -18,13 +18,12 @@ import pandas as pd
 from matplotlib.figure import Figure
 from optuna.trial import TrialState
 
-from tc import tracking
 from tc.analysis import plots
 from tc.analysis.files import save_figures
 from tc.config import SweepConfig
 from tc.stats.multiplicity import CONFIRMATORY_MEASURE
 from tc.stats.rankcorr import MIN_TRIALS, CorrelationOptions, correlation_table
-from tc.tracking import labels
+from tc.tracking import client, labels, ui
 from tc.tracking.labels import gen_gap
 
 
@@ -56,7 +55,7 @@ def trials_table(study: optuna.Study) -> pd.DataFrame:
         run_id = t.user_attrs.get("mlflow_run_id")
         if not run_id:
             continue
-        m = tracking.get_run(run_id).data.metrics
+        m = client.get_run(run_id).data.metrics
         row = {
             "trial": t.number,
             **t.params,
@@ -134,4 +133,4 @@ def describe_sweep_run(run_id: str, study_name: str, study: optuna.Study) -> Non
     if best is not None:
         summary = {"trial": best.number, **{k: v for k, v in best.user_attrs.items() if k in labels.SWEEP_HEADLINE}}
         summary.update({k: v for k, v in best.params.items()})
-    tracking.describe_run(run_id, labels.describe_sweep(study_name, len(done), summary))
+    ui.describe_run(run_id, labels.describe_sweep(study_name, len(done), summary))

@@ -33,7 +33,6 @@ from dataclasses import replace
 import optuna
 import torch
 
-from tc import tracking
 from tc.analysis.run import analyze_run
 from tc.analysis.surrogates import cheap_scores
 from tc.config import AnalyzeConfig, SweepConfig, TrainConfig
@@ -42,7 +41,7 @@ from tc.sweep.budget import CRASH_ATTR, FAIL_REASON_ATTR, refuse_surplus
 from tc.sweep.space import fixed_settings, suggest
 from tc.sweep.study import WORKER_ATTR, TrialCrashed
 from tc.sweep.summary import measure_columns
-from tc.tracking import jobs, labels
+from tc.tracking import analyses, checkpoints, client, jobs, labels, ui, writers
 
 
 class Pruning:
@@ -99,20 +98,20 @@ def train_trial(
     configuration at seed + 1, as a child run of `run_id` named `trial N seedS` (`labels.trial_name`) that
     carries the trial's tags, the training run's tags and description, and `tc.seed_of`: `run_id`; its id
     is returned (else None)."""
-    tracking.log_config(run_id, train_cfg)
-    tracking.label_train_run(run_id, train_cfg)
+    client.log_config(run_id, train_cfg)
+    ui.label_train_run(run_id, train_cfg)
     jobs.train_into_run(run_id, train_cfg, callbacks=[Pruning(trial)] if cfg.pruner != "none" else [])
     if cfg.seeds != 2:
         return None
     second = replace(train_cfg, seed=train_cfg.seed + 1)
     tags = {**trial_tags(cfg, trial.number, parent_id), "tc.seed_of": run_id}
-    with tracking.nested_run(tags, run_name=labels.trial_name(trial.number, second.seed)) as second_id:
+    with client.nested_run(tags, run_name=labels.trial_name(trial.number, second.seed)) as second_id:
         try:
-            tracking.log_config(second_id, second)
-            tracking.label_train_run(second_id, second)
+            client.log_config(second_id, second)
+            ui.label_train_run(second_id, second)
             jobs.train_into_run(second_id, second)
         except Exception as e:  # the run ends FAILED with the block; say why on it too
-            tracking.client().set_tag(second_id, "tc.error", f"{type(e).__name__}: {e}"[:5000])
+            client.client().set_tag(second_id, "tc.error", f"{type(e).__name__}: {e}"[:5000])
             raise
     return second_id
 
@@ -121,18 +120,18 @@ def analyze_trial(cfg: AnalyzeConfig, parent_id: str, second_id: str | None = No
     """A sweep trial's analysis, logged into its training run: the full analysis and the cheap surrogates from
     checkpoints loaded once (`tc.analysis.surrogates.cheap_scores`); with `second_id` (the same configuration at
     another seed), that run's analysis against this one and `<measure>_seed_sd` (`seed_spread`)."""
-    ckpts, data, run = tracking.load_analysis_inputs(cfg)
+    ckpts, data, run = checkpoints.load_analysis_inputs(cfg)
     result, last_step = analyze_run(ckpts, data, cfg, run), ckpts.steps[-1]
-    tracking.log_analysis_result(cfg, result, last_step, parent_id)
-    tracking.log_metrics(cfg.run_id, cheap_scores(ckpts, data, cfg, run), last_step)
-    tracking.label_analysis(cfg.run_id, None, cfg)
+    analyses.log_analysis_result(cfg, result, last_step, parent_id)
+    client.log_metrics(cfg.run_id, cheap_scores(ckpts, data, cfg, run), last_step)
+    jobs.label_analyzed(cfg.run_id, None, cfg)
     if second_id:
         other = replace(cfg, run_id=second_id, reference_run_id=cfg.run_id)
         result2, last2 = jobs.analyze_logged_run(other)
-        tracking.log_analysis_result(other, result2, last2, parent_id)
-        tracking.label_analysis(second_id, None, other)
+        analyses.log_analysis_result(other, result2, last2, parent_id)
+        jobs.label_analyzed(second_id, None, other)
         names = measure_columns(list(result.metrics))
-        tracking.log_metrics(cfg.run_id, seed_spread(result.metrics, result2.metrics, names), last_step)
+        client.log_metrics(cfg.run_id, seed_spread(result.metrics, result2.metrics, names), last_step)
 
 
 def seed_spread(first: dict[str, float], second: dict[str, float], measures: list[str]) -> dict[str, float]:
@@ -148,7 +147,7 @@ def seed_spread(first: dict[str, float], second: dict[str, float], measures: lis
 
 def converged(run_ids: list[str]) -> int:
     """1 when every run (the trial's seeds) reached target_loss before the epoch cap (equal fit), else 0."""
-    return int(all(tracking.get_run(i).data.metrics.get("converged") == 1.0 for i in run_ids))
+    return int(all(client.get_run(i).data.metrics.get("converged") == 1.0 for i in run_ids))
 
 
 def _record_convergence(trial: optuna.Trial, run_id: str, second_id: str | None) -> None:
@@ -158,7 +157,7 @@ def _record_convergence(trial: optuna.Trial, run_id: str, second_id: str | None)
     ok = converged(seeds)
     trial.set_user_attr("converged", ok)
     for i in seeds:
-        tracking.client().set_tag(i, "tc.converged", str(ok))
+        client.client().set_tag(i, "tc.converged", str(ok))
     if not ok:
         print(f"tc sweep: trial {trial.number} reached the epoch cap before target_loss", flush=True)
 
@@ -166,7 +165,7 @@ def _record_convergence(trial: optuna.Trial, run_id: str, second_id: str | None)
 def start_trial(trial: optuna.Trial, n_trials: int, parent_id: str) -> None:
     """Record the trial's worker and sweep run; raise `SurplusTrial` when another worker took the last slot
     between this worker's budget check and this trial's creation."""
-    trial.set_user_attr(WORKER_ATTR, json.dumps({**tracking.writer_identity(), "at": time.time()}))
+    trial.set_user_attr(WORKER_ATTR, json.dumps({**writers.writer_identity(), "at": time.time()}))
     trial.set_user_attr("tc.sweep_run_id", parent_id)
     refuse_surplus(trial, n_trials)
 
@@ -189,9 +188,9 @@ def objective(cfg: SweepConfig, space: dict, parent_id: str) -> Callable[[optuna
             analyze_trial(analysis_config(cfg, run_id, second_id), parent_id, second_id)
         except torch.OutOfMemoryError as e:  # as in training: the configuration's size meets the device
             return _fail(trial, e, run_id)
-        for key, value in labels.trial_attrs(tracking.get_run(run_id).data.metrics).items():
+        for key, value in labels.trial_attrs(client.get_run(run_id).data.metrics).items():
             trial.set_user_attr(key, value)  # shown beside the objective in optuna-dashboard
-        return float(tracking.get_run(run_id).data.metrics["test_acc"])
+        return float(client.get_run(run_id).data.metrics["test_acc"])
 
     def run_trial(trial: optuna.Trial) -> float:
         start_trial(trial, cfg.n_trials, parent_id)  # a SurplusTrial ends it before anything is sampled
@@ -199,12 +198,12 @@ def objective(cfg: SweepConfig, space: dict, parent_id: str) -> Callable[[optuna
         try:  # the guard covers sampling and the run's creation too
             values = suggest(trial, space)
             tags = trial_tags(cfg, trial.number, parent_id)
-            with tracking.nested_run(tags, labels.trial_name(trial.number)) as run_id:
+            with client.nested_run(tags, labels.trial_name(trial.number)) as run_id:
                 trial.set_user_attr("mlflow_run_id", run_id)
                 try:
                     return measure(trial, values, run_id)
                 except optuna.TrialPruned as e:
-                    tracking.end_run(run_id, "KILLED", {"tc.pruned": str(e)})
+                    client.end_run(run_id, "KILLED", {"tc.pruned": str(e)})
                     raise
         except optuna.TrialPruned:
             raise
@@ -217,9 +216,9 @@ def objective(cfg: SweepConfig, space: dict, parent_id: str) -> Callable[[optuna
 def _end_trial_runs(run_id: str, tags: dict[str, str]) -> None:
     """FAILED with `tags`: the trial's run and its second seed's (seeds=2), which its own training may have
     left FINISHED, each by id."""
-    tracking.end_run(run_id, "FAILED", tags)
-    for other in tracking.seed_runs(run_id):
-        tracking.end_run(other, "FAILED", tags)
+    client.end_run(run_id, "FAILED", tags)
+    for other in client.seed_runs(run_id):
+        client.end_run(other, "FAILED", tags)
 
 
 def _fail(trial: optuna.Trial, e: BaseException, run_id: str) -> float:

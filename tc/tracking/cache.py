@@ -27,7 +27,7 @@ import sys
 from pathlib import Path
 
 from tc.core import names
-from tc.core.data import cache_dir, make_private_dir
+from tc.core.paths import cache_dir, make_private_dir
 
 
 def checkpoint_root() -> Path:

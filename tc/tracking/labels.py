@@ -1,6 +1,6 @@
 """How tc's runs read in the MLflow UI: run names, Markdown descriptions and filterable tags.
 
-Pure functions (configs and metric dicts in, strings out); `tc.tracking` writes them to MLflow. MLflow shows
+Pure functions (configs and metric dicts in, strings out); `tc.tracking.ui` writes them to MLflow. MLflow shows
 the tag `mlflow.runName` as the run's name and `mlflow.note.content` as its Markdown description.
 """
 
