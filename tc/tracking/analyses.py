@@ -24,8 +24,8 @@ from tc.config import AnalyzeConfig
 from tc.core.names import MAX_NUMBER, is_number
 from tc.tracking.client import artifact_repo, client, get_run
 
-if TYPE_CHECKING:  # tc.analysis.run pulls in scipy and matplotlib: the result is only passed through here
-    from tc.analysis.run import AnalysisResult
+if TYPE_CHECKING:  # tc.analysis pulls in scipy and matplotlib: the result is only passed through here
+    from tc.analysis.result import AnalysisResult
 
 ANALYSIS_DIR = "analysis"
 ANALYSIS_TAG = "tc.analysis"  # the config of the current analysis (and the analyze run id)
@@ -294,7 +294,9 @@ def log_analysis_result(cfg: AnalyzeConfig, result: AnalysisResult, last_step: i
     The tags record the run's status when analyzed, the last step seen and `allow_unfinished`; a window
     warning left by an earlier analysis that no longer holds is removed. Returns the version."""
     with tempfile.TemporaryDirectory() as tmp:
-        result.write_files(Path(tmp), cfg)
+        from tc.analysis.files import write_files  # matplotlib only when an analysis is written
+
+        write_files(result, Path(tmp), cfg)
         config = {**asdict(cfg), "analyze_run_id": analyze_run_id}
         run = get_run(cfg.run_id)
         tags = {

@@ -17,6 +17,7 @@ from typing import Any, NamedTuple
 
 from mlflow.exceptions import MlflowException
 
+from tc.analysis.inputs import RunContext
 from tc.analysis.splits import select_steps
 from tc.config import AnalyzeConfig
 from tc.core import checkpoints as ck
@@ -35,7 +36,7 @@ class AnalysisInputs(NamedTuple):
 
     checkpoints: ck.Checkpoints  # the selected checkpoints, verified
     data: DataBundle
-    run: ck.RunContext
+    run: RunContext
 
 
 class CheckpointCallback:
@@ -231,7 +232,5 @@ def load_analysis_inputs(cfg: AnalyzeConfig) -> AnalysisInputs:
     # gm_dist_init measures from step 0 whatever the selection (a list of steps may leave it out)
     i0 = ck.init_index(ckpts.steps)
     init = ckpts.state_dicts[i0] if i0 is not None else load_initial_state(cfg.run_id, model, files)
-    run = ck.RunContext(
-        model, train_cfg.batch_size, train_cfg.seed, reference, seconds_per_epoch(cfg.run_id), init=init
-    )
+    run = RunContext(model, train_cfg.batch_size, train_cfg.seed, reference, seconds_per_epoch(cfg.run_id), init=init)
     return AnalysisInputs(ckpts, data, run)

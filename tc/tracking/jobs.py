@@ -16,7 +16,8 @@ import mlflow
 import torch
 
 from tc.analysis.registry import HEADLINE
-from tc.analysis.run import AnalysisResult, analyze_run
+from tc.analysis.result import AnalysisResult
+from tc.analysis.run import analyze_run
 from tc.analysis.splits import sample_count
 from tc.config import AnalyzeConfig, TrainConfig
 from tc.core.data import DatasetNotFoundError, load_for
