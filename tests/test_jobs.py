@@ -179,3 +179,31 @@ def test_the_quick_start_runs_both_jobs_in_its_own_run(mlflow_store, capsys):
     assert parent.data.metrics["tc_test"] == train.data.metrics["tc_test"]
     assert f"tc train: done; run {train_id}" in out and f"tc analyze: logged to run {train_id};" in out
     assert out.index("tc analyze: logged to run") < out.index("=== tc quick start ===")
+
+
+def test_a_sweep_trials_surrogates_and_seed_spread_land_in_its_analysis_and_summary(mlflow_store):
+    """Issue 20: the trial analyzes by the analyze job; its cheap surrogates and its seed spread are part of
+    the analysis result, so the training run's current summary.json holds them (not only its metric list),
+    and each is the function of the inputs it names."""
+    from dataclasses import replace
+
+    from tc.sweep.summary import measure_columns
+    from tc.sweep.trial import analyze_trial, seed_spread
+
+    with mlflow.start_run() as sweep_run, mlflow.start_run(nested=True) as trial_run:
+        first = jobs.train_job(TINY, run_id=trial_run.info.run_id)  # still RUNNING, as in a sweep
+        second = jobs.train_job(replace(TINY, seed=1), tags={"tc.seed_of": first})
+        cfg = AnalyzeConfig(run_id=first, reference_run_id=second, **CHEAP)
+        analyze_trial(cfg, sweep_run.info.run_id, second)
+    _, summary = analyses.current_analysis(first)
+    _, other = analyses.current_analysis(second)
+    cheap = {k for k in summary if k.startswith("tc_test_cheap_k")}
+    assert {"tc_test_cheap_k1_n100", "tc_test_cheap_k1_n100_seconds"} <= cheap  # k2: the window is too short
+    spread = seed_spread(summary, other, measure_columns([k for k in summary if not k.endswith("_seed_sd")]))
+    assert spread and all(summary[k] == pytest.approx(v) for k, v in spread.items())
+    assert summary["tc_test_seed_sd"] == pytest.approx(abs(summary["tc_test"] - other["tc_test"]) / 2**0.5)
+    logged = MlflowClient().get_run(first).data.metrics
+    assert all(logged[k] == pytest.approx(summary[k]) for k in cheap | set(spread))
+    for run_id in (first, second):  # made by the sweep run, as every trial's analysis
+        tag = json.loads(MlflowClient().get_run(run_id).data.tags["tc.analysis"])
+        assert tag["analyze_run_id"] == sweep_run.info.run_id and tag["run_id"] == run_id

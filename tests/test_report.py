@@ -184,9 +184,9 @@ def test_nested_train_and_analyze_log_like_the_entry_points(mlflow_store):
 
     cfg = TrainConfig(dataset="digits", model="mlp", width=16, epochs=3, train_size=128, batch_size=32)
     with mlflow.start_run() as parent:
-        run_id = runs.train_nested(cfg)
+        run_id = runs.train_job(cfg)
         acfg = AnalyzeConfig(run_id=run_id, splits="test", max_samples=40, anisotropy=False, measures=False)
-        result = runs.analyze_nested(acfg)
+        result = runs.analyze_job(acfg).result
     children = mlflow.search_runs(filter_string=f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
     assert len(children) == 2 and set(children["status"]) == {"FINISHED"}
     logged = tc_client.get_run(run_id).data.metrics
@@ -387,8 +387,8 @@ def test_produce_runs_every_experiment_logs_the_report_and_survives_a_failed_swe
         assert entry == "sweep" and all(isinstance(v, str) for v in params.values())
         raise RuntimeError("no sweep here")
 
-    monkeypatch.setattr(produce.tc_runs, "train_nested", train)
-    monkeypatch.setattr(produce.tc_runs, "analyze_nested", analyze)
+    monkeypatch.setattr(produce, "train_job", train)
+    monkeypatch.setattr(produce, "analyze_job", analyze)
     out = tmp_path / "out"
     (out / "report").mkdir(parents=True)
     (out / "report" / "sweep_scatter.png").write_bytes(b"an earlier report's")

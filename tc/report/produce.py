@@ -21,7 +21,7 @@ from tc.report.experiments import BASE_FIGURES, Settings
 from tc.report.files import clear_sweep_figures, report_dir, sweep_figures, sweep_tables, write
 from tc.report.results import Results
 from tc.tracking import analyses, client
-from tc.tracking import jobs as tc_runs
+from tc.tracking.jobs import analyze_job, train_job
 
 # Starts entry point `entry` of this project as a child `mlflow run` of the active run, with these parameters
 # (strings, as MLflow passes them): its run id.
@@ -101,10 +101,10 @@ def produce(s: Settings, out: Path, report_run_id: str, launch: Launch) -> Path:
     runs = {}
     for key, params in experiments.training_runs(s).items():
         cfg = experiments.train_config(params)
-        runs[key] = timed(timing, f"train {key.split('/')[0]}", tc_runs.train_nested, cfg)
+        runs[key] = timed(timing, f"train {key.split('/')[0]}", train_job, cfg)
     for name, key, params in experiments.analyses(s, runs):
         cfg = experiments.analyze_config(params, runs[key])
-        timed(timing, f"analyze {name.split('/')[0]}", tc_runs.analyze_nested, cfg)
+        timed(timing, f"analyze {name.split('/')[0]}", analyze_job, cfg)
         metrics[name] = client.get_run(runs[key]).data.metrics
     fig = {k: download_figure(runs["base/s0"], f, figs, f"base_{f}") for k, f in BASE_FIGURES.items()}
     clear_sweep_figures(figs)

@@ -33,7 +33,7 @@ from dataclasses import replace
 import optuna
 import torch
 
-from tc.analysis.run import analyze_run
+from tc.analysis.result import AnalysisResult
 from tc.analysis.surrogates import cheap_scores
 from tc.config import AnalyzeConfig, SweepConfig, TrainConfig
 from tc.core.train import TrainingFailure, UntrainableConfigError
@@ -41,7 +41,8 @@ from tc.sweep.budget import CRASH_ATTR, FAIL_REASON_ATTR, refuse_surplus
 from tc.sweep.space import fixed_settings, suggest
 from tc.sweep.study import WORKER_ATTR, TrialCrashed
 from tc.sweep.summary import measure_columns
-from tc.tracking import analyses, checkpoints, client, jobs, labels, ui, writers
+from tc.tracking import client, jobs, labels, writers
+from tc.tracking.checkpoints import AnalysisInputs
 
 
 class Pruning:
@@ -94,44 +95,38 @@ def trial_tags(cfg: SweepConfig, number: int, parent_id: str) -> dict[str, str]:
 def train_trial(
     cfg: SweepConfig, trial: optuna.Trial, train_cfg: TrainConfig, run_id: str, parent_id: str
 ) -> str | None:
-    """Train the trial's run `run_id`, a child of the sweep run `parent_id`. With seeds=2, also the same
+    """Train the trial's run `run_id`, a child of the sweep run `parent_id`, by the train job
+    (`tc.tracking.jobs.train_job`: config, labels, training, description). With seeds=2, also the same
     configuration at seed + 1, as a child run of `run_id` named `trial N seedS` (`labels.trial_name`) that
-    carries the trial's tags, the training run's tags and description, and `tc.seed_of`: `run_id`; its id
-    is returned (else None)."""
-    client.log_config(run_id, train_cfg)
-    ui.label_train_run(run_id, train_cfg)
-    jobs.train_into_run(run_id, train_cfg, callbacks=[Pruning(trial)] if cfg.pruner != "none" else [])
+    carries the trial's tags and `tc.seed_of`: `run_id`; its id is returned (else None)."""
+    jobs.train_job(train_cfg, run_id=run_id, callbacks=[Pruning(trial)] if cfg.pruner != "none" else [])
     if cfg.seeds != 2:
         return None
     second = replace(train_cfg, seed=train_cfg.seed + 1)
     tags = {**trial_tags(cfg, trial.number, parent_id), "tc.seed_of": run_id}
-    with client.nested_run(tags, run_name=labels.trial_name(trial.number, second.seed)) as second_id:
-        try:
-            client.log_config(second_id, second)
-            ui.label_train_run(second_id, second)
-            jobs.train_into_run(second_id, second)
-        except Exception as e:  # the run ends FAILED with the block; say why on it too
-            client.client().set_tag(second_id, "tc.error", f"{type(e).__name__}: {e}"[:5000])
-            raise
-    return second_id
+    return jobs.train_job(second, tags=tags, run_name=labels.trial_name(trial.number, second.seed))
 
 
 def analyze_trial(cfg: AnalyzeConfig, parent_id: str, second_id: str | None = None) -> None:
-    """A sweep trial's analysis, logged into its training run: the full analysis and the cheap surrogates from
-    checkpoints loaded once (`tc.analysis.surrogates.cheap_scores`); with `second_id` (the same configuration at
-    another seed), that run's analysis against this one and `<measure>_seed_sd` (`seed_spread`)."""
-    ckpts, data, run = checkpoints.load_analysis_inputs(cfg)
-    result, last_step = analyze_run(ckpts, data, cfg, run), ckpts.steps[-1]
-    analyses.log_analysis_result(cfg, result, last_step, parent_id)
-    client.log_metrics(cfg.run_id, cheap_scores(ckpts, data, cfg, run), last_step)
-    jobs.label_analyzed(cfg.run_id, None, cfg)
+    """A sweep trial's analysis by the analyze job (`tc.tracking.jobs.analyze_job`: precision fallback, status
+    check, analysis, atomic write-back, labels), recorded as made by the sweep run `parent_id`. With
+    `second_id` (the same configuration at another seed), that run is analyzed first, against this one. This
+    run's analysis then carries, beside its own metrics and from the checkpoints it loaded once, the cheap
+    surrogates (`tc.analysis.surrogates.cheap_scores`) and, with a second seed, `<measure>_seed_sd`
+    (`seed_spread`): written back with it, so they land in its summary.json too. This run is still open (its
+    trial's), hence `trained_here`."""
+    other = None
     if second_id:
-        other = replace(cfg, run_id=second_id, reference_run_id=cfg.run_id)
-        result2, last2 = jobs.analyze_logged_run(other)
-        analyses.log_analysis_result(other, result2, last2, parent_id)
-        jobs.label_analyzed(second_id, None, other)
-        names = measure_columns(list(result.metrics))
-        client.log_metrics(cfg.run_id, seed_spread(result.metrics, result2.metrics, names), last_step)
+        second = replace(cfg, run_id=second_id, reference_run_id=cfg.run_id)
+        other = jobs.analyze_job(second, own_run=False, recorded_as=parent_id).result.metrics
+
+    def extras(run_cfg: AnalyzeConfig, inputs: AnalysisInputs, result: AnalysisResult) -> dict[str, float]:
+        scores = cheap_scores(inputs.checkpoints, inputs.data, run_cfg, inputs.run)
+        if other is not None:
+            scores |= seed_spread(result.metrics, other, measure_columns(list(result.metrics)))
+        return scores
+
+    jobs.analyze_job(cfg, own_run=False, recorded_as=parent_id, trained_here=True, extra_metrics=extras)
 
 
 def seed_spread(first: dict[str, float], second: dict[str, float], measures: list[str]) -> dict[str, float]:

@@ -307,17 +307,3 @@ def label_analyzed(train_run_id: str, analyze_run_id: str | None, cfg: AnalyzeCo
     """The analyze job's labels step (`tc.tracking.ui.label_analysis` with the run's current analysis): the
     `tc.analysis.<setting>` tags, the analyze run's name and description, the training run's description."""
     ui.label_analysis(train_run_id, analyze_run_id, cfg, current_analysis_metrics(train_run_id))
-
-
-# ---- the report's names for the two jobs, until it calls them itself ------------------------------------
-
-
-def train_nested(cfg: TrainConfig) -> str:
-    """`train_job(cfg)`: a child run of the active run, trained as the train entry point trains. Its run id."""
-    return train_job(cfg)
-
-
-def analyze_nested(cfg: AnalyzeConfig) -> AnalysisResult:
-    """`analyze_job(cfg).result`: a child analyze run of the active run, analyzed as the analyze entry point
-    analyzes (status check and precision fallback included), logged back to the training run."""
-    return analyze_job(cfg).result
