@@ -16,7 +16,16 @@ from tc.core.checkpoints import Checkpoints, StateDict, init_index
 
 @dataclass(frozen=True)
 class RunContext:
-    """What an analysis needs to know about the training run besides its checkpoints and data."""
+    """What an analysis needs to know about the training run besides its checkpoints and data.
+
+    Example:
+
+    >>> import tc
+    >>> model = tc.build_model(tc.ModelSpec("mlp", 3, 16, in_channels=1, image_size=8, num_classes=10))
+    >>> run = tc.RunContext(model, train_batch_size=32, train_seed=0)  # no other seed's run, no step-0 state
+    >>> run.reference is None and run.init is None
+    True
+    """
 
     model: torch.nn.Module  # a `tc.core.models.BlockNet` of the run's architecture (its weights are never used)
     train_batch_size: int  # the run's minibatch size: gradient noise is measured on such minibatches

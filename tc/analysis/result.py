@@ -14,6 +14,24 @@ from tc.analysis.anisotropy import AnisotropyResult
 
 @dataclass
 class AnalysisResult:
+    """Every metric of one analysis (`metrics`, named in `tc.analysis.registry.METRICS`), its tidy tables
+    (steps are optimizer steps), and its summary (warnings, half-lives, the metrics again).
+
+    Example (what `analyze_run` returns; here on five made-up checkpoints):
+
+    >>> import torch, tc
+    >>> data = tc.load_data("digits", train_size=128)
+    >>> model = tc.build_model(tc.ModelSpec("mlp", 3, 16, in_channels=1, image_size=8, num_classes=10))
+    >>> init = model.state_dict()
+    >>> states = [{k: v + 0.01 * i if v.is_floating_point() else v for k, v in init.items()} for i in range(5)]
+    >>> cfg = tc.AnalyzeConfig(run_id="in-memory", splits="test", max_samples=50, anisotropy=False, measures=False)
+    >>> result = tc.analyze_run(tc.Checkpoints([0, 1, 2, 3, 4], states), data, cfg, tc.RunContext(model, 32, 0))
+    >>> sorted(result.tables()), "tc_test" in result.metrics
+    (['corrupt', 'drift', 'lags', 'matrices', 'per_sample'], True)
+    >>> sorted(result.figures(full_matrix=True))
+    ['consistency_heatmaps', 'drift_vs_consistency', 'lag_curves', 'per_sample_kde']
+    """
+
     matrices: pd.DataFrame  # cut, split, t1, t2, acc, agree, loss, rc (t1, t2 = steps)
     lags: pd.DataFrame  # cut, split, lag, acc, rc
     drift: pd.DataFrame  # cut, split, t1, drift, agree_final, acc_final

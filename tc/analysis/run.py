@@ -38,7 +38,27 @@ def analyze_run(
     """Every metric of an analysis of `ckpts` (see `tc.analysis.registry.METRICS`), with its tables and summary.
     `progress(n)` is called as the composite forwards finish n more samples. `controls=False` leaves out the
     controls of `consistency_analysis` (cross-seed, bf16 agreement): a cheap surrogate is timed alone.
-    On CUDA the whole analysis runs with TF32 off (`tc.core.device.exact_fp32`), restored after."""
+    On CUDA the whole analysis runs with TF32 off (`tc.core.device.exact_fp32`), restored after.
+
+    Example (checkpoints of a loop you ran yourself, analyzed in memory: no MLflow):
+
+    >>> import torch, tc
+    >>> from tc.core.data import iterate_batches
+    >>> data = tc.load_data("digits", train_size=256)
+    >>> _ = torch.manual_seed(0)
+    >>> model = tc.build_model(tc.ModelSpec.of(tc.TrainConfig(dataset="digits", model="mlp", width=16), data))
+    >>> opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    >>> steps, states = [0], [{k: v.clone() for k, v in model.state_dict().items()}]
+    >>> for epoch in range(4):
+    ...     for x, y in iterate_batches(data, 32, seed=0, epoch=epoch, augment=False):
+    ...         loss = torch.nn.functional.cross_entropy(model(data.normalize(x)), y)
+    ...         opt.zero_grad(); loss.backward(); opt.step()
+    ...     steps.append(8 * (epoch + 1)); states.append({k: v.clone() for k, v in model.state_dict().items()})
+    >>> cfg = tc.AnalyzeConfig(run_id="in-memory", splits="test", max_samples=100, anisotropy=False, measures=False)
+    >>> result = tc.analyze_run(tc.Checkpoints(steps, states), data, cfg, tc.RunContext(model, 32, 0))
+    >>> 0.0 <= result.metrics["tc_test"] <= 1.5, sorted(result.tables())
+    (True, ['corrupt', 'drift', 'lags', 'matrices', 'per_sample'])
+    """
     with exact_fp32(resolve_device(cfg.device)):  # TF32 off on CUDA: fp32 means fp32 (tc.core.device.exact_fp32)
         splits = make_splits(data, cfg)
         result = consistency_analysis(ckpts, data, cfg, run, splits, progress, controls=controls)

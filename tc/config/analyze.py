@@ -133,7 +133,19 @@ def parse_severities(text: str) -> tuple[int, ...]:
 
 @dataclass(frozen=True)
 class AnalyzeConfig:
-    """How `analyze` reads a training run's checkpoints and what it computes (SPEC sections 1-4)."""
+    """How `analyze` reads a training run's checkpoints and what it computes (SPEC sections 1-4).
+
+    Example:
+
+    >>> import tc
+    >>> cfg = tc.AnalyzeConfig(run_id="0123abcd", splits="test,corrupt", max_samples=100)
+    >>> cfg.splits, cfg.max_samples
+    ('test,corrupt', 100)
+    >>> tc.AnalyzeConfig(run_id="")
+    Traceback (most recent call last):
+        ...
+    ValueError: run_id is required: the id of a training run (see `mlflow runs list`)
+    """
 
     run_id: str = opt("", "the training run to analyze (required)", required=True)
     cuts: str = opt(

@@ -18,7 +18,19 @@ from tc.config.vocabulary import (
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Everything that determines a training run. Same config + same seed on CPU = identical checkpoints."""
+    """Everything that determines a training run. Same config + same seed on CPU = identical checkpoints.
+
+    Example:
+
+    >>> import tc
+    >>> cfg = tc.TrainConfig(dataset="digits", model="mlp", epochs=2)
+    >>> cfg.epochs, cfg.batch_size, cfg.lr
+    (2, 128, 0.1)
+    >>> tc.TrainConfig(lr=-1.0)
+    Traceback (most recent call last):
+        ...
+    ValueError: lr=-1.0 is out of range; it must be > 0.0
+    """
 
     dataset: str = opt("fashion-mnist", "data set name", DATASETS)
     model: str = opt(

@@ -46,7 +46,15 @@ def init_index(steps: list[int]) -> int | None:
 
 @dataclass
 class Checkpoints:
-    """A run's checkpoints in step order: `state_dicts[i]` was saved after `steps[i]` optimizer steps."""
+    """A run's checkpoints in step order: `state_dicts[i]` was saved after `steps[i]` optimizer steps.
+
+    Example:
+
+    >>> import torch, tc
+    >>> ckpts = tc.Checkpoints(steps=[0, 10], state_dicts=[{"w": torch.zeros(2)}, {"w": torch.ones(2)}])
+    >>> ckpts.steps[-1], ckpts.state_dicts[-1]["w"].tolist()
+    (10, [1.0, 1.0])
+    """
 
     steps: list[int]
     state_dicts: list[StateDict]

@@ -32,7 +32,16 @@ class DatasetNotFoundError(FileNotFoundError):
 
 @dataclass(frozen=True)
 class DataBundle:
-    """A labelled train/test pair. Images: uint8 [N, C, H, W]; labels: int64 [N]."""
+    """A labelled train/test pair. Images: uint8 [N, C, H, W]; labels: int64 [N].
+
+    Example:
+
+    >>> import tc
+    >>> data = tc.load_data("digits", train_size=64)
+    >>> x = data.normalize(data.train_x[:8])  # what a model takes: float, standardised per channel
+    >>> x.dtype, tuple(x.shape)
+    (torch.float32, (8, 1, 8, 8))
+    """
 
     name: str
     train_x: torch.Tensor
@@ -146,7 +155,17 @@ def load_data(
 ) -> DataBundle:
     """Load data set `name`; keep a seeded subset of `train_size` training examples (0 = all), then replace
     the labels of a seeded fraction `label_noise` of them by labels drawn uniformly from all classes (a
-    replaced label can equal the true one, as in Zhang et al. 2017; 1.0 = fully random labels)."""
+    replaced label can equal the true one, as in Zhang et al. 2017; 1.0 = fully random labels).
+
+    Example:
+
+    >>> import tc
+    >>> data = tc.load_data("digits", train_size=256, label_noise=0.1, seed=0)
+    >>> tuple(data.train_x.shape), data.train_x.dtype, data.num_classes
+    ((256, 1, 8, 8), torch.uint8, 10)
+    >>> bool((data.train_y != data.train_y_clean).any())  # some labels were replaced
+    True
+    """
     train_x, train_y, test_x, test_y = (
         torch.from_numpy(np.ascontiguousarray(a)) for a in _load_arrays(name, data_dir, download)
     )

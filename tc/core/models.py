@@ -37,7 +37,15 @@ ZOO = MODELS
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """All that is needed to rebuild a model; stored (as builtins) in every checkpoint."""
+    """All that is needed to rebuild a model; stored (as builtins) in every checkpoint.
+
+    Example:
+
+    >>> import tc
+    >>> data = tc.load_data("digits", train_size=64)
+    >>> tc.ModelSpec.of(tc.TrainConfig(dataset="digits", model="mlp", width=16), data)
+    ModelSpec(model='mlp', depth=3, width=16, in_channels=1, image_size=8, num_classes=10)
+    """
 
     model: str
     depth: int
@@ -209,7 +217,18 @@ def build_model(spec: ModelSpec, factory: Callable[..., nn.Module] | None = None
     """Build an untrained model. Initialisation uses torch's global RNG: seed it first.
 
     `factory`: for a user model (`module:function`), the function, which the caller imported with
-    `tc.core.fx_stages.import_factory` from a name given on the command line (see `factory_for`)."""
+    `tc.core.fx_stages.import_factory` from a name given on the command line (see `factory_for`).
+
+    Example:
+
+    >>> import torch, tc
+    >>> _ = torch.manual_seed(0)
+    >>> model = tc.build_model(tc.ModelSpec("mlp", 3, 16, in_channels=1, image_size=8, num_classes=10))
+    >>> list(model.blocks), model.cuts
+    (['stem', 'block1', 'block2', 'head'], [1, 2, 3])
+    >>> tuple(model(torch.zeros(2, 1, 8, 8)).shape)
+    (2, 10)
+    """
     validate_model(spec.model)
     validate_depth(spec.model, spec.depth)
     if spec.model in _BUILDERS:

@@ -84,7 +84,18 @@ def train_job(
     `command_line_model`: the model name the user passed; a user model's factory is imported only from it
     (`tc.core.models.factory_for`). None: `cfg.model`, for a new run (the caller's own config). A resumed run's
     config comes from the run, so resuming a user model needs it. `callbacks`: more training callbacks (a
-    sweep's pruning), after the checkpoint logging and the progress lines."""
+    sweep's pruning), after the checkpoint logging and the progress lines.
+
+    Example (a FINISHED MLflow run holding every checkpoint):
+
+    >>> import tc
+    >>> cfg = tc.TrainConfig(dataset="digits", model="mlp", width=16, epochs=2, train_size=256, batch_size=128)
+    >>> run_id = tc.train_job(cfg)
+    tc train: ...
+    >>> from tc.tracking.checkpoints import checkpoint_index
+    >>> [entry.step for entry in checkpoint_index(run_id)]
+    [0, 2, 4]
+    """
     if run_id is not None:
         if resume_run_id is not None:
             raise ValueError("train_job: a resume runs in a run of the job's own; pass resume_run_id without run_id")
@@ -182,7 +193,19 @@ def train_into_run(
 
 @dataclass(frozen=True)
 class AnalyzedRun:
-    """What `analyze_job` did."""
+    """What `analyze_job` did.
+
+    Example:
+
+    >>> import tc
+    >>> run_id = tc.train_job(tc.TrainConfig(dataset="digits", model="mlp", width=16, epochs=2, train_size=256))
+    tc train: ...
+    >>> cfg = tc.AnalyzeConfig(run_id=run_id, splits="test", max_samples=40, anisotropy=False, measures=False)
+    >>> done = tc.analyze_job(cfg)
+    tc analyze: ...
+    >>> print(done.lines()[-1])
+    logged to run ...; open `mlflow ui` and look under its Metrics and Artifacts > analysis/v1/
+    """
 
     cfg: AnalyzeConfig  # as analyzed: `precision` after the fallback
     result: AnalysisResult
@@ -229,7 +252,19 @@ def analyze_job(
     training run, holding `summary.json`, and recorded in the tag `tc.analysis` as the run that made the
     analysis; ended FINISHED, or FAILED with the tag `tc.error` when a step raises (the exception is re-raised:
     `ANALYZE_REFUSALS` are the expected ones). `own_run=False`: no run of its own (a sweep trial); the tag
-    records `recorded_as` (the sweep run) instead, and exceptions propagate untouched."""
+    records `recorded_as` (the sweep run) instead, and exceptions propagate untouched.
+
+    Example (as `mlflow run . -e analyze` does it):
+
+    >>> import tc
+    >>> run_id = tc.train_job(tc.TrainConfig(dataset="digits", model="mlp", width=16, epochs=2, train_size=256))
+    tc train: ...
+    >>> cfg = tc.AnalyzeConfig(run_id=run_id, splits="test", max_samples=40, anisotropy=False, measures=False)
+    >>> done = tc.analyze_job(cfg)
+    tc analyze: ...
+    >>> done.version, done.cfg.run_id == run_id, "tc_test" in done.result.metrics
+    (1, True, True)
+    """
     if not own_run:
         return _analyze(cfg, None, recorded_as, trained_here, extra_metrics)
     with nested_run({"tc.source_run_id": cfg.run_id}) as analyze_id:

@@ -51,7 +51,16 @@ def log_run_info(
     analyze uses `train_size`, `seed` and `label_noise` to draw the same training subset, and `batch_size` for
     the gradient-noise minibatches). Logs the same params, `config.json`, name, tags and description as tc's
     own `train`. `data`: the `tc.core.data.DataBundle` if you loaded it already (saves loading it again).
-    Returns the `TrainConfig`."""
+    Returns the `TrainConfig`.
+
+    Example (inside a run; your own loop trains tc's `mlp`):
+
+    >>> import mlflow, tc
+    >>> with mlflow.start_run():
+    ...     cfg = tc.log_run_info(model="mlp", dataset="digits", width=16, train_size=96, epochs=1, batch_size=32)
+    >>> cfg.model, cfg.width, cfg.batch_size
+    ('mlp', 16, 32)
+    """
     rid = _active_run_id(run_id)
     cfg = from_strings(TrainConfig, {"model": model, "dataset": dataset, **settings})
     # The staged copy's initial weights are drawn from a forked stream: the user's loop, seeded or restored
@@ -112,7 +121,19 @@ def log_checkpoint(model: Any, step: int, epoch: float, *, run_id: str | None = 
     Log step 0 (before training) too: analyze needs the initialisation and at least two checkpoints
     (`tc.CheckpointLogger` logs step 0 itself when it is created). A step logged
     already is never overwritten: the same weights (and epoch) again return its entry; other ones raise
-    `ValueError`."""
+    `ValueError`.
+
+    Example:
+
+    >>> import mlflow, tc
+    >>> data = tc.load_data("digits", train_size=64)
+    >>> model = tc.build_model(tc.ModelSpec.of(tc.TrainConfig(dataset="digits", model="mlp", width=16), data))
+    >>> with mlflow.start_run():
+    ...     _ = tc.log_run_info(model="mlp", dataset="digits", data=data, width=16, train_size=64)
+    ...     entry = tc.log_checkpoint(model, step=0, epoch=0.0)  # the initialisation
+    >>> entry.step
+    0
+    """
     rid = _active_run_id(run_id)
     own = _own_run(rid)
     sd = _staged_state_dict(own["staged"], model.state_dict(), own["cfg"].model)
@@ -142,7 +163,27 @@ class CheckpointLogger:
     any, stays as it is. Call `.step(step, epoch)` after every optimizer step of your loop: every N-th step
     not in the run's index yet is logged with `log_checkpoint` (an explicit `.step(0, 0.0)` is not logged
     twice). Call `.close(step, epoch)` after the loop to log the final step too (if `every` did not land on
-    it) and refresh the run's description. `.logged`: the steps in the run's index."""
+    it) and refresh the run's description. `.logged`: the steps in the run's index.
+
+    Example (step 0 is logged when the logger is created, then every 2nd step and the last):
+
+    >>> import mlflow, torch, tc
+    >>> data = tc.load_data("digits", train_size=96)
+    >>> model = tc.build_model(tc.ModelSpec.of(tc.TrainConfig(dataset="digits", model="mlp", width=16), data))
+    >>> opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    >>> with mlflow.start_run() as run:
+    ...     _ = tc.log_run_info(model="mlp", dataset="digits", data=data, width=16, train_size=96, batch_size=32)
+    ...     ckpt = tc.CheckpointLogger(model, every=2)
+    ...     for step in range(1, 4):
+    ...         x, y = data.train_x[32 * (step - 1) : 32 * step], data.train_y[32 * (step - 1) : 32 * step]
+    ...         loss = torch.nn.functional.cross_entropy(model(data.normalize(x)), y)
+    ...         opt.zero_grad(); loss.backward(); opt.step()
+    ...         _ = ckpt.step(step, epoch=step / 3)  # the entry it logged, or None
+    ...     ckpt.close(3, epoch=1.0)
+    >>> from tc.tracking.checkpoints import checkpoint_index
+    >>> [entry.step for entry in checkpoint_index(run.info.run_id)]
+    [0, 2, 3]
+    """
 
     def __init__(self, model: Any, every: int = 1, *, run_id: str | None = None):
         if every < 1:
