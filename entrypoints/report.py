@@ -6,7 +6,7 @@
 
 `tc.report.produce.produce` runs the report inside this run: the seeded experiments
 (`tc.report.experiments.training_runs`, `.analyses`) as nested runs by the train and analyze entry points' own
-path, in this process (`tc.tracking.jobs.train_nested`, `.analyze_nested`: ~60 runs pay no process start); the
+path, in this process (`tc.tracking.jobs.train_job`, `.analyze_job`: ~60 runs pay no process start); the
 correlations by the sweep entry point, rerun until its study holds the asked number of converged trials.
 `tc.report.files.write` puts REPORT.md, figures and tables in `out_dir` (default docs/). A sweep that fails
 (any exception: its type and message are stored with the tables), or ends with fewer than 3 converged trials,

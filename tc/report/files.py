@@ -19,9 +19,9 @@ from tc.report.costs import costs_table
 from tc.report.experiments import SWEEP_FIGURES, Settings
 from tc.report.render import render, rerender
 from tc.report.results import SETTINGS_FILE, Results, effects_of, sweep_config_of
-from tc.report.verdicts import MIN_TRIALS, all_effects, confirmatory_verdict, effects_from_table, verdict_changes
+from tc.report.verdicts import all_effects, confirmatory_verdict, effects_from_table, verdict_changes
 from tc.stats.multiplicity import CONFIRMATORY_MEASURE
-from tc.stats.rankcorr import CorrelationOptions, correlation_table
+from tc.stats.rankcorr import MIN_TRIALS, CorrelationOptions, correlation_table
 from tc.sweep.summary import measure_columns, split_converged
 
 

@@ -13,7 +13,6 @@ from tc.report.results import Results, sweep_config_of
 from tc.report.verdicts import (
     MAX_COST_EPOCHS,
     MIN_TAU,
-    MIN_TRIALS,
     NOT_DISTINGUISHABLE,
     abs_interval,
     best_baseline,
@@ -23,6 +22,7 @@ from tc.report.verdicts import (
     versus_baseline,
 )
 from tc.stats.multiplicity import ALPHA, CONFIRMATORY_MEASURE, PRIMARY_TARGET
+from tc.stats.rankcorr import MIN_TRIALS
 from tc.sweep.summary import split_converged
 
 

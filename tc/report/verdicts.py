@@ -30,7 +30,6 @@ from tc.stats.replicates import (
 
 MAX_COST_EPOCHS = 2.0  # the bar: a consistency measure must cost at most this many training epochs per trial
 MIN_TAU = 0.5  # the bar: |Kendall τ| with test accuracy at least this
-MIN_TRIALS = 3  # the fewest converged trials a rank correlation is computed on (`tc.sweep.study.summarize`)
 MEMORISED = 0.99  # random labels: every seed's final training accuracy on its labels must reach this
 NOT_TESTED = "not tested (a run did not memorise its labels)"
 INTERVAL_VERDICTS = (REPRODUCES, REFUTED, INCONCLUSIVE, DIFFERS, NO_DIFFERENCE)
