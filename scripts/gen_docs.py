@@ -157,7 +157,7 @@ HEADER = "| parameter | default | meaning |\n|---|---|---|"
 
 
 def param_str(value: object) -> str:
-    """A default as MLproject and the command line spell it (none, true/false): `tc.tracking.param_str`'s rule,
+    """A default as MLproject and the command line spell it (none, true/false): `tc.tracking.client.param_str`'s rule,
     repeated here so the docs need no MLflow import."""
     if value is None:
         return "none"
