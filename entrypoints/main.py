@@ -46,7 +46,7 @@ DATASET, MODEL = "fashion-mnist", "resnet20"
 def checkpoint_every(epochs: int, train_size: int, batch_size: int = TrainConfig.batch_size) -> int:
     """Optimizer steps between checkpoints for the quick start's run (`tc.analysis.splits.checkpoint_interval` of its
     total steps). `train_size` 0 means the whole training set, which is then loaded to count it (tc.core.data has no
-    size table, and this is the parent process: the train job loads the data again)."""
+    size table; the train job loads the data again)."""
     n = train_size or len(load_data(DATASET).train_y)
     return checkpoint_interval(epochs * steps_per_epoch(n, batch_size))
 

@@ -77,6 +77,66 @@ def test_a_train_job_that_fails_ends_its_own_run_failed_and_raises(mlflow_store,
     assert "tc.error" not in MlflowClient().get_run(caller.info.run_id).data.tags  # the caller's run: its policy
 
 
+class _Killed(BaseException):
+    """Stands in for SIGKILL: nothing in tc catches a BaseException."""
+
+
+class _KillAfter:
+    """A training callback that dies right after the resume state of step `step` is logged."""
+
+    def __init__(self, step: int):
+        self.step = step
+
+    def on_save(self, step, epoch, model, state, checkpoint):
+        if step == self.step:
+            raise _Killed
+
+
+def _killed_run() -> str:
+    """A TINY run killed after its step-2 checkpoint and resume state (ended FAILED: resumable)."""
+    with pytest.raises(_Killed):
+        jobs.train_job(TINY, callbacks=[_KillAfter(2)])
+    killed = _runs()[0]
+    assert killed.info.status == "FAILED" and "tc.error" not in killed.data.tags  # a kill leaves no words
+    return killed.info.run_id
+
+
+def test_a_resume_that_fails_after_its_checks_ends_both_runs_failed_and_says_why(mlflow_store, tmp_path, capsys):
+    """Once the run to resume has passed `check_resumable`, it is the job's target: a refusal of its resume
+    state (or any other failure) ends it FAILED with `tc.error`, as the resuming run, and the train command
+    exits 1 with the same words (a refusal) or raises (anything else)."""
+    from entrypoints import train as train_ep
+    from tc.core import checkpoints as ck
+    from tc.tracking import resume
+
+    killed = _killed_run()
+    state = resume.load_resume_state(killed)
+    ck.atomic_save({**state, "train_seconds": -1.0}, tmp_path / "state.pt")
+    MlflowClient().log_artifact(killed, str(tmp_path / "state.pt"), "resume")
+    assert train_ep.main(["--resume_run_id", killed]) == 1
+    said = capsys.readouterr().err.strip().splitlines()[-1].removeprefix("tc train: ")
+    assert said == f"run {killed}: resume/state.pt train_seconds '-1.0' is not a time"
+    resuming, target = _runs()[0], MlflowClient().get_run(killed)
+    assert resuming.data.tags["tc.resumed_run_id"] == killed
+    for run in (resuming, target):
+        assert run.info.status == "FAILED" and run.data.tags["tc.error"] == said
+
+    ck.atomic_save(state, tmp_path / "state.pt")  # a good state again; now the training itself fails
+    MlflowClient().log_artifact(killed, str(tmp_path / "state.pt"), "resume")
+
+    def boom(*args, **kwargs):
+        raise RuntimeError("boom")
+
+    with pytest.MonkeyPatch.context() as fault, pytest.raises(RuntimeError, match="boom"):
+        fault.setattr(jobs, "train_into_run", boom)
+        train_ep.main(["--resume_run_id", killed])
+    resuming, target = _runs()[0], MlflowClient().get_run(killed)
+    for run in (resuming, target):
+        assert run.info.status == "FAILED" and run.data.tags["tc.error"] == "RuntimeError: boom"
+    assert jobs.train_job(TINY, resume_run_id=killed, command_line_model=TINY.model) == killed  # still resumable
+    assert MlflowClient().get_run(killed).info.status == "FINISHED"
+
+
 def test_the_analyze_job_refuses_an_unfinished_run_as_the_command_line_does(trained, capsys):
     MlflowClient().set_terminated(trained, "FAILED")  # killed: its checkpoints may stop early
     assert analyze_ep.main(["--run_id", trained, "--max_samples", "40"]) == 1

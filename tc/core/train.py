@@ -284,7 +284,7 @@ def train(
         sums = _EpochSums(*resume_state["sums"])
         stopped = bool((resume_state.get("pending_metrics") or {}).get("converged"))  # it had stopped there
         # an older state has no time: its part is lost, and train_seconds then counts the resumed part only
-        # (tracking.seconds_per_epoch falls back to timestamps, as not every epoch has it)
+        # (tc.tracking.client.seconds_per_epoch falls back to timestamps, as not every epoch has it)
         seconds_before = float(resume_state.get("train_seconds", 0.0))
         # last, after building the model and loading the state (which may draw): the streams as at the save
         reason = restore_rng_state(resume_state.get("rng"), device)
