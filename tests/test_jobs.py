@@ -267,3 +267,12 @@ def test_a_sweep_trials_surrogates_and_seed_spread_land_in_its_analysis_and_summ
     for run_id in (first, second):  # made by the sweep run, as every trial's analysis
         tag = json.loads(MlflowClient().get_run(run_id).data.tags["tc.analysis"])
         assert tag["analyze_run_id"] == sweep_run.info.run_id and tag["run_id"] == run_id
+
+
+def test_the_analyze_jobs_own_run_carries_its_settings_as_params(trained):
+    """In process (the quick start), no MLproject logs the analyze run's params: the job does, so analyses
+    compare by their settings in the UI, as the command's runs do."""
+    done = jobs.analyze_job(AnalyzeConfig(run_id=trained, **CHEAP))
+    params = MlflowClient().get_run(done.analyze_run_id).data.params
+    assert params["max_samples"] == "40" and params["splits"] == "test" and params["run_id"] == trained
+    assert set(params) == set(AnalyzeConfig.__dataclass_fields__)

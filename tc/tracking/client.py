@@ -71,7 +71,13 @@ def nested_run(tags: dict[str, str] | None = None, run_name: str | None = None) 
 
 
 def log_config(run_id: str, cfg: Any) -> None:
-    """Log the config as params (one batch) and as `config.json`.
+    """Log the config as params (`log_params`) and as `config.json`."""
+    log_params(run_id, cfg)
+    client().log_dict(run_id, asdict(cfg), CONFIG_FILE)
+
+
+def log_params(run_id: str, cfg: Any) -> None:
+    """Log every field of the config as a param (one batch), so that runs compare by them in the UI.
 
     `mlflow run` has already logged the parameters as given, and MLflow params are immutable, so a value
     that was given in another spelling ("1e-1" for 0.1) is kept, and one that the config resolved
@@ -85,7 +91,6 @@ def log_config(run_id: str, cfg: Any) -> None:
         elif cast_field(type(cfg), key, given[key]) != value:
             params.append(Param(f"{key}_resolved", param_str(value)))
     client().log_batch(run_id, params=params)
-    client().log_dict(run_id, values, CONFIG_FILE)
 
 
 def load_train_config(run_id: str) -> TrainConfig:

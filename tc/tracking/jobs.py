@@ -28,7 +28,16 @@ from tc.core.train import ProgressReporter, TrainingFailure, train
 from tc.tracking import ui
 from tc.tracking.analyses import ANALYSIS_DIR, current_analysis_metrics, log_analysis_result
 from tc.tracking.checkpoints import AnalysisInputs, CheckpointCallback, load_analysis_inputs
-from tc.tracking.client import client, get_run, load_train_config, log_config, log_metrics, logged_steps, nested_run
+from tc.tracking.client import (
+    client,
+    get_run,
+    load_train_config,
+    log_config,
+    log_metrics,
+    log_params,
+    logged_steps,
+    nested_run,
+)
 from tc.tracking.resume import (
     check_resumable,
     check_rng_state,
@@ -247,12 +256,12 @@ def analyze_job(
     4. the write-back (`tc.tracking.analyses.log_analysis_result`): a new analysis version, whole for readers;
     5. labels (`label_analyzed`): `tc.analysis.<setting>` tags, names and descriptions.
 
-    `own_run` (default): the job runs in an analyze run of its own, a child of the active run if there is one
-    (else the run `mlflow run` created, or a new one), tagged `tc.source_run_id`, described with a link to the
-    training run, holding `summary.json`, and recorded in the tag `tc.analysis` as the run that made the
-    analysis; ended FINISHED, or FAILED with the tag `tc.error` when a step raises (the exception is re-raised:
-    `ANALYZE_REFUSALS` are the expected ones). `own_run=False`: no run of its own (a sweep trial); the tag
-    records `recorded_as` (the sweep run) instead, and exceptions propagate untouched.
+    `own_run` (default): the job runs in an analyze run of its own, a child of the active run if there is one (else
+    the run `mlflow run` created, or a new one), tagged `tc.source_run_id`, described with a link to the training
+    run, with the config's fields as params, holding `summary.json`, and recorded in the tag `tc.analysis` as the
+    run that made the analysis; ended FINISHED, or FAILED with the tag `tc.error` when a step raises (the exception
+    is re-raised: `ANALYZE_REFUSALS` are the expected ones). `own_run=False`: no run of its own (a sweep trial); the
+    tag records `recorded_as` (the sweep run) instead, and exceptions propagate untouched.
 
     Example (as `mlflow run . -e analyze` does it):
 
@@ -269,6 +278,9 @@ def analyze_job(
         return _analyze(cfg, None, recorded_as, trained_here, extra_metrics)
     with nested_run({"tc.source_run_id": cfg.run_id}) as analyze_id:
         try:
+            # as asked (the fallback's precision is in a tag): in the UI, analyses compare by their settings,
+            # also when no MLproject logged them (the quick start analyzes in process)
+            log_params(analyze_id, cfg)
             done = _analyze(cfg, analyze_id, recorded_as or analyze_id, trained_here, extra_metrics)
             client().log_dict(analyze_id, done.result.summary, "summary.json")
         except Exception as e:
