@@ -18,6 +18,7 @@ import argparse
 import hashlib
 import io
 import json
+import math
 import sys
 import tempfile
 from collections import Counter
@@ -72,6 +73,13 @@ def _history(store: Store, run_id: str, key: str) -> list[tuple[int, float]]:
     return sorted((m.step, m.value) for m in store.client.get_metric_history(run_id, key))
 
 
+def same_history(a: list[tuple[int, float]], b: list[tuple[int, float]]) -> bool:
+    """Equal steps and values; NaN equals NaN (a metric that is NaN in both is unchanged)."""
+    return len(a) == len(b) and all(
+        sa == sb and (va == vb or (math.isnan(va) and math.isnan(vb))) for (sa, va), (sb, vb) in zip(a, b, strict=True)
+    )
+
+
 def _files(store: Store, run_id: str, root: Path) -> dict[str, bytes]:
     local = Path(store.client.download_artifacts(run_id, "", str(root)))
     return {store.subst(str(p.relative_to(local))): p.read_bytes() for p in sorted(local.rglob("*")) if p.is_file()}
@@ -114,7 +122,7 @@ def compare(before: Store, after: Store) -> dict[str, list[str]]:
                 diffs.append(f"metric {key}: only {'before' if key in rb.data.metrics else 'after'}")
             elif volatile(key):
                 counts["volatile metrics"] += 1
-            elif _history(before, rb.info.run_id, key) != _history(after, ra.info.run_id, key):
+            elif not same_history(_history(before, rb.info.run_id, key), _history(after, ra.info.run_id, key)):
                 diffs.append(f"metric {key}: {rb.data.metrics[key]!r} -> {ra.data.metrics[key]!r} (history differs)")
             else:
                 counts["identical metric histories"] += 1
@@ -144,7 +152,7 @@ def compare(before: Store, after: Store) -> dict[str, list[str]]:
             elif suffix == ".json":
                 found = _json_diff(json.loads(b), json.loads(a))
                 counts["json equal but for volatile keys"] += not found
-                diffs += [f"file {name}: {d}" for d in found[:10]]
+                diffs += [f"file {name}: {d}" for d in found]
             else:
                 digest = (hashlib.sha256(fb[name]).hexdigest()[:8], hashlib.sha256(fa[name]).hexdigest()[:8])
                 diffs.append(f"file {name}: bytes differ {digest[0]} -> {digest[1]}")

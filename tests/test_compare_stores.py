@@ -59,3 +59,9 @@ def test_one_changed_cell_in_a_table_is_found(tmp_path):
     assert [line for line in report["sweep / trial #2"] if not line.startswith("(")] == [
         "file m.csv: columns differ: ['rc']"
     ]
+
+
+def test_nan_equals_nan_but_not_a_number():
+    assert cs.same_history([(0, float("nan")), (1, 0.5)], [(0, float("nan")), (1, 0.5)])
+    assert not cs.same_history([(0, float("nan"))], [(0, 0.5)])
+    assert not cs.same_history([(0, 0.5)], [(1, 0.5)])
