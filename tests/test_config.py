@@ -298,7 +298,7 @@ def test_main_and_report_refuse_a_bad_value_before_any_run(capsys, monkeypatch):
     def no_mlflow(*a, **k):
         raise AssertionError("a bad parameter reached MLflow")
 
-    monkeypatch.setattr(quick.tracking, "use_default_experiment", no_mlflow)
+    monkeypatch.setattr(quick, "use_default_experiment", no_mlflow)
     monkeypatch.setattr(entry.mlflow, "start_run", no_mlflow)
     assert quick.main(["--epochs", "0"]) == 2
     assert "tc main: epochs=0 is out of range" in capsys.readouterr().err
