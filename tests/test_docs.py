@@ -17,6 +17,7 @@ import pytest
 import yaml
 
 from tc.config import AnalyzeConfig, TrainConfig, cast_field, from_strings, opt
+from tests.paths import resolves
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
@@ -318,24 +319,6 @@ def test_readme_is_a_two_minute_read():
         assert f"](docs/{page.name}" in text, f"README does not link docs/{page.name}"
 
 
-def _resolves(dotted: str) -> bool:
-    """A dotted `tc.<layer>...` path names a module, or an attribute of one."""
-    import importlib
-
-    parts = dotted.split(".")
-    for i in range(len(parts), 1, -1):
-        try:
-            obj = importlib.import_module(".".join(parts[:i]))
-        except ImportError:
-            continue
-        for part in parts[i:]:
-            if not hasattr(obj, part):
-                return False
-            obj = getattr(obj, part)
-        return True
-    return False
-
-
 def test_every_tc_path_a_text_names_resolves():
     """Issue 20 moved every module: a path in a doc, docstring, comment or test that still names an old home
     (the sweep package's old `HEADLINE`, the tracking package's old `param_str`) misleads its reader. MLflow
@@ -356,6 +339,6 @@ def test_every_tc_path_a_text_names_resolves():
             continue  # the published report and its stored tables are dated records, re-rendered, not edited
         for m in pattern.finditer((ROOT / name).read_text()):
             dotted = m.group(0)
-            if "no_such_name" not in dotted and dotted not in tags and not _resolves(dotted):
+            if "no_such_name" not in dotted and dotted not in tags and not resolves(dotted):
                 stale.add(f"{name}: {dotted}")
     assert sorted(stale) == []

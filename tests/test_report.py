@@ -1,6 +1,5 @@
 """The report command end to end, in its quick form (digits, 6 trials) and into a temporary directory."""
 
-import importlib
 import json
 import re
 from dataclasses import replace
@@ -12,6 +11,7 @@ import pytest
 
 from tc.report import costs, experiments, files, produce, render, results, sections, verdicts
 from tests.conftest import ROOT
+from tests.paths import resolves
 from tests.test_mlflow_run import mlflow_run
 
 
@@ -596,23 +596,7 @@ def test_a_sweep_that_raises_anything_gives_a_report_that_says_so_also_when_rere
 NAMED_PATH = re.compile(r"\btc\.report(?:\.[A-Za-z_]\w*)+")
 
 
-def _resolves(dotted: str) -> bool:
-    """Whether `dotted` names a module of tc or an attribute of one (`tc.report.files.write`)."""
-    parts = dotted.split(".")
-    for i in range(len(parts), 0, -1):
-        try:
-            obj = importlib.import_module(".".join(parts[:i]))
-        except ModuleNotFoundError:
-            continue
-        for name in parts[i:]:
-            if not hasattr(obj, name):
-                return False
-            obj = getattr(obj, name)
-        return True
-    return False
-
-
-def test_every_tc_report_path_that_a_text_names_resolves():
+def test_every_tc_report_path_that_a_text_namesresolves():
     """The paths the docs, the published report (its re-render note and settings.json's notes), tc's own
     docstrings and messages, and the note a re-render writes name: each is a module or a name a reader can
     import, also after tc.report became a package."""
@@ -621,5 +605,5 @@ def test_every_tc_report_path_that_a_text_names_resolves():
     named = {(m, p.relative_to(ROOT).as_posix()) for p in sources for m in NAMED_PATH.findall(p.read_text())}
     named |= {(m, "the re-render note") for m in NAMED_PATH.findall(render._rerender_note("2001-02-03", [], []))}
     assert {m for m, _ in named} >= {"tc.report.rerender", "tc.report.files.write"}  # the scan finds them
-    assert sorted((where, m) for m, where in named if not _resolves(m)) == []
-    assert not _resolves("tc.report.no_such_name") and not _resolves("tc.report.files.no_such_name")
+    assert sorted((where, m) for m, where in named if not resolves(m)) == []
+    assert not resolves("tc.report.no_such_name") and not resolves("tc.report.files.no_such_name")

@@ -1,9 +1,7 @@
 """The sweep entry point: trials as nested MLflow runs, the correlation report, and several workers on one
 study (an Optuna journal file, and PostgreSQL where a server is reachable)."""
 
-import importlib
 import os
-import re
 import subprocess
 import sys
 
@@ -325,37 +323,3 @@ def test_past_the_grids_size_a_grid_trial_picks_its_point_by_its_own_seed():
     picks = [pick_after(k) for k in range(8, 14)]
     assert picks == [pick_after(k) for k in range(8, 14)]
     assert len(set(picks)) > 1  # one seed for every trial would pick the same point each time
-
-
-# ---- the paths that text names ----------------------------------------------------------------------------
-
-NAMED_PATH = re.compile(r"\btc\.(?:sweep|stats)(?:\.[A-Za-z_]\w*)+")
-
-
-def _resolves(dotted: str) -> bool:
-    """Whether `dotted` names a module of tc or an attribute of one (`tc.sweep.budget.budget_used`)."""
-    parts = dotted.split(".")
-    for i in range(len(parts), 0, -1):
-        try:
-            obj = importlib.import_module(".".join(parts[:i]))
-        except ModuleNotFoundError:
-            continue
-        for name in parts[i:]:
-            if not hasattr(obj, name):
-                return False
-            obj = getattr(obj, name)
-        return True
-    return False
-
-
-def test_every_sweep_and_stats_path_that_a_text_names_resolves():
-    """tc.sweep is a package of modules whose `__init__` exports nothing, and the rank statistics moved to
-    tc.stats: every `tc.sweep.…` / `tc.stats.…` path that the docs, README, tc's docstrings and messages, the
-    entry points, scripts, benchmarks and tests name is a module or a name a reader can import."""
-    sources = [*(ROOT / "docs").glob("*.md"), ROOT / "README.md", *(ROOT / "scripts").glob("*.py")]
-    for folder in ("tc", "entrypoints", "benchmarks", "tests"):
-        sources += (ROOT / folder).rglob("*.py")
-    named = {(m, p.relative_to(ROOT).as_posix()) for p in sources for m in NAMED_PATH.findall(p.read_text())}
-    assert {m for m, _ in named} >= {"tc.sweep.study", "tc.stats.rankcorr.correlation_table"}  # the scan finds them
-    assert sorted((where, m) for m, where in named if not _resolves(m)) == []
-    assert not _resolves("tc.sweep" + ".correlation_table") and not _resolves("tc.stats" + ".rankcorr.nothing")
