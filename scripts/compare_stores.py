@@ -8,8 +8,8 @@ each into its own store (before and after), then
 Runs are matched by role, not id: the chain of run names from the top-level run down, numbered in start order
 where names repeat. Run ids inside values (tags, params, file contents and names) are replaced by their role
 first, so only real differences remain. What differs by nature (wall-clock times: any metric, column or key
-whose name contains one of VOLATILE) is counted apart and not called a difference. Exit status 1 when anything
-else differs.
+whose name contains one of VOLATILE) is counted apart and not called a difference. A run's
+status is compared. Exit status 1 when anything else differs.
 """
 
 from __future__ import annotations
@@ -103,7 +103,10 @@ def _json_diff(a: object, b: object, path: str = "") -> list[str]:
             if not volatile(str(k)):
                 out += _json_diff(a[k], b[k], f"{path}/{k}")
         return out
-    return [] if a == b else [f"{path}: {str(a)[:80]} -> {str(b)[:80]}"]
+    if isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
+        return [d for i, (x, y) in enumerate(zip(a, b, strict=True)) for d in _json_diff(x, y, f"{path}/{i}")]
+    both_nan = isinstance(a, float) and isinstance(b, float) and math.isnan(a) and math.isnan(b)
+    return [] if a == b or both_nan else [f"{path}: {str(a)[:80]} -> {str(b)[:80]}"]
 
 
 def compare(before: Store, after: Store) -> dict[str, list[str]]:
@@ -117,6 +120,8 @@ def compare(before: Store, after: Store) -> dict[str, list[str]]:
             continue
         rb, ra = before.client.get_run(b_roles[role]), after.client.get_run(a_roles[role])
         diffs, counts = [], Counter()
+        if rb.info.status != ra.info.status:  # how a run ended is behaviour (a failed, a pruned trial)
+            diffs.append(f"status: {rb.info.status!r} -> {ra.info.status!r}")
         for key in sorted(set(rb.data.metrics) | set(ra.data.metrics)):
             if key not in rb.data.metrics or key not in ra.data.metrics:
                 diffs.append(f"metric {key}: only {'before' if key in rb.data.metrics else 'after'}")
@@ -130,8 +135,8 @@ def compare(before: Store, after: Store) -> dict[str, list[str]]:
             keys = {k for k in set(xb) | set(xa) if not k.startswith(SKIP_TAGS) and not volatile(k)}
             for key in sorted(keys):
                 vb, va = before.subst(xb.get(key, "<absent>")), after.subst(xa.get(key, "<absent>"))
-                if key == "mlflow.note.content" or vb == va:
-                    counts[f"identical {kind}s"] += vb == va
+                if vb == va:  # descriptions (mlflow.note.content) too: they hold metrics, never times
+                    counts[f"identical {kind}s"] += 1
                     continue
                 diffs.append(f"{kind} {key}: {vb[:80]!r} -> {va[:80]!r}")
         with tempfile.TemporaryDirectory() as tmp:

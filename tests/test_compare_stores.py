@@ -65,3 +65,32 @@ def test_nan_equals_nan_but_not_a_number():
     assert cs.same_history([(0, float("nan")), (1, 0.5)], [(0, float("nan")), (1, 0.5)])
     assert not cs.same_history([(0, float("nan"))], [(0, 0.5)])
     assert not cs.same_history([(0, 0.5)], [(1, 0.5)])
+
+
+def test_a_run_that_ended_otherwise_is_found(tmp_path):
+    """A run's status is behaviour (a trial FAILED, a pruned one KILLED): FINISHED -> FAILED is a difference."""
+    before = _store("a", tmp_path)
+    after = _store("b", tmp_path)
+    (child, *_) = [i for i, role in after.roles.items() if role == "sweep / trial #2"]
+    after.client.set_terminated(child, "FAILED")
+    real = [line for line in cs.compare(before, after)["sweep / trial #2"] if not line.startswith("(")]
+    assert real == ["status: 'FINISHED' -> 'FAILED'"]
+
+
+def test_nan_in_a_json_file_equals_nan():
+    """summary.json holds NaN metrics (json writes NaN): unchanged when both are NaN, changed against a number."""
+    assert (
+        cs._json_diff({"m": float("nan"), "l": [1.0, float("nan")]}, {"m": float("nan"), "l": [1.0, float("nan")]})
+        == []
+    )
+    assert cs._json_diff({"m": float("nan")}, {"m": 0.5}) == ["/m: nan -> 0.5"]
+    assert cs._json_diff([1.0, 2.0], [1.0]) == [": [1.0, 2.0] -> [1.0]"]
+
+
+def test_a_changed_description_is_found(tmp_path):
+    """A run's description (mlflow.note.content) shows its final metrics: a changed one is a difference."""
+    before, after = _store("a", tmp_path), _store("b", tmp_path)
+    (child,) = [i for i, role in after.roles.items() if role == "sweep / trial"]
+    after.client.set_tag(child, "mlflow.note.content", "test accuracy 0.91")
+    real = [line for line in cs.compare(before, after)["sweep / trial"] if not line.startswith("(")]
+    assert real == ["tag mlflow.note.content: '<absent>' -> 'test accuracy 0.91'"]

@@ -4,7 +4,8 @@ The layer table is read from docs/architecture.md itself, so the page and this t
 moved, added or renamed without the page changing fails here. Every import counts, also one inside a function
 or under `if TYPE_CHECKING:` (a lazy import is still a dependency a reader has to know about).
 
-- No module imports from a higher layer (a layer may import its own and every lower one).
+- No module imports from a higher layer (a layer may import its own and every lower one), nor through the public
+  API (`import tc`, `from tc import train_job`: tc/__init__.py reaches every layer); every module is in a layer.
 - config, core, stats and analysis import no mlflow, optuna or matplotlib.pyplot: figures are built as
   `matplotlib.figure.Figure()` objects, never by switching matplotlib's global backend.
 - Only tc/tracking and the entry points import mlflow; only tc/sweep imports optuna.
@@ -70,16 +71,21 @@ def _imports(tree: ast.AST, module: str) -> list[tuple[int, str]]:
             if node.level:
                 parts = module.split(".")[: -node.level]
                 base = ".".join([*parts, base] if base else parts)
-            out.append((node.lineno, base))
+            if base != "tc":  # `from tc import x` is all in `tc.x`: a layer, or a name of the public API
+                out.append((node.lineno, base))
             out += [(node.lineno, f"{base}.{a.name}") for a in node.names]
     return out
 
 
 def _tc_layer(name: str, table: dict[str, Layer]) -> str | None:
+    """The layer an imported name lives in; "api" for `tc` itself and the names tc/__init__.py re-exports
+    (`import tc`, `from tc import train_job`): they reach every layer, so no layer may import them."""
     parts = name.split(".")
-    if parts[0] != "tc" or len(parts) < 2:
+    if parts[0] != "tc":
         return None
-    return parts[1] if parts[1] in table else None
+    if len(parts) < 2 or parts[1] not in table:
+        return "api"
+    return parts[1]
 
 
 def violations(root: Path, table: dict[str, Layer]) -> list[str]:
@@ -89,14 +95,18 @@ def violations(root: Path, table: dict[str, Layer]) -> list[str]:
         rel = path.relative_to(root)
         mine = layer_of(path, root)
         if mine is None:
-            continue  # tc/__init__.py: the public API re-exports from every layer, lazily
+            if rel != Path("tc/__init__.py"):  # the public API re-exports from every layer, lazily
+                found.append(f"{rel}: a module in no layer of docs/architecture.md")
+            continue
         if mine not in table:
             found.append(f"{rel}: folder {mine!r} is not a layer of docs/architecture.md")
             continue
         module = ".".join(rel.with_suffix("").parts)
         for line, name in _imports(ast.parse(path.read_text()), module):
             target = _tc_layer(name, table)
-            if target is not None and table[target].rank > table[mine].rank:
+            if target == "api":
+                found.append(f"{rel}:{line}: {mine} imports the public API ({name}); import from the layer itself")
+            elif target is not None and table[target].rank > table[mine].rank:
                 found.append(f"{rel}:{line}: {mine} imports upward from {target} ({name})")
             for lib in PURE:
                 if name == lib or name.startswith(lib + "."):
@@ -168,6 +178,9 @@ BAD = {
     "tc/tracking/opt.py": "from optuna import trial\n",  # optuna outside sweep
     "tc/sweep/ml.py": "from mlflow.tracking import MlflowClient\n",  # mlflow outside tracking
     "tc/misc/x.py": "",  # a folder that is not a layer
+    "tc/core/api.py": "def f():\n    from tc import train_job\n",  # upward through the public API
+    "tc/core/api2.py": "import tc\n",  # the public API reaches every layer
+    "tc/loose.py": "import mlflow\n",  # a module beside tc/__init__.py, in no layer
 }
 GOOD = {
     "tc/tracking/ok.py": "import mlflow\nfrom tc.core import data\nfrom tc.config import TrainConfig\n",

@@ -202,6 +202,43 @@ def test_a_pruned_trial_ends_its_run_killed_and_counts(mlflow_store, tmp_path, m
     assert parent.info.status == "FINISHED"
 
 
+@pytest.mark.parametrize("error", ["diverged", "bug"])
+def test_a_second_seed_whose_training_fails_fails_or_crashes_the_trial_with_both_runs(
+    mlflow_store, tmp_path, monkeypatch, error
+):
+    """seeds=2, the second seed's training raises after the first seed trained (the second seed runs in a
+    train job of its own): a divergence is the trial's own failure (fail_reason, counted), a bug crashes it
+    (not counted); either way both seeds' runs end FAILED with the trial's reason in tc.error, never
+    FINISHED, so no run of that trial looks like a result."""
+    original = sweep_trial.jobs.train_into_run
+
+    def second_seed_fails(run_id, cfg, *args, **kwargs):
+        if cfg.seed == SweepConfig.seed + 1:
+            raise DivergenceError(3, float("nan")) if error == "diverged" else ValueError("a bug in seed two")
+        return original(run_id, cfg, *args, **kwargs)
+
+    monkeypatch.setattr(sweep_trial.jobs, "train_into_run", second_seed_fails)
+    # a crash does not count, so the worker retries until three crashes in a row stop it (exit 1)
+    assert _sweep(tmp_path, LR, "--n_trials", "1", "--seeds", "2") == (error == "bug")
+    trial = _study(tmp_path).trials[0]
+    assert trial.state == optuna.trial.TrialState.FAIL
+    if error == "diverged":
+        assert trial.user_attrs["fail_reason"].startswith("training diverged at step 3")
+        assert budget.CRASH_ATTR not in trial.user_attrs
+    else:
+        assert trial.user_attrs[budget.CRASH_ATTR] == "ValueError: a bug in seed two"
+    client = MlflowClient()
+    first = client.get_run(trial.user_attrs["mlflow_run_id"])
+    (second,) = client.search_runs(["0"], f"tags.`tc.seed_of` = '{first.info.run_id}'")
+    for run in (first, second):
+        assert run.info.status == "FAILED", run.info.run_name
+        if error == "diverged":
+            assert run.data.tags["tc.error"] == trial.user_attrs["fail_reason"]
+        else:
+            assert run.data.tags["tc.error"].startswith("ValueError: a bug in seed two\n\nTraceback")
+    assert second.info.run_name == "trial 0 seed1" and second.data.tags["tc.trial"] == "0"
+
+
 def test_an_untrainable_combination_is_the_trials_own_failure_and_counts(mlflow_store, tmp_path):
     """freeze_cut 9 is a valid value alone, but not a cut of a 3-layer MLP: the trial fails with its reason,
     counts toward n_trials, and the study goes on."""
