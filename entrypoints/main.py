@@ -11,6 +11,7 @@ one (the comment above `checkpoint_every` says why).
 
 from __future__ import annotations
 
+import os
 import sys
 
 import mlflow
@@ -77,6 +78,8 @@ def parse_args(argv: list[str] | None = None) -> MainConfig:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # as the analyze command: the analysis' download of checkpoints prints tc's lines, not MLflow's bars
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     try:
         cfg = parse_args(argv)
     except ValueError as e:
