@@ -6,8 +6,8 @@
 It first trains ResNet-20 briefly on a Fashion-MNIST subset with `checkpoint_every` set so that the run has
 12 checkpoints (real weights matter for the bf16 agreement), then times, on the same test samples:
 - naive: splice a composite state dict for every (cut, t1, t2) and run a full forward pass (fp32,
-  contiguous, batch = all samples), i.e. `tc.compose.composite_outputs_naive`;
-- fast fp32 / fast bf16: `tc.compose.composite_outputs` (shallow features once per checkpoint, deep parts
+  contiguous, batch = all samples), i.e. `tc.core.compose.composite_outputs_naive`;
+- fast fp32 / fast bf16: `tc.core.compose.composite_outputs` (shallow features once per checkpoint, deep parts
   batched over all shallow checkpoints, inference mode, channels_last; bf16 autocast).
 It also reports the arithmetic floor: the FLOPs that any method must spend (each checkpoint's shallow part
 once up to the deepest cut, and the deep part of every (cut, t1, t2) composite), divided by the FLOP rate of
@@ -22,12 +22,12 @@ import time
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from tc.compose import ComposeOptions, composite_outputs, composite_outputs_naive
 from tc.config import TrainConfig
-from tc.data import load_data
-from tc.device import cpu_description
-from tc.models import ModelSpec, build_model
-from tc.train import train
+from tc.core.compose import ComposeOptions, composite_outputs, composite_outputs_naive
+from tc.core.data import load_data
+from tc.core.device import cpu_description
+from tc.core.models import ModelSpec, build_model
+from tc.core.train import train
 
 
 class Collect:

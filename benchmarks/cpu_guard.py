@@ -5,7 +5,7 @@
 
 For each CPU setting (as this CPU is; capped at AVX2 with ONEDNN_MAX_CPU_ISA=AVX2 ATEN_CPU_CAPABILITY=avx2)
 and each variant (guard off = torch's kernels as they come; guard on = tc's default; mkldnn off = the blunt
-alternative), a fresh process trains the model with `tc.train.train` and reports training images/s over the
+alternative), a fresh process trains the model with `tc.core.train.train` and reports training images/s over the
 steps after the first epoch (warm-up). A process that dies (the faulty kernel can corrupt the heap) is
 reported as such. Ratios are guard on / guard off within the same setting.
 """
@@ -28,14 +28,14 @@ def child(args) -> None:
     import torch
 
     torch.set_num_threads(args.threads)
-    import tc.train
+    import tc.core.train
     from tc.config import TrainConfig
-    from tc.data import load_data
-    from tc.device import cpu_description
-    from tc.models import ModelSpec, build_model
+    from tc.core.data import load_data
+    from tc.core.device import cpu_description
+    from tc.core.models import ModelSpec, build_model
 
     if args.variant == "guard off":
-        tc.train.guard_cpu_kernels = lambda model, device: 0
+        tc.core.train.guard_cpu_kernels = lambda model, device: 0
     if args.variant == "mkldnn off":
         torch.backends.mkldnn.enabled = False
     data = load_data("digits", train_size=args.train_size)
@@ -51,7 +51,7 @@ def child(args) -> None:
 
     torch.manual_seed(0)
     model = build_model(ModelSpec("resnet20", args.depth, args.width, 1, 8, 10))
-    tc.train.train(model, data, cfg, [Clock()])
+    tc.core.train.train(model, data, cfg, [Clock()])
     spe = len(times) // args.epochs
     steps = times[spe:]  # after the first epoch; epoch ends include a test-set evaluation, excluded below
     per_step = [b - a for a, b in itertools.pairwise(steps)]

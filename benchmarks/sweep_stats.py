@@ -1,4 +1,4 @@
-"""Speed of `tc.sweep.correlation_table` (vectorised bootstrap, Ψ groups once per row set) against the loop
+"""Speed of `tc.stats.rankcorr.correlation_table` (vectorised bootstrap, Ψ groups once per row set) against the loop
 it replaced (SciPy per resample, Ψ groups by pandas rows per measure), on one synthetic sweep table.
 
     python benchmarks/sweep_stats.py                   # 50 trials x 40 measures x 2 targets
@@ -23,7 +23,8 @@ import pandas as pd
 from reference import old_granulated as _old_granulated  # benchmarks/ is the script's directory
 from scipy import stats
 
-from tc import sweep
+from tc.stats.rankcorr import CorrelationOptions, correlation_table, partial_kendall
+from tc.sweep.space import DEFAULT_SPACE
 
 # ---- the replaced implementation (tc/sweep.py before the vectorised bootstrap) ----------------------------
 # Ψ's old grouping lives in benchmarks/reference.py (also the tests' oracle); the old bootstrap loop is here.
@@ -52,7 +53,7 @@ def old_correlation_table(trials, measures, space, draws, seed=0, tol=0.1):
         psi = _old_granulated(sub, measure, target, space, tol)[0]
         row = {"measure": measure, "target": target, "spearman": stats.spearmanr(mu, g).statistic}
         row |= {"kendall": stats.kendalltau(mu, g).statistic, "granulated_kendall": psi}
-        row["partial_kendall"] = sweep.partial_kendall(sub, measure, target, ctl)
+        row["partial_kendall"] = partial_kendall(sub, measure, target, ctl)
         row["spearman_ci_low"], row["spearman_ci_high"] = _old_bootstrap(
             lambda i, mu=mu, g=g: stats.spearmanr(mu[i], g[i]).statistic, n, draws, seed
         )
@@ -60,7 +61,7 @@ def old_correlation_table(trials, measures, space, draws, seed=0, tol=0.1):
             lambda i, mu=mu, g=g: stats.kendalltau(mu[i], g[i]).statistic, n, draws, seed
         )
         row["partial_kendall_ci_low"], row["partial_kendall_ci_high"] = _old_bootstrap(
-            lambda i, s=sub, m=measure, t=target: sweep.partial_kendall(s.iloc[i], m, t, ctl), n, min(draws, 200), seed
+            lambda i, s=sub, m=measure, t=target: partial_kendall(s.iloc[i], m, t, ctl), n, min(draws, 200), seed
         )
         out.append(row)
     return pd.DataFrame(out)
@@ -74,7 +75,7 @@ def synthetic_trials(n_trials: int, n_measures: int, seed: int = 0) -> pd.DataFr
     that depend on lr and width, measures that track test_acc with noise (a few with ties, a few with NaN)."""
     rng = np.random.default_rng(seed)
     cols = {}
-    for name, spec in sweep.DEFAULT_SPACE.items():
+    for name, spec in DEFAULT_SPACE.items():
         if spec["type"] == "categorical":
             cols[name] = rng.choice(spec["choices"], n_trials)
         else:
@@ -107,17 +108,15 @@ def main(argv: list[str] | None = None) -> None:
     args = p.parse_args(argv)
     df = synthetic_trials(args.trials, args.measures)
     measures = [c for c in df if c.startswith("tc_m")]
-    space = sweep.DEFAULT_SPACE
+    space = DEFAULT_SPACE
     print(
         f"{args.trials} trials x {len(measures)} measures x 2 targets, {len(space)} hyperparameters; "
         f"{os.cpu_count()} CPUs"
     )
     old, t_old = _timed(lambda: old_correlation_table(df, measures, space, args.old_draws))
-    opts = sweep.CorrelationOptions(draws=args.old_draws)
-    same, t_same = _timed(lambda: sweep.correlation_table(df, measures, space, opts))
-    full, t_full = _timed(
-        lambda: sweep.correlation_table(df, measures, space, sweep.CorrelationOptions(draws=args.draws))
-    )
+    opts = CorrelationOptions(draws=args.old_draws)
+    same, t_same = _timed(lambda: correlation_table(df, measures, space, opts))
+    full, t_full = _timed(lambda: correlation_table(df, measures, space, CorrelationOptions(draws=args.draws)))
     diff = 0.0
     for c in old.columns.drop(["measure", "target"]):
         a, b = old[c].to_numpy(float), same[c].to_numpy(float)

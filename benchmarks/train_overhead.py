@@ -3,7 +3,7 @@
     python benchmarks/train_overhead.py            # quick-start settings
     python benchmarks/train_overhead.py --epochs 2 --repeats 1
 
-Both variants run `tc.train.train` on the same data and seed; "tracked" adds the `CheckpointLogger` that the
+Both variants run `tc.core.train.train` on the same data and seed; "tracked" adds the `CheckpointCallback` that the
 train entry point uses (every checkpoint + index + resume state as artifacts, metrics per epoch) on a fresh
 local sqlite store. Variants alternate and the best of `--repeats` times is kept, which damps the noise of a
 shared 2-core machine.
@@ -20,9 +20,9 @@ import time
 import torch
 
 from tc.config import TrainConfig
-from tc.data import load_data, steps_per_epoch
-from tc.models import ModelSpec, build_model
-from tc.train import train
+from tc.core.data import load_data, steps_per_epoch
+from tc.core.models import ModelSpec, build_model
+from tc.core.train import train
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -43,7 +43,7 @@ def main(argv: list[str] | None = None) -> None:
         os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{tmp}/mlflow.db"
         import mlflow
 
-        from tc import tracking
+        from tc.tracking import checkpoints, client
 
         exp = mlflow.create_experiment("bench")
 
@@ -52,8 +52,8 @@ def main(argv: list[str] | None = None) -> None:
             model = build_model(spec)
             callbacks = []
             if tracked:
-                run_id = tracking.client().create_run(exp).info.run_id
-                callbacks = [tracking.CheckpointLogger(run_id, spec.to_dict())]
+                run_id = client.client().create_run(exp).info.run_id
+                callbacks = [checkpoints.CheckpointCallback(run_id, spec.to_dict())]
             t0 = time.perf_counter()
             train(model, data, cfg, callbacks)
             return time.perf_counter() - t0

@@ -2,37 +2,39 @@
 
     mlflow run . --env-manager local
 
-Runs the `train` and `analyze` entry points as nested MLflow runs under this one (each with
-env_manager="local", like every tc command), then prints the training run id, its test accuracy and
-temporal-consistency scores, and how to open the MLflow UI. The run checkpoints every eighth of training and
-the analysis reads the initialisation, four checkpoints spread over the last half and the final one (the
-comment above `checkpoint_every` says why).
+Trains and analyzes as nested MLflow runs under this one, in this process, through the train and analyze
+entry points' own jobs (`tc.tracking.jobs.train_job`, `analyze_job`), then prints the training run id, its test
+accuracy and temporal-consistency scores, and how to open the MLflow UI. The run checkpoints every eighth of
+training and the analysis reads the initialisation, four checkpoints spread over the last half and the final
+one (the comment above `checkpoint_every` says why).
 """
 
 from __future__ import annotations
 
-import argparse
+import os
 import sys
-from pathlib import Path
 
 import mlflow
 
-from tc import tracking
-from tc.config import AnalyzeConfig, TrainConfig
-from tc.data import load_data, steps_per_epoch
-from tc.metrics import HEADLINE
-from tc.splits import checkpoint_interval, window_spread_steps
+from tc import config
+from tc.analysis.registry import HEADLINE
+from tc.analysis.splits import checkpoint_interval, window_spread_steps
+from tc.config import AnalyzeConfig, MainConfig, TrainConfig, from_strings
+from tc.core.data import load_data, steps_per_epoch
+from tc.tracking import ui
+from tc.tracking.checkpoints import checkpoint_index
+from tc.tracking.client import end_active_run, get_run, use_default_experiment
+from tc.tracking.jobs import ANALYZE_REFUSALS, TRAIN_REFUSALS, analyze_job, train_job
 
-ROOT = Path(__file__).resolve().parents[1]
 DATASET, MODEL = "fashion-mnist", "resnet20"
 
 # The quick start's checkpointing. Its run is 5 epochs of 40 steps (5000 images, batch 128). One checkpoint per
-# epoch left 2 checkpoints in tc's window (the last half of training, final excluded: `tc.consistency.window`),
-# fewer than the 3 that a temporal average needs (`tc.analysis.MIN_WINDOW`), and analyze warned about its own
-# headline. So the run saves every eighth of training (steps 0, 25, ..., 200: 9 checkpoints;
-# `tc.splits.checkpoint_interval`) and the analysis reads the initialisation, the final checkpoint and the first
-# saved step at or after 4/8, 5/8, 6/8, 7/8 of training (`tc.splits.window_spread_steps`): 0, 100, 125, 150, 175,
-# 200. Then
+# epoch left 2 checkpoints in tc's window (the last half of training, final excluded: `tc.core.consistency.window`),
+# fewer than the 3 that a temporal average needs (`tc.analysis.consistency.MIN_WINDOW`), and analyze warned about
+# its own headline. So the run saves every eighth of training (steps 0, 25, ..., 200: 9 checkpoints;
+# `tc.analysis.splits.checkpoint_interval`) and the analysis reads the initialisation, the final checkpoint and
+# the first saved step at or after 4/8, 5/8, 6/8, 7/8 of training (`tc.analysis.splits.window_spread_steps`):
+# 0, 100, 125, 150, 175, 200. Then
 #   - the window holds 4 checkpoints, evenly spaced over exactly the last half (the lag curves and the
 #     half-life count lags in checkpoints, so the window and the final checkpoint need even spacing);
 #   - the initialisation stays in (the distance-from-init measures read it);
@@ -43,74 +45,68 @@ DATASET, MODEL = "fashion-mnist", "resnet20"
 
 
 def checkpoint_every(epochs: int, train_size: int, batch_size: int = TrainConfig.batch_size) -> int:
-    """Optimizer steps between checkpoints for the quick start's run (`tc.splits.checkpoint_interval` of its
-    total steps). `train_size` 0 means the whole training set, which is then loaded to count it (tc.data has no
-    size table, and this is the parent process: the train job loads the data again)."""
+    """Optimizer steps between checkpoints for the quick start's run (`tc.analysis.splits.checkpoint_interval` of its
+    total steps). `train_size` 0 means the whole training set, which is then loaded to count it (tc.core.data has no
+    size table; the train job loads the data again)."""
     n = train_size or len(load_data(DATASET).train_y)
     return checkpoint_interval(epochs * steps_per_epoch(n, batch_size))
 
 
 def analyzed_steps(steps: list[int], window: float = AnalyzeConfig.window) -> list[int]:
-    """The checkpoints the quick start analyzes out of the run's saved `steps`: `tc.splits.window_spread_steps`
+    """The checkpoints the quick start analyzes out of the run's saved `steps`: `tc.analysis.splits.window_spread_steps`
     with analyze's `window` (the main job does not set it)."""
     return window_spread_steps(steps, window)
 
 
-def train_parameters(args: argparse.Namespace) -> dict[str, str]:
+def train_parameters(cfg: MainConfig) -> dict[str, str]:
     """The `train` entry point's parameters for the quick start's run."""
     return {
         "dataset": DATASET,
         "model": MODEL,
-        "epochs": args.epochs,
-        "train_size": args.train_size,
-        "width": args.width,
-        "seed": args.seed,
+        "epochs": str(cfg.epochs),
+        "train_size": str(cfg.train_size),
+        "width": str(cfg.width),
+        "seed": str(cfg.seed),
         "batch_size": str(TrainConfig.batch_size),
-        "checkpoint_every": str(checkpoint_every(int(args.epochs), int(args.train_size))),
+        "checkpoint_every": str(checkpoint_every(cfg.epochs, cfg.train_size)),
     }
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--epochs", default="5")
-    p.add_argument("--train_size", default="5000")
-    p.add_argument("--width", default="16")
-    p.add_argument("--seed", default="0")
-    p.add_argument("--max_samples", default="500")
-    return p.parse_args(argv)
+def parse_args(argv: list[str] | None = None) -> MainConfig:
+    """The quick start's config from its command line; a `ValueError` names a bad value."""
+    return config.parse_args(MainConfig, argv, description=__doc__.splitlines()[0])
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    tracking.use_default_experiment()
+    # as the analyze command: the analysis' download of checkpoints prints tc's lines, not MLflow's bars
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    try:
+        cfg = parse_args(argv)
+    except ValueError as e:
+        print(f"tc main: {e}", file=sys.stderr)
+        return 2
+    use_default_experiment()
     with mlflow.start_run() as parent:
-        tracking.name_run(parent.info.run_id, "quick start")
-        exp = parent.info.experiment_id
-        train = mlflow.projects.run(
-            str(ROOT),
-            "train",
-            env_manager="local",
-            experiment_id=exp,
-            parameters=train_parameters(args),
-        )
-        mlflow.set_tag("tc.train_run_id", train.run_id)
-        saved = sorted(e.step for e in tracking.checkpoint_index(train.run_id))  # the validated index only
-        mlflow.projects.run(
-            str(ROOT),
-            "analyze",
-            env_manager="local",
-            experiment_id=exp,
-            parameters={
-                "run_id": train.run_id,
-                "max_samples": args.max_samples,
-                "checkpoints": ",".join(map(str, analyzed_steps(saved))),
-            },
-        )
-        m = tracking.get_run(train.run_id).data.metrics
+        ui.name_run(parent.info.run_id, "quick start")
+        try:
+            train_id = train_job(from_strings(TrainConfig, train_parameters(cfg)))
+            print(f"tc train: done; run {train_id}", flush=True)
+            mlflow.set_tag("tc.train_run_id", train_id)
+            saved = sorted(e.step for e in checkpoint_index(train_id))  # the validated index only
+            steps = ",".join(map(str, analyzed_steps(saved)))
+            params = {"run_id": train_id, "max_samples": str(cfg.max_samples), "checkpoints": steps}
+            done = analyze_job(from_strings(AnalyzeConfig, params))
+        except (*TRAIN_REFUSALS, *ANALYZE_REFUSALS) as e:  # the job ended its own run FAILED, tagged tc.error
+            print(f"tc quick start: {e}", file=sys.stderr)
+            end_active_run("FAILED", {"tc.error": str(e)[:5000]})
+            return 1
+        for line in done.lines():
+            print(f"tc analyze: {line}", flush=True)
+        m = get_run(train_id).data.metrics
         headline = {k: m[k] for k in ("test_acc", *HEADLINE) if k in m}
         mlflow.log_metrics(headline)
     print("\n=== tc quick start ===")
-    print(f"training run: {train.run_id}")
+    print(f"training run: {train_id}")
     for k, v in headline.items():
         print(f"  {k:29s} {v:.4f}")
     print("open the results: `mlflow ui` (in this directory), then http://127.0.0.1:5000")

@@ -5,13 +5,13 @@ correlation of each consistency measure with test accuracy and with the generali
 
 Several workers (processes or machines) that run the same command with the same study_name, storage and
 MLFLOW_TRACKING_URI share one study; n_trials counts trials over all of them. Each worker's sweep run logs
-the correlations over every trial finished so far. The trial logic is in `tc.studies`, the statistics in
-`tc.sweep`.
+the correlations over every trial finished so far. The worker is `tc.sweep.job`, the trial logic
+`tc.sweep.trial`, the statistics `tc.stats.rankcorr` and `tc.stats.multiplicity`.
 
 A trial that diverges, samples a combination that cannot be trained, or runs out of device memory (in
 training or in its analysis) is FAILED with its `fail_reason` and counts; a trial that crashes on any other
 error is FAILED with `tc.error`, does not count, and the worker goes on, unless 3 trials in a row crash: then
-the worker stops, its sweep run ends FAILED, and the exit code is 1 (`tc.studies` has the policy).
+the worker stops, its sweep run ends FAILED, and the exit code is 1 (`tc.sweep.trial` has the policy).
 """
 
 from __future__ import annotations
@@ -24,56 +24,36 @@ from dataclasses import asdict
 from pathlib import Path
 
 import mlflow
-import optuna
 
-from tc import runinfo, studies, sweep, tracking
 from tc.config import SweepConfig, parse_args
-from tc.data import DatasetNotFoundError
+from tc.core.data import DatasetNotFoundError
+from tc.sweep import job
+from tc.sweep.summary import print_summary, write_summary
+from tc.tracking import client
 
 
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     try:
         cfg = parse_args(SweepConfig, argv, description=__doc__.splitlines()[0])
-        space = studies.fitted_space(cfg)
-        sweep.check_space_values(space, studies.fixed_settings(cfg), cfg.search_space or "the default search space")
-        where = cfg.storage or studies.default_storage(mlflow.get_tracking_uri())
-        storage = sweep.open_storage(where)
+        setup = job.prepare(cfg, mlflow.get_tracking_uri())
     except (ValueError, DatasetNotFoundError) as e:
         print(f"tc sweep: {e}", file=sys.stderr)
         return 2
-    sampler = studies.make_sampler(cfg.sampler, space, cfg.seed)
-    pruner = optuna.pruners.MedianPruner(n_startup_trials=3) if cfg.pruner == "median" else optuna.pruners.NopPruner()
-    tracking.use_default_experiment()
+    client.use_default_experiment()
     with mlflow.start_run() as parent:
-        study = studies.load_or_create(cfg, storage, sampler, pruner)
-        tracking.name_run(parent.info.run_id, runinfo.sweep_name(cfg.study_name))
-        mlflow.set_tags({"tc.study": cfg.study_name, "tc.storage": where})
-        mlflow.log_dict({**asdict(cfg), "search_space": space}, "sweep_config.json")
-        if stale := studies.fail_dead_trials(study):
-            print(f"tc sweep: trials {stale} of dead workers marked FAILED; they do not count", flush=True)
-        print(
-            f"tc sweep: study {cfg.study_name!r} has {studies.budget_used(study)} trial(s) that count; this worker "
-            f"runs until {cfg.n_trials} in all",
-            flush=True,
-        )
-        objective = studies.objective(cfg, space, parent.info.run_id)
-        stopped = None
-        try:
-            studies.run_worker(study, objective, studies.trial_budget(cfg, space), cfg.timeout)
-        except studies.SystematicFailure as e:  # the trials finished so far are still summarized below
-            stopped = e
-        summary = studies.summarize(cfg, space, studies.trials_table(study))
+        mlflow.set_tags({"tc.study": cfg.study_name, "tc.storage": setup.where})
+        mlflow.log_dict({**asdict(cfg), "search_space": setup.space}, "sweep_config.json")
+        outcome = job.run_sweep(setup, parent.info.run_id)
         with tempfile.TemporaryDirectory() as tmp:
-            studies.write_summary(summary, Path(tmp))
+            write_summary(outcome.summary, Path(tmp))
             mlflow.log_artifacts(tmp)
-        mlflow.log_metrics({k: v for k, v in summary.metrics.items() if not math.isnan(v)})
-        tracking.describe_sweep_run(parent.info.run_id, cfg.study_name, study)
-        if stopped:
-            tracking.end_active_run("FAILED", {"tc.error": str(stopped)[:5000]})
-    studies.print_summary(summary)
-    if stopped:
-        print(f"tc sweep: stopped: {stopped}", file=sys.stderr)
+        mlflow.log_metrics({k: v for k, v in outcome.summary.metrics.items() if not math.isnan(v)})
+        if outcome.stopped:
+            client.end_active_run("FAILED", {"tc.error": str(outcome.stopped)[:5000]})
+    print_summary(outcome.summary)
+    if outcome.stopped:
+        print(f"tc sweep: stopped: {outcome.stopped}", file=sys.stderr)
         return 1
     print(f"tc sweep: done; sweep run {parent.info.run_id}")
     return 0

@@ -16,22 +16,17 @@ yours to say, never a run's; other parameters are ignored):
 
 The resumed run equals an uninterrupted one bit for bit (the resume state holds the random-number streams);
 when its state cannot promise that (written by an older tc, or another kind of device), it says why in the
-tag `tc.resume_not_exact`.
+tag `tc.resume_not_exact`. The job is `tc.tracking.jobs.train_job` (the sweep's trials and the report train
+through it too).
 """
 
 from __future__ import annotations
 
 import sys
-from dataclasses import replace
 
-import mlflow
-
-from tc import tracking
 from tc.config import TrainConfig, build_parser, from_strings, unquote
-from tc.data import DatasetNotFoundError
-from tc.models import factory_for
-from tc.runs import train_into_run
-from tc.train import TrainingFailure
+from tc.tracking.client import use_default_experiment
+from tc.tracking.jobs import TRAIN_REFUSALS, train_job
 
 
 def parse(argv: list[str] | None) -> tuple[TrainConfig, str | None]:
@@ -45,52 +40,17 @@ def parse(argv: list[str] | None) -> tuple[TrainConfig, str | None]:
 def main(argv: list[str] | None = None) -> int:
     try:
         cfg, resume_id = parse(argv)
-        command_line_model = cfg.model  # on resume, a user model's code still comes only from here
     except ValueError as e:
         print(f"tc train: {e}", file=sys.stderr)
         return 2
-    tracking.use_default_experiment()
-    with mlflow.start_run() as run:  # the run `mlflow run` made (MLFLOW_RUN_ID), or a new one
-        target = run.info.run_id  # stays this run until every check on the run to resume has passed
-        resume_state = None
-        try:
-            if resume_id:
-                # Refusals below touch only this run, never the one they refuse.
-                resumed = tracking.get_run(resume_id)
-                if resumed.info.status == "FINISHED":
-                    raise ValueError(f"run {resume_id} already FINISHED: nothing to resume")
-                if why := tracking.live_writer(resumed):
-                    raise ValueError(f"run {resume_id} is RUNNING and has a live writer ({why}): not resuming it")
-                cfg = replace(tracking.load_train_config(resume_id), data_dir=cfg.data_dir, download=cfg.download)
-                resume_state = tracking.load_resume_state(resume_id)
-                target = resume_id
-                # `mlflow run` logged this command's params; only data_dir and download were used.
-                mlflow.set_tags(
-                    {
-                        "tc.resumed_run_id": resume_id,
-                        "mlflow.note.content": f"Resumes training run {resume_id}, with that run's own config "
-                        f"({cfg.dataset}, {cfg.model}, {cfg.epochs} epochs; see its params), except data_dir and "
-                        "download (where the data is on this machine), which are this run's. This run's other "
-                        "params are ignored.",
-                    }
-                )
-                tracking.client().update_run(resume_id, status="RUNNING")
-            else:
-                tracking.log_config(target, cfg)
-                tracking.label_train_run(target, cfg)
-            train_into_run(target, cfg, resume_state, factory=factory_for(cfg.model, command_line_model))
-        except (ValueError, LookupError, DatasetNotFoundError, TrainingFailure) as e:
-            print(f"tc train: {e}", file=sys.stderr)
-            for run_id in {target, run.info.run_id}:
-                tracking.client().set_tag(run_id, "tc.error", str(e)[:5000])
-            if target != run.info.run_id and resume_id and tracking.get_run(target).info.status == "RUNNING":
-                tracking.client().set_terminated(target, "FAILED")
-            mlflow.end_run("FAILED")
-            return 1
-        tracking.describe_train_run(target)
-        if target != run.info.run_id:
-            tracking.client().set_terminated(target, "FINISHED")
-        print(f"tc train: done; run {target}")
+    use_default_experiment()
+    try:  # the run `mlflow run` made (MLFLOW_RUN_ID), or a new one; on resume, a user model's code still
+        # comes only from this command line
+        run_id = train_job(cfg, resume_run_id=resume_id, command_line_model=cfg.model)
+    except TRAIN_REFUSALS as e:  # the job tagged tc.error and ended its runs FAILED
+        print(f"tc train: {e}", file=sys.stderr)
+        return 1
+    print(f"tc train: done; run {run_id}")
     return 0
 
 

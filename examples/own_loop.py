@@ -22,7 +22,7 @@ import torch
 import torchvision
 
 import tc
-from tc.data import load_data
+from tc.core.data import load_data
 
 ROOT = Path(__file__).resolve().parents[1]
 

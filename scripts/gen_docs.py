@@ -1,25 +1,28 @@
-"""Regenerate the tables in README.md and docs/*.md from the code, so they cannot drift from it.
+"""Regenerate MLproject's parameters and the tables in README.md and docs/*.md from the code, so they cannot drift.
 
-    python scripts/gen_docs.py           # rewrite every generated block in place
-    python scripts/gen_docs.py --check   # rewrite nothing; exit 1 naming each stale block
+    python scripts/gen_docs.py           # rewrite MLproject and every generated block in place
+    python scripts/gen_docs.py --check   # rewrite nothing; exit 1 naming each stale file or block
 
-A generated block is the text between `<!-- gen:NAME ... -->` and `<!-- /gen:NAME -->`. The parameter tables
-of train, analyze and sweep come from the config dataclasses of `tc.config` (field name, default, help string
-and choices; a few notes that need links or more words live in NOTES below, keyed by field name; MLproject
-says which parameter is required); those of main, report and cache from MLproject (names and defaults) with
-ENTRY_HELP's meanings, or, for a parameter main passes on, the help string of the config field it sets; the
-metric table is `tc.metrics.markdown_table()`. `tests/test_docs.py` fails when a committed block differs from
-what this script generates, and when MLproject's parameters disagree with the dataclasses. After changing a
-config field, an MLproject parameter or a metric, run this script and commit the docs it rewrote.
+The config dataclasses of `tc.config` (`tc.config.CONFIGS`, one per entry point) define every parameter once:
+name, type, default, help string, choices, and whether it is required. From them this script writes
+- MLproject: each entry point's `parameters` (MLflow's types: int, float, string; a boolean is a string
+  true/false, an optional value's default is `none`; a required parameter has no default) and its `command`,
+  which passes every parameter as `--name {name}` to the entry point's script (COMMANDS);
+- the docs' parameter tables: a generated block is the text between `<!-- gen:NAME ... -->` and
+  `<!-- /gen:NAME -->`; a few notes that need links or more words live in NOTES below, keyed by field name;
+- the metric table, from `tc.analysis.registry.markdown_table()`.
+A parameter an entry point takes besides its config's fields is declared in EXTRA_PARAMS. `tests/test_docs.py`
+fails when MLproject or a committed block differs from what this script generates. After changing a config
+field or a metric, run this script and commit what it rewrote.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
-import functools
 import re
 import sys
+import typing
 from collections.abc import Callable
 from pathlib import Path
 
@@ -29,9 +32,9 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # run as a script from anywhere: import this checkout's tc
     sys.path.insert(0, str(ROOT))
 
-from tc import metrics  # noqa: E402
-from tc.config import AnalyzeConfig, SweepConfig, TrainConfig  # noqa: E402
-from tc.corruptions import CORRUPTIONS  # noqa: E402
+from tc.analysis import registry as metrics  # noqa: E402
+from tc.config import CONFIGS, CORRUPTION_NAMES  # noqa: E402
+from tc.config.fields import base_type  # noqa: E402
 
 # Parameters an entry point takes besides its config's fields (MLproject name -> (default, meaning)).
 EXTRA_PARAMS: dict[str, dict[str, tuple[str, str]]] = {
@@ -43,8 +46,6 @@ EXTRA_PARAMS: dict[str, dict[str, tuple[str, str]]] = {
         ),
     },
 }
-
-CONFIGS: dict[str, type] = {"train": TrainConfig, "analyze": AnalyzeConfig, "sweep": SweepConfig}
 
 # Words the full tables add to a field's help string (links, lists, consequences): field name -> text.
 NOTES: dict[str, dict[str, str]] = {
@@ -68,7 +69,7 @@ NOTES: dict[str, dict[str, str]] = {
         "the test subset, corrupted",
         "bn_mode": "`recalibrate` uses `calibration_batches` training batches per composite (slow)",
         "corruptions": "Names: "
-        + ", ".join(f"`{c}`" for c in CORRUPTIONS)
+        + ", ".join(f"`{c}`" for c in CORRUPTION_NAMES)
         + ". Each test sample gets one (corruption, severity) pair, round-robin, so per-corruption scores cost "
         "no extra passes",
         "reference_run_id": "Gives `tc_test_crossseed` and `gm_disagreement`",
@@ -86,64 +87,102 @@ NOTES: dict[str, dict[str, str]] = {
         "study_name": "Rerunning with an existing name adds trials to it",
         "storage": "The default journal lies beside the MLflow sqlite store",
         "search_space": "Default: lr, batch size, weight decay, width, label noise, train-set size "
-        "(`tc.sweep.DEFAULT_SPACE`, fitted to the data set); e.g. `examples/digits_space.yaml`",
+        "(`tc.sweep.space.DEFAULT_SPACE`, fitted to the data set); e.g. `examples/digits_space.yaml`",
         "sampler": "`grid` takes 3 points per numeric range",
         "seed": "Re-seeded per trial from (seed, trial number); the second training seed is seed + 1",
         "dataset": "The other training settings are `train`'s defaults unless the space varies them",
     },
+    "cache": {"max_gb": "`python -m tc.tracking.cache prune --max-gb` does the same"},
 }
 
-# Entry points without a config dataclass: MLproject gives names and defaults, these the meanings.
-ENTRY_HELP: dict[str, dict[str, str]] = {
-    "report": {
-        "quick": "the same experiments at toy scale, in minutes (what `tests/test_report.py` runs)",
-        "trials": "converged sweep trials to collect; the sweep asks for more trials until this many converged",
-        "out_dir": "where `REPORT.md` and its `report/` folder (figures, `effects.csv`, `trials.csv`, "
-        "`correlations.csv`, `costs.csv`, `settings.json`) go",
-    },
-    "cache": {
-        "max_gb": "delete whole runs from the checkpoint cache, least recently used first, until it holds at most "
-        "this many GB (`python -m tc.cache prune --max-gb`)",
-    },
+# The script each entry point runs; it takes every parameter as `--name value` (`tc.config.parse_args`).
+COMMANDS: dict[str, str] = {
+    "train": "python entrypoints/train.py",
+    "main": "python entrypoints/main.py",
+    "analyze": "python entrypoints/analyze.py",
+    "sweep": "python entrypoints/sweep.py",
+    "report": "python entrypoints/report.py",
+    "cache": "python -m tc.tracking.cache prune",
 }
+# Flags spelled otherwise than `--name` (entry point -> parameter -> flag).
+FLAGS: dict[str, dict[str, str]] = {"cache": {"max_gb": "--max-gb"}}
 
-# The entry points whose parameters are passed on to others': a parameter without an ENTRY_HELP meaning takes the
-# help string of the same-named field of the first of these configs that has it (main sets train's and
-# analyze's parameters, so a parameter added there is documented by regenerating).
-FORWARDED: dict[str, tuple[str, ...]] = {"main": ("train", "analyze")}
+MLPROJECT_HEAD = """name: tc
+
+# Generated by `python scripts/gen_docs.py` from the config dataclasses of tc/config/ (one per entry point): edit
+# those, then regenerate. conda users: `mlflow run .` builds conda.yaml. Everyone else (and all of tc's docs and
+# tests) passes `--env-manager local`, because MLflow picks conda whenever conda.yaml exists.
+conda_env: conda.yaml
+
+entry_points:
+"""
+
+# MLflow's parameter types: a boolean travels as the string true/false (cast by `tc.config.from_strings`).
+MLFLOW_TYPES = {int: "int", float: "float", str: "string", bool: "string"}
 
 
-@functools.cache
-def _mlproject() -> dict:
-    return yaml.safe_load((ROOT / "MLproject").read_text())["entry_points"]
+def mlflow_type(cls: type, name: str) -> str:
+    """The MLproject type of field `name` of config `cls` (an optional field: its type's)."""
+    return MLFLOW_TYPES[base_type(typing.get_type_hints(cls)[name])]
+
+
+def is_required(f: dataclasses.Field) -> bool:
+    return bool(f.metadata.get("required"))
 
 
 def mlproject_parameters(entry: str) -> dict[str, dict]:
-    """The `parameters` of one MLproject entry point: name -> {type, default}."""
-    return _mlproject()[entry].get("parameters", {})
+    """The `parameters` of one MLproject entry point, from its config: name -> {type, default} (no default: a
+    required parameter), then EXTRA_PARAMS."""
+    cls = CONFIGS[entry]
+    out: dict[str, dict] = {}
+    for f in dataclasses.fields(cls):
+        kind = mlflow_type(cls, f.name)
+        out[f.name] = {"type": kind} if is_required(f) else {"type": kind, "default": mlflow_default(kind, f.default)}
+    for name, (default, _) in EXTRA_PARAMS.get(entry, {}).items():
+        out[name] = {"type": "string", "default": default}
+    return out
 
 
-def entry_meaning(entry: str, name: str) -> str:
-    """The meaning of parameter `name` of an entry point without a config: ENTRY_HELP's, or the help string of
-    the config field it is passed on to (FORWARDED), named so."""
-    if name in ENTRY_HELP.get(entry, {}):
-        return ENTRY_HELP[entry][name]
-    for target in FORWARDED.get(entry, ()):
-        fields = {f.name: f for f in dataclasses.fields(CONFIGS[target])}
-        if name in fields:
-            return f"{_sentence(fields[name].metadata['help'])} Passed to `{target}`"
-    raise KeyError(f"MLproject's {entry} parameter {name!r} has no meaning: add it to ENTRY_HELP[{entry!r}]")
+def mlflow_default(kind: str, value: object) -> object:
+    """A default as MLproject holds it: a number for int and float, else the command line's string."""
+    return value if kind in ("int", "float") and value is not None else param_str(value)
 
 
-def entry_table(entry: str) -> str:
-    """The parameter table of an entry point without a config: MLproject's names and defaults, in its order, with
-    `entry_meaning`'s meanings."""
-    lines = [HEADER]
-    for name, spec in mlproject_parameters(entry).items():
-        default = spec.get("default")
-        shown = "(required)" if default is None else f"`{param_str(default)}`"
-        lines.append(f"| `{name}` | {shown} | {_sentence(_cell(entry_meaning(entry, name)))} |")
-    return "\n".join(lines)
+def command_words(entry: str) -> list[str]:
+    """The entry point's command, in pieces: its script, then `--name {name}` for every parameter in the config's
+    order (MLflow substitutes `{name}` with the parameter's value, shell-quoted)."""
+    flags = FLAGS.get(entry, {})
+    return [COMMANDS[entry], *(f"{flags.get(n, '--' + n)} {{{n}}}" for n in mlproject_parameters(entry))]
+
+
+def command(entry: str) -> str:
+    return " ".join(command_words(entry))
+
+
+def folded(words: list[str], indent: str, width: int = 110) -> list[str]:
+    """`words` as lines of at most `width` characters (a longer word alone), each beginning with `indent`: the
+    lines of a YAML folded block, which joins them with single spaces."""
+    lines: list[str] = []
+    for word in words:
+        if lines and len(lines[-1]) + 1 + len(word) <= width:
+            lines[-1] += " " + word
+        else:
+            lines.append(indent + word)
+    return lines
+
+
+def mlproject_text() -> str:
+    """The whole MLproject: MLPROJECT_HEAD, then each entry point of `tc.config.CONFIGS` in its order."""
+    lines = [MLPROJECT_HEAD.rstrip("\n")]
+    for entry in CONFIGS:
+        lines += [f"  {entry}:", "    parameters:"]
+        for name, spec in mlproject_parameters(entry).items():
+            flow = yaml.safe_dump(spec, default_flow_style=True, sort_keys=False, width=10**6).strip()
+            lines.append(f"      {name}: {flow}")
+        lines.append("    command: >-")  # folded: the lines below join with single spaces
+        lines += folded(command_words(entry), " " * 6)
+        lines.append("")
+    return "\n".join(lines[:-1]) + "\n"
 
 
 # The README's short tables: the five most-used parameters of each everyday command.
@@ -157,7 +196,7 @@ HEADER = "| parameter | default | meaning |\n|---|---|---|"
 
 
 def param_str(value: object) -> str:
-    """A default as MLproject and the command line spell it (none, true/false): `tc.tracking.param_str`'s rule,
+    """A default as MLproject and the command line spell it (none, true/false): `tc.tracking.client.param_str`'s rule,
     repeated here so the docs need no MLflow import."""
     if value is None:
         return "none"
@@ -194,11 +233,9 @@ def _meaning(entry: str, f: dataclasses.Field, notes: bool) -> str:
 
 def rows(entry: str, notes: bool = True) -> list[tuple[str, str, str]]:
     """(name, default, meaning) for every parameter of `entry`, in the config's field order, then the extras."""
-    declared = mlproject_parameters(entry)
     out = []
     for f in dataclasses.fields(CONFIGS[entry]):
-        required = "default" not in declared[f.name]  # MLproject's rule: a parameter without a default is required
-        out.append((f.name, "(required)" if required else f"`{param_str(f.default)}`", _meaning(entry, f, notes)))
+        out.append((f.name, "(required)" if is_required(f) else f"`{param_str(f.default)}`", _meaning(entry, f, notes)))
     for name, (default, meaning) in EXTRA_PARAMS.get(entry, {}).items():
         out.append((name, f"`{default}`", _sentence(meaning)))
     return out
@@ -217,9 +254,9 @@ BLOCKS: dict[str, tuple[str, Callable[[], str]]] = {
     "train-params": ("docs/train.md", lambda: param_table("train")),
     "analyze-params": ("docs/analyze.md", lambda: param_table("analyze")),
     "sweep-params": ("docs/sweep.md", lambda: param_table("sweep")),
-    "report-params": ("docs/report.md", lambda: entry_table("report")),
-    "main-params": ("README.md", lambda: entry_table("main")),
-    "cache-params": ("docs/analyze.md", lambda: entry_table("cache")),
+    "main-params": ("README.md", lambda: param_table("main")),
+    "report-params": ("docs/report.md", lambda: param_table("report")),
+    "cache-params": ("docs/analyze.md", lambda: param_table("cache")),
     "metrics": ("docs/analyze.md", lambda: no_link(metrics.markdown_table())),
     **{
         f"readme-{entry}": ("README.md", lambda entry=entry: param_table(entry, README_PARAMS[entry], notes=False))
@@ -257,10 +294,18 @@ def blocks_in(text: str) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--check", action="store_true", help="report stale blocks and exit 1; write nothing")
+    ap.add_argument("--check", action="store_true", help="report stale files and blocks and exit 1; write nothing")
     args = ap.parse_args(argv)
     found: dict[str, list[Path]] = {}
     stale_any = False
+    mlproject = ROOT / "MLproject"
+    if mlproject.read_text() != mlproject_text():
+        stale_any = True
+        if args.check:
+            print("MLproject: stale; run `python scripts/gen_docs.py`")
+        else:
+            mlproject.write_text(mlproject_text())
+            print("MLproject: regenerated")
     for path in doc_files():
         text = path.read_text()
         for name in blocks_in(text):

@@ -10,8 +10,9 @@ from mlflow.tracking import MlflowClient
 
 from entrypoints import analyze as analyze_ep
 from entrypoints import train as train_ep
-from tc import checkpoints as ck
-from tc import tracking
+from tc.core import checkpoints as ck
+from tc.tracking import analyses, jobs
+from tc.tracking import client as tc_client
 
 TINY = [
     "--dataset",
@@ -116,7 +117,7 @@ def test_analyze_logs_metrics_tables_and_figures_back_to_the_training_run(mlflow
     assert metrics["tc_test_crossseed"] < metrics["tc_test"]
     assert metrics["tc_test"] == pytest.approx(sum(metrics[f"tc_test_d{c}"] for c in (1, 2, 3, 4)) / 4)
 
-    where = tracking.analysis_dir(run_id)  # the current analysis version, analysis/v1
+    where = analyses.analysis_dir(run_id)  # the current analysis version, analysis/v1
     assert where == "analysis/v1"
     names = {f.path for f in MlflowClient().list_artifacts(run_id, where)}
     for f in (
@@ -164,7 +165,7 @@ def test_second_analysis_leaves_one_coherent_result(mlflow_store):
     assert not math.isnan(metrics["tc_test_d1"]) and not math.isnan(metrics["tc_test_d3"])
     assert math.isnan(metrics["tc_test_d4"])  # from the first analysis only: superseded, not left stale
     assert math.isnan(metrics["half_life_test"])  # matrix=final computes no lag curve
-    names = {f.path for f in MlflowClient().list_artifacts(run_id, tracking.analysis_dir(run_id))}
+    names = {f.path for f in MlflowClient().list_artifacts(run_id, analyses.analysis_dir(run_id))}
     assert "analysis/v2/summary.json" in names
 
 
@@ -187,7 +188,7 @@ def test_run_without_checkpoints(mlflow_store, capsys):
     run_id = client.create_run("0").info.run_id
     from tc.config import TrainConfig
 
-    tracking.log_config(run_id, TrainConfig(dataset="digits"))
+    tc_client.log_config(run_id, TrainConfig(dataset="digits"))
     client.set_terminated(run_id, "FINISHED")  # analyze refuses unfinished runs before looking for checkpoints
     _fails_cleanly(["--run_id", run_id], capsys, ["no checkpoints"], run_id)
 
@@ -258,14 +259,14 @@ def test_a_write_back_refusal_is_one_tagged_line_not_a_traceback(mlflow_store, c
     """A refusal from the write-back itself (here: another writer's unreadable marker appears while this
     analysis computes) is handled as every other refusal: one `tc analyze:` line, tc.error, the run FAILED."""
     run_id = _train()
-    real = analyze_ep.analyze_logged_run
+    real = jobs.analyze_logged_run
 
-    def analysis_then_a_foreign_marker(cfg):
-        out = real(cfg)
-        MlflowClient().set_tag(run_id, tracking.ANALYSIS_WRITING_TAG, "not json")
+    def analysis_then_a_foreign_marker(cfg, **kw):
+        out = real(cfg, **kw)
+        MlflowClient().set_tag(run_id, analyses.ANALYSIS_WRITING_TAG, "not json")
         return out
 
-    monkeypatch.setattr(analyze_ep, "analyze_logged_run", analysis_then_a_foreign_marker)
+    monkeypatch.setattr(jobs, "analyze_logged_run", analysis_then_a_foreign_marker)
     assert analyze_ep.main(["--run_id", run_id, "--max_samples", "40", "--splits", "test"]) == 1
     err = capsys.readouterr().err  # progress lines, then the refusal
     last = err.strip().splitlines()[-1]

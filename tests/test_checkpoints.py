@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from tc import checkpoints as ck
+from tc.core import checkpoints as ck
 
 MARKER = []
 
@@ -83,7 +83,7 @@ def test_load_series_refuses_a_payload_that_does_not_hold_its_index_step_as_an_i
 def test_an_index_step_beyond_max_number_is_refused_by_check_entry():
     """A step becomes the analysis's `tc.analysis_step` (names.NUMBER, at most 18 digits): one beyond that is
     refused when the index is read, before any download or analysis, not when the result is written back."""
-    from tc import names
+    from tc.core import names
 
     def entry(step):
         return {"step": step, "epoch": 1.0, "file": ck.filename(step), "sha256": "0" * 64}

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from tc import consistency as C
-from tc.compose import ComposeOptions, composite_outputs, composite_outputs_naive, recalibrate_bn, splice
-from tc.models import ModelSpec, build_model
+from tc.core import consistency as C
+from tc.core.compose import ComposeOptions, composite_outputs, composite_outputs_naive, recalibrate_bn, splice
+from tc.core.models import ModelSpec, build_model
 
 
 def _checkpoints(name="resnet20", depth=8, n=4, c=1, size=8, k=10):
@@ -115,7 +115,7 @@ def test_recalibrated_composites_use_calibration_statistics():
 
 
 def _outputs(pred, y):
-    from tc.compose import CompositeOutputs
+    from tc.core.compose import CompositeOutputs
 
     n_s, n_d, _ = pred.shape
     return CompositeOutputs(pred=pred, nll=torch.rand(pred.shape), done=torch.ones(n_s, n_d, dtype=torch.bool))
@@ -149,19 +149,22 @@ def test_matrices_tc_lag_and_half_life_match_brute_force():
 
 
 def test_kde_uses_scotts_rule_and_refuses_a_point_mass():
+    from tc.analysis.plots import kde
+
     values = np.random.default_rng(0).random(200)
-    grid, density, bw = C.kde(values)
+    grid, density, bw = kde(values)
     assert bw == pytest.approx(200 ** (-1 / 5) * values.std(ddof=1))
     assert np.trapezoid(density, grid) == pytest.approx(1.0, abs=0.05)
-    assert C.kde(np.ones(10)) is None
+    assert kde(np.ones(10)) is None
     assert math.isnan(C.lag_curve(torch.full((2, 2), math.nan))[0])
 
 
 def test_analyze_with_recalibrated_batchnorm_and_final_column():
-    from tc.analysis import consistency_analysis as analyze
-    from tc.checkpoints import Checkpoints, RunContext
+    from tc.analysis.consistency import consistency_analysis as analyze
+    from tc.analysis.inputs import RunContext
     from tc.config import AnalyzeConfig
-    from tc.data import load_data
+    from tc.core.checkpoints import Checkpoints
+    from tc.core.data import load_data
 
     data = load_data("digits", train_size=200)
     model, sds = _checkpoints(n=3)
@@ -181,11 +184,12 @@ def test_analyze_with_recalibrated_batchnorm_and_final_column():
 
 
 def test_anisotropy_leaves_out_gradient_noise_with_too_few_minibatches():
-    from tc.anisotropy_metrics import anisotropy
-    from tc.checkpoints import Checkpoints, RunContext
+    from tc.analysis.anisotropy import anisotropy
+    from tc.analysis.inputs import RunContext
+    from tc.analysis.splits import make_splits
     from tc.config import AnalyzeConfig
-    from tc.data import load_data
-    from tc.splits import make_splits
+    from tc.core.checkpoints import Checkpoints
+    from tc.core.data import load_data
 
     model, sds = _checkpoints(n=3)
     cfg = AnalyzeConfig(run_id="x", splits="test", max_samples=30, null_draws=100, cuts="1,3")

@@ -3,9 +3,9 @@ import types
 
 import pytest
 
+from tc.analysis.splits import parse_cuts
 from tc.config import AnalyzeConfig, CutSpec, TrainConfig, from_strings, parse_args
-from tc.corruptions import CORRUPTIONS
-from tc.splits import parse_cuts
+from tc.core.corruptions import CORRUPTIONS
 
 
 def test_strings_are_cast_to_field_types():
@@ -122,12 +122,193 @@ def test_a_cut_spec_resolves_against_the_model():
 
 @pytest.mark.parametrize("text", ["5", "5,5"])
 def test_one_check_of_at_least_two_steps_before_and_after_the_run_is_read(text):
-    # the config refuses the list up front; tc.splits.select_steps, called with a run's steps, says the same
+    # the config refuses the list up front; tc.analysis.splits.select_steps, called with a run's steps, says the same
+    from tc.analysis.splits import select_steps
     from tc.config import check_checkpoints_spec
-    from tc.splits import select_steps
 
     with pytest.raises(ValueError) as before:
         check_checkpoints_spec(text)
     with pytest.raises(ValueError) as after:
         select_steps(text, [0, 5, 10])
     assert str(before.value) == str(after.value) and "at least two" in str(after.value)
+
+
+CHECKPOINT_TEXTS = [
+    "all",
+    "every:2",
+    "every: 3",
+    "fractions:3",
+    "0,10",
+    "10, 0,10",
+    "7,10",  # well formed, but step 7 is not in the run
+    "5",
+    "5,5",
+    "every:0",
+    "every:-1",
+    "every:",
+    "fractions:1",
+    "fractions:x",
+    "1,x",
+    "-1,5",
+    "",
+    ",",
+    "²,5",
+]
+
+
+@pytest.mark.parametrize("text", CHECKPOINT_TEXTS)
+def test_the_checkpoints_grammar_has_one_parser(text):
+    """The config (before a run is read) and `select_steps` (after) refuse the same texts with the same message:
+    `select_steps` parses with `CheckpointSpec.parse` and only adds the check that listed steps exist."""
+    from tc.analysis.splits import select_steps
+    from tc.config import CheckpointSpec
+
+    steps = [0, 5, 10, 15]
+    try:
+        spec = CheckpointSpec.parse(text)
+    except ValueError as before:
+        with pytest.raises(ValueError) as after:
+            select_steps(text, steps)
+        assert str(after.value) == str(before)
+        with pytest.raises(ValueError, match="checkpoints="):
+            from_strings(AnalyzeConfig, {"run_id": "r", "checkpoints": text})
+        return
+    assert from_strings(AnalyzeConfig, {"run_id": "r", "checkpoints": text}).checkpoint_spec == spec
+    if spec.kind == "list" and not set(spec.steps) <= set(steps):
+        with pytest.raises(ValueError, match=r"steps \[7\] are not in the run"):
+            select_steps(spec, steps)
+    else:
+        assert select_steps(spec, steps) == select_steps(text, steps)
+
+
+def test_checkpoint_specs_parse_to_their_parts():
+    from tc.analysis.splits import select_steps
+    from tc.config import CheckpointSpec
+
+    assert CheckpointSpec.parse("all") == CheckpointSpec("all")
+    assert CheckpointSpec.parse("every: 3") == CheckpointSpec("every", 3)
+    assert CheckpointSpec.parse("fractions:5") == CheckpointSpec("fractions", 5)
+    assert CheckpointSpec.parse("10,0,10") == CheckpointSpec("list", steps=(0, 10))
+    steps = list(range(0, 100, 10))
+    assert select_steps("every:4", steps) == [0, 40, 80, 90]  # every 4th from the first, and the last
+    assert select_steps("fractions:3", steps) == [0, 40, 90]  # nearest 0, 45, 90 (ties go to the earlier step)
+    assert select_steps("90,0", steps) == [0, 90]
+
+
+def test_main_config_keeps_the_old_defaults_and_takes_the_help_of_what_it_passes_on():
+    from tc.config import MainConfig
+
+    assert dataclasses.asdict(MainConfig()) == {
+        "epochs": 5,
+        "train_size": 5000,
+        "width": 16,
+        "seed": 0,
+        "max_samples": 500,
+    }
+    helps = {f.name: f.metadata["help"] for f in dataclasses.fields(MainConfig)}
+    train = {f.name: f.metadata["help"] for f in dataclasses.fields(TrainConfig)}
+    assert helps["epochs"] == train["epochs"] + "; passed to `train`"
+    assert helps["max_samples"].endswith("; passed to `analyze`")
+    assert parse_args(MainConfig, ["--epochs", "2", "--train_size", "0"]) == MainConfig(epochs=2, train_size=0)
+
+
+@pytest.mark.parametrize("value", ["-2", "-1", "0", "1", "3"])
+@pytest.mark.parametrize(
+    ("name", "target"),
+    [("epochs", "train"), ("train_size", "train"), ("width", "train"), ("seed", "train"), ("max_samples", "analyze")],
+)
+def test_main_refuses_what_the_config_it_passes_to_refuses_with_its_message(name, target, value):
+    """One rule per parameter: MainConfig checks a value by the config it passes it to, not by a copy of its range."""
+    from tc.config import MainConfig
+
+    cls, base = (TrainConfig, {}) if target == "train" else (AnalyzeConfig, {"run_id": "r"})
+    try:
+        from_strings(cls, {**base, name: value})
+        expected = None
+    except ValueError as e:
+        expected = str(e)
+    try:
+        from_strings(MainConfig, {name: value})
+        got = None
+    except ValueError as e:
+        got = str(e)
+    assert got == expected
+
+
+def test_main_follows_a_stricter_train_config(monkeypatch):
+    """A rule added to TrainConfig reaches the quick start's own check (no copy of the ranges to forget)."""
+    from tc.config import MainConfig
+    from tc.config import main as main_config
+
+    @dataclasses.dataclass(frozen=True)
+    class Stricter(TrainConfig):
+        def __post_init__(self) -> None:
+            super().__post_init__()
+            if self.epochs > 100:
+                raise ValueError(f"epochs={self.epochs} is out of range; it must be <= 100")
+
+    monkeypatch.setattr(main_config, "TrainConfig", Stricter)
+    with pytest.raises(ValueError, match="epochs=101 is out of range"):
+        MainConfig(epochs=101)
+
+
+@pytest.mark.parametrize(
+    ("values", "words"),
+    [
+        ({"epochs": "0"}, ["epochs=0", ">= 1"]),
+        ({"width": "-4"}, ["width=-4", ">= 1"]),
+        ({"train_size": "-1"}, ["train_size=-1", ">= 0"]),
+        ({"max_samples": "1.5"}, ["max_samples='1.5'", "int"]),
+        ({"seed": "x"}, ["seed='x'", "int"]),
+    ],
+)
+def test_bad_main_values_name_the_field_and_the_valid_range(values, words):
+    from tc.config import MainConfig
+
+    with pytest.raises(ValueError) as err:
+        from_strings(MainConfig, values)
+    for word in words:
+        assert word in str(err.value)
+
+
+def test_report_config_keeps_the_old_meanings():
+    from tc.config import ReportConfig
+
+    cfg = parse_args(ReportConfig, [])
+    assert (cfg.quick, cfg.trials, cfg.out_dir, cfg.rerender) == (False, 48, None, False)
+    cfg = parse_args(ReportConfig, ["--quick", "true", "--trials", "6", "--out_dir", "'/tmp/r'"])
+    assert (cfg.quick, cfg.trials, cfg.out_dir) == (True, 6, "/tmp/r")
+    assert parse_args(ReportConfig, ["--rerender", "true", "--out_dir", "x"]).rerender
+    for argv, words in [
+        (["--trials", "0"], ["trials=0", ">= 1"]),
+        (["--quick", "maybe"], ["quick='maybe'", "bool"]),
+        (["--rerender", "true", "--quick", "true"], ["rerender=true", "quick=true", "drop quick and trials"]),
+        (["--rerender", "true", "--trials", "6"], ["trials=6", "settings.json"]),
+    ]:
+        with pytest.raises(ValueError) as err:
+            parse_args(ReportConfig, argv)
+        assert all(w in str(err.value) for w in words), (argv, str(err.value))
+
+
+def test_main_and_report_refuse_a_bad_value_before_any_run(capsys, monkeypatch):
+    """Exit 2 with the config's message; nothing reaches MLflow (the tracking calls would fail loudly)."""
+    from entrypoints import main as quick
+    from entrypoints import report as entry
+
+    def no_mlflow(*a, **k):
+        raise AssertionError("a bad parameter reached MLflow")
+
+    monkeypatch.setattr(quick, "use_default_experiment", no_mlflow)
+    monkeypatch.setattr(entry.mlflow, "start_run", no_mlflow)
+    assert quick.main(["--epochs", "0"]) == 2
+    assert "tc main: epochs=0 is out of range" in capsys.readouterr().err
+    assert entry.main(["--trials", "-3"]) == 2
+    assert "tc report: trials=-3 is out of range" in capsys.readouterr().err
+
+
+def test_a_cache_config_casts_and_checks_its_cap():
+    from tc.config import CacheConfig
+
+    assert from_strings(CacheConfig, {"max_gb": "2.5"}).max_gb == 2.5
+    with pytest.raises(ValueError, match=r"max_gb=-1.0 is out of range"):
+        from_strings(CacheConfig, {"max_gb": "-1"})

@@ -1,4 +1,4 @@
-"""Consistency summaries (tc.consistency) against oracles: sklearn's Cohen's κ, brute-force formulas, and the
+"""Consistency summaries (tc.core.consistency) against oracles: sklearn's Cohen's κ, brute-force formulas, and the
 production `analyze` path on a degenerate one-class model."""
 
 import math
@@ -8,14 +8,15 @@ import pytest
 import torch
 from sklearn.metrics import cohen_kappa_score
 
-from tc import consistency as C
-from tc.analysis import consistency_analysis as analyze
-from tc.checkpoints import Checkpoints, RunContext
-from tc.compose import CompositeOutputs
+from tc.analysis.consistency import consistency_analysis as analyze
+from tc.analysis.inputs import RunContext
+from tc.analysis.splits import EvalSplit
 from tc.config import AnalyzeConfig
-from tc.data import DataBundle
-from tc.models import ModelSpec, build_model
-from tc.splits import EvalSplit
+from tc.core import consistency as C
+from tc.core.checkpoints import Checkpoints
+from tc.core.compose import CompositeOutputs
+from tc.core.data import DataBundle
+from tc.core.models import ModelSpec, build_model
 
 
 @pytest.mark.parametrize("seed", range(5))

@@ -1,8 +1,8 @@
 import pytest
 import torch
 
-from tc.corruptions import CORRUPTIONS, corrupt, corrupted_set
-from tc.data import load_data
+from tc.core.corruptions import CORRUPTIONS, corrupt, corrupted_set
+from tc.core.data import load_data
 
 
 @pytest.fixture(scope="module")

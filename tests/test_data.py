@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from tc import data as tcdata
-from tc.data import DatasetNotFoundError, augment_batch, batch_generator, iterate_batches, load_data
+from tc.core import data as tcdata
+from tc.core.data import DatasetNotFoundError, augment_batch, batch_generator, iterate_batches, load_data
 
 from .formats import cifar_like, mnist_like, svhn_like
 

@@ -30,14 +30,14 @@ def _worker(threads: int, guard: bool, configs: list[tuple[str, int, int]]) -> l
     import torch
 
     torch.set_num_threads(threads)
-    import tc.train
+    import tc.core.train
     from tc.config import TrainConfig
-    from tc.data import DataBundle, load_data
-    from tc.models import ModelSpec, build_model
+    from tc.core.data import DataBundle, load_data
+    from tc.core.models import ModelSpec, build_model
 
-    guarded = tc.train.guard_cpu_kernels
+    guarded = tc.core.train.guard_cpu_kernels
     if not guard:  # the power check: the code path without the guard must be caught
-        tc.train.guard_cpu_kernels = lambda model, device: 0
+        tc.core.train.guard_cpu_kernels = lambda model, device: 0
     digits = load_data("digits", train_size=64)
     out = []
     for model, width, size in configs:
@@ -56,16 +56,16 @@ def _worker(threads: int, guard: bool, configs: list[tuple[str, int, int]]) -> l
         for _ in range(2):
             torch.manual_seed(0)
             net = build_model(ModelSpec(model, MODELS[model], width, channels, size, 10))
-            tc.train.train(net, data, cfg)
+            tc.core.train.train(net, data, cfg)
             states.append(net.state_dict())
         same = all(torch.equal(states[0][k], states[1][k]) for k in states[0])
         row = {"model": model, "width": width, "size": size, "identical": same}
         if not guard:  # also how far the unguarded weights are from the guarded (correct) ones
-            tc.train.guard_cpu_kernels, unguarded = guarded, tc.train.guard_cpu_kernels
+            tc.core.train.guard_cpu_kernels, unguarded = guarded, tc.core.train.guard_cpu_kernels
             torch.manual_seed(0)
             net = build_model(ModelSpec(model, MODELS[model], width, channels, size, 10))
-            tc.train.train(net, data, cfg)
-            tc.train.guard_cpu_kernels = unguarded
+            tc.core.train.train(net, data, cfg)
+            tc.core.train.guard_cpu_kernels = unguarded
             ref = net.state_dict()
             row["max_abs_diff_vs_guarded"] = max(
                 (states[0][k].double() - ref[k].double()).abs().max().item() for k in ref

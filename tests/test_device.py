@@ -1,4 +1,4 @@
-"""tc.device: the CPU checks, the guard against oneDNN's faulty AVX2 kernel, and the bf16 fallback (issue 11)."""
+"""tc.core.device: the CPU checks, the guard against oneDNN's faulty AVX2 kernel, and the bf16 fallback (issue 11)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from torch import nn
 
 from entrypoints import analyze as analyze_ep
 from entrypoints import train as train_ep
-from tc import device as D
-from tc.models import ModelSpec, build_model
+from tc.core import device as D
+from tc.core.models import ModelSpec, build_model
 
 
 def test_onednn_cap_below_avx512_is_seen(monkeypatch):

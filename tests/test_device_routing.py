@@ -18,9 +18,12 @@ A real device run is the final word: docs/scaling.md.
 from __future__ import annotations
 
 import contextlib
+import importlib
 import math
+import pkgutil
 import traceback
 
+import pandas as pd
 import pytest
 import torch
 from mlflow.tracking import MlflowClient
@@ -29,15 +32,21 @@ from torch.overrides import TorchFunctionMode
 from torch.utils import _pytree as pytree
 
 import tc.analysis
-import tc.anisotropy_metrics
-from tc import compose, measures, noise
-from tc import consistency as C
-from tc.checkpoints import Checkpoints, RunContext
+import tc.analysis.run
+from tc.analysis.inputs import RunContext
+from tc.analysis.result import AnalysisResult
 from tc.config import AnalyzeConfig
-from tc.data import load_data
-from tc.models import ModelSpec, build_model
+from tc.core import baselines as measures
+from tc.core import compose
+from tc.core import consistency as C
+from tc.core import sgd_noise as noise
+from tc.core.checkpoints import Checkpoints
+from tc.core.data import load_data
+from tc.core.models import ModelSpec, build_model
 
 FAKE = torch.device("meta")
+# every module of the analysis: a function is patched in each module that imported it, where it is called from
+ANALYSIS = [importlib.import_module(f"tc.analysis.{m.name}") for m in pkgutil.iter_modules(tc.analysis.__path__)]
 HEAVY = {"conv2d", "linear", "batch_norm", "cdist", "conv_transpose2d"}
 # seeded draws stay on the CPU: a device's generator gives other numbers than the CPU's for one seed, so an
 # analysis on a GPU would not reproduce its CPU twin
@@ -162,8 +171,12 @@ def _install(monkeypatch) -> FakeAccelerator:
         return self._apply(move)
 
     monkeypatch.setattr(nn.Module, "to", module_to)
-    for module in (tc.analysis, tc.anisotropy_metrics):
-        monkeypatch.setattr(module, "resolve_device", lambda device: FAKE, raising=False)
+    resolving = [m for m in ANALYSIS if hasattr(m, "resolve_device")]
+    assert {"run", "anisotropy", "composites", "controls", "baselines", "mmd"} <= {
+        m.__name__.rsplit(".", 1)[1] for m in resolving
+    }
+    for module in resolving:
+        monkeypatch.setattr(module, "resolve_device", lambda device: FAKE)
 
     def phased(owner, name):
         real = getattr(owner, name)
@@ -183,8 +196,7 @@ def _install(monkeypatch) -> FakeAccelerator:
         (noise, "perturbation_test"),
         (measures, "compute_all"),
         (C, "mmd2"),
-        (tc.analysis, "composite_outputs"),
-        (tc.analysis, "_network_predictions"),
+        *[(m, name) for name in ("composite_outputs", "network_predictions") for m in ANALYSIS if hasattr(m, name)],
     ):
         phased(owner, name)
     return acc
@@ -211,10 +223,10 @@ def test_every_part_of_an_analysis_runs_on_the_configured_device(monkeypatch):
         run_id="x", max_samples=24, null_draws=100, cuts="1,3", batch_size=16, grad_batches=3, splits="train,test"
     )
     run = RunContext(model, 128, 0, reference=Checkpoints([0, 9], other))
-    plain = tc.analysis.analyze_run(Checkpoints([0, 5, 10], sds), data, cfg, run).metrics  # the plain CPU
+    plain = tc.analysis.run.analyze_run(Checkpoints([0, 5, 10], sds), data, cfg, run).metrics  # the plain CPU
     accelerator = _install(monkeypatch)
     with accelerator:
-        metrics = tc.analysis.analyze_run(Checkpoints([0, 5, 10], sds), data, cfg, run).metrics
+        metrics = tc.analysis.run.analyze_run(Checkpoints([0, 5, 10], sds), data, cfg, run).metrics
     # the oracle: the device's analysis equals the plain CPU's bit for bit (timings aside); with the fake
     # device computing on the CPU, a difference is a code path that depends on the device
     timed = {k for k in metrics if k.endswith("_seconds") or k.endswith("_cost_epochs")}
@@ -225,7 +237,7 @@ def test_every_part_of_an_analysis_runs_on_the_configured_device(monkeypatch):
     assert accelerator.violations == []
     phases = {phase for phase, *_ in accelerator.heavy}
     expected = {"features", "gradient_noise", "perturbation_test", "compute_all", "mmd2", "composite_outputs"}
-    assert expected | {"_network_predictions"} <= phases
+    assert expected | {"network_predictions"} <= phases
     off = sorted({(phase, op, where) for phase, op, where, there in accelerator.heavy if not there})
     assert off == [], f"{len(off)} kinds of operations ran off the device: {off}"
     # the model the caller passed is never moved
@@ -276,7 +288,7 @@ def _logged_run(seed: int, steps: list[int]) -> tuple[str, dict]:
     import mlflow
 
     import tc as tc_api
-    from tc import tracking
+    from tc.tracking import own_loop
 
     data = load_data("digits", train_size=256)
     with mlflow.start_run() as run:
@@ -287,13 +299,13 @@ def _logged_run(seed: int, steps: list[int]) -> tuple[str, dict]:
             with torch.no_grad():
                 for p in net.parameters():
                     p.add_(0.01 * torch.randn_like(p))
-            tracking.log_checkpoint(net, step, step / 10)
+            own_loop.log_checkpoint(net, step, step / 10)
     return run.info.run_id, {k: v.clone() for k, v in net.state_dict().items()}
 
 
 def test_the_reference_run_loads_only_its_last_checkpoint(mlflow_store, monkeypatch):
-    from tc import checkpoints as ck
-    from tc import tracking
+    from tc.core import checkpoints as ck
+    from tc.tracking import checkpoints
 
     run_id, _ = _logged_run(0, [0, 4, 8])
     reference_id, last = _logged_run(1, [0, 3, 6, 9])
@@ -307,7 +319,7 @@ def test_the_reference_run_loads_only_its_last_checkpoint(mlflow_store, monkeypa
         return real_fetch(self, run_id, path, *a, **k)
 
     monkeypatch.setattr(MlflowClient, "download_artifacts", fetch)
-    ckpts, _, run = tracking.load_analysis_inputs(AnalyzeConfig(run_id=run_id, reference_run_id=reference_id))
+    ckpts, _, run = checkpoints.load_analysis_inputs(AnalyzeConfig(run_id=run_id, reference_run_id=reference_id))
     assert ckpts.steps == [0, 4, 8]
     assert run.reference.steps == [9]
     assert all(torch.equal(run.reference.state_dicts[0][k], v) for k, v in last.items())
@@ -324,29 +336,29 @@ def test_the_reference_run_loads_only_its_last_checkpoint(mlflow_store, monkeypa
 def test_a_loaded_checkpoint_must_hold_its_index_step_as_an_int(tmp_path, held):
     """`_load_one` (the last checkpoint of a reference run, step 0 of an analysed run): a payload whose step
     is a bool (False == 0), a float or another step is refused."""
-    from tc import checkpoints as ck
-    from tc import tracking
+    from tc.core import checkpoints as ck
+    from tc.tracking import checkpoints
 
     spec = ModelSpec("mlp", 2, 8, 1, 8, 10)
     net = build_model(spec)
     entry = ck.save_checkpoint(tmp_path, 0, 0.0, spec.to_dict(), net.state_dict())
-    good = tracking._load_one("r", net, entry, tmp_path / entry.file)
+    good = checkpoints._load_one("r", net, entry, tmp_path / entry.file)
     assert all(torch.equal(good[k], v) for k, v in net.state_dict().items())
     payload = ck.safe_load(tmp_path / entry.file)
     payload["step"] = held
     ck.atomic_save(payload, tmp_path / entry.file)
     lying = ck.IndexEntry(0, 0.0, entry.file, ck.sha256(tmp_path / entry.file))
     with pytest.raises(ck.CheckpointError, match=r"listed as step 0 but holds step"):
-        tracking._load_one("r", net, lying, tmp_path / entry.file)
+        checkpoints._load_one("r", net, lying, tmp_path / entry.file)
     with pytest.raises(ck.CheckpointError, match=r"listed as step 0 but holds step"):
-        tracking.load_initial_state("r", net, [(lying, tmp_path / entry.file)])
+        checkpoints.load_initial_state("r", net, [(lying, tmp_path / entry.file)])
 
 
 def test_tf32_is_off_on_cuda_for_the_analysis_only_and_restored():
     """`exact_fp32` (CPU-runnable: the flags are plain settings): on a CUDA device, matmul and cuDNN TF32 are
     off inside the block, the caller's settings come back after, also when the block raises; other devices are
     left alone."""
-    from tc.device import exact_fp32
+    from tc.core.device import exact_fp32
 
     saved = torch.get_float32_matmul_precision(), torch.backends.cudnn.allow_tf32
     try:
@@ -377,9 +389,43 @@ def test_analyze_run_runs_inside_the_tf32_scope_of_its_device(monkeypatch):
         assert entered, "the analysis started outside exact_fp32"
         raise KeyError("stop")
 
-    monkeypatch.setattr(tc.analysis, "exact_fp32", scope)
-    monkeypatch.setattr(tc.analysis, "consistency_analysis", inside)
+    monkeypatch.setattr(tc.analysis.run, "exact_fp32", scope)
+    monkeypatch.setattr(tc.analysis.run, "consistency_analysis", inside)
     data = load_data("digits", train_size=64)
     with pytest.raises(KeyError, match="stop"):
-        tc.analysis.analyze_run(None, data, AnalyzeConfig(run_id="r", device="cpu"), None)
+        tc.analysis.run.analyze_run(None, data, AnalyzeConfig(run_id="r", device="cpu"), None)
     assert entered == [torch.device("cpu")]
+
+
+def test_every_step_of_analyze_run_runs_inside_the_tf32_scope(monkeypatch):
+    # each named step of analyze_run (the consistency family, the anisotropy, the measures) inside exact_fp32:
+    # a step moved out of the `with` block would compute with TF32 on a GPU, which no CPU result shows
+    depth = []
+
+    @contextlib.contextmanager
+    def scope(device):
+        depth.append(device)
+        try:
+            yield
+        finally:
+            depth.pop()
+
+    seen = []
+
+    def step(name, returns=None):
+        def record(*a, **k):
+            seen.append((name, len(depth)))
+            return returns
+
+        return record
+
+    tables = [pd.DataFrame() for _ in range(5)]
+    result = AnalysisResult(*tables, metrics={"analysis_seconds": 1.0}, summary={"warnings": []})
+    monkeypatch.setattr(tc.analysis.run, "exact_fp32", scope)
+    monkeypatch.setattr(tc.analysis.run, "consistency_analysis", step("consistency", result))
+    monkeypatch.setattr(tc.analysis.run, "add_anisotropy", step("anisotropy"))
+    monkeypatch.setattr(tc.analysis.run, "add_measures", step("measures"))
+    cfg = AnalyzeConfig(run_id="r", device="cpu")
+    assert cfg.anisotropy and cfg.measures  # the defaults: every step runs
+    out = tc.analysis.run.analyze_run(None, load_data("digits", train_size=64), cfg, RunContext(nn.Linear(1, 1), 8, 0))
+    assert out is result and seen == [("consistency", 1), ("anisotropy", 1), ("measures", 1)]

@@ -1,12 +1,14 @@
-"""The docs cannot drift from the code: generated tables are current, MLproject agrees with the configs, every
-relative link resolves, every documented `mlflow run` passes `--env-manager local` and `--experiment-name tc`, the
-README stays short."""
+"""The docs cannot drift from the code: MLproject and the generated tables are current (generated from the
+configs), every relative link resolves, every documented `mlflow run` passes `--env-manager local` and
+`--experiment-name tc`, the README stays short."""
 
 from __future__ import annotations
 
 import dataclasses
 import importlib.util
 import re
+import shlex
+import types
 import typing
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,7 +16,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tc.config import TrainConfig, _opt, cast_field
+from tc.config import AnalyzeConfig, TrainConfig, cast_field, from_strings, opt
+from tests.paths import resolves
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
@@ -41,19 +44,42 @@ def test_every_generated_block_is_current_and_where_it_belongs():
     assert gen.main(["--check"]) == 0
 
 
-def test_a_table_goes_stale_when_a_config_field_changes(monkeypatch):
+def test_mlproject_is_generated_from_the_configs():
+    assert (ROOT / "MLproject").read_text() == gen.mlproject_text(), "run `python scripts/gen_docs.py` and commit"
+    assert list(MLPROJECT) == list(gen.CONFIGS) == list(gen.COMMANDS)  # every entry point has a config and a script
+
+
+def test_a_table_and_mlproject_go_stale_when_a_config_field_changes(monkeypatch):
     @dataclass(frozen=True)
     class Changed(TrainConfig):
-        epochs: int = _opt(7, "passes over the training set (with target_loss: the cap)")
+        epochs: int = opt(7, "passes over the training set (with target_loss: the cap)")
 
     # from the docs as the code generates them today (this test checks the mechanism, the one above the docs)
     train_md = gen.rewrite((ROOT / "docs" / "train.md").read_text())[0]
     readme = gen.rewrite((ROOT / "README.md").read_text())[0]
+    mlproject = gen.mlproject_text()
     monkeypatch.setitem(gen.CONFIGS, "train", Changed)
     new, stale = gen.rewrite(train_md)
     assert stale == ["train-params"] and "| `epochs` | `7` |" in new and "| `epochs` | `7` |" not in train_md
     assert gen.rewrite(readme)[1] == ["readme-train"]
+    changed = [a for a, b in zip(mlproject.splitlines(), gen.mlproject_text().splitlines(), strict=True) if a != b]
+    assert changed == ["      epochs: {type: int, default: 5}"]  # train's; main's epochs passes 5 on to train
+    assert "      epochs: {type: int, default: 7}" in gen.mlproject_text()
     assert gen.main(["--check"]) == 1  # what `--check` reports
+
+
+def test_a_new_field_reaches_mlproject_its_command_and_the_table(monkeypatch):
+    @dataclass(frozen=True)
+    class Grown(TrainConfig):
+        warmup: float = opt(0.0, "fraction of training with a linear learning-rate warm-up")
+
+    monkeypatch.setitem(gen.CONFIGS, "train", Grown)
+    text = gen.mlproject_text()
+    assert yaml.safe_load(text)["entry_points"]["train"]["parameters"]["warmup"] == {"type": "float", "default": 0.0}
+    assert "--warmup {warmup}" in yaml.safe_load(text)["entry_points"]["train"]["command"]
+    assert "| `warmup` | `0.0` | fraction of training with a linear learning-rate warm-up. |" in gen.param_table(
+        "train"
+    )
 
 
 def test_a_hand_edited_table_is_stale_and_regenerated():
@@ -78,27 +104,54 @@ TYPES = {int: "int", float: "float", str: "string", bool: "string"}  # MLflow pa
 
 @pytest.mark.parametrize("entry", sorted(gen.CONFIGS))
 def test_mlproject_parameters_agree_with_the_config(entry):
+    """The committed MLproject read as data, against the dataclass (independently of how gen_docs writes it)."""
     cls = gen.CONFIGS[entry]
     declared = MLPROJECT[entry]["parameters"]
     fields = {f.name: f for f in dataclasses.fields(cls)}
     extras = gen.EXTRA_PARAMS.get(entry, {})
-    assert set(declared) == set(fields) | set(extras), "MLproject and the config name different parameters"
+    assert list(declared) == list(fields) + list(extras), "MLproject and the config name different parameters"
     hints = typing.get_type_hints(cls)
     for name, f in fields.items():
         spec = declared[name]
         annotation = hints[name]
-        if typing.get_origin(annotation) in (typing.Union, __import__("types").UnionType):
+        if typing.get_origin(annotation) in (typing.Union, types.UnionType):
             (annotation,) = [a for a in typing.get_args(annotation) if a is not type(None)]
         assert spec["type"] == TYPES[annotation], (entry, name, spec["type"], annotation)
         if "default" not in spec:  # a required parameter: the config refuses its empty default
-            assert f.default == "", (entry, name)
+            assert f.metadata["required"] and f.default == "", (entry, name)
+            with pytest.raises(ValueError, match=f"{name} is required"):
+                cls()
             continue
+        assert not f.metadata["required"], (entry, name)
         assert cast_field(cls, name, str(spec["default"])) == f.default, (entry, name, spec["default"], f.default)
     for name, (default, _) in extras.items():
-        assert str(declared[name]["default"]) == default, (entry, name)
+        assert declared[name] == {"type": "string", "default": default}, (entry, name)
     command = MLPROJECT[entry]["command"]
     for name in declared:
-        assert f"--{name} {{{name}}}" in command, (entry, name)
+        assert f"{gen.FLAGS.get(entry, {}).get(name, '--' + name)} {{{name}}}" in command, (entry, name)
+
+
+def _required(cls: type) -> dict[str, str]:
+    """A value for each required field of `cls` (what `mlflow run` must be given)."""
+    return {f.name: "r1" for f in dataclasses.fields(cls) if f.metadata["required"]}
+
+
+@pytest.mark.parametrize("entry", sorted(gen.CONFIGS))
+def test_mlflow_runs_each_command_with_the_config_defaults(entry, tmp_path):
+    """MLflow's own reading of MLproject: the command it builds with the defaults parses to the default config."""
+    from mlflow.projects import _project_spec
+
+    cls = gen.CONFIGS[entry]
+    project = _project_spec.load_project(str(ROOT))
+    words = shlex.split(project.get_entry_point(entry).compute_command(_required(cls), str(tmp_path)))
+    script = shlex.split(gen.COMMANDS[entry])
+    assert words[: len(script)] == script
+    flag_names = {flag: name for name, flag in gen.FLAGS.get(entry, {}).items()}
+    pairs = dict(zip(words[len(script) :: 2], words[len(script) + 1 :: 2], strict=True))
+    values = {flag_names.get(flag, flag.removeprefix("--")): value for flag, value in pairs.items()}
+    extras = {name: values.pop(name) for name in gen.EXTRA_PARAMS.get(entry, {})}
+    assert from_strings(cls, values) == from_strings(cls, _required(cls))
+    assert extras == {name: default for name, (default, _) in gen.EXTRA_PARAMS.get(entry, {}).items()}
 
 
 def table_rows(table: str) -> list[tuple[str, str, str]]:
@@ -112,47 +165,27 @@ def table_rows(table: str) -> list[tuple[str, str, str]]:
 
 def test_every_entry_point_has_a_parameter_table():
     assert {f"{entry}-params" for entry in MLPROJECT} <= set(gen.BLOCKS)
+    for entry in gen.CONFIGS:
+        rows = table_rows(gen.param_table(entry))
+        assert [r[0] for r in rows] == list(MLPROJECT[entry]["parameters"])  # MLproject's names, in its order
+        for name, default, meaning in rows:
+            spec = MLPROJECT[entry]["parameters"][name]
+            assert default == ("(required)" if "default" not in spec else gen.param_str(spec["default"]))
+            assert meaning.strip(". ")
 
 
-@pytest.mark.parametrize("entry", sorted(set(MLPROJECT) - set(gen.CONFIGS)))
-def test_entry_points_without_a_config_have_every_parameter_documented(entry):
-    declared = MLPROJECT[entry]["parameters"]
-    rows = table_rows(gen.entry_table(entry))
-    assert [r[0] for r in rows] == list(declared)  # MLproject's names, in its order
-    for name, default, meaning in rows:
-        assert default == (
-            "(required)" if "default" not in declared[name] else gen.param_str(declared[name]["default"])
-        )
-        assert meaning.strip(". ")
-    assert set(gen.ENTRY_HELP.get(entry, {})) <= set(declared), "ENTRY_HELP documents a parameter MLproject lacks"
-
-
-def test_a_parameter_main_passes_on_is_documented_by_regenerating(monkeypatch):
-    """What a merge that adds a main parameter needs: a regeneration (a train or analyze field's help), or a meaning
-    in ENTRY_HELP (anything else is an error naming it)."""
-    readme = gen.rewrite((ROOT / "README.md").read_text())[0]  # as generated from today's MLproject
-    declared = dict(MLPROJECT["main"]["parameters"], checkpoint_every={"type": "int", "default": 10})
-    real = gen.mlproject_parameters
-    monkeypatch.setattr(gen, "mlproject_parameters", lambda entry: declared if entry == "main" else real(entry))
-    assert table_rows(gen.entry_table("main"))[-1] == (
-        "checkpoint_every",
-        "10",
-        "optimizer steps between checkpoints; 0 = once per epoch. Passed to `train`.",
-    )
-    assert gen.rewrite(readme)[1] == ["main-params"]
-    declared["made_up"] = {"type": "int", "default": 1}
-    with pytest.raises(KeyError, match="main parameter 'made_up' has no meaning"):
-        gen.entry_table("main")
-
-
-def test_required_comes_from_mlproject(monkeypatch):
-    declared = {k: dict(v) for k, v in MLPROJECT["analyze"]["parameters"].items()}
+def test_required_comes_from_the_field():
     assert {r[0]: r[1] for r in gen.rows("analyze")}["run_id"] == "(required)"
-    declared["run_id"]["default"] = "none"
-    del declared["cuts"]["default"]
-    monkeypatch.setattr(gen, "mlproject_parameters", lambda entry: declared)
-    by_name = {r[0]: r[1] for r in gen.rows("analyze")}
-    assert by_name["run_id"] != "(required)" and by_name["cuts"] == "(required)"
+    assert gen.mlproject_parameters("analyze")["run_id"] == {"type": "string"}
+
+    @dataclass(frozen=True)
+    class Demanding(AnalyzeConfig):
+        cuts: str = opt("", "cuts", required=True)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setitem(gen.CONFIGS, "analyze", Demanding)
+        assert {r[0]: r[1] for r in gen.rows("analyze")}["cuts"] == "(required)"
+        assert gen.mlproject_parameters("analyze")["cuts"] == {"type": "string"}
 
 
 @pytest.mark.parametrize("entry", sorted(gen.CONFIGS))
@@ -284,3 +317,28 @@ def test_readme_is_a_two_minute_read():
     # and it links every docs page
     for page in sorted((ROOT / "docs").glob("*.md")):
         assert f"](docs/{page.name}" in text, f"README does not link docs/{page.name}"
+
+
+def test_every_tc_path_a_text_names_resolves():
+    """Issue 20 moved every module: a path in a doc, docstring, comment or test that still names an old home
+    (the sweep package's old `HEADLINE`, the tracking package's old `param_str`) misleads its reader. MLflow
+    tags that look like paths (`tc.analysis.<setting>`, one per AnalyzeConfig field) are data, not code, and are
+    left out."""
+    import dataclasses
+    import subprocess
+
+    from tc.config import AnalyzeConfig
+
+    layers = ("config", "core", "stats", "analysis", "tracking", "sweep", "report")
+    tags = {f"tc.analysis.{f.name}" for f in dataclasses.fields(AnalyzeConfig)}
+    pattern = re.compile(r"(?<![\w/.])tc\.(?:" + "|".join(layers) + r")(?:\.[A-Za-z_]\w*)*")
+    files = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True).stdout.split()
+    stale = set()
+    for name in files:
+        if not name.endswith((".py", ".md", ".yaml")) or name.startswith("docs/report/") or name == "docs/REPORT.md":
+            continue  # the published report and its stored tables are dated records, re-rendered, not edited
+        for m in pattern.finditer((ROOT / name).read_text()):
+            dotted = m.group(0)
+            if "no_such_name" not in dotted and dotted not in tags and not resolves(dotted):
+                stale.add(f"{name}: {dotted}")
+    assert sorted(stale) == []

@@ -10,13 +10,14 @@ import pytest
 import torch
 
 import tc
-from tc import checkpoints as ck
-from tc import tracking
-from tc.analysis import analyze_run, initial_state
-from tc.checkpoints import Checkpoints, RunContext
+from tc.analysis.inputs import RunContext, initial_state
+from tc.analysis.run import analyze_run
 from tc.config import AnalyzeConfig
-from tc.data import load_data
-from tc.models import ModelSpec, build_model
+from tc.core import checkpoints as ck
+from tc.core.checkpoints import Checkpoints
+from tc.core.data import load_data
+from tc.core.models import ModelSpec, build_model
+from tc.tracking import cache, checkpoints
 
 SPEC = ModelSpec("mlp", 2, 8, 1, 8, 10)  # a 2-hidden-layer MLP of width 8 on the 8x8 digits
 SETTINGS = dict(depth=2, width=8, epochs=1, batch_size=32, train_size=256, seed=0)
@@ -83,9 +84,9 @@ def test_a_logged_run_analyzed_without_step_0_measures_from_step_0(mlflow_store,
     sds = _state_dicts(3)
     rid = _log_run({0: sds[0], 3: sds[1], 6: sds[2]}, data)
     cfg = _cfg(run_id=rid, checkpoints="3,6")  # a selection that excludes step 0
-    calls, real = [], tracking.download_checkpoints
-    monkeypatch.setattr(tracking, "download_checkpoints", lambda r, c: calls.append(r) or real(r, c))
-    ckpts, loaded, run = tracking.load_analysis_inputs(cfg)
+    calls, real = [], checkpoints.download_checkpoints
+    monkeypatch.setattr(checkpoints, "download_checkpoints", lambda r, c: calls.append(r) or real(r, c))
+    ckpts, loaded, run = checkpoints.load_analysis_inputs(cfg)
     assert calls == [rid]  # one index read and one hash check per file: the selection and step 0 see the same
     assert ckpts.steps == [3, 6]
     assert run.init is not None and all(torch.equal(run.init[k], sds[0][k]) for k in sds[0])
@@ -98,8 +99,8 @@ def test_the_cache_cap_keeps_both_the_run_and_its_reference_while_they_load(mlfl
     sds = _state_dicts(4)
     rid, ref = _log_run({0: sds[0], 3: sds[1]}, data), _log_run({0: sds[2], 3: sds[3]}, data)
     kept = []
-    monkeypatch.setattr(tracking.cache, "apply_env_cap", lambda keep: kept.append(set(keep)) or [])
-    ckpts, _, run = tracking.load_analysis_inputs(_cfg(run_id=rid, reference_run_id=ref))
+    monkeypatch.setattr(cache, "apply_env_cap", lambda keep: kept.append(set(keep)) or [])
+    ckpts, _, run = checkpoints.load_analysis_inputs(_cfg(run_id=rid, reference_run_id=ref))
     assert ckpts.steps == [0, 3] and run.reference is not None
     assert kept and all({rid, ref} <= k for k in kept)
 
@@ -108,7 +109,7 @@ def test_a_logged_run_without_step_0_gets_nan(mlflow_store, data):
     sds = _state_dicts(2)
     rid = _log_run({3: sds[0], 6: sds[1]}, data)
     cfg = _cfg(run_id=rid)
-    ckpts, loaded, run = tracking.load_analysis_inputs(cfg)
+    ckpts, loaded, run = checkpoints.load_analysis_inputs(cfg)
     assert ckpts.steps == [3, 6] and run.init is None
     result = analyze_run(ckpts, loaded, cfg, run)
     assert math.isnan(result.metrics["gm_dist_init"])
@@ -122,15 +123,15 @@ def test_a_step_0_entry_whose_file_holds_another_step_is_refused(tmp_path):
     as_init = ck.IndexEntry(step=0, epoch=0.0, file=entry.file, sha256=entry.sha256)
     files = [(as_init, tmp_path / entry.file)]
     with pytest.raises(ck.CheckpointError, match="step 3"):
-        tracking.load_initial_state("r", build_model(SPEC), files)
+        checkpoints.load_initial_state("r", build_model(SPEC), files)
     real = ck.save_checkpoint(tmp_path, 0, 0.0, SPEC.to_dict(), sds[0])
-    got = tracking.load_initial_state("r", build_model(SPEC), [(real, tmp_path / real.file), *files[1:]])
+    got = checkpoints.load_initial_state("r", build_model(SPEC), [(real, tmp_path / real.file), *files[1:]])
     assert got is not None and all(torch.equal(got[k], sds[0][k]) for k in sds[0])
-    assert tracking.load_initial_state("r", build_model(SPEC), []) is None
+    assert checkpoints.load_initial_state("r", build_model(SPEC), []) is None
 
 
 def test_the_initialisation_is_step_0_wherever_the_rule_is_asked():
-    # one rule (tc.checkpoints.init_index): the position of step 0 among sorted steps, None without it
+    # one rule (tc.core.checkpoints.init_index): the position of step 0 among sorted steps, None without it
     assert ck.init_index([0, 5, 10]) == 0 and ck.init_index([5, 10]) is None and ck.init_index([]) is None
     sds = _state_dicts(3)
     model = build_model(SPEC)

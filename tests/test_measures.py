@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from tc import measures as M
+from tc.core import baselines as M
 
 
 def _linear(weight, bias=None):
@@ -77,7 +77,7 @@ def test_conv_operator_norm_exceeds_the_reshaped_kernel_norm():
 def test_log_spectral_product_of_layers_and_of_a_residual_block():
     net = nn.Sequential(_linear(torch.diag(torch.tensor([3.0, 0.5]))), nn.ReLU(), _linear(torch.tensor([[0.0, 2.0]])))
     assert M.log_spectral_product(net, (1, 2)) == pytest.approx(math.log(3.0) + math.log(2.0), rel=1e-6)
-    from tc.models import BasicBlock
+    from tc.core.models import BasicBlock
 
     torch.manual_seed(2)
     block = BasicBlock(2, 4, stride=2).eval()
@@ -170,7 +170,7 @@ def test_compute_all_times_every_measure():
 def test_compute_all_skips_the_spectral_bound_for_a_traced_model_it_cannot_bound(capsys):
     """A torchvision or user model is cut into traced GraphModule blocks: the layer-wise operator-norm product
     needs tc's own block structure, so it is skipped with one line instead of failing the whole analysis."""
-    from tc.models import ModelSpec, build_model
+    from tc.core.models import ModelSpec, build_model
     from tests.stage_models import small_net
 
     torch.manual_seed(0)

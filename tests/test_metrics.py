@@ -1,4 +1,4 @@
-"""The one list of logged metrics (`tc.metrics.METRICS`) against what `analyze_run` logs and the headline
+"""The one list of logged metrics (`tc.analysis.registry.METRICS`) against what `analyze_run` logs and the headline
 list; and the one aggregation over cuts. The docs' table of it (docs/analyze.md) is checked by
 tests/test_docs.py."""
 
@@ -8,11 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from tc import metrics as M
-from tc.analysis import analyze_run
-from tc.checkpoints import Checkpoints, RunContext
+from tc.analysis import registry as M
+from tc.analysis.inputs import RunContext
+from tc.analysis.run import analyze_run
 from tc.config import AnalyzeConfig
-from tc.data import load_data
+from tc.core.checkpoints import Checkpoints
+from tc.core.data import load_data
 from tests.test_compose import _checkpoints
 
 ROOT = Path(__file__).resolve().parents[1]

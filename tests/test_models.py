@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from tc.models import ModelSpec, build_model
+from tc.core.models import ModelSpec, build_model
 
 SHAPES = [(1, 28, 10), (3, 32, 100), (1, 8, 10)]  # (channels, size, classes): fashion/mnist, cifar100, digits
 
@@ -60,7 +60,7 @@ def test_invalid_depth_is_rejected(name, depth):
 
 def test_torchvision_and_user_models_take_no_depth():
     from tc.config import TrainConfig
-    from tc.models import default_depth, validate_depth
+    from tc.core.models import default_depth, validate_depth
 
     assert default_depth("torchvision:resnet18") == 0 and default_depth("mypkg.nets:make") == 0
     assert TrainConfig(model="torchvision:resnet18").depth == 0

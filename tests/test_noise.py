@@ -3,10 +3,10 @@ import pytest
 import torch
 from scipy import stats
 
-from tc import anisotropy as A
-from tc.data import iterate_batches, load_data
-from tc.models import ModelSpec, build_model
-from tc.noise import (
+from tc.core import anisotropy as A
+from tc.core.data import iterate_batches, load_data
+from tc.core.models import ModelSpec, build_model
+from tc.core.sgd_noise import (
     PerturbOptions,
     drift_rows,
     drift_vectors,
@@ -147,9 +147,10 @@ def test_perturbation_summary_is_the_t_interval_over_draws():
 
 def test_random_shallow_is_logged_only_when_step_0_is_among_the_checkpoints():
     # tc_<split>_random_shallow reads checkpoint 0 as the initialisation: true only when step 0 was selected
-    from tc.analysis import consistency_analysis as analyze
-    from tc.checkpoints import Checkpoints, RunContext
+    from tc.analysis.consistency import consistency_analysis as analyze
+    from tc.analysis.inputs import RunContext
     from tc.config import AnalyzeConfig
+    from tc.core.checkpoints import Checkpoints
 
     model, sds, data = _setup()
     cfg = AnalyzeConfig(run_id="x", splits="test", max_samples=20, matrix="final", cuts="2", batch_size=32)

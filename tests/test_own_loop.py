@@ -13,8 +13,9 @@ import torch
 from mlflow.tracking import MlflowClient
 
 import tc
-from tc import checkpoints as ck
-from tc.data import load_data
+from tc.core import checkpoints as ck
+from tc.core.data import load_data
+from tc.tracking import analyses, own_loop
 from tests.stage_models import SmallNet
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -163,7 +164,7 @@ def test_a_loop_resumed_in_a_new_process_keeps_the_initialisation_and_the_index(
     rid = run.info.run_id
     before = {e["step"]: e for e in _index(rid)}
     init = _checkpoint(rid, 0)
-    monkeypatch.setattr(tc.tracking, "_OWN_RUNS", {})  # a new process knows nothing of the first one
+    monkeypatch.setattr(own_loop, "_OWN_RUNS", {})  # a new process knows nothing of the first one
     with mlflow.start_run(run_id=rid):
         tc.log_run_info(model=USER, dataset="digits", data=data, batch_size=32)
         resumed = tc.CheckpointLogger(model, every=2)  # the weights are trained now: not the initialisation
@@ -280,7 +281,7 @@ def test_example_own_loop_trains_logs_and_analyzes(mlflow_store):
     run = MlflowClient().get_run(rid)
     assert run.data.tags["tc.model"] == "torchvision:resnet18"
     assert {"tc_test", "tc_kappa_test", "tc_full_test", "test_acc"} <= set(run.data.metrics)
-    where = tc.tracking.analysis_dir(rid)
+    where = analyses.analysis_dir(rid)
     assert any(f.path.endswith("consistency_heatmaps.png") for f in MlflowClient().list_artifacts(rid, where))
 
 

@@ -1,4 +1,4 @@
-"""tc.plots builds `Figure()` objects: importing it leaves matplotlib's global state alone, and the figures
+"""tc.analysis.plots builds `Figure()` objects: importing it leaves matplotlib's global state alone, and the figures
 hold the tables' values."""
 
 import os
@@ -10,7 +10,8 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from tc import plots
+from tc.analysis import plots
+from tc.analysis.files import save_figures
 from tests.conftest import ROOT
 
 
@@ -20,7 +21,7 @@ def test_importing_tc_plots_keeps_the_users_backend():
     draws figures imports pyplot (whose import alone touches matplotlib's global state)."""
     code = (
         "import sys, matplotlib; before = matplotlib.get_backend(); "
-        "import tc.plots, tc.analysis, tc.report, tc.studies; "
+        "import tc.analysis.plots, tc.analysis.run, tc.report.files, tc.sweep.study; "
         "print(before, matplotlib.get_backend(), 'matplotlib.pyplot' in sys.modules)"
     )
     backend = "svg"  # not Agg, which tc used to force
@@ -60,7 +61,7 @@ def test_figures_are_not_registered_with_pyplot_and_hold_the_tables_values(tmp_p
         line.get_label(): line.get_ydata().tolist() for line in lag.axes[0].get_lines() if "cut" in line.get_label()
     }
     assert lines == {"cut 1": [1.0, 0.5], "cut 3": [1.0, 0.8]}
-    plots.save_figures({"heat.png": heat, "lag.png": lag}, tmp_path)
+    save_figures({"heat.png": heat, "lag.png": lag}, tmp_path)
     image = mpimg.imread(tmp_path / "lag.png")
     assert image.shape[:2] == (round(3.2 * 110), 4 * 110)  # figsize (4, 3.2) inches at dpi 110
     assert image[..., :3].std() > 0  # something was drawn

@@ -5,9 +5,9 @@ from __future__ import annotations
 import io
 import re
 
-from tc import progress as P
 from tc.config import TrainConfig
-from tc.train import ProgressReporter
+from tc.core import progress as P
+from tc.core.train import ProgressReporter
 
 
 class _Clock:

@@ -22,14 +22,15 @@ import yaml
 from mlflow.tracking import MlflowClient
 
 from entrypoints import main as quick
-from tc import checkpoints as ck
-from tc import consistency, tracking
-from tc.analysis import MIN_WINDOW
+from tc.analysis.consistency import MIN_WINDOW
+from tc.analysis.splits import WINDOW_CHECKPOINTS, checkpoint_interval, select_steps, window_spread_steps
 from tc.config import AnalyzeConfig, TrainConfig, from_strings
-from tc.data import DataBundle, DatasetNotFoundError, load_data, steps_per_epoch
-from tc.models import ModelSpec, build_model
-from tc.splits import WINDOW_CHECKPOINTS, checkpoint_interval, select_steps, window_spread_steps
-from tc.train import train
+from tc.core import checkpoints as ck
+from tc.core import consistency
+from tc.core.data import DataBundle, DatasetNotFoundError, load_data, steps_per_epoch
+from tc.core.models import ModelSpec, build_model
+from tc.core.train import train
+from tc.tracking import checkpoints
 from tests.conftest import ROOT
 
 
@@ -39,7 +40,7 @@ def _main_defaults() -> dict[str, str]:
 
 
 def test_main_py_defaults_are_mlproject_defaults():
-    assert vars(quick.parse_args([])) == _main_defaults()
+    assert {k: str(v) for k, v in dataclasses.asdict(quick.parse_args([])).items()} == _main_defaults()
 
 
 class _Steps:
@@ -52,7 +53,7 @@ class _Steps:
 
 
 def _saved_steps(cfg: TrainConfig) -> list[int]:
-    """The checkpoint steps `tc.train.train` saves under `cfg`, on a stand-in (an MLP on random 8x8 images) with
+    """The checkpoint steps `tc.core.train.train` saves under `cfg`, on a stand-in (an MLP on random 8x8 images) with
     as many training examples as `cfg.train_size`: the steps depend only on that count, the batch size, the
     epochs and `checkpoint_every`."""
     g = torch.Generator().manual_seed(0)
@@ -94,7 +95,7 @@ def test_main_job_window_holds_enough_checkpoints_at_the_same_analysis_cost():
 
 
 def _rule_steps(total: int, every: int) -> list[int]:
-    """The steps `tc.train.train` saves in a run of `total` steps: 0, every `every` steps, and the last."""
+    """The steps `tc.core.train.train` saves in a run of `total` steps: 0, every `every` steps, and the last."""
     return sorted({*range(0, total, every), total})
 
 
@@ -175,7 +176,7 @@ def test_checkpoint_index_reads_the_validated_index_without_downloading_checkpoi
     monkeypatch.setattr(
         MlflowClient, "download_artifacts", lambda self, r, p, d=None: fetched.append(p) or original(self, r, p, d)
     )
-    assert sorted(e.step for e in tracking.checkpoint_index(run_id)) == [0, 25, 50]
+    assert sorted(e.step for e in checkpoints.checkpoint_index(run_id)) == [0, 25, 50]
     assert fetched == [f"{ck.ARTIFACT_DIR}/{ck.INDEX_FILE}"]  # the index only, no checkpoint
 
     # an index that fails `ck.read_index`'s checks, and a run without one: one message naming the run
@@ -183,10 +184,10 @@ def test_checkpoint_index_reads_the_validated_index_without_downloading_checkpoi
     index.write_text(json.dumps({"format": ck.FORMAT, "checkpoints": [{**entries[1], "file": "../x.pt"}]}))
     c.log_artifact(bad, str(index), ck.ARTIFACT_DIR)
     with pytest.raises(ck.CheckpointError, match=f"run {bad}: .*entry 0.*refused"):
-        tracking.checkpoint_index(bad)
+        checkpoints.checkpoint_index(bad)
     empty = c.create_run("0").info.run_id
     with pytest.raises(ck.CheckpointError, match=f"run {empty} has no checkpoints/index.json"):
-        tracking.checkpoint_index(empty)
+        checkpoints.checkpoint_index(empty)
 
 
 def _fashion_mnist_available() -> bool:
@@ -217,7 +218,7 @@ def test_the_real_quick_start_prints_no_warning(mlflow_store):
 
 @pytest.mark.parametrize("window", [0.25, 0.3, 0.5, 0.75, 1.0])
 def test_window_spread_steps_fall_in_analyzes_window_for_any_window(window):
-    # the first target is `tc.consistency.window`'s own bound, so the spread lands inside it for any window; the
+    # the first target is `tc.core.consistency.window`'s own bound, so the spread lands inside it for any window; the
     # saving interval (sixteenths at worst) is sized for windows of half of training or more
     for total in range(16, 2000, 7):
         saved = _rule_steps(total, checkpoint_interval(total))

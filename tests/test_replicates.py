@@ -1,6 +1,6 @@
-"""Seed-level intervals and verdicts (`tc.replicates`): the interval against scipy; the verdict table of the
+"""Seed-level intervals and verdicts (`tc.stats.replicates`): the interval against scipy; the verdict table of the
 module docstring, case by case and against a set-based oracle; and, on the report's own path
-(`tc.report.effect_of` with the report's claims and margins), the error rates at the null and at the margin
+(`tc.report.verdicts.effect_of` with the report's claims and margins), the error rates at the null and at the margin
 and the power against the noncentral t, under a realistic dependence (arms paired by seed, a shared per-seed
 effect much larger than the arm effect). The shared effect is heavy-tailed (t3), but it cancels in the paired
 difference; the error-rate tests therefore also draw each arm's own noise heavy-tailed (t4), which does not
@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from tc import replicates as R
-from tc import report
+from tc.report import experiments, verdicts
+from tc.stats import replicates as R
 
 
 def test_t_interval_matches_scipy():
@@ -166,14 +166,14 @@ def _claim(claims, metric, a, b):
     return next(c for c in claims if (c.metric, c.a, c.b) == (metric, a, b))
 
 
-HEADLINE = _claim(report.LABELS, "tc_kappa_test", "clean", "random")  # expected +1, margin 0
-FREEZING = _claim(report.CONTROLS, "test_acc", "frozen", "base")  # expected -1, margin 0.01
-FREEZE_TC = _claim(report.CONTROLS, "tc_test", "frozen", "base")  # expected 0, margin 0.01
+HEADLINE = _claim(experiments.LABELS, "tc_kappa_test", "clean", "random")  # expected +1, margin 0
+FREEZING = _claim(experiments.CONTROLS, "test_acc", "frozen", "base")  # expected -1, margin 0.01
+FREEZE_TC = _claim(experiments.CONTROLS, "tc_test", "frozen", "base")  # expected 0, margin 0.01
 
 
 def _verdicts(claim, effect, runs=2000, seed=0, n_seeds=5, arm_df=None):
     rng = np.random.default_rng(seed)
-    return [report.effect_of(claim, _metrics(rng, claim, n_seeds, effect, arm_df)) for _ in range(runs)]
+    return [verdicts.effect_of(claim, _metrics(rng, claim, n_seeds, effect, arm_df)) for _ in range(runs)]
 
 
 def test_the_report_claims_have_the_margins_these_tests_assume():

@@ -1,6 +1,7 @@
 """The report command end to end, in its quick form (digits, 6 trials) and into a temporary directory."""
 
 import json
+import re
 from dataclasses import replace
 from pathlib import Path
 
@@ -8,7 +9,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tc import report
+from tc.report import costs, experiments, files, produce, render, results, sections, verdicts
+from tests.conftest import ROOT
+from tests.paths import resolves
 from tests.test_mlflow_run import mlflow_run
 
 
@@ -51,15 +54,15 @@ def test_quick_report_is_generated_with_every_section_and_figure(mlflow_store, t
 
 
 def test_meets_the_bar_needs_tau_above_half_above_every_baseline_and_cheap_enough():
-    assert report.meets_the_bar(0.6, 0.4, 1.0)
-    assert not report.meets_the_bar(0.49, 0.1, 1.0)  # too weak
-    assert not report.meets_the_bar(0.6, 0.6, 1.0)  # not better than the best baseline
-    assert not report.meets_the_bar(0.6, 0.1, 2.5)  # too expensive
-    assert report.meets_the_bar(0.6, 0.1, None)  # cost unknown
+    assert verdicts.meets_the_bar(0.6, 0.4, 1.0)
+    assert not verdicts.meets_the_bar(0.49, 0.1, 1.0)  # too weak
+    assert not verdicts.meets_the_bar(0.6, 0.6, 1.0)  # not better than the best baseline
+    assert not verdicts.meets_the_bar(0.6, 0.1, 2.5)  # too expensive
+    assert verdicts.meets_the_bar(0.6, 0.1, None)  # cost unknown
 
 
 def test_costs_are_seconds_over_each_trials_epoch_and_measures_inherit_their_analysis_cost():
-    costs = report.epoch_costs(
+    measured = costs.epoch_costs(
         [
             ({"analysis_seconds": 4.0, "gm_margin_seconds": 1.0, "tc_test": 0.9, "train_seconds": 20.0}, 2.0),
             ({"analysis_seconds": 6.0, "tc_test_cheap_k2_n100_seconds": 3.0, "anisotropy_seconds": 1.0}, 3.0),
@@ -68,10 +71,10 @@ def test_costs_are_seconds_over_each_trials_epoch_and_measures_inherit_their_ana
         ]
     )
     # train_seconds, a trial's own training time, is no timed step of the analysis
-    assert costs == {"analysis": 8 / 3, "gm_margin": 0.5, "tc_test_cheap_k2_n100": 1.0, "anisotropy": 1 / 3}
-    assert report.cost_of("tc_kappa_test", costs) == 8 / 3 and report.cost_of("gm_margin", costs) == 0.5
-    assert report.cost_of("aniso_drift_topk_var", costs) == 1 / 3 and report.cost_of("other", costs) is None
-    assert report.cost_of("train", costs) is None
+    assert measured == {"analysis": 8 / 3, "gm_margin": 0.5, "tc_test_cheap_k2_n100": 1.0, "anisotropy": 1 / 3}
+    assert costs.cost_of("tc_kappa_test", measured) == 8 / 3 and costs.cost_of("gm_margin", measured) == 0.5
+    assert costs.cost_of("aniso_drift_topk_var", measured) == 1 / 3 and costs.cost_of("other", measured) is None
+    assert costs.cost_of("train", measured) is None
 
 
 def _corr(tau_tc, tau_gm, p_tc=0.001):
@@ -98,7 +101,7 @@ def _corr(tau_tc, tau_gm, p_tc=0.001):
 def _metrics(s, clean_kappa=0.9, random_kappa=0.5, random_fit=1.0):
     """Made-up per-seed results of every analysis, with seed noise, for the rendering tests."""
     out = {}
-    for name, _, _ in report.analyses(s, {}):
+    for name, _, _ in experiments.analyses(s, {}):
         arm, seed = name.split("/s")
         noise = 0.01 * (int(seed) - 0.5)
         m = {"tc_test": 0.9 + noise, "tc_test_crossseed": 0.2, "tc_excess_test": 0.4 + noise, "test_acc": 0.8}
@@ -109,8 +112,8 @@ def _metrics(s, clean_kappa=0.9, random_kappa=0.5, random_fit=1.0):
 
 
 def test_report_has_every_section_in_order_and_verdicts_follow_the_intervals():
-    s = report.settings(True, 24, Path("."))
-    figures = {**{k: f"report/{v}" for k, v in report.BASE_FIGURES.items()}, "forest": "report/effects.png"}
+    s = experiments.settings(True, 24, Path("."))
+    figures = {**{k: f"report/{v}" for k, v in experiments.BASE_FIGURES.items()}, "forest": "report/effects.png"}
     trials = pd.DataFrame({"tc_kappa_test": [0.1, 0.2, 0.3], "converged": [1, 1, 0]})
     cases = (
         (0.7, 0.3, "it **predicts** test accuracy", "**better than** the best baseline"),
@@ -118,22 +121,22 @@ def test_report_has_every_section_in_order_and_verdicts_follow_the_intervals():
         (0.05, 0.4, "**no evidence**", "**worse than**"),
     )
     for tau_tc, tau_gm, predicts, versus in cases:
-        r = report.Results(s, _metrics(s), figures, trials, _corr(tau_tc, tau_gm), {"analysis": 1.0}, {"sweep": 3})
-        text = report.render(r)
+        r = results.Results(s, _metrics(s), figures, trials, _corr(tau_tc, tau_gm), {"analysis": 1.0}, {"sweep": 3})
+        text = render.render(r)
         headings = [line for line in text.splitlines() if line.startswith("## ")]
         assert [h.split()[1] for h in headings] == ["1.", "2.", "3.", "4.", "5.", "6.", "Compute"]
         assert predicts in text and versus in text, (tau_tc, tau_gm)
         assert "## 6. Does consistency predict generalization? 2 converged trials" in text
-    assert s.n_trials == 6 and report.settings(False, 48, Path(".")).n_trials == 48
+    assert s.n_trials == 6 and experiments.settings(False, 48, Path(".")).n_trials == 48
 
 
 def test_random_label_verdict_needs_memorisation_and_follows_the_seed_interval():
-    s = report.settings(True, 6, Path("."))
-    figures = {**{k: f"report/{v}" for k, v in report.BASE_FIGURES.items()}, "forest": "report/effects.png"}
+    s = experiments.settings(True, 6, Path("."))
+    figures = {**{k: f"report/{v}" for k, v in experiments.BASE_FIGURES.items()}, "forest": "report/effects.png"}
     empty = pd.DataFrame()
 
     def headline(**kw):
-        text = report.render(report.Results(s, _metrics(s, **kw), figures, empty, empty))
+        text = render.render(results.Results(s, _metrics(s, **kw), figures, empty, empty))
         return text.split("**Verdict (headline")[1].split("\n")[0]
 
     assert "reproduces" in headline(clean_kappa=0.9, random_kappa=0.5)
@@ -142,9 +145,9 @@ def test_random_label_verdict_needs_memorisation_and_follows_the_seed_interval()
 
 
 def test_all_effects_table_holds_every_claim_with_its_seed_count():
-    s = report.settings(True, 6, Path("."))
-    table = report.all_effects(_metrics(s))
-    claims = report.CONSISTENCY + report.LABELS + report.CONTROLS + report.ANISOTROPY
+    s = experiments.settings(True, 6, Path("."))
+    table = verdicts.all_effects(_metrics(s))
+    claims = experiments.CONSISTENCY + experiments.LABELS + experiments.CONTROLS + experiments.ANISOTROPY
     assert len(table) == len(claims)
     row = table[table["label"] == "tc_kappa_test: clean − random"].iloc[0]
     assert row["n_seeds"] == 2 and row["diff"] == pytest.approx(0.4) and row["verdict"] == "reproduces"
@@ -153,20 +156,20 @@ def test_all_effects_table_holds_every_claim_with_its_seed_count():
 
 
 def test_abs_interval_of_tau():
-    assert report.abs_interval(-0.2, 0.5) == (0.0, 0.5)
-    assert report.abs_interval(-0.6, -0.2) == (0.2, 0.6)
+    assert verdicts.abs_interval(-0.2, 0.5) == (0.0, 0.5)
+    assert verdicts.abs_interval(-0.6, -0.2) == (0.2, 0.6)
 
 
 def test_write_puts_the_report_its_forest_figure_and_tables_in_out(tmp_path):
-    s = report.settings(True, 6, Path("."))
-    figures = {k: f"report/{v}" for k, v in report.BASE_FIGURES.items()}
+    s = experiments.settings(True, 6, Path("."))
+    figures = {k: f"report/{v}" for k, v in experiments.BASE_FIGURES.items()}
     (tmp_path / "report").mkdir()
-    r = report.Results(s, _metrics(s), figures, pd.DataFrame({"trial": [0]}), _corr(0.5, 0.2))
-    path = report.write(r, tmp_path)
+    r = results.Results(s, _metrics(s), figures, pd.DataFrame({"trial": [0]}), _corr(0.5, 0.2))
+    path = files.write(r, tmp_path)
     assert path == tmp_path / "REPORT.md" and "(report/effects.png)" in path.read_text()
     for name in ("effects.png", "effects.csv", "trials.csv", "correlations.csv"):
         assert (tmp_path / "report" / name).is_file(), name
-    assert len(pd.read_csv(tmp_path / "report" / "effects.csv")) == len(report.all_effects(r.metrics))
+    assert len(pd.read_csv(tmp_path / "report" / "effects.csv")) == len(verdicts.all_effects(r.metrics))
 
 
 def test_nested_train_and_analyze_log_like_the_entry_points(mlflow_store):
@@ -174,43 +177,46 @@ def test_nested_train_and_analyze_log_like_the_entry_points(mlflow_store):
     metrics land on the training run, both FINISHED under the parent."""
     import mlflow
 
-    from tc import runs, tracking
     from tc.config import AnalyzeConfig, TrainConfig
+    from tc.tracking import checkpoints
+    from tc.tracking import client as tc_client
+    from tc.tracking import jobs as runs
 
     cfg = TrainConfig(dataset="digits", model="mlp", width=16, epochs=3, train_size=128, batch_size=32)
     with mlflow.start_run() as parent:
-        run_id = runs.train_nested(cfg)
+        run_id = runs.train_job(cfg)
         acfg = AnalyzeConfig(run_id=run_id, splits="test", max_samples=40, anisotropy=False, measures=False)
-        result = runs.analyze_nested(acfg)
+        result = runs.analyze_job(acfg).result
     children = mlflow.search_runs(filter_string=f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
     assert len(children) == 2 and set(children["status"]) == {"FINISHED"}
-    logged = tracking.get_run(run_id).data.metrics
+    logged = tc_client.get_run(run_id).data.metrics
     assert logged["tc_test"] == pytest.approx(result.metrics["tc_test"]) and "test_acc" in logged
-    assert len(tracking.download_checkpoints(run_id, Path("cache"))) == 4  # steps 0 and three epochs
+    assert len(checkpoints.download_checkpoints(run_id, Path("cache"))) == 4  # steps 0 and three epochs
 
 
 # ---- the text states what it read (issue 19.9) ------------------------------------------------------------
 
 
 def _figures():
-    return {**{k: f"report/{v}" for k, v in report.BASE_FIGURES.items()}, "forest": "report/effects.png"}
+    return {**{k: f"report/{v}" for k, v in experiments.BASE_FIGURES.items()}, "forest": "report/effects.png"}
 
 
 def test_freeze_cut_is_the_end_of_the_models_first_stage():
     for depth in (8, 14, 20, 32):
         n = (depth - 2) // 6  # ResNet-(6n+2): stem, then 3 stages of n blocks
-        assert report.freeze_cut({"model": "resnet20", "depth": depth, "width": 8}) == 1 + n
-    assert report.freeze_cut({"model": "resnet20", "width": 16}) == 4  # the default depth, 20
-    s = report.settings(True, 6, Path("."))
-    frozen = report.training_runs(s)["frozen/s0"]
-    assert frozen["freeze_cut"] == 2 and frozen["freeze_epoch"] == report.FREEZE_EPOCH
+        assert experiments.freeze_cut({"model": "resnet20", "depth": depth, "width": 8}) == 1 + n
+    assert experiments.freeze_cut({"model": "resnet20", "width": 16}) == 4  # the default depth, 20
+    s = experiments.settings(True, 6, Path("."))
+    frozen = experiments.training_runs(s)["frozen/s0"]
+    assert frozen["freeze_cut"] == 2 and frozen["freeze_epoch"] == experiments.FREEZE_EPOCH
 
 
 def test_rendered_text_follows_the_settings_and_the_machine(monkeypatch):
-    from tc import anisotropy_metrics, noise
+    from tc.analysis import anisotropy as anisotropy_metrics
+    from tc.core import sgd_noise as noise
 
-    s = report.settings(False, 48, Path("."))
-    default_text = report.render(report.Results(s, _metrics(s), _figures(), pd.DataFrame(), pd.DataFrame()))
+    s = experiments.settings(False, 48, Path("."))
+    default_text = render.render(results.Results(s, _metrics(s), _figures(), pd.DataFrame(), pd.DataFrame()))
     for said in (
         "stage cuts, corruptions at severity 3",
         "(the last 50% of training)",
@@ -221,7 +227,7 @@ def test_rendered_text_follows_the_settings_and_the_machine(monkeypatch):
         "about 16 GPU-hours for a 48-trial two-seed sweep",
     ):
         assert said in default_text, said
-    s = report.Settings(
+    s = experiments.Settings(
         {**s.base, "depth": 14, "lr": 0.05, "schedule": "step", "batch_size": 32, "checkpoint_every": 7},
         3,
         {**s.labels, "width": 96, "lr": 0.02, "target_loss": 0.03, "epochs": 77},
@@ -232,15 +238,15 @@ def test_rendered_text_follows_the_settings_and_the_machine(monkeypatch):
         False,
         {"window": 0.25, "aniso_k": 4, "cuts": "all", "severities": "2"},
     )
-    assert all(params["window"] == 0.25 for name, _, params in report.analyses(s, {}) if name.startswith("base"))
-    monkeypatch.setattr(report, "ALPHA", 0.01)
+    assert all(params["window"] == 0.25 for name, _, params in experiments.analyses(s, {}) if name.startswith("base"))
+    monkeypatch.setattr(sections, "ALPHA", 0.01)
     draws = lambda cfg: noise.PerturbOptions(k=cfg.aniso_k, draws=7)  # noqa: E731
     monkeypatch.setattr(anisotropy_metrics, "perturb_options", draws)
     trials = pd.DataFrame({"lr": [0.1] * 4, "width": [8] * 4, "converged": [1, 1, 0, 1]})
     space = {"lr": {"type": "float", "low": 0.01, "high": 1.0}, "width": {"type": "categorical", "choices": [8]}}
     machine = "7 CPU cores, GPU Test-9000"
-    r = report.Results(s, _metrics(s), _figures(), trials, pd.DataFrame(), machine=machine, space=space)
-    text = report.render(r)
+    r = results.Results(s, _metrics(s), _figures(), trials, pd.DataFrame(), machine=machine, space=space)
+    text = render.render(r)
     for said in (
         "this machine (7 CPU cores, GPU Test-9000)",
         "resnet20 (depth 14, width 16)",
@@ -273,13 +279,13 @@ def test_rendered_text_follows_the_settings_and_the_machine(monkeypatch):
 def test_describe_machine_reads_the_device(monkeypatch):
     import torch
 
-    monkeypatch.setattr(report.os, "sched_getaffinity", lambda pid: {0, 1, 2}, raising=False)
+    monkeypatch.setattr(experiments.os, "sched_getaffinity", lambda pid: {0, 1, 2}, raising=False)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    assert report.describe_machine("auto") == "3 CPU cores, no GPU"
+    assert experiments.describe_machine("auto") == "3 CPU cores, no GPU"
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "Test-9000")
-    assert report.describe_machine("auto") == "3 CPU cores, GPU Test-9000"
-    assert report.describe_machine("cpu") == "3 CPU cores, no GPU"
+    assert experiments.describe_machine("auto") == "3 CPU cores, GPU Test-9000"
+    assert experiments.describe_machine("cpu") == "3 CPU cores, no GPU"
 
 
 # ---- the report survives a sweep with too few trials (issue 19.9) ------------------------------------------
@@ -296,29 +302,27 @@ def test_a_sweep_with_fewer_than_3_converged_trials_gives_a_report_that_says_so(
     art.mkdir()
     figs.mkdir(parents=True)
     _few_trials(2).to_csv(art / "trials.csv", index=False)  # what the sweep writes below 3 trials: no figures
-    trials, corr = report.sweep_tables(art, figs)
+    trials, corr = files.sweep_tables(art, figs)
     assert len(trials) == 3 and corr.empty and not art.exists() and not any(figs.iterdir())
-    s = report.settings(True, 6, Path("."))
-    r = report.Results(s, _metrics(s), {**_figures(), **report.sweep_figures(figs)}, trials, corr)
-    path = report.write(r, tmp_path / "out")
+    s = experiments.settings(True, 6, Path("."))
+    r = results.Results(s, _metrics(s), {**_figures(), **files.sweep_figures(figs)}, trials, corr)
+    path = files.write(r, tmp_path / "out")
     text = path.read_text()
     assert "## 6. Does consistency predict generalization? 2 converged trials" in text
     assert "**No verdict.** Only 2 converged trials: a rank correlation needs at least 3" in text
     assert "sweep_scatter.png" not in text and "sweep_bars.png" not in text  # no link to a figure not made
     failed = replace(r, trials=pd.DataFrame(), sweep_error="ExecutionException: run failed")
-    assert "**No verdict.** The sweep failed: ExecutionException: run failed" in report.render(failed)
+    assert "**No verdict.** The sweep failed: ExecutionException: run failed" in render.render(failed)
     # the stored tables of either report can be read back (re-rendered) without the sweep's correlations
-    assert len(report.from_tables(figs).trials) == 3
-    report.write(failed, tmp_path / "out")
-    back = report.from_tables(figs)
+    assert len(files.from_tables(figs).trials) == 3
+    files.write(failed, tmp_path / "out")
+    back = files.from_tables(figs)
     assert back.trials.empty and back.corr.empty and back.costs == {}
     assert back.sweep_error == "ExecutionException: run failed"
 
 
 def test_sweep_results_of_a_logged_sweep_with_too_few_trials_and_no_leftover_folders(mlflow_store, tmp_path):
     import mlflow
-
-    from entrypoints import report as entry
 
     with mlflow.start_run() as trial:
         mlflow.log_metric("analysis_seconds", 6.0)
@@ -331,7 +335,7 @@ def test_sweep_results_of_a_logged_sweep_with_too_few_trials_and_no_leftover_fol
         mlflow.log_artifact(str(art / "trials.csv"))
     figs = tmp_path / "figs"
     figs.mkdir()
-    trials, corr, costs = entry.sweep_results(sweep_run.info.run_id, figs)
+    trials, corr, costs = produce.sweep_results(sweep_run.info.run_id, figs)
     assert len(trials) == 2 and corr.empty and set(costs) == {"analysis"}
     assert list(figs.iterdir()) == []
 
@@ -339,19 +343,70 @@ def test_sweep_results_of_a_logged_sweep_with_too_few_trials_and_no_leftover_fol
 def test_a_figure_download_leaves_no_empty_analysis_folders(mlflow_store, tmp_path):
     import mlflow
 
-    from entrypoints import report as entry
-    from tc import tracking
+    from tc.tracking import analyses
 
     png = tmp_path / "heat.png"
     png.write_bytes(b"not really a png")
     with mlflow.start_run() as run:
-        mlflow.set_tag(tracking.ANALYSIS_VERSION_TAG, "3")
+        mlflow.set_tag(analyses.ANALYSIS_VERSION_TAG, "3")
         mlflow.log_artifact(str(png), "analysis/v3")
     figs = tmp_path / "figs"
     figs.mkdir()
-    assert entry._figure(run.info.run_id, "heat.png", figs, "base_heat.png") == "report/base_heat.png"
+    assert produce.download_figure(run.info.run_id, "heat.png", figs, "base_heat.png") == "report/base_heat.png"
     assert [p.relative_to(figs).as_posix() for p in figs.rglob("*")] == ["base_heat.png"]  # no .tmp/analysis/v3
     assert (figs / "base_heat.png").read_bytes() == b"not really a png"
+
+
+def test_produce_runs_every_experiment_logs_the_report_and_survives_a_failed_sweep(mlflow_store, tmp_path, monkeypatch):
+    """`produce` on stand-ins for the train and analyze jobs (a child run each; the analysis logs a metric and the
+    base figures as the current analysis): one training run per `training_runs` key, every analysis of
+    `analyses`, the base figures downloaded, an earlier report's sweep figures removed, the sweep's failure
+    stated, and REPORT.md and report_runs.json logged to the report run."""
+    import mlflow
+
+    from tc.tracking import analyses, client
+
+    s = experiments.settings(True, 6, ROOT)  # the quick sweep's search space is a file under ROOT
+    analyzed = []
+
+    def train(cfg):
+        with client.nested_run() as run_id:
+            client.client().log_param(run_id, "seed", cfg.seed)
+        return run_id
+
+    def analyze(cfg):
+        analyzed.append(cfg.run_id)
+        with client.nested_run():
+            client.client().log_metric(cfg.run_id, "tc_test", 0.9)
+            for name in experiments.BASE_FIGURES.values():
+                (tmp_path / name).write_bytes(b"png")
+                client.client().log_artifact(cfg.run_id, str(tmp_path / name), "analysis/v1")
+            client.client().set_tag(cfg.run_id, analyses.ANALYSIS_VERSION_TAG, "1")
+
+    def launch(entry, params):
+        assert entry == "sweep" and all(isinstance(v, str) for v in params.values())
+        raise RuntimeError("no sweep here")
+
+    monkeypatch.setattr(produce, "train_job", train)
+    monkeypatch.setattr(produce, "analyze_job", analyze)
+    out = tmp_path / "out"
+    (out / "report").mkdir(parents=True)
+    (out / "report" / "sweep_scatter.png").write_bytes(b"an earlier report's")
+    with mlflow.start_run() as run:
+        path = produce.produce(s, out, run.info.run_id, launch)
+    assert not (out / "report" / "sweep_scatter.png").exists()  # this report's sweep made none
+    assert path == out / "REPORT.md"
+    text = path.read_text()
+    assert "**No verdict.** The sweep failed: RuntimeError: no sweep here" in text
+    for name in experiments.BASE_FIGURES.values():
+        assert (out / "report" / f"base_{name}").read_bytes() == b"png"
+    assert "(report/base_consistency_heatmaps.png)" in text and "(report/base_perturbation.png)" in text
+    record = json.loads((Path(client.client().download_artifacts(run.info.run_id, "report_runs.json"))).read_text())
+    assert set(record["runs"]) == set(experiments.training_runs(s)) and record["sweep_run_id"] is None
+    assert len(analyzed) == len(experiments.analyses(s, record["runs"]))
+    assert {"train base", "analyze base", "analyze splice"} <= set(record["timing_s"])
+    logged = {a.path for a in client.client().list_artifacts(run.info.run_id)}
+    assert logged == {"REPORT.md", "report_runs.json"}
 
 
 # ---- re-rendering from the stored tables -----------------------------------------------------------------
@@ -360,10 +415,12 @@ def test_a_figure_download_leaves_no_empty_analysis_folders(mlflow_store, tmp_pa
 def _sweep_of(n=12, seed=0):
     """A stored sweep: trials over the default space (one capped), measures with a rank twin, and the
     correlations the sweep computes on its converged trials (the report's options: 1000 draws, seed 0)."""
-    from tc import sweep
+    from tc.stats import rankcorr
+    from tc.sweep import space as sweep_space
+    from tc.sweep import summary as sweep_summary
 
     rng = np.random.default_rng(seed)
-    space = sweep.default_space(1438)
+    space = sweep_space.default_space(1438)
     trials = pd.DataFrame(
         {
             k: rng.choice(v["choices"], n) if "choices" in v else rng.uniform(v["low"], v["high"], n)
@@ -376,21 +433,21 @@ def _sweep_of(n=12, seed=0):
     trials["tc_test"] = 0.5 * trials["tc_kappa_test"] + 0.5
     trials["gm_disagreement"] = -trials["test_acc"] + rng.normal(0, 0.1, n)
     trials["converged"] = [1] * (n - 1) + [0]
-    conv = sweep.split_converged(trials)[0]
-    corr = sweep.correlation_table(conv, ["tc_kappa_test", "tc_test", "gm_disagreement"], space)
+    conv = sweep_summary.split_converged(trials)[0]
+    corr = rankcorr.correlation_table(conv, ["tc_kappa_test", "tc_test", "gm_disagreement"], space)
     return trials, corr, space
 
 
 def _stored_report(tmp_path, metrics=None, s=None, **fields):
-    s = s or report.settings(False, 48, Path("."))
+    s = s or experiments.settings(False, 48, Path("."))
     trials, corr, space = _sweep_of()
     figures = {**_figures(), "sweep_scatter": "report/sweep_scatter.png", "sweep_bars": "report/sweep_bars.png"}
     costs = {"analysis": 1.5, "gm_disagreement": 0.02}
-    r = report.Results(s, metrics or _metrics(s), figures, trials, corr, costs, space=space, **fields)
+    r = results.Results(s, metrics or _metrics(s), figures, trials, corr, costs, space=space, **fields)
     (tmp_path / "report").mkdir()
-    for name in report.SWEEP_FIGURES.values():
+    for name in experiments.SWEEP_FIGURES.values():
         (tmp_path / "report" / name).write_bytes(b"")
-    report.write(r, tmp_path)
+    files.write(r, tmp_path)
     return r
 
 
@@ -398,10 +455,10 @@ def test_rerendering_an_unchanged_report_changes_only_its_note(tmp_path):
     r = _stored_report(tmp_path, seconds=3900.0, machine="2 CPU cores, no GPU")
     before = (tmp_path / "REPORT.md").read_text()
     effects_before = pd.read_csv(tmp_path / "report" / "effects.csv")
-    assert report.write_rerendered(tmp_path, "2001-02-03") == []
+    assert files.write_rerendered(tmp_path, "2001-02-03") == []
     after = (tmp_path / "REPORT.md").read_text()
-    note = [line for line in after.splitlines() if line.startswith(report.RERENDER_NOTE)]
-    verdict = report.confirmatory_verdict(r.corr)
+    note = [line for line in after.splitlines() if line.startswith(render.RERENDER_NOTE)]
+    verdict = verdicts.confirmatory_verdict(r.corr)
     assert len(note) == 1 and "2001-02-03" in note[0]
     assert (
         f"Verdicts: the sweep's confirmatory `tc_kappa_test` with test accuracy (section 6): {verdict} (unchanged)."
@@ -410,13 +467,13 @@ def test_rerendering_an_unchanged_report_changes_only_its_note(tmp_path):
     assert after.replace(note[0] + "\n\n", "") == before  # every other line as it was
     assert "in 65 min on this machine (2 CPU cores, no GPU)" in after  # the run's, from settings.json
     pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "report" / "effects.csv"), effects_before)
-    report.write_rerendered(tmp_path, "2001-02-04")  # twice: still one note, the later date
+    files.write_rerendered(tmp_path, "2001-02-04")  # twice: still one note, the later date
     again = (tmp_path / "REPORT.md").read_text()
-    assert again.count(report.RERENDER_NOTE) == 1 and again.replace("2001-02-04", "2001-02-03") == after
+    assert again.count(render.RERENDER_NOTE) == 1 and again.replace("2001-02-04", "2001-02-03") == after
 
 
 def test_rerender_reads_verdicts_again_off_the_stored_intervals(tmp_path):
-    s = report.settings(False, 48, Path("."))
+    s = experiments.settings(False, 48, Path("."))
     metrics = _metrics(s)
     for seed, drop in enumerate((0.004, 0.006, 0.008, 0.005, 0.007)):  # frozen − base: about −0.006 ± 0.002
         metrics[f"frozen/s{seed}"]["test_acc"] = 0.8 - drop
@@ -429,7 +486,7 @@ def test_rerender_reads_verdicts_again_off_the_stored_intervals(tmp_path):
     table.to_csv(tmp_path / "report" / "effects.csv", index=False)
     text = (tmp_path / "REPORT.md").read_text().replace("**does not reproduce**", "**reproduces**")
     (tmp_path / "REPORT.md").write_text(text)
-    changes = report.write_rerendered(tmp_path, "2001-02-03")
+    changes = files.write_rerendered(tmp_path, "2001-02-03")
     assert changes == ["`test_acc: frozen − base` (controls): reproduces → does not reproduce"]
     text = (tmp_path / "REPORT.md").read_text()
     assert changes[0] in text and "| < −0.01 | 5 | **does not reproduce** |" in text
@@ -438,22 +495,22 @@ def test_rerender_reads_verdicts_again_off_the_stored_intervals(tmp_path):
 
 
 def test_effects_from_table_refuses_a_table_missing_a_claim():
-    s = report.settings(True, 6, Path("."))
-    table = report.all_effects(_metrics(s))
+    s = experiments.settings(True, 6, Path("."))
+    table = verdicts.all_effects(_metrics(s))
     with pytest.raises(ValueError, match="test_acc: frozen"):
-        report.effects_from_table(table[table["label"] != "test_acc: frozen − base"])
+        verdicts.effects_from_table(table[table["label"] != "test_acc: frozen − base"])
 
 
 def test_write_stores_the_settings_and_a_rerender_follows_them_not_the_full_reports(tmp_path):
     """A quick report re-renders as a quick report: settings, sweep config and space come from settings.json."""
-    s = report.settings(True, 6, Path("."))
+    s = experiments.settings(True, 6, Path("."))
     r = _stored_report(tmp_path, s=s, seconds=120.0, machine="3 CPU cores, no GPU")
     stored = json.loads((tmp_path / "report" / "settings.json").read_text())
     assert set(stored) == {"settings", "sweep_config", "space", "sweep_error", "seconds", "machine", "notes"}
-    back = report.from_tables(tmp_path / "report")
-    assert back.settings == s and back.sweep_cfg == report.sweep_config(s) and back.space == r.space
+    back = files.from_tables(tmp_path / "report")
+    assert back.settings == s and back.sweep_cfg == experiments.sweep_config(s) and back.space == r.space
     assert (back.seconds, back.machine, back.sweep_error, back.notes) == (120.0, "3 CPU cores, no GPU", "", ())
-    report.write_rerendered(tmp_path, "2001-02-03")
+    files.write_rerendered(tmp_path, "2001-02-03")
     text = (tmp_path / "REPORT.md").read_text()
     assert "-e report -P quick=true` in 2 min" in text and "With 2 seeds the half-width" in text
     assert "at 2 seeds per configuration" in text and "cap 150 epochs" in text  # the quick sweep's settings
@@ -466,7 +523,7 @@ def test_rerender_refuses_without_settings_json(tmp_path, capsys):
     (tmp_path / "report" / "settings.json").unlink()
     before = (tmp_path / "REPORT.md").read_text()
     with pytest.raises(ValueError, match=r"settings\.json is missing"):
-        report.write_rerendered(tmp_path, "2001-02-03")
+        files.write_rerendered(tmp_path, "2001-02-03")
     assert entry.main(["--rerender", "true", "--out_dir", str(tmp_path)]) == 2
     assert "settings.json is missing" in capsys.readouterr().err
     assert (tmp_path / "REPORT.md").read_text() == before
@@ -479,53 +536,74 @@ def test_rerender_refuses_when_the_recomputed_correlations_differ_from_the_store
     stored = pd.read_csv(path)
     # the columns the multiplicity rules set may differ (they are rewritten) ...
     stored.assign(role="headline", kendall_p_holm=0.5, same_ranks_as="").to_csv(path, index=False)
-    report.write_rerendered(tmp_path, "2001-02-03")
+    files.write_rerendered(tmp_path, "2001-02-03")
     # ... a number the data set may not
     before = (tmp_path / "REPORT.md").read_text()
     changed = stored.copy()
     changed.loc[0, "kendall"] += 1e-6
     changed.to_csv(path, index=False)
     with pytest.raises(ValueError, match=r"differ .*kendall: stored"):
-        report.write_rerendered(tmp_path, "2001-02-04")
+        files.write_rerendered(tmp_path, "2001-02-04")
     assert (tmp_path / "REPORT.md").read_text() == before
-    assert report.correlation_differences(stored, stored.iloc[1:]) == [f"row {tuple(stored.iloc[0, :2])} only stored"]
-    assert report.correlation_differences(stored, stored.drop(columns="spearman")) == ["column spearman only stored"]
+    assert files.correlation_differences(stored, stored.iloc[1:]) == [f"row {tuple(stored.iloc[0, :2])} only stored"]
+    assert files.correlation_differences(stored, stored.drop(columns="spearman")) == ["column spearman only stored"]
 
 
 def test_a_change_of_the_sweeps_verdict_is_listed_and_a_legacy_headline_role_is_confirmatory(tmp_path):
     r = _stored_report(tmp_path)
-    assert report.confirmatory_verdict(r.corr) == report.PREDICTS
+    assert verdicts.confirmatory_verdict(r.corr) == verdicts.PREDICTS
     path = tmp_path / "report" / "correlations.csv"
     old = r.corr.assign(role=r.corr["role"].replace("confirmatory", "headline"))
     old.loc[(old["measure"] == "tc_kappa_test") & (old["target"] == "test_acc"), "kendall_p_holm"] = 0.2
     old.to_csv(path, index=False)
-    assert report.confirmatory_verdict(old) == report.NO_EVIDENCE
+    assert verdicts.confirmatory_verdict(old) == verdicts.NO_EVIDENCE
     row = old.set_index("measure").loc["tc_kappa_test"]
-    assert report._is_confirmatory("tc_kappa_test", row[row["target"] == "test_acc"].iloc[0])
-    changes = report.write_rerendered(tmp_path, "2001-02-03")
+    assert verdicts.is_confirmatory("tc_kappa_test", row[row["target"] == "test_acc"].iloc[0])
+    changes = files.write_rerendered(tmp_path, "2001-02-03")
     sweep_change = "the sweep's confirmatory `tc_kappa_test` with test accuracy (section 6): no evidence → predicts"
     assert changes == [sweep_change] and sweep_change in (tmp_path / "REPORT.md").read_text()
+
+
+def _no_launch(entry: str, params: dict[str, str]) -> str:
+    raise AssertionError(f"no entry point is launched here ({entry})")
 
 
 def test_a_sweep_that_raises_anything_gives_a_report_that_says_so_also_when_rerendered(tmp_path, monkeypatch):
     from mlflow.exceptions import MlflowException
 
-    from entrypoints import report as entry
-
-    s = report.settings(False, 48, Path("."))
+    s = experiments.settings(False, 48, Path("."))
 
     def fails(*args):
         raise MlflowException("RESOURCE_DOES_NOT_EXIST: no run")
 
-    monkeypatch.setattr(entry, "_sweep", lambda *args: "sweep-run-id")
-    monkeypatch.setattr(entry, "sweep_results", fails)  # the sweep ran; reading its results failed
-    sweep_id, trials, corr, costs, space, error = entry.run_sweep(s, "study", {}, tmp_path)
+    monkeypatch.setattr(produce, "sweep_until_converged", lambda *args: "sweep-run-id")
+    monkeypatch.setattr(produce, "sweep_results", fails)  # the sweep ran; reading its results failed
+    sweep_id, trials, corr, costs, space, error = produce.run_sweep(s, "study", {}, tmp_path, _no_launch)
     assert sweep_id == "sweep-run-id" and trials.empty and corr.empty and costs == {} and space == {}
     assert error == "MlflowException: RESOURCE_DOES_NOT_EXIST: no run"
-    monkeypatch.setattr(entry, "_sweep", lambda *args: 1 / 0)  # a programming error in the sweep itself
-    assert entry.run_sweep(s, "study", {}, tmp_path)[-1] == "ZeroDivisionError: division by zero"
-    r = report.Results(s, _metrics(s), _figures(), trials, corr, costs, sweep_error=error)
-    report.write(r, tmp_path)
+    # a programming error in the sweep itself
+    monkeypatch.setattr(produce, "sweep_until_converged", lambda *args: 1 / 0)
+    assert produce.run_sweep(s, "study", {}, tmp_path, _no_launch)[-1] == "ZeroDivisionError: division by zero"
+    r = results.Results(s, _metrics(s), _figures(), trials, corr, costs, sweep_error=error)
+    files.write(r, tmp_path)
     assert json.loads((tmp_path / "report" / "settings.json").read_text())["sweep_error"] == error
-    report.write_rerendered(tmp_path, "2001-02-03")
+    files.write_rerendered(tmp_path, "2001-02-03")
     assert f"**No verdict.** The sweep failed: {error}" in (tmp_path / "REPORT.md").read_text()
+
+
+# ---- the paths that text names ----------------------------------------------------------------------------
+
+NAMED_PATH = re.compile(r"\btc\.report(?:\.[A-Za-z_]\w*)+")
+
+
+def test_every_tc_report_path_that_a_text_namesresolves():
+    """The paths the docs, the published report (its re-render note and settings.json's notes), tc's own
+    docstrings and messages, and the note a re-render writes name: each is a module or a name a reader can
+    import, also after tc.report became a package."""
+    sources = [*(ROOT / "docs").rglob("*.md"), ROOT / "docs/report/settings.json", ROOT / "README.md"]
+    sources += [*(ROOT / "tc").rglob("*.py"), *(ROOT / "entrypoints").glob("*.py")]
+    named = {(m, p.relative_to(ROOT).as_posix()) for p in sources for m in NAMED_PATH.findall(p.read_text())}
+    named |= {(m, "the re-render note") for m in NAMED_PATH.findall(render._rerender_note("2001-02-03", [], []))}
+    assert {m for m, _ in named} >= {"tc.report.rerender", "tc.report.files.write"}  # the scan finds them
+    assert sorted((where, m) for m, where in named if not resolves(m)) == []
+    assert not resolves("tc.report.no_such_name") and not resolves("tc.report.files.no_such_name")

@@ -16,13 +16,15 @@ from mlflow.entities import Metric
 from mlflow.tracking import MlflowClient
 from torch import nn
 
-from tc import checkpoints as ck
-from tc import tracking
 from tc.config import TrainConfig
-from tc.data import load_data
-from tc.models import ModelSpec, build_model
-from tc.runs import check_rng_state, check_train_seconds, train_into_run
-from tc.train import ResumeNotExactWarning, restore_rng_state, rng_state, train
+from tc.core import checkpoints as ck
+from tc.core.data import load_data
+from tc.core.models import ModelSpec, build_model
+from tc.core.train import ResumeNotExactWarning, restore_rng_state, rng_state, train
+from tc.tracking import checkpoints, resume, writers
+from tc.tracking import client as tc_client
+from tc.tracking.jobs import train_into_run
+from tc.tracking.resume import check_rng_state, check_train_seconds
 
 DROPOUT = "tests.test_resume_rng:dropout_net"  # a user factory, as `-P model=` names one
 
@@ -69,7 +71,7 @@ DEVICES = ["cpu", *(["cuda"] if torch.cuda.is_available() else [])]  # on a GPU:
 
 
 def _train(cfg: TrainConfig, data, callbacks, resume_state=None) -> nn.Module:
-    torch.manual_seed(cfg.seed)  # as tc.runs.train_into_run: seed, build (init draws from the RNG), train
+    torch.manual_seed(cfg.seed)  # as tc.tracking.jobs.train_into_run: seed, build (init draws from the RNG), train
     model = build_model(ModelSpec.of(cfg, data), dropout_net)
     train(model, data, cfg, callbacks, resume_state)
     return model
@@ -144,7 +146,7 @@ def test_train_seconds_count_active_time_only_across_a_resume(tmp_path, monkeypa
     """A fake clock: 1 s per optimizer step, and a day between the kill and the resume. `train_seconds` at the
     last epoch is the time inside `train`, both parts, without the day."""
     clock = {"t": 0.0}
-    monkeypatch.setattr("tc.train.time.perf_counter", lambda: clock["t"])
+    monkeypatch.setattr("tc.core.train.time.perf_counter", lambda: clock["t"])
 
     class Tick:
         def on_step(self, step, loss):
@@ -184,15 +186,15 @@ def test_seconds_per_epoch_of_a_resumed_run_leaves_out_the_downtime(mlflow_store
     at = [start + 2000, start + hour + 4000, start + hour + 6000]  # epoch ends, ms
     metrics = [Metric("epoch", float(e), t, 10 * e) for e, t in enumerate(at, 1)]
     client.log_batch(run_id, metrics=metrics)
-    assert tracking.seconds_per_epoch(run_id) == pytest.approx((hour + 6000) / 1000 / 3)  # the legacy estimate
+    assert tc_client.seconds_per_epoch(run_id) == pytest.approx((hour + 6000) / 1000 / 3)  # the legacy estimate
     seconds = [Metric("train_seconds", 2.0 * e, t, 10 * e) for e, t in enumerate(at, 1)]
     # an older tc trained epoch 1, a newer one resumed: train_seconds from 0 at the resume, so it covers the
     # resumed part only and cannot be divided by all epochs
     client.log_batch(run_id, metrics=[Metric("train_seconds", m.value - 2.0, m.timestamp, m.step) for m in seconds[1:]])
-    assert tracking.seconds_per_epoch(run_id) == pytest.approx((hour + 6000) / 1000 / 3)
+    assert tc_client.seconds_per_epoch(run_id) == pytest.approx((hour + 6000) / 1000 / 3)
     other = client.create_run("0").info.run_id
     client.log_batch(other, metrics=metrics + seconds)
-    assert tracking.seconds_per_epoch(other) == pytest.approx(2.0)
+    assert tc_client.seconds_per_epoch(other) == pytest.approx(2.0)
 
 
 def test_a_run_killed_then_resumed_after_a_pause_is_timed_without_the_pause(mlflow_store, tmp_path, monkeypatch):
@@ -221,10 +223,10 @@ def test_a_run_killed_then_resumed_after_a_pause_is_timed_without_the_pause(mlfl
     client = MlflowClient()
     epochs = client.get_metric_history(killed, "epoch")
     by_timestamps = (max(m.timestamp for m in epochs) - client.get_run(killed).info.start_time) / 1000 / len(epochs)
-    assert by_timestamps - tracking.seconds_per_epoch(killed) > 0.45  # the 1.5 s pause over 3 epochs is left out
+    assert by_timestamps - tc_client.seconds_per_epoch(killed) > 0.45  # the 1.5 s pause over 3 epochs is left out
     seconds = sorted(client.get_metric_history(killed, "train_seconds"), key=lambda m: m.step)
     assert [m.step for m in seconds] == [3, 6, 9] and seconds[0].value < seconds[1].value < seconds[2].value
-    assert tracking.RESUME_NOT_EXACT_TAG not in client.get_run(killed).data.tags  # exact: nothing to say
+    assert resume.RESUME_NOT_EXACT_TAG not in client.get_run(killed).data.tags  # exact: nothing to say
 
 
 def client_runs() -> list[str]:
@@ -237,7 +239,7 @@ def test_a_resume_that_cannot_be_exact_is_tagged_with_its_reason(mlflow_store, t
     from entrypoints import train as train_ep
     from tests.test_train import TINY
 
-    real = tracking.log_metrics
+    real = tc_client.log_metrics
 
     def older_tc_dies_at_epoch_2(run_id, metrics, step):
         if metrics.get("epoch") == 2.0:
@@ -245,21 +247,21 @@ def test_a_resume_that_cannot_be_exact_is_tagged_with_its_reason(mlflow_store, t
         real(run_id, {k: v for k, v in metrics.items() if k != "train_seconds"}, step)  # not logged before
 
     with monkeypatch.context() as fault, pytest.raises(Killed):
-        fault.setattr(tracking, "log_metrics", older_tc_dies_at_epoch_2)
+        fault.setattr(checkpoints, "log_metrics", older_tc_dies_at_epoch_2)
         train_ep.main(TINY)
     killed = client_runs()[0]
-    state = tracking.load_resume_state(killed)
+    state = resume.load_resume_state(killed)
     legacy = {k: v for k, v in state.items() if k not in ("rng", "train_seconds")}
     ck.atomic_save(legacy, tmp_path / "state.pt")
     MlflowClient().log_artifact(killed, str(tmp_path / "state.pt"), "resume")
     with pytest.warns(ResumeNotExactWarning):
         assert train_ep.main(["--resume_run_id", killed]) == 0
     run = MlflowClient().get_run(killed)
-    assert run.info.status == "FINISHED" and "no random-number state" in run.data.tags[tracking.RESUME_NOT_EXACT_TAG]
+    assert run.info.status == "FINISHED" and "no random-number state" in run.data.tags[resume.RESUME_NOT_EXACT_TAG]
     # the time of the older part is lost, so its seconds per epoch are the timestamp estimate, over all epochs
     epochs = MlflowClient().get_metric_history(killed, "epoch")
     by_timestamps = (max(m.timestamp for m in epochs) - run.info.start_time) / 1000 / len(epochs)
-    assert len(epochs) == 3 and tracking.seconds_per_epoch(killed) == pytest.approx(by_timestamps)
+    assert len(epochs) == 3 and tc_client.seconds_per_epoch(killed) == pytest.approx(by_timestamps)
 
 
 def _saved_rng() -> dict:
@@ -305,7 +307,7 @@ def test_a_malformed_rng_state_is_refused_before_the_run_is_touched(mlflow_store
     with pytest.raises(ck.CheckpointError, match=f"^run {run_id}: resume/state.pt rng"):
         train_into_run(run_id, TrainConfig(dataset="digits", model="mlp", width=16, train_size=600), state)
     run = c.get_run(run_id)
-    assert run.data.metrics == {} and tracking.WRITER_TAG not in run.data.tags and c.list_artifacts(run_id) == []
+    assert run.data.metrics == {} and writers.WRITER_TAG not in run.data.tags and c.list_artifacts(run_id) == []
 
 
 def test_a_well_formed_rng_state_passes_the_check_and_restores_what_was_saved():

@@ -21,10 +21,14 @@ from mlflow.tracking import MlflowClient
 from entrypoints import analyze as analyze_ep
 from entrypoints import sweep as sweep_ep
 from entrypoints import train as train_ep
-from tc import cache, studies, tracking
-from tc import checkpoints as ck
 from tc.config import AnalyzeConfig
-from tc.sweep import check_space_values, counts_toward_budget, open_storage
+from tc.core import checkpoints as ck
+from tc.sweep import budget
+from tc.sweep import study as studies
+from tc.sweep.budget import counts_toward_budget
+from tc.sweep.space import check_space_values
+from tc.sweep.study import open_storage
+from tc.tracking import analyses, cache, checkpoints, resume, writers
 from tests.conftest import ROOT
 
 TINY = ["--dataset", "digits", "--model", "mlp", "--width", "16", "--epochs", "2", "--batch_size", "256"]
@@ -63,7 +67,7 @@ def _analysis(tmp: Path, tag: str, files: list[str], metrics: dict[str, float]) 
 
 def _current(run_id: str, tmp: Path) -> tuple[dict, dict[str, float]]:
     """What a reader sees: the current analysis's summary.json, and the run's latest metric values."""
-    where = tracking.analysis_dir(run_id) if hasattr(tracking, "analysis_dir") else "analysis"
+    where = analyses.analysis_dir(run_id) if hasattr(analyses, "analysis_dir") else "analysis"
     summary = json.loads(Path(MlflowClient().download_artifacts(run_id, f"{where}/summary.json", str(tmp))).read_text())
     return summary, MlflowClient().get_run(run_id).data.metrics
 
@@ -72,7 +76,7 @@ KILL_AT_UPLOAD = """
 import os, signal, sys, json
 from pathlib import Path
 from mlflow.tracking import MlflowClient
-from tc import tracking
+from tc.tracking import analyses, checkpoints, resume, writers
 real = MlflowClient.log_artifacts
 def killed_after_upload(self, run_id, local_dir, artifact_path=None):
     real(self, run_id, local_dir, artifact_path)
@@ -85,7 +89,7 @@ def killed_after_first_batch(self, *a, **k):  # the old code logs metrics first:
 MlflowClient.log_batch = killed_after_first_batch
 run_id, local = sys.argv[1], Path(sys.argv[2])
 metrics = json.loads((local / "summary.json").read_text())["metrics"]
-tracking.log_analysis(run_id, local, metrics, 10, {"name": "B"})
+analyses.log_analysis(run_id, local, metrics, 10, {"name": "B"})
 """
 
 
@@ -95,7 +99,7 @@ def test_analysis_killed_mid_write_leaves_the_previous_one_whole(mlflow_store, t
     only C: B's metrics never appear, A's metrics that C lacks are NaN, and no file of A or B is in C's dir."""
     run_id = _new_run("FINISHED")
     a_dir, a = _analysis(tmp_path, "A", ["fig_a.png", "table.csv"], {"m1": 1.0, "m2": 2.0})
-    tracking.log_analysis(run_id, a_dir, a, 10, {"name": "A"})
+    analyses.log_analysis(run_id, a_dir, a, 10, {"name": "A"})
     b_dir, _ = _analysis(tmp_path, "B", ["table.csv"], {"m1": 10.0, "m2": 20.0, "only_b": 5.0})
     proc = subprocess.run([sys.executable, "-c", KILL_AT_UPLOAD, run_id, str(b_dir)], env=os.environ, timeout=120)
     assert proc.returncode == -signal.SIGKILL
@@ -103,11 +107,11 @@ def test_analysis_killed_mid_write_leaves_the_previous_one_whole(mlflow_store, t
     assert summary["tag"] == "A" and metrics == {"m1": 1.0, "m2": 2.0}  # A, whole; nothing of B
 
     c_dir, c = _analysis(tmp_path, "C", ["table.csv"], {"m1": 100.0})
-    tracking.log_analysis(run_id, c_dir, c, 10, {"name": "C"})
+    analyses.log_analysis(run_id, c_dir, c, 10, {"name": "C"})
     summary, metrics = _current(run_id, tmp_path / "r2")
     assert summary["tag"] == "C" and metrics["m1"] == 100.0 and math.isnan(metrics["m2"])
     assert "only_b" not in metrics
-    where = tracking.analysis_dir(run_id)
+    where = analyses.analysis_dir(run_id)
     assert {Path(f.path).name for f in MlflowClient().list_artifacts(run_id, where)} == {"table.csv", "summary.json"}
     local = Path(MlflowClient().download_artifacts(run_id, where, str(tmp_path / "r3")))
     assert all(p.read_text() != "A" and p.read_text() != "B" for p in local.glob("*.csv"))
@@ -120,8 +124,8 @@ def test_reanalysis_replaces_the_files_and_older_versions_are_removed(mlflow_sto
     run_id = _new_run("FINISHED")
     for i, files in enumerate((["aniso.png", "heat.png"], ["heat.png"], ["lag.png"])):
         d, m = _analysis(tmp_path, f"v{i}", files, {"m": float(i)})
-        assert tracking.log_analysis(run_id, d, m, 5, {}) == i + 1
-    assert tracking.analysis_dir(run_id) == "analysis/v3"
+        assert analyses.log_analysis(run_id, d, m, 5, {}) == i + 1
+    assert analyses.analysis_dir(run_id) == "analysis/v3"
     names = {f.path for f in MlflowClient().list_artifacts(run_id, "analysis/v3")}
     assert names == {"analysis/v3/lag.png", "analysis/v3/summary.json"}
     assert {f.path for f in MlflowClient().list_artifacts(run_id, "analysis")} == {"analysis/v2", "analysis/v3"}
@@ -132,7 +136,7 @@ def test_the_version_pointer_goes_last_after_the_files_and_metrics(mlflow_store,
     item 7: tests/test_writeback.py checks a reader at every store call, past 1,000 metrics)."""
     run_id = _new_run("FINISHED")
     d, m = _analysis(tmp_path, "A", ["x.csv"], {"m1": 1.0, "m2": 2.0})
-    tracking.log_analysis(run_id, d, m, 3, {})
+    analyses.log_analysis(run_id, d, m, 3, {})
     calls = []
     real_batch, real_upload = MlflowClient.log_batch, MlflowClient.log_artifacts
     monkeypatch.setattr(
@@ -144,7 +148,7 @@ def test_the_version_pointer_goes_last_after_the_files_and_metrics(mlflow_store,
     monkeypatch.setattr(MlflowClient, "set_tag", lambda *a, **k: pytest.fail("a tag outside the batch"))
     monkeypatch.setattr(MlflowClient, "log_metric", lambda *a, **k: pytest.fail("a metric outside the batch"))
     d, m = _analysis(tmp_path, "B", ["x.csv"], {"m1": 5.0})
-    tracking.log_analysis(run_id, d, m, 3, {})
+    analyses.log_analysis(run_id, d, m, 3, {})
     assert [c[0] for c in calls] == ["files", "batch", "batch", "batch"]
     marker, values, pointer = (c[1] for c in calls[1:])
     assert [t.key for t in marker["tags"]] == ["tc.analysis_writing"] and not marker.get("metrics")
@@ -226,27 +230,27 @@ def test_resume_is_refused_while_the_writer_lives_and_the_run_is_untouched(mlflo
     logged recently; a dead writer on this host does not block."""
     c = MlflowClient()
     run_id = _new_run()
-    tracking.claim_run(run_id)
+    writers.claim_run(run_id)
     before = c.get_run(run_id)
     assert train_ep.main(["--resume_run_id", run_id]) == 1
     assert f"process {os.getpid()}" in capsys.readouterr().err
     after = c.get_run(run_id)
     assert after.data.tags == before.data.tags and after.info.status == "RUNNING"
-    c.set_tag(run_id, tracking.WRITER_TAG, json.dumps({"host": "elsewhere", "pid": 1, "start": "1"}))
-    assert "another host" in tracking.live_writer(c.get_run(run_id))
-    monkeypatch.setattr(tracking, "WRITER_LEASE_S", 0.0)
-    assert tracking.live_writer(c.get_run(run_id)) is None  # its heartbeat is older than the lease
-    c.set_tag(run_id, tracking.WRITER_TAG, json.dumps(_sleeper_identity()))
-    assert tracking.live_writer(c.get_run(run_id)) is None
+    c.set_tag(run_id, writers.WRITER_TAG, json.dumps({"host": "elsewhere", "pid": 1, "start": "1"}))
+    assert "another host" in writers.live_writer(c.get_run(run_id))
+    monkeypatch.setattr(writers, "WRITER_LEASE_S", 0.0)
+    assert writers.live_writer(c.get_run(run_id)) is None  # its heartbeat is older than the lease
+    c.set_tag(run_id, writers.WRITER_TAG, json.dumps(_sleeper_identity()))
+    assert writers.live_writer(c.get_run(run_id)) is None
 
 
 def test_staging_dirs_of_dead_writers_are_cleaned_and_the_resume_state_goes_at_the_end(mlflow_store, cache_dir):
     """Items 9 and 12 in process: files wait in the cache (not /tmp); a dead writer's dir is removed by the
     next start, a live one's is not; a finished run has no resume state left."""
     dead, live = cache_dir / "staging" / "dead-run", cache_dir / "staging" / "live-run"
-    for d, who in ((dead, _sleeper_identity()), (live, tracking.writer_identity())):
+    for d, who in ((dead, _sleeper_identity()), (live, writers.writer_identity())):
         d.mkdir(parents=True, exist_ok=True)
-        (d / tracking.WRITER_FILE).write_text(json.dumps(who))
+        (d / writers.WRITER_FILE).write_text(json.dumps(who))
     run_id = _train()
     assert not dead.exists() and live.is_dir()
     assert not (cache_dir / "staging" / run_id).exists()
@@ -324,7 +328,7 @@ def test_garbage_index_names_the_file(mlflow_store, tmp_path):
     (tmp_path / "index.json").write_text("{not json")
     MlflowClient().log_artifact(run_id, str(tmp_path / "index.json"), "checkpoints")
     with pytest.raises(ck.CheckpointError, match=rf"run {run_id}: checkpoints/index.json .*not valid JSON"):
-        tracking.download_checkpoints(run_id, tmp_path / "cache")
+        checkpoints.download_checkpoints(run_id, tmp_path / "cache")
 
 
 def test_truncated_resume_state_is_named_as_the_artifact(mlflow_store, tmp_path):
@@ -333,7 +337,7 @@ def test_truncated_resume_state_is_named_as_the_artifact(mlflow_store, tmp_path)
     (tmp_path / "state.pt").write_bytes((tmp_path / "state.pt").read_bytes()[:300])
     MlflowClient().log_artifact(run_id, str(tmp_path / "state.pt"), "resume")
     with pytest.raises(ck.CheckpointError) as e:
-        tracking.load_resume_state(run_id)
+        resume.load_resume_state(run_id)
     assert f"run {run_id}: resume/state.pt" in str(e.value) and "truncated or corrupted" in str(e.value)
     assert "/tmp" not in str(e.value) and "tmp" not in str(e.value).split("resume/state.pt", 1)[1][:5]
 
@@ -353,7 +357,10 @@ def test_cache_prune_deletes_least_recently_used_runs_to_the_cap(tmp_path, monke
     assert sorted(p.name for p in root.iterdir()) == ["mid", "new"]
     env = {**os.environ, "TC_CACHE_DIR": str(tmp_path / "c"), "PYTHONPATH": str(ROOT)}
     out = subprocess.run(
-        [sys.executable, "-m", "tc.cache", "prune", "--max-gb", "0.0000015"], env=env, capture_output=True, text=True
+        [sys.executable, "-m", "tc.tracking.cache", "prune", "--max-gb", "0.0000015"],
+        env=env,
+        capture_output=True,
+        text=True,
     )
     assert out.returncode == 0, out.stderr
     assert "deleted 1 run dir(s)" in out.stdout and [p.name for p in root.iterdir()] == ["new"]
@@ -411,7 +418,7 @@ def _draw(study, k):
         params.append((t.number, t.suggest_float("lr", 0.01, 0.4, log=True), t.suggest_categorical("width", [8, 16])))
         return params[-1][1]
 
-    for _ in range(k):  # one trial per optimize call, as sweep.run_worker does
+    for _ in range(k):  # one trial per optimize call, as tc.sweep.study.run_worker does
         study.optimize(objective, n_trials=1)
     return params
 
@@ -449,7 +456,7 @@ def test_one_worker_on_a_fresh_study_is_reproducible(tmp_path):
 
 def _sleeper_identity():
     p = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
-    ident = tracking.writer_identity(p.pid)
+    ident = writers.writer_identity(p.pid)
     p.send_signal(signal.SIGKILL)
     p.wait()
     return ident
@@ -466,9 +473,9 @@ def test_dead_workers_running_trials_are_failed_with_their_runs(mlflow_store, tm
     dead.set_user_attr("mlflow_run_id", dead_run)
     dead.set_user_attr("tc.sweep_run_id", parent)
     live = study.ask()
-    live.set_user_attr(studies.WORKER_ATTR, json.dumps(tracking.writer_identity()))
+    live.set_user_attr(studies.WORKER_ATTR, json.dumps(writers.writer_identity()))
     live.set_user_attr("mlflow_run_id", live_run)
-    assert studies.budget_used(study) == 2
+    assert budget.budget_used(study) == 2
     assert studies.fail_dead_trials(study) == [dead.number]
     trials = {t.number: t for t in study.get_trials()}
     assert (
@@ -483,13 +490,13 @@ def test_dead_workers_running_trials_are_failed_with_their_runs(mlflow_store, tm
     if kind == "rdb":  # RetryFailedTrialCallback re-queues the dead trial's parameters once
         (retry,) = [t for t in study.get_trials() if t.state == optuna.trial.TrialState.WAITING]
         assert retry.params == trials[dead.number].params and retry.system_attrs["failed_trial"] == dead.number
-        assert studies.budget_used(study) == 2  # the live one and the retry
+        assert budget.budget_used(study) == 2  # the live one and the retry
         time.sleep(0.01)
         picked = study.ask()  # a worker takes the retry: until it writes its own tc.worker, it carries the
         assert picked.number == retry.number  # dead worker's, which must not get it failed again
         assert studies.fail_dead_trials(study) == []
     else:
-        assert studies.budget_used(study) == 1  # the dead trial does not count
+        assert budget.budget_used(study) == 1  # the dead trial does not count
 
 
 def test_budget_counts_finished_and_running_but_not_dead_or_surplus_trials():

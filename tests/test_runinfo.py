@@ -1,4 +1,4 @@
-"""Run names, descriptions and tags (tc.runinfo), and their MLflow write-out (tc.tracking)."""
+"""Run names, descriptions and tags (tc.tracking.labels), and their MLflow write-out (tc.tracking.ui)."""
 
 import math
 
@@ -6,8 +6,11 @@ import mlflow
 import pytest
 from mlflow.tracking import MlflowClient
 
-from tc import runinfo, sweep, tracking
 from tc.config import AnalyzeConfig, TrainConfig
+from tc.sweep import summary as sweep  # the sweep's trials table uses the one gen_gap
+from tc.tracking import client as tc_client
+from tc.tracking import labels as runinfo
+from tc.tracking import ui
 
 
 def test_run_names():
@@ -64,7 +67,7 @@ def test_tags_one_per_setting():
 def test_trial_attrs_are_json_safe_and_include_the_gap():
     # A trial run's metrics: training's whole-set accuracies (train_acc on the noisy labels it was trained on,
     # train_acc_clean on the original ones) and the analysis's acc_<split> on its samples. The dashboard's
-    # gen_gap is the sweep's one definition (`tc.sweep.gen_gap`, trials.csv): clean train minus test, whole
+    # gen_gap is the sweep's one definition (`tc.tracking.labels.gen_gap`, trials.csv): clean train minus test, whole
     # sets; not the analysis samples' acc_train - acc_test (0.3 here), nor the noisy train_acc (0.29).
     metrics = {"test_acc": 0.7, "train_acc": 0.99, "train_acc_clean": 0.88, "tc_test": math.nan}
     metrics |= {"acc_train": 0.9, "acc_test": 0.6, "x": 1}
@@ -75,13 +78,13 @@ def test_trial_attrs_are_json_safe_and_include_the_gap():
     assert runinfo.trial_attrs({"test_acc": 0.7, "acc_train": 0.9, "acc_test": 0.6}) == {"test_acc": 0.7}
 
 
-def test_gen_gap_lives_in_a_light_module_and_the_sweep_re_exports_it():
-    # trial_attrs is on the light path (runinfo imports no pandas or scipy); tc.sweep.gen_gap keeps working
+def test_gen_gap_lives_in_a_light_module_and_the_sweeps_trials_table_uses_it():
+    # trial_attrs is on the light path (runinfo imports no pandas or scipy); tc.sweep.summary uses that very function
     import subprocess
     import sys
 
     code = (
-        "import sys, tc.runinfo as r; a = r.trial_attrs({'test_acc': 0.7, 'train_acc_clean': 0.9}); "
+        "import sys, tc.tracking.labels as r; a = r.trial_attrs({'test_acc': 0.7, 'train_acc_clean': 0.9}); "
         "assert abs(a['gen_gap'] - 0.2) < 1e-12, a; "
         "heavy = [m for m in ('pandas', 'scipy', 'torch', 'optuna') if m in sys.modules]; assert not heavy, heavy"
     )
@@ -94,8 +97,8 @@ def test_labels_land_on_the_run_and_filter_one_by_one(mlflow_store):
     cfg = TrainConfig(dataset="digits", model="mlp", width=8)
     with mlflow.start_run() as run:
         rid = run.info.run_id
-        tracking.log_config(rid, cfg)
-        tracking.label_train_run(rid, cfg)
+        tc_client.log_config(rid, cfg)
+        ui.label_train_run(rid, cfg)
     client = MlflowClient()
     got = client.get_run(rid)
     assert got.info.run_name == "mlp3-w8 digits seed0"
@@ -103,7 +106,7 @@ def test_labels_land_on_the_run_and_filter_one_by_one(mlflow_store):
     (hit,) = client.search_runs(["0"], "tags.`tc.dataset` = 'digits' and tags.`tc.model` = 'mlp'")
     assert hit.info.run_id == rid
     with mlflow.start_run(run_name="my own name") as run:
-        tracking.label_train_run(run.info.run_id, cfg)
+        ui.label_train_run(run.info.run_id, cfg)
     assert client.get_run(run.info.run_id).info.run_name == "my own name"  # a user's name is kept
 
 
@@ -112,7 +115,7 @@ def test_default_experiment_is_tc_unless_chosen(mlflow_store, monkeypatch):
 
     monkeypatch.delenv("MLFLOW_EXPERIMENT_ID")
     monkeypatch.setattr(fluent, "_active_experiment_id", None)
-    tracking.use_default_experiment()
+    tc_client.use_default_experiment()
     with mlflow.start_run() as run:
         pass
     assert MlflowClient().get_experiment(run.info.experiment_id).name == "tc"
@@ -120,7 +123,7 @@ def test_default_experiment_is_tc_unless_chosen(mlflow_store, monkeypatch):
     monkeypatch.delenv("MLFLOW_EXPERIMENT_ID")  # mlflow.set_experiment exported the `tc` id
     monkeypatch.setenv("MLFLOW_EXPERIMENT_NAME", "mine")
     MlflowClient().create_experiment("mine")
-    tracking.use_default_experiment()
+    tc_client.use_default_experiment()
     with mlflow.start_run() as run:
         pass
     assert MlflowClient().get_experiment(run.info.experiment_id).name == "mine"

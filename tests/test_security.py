@@ -18,9 +18,10 @@ import torch
 from mlflow.tracking import MlflowClient
 
 from entrypoints import analyze as analyze_ep
-from tc import cache, tracking
-from tc import checkpoints as ck
 from tc.config import AnalyzeConfig, TrainConfig
+from tc.core import checkpoints as ck
+from tc.tracking import analyses, cache, checkpoints, jobs, writers
+from tc.tracking import client as tc_client
 
 ORIGINAL = "the victim's own content\n"
 
@@ -87,7 +88,7 @@ def _hostile_run(tmp_path: Path, entries, uploads: dict[str, Path] = (), config:
     c.log_artifact(run_id, str(stage / ck.INDEX_FILE), ck.ARTIFACT_DIR)
     if config:
         cfg = TrainConfig(dataset="digits", model="mlp", width=16, epochs=1, batch_size=256, train_size=600)
-        c.log_dict(run_id, asdict(cfg), tracking.CONFIG_FILE)
+        c.log_dict(run_id, asdict(cfg), tc_client.CONFIG_FILE)
     c.set_terminated(run_id, "FINISHED")
     return run_id
 
@@ -118,7 +119,7 @@ def test_an_absolute_name_in_the_index_writes_nothing_outside_the_cache(
     entries = [_good_entry(tmp_path, 0), {"step": 1, "epoch": 1.0, "file": str(victim), "sha256": sha}]
     run_id = _hostile_run(tmp_path, entries, {f"{ck.ARTIFACT_DIR}{victim.parent}": payload})
     with pytest.raises(ck.CheckpointError) as err:
-        tracking.download_checkpoints(run_id, cache_root)
+        checkpoints.download_checkpoints(run_id, cache_root)
     assert victim.read_text() == ORIGINAL
     message = str(err.value)
     assert repr(str(victim)) in message and "entry 1" in message and "step_00000001.pt" in message
@@ -136,7 +137,7 @@ def test_dotdot_names_neither_read_nor_write_outside_the_cache(mlflow_store, tmp
 
     run_id = _hostile_run(tmp_path, entries)
     with pytest.raises(ck.CheckpointError, match=r"entry 1 names the file '\.\./"):
-        tracking.download_checkpoints(run_id, cache_root)
+        checkpoints.download_checkpoints(run_id, cache_root)
     assert victim.read_text() == ORIGINAL
     assert downloads == [f"{ck.ARTIFACT_DIR}/{ck.INDEX_FILE}"]
 
@@ -163,7 +164,7 @@ def test_every_name_that_is_not_the_rules_is_refused_before_any_download(
     entries = [_good_entry(tmp_path, 0), {**_good_entry(tmp_path, 1), "file": name}]
     run_id = _hostile_run(tmp_path, entries)
     with pytest.raises(ck.CheckpointError) as err:
-        tracking.download_checkpoints(run_id, cache_root)
+        checkpoints.download_checkpoints(run_id, cache_root)
     message = str(err.value)
     assert f"run {run_id}: checkpoints/index.json entry 1 names the file {name!r}" in message
     assert "step_00000001.pt" in message and "nothing was downloaded" in message
@@ -196,7 +197,7 @@ def test_unknown_extra_index_keys_are_ignored_and_never_become_paths(mlflow_stor
     extra = {"note": "hello", "path": str(victim), "file_v2": "../../x"}
     entries = [{**_good_entry(tmp_path, 0), **extra}, _good_entry(tmp_path, 1)]
     run_id = _hostile_run(tmp_path, entries)
-    files = tracking.download_checkpoints(run_id, cache_root)
+    files = checkpoints.download_checkpoints(run_id, cache_root)
     assert [e for e, _ in files] == [ck.IndexEntry(**_good_entry(tmp_path, s)) for s in (0, 1)]
     assert victim.read_text() == ORIGINAL
     missing = {k: v for k, v in _good_entry(tmp_path, 1).items() if k != "sha256"}
@@ -243,7 +244,7 @@ def test_an_index_that_is_a_directory_is_refused_in_one_message(mlflow_store, tm
     run_id = c.create_run("0").info.run_id
     c.log_artifact(run_id, str(tmp_path / "not-an-index"), f"{ck.ARTIFACT_DIR}/{ck.INDEX_FILE}")
     with pytest.raises(ck.CheckpointError, match=rf"run {run_id}: checkpoints/index\.json is a directory"):
-        tracking.download_checkpoints(run_id, cache_root)
+        checkpoints.download_checkpoints(run_id, cache_root)
     with pytest.raises(ck.CheckpointError, match="is a directory"):
         ck.read_index(tmp_path)
 
@@ -254,7 +255,7 @@ def test_a_checkpoint_that_is_a_directory_is_refused_in_one_message(mlflow_store
     entries = [_good_entry(tmp_path, 0), _good_entry(tmp_path, 1), {**_good_entry(tmp_path, 2)}]
     run_id = _hostile_run(tmp_path, entries, {f"{ck.ARTIFACT_DIR}/{ck.filename(2)}": junk})
     with pytest.raises(ck.CheckpointError, match=rf"run {run_id}: checkpoints/step_00000002\.pt is a directory"):
-        tracking.download_checkpoints(run_id, cache_root)
+        checkpoints.download_checkpoints(run_id, cache_root)
     assert sorted(p.name for p in _files_under(cache_root / run_id)) == [ck.filename(0), ck.filename(1)]
 
 
@@ -272,7 +273,7 @@ def test_a_symlinked_run_dir_in_the_cache_is_not_written_through(mlflow_store, t
     cache_root.mkdir(parents=True)
     (cache_root / run_id).symlink_to(outside, target_is_directory=True)
     with pytest.raises(ValueError, match=rf"{run_id}.* symbolic link"):
-        tracking.download_checkpoints(run_id, cache_root)
+        checkpoints.download_checkpoints(run_id, cache_root)
     assert list(outside.iterdir()) == []
 
 
@@ -287,7 +288,7 @@ def test_a_symlinked_checkpoint_in_the_cache_is_neither_read_nor_written_through
     copy = tmp_path / "outside-copy.pt"
     copy.write_bytes((tmp_path / "good-1" / ck.filename(1)).read_bytes())
     (run_dir / ck.filename(1)).symlink_to(copy)
-    files = tracking.download_checkpoints(run_id, cache_root)
+    files = checkpoints.download_checkpoints(run_id, cache_root)
     assert victim.read_text() == ORIGINAL
     for entry, path in files:
         assert path.parent == run_dir and not path.is_symlink() and ck.sha256(path) == entry.sha256
@@ -330,13 +331,13 @@ def test_a_run_dir_swapped_for_a_link_after_run_dir_is_refused_with_nothing_left
 
     monkeypatch.setattr(cache, "run_dir", racing_run_dir)
     with pytest.raises(cache.CacheError):
-        tracking.download_checkpoints(run_id, cache_root)
+        checkpoints.download_checkpoints(run_id, cache_root)
     assert list(outside.iterdir()) == []
 
 
 def test_a_fresh_cache_is_created_private(mlflow_store, tmp_path, cache_root):
     run_id = _honest_run(tmp_path)
-    tracking.download_checkpoints(run_id, cache_root)
+    checkpoints.download_checkpoints(run_id, cache_root)
     for d in (cache_root.parent, cache_root, cache_root / run_id):
         assert d.stat().st_mode & 0o777 == 0o700, d
 
@@ -354,7 +355,7 @@ def test_a_cache_others_can_write_is_refused_before_anything_is_written(
     shared = cache_root.parent if which == "cache" else cache_root
     shared.chmod(mode)
     with pytest.raises(cache.CacheError) as err:
-        tracking.download_checkpoints(run_id, cache_root)
+        checkpoints.download_checkpoints(run_id, cache_root)
     message = str(err.value)
     assert str(shared) in message and "writable by group or others" in message and "chmod go-w" in message
     assert _files_under(cache_root) == [] and downloads == [f"{ck.ARTIFACT_DIR}/{ck.INDEX_FILE}"]
@@ -367,7 +368,7 @@ def test_a_cache_owned_by_another_user_is_refused(mlflow_store, tmp_path, cache_
     me = os.getuid()
     monkeypatch.setattr(os, "getuid", lambda: me + 1)
     with pytest.raises(cache.CacheError, match=rf"{cache_root.parent}.* owned by uid {me}, not you .*TC_CACHE_DIR"):
-        tracking.download_checkpoints(run_id, cache_root)
+        checkpoints.download_checkpoints(run_id, cache_root)
     assert _files_under(cache_root) == []
 
 
@@ -383,13 +384,13 @@ def test_move_into_writes_only_checkpoint_names(tmp_path, name):
 
 
 def test_names_read_from_a_run_follow_one_set_of_rules():
-    """tc.names owns the rules; every name tc itself writes passes them, and hostile ones do not."""
-    from tc import names
+    """tc.core.names owns the rules; every name tc itself writes passes them, and hostile ones do not."""
+    from tc.core import names
 
     assert all(names.is_checkpoint_file(ck.filename(s)) for s in (0, 7, 10**8, 10**18))
     assert all(names.is_run_id(r) for r in ("0123456789abcdef0123456789abcdef", "m-abc_1"))
-    assert all(names.is_number(str(n)) for n in (0, 1, 10**9, tracking.MAX_VERSION))
-    for bad in ("", "..", "a/b", "٣", "1e3", " 1", "-1", str(tracking.MAX_VERSION + 1), None, 3):
+    assert all(names.is_number(str(n)) for n in (0, 1, 10**9, analyses.MAX_VERSION))
+    for bad in ("", "..", "a/b", "٣", "1e3", " 1", "-1", str(analyses.MAX_VERSION + 1), None, 3):
         assert not names.is_number(bad)
     for bad in ("step_1.pt", "step_0000000١.pt", "../step_00000001.pt", "step_00000001.pt/", None):
         assert not names.is_checkpoint_file(bad)
@@ -425,7 +426,7 @@ def test_a_checkpoints_dir_linked_to_a_bigger_disk_is_sized_pruned_and_used(
     assert cache.dir_size(cache_root) == 5_000_000
     assert cache.main(["size"]) == 0 and capsys.readouterr().out == f"{cache_root}: 0.005 GB\n"
     run_id = _honest_run(tmp_path)
-    files = tracking.download_checkpoints(run_id, cache_root)
+    files = checkpoints.download_checkpoints(run_id, cache_root)
     assert all((disk / run_id / p.name).is_file() for _, p in files)
     assert cache.dir_size(cache_root) == 5_000_000 + sum(p.stat().st_size for _, p in files)
     assert cache.prune(cache_root, max_bytes=1, keep=(run_id,)) == [cache_root / "old"]
@@ -446,14 +447,14 @@ def test_run_ids_become_cache_dirs_only_when_they_are_plain_names(tmp_path):
 def test_an_analysis_version_tag_that_is_not_a_number_is_refused(mlflow_store, tmp_path, tag):
     c = MlflowClient()
     run_id = c.create_run("0").info.run_id
-    c.set_tag(run_id, tracking.ANALYSIS_VERSION_TAG, tag)
-    with pytest.raises(ValueError, match=rf"{tracking.ANALYSIS_VERSION_TAG}={tag!r} is not"):
-        tracking.analysis_dir(run_id)
+    c.set_tag(run_id, analyses.ANALYSIS_VERSION_TAG, tag)
+    with pytest.raises(ValueError, match=rf"{analyses.ANALYSIS_VERSION_TAG}={tag!r} is not"):
+        analyses.analysis_dir(run_id)
     out = tmp_path / "analysis-out"
     out.mkdir()
     (out / "summary.json").write_text(json.dumps({"metrics": {"m": 1.0}}))
-    with pytest.raises(ValueError, match=rf"{tracking.ANALYSIS_VERSION_TAG}={tag!r} is not"):
-        tracking.log_analysis(run_id, out, {"m": 1.0}, 0, {})
+    with pytest.raises(ValueError, match=rf"{analyses.ANALYSIS_VERSION_TAG}={tag!r} is not"):
+        analyses.log_analysis(run_id, out, {"m": 1.0}, 0, {})
     run = c.get_run(run_id)
     assert run.data.metrics == {} and c.list_artifacts(run_id) == []  # refused before writing anything
 
@@ -463,12 +464,12 @@ def test_an_analysis_dir_with_a_non_ascii_digit_is_not_a_version(mlflow_store, t
     c = MlflowClient()
     run_id = c.create_run("0").info.run_id
     (tmp_path / "junk").write_text("x")
-    c.log_artifact(run_id, str(tmp_path / "junk"), f"{tracking.ANALYSIS_DIR}/v²")
+    c.log_artifact(run_id, str(tmp_path / "junk"), f"{analyses.ANALYSIS_DIR}/v²")
     out = tmp_path / "analysis-out"
     out.mkdir()
     (out / "summary.json").write_text(json.dumps({"metrics": {"m": 1.0}}))
-    assert tracking.log_analysis(run_id, out, {"m": 1.0}, 0, {}) == 1
-    assert tracking.analysis_dir(run_id) == f"{tracking.ANALYSIS_DIR}/v1"
+    assert analyses.log_analysis(run_id, out, {"m": 1.0}, 0, {}) == 1
+    assert analyses.analysis_dir(run_id) == f"{analyses.ANALYSIS_DIR}/v1"
 
 
 def _analysis_out(tmp_path: Path) -> Path:
@@ -488,15 +489,15 @@ def _refused_before_the_analysis(run_id: str, monkeypatch, match: str) -> None:
     def stop(train_cfg):
         raise _Stop
 
-    monkeypatch.setattr(tracking, "load_for", stop)
+    monkeypatch.setattr(checkpoints, "load_for", stop)
     with pytest.raises(ValueError, match=match):
-        tracking.load_analysis_inputs(AnalyzeConfig(run_id=run_id))
+        checkpoints.load_analysis_inputs(AnalyzeConfig(run_id=run_id))
 
 
 def _run_with_config(tags: dict[str, str]) -> str:
     c = MlflowClient()
     run_id = c.create_run("0", tags=tags).info.run_id
-    c.log_dict(run_id, asdict(TrainConfig(dataset="digits", model="mlp")), tracking.CONFIG_FILE)
+    c.log_dict(run_id, asdict(TrainConfig(dataset="digits", model="mlp")), tc_client.CONFIG_FILE)
     return run_id
 
 
@@ -504,13 +505,13 @@ def _run_with_config(tags: dict[str, str]) -> str:
 def test_an_analysis_step_tag_that_is_not_a_number_is_refused_before_the_analysis(
     mlflow_store, tmp_path, monkeypatch, tag
 ):
-    run_id = _run_with_config({tracking.ANALYSIS_STEP_TAG: tag})
-    message = rf"{tracking.ANALYSIS_STEP_TAG}={tag!r} is not"
+    run_id = _run_with_config({analyses.ANALYSIS_STEP_TAG: tag})
+    message = rf"{analyses.ANALYSIS_STEP_TAG}={tag!r} is not"
     _refused_before_the_analysis(run_id, monkeypatch, message)
     with pytest.raises(ValueError, match=message):
-        tracking.log_analysis(run_id, _analysis_out(tmp_path), {"m": 1.0}, 0, {})
+        analyses.log_analysis(run_id, _analysis_out(tmp_path), {"m": 1.0}, 0, {})
     c = MlflowClient()
-    assert c.get_run(run_id).data.metrics == {} and c.list_artifacts(run_id, tracking.ANALYSIS_DIR) == []
+    assert c.get_run(run_id).data.metrics == {} and c.list_artifacts(run_id, analyses.ANALYSIS_DIR) == []
 
 
 @pytest.mark.parametrize("body", ["[1, 2]", "{not json", '"metrics"', '{"metrics": [1]}', "{}", "\udcff", None])
@@ -519,40 +520,40 @@ def test_a_summary_json_that_is_not_an_analysis_summary_is_refused_before_the_an
 ):
     """The current analysis's summary.json names the metrics a new analysis sets to NaN: it is read before
     the analysis, and anything but {"metrics": {...}} is refused naming it (None: summary.json is a dir)."""
-    run_id = _run_with_config({tracking.ANALYSIS_VERSION_TAG: "3", tracking.ANALYSIS_TAG: "{}"})
+    run_id = _run_with_config({analyses.ANALYSIS_VERSION_TAG: "3", analyses.ANALYSIS_TAG: "{}"})
     local = tmp_path / "summary" / "summary.json"
     local.parent.mkdir()
     if body is None:
         local.mkdir()
         (local / "x").write_text("x")
-        MlflowClient().log_artifacts(run_id, str(local.parent), f"{tracking.ANALYSIS_DIR}/v3")
+        MlflowClient().log_artifacts(run_id, str(local.parent), f"{analyses.ANALYSIS_DIR}/v3")
     else:
         local.write_text(body, errors="surrogateescape")
-        MlflowClient().log_artifact(run_id, str(local), f"{tracking.ANALYSIS_DIR}/v3")
+        MlflowClient().log_artifact(run_id, str(local), f"{analyses.ANALYSIS_DIR}/v3")
     message = rf"run {run_id}: analysis/v3/summary.json is not"
     _refused_before_the_analysis(run_id, monkeypatch, message)
     with pytest.raises(ValueError, match=message):
-        tracking.log_analysis(run_id, _analysis_out(tmp_path), {"m": 1.0}, 0, {})
+        analyses.log_analysis(run_id, _analysis_out(tmp_path), {"m": 1.0}, 0, {})
     c = MlflowClient()
     assert c.get_run(run_id).data.metrics == {}
-    assert [f.path for f in c.list_artifacts(run_id, tracking.ANALYSIS_DIR)] == [f"{tracking.ANALYSIS_DIR}/v3"]
+    assert [f.path for f in c.list_artifacts(run_id, analyses.ANALYSIS_DIR)] == [f"{analyses.ANALYSIS_DIR}/v3"]
 
 
 def test_an_analysis_version_past_nine_digits_is_read_back(mlflow_store, tmp_path):
     """log_analysis writes max + 1: the version it writes must be one it reads."""
     c = MlflowClient()
-    run_id = c.create_run("0", tags={tracking.ANALYSIS_VERSION_TAG: "999999999"}).info.run_id
-    assert tracking.log_analysis(run_id, _analysis_out(tmp_path), {"m": 1.0}, 0, {}) == 10**9
-    assert tracking.analysis_dir(run_id) == f"{tracking.ANALYSIS_DIR}/v1000000000"
-    assert tracking.log_analysis(run_id, _analysis_out(tmp_path), {"m": 2.0}, 0, {}) == 10**9 + 1
+    run_id = c.create_run("0", tags={analyses.ANALYSIS_VERSION_TAG: "999999999"}).info.run_id
+    assert analyses.log_analysis(run_id, _analysis_out(tmp_path), {"m": 1.0}, 0, {}) == 10**9
+    assert analyses.analysis_dir(run_id) == f"{analyses.ANALYSIS_DIR}/v1000000000"
+    assert analyses.log_analysis(run_id, _analysis_out(tmp_path), {"m": 2.0}, 0, {}) == 10**9 + 1
 
 
 def test_an_analysis_version_at_the_cap_is_refused_before_writing(mlflow_store, tmp_path):
     c = MlflowClient()
-    run_id = c.create_run("0", tags={tracking.ANALYSIS_VERSION_TAG: "9" * 18}).info.run_id
-    assert tracking.analysis_dir(run_id) == f"{tracking.ANALYSIS_DIR}/v{'9' * 18}"
+    run_id = c.create_run("0", tags={analyses.ANALYSIS_VERSION_TAG: "9" * 18}).info.run_id
+    assert analyses.analysis_dir(run_id) == f"{analyses.ANALYSIS_DIR}/v{'9' * 18}"
     with pytest.raises(ValueError, match="largest"):
-        tracking.log_analysis(run_id, _analysis_out(tmp_path), {"m": 1.0}, 0, {})
+        analyses.log_analysis(run_id, _analysis_out(tmp_path), {"m": 1.0}, 0, {})
     assert c.get_run(run_id).data.metrics == {} and c.list_artifacts(run_id) == []
 
 
@@ -565,7 +566,7 @@ def test_analyze_reads_no_data_dir_and_downloads_nothing_a_run_names(mlflow_stor
     c = MlflowClient()
     run_id = c.create_run("0").info.run_id
     cfg = TrainConfig(dataset="digits", model="mlp", data_dir=str(tmp_path / "theirs"), download=True)
-    c.log_dict(run_id, asdict(cfg), tracking.CONFIG_FILE)
+    c.log_dict(run_id, asdict(cfg), tc_client.CONFIG_FILE)
     seen = []
 
     class Stop(Exception):
@@ -575,9 +576,9 @@ def test_analyze_reads_no_data_dir_and_downloads_nothing_a_run_names(mlflow_stor
         seen.append(train_cfg)
         raise Stop
 
-    monkeypatch.setattr(tracking, "load_for", fake_load_for)
+    monkeypatch.setattr(checkpoints, "load_for", fake_load_for)
     with pytest.raises(Stop):
-        tracking.load_analysis_inputs(AnalyzeConfig(run_id=run_id))
+        checkpoints.load_analysis_inputs(AnalyzeConfig(run_id=run_id))
     assert seen[0].data_dir is None and seen[0].download is False
 
 
@@ -599,9 +600,9 @@ def test_a_run_trained_with_its_own_data_dir_is_analyzed_where_the_analyzing_use
     assert analyze_ep.main(tiny) == 1
     err = capsys.readouterr().err
     assert "TC_DATA_DIR" in err and "-P data_dir=" in err and f"data_dir={str(mine)!r}" in err, err
-    assert tracking.ANALYSIS_VERSION_TAG not in MlflowClient().get_run(run_id).data.tags
+    assert analyses.ANALYSIS_VERSION_TAG not in MlflowClient().get_run(run_id).data.tags
     assert analyze_ep.main([*tiny, "--data_dir", str(mine)]) == 0
-    assert tracking.analysis_dir(run_id) == f"{tracking.ANALYSIS_DIR}/v1"
+    assert analyses.analysis_dir(run_id) == f"{analyses.ANALYSIS_DIR}/v1"
 
 
 # ---- end to end: the analyze entry point ---------------------------------------------------------------
@@ -623,7 +624,7 @@ def test_analyze_entry_point_refuses_the_reported_attack_in_one_line(
     changed = {p for p in after if before.get(p) != after[p]}
     assert all(p.name == "mlflow.db" or p.name.endswith("-journal") for p in changed), changed
     assert _files_under(cache_root) == []
-    assert tracking.ANALYSIS_VERSION_TAG not in MlflowClient().get_run(run_id).data.tags
+    assert analyses.ANALYSIS_VERSION_TAG not in MlflowClient().get_run(run_id).data.tags
 
 
 def test_resume_reads_no_data_dir_and_downloads_nothing_a_run_names(mlflow_store, tmp_path, monkeypatch):
@@ -633,10 +634,10 @@ def test_resume_reads_no_data_dir_and_downloads_nothing_a_run_names(mlflow_store
     c = MlflowClient()
     run_id = c.create_run("0").info.run_id
     cfg = TrainConfig(dataset="digits", model="mlp", data_dir=str(tmp_path / "theirs"), download=True)
-    c.log_dict(run_id, asdict(cfg), tracking.CONFIG_FILE)
+    c.log_dict(run_id, asdict(cfg), tc_client.CONFIG_FILE)
     c.set_terminated(run_id, "FAILED")
     seen = []
-    monkeypatch.setattr(train_ep, "train_into_run", lambda run_id, cfg, *a, **k: seen.append(cfg))
+    monkeypatch.setattr(jobs, "train_into_run", lambda run_id, cfg, *a, **k: seen.append(cfg))
     train_ep.main(["--resume_run_id", run_id, "--data_dir", str(tmp_path / "mine")])
     assert seen[0].data_dir == str(tmp_path / "mine") and seen[0].download is False
     assert (seen[0].dataset, seen[0].model) == ("digits", "mlp")  # the rest is the run's own config
@@ -645,7 +646,7 @@ def test_resume_reads_no_data_dir_and_downloads_nothing_a_run_names(mlflow_store
 
 def test_a_resume_state_whose_index_names_a_path_is_refused_before_anything(mlflow_store, tmp_path, victim):
     """resume/state.pt is run data too: its index becomes checkpoints/index.json (and so, later, paths)."""
-    from tc.runs import train_into_run
+    from tc.tracking.jobs import train_into_run
 
     c = MlflowClient()
     run_id = c.create_run("0").info.run_id
@@ -656,13 +657,13 @@ def test_a_resume_state_whose_index_names_a_path_is_refused_before_anything(mlfl
         train_into_run(run_id, cfg, state)
     assert str(err.value).startswith(f"run {run_id}: resume/state.pt index entry 1 names the file {str(victim)!r}")
     run = c.get_run(run_id)
-    assert run.data.metrics == {} and tracking.WRITER_TAG not in run.data.tags and c.list_artifacts(run_id) == []
+    assert run.data.metrics == {} and writers.WRITER_TAG not in run.data.tags and c.list_artifacts(run_id) == []
     assert victim.read_text() == ORIGINAL
 
 
 def test_a_resume_state_that_lists_a_step_twice_is_refused_before_anything(mlflow_store, tmp_path):
     """The same rule as checkpoints/index.json: no step twice (the index written back would list it twice)."""
-    from tc.runs import train_into_run
+    from tc.tracking.jobs import train_into_run
 
     c = MlflowClient()
     run_id = c.create_run("0").info.run_id
@@ -671,7 +672,7 @@ def test_a_resume_state_that_lists_a_step_twice_is_refused_before_anything(mlflo
     with pytest.raises(ck.CheckpointError, match=r"resume/state.pt index entry 1 is for step 0 again"):
         train_into_run(run_id, cfg, state)
     run = c.get_run(run_id)
-    assert run.data.metrics == {} and tracking.WRITER_TAG not in run.data.tags and c.list_artifacts(run_id) == []
+    assert run.data.metrics == {} and writers.WRITER_TAG not in run.data.tags and c.list_artifacts(run_id) == []
 
 
 def test_analyze_never_imports_a_model_a_run_names(mlflow_store, tmp_path, cache_root, monkeypatch, capsys):
@@ -683,7 +684,7 @@ def test_analyze_never_imports_a_model_a_run_names(mlflow_store, tmp_path, cache
     monkeypatch.syspath_prepend(str(tmp_path))
     c = MlflowClient()
     run_id = c.create_run("0").info.run_id
-    c.log_dict(run_id, asdict(TrainConfig(dataset="digits", model="hostile_models:make")), tracking.CONFIG_FILE)
+    c.log_dict(run_id, asdict(TrainConfig(dataset="digits", model="hostile_models:make")), tc_client.CONFIG_FILE)
     c.set_terminated(run_id, "FINISHED")
     assert analyze_ep.main(["--run_id", run_id]) == 1
     assert "tc imports code only from names given on the command line" in capsys.readouterr().err
@@ -702,12 +703,12 @@ def umask_002():
 def test_a_cache_train_or_data_creates_first_is_private_and_analyze_accepts_it(tmp_path, monkeypatch, umask_002, first):
     """Whichever command creates the cache first (train's staging dir, a data set's dir) creates it 0o700, so
     analyze's check of the cache (cache.run_dir) passes on a fresh machine with a group-writable umask."""
-    from tc import data
+    from tc.core import data
 
     root = tmp_path / "home" / ".cache" / "tc"
     monkeypatch.setenv("TC_CACHE_DIR", str(root))
     if first == "train":
-        tracking.CheckpointLogger("fresh0", {}).close()
+        checkpoints.CheckpointCallback("fresh0", {}).close()
         made = [root / "staging"]
     else:
         debian = tmp_path / "debian"

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from tc import checkpoints as ck
+from tc.core import checkpoints as ck
 from tests.test_mlflow_run import mlflow_run
 
 pytestmark = pytest.mark.slow

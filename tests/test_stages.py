@@ -1,4 +1,4 @@
-"""torchvision and user models cut at their stages (tc.stages): composites equal the full forward at every
+"""torchvision and user models cut at their stages (tc.core.fx_stages): composites equal the full forward at every
 cut, splices equal shallow-of-one + deep-of-other, non-bottleneck cuts and bad names are refused."""
 
 import copy
@@ -8,10 +8,10 @@ import pytest
 import torch
 import torchvision
 
-from tc.compose import ComposeOptions, composite_outputs, composite_outputs_naive, splice
 from tc.config import AnalyzeConfig, TrainConfig
-from tc.models import ModelSpec, build_model, factory_for
-from tc.stages import block_state_dict, import_factory
+from tc.core.compose import ComposeOptions, composite_outputs, composite_outputs_naive, splice
+from tc.core.fx_stages import block_state_dict, import_factory
+from tc.core.models import ModelSpec, build_model, factory_for
 from tests import stage_models
 
 USER = "tests.stage_models:small_net"

@@ -3,11 +3,12 @@
 import dataclasses
 from dataclasses import replace
 
-from tc.analysis import analyze_run
-from tc.checkpoints import Checkpoints, RunContext
+from tc.analysis.inputs import RunContext
+from tc.analysis.run import analyze_run
+from tc.analysis.surrogates import NOT_SHARED, SHARED, SURROGATE_OWN, cheap_scores, surrogate_config
 from tc.config import AnalyzeConfig
-from tc.data import load_data
-from tc.surrogates import NOT_SHARED, SHARED, SURROGATE_OWN, cheap_scores, surrogate_config
+from tc.core.checkpoints import Checkpoints
+from tc.core.data import load_data
 from tests.test_compose import _checkpoints
 
 
@@ -62,10 +63,11 @@ def test_the_surrogate_config_holds_only_what_the_surrogate_needs():
 def test_a_bf16_analysis_gets_a_bf16_surrogate_without_the_bf16_check(monkeypatch):
     # precision is the compute precision of the composites; only the bf16 agreement check (an fp32 rerun) is
     # the full analysis's control, and it must not run inside the surrogate's timing
-    import tc.analysis as A
+    import tc.analysis.composites
+    import tc.analysis.controls
 
     seen = []
-    real = A.composite_outputs
+    real = tc.analysis.composites.composite_outputs
 
     def recording(*args, **kwargs):
         seen.append(args[5].precision)
@@ -74,13 +76,46 @@ def test_a_bf16_analysis_gets_a_bf16_surrogate_without_the_bf16_check(monkeypatc
     def no_check(*args, **kwargs):
         raise AssertionError("the bf16 agreement check ran inside the surrogate")
 
-    monkeypatch.setattr(A, "composite_outputs", recording)
-    monkeypatch.setattr(A, "_bf16_agreement", no_check)
+    monkeypatch.setattr(tc.analysis.composites, "composite_outputs", recording)
+    monkeypatch.setattr(tc.analysis.controls, "bf16_agreement", no_check)
     model, sds = _checkpoints(n=3)
     data = load_data("digits", train_size=128)
     cfg = AnalyzeConfig(run_id="x", max_samples=40, anisotropy=False, measures=False, batch_size=32, precision="bf16")
     out = cheap_scores(Checkpoints([0, 4, 8], sds), data, cfg, RunContext(model, 64, 0), samples=30)
     assert out and seen and set(seen) == {"bf16"}
+
+
+def test_the_surrogate_runs_neither_control_that_the_full_analysis_runs_on_the_same_inputs(monkeypatch):
+    # cheap_scores gets the trial's own RunContext, reference run included: controls=False alone keeps the
+    # cross-seed composite out of the surrogate (its config has no reference_run_id, but the context has the
+    # reference), and the bf16 check too. The full analysis on the same inputs runs both: the check is not vacuous.
+    import tc.analysis.controls
+
+    ran = []
+
+    def recorded(name):
+        real = getattr(tc.analysis.controls, name)
+
+        def recording(*args, **kwargs):
+            ran.append(name)
+            return real(*args, **kwargs)
+
+        return recording
+
+    for name in ("cross_seed", "bf16_agreement"):
+        monkeypatch.setattr(tc.analysis.controls, name, recorded(name))
+    model, sds = _checkpoints(n=3)
+    _, other = _checkpoints(n=2)
+    data = load_data("digits", train_size=128)
+    cfg = AnalyzeConfig(
+        run_id="x", max_samples=40, anisotropy=False, measures=False, batch_size=32, precision="bf16", splits="test"
+    )
+    run = RunContext(model, 64, 0, reference=Checkpoints([0, 9], other))
+    ckpts = Checkpoints([0, 4, 8], sds)
+    assert cheap_scores(ckpts, data, cfg, run, samples=30) and ran == []
+    full = analyze_run(ckpts, data, cfg, run).metrics
+    assert ran == ["cross_seed", "bf16_agreement"]
+    assert 0 <= full["tc_test_crossseed"] <= 1 and 0 <= full["bf16_agreement"] <= 1
 
 
 def test_every_analyze_config_field_is_shared_own_or_not_shared_with_the_surrogate():

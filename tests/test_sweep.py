@@ -11,9 +11,12 @@ import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 
-from tc import studies, sweep
 from tc.config import SweepConfig
-from tc.sweep import open_storage
+from tc.sweep import budget
+from tc.sweep import space as sweep_space
+from tc.sweep import study as studies
+from tc.sweep import summary as sweep_summary
+from tc.sweep.study import open_storage
 from tests.conftest import ROOT
 
 SPACE = ROOT / "examples" / "digits_space.yaml"
@@ -31,7 +34,7 @@ def _sweep_cmd(*params):
 def _check_study(study_name, storage, n_trials, workers):
     study = optuna.load_study(study_name=study_name, storage=open_storage(storage))
     complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
-    assert len(complete) == n_trials  # the global budget, exactly (see sweep.run_worker)
+    assert len(complete) == n_trials  # the global budget, exactly (see tc.sweep.study.run_worker)
     others = [t for t in study.trials if t.state != optuna.trial.TrialState.COMPLETE]
     assert all("tc.surplus" in t.user_attrs for t in others)  # at most a trial that lost the race, FAILED
     assert len({tuple(sorted(t.params.items())) for t in complete}) == n_trials  # workers drew distinct params
@@ -207,7 +210,7 @@ def test_a_space_the_data_cannot_satisfy_is_refused_before_any_trial(mlflow_stor
     assert "train_size [2000] exceeds the 1438 training examples of digits" in capsys.readouterr().err
     assert not journal.exists() and not MlflowClient().search_runs(["0"])  # no study, no trial, no run
     # the default space is fitted to digits instead (train_size 2000 dropped), so it never loses a trial to it
-    assert 2000 not in studies.fitted_space(SweepConfig(dataset="digits"))["train_size"]["choices"]
+    assert 2000 not in sweep_space.fitted_space(SweepConfig(dataset="digits"))["train_size"]["choices"]
 
 
 @pytest.mark.slow
@@ -244,7 +247,7 @@ def test_qmc_in_the_sweep_keeps_one_sobol_sequence_across_per_trial_reseeding():
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     space = {"lr": {"type": "float", "low": 0.0, "high": 1.0}, "momentum": {"type": "float", "low": 0.0, "high": 1.0}}
     study = optuna.create_study(sampler=studies.make_sampler("qmc", space, 0))
-    study.optimize(lambda t: sum(sweep.suggest(t, space).values()), n_trials=17)
+    study.optimize(lambda t: sum(sweep_space.suggest(t, space).values()), n_trials=17)
     pts = [[t.params["lr"], t.params["momentum"]] for t in study.trials][1:]  # trial 0: learns the space
     for axis in (0, 1):
         assert sorted(int(p[axis] * 16) for p in pts) == list(range(16))
@@ -252,15 +255,15 @@ def test_qmc_in_the_sweep_keeps_one_sobol_sequence_across_per_trial_reseeding():
 
 def test_a_grid_caps_the_trial_budget_at_its_number_of_points():
     space = {"lr": {"type": "categorical", "choices": [0.1, 0.2]}, "width": {"type": "int", "low": 8, "high": 32}}
-    assert studies.trial_budget(SweepConfig(n_trials=20, sampler="grid"), space) == 2 * 3  # 3 points per range
-    assert studies.trial_budget(SweepConfig(n_trials=4, sampler="grid"), space) == 4
-    assert studies.trial_budget(SweepConfig(n_trials=20, sampler="random"), space) == 20
+    assert budget.trial_budget(SweepConfig(n_trials=20, sampler="grid"), space) == 2 * 3  # 3 points per range
+    assert budget.trial_budget(SweepConfig(n_trials=4, sampler="grid"), space) == 4
+    assert budget.trial_budget(SweepConfig(n_trials=20, sampler="random"), space) == 20
 
 
 def test_the_sweep_run_counts_trials_in_the_correlations_once_as_n_trials_converged():
     """Issue 19.13: `n_trials_finished` was a second name for `n_trials_converged`; one name is left, logged
     whether or not there are enough trials for correlations."""
-    from tc import metrics
+    from tc.analysis import registry as metrics
 
     space = {"lr": {"type": "float", "low": 0.01, "high": 0.1, "log": True}}
     rng = np.random.default_rng(0)
@@ -275,7 +278,7 @@ def test_the_sweep_run_counts_trials_in_the_correlations_once_as_n_trials_conver
     )
     cfg = SweepConfig(bootstrap=100)
     for rows, converged in ((every, 5), (every.iloc[:3], 2)):
-        summary = studies.summarize(cfg, space, rows)
+        summary = sweep_summary.summarize(cfg, space, rows)
         assert summary.metrics["n_trials_converged"] == converged == len(summary.trials)
         assert summary.metrics["n_trials_not_converged"] == 1
         assert {k for k in summary.metrics if k.startswith("n_trials")} == {
@@ -283,3 +286,40 @@ def test_the_sweep_run_counts_trials_in_the_correlations_once_as_n_trials_conver
             "n_trials_not_converged",
         }
     assert "n_trials_finished" not in metrics.METRICS and "n_trials_converged" in metrics.METRICS
+
+
+@pytest.mark.filterwarnings("ignore:Heartbeat of storage")  # ask() on an RDB with heartbeats, outside optimize
+def test_a_studys_storage_is_the_one_it_writes_through(tmp_path):
+    """`study_storage` is the one place tc reads an Optuna private for a study (`Study._storage`: Optuna has no
+    public accessor): a user attribute written through it is what the study reads back, for a journal file and
+    for an RDB (which `optuna.create_study` wraps in a cache). This fails when Optuna moves it."""
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    for spec in (str(tmp_path / "j.log"), f"sqlite:///{tmp_path / 'o.db'}"):
+        study = optuna.create_study(study_name="s", storage=open_storage(spec))
+        number = study.ask().number
+        storage = studies.study_storage(study)
+        trial_id = storage.get_trial_id_from_study_id_trial_number(storage.get_study_id_from_name("s"), number)
+        storage.set_trial_user_attr(trial_id, "tc.stale", "a dead worker")
+        assert study.get_trials()[number].user_attrs == {"tc.stale": "a dead worker"}
+
+
+def test_past_the_grids_size_a_grid_trial_picks_its_point_by_its_own_seed():
+    """Once trial numbers pass the grid's size (here taken by enqueued trials), GridSampler picks a point at
+    random among the unvisited ones. `_seed_grid_choice` seeds that choice per trial through Optuna's private
+    `GridSampler._rng` (this fails when Optuna changes it): the pick depends on the trial's number, so workers
+    differ, and is reproducible, so one worker is."""
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    points = list(range(8))
+
+    def pick_after(k: int) -> int:
+        study = optuna.create_study(
+            sampler=studies.make_sampler("grid", {"x": {"type": "categorical", "choices": points}}, 0)
+        )
+        for _ in range(k):
+            study.enqueue_trial({"x": 0})  # no grid point: every point stays unvisited
+        study.optimize(lambda t: t.suggest_categorical("x", points), n_trials=k + 1)
+        return study.trials[-1].params["x"]
+
+    picks = [pick_after(k) for k in range(8, 14)]
+    assert picks == [pick_after(k) for k in range(8, 14)]
+    assert len(set(picks)) > 1  # one seed for every trial would pick the same point each time

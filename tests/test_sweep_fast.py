@@ -1,4 +1,4 @@
-"""ORACLE tests of the vectorised bootstrap and the cached Ψ groups of `tc.sweep.correlation_table`: every
+"""ORACLE tests of the vectorised bootstrap and the cached Ψ groups of `tc.stats.rankcorr.correlation_table`: every
 value equals the per-resample SciPy loop (and the scalar, pandas-row grouping) that they replaced."""
 
 import itertools
@@ -11,7 +11,7 @@ import pytest
 from scipy import stats
 
 from benchmarks.reference import old_granulated as _old_granulated
-from tc import sweep
+from tc.stats import bootstrap, rankcorr
 
 SPACE = {
     "lr": {"type": "float", "low": 0.01, "high": 1.0, "log": True},
@@ -82,18 +82,18 @@ def _assert_same_granulated(got, expected):
 
 def test_bootstrap_draws_equal_scipy_per_resample_with_ties_and_constant_resamples():
     df = _trials(6, seed=1)  # 6 trials: resamples repeat trials, some are constant in a measure or control
-    options = sweep.CorrelationOptions(draws=250, seed=3)
-    shared = sweep._RowSet(df[list(SPACE)], SPACE, options)
+    options = rankcorr.CorrelationOptions(draws=250, seed=3)
+    shared = rankcorr._RowSet(df[list(SPACE)], SPACE, options)
     idx = shared.idx
     np.testing.assert_array_equal(idx, np.random.default_rng(3).integers(0, 6, (250, 6)))
     undefined = 0
     for measure, target in [("m", "test_acc"), ("m_tied", "gen_gap"), ("m_tied", "test_acc")]:
         mu, g = df[measure].to_numpy(float), df[target].to_numpy(float)
-        got = sweep._bootstrap_draws(mu, g, target, shared)
+        got = rankcorr._bootstrap_draws(mu, g, target, shared)
         kendall = _per_resample(lambda i, mu=mu, g=g: stats.kendalltau(mu[i], g[i]).statistic, idx)
         spearman = _per_resample(lambda i, mu=mu, g=g: stats.spearmanr(mu[i], g[i]).statistic, idx)
         partial = _per_resample(
-            lambda i, m=measure, t=target: sweep.partial_kendall(df.iloc[i], m, t, list(SPACE)), idx
+            lambda i, m=measure, t=target: rankcorr.partial_kendall(df.iloc[i], m, t, list(SPACE)), idx
         )
         undefined += np.isnan(kendall).sum()
         _assert_same(got["kendall"], kendall)
@@ -106,7 +106,7 @@ def test_kendall_draws_are_nan_when_a_resample_touches_a_missing_value():
     x = np.array([1.0, 2.0, np.nan, 4.0, 3.0])
     y = np.array([2.0, 1.0, 3.0, 5.0, 4.0])
     idx = np.random.default_rng(0).integers(0, 5, (200, 5))
-    got = sweep._kendall_draws(sweep._signs(x), sweep._signs(y), sweep._counts(idx))
+    got = bootstrap.kendall_draws(bootstrap.signs(x), bootstrap.signs(y), bootstrap.counts(idx))
     _assert_same(got, _per_resample(lambda i: stats.kendalltau(x[i], y[i]).statistic, idx))
 
 
@@ -130,14 +130,14 @@ def _slow_table(df, measures, space, draws, seed):
             "kendall_p": stats.kendalltau(mu, g).pvalue,
             "granulated_kendall": psi,
             "psi_entered": ",".join(entered),
-            "partial_kendall": sweep.partial_kendall(sub, measure, target, list(space)),
+            "partial_kendall": rankcorr.partial_kendall(sub, measure, target, list(space)),
         }
         for h in space:
             row[f"psi_{h}"], row[f"n_groups_{h}"], row[f"n_pairs_{h}"] = per_h[h], counts[h], pairs[h]
         stats_of = {
             "spearman": lambda i, mu=mu, g=g: stats.spearmanr(mu[i], g[i]).statistic,
             "kendall": lambda i, mu=mu, g=g: stats.kendalltau(mu[i], g[i]).statistic,
-            "partial_kendall": lambda i, s=sub, m=measure, t=target: sweep.partial_kendall(
+            "partial_kendall": lambda i, s=sub, m=measure, t=target: rankcorr.partial_kendall(
                 s.iloc[i], m, t, list(space)
             ),
         }
@@ -150,7 +150,7 @@ def _slow_table(df, measures, space, draws, seed):
 def test_correlation_table_equals_the_slow_reference_loop():
     df = _trials(14, seed=2, jitter=0.05)
     measures = ["m", "m_tied", "m_nan"]
-    got = sweep.correlation_table(df, measures, SPACE, sweep.CorrelationOptions(draws=120, seed=5))
+    got = rankcorr.correlation_table(df, measures, SPACE, rankcorr.CorrelationOptions(draws=120, seed=5))
     expected = _slow_table(df, measures, SPACE, draws=120, seed=5)
     assert len(got) == len(expected) == 6
     for col in expected.columns:
@@ -169,10 +169,10 @@ def test_granulated_groups_equal_the_scalar_grouping_with_tolerance_and_dropped_
     # cache in correlation_table is keyed by row set, and must equal recomputation on the dropped table
     df = _trials(24, seed=seed, jitter=0.08)
     for tol in (0.02, 0.1):
-        got = sweep.granulated_kendall(df, "m", "test_acc", SPACE, tol=tol)
+        got = rankcorr.granulated_kendall(df, "m", "test_acc", SPACE, tol=tol)
         _assert_same_granulated(got, _old_granulated(df, "m", "test_acc", SPACE, tol))
-    options = sweep.CorrelationOptions(draws=20, tol=0.1)
-    table = sweep.correlation_table(df, ["m_nan", "m"], SPACE, options).set_index(["measure", "target"])
+    options = rankcorr.CorrelationOptions(draws=20, tol=0.1)
+    table = rankcorr.correlation_table(df, ["m_nan", "m"], SPACE, options).set_index(["measure", "target"])
     for measure, target in itertools.product(["m_nan", "m"], options.targets):
         sub = df.dropna(subset=[measure, target])
         psi, per_h, counts, pairs, entered = _old_granulated(sub, measure, target, SPACE, 0.1)

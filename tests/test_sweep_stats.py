@@ -6,7 +6,13 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from tc import sweep
+from tc.stats import rankcorr
+from tc.stats.multiplicity import ALPHA, multiplicity
+from tc.sweep import space as sweep_space
+from tc.sweep import study as studies
+from tc.sweep import summary as sweep_summary
+from tc.sweep import trial as sweep_trial
+from tc.tracking.labels import gen_gap
 
 SPACE = {
     "lr": {"type": "float", "low": 0.01, "high": 1.0, "log": True},
@@ -27,24 +33,24 @@ def test_pairwise_kendall_matches_brute_force_and_tau_b_without_ties():
     rng = np.random.default_rng(1)
     mu, g = rng.random(12), rng.random(12)
     brute = sum(np.sign(mu[i] - mu[j]) * np.sign(g[i] - g[j]) for i in range(12) for j in range(12) if i != j)
-    assert sweep.kendall_pairs(mu, g) == pytest.approx(brute / (12 * 11))
-    assert sweep.kendall_pairs(mu, g) == pytest.approx(stats.kendalltau(mu, g).statistic)
+    assert rankcorr.kendall_pairs(mu, g) == pytest.approx(brute / (12 * 11))
+    assert rankcorr.kendall_pairs(mu, g) == pytest.approx(stats.kendalltau(mu, g).statistic)
 
 
 def test_granulated_kendall_on_a_grid():
     df = _grid_trials()
     df["perfect"] = df["test_acc"]  # a measure equal to the target: τ = 1 in every group
     df["width_only"] = df["width"]  # tracks one hyperparameter only
-    psi, per_h, counts, pairs, entered = sweep.granulated_kendall(df, "perfect", "test_acc", SPACE)
+    psi, per_h, counts, pairs, entered = rankcorr.granulated_kendall(df, "perfect", "test_acc", SPACE)
     assert psi == pytest.approx(1.0) and counts == {"lr": 3, "width": 3} and entered == ["lr", "width"]
     assert pairs == {"lr": 9, "width": 9}  # 3 groups of 3 trials: 3 pairs each
-    psi, per_h, *_ = sweep.granulated_kendall(df, "width_only", "test_acc", SPACE)
+    psi, per_h, *_ = rankcorr.granulated_kendall(df, "width_only", "test_acc", SPACE)
     assert per_h["width"] == pytest.approx(1.0) and per_h["lr"] == 0.0 and psi == pytest.approx(0.5)
 
 
 def test_granulated_kendall_groups_within_tolerance():
     df = pd.DataFrame({"lr": [0.1, 0.105, 0.5, 0.52], "width": [8, 16, 8, 16], "m": [1, 2, 3, 4], "t": [1, 2, 3, 5]})
-    _, per_h, counts, *_ = sweep.granulated_kendall(df, "m", "t", SPACE, tol=0.05)
+    _, per_h, counts, *_ = rankcorr.granulated_kendall(df, "m", "t", SPACE, tol=0.05)
     assert counts["width"] == 2 and per_h["width"] == 1.0  # lr 0.1 ~ 0.105 and 0.5 ~ 0.52 on a log scale
     assert counts["lr"] == 2 and per_h["lr"] == 1.0
 
@@ -89,7 +95,7 @@ def test_granulated_kendall_matches_jiangs_definition_on_a_grid_with_repeated_se
     df["t"] = rng.random(len(df))
     df["m"] = df["t"] + rng.normal(0, 0.3, len(df))
     expected_psi, expected = _jiang_brute_force(df, "m", "t", grid)
-    got = sweep.granulated_kendall(df, "m", "t", space, tol=0.01)
+    got = rankcorr.granulated_kendall(df, "m", "t", space, tol=0.01)
     assert got.per_h == pytest.approx(expected)
     assert got.psi == pytest.approx(expected_psi) and got.entered == list(grid)
     assert got.groups == {"lr": 6, "width": 6, "batch_size": 9}
@@ -99,8 +105,8 @@ def test_granulated_kendall_ignores_pairs_that_repeat_a_setting():
     # four trials, three at one setting: the only evidence about lr is the three pairs across lr values
     df = pd.DataFrame({"lr": [0.1, 0.1, 0.1, 1.0], "m": [3, 1, 0, 2], "t": [0, 1, 2, 3]})
     space = {"lr": SPACE["lr"]}
-    got = sweep.granulated_kendall(
-        df, "m", "t", space, options=sweep.CorrelationOptions(min_groups=1, min_hyperparameters=1)
+    got = rankcorr.granulated_kendall(
+        df, "m", "t", space, options=rankcorr.CorrelationOptions(min_groups=1, min_hyperparameters=1)
     )
     assert got.psi == pytest.approx(1 / 3) and got.pairs == {"lr": 3}  # the old code gave -1/3 (all 6 pairs)
     assert got.per_h["lr"] == pytest.approx(_jiang_brute_force(df, "m", "t", {"lr": [0.1, 1.0]})[1]["lr"])
@@ -110,10 +116,10 @@ def test_granulated_kendall_reports_which_hyperparameters_entered_and_is_nan_whe
     df = _grid_trials()
     df["m"] = df["test_acc"]
     one_width = df[df["width"] == 8]  # lr varies in one group only; width never varies
-    got = sweep.granulated_kendall(one_width, "m", "test_acc", SPACE)
+    got = rankcorr.granulated_kendall(one_width, "m", "test_acc", SPACE)
     assert got.groups == {"lr": 1, "width": 0} and got.entered == [] and math.isnan(got.psi)
-    got = sweep.granulated_kendall(
-        one_width, "m", "test_acc", SPACE, options=sweep.CorrelationOptions(min_groups=1, min_hyperparameters=1)
+    got = rankcorr.granulated_kendall(
+        one_width, "m", "test_acc", SPACE, options=rankcorr.CorrelationOptions(min_groups=1, min_hyperparameters=1)
     )
     assert got.entered == ["lr"] and got.psi == pytest.approx(1.0)
 
@@ -126,13 +132,13 @@ def test_partial_kendall_with_one_control_is_kendalls_formula():
     expected = (t("m", "t") - t("m", "lr") * t("t", "lr")) / math.sqrt(
         (1 - t("m", "lr") ** 2) * (1 - t("t", "lr") ** 2)
     )
-    assert sweep.partial_kendall(df, "m", "t", ["lr"]) == pytest.approx(expected)
+    assert rankcorr.partial_kendall(df, "m", "t", ["lr"]) == pytest.approx(expected)
 
 
 def test_correlation_table_has_every_coefficient_and_ci():
     df = _grid_trials()
     df["tc_test"] = df["test_acc"] + np.random.default_rng(3).normal(0, 0.01, len(df))
-    table = sweep.correlation_table(df, ["tc_test"], SPACE, sweep.CorrelationOptions(draws=200))
+    table = rankcorr.correlation_table(df, ["tc_test"], SPACE, rankcorr.CorrelationOptions(draws=200))
     assert list(table["target"]) == ["test_acc", "gen_gap"]
     row = table.iloc[0]
     assert row["spearman"] > 0.9 and row["spearman_ci_low"] <= row["spearman"] <= row["spearman_ci_high"]
@@ -155,7 +161,7 @@ def test_search_space_files_are_validated(tmp_path):
     good.write_text(
         "lr: {type: float, low: 0.01, high: 0.1, log: true}\nwidth: {type: categorical, choices: [8, 16]}\n"
     )
-    assert sweep.load_space(str(good))["width"]["choices"] == [8, 16]
+    assert sweep_space.load_space(str(good))["width"]["choices"] == [8, 16]
     cases = {
         "bad.yaml": ("lr: [unclosed", "not valid YAML"),
         "unknown.json": ('{"dropout": {"type": "float", "low": 0, "high": 1}}', "not a tunable"),
@@ -165,56 +171,56 @@ def test_search_space_files_are_validated(tmp_path):
     for name, (text, words) in cases.items():
         (tmp_path / name).write_text(text)
         with pytest.raises(ValueError, match=words):
-            sweep.load_space(str(tmp_path / name))
+            sweep_space.load_space(str(tmp_path / name))
     with pytest.raises(ValueError, match="no such file"):
-        sweep.load_space(str(tmp_path / "absent.yaml"))
+        sweep_space.load_space(str(tmp_path / "absent.yaml"))
 
 
 def test_bad_storage_urls_are_clear_errors(tmp_path):
     with pytest.raises(ValueError, match="cannot open"):
-        sweep.open_storage("nosuchdialect://x/y")
+        studies.open_storage("nosuchdialect://x/y")
     with pytest.raises(ValueError, match="does not exist"):
-        sweep.open_storage(str(tmp_path / "missing" / "journal.log"))
+        studies.open_storage(str(tmp_path / "missing" / "journal.log"))
 
 
 def test_measure_columns_leave_out_per_cut_variants():
     cols = ["tc_test", "tc_test_d4", "aniso_drift_pvalue", "drift_test_d10", "test_acc", "lr"]
-    assert sweep.measure_columns(cols) == ["tc_test", "aniso_drift_pvalue"]
+    assert sweep_summary.measure_columns(cols) == ["tc_test", "aniso_drift_pvalue"]
 
 
 # ---- the redesigned sweep: fitted space, gen_gap, seeds, convergence, multiplicity, QMC ------------------
 
 
 def test_default_space_fits_the_data_set_and_a_space_that_cannot_is_refused():
-    digits = sweep.default_space(1437)
+    digits = sweep_space.default_space(1437)
     assert digits["train_size"]["choices"] == [500, 1000, 0]  # 2000 > 1437 dropped; 0 (= all) stays
-    assert sweep.default_space(60000)["train_size"]["choices"] == [500, 1000, 2000, 0]
-    assert sweep.DEFAULT_SPACE["train_size"]["choices"] == [500, 1000, 2000, 0]  # not mutated
-    sweep.check_space_fits(digits, 1437, "digits")
-    sweep.check_space_fits({"lr": {"type": "float", "low": 0.1, "high": 1.0}}, 10, "digits")  # no train_size
+    assert sweep_space.default_space(60000)["train_size"]["choices"] == [500, 1000, 2000, 0]
+    assert sweep_space.DEFAULT_SPACE["train_size"]["choices"] == [500, 1000, 2000, 0]  # not mutated
+    sweep_space.check_space_fits(digits, 1437, "digits")
+    sweep_space.check_space_fits({"lr": {"type": "float", "low": 0.1, "high": 1.0}}, 10, "digits")  # no train_size
     with pytest.raises(ValueError, match=r"train_size \[2000\] exceeds the 1437 training examples of digits"):
-        sweep.check_space_fits(sweep.DEFAULT_SPACE, 1437, "digits")
+        sweep_space.check_space_fits(sweep_space.DEFAULT_SPACE, 1437, "digits")
     with pytest.raises(ValueError, match="exceeds"):
-        sweep.check_space_fits({"train_size": {"type": "int", "low": 100, "high": 1500}}, 1437, "digits")
+        sweep_space.check_space_fits({"train_size": {"type": "int", "low": 100, "high": 1500}}, 1437, "digits")
 
 
 def test_gen_gap_is_clean_train_accuracy_minus_test_accuracy():
-    assert sweep.gen_gap({"train_acc_clean": 0.97, "test_acc": 0.90, "train_acc": 0.80}) == pytest.approx(0.07)
-    assert math.isnan(sweep.gen_gap({"test_acc": 0.9, "acc_train": 1.0}))  # no clean accuracy: not the old proxy
+    assert gen_gap({"train_acc_clean": 0.97, "test_acc": 0.90, "train_acc": 0.80}) == pytest.approx(0.07)
+    assert math.isnan(gen_gap({"test_acc": 0.9, "acc_train": 1.0}))  # no clean accuracy: not the old proxy
 
 
 def test_seed_spread_is_the_two_seed_sample_sd():
     a, b = {"tc_test": 0.9, "gm_margin": 2.0, "only_a": 1.0}, {"tc_test": 0.8, "gm_margin": float("nan")}
-    out = sweep.seed_spread(a, b, ["tc_test", "gm_margin", "only_a"])
+    out = sweep_trial.seed_spread(a, b, ["tc_test", "gm_margin", "only_a"])
     assert out == {"tc_test_seed_sd": pytest.approx(np.std([0.9, 0.8], ddof=1))}
-    assert sweep.measure_columns(["tc_test", "tc_test_seed_sd"]) == ["tc_test"]
+    assert sweep_summary.measure_columns(["tc_test", "tc_test_seed_sd"]) == ["tc_test"]
 
 
 def test_trials_that_never_converged_are_set_apart():
     df = pd.DataFrame({"converged": [1, 0, 1, np.nan], "m": [1, 2, 3, 4]})
-    kept, apart = sweep.split_converged(df)
+    kept, apart = sweep_summary.split_converged(df)
     assert list(kept["m"]) == [1, 3, 4] and list(apart["m"]) == [2]
-    kept, apart = sweep.split_converged(df.drop(columns="converged"))
+    kept, apart = sweep_summary.split_converged(df.drop(columns="converged"))
     assert len(kept) == 4 and len(apart) == 0
 
 
@@ -264,7 +270,7 @@ def _kendall_table(df, measures):
         {"measure": m, "target": "test_acc", "kendall_p": stats.kendalltau(df[m], df["test_acc"]).pvalue}
         for m in measures
     ]
-    return sweep.multiplicity(pd.DataFrame(rows), headline="m0")
+    return multiplicity(pd.DataFrame(rows), measure="m0")
 
 
 def test_the_confirmatory_measure_is_tested_alone_and_the_exploratory_family_is_holms():
@@ -280,7 +286,7 @@ def test_the_confirmatory_measure_is_tested_alone_and_the_exploratory_family_is_
     _assert_holm(explore["kendall_p_holm"], explore["kendall_p"])  # a family without the confirmatory measure
     # the confirmatory measure against another target is exploratory, in that target's family
     two = pd.concat([table, table.assign(target="gen_gap")], ignore_index=True)
-    two = sweep.multiplicity(two[["measure", "target", "kendall_p"]], headline="m0")
+    two = multiplicity(two[["measure", "target", "kendall_p"]], measure="m0")
     assert (two["role"] == "confirmatory").sum() == 1
     gap = two[two["target"] == "gen_gap"]
     _assert_holm(gap["kendall_p_holm"], gap["kendall_p"])
@@ -296,7 +302,7 @@ def test_measures_with_identical_ranks_are_flagged_and_each_counted_in_their_fam
     df["m5_twin"] = df["m5"] * 3  # missing on the same trial
     df["m5_not"] = (df["m5"] * 3).fillna(0.0)  # present where m5 is missing: not a twin
     measures = [c for c in df if c.startswith("m")]
-    twins = sweep.same_ranks(df, measures)
+    twins = rankcorr.same_ranks(df, measures)
     assert twins == {"m0_twin": "m0", "m2_twin": "m2", "m5_twin": "m5"}
     rows = [
         {
@@ -307,7 +313,7 @@ def test_measures_with_identical_ranks_are_flagged_and_each_counted_in_their_fam
         }
         for m in measures
     ]
-    table = sweep.multiplicity(pd.DataFrame(rows), headline="m0").set_index("measure")
+    table = multiplicity(pd.DataFrame(rows), measure="m0").set_index("measure")
     assert table["same_ranks_as"].to_dict() == {m: twins.get(m, "") for m in measures}  # a flag, carried as is
     explore = table[table["role"] == "exploratory"]
     assert len(explore) == len(measures) - 1 == 10  # every measure but the confirmatory one, twins included
@@ -357,7 +363,7 @@ def _sweep_trials(rng, n_trials=30, tau_signal=0.0):
     other and with a hyperparameter, as consistency measures are), rounded to 1/500 like agreements on 500
     samples (ties); `tc_test` a monotone twin of `tc_kappa_test` (the same ranks, other values). With
     `tau_signal` = 0 no measure depends on test accuracy: the null of the confirmatory test. Otherwise the
-    headline gets that much of the accuracy's standardised value."""
+    confirmatory measure gets that much of the accuracy's standardised value."""
     lr = np.exp(rng.uniform(np.log(0.02), np.log(0.2), n_trials))
     batch = rng.choice([32, 64, 128], n_trials)
     acc = 0.9 + 0.03 * np.log(lr / 0.02) + 0.02 * rng.standard_t(4, n_trials)
@@ -373,19 +379,19 @@ def _sweep_trials(rng, n_trials=30, tau_signal=0.0):
 
 
 def _confirmatory(df):
-    options = sweep.CorrelationOptions(targets=("test_acc",), draws=20)
-    table = sweep.correlation_table(df, ["tc_full_test", "tc_test", "tc_kappa_test", "gm_x"], NULL_SPACE, options)
+    options = rankcorr.CorrelationOptions(targets=("test_acc",), draws=20)
+    table = rankcorr.correlation_table(df, ["tc_full_test", "tc_test", "tc_kappa_test", "gm_x"], NULL_SPACE, options)
     return table.set_index("measure")
 
 
-def test_correlation_table_tests_the_headline_alone_and_flags_its_twin():
+def test_correlation_table_tests_the_confirmatory_measure_alone_and_flags_its_twin():
     rng = np.random.default_rng(20)
     df = _sweep_trials(rng, tau_signal=1.0)
     table = _confirmatory(df)
     row = table.loc["tc_kappa_test"]
     assert row["role"] == "confirmatory" and row["same_ranks_as"] == ""
     assert row["kendall_p_holm"] == stats.kendalltau(df["tc_kappa_test"], df["test_acc"]).pvalue
-    assert table.loc["tc_test", "same_ranks_as"] == "tc_kappa_test"  # named after the headline, not the reverse
+    assert table.loc["tc_test", "same_ranks_as"] == "tc_kappa_test"  # named after the confirmatory one, not the reverse
     assert (table.drop(index="tc_test")["same_ranks_as"] == "").all()
     assert table.loc["tc_test", "kendall"] == row["kendall"] and table.loc["tc_test", "role"] == "exploratory"
     explore = table[table["role"] == "exploratory"]
@@ -393,14 +399,14 @@ def test_correlation_table_tests_the_headline_alone_and_flags_its_twin():
     _assert_holm(explore["kendall_p_holm"], explore["kendall_p"])
     # the same raw test as the confirmatory one, but its own Holm p (second smallest of 3: 2 p): significant
     # alone at α, not in the exploratory family
-    assert table.loc["tc_test", "kendall_p"] == row["kendall_p"] < sweep.ALPHA
+    assert table.loc["tc_test", "kendall_p"] == row["kendall_p"] < ALPHA
     assert table.loc["tc_test", "kendall_p_holm"] == pytest.approx(2 * row["kendall_p"])
-    assert table.loc["tc_test", "kendall_p_holm"] > sweep.ALPHA
+    assert table.loc["tc_test", "kendall_p_holm"] > ALPHA
 
 
 def test_the_confirmatory_test_is_calibrated_at_alpha_on_the_production_path():
-    """400 null sweeps of 30 trials through `correlation_table`: the headline's adjusted p < α in ~5% of them
-    (binomial sd 0.011), neither inflated by ties, correlated measures and hyperparameter structure nor
+    """400 null sweeps of 30 trials through `correlation_table`: the confirmatory measure's adjusted p < α in ~5%
+    of them (binomial sd 0.011), neither inflated by ties, correlated measures and hyperparameter structure nor
     deflated by a Holm family it does not belong to (Holm over these 4 measures, the old rule, gives ~1%);
     the exploratory family's error stays <= α + MC."""
     rng = np.random.default_rng(21)
@@ -408,8 +414,8 @@ def test_the_confirmatory_test_is_calibrated_at_alpha_on_the_production_path():
     runs = 400
     for _ in range(runs):
         table = _confirmatory(_sweep_trials(rng))
-        hits += table.loc["tc_kappa_test", "kendall_p_holm"] < sweep.ALPHA
-        explore_any += (table.loc[table["role"] == "exploratory", "kendall_p_holm"] < sweep.ALPHA).any()
+        hits += table.loc["tc_kappa_test", "kendall_p_holm"] < ALPHA
+        explore_any += (table.loc[table["role"] == "exploratory", "kendall_p_holm"] < ALPHA).any()
     assert 0.025 <= hits / runs <= 0.075, hits / runs
     assert explore_any / runs <= 0.075, explore_any / runs
 
@@ -421,9 +427,9 @@ def test_the_confirmatory_test_has_power_and_pays_nothing_for_the_exploratory_fa
     for _ in range(runs):
         table = _confirmatory(_sweep_trials(rng, tau_signal=1.0))
         p = table["kendall_p"].to_numpy(float)
-        alone += table.loc["tc_kappa_test", "kendall_p_holm"] < sweep.ALPHA
+        alone += table.loc["tc_kappa_test", "kendall_p_holm"] < ALPHA
         i = list(table.index).index("tc_kappa_test")
-        in_family += i in _step_down_rejects(p, sweep.ALPHA)  # the old rule: Holm over every measure
+        in_family += i in _step_down_rejects(p, ALPHA)  # the old rule: Holm over every measure
     assert alone / runs >= 0.8, alone / runs  # 0.90 at this seed
     assert alone > in_family  # Holm over every measure, the old rule: 0.75
 
@@ -432,7 +438,9 @@ def test_correlation_table_carries_roles_and_holm_p_values_per_target():
     df = _grid_trials()
     df["tc_kappa_test"] = df["test_acc"] + np.random.default_rng(3).normal(0, 0.01, len(df))
     df["gm_margin"] = np.random.default_rng(4).random(len(df))
-    table = sweep.correlation_table(df, ["tc_kappa_test", "gm_margin"], SPACE, sweep.CorrelationOptions(draws=100))
+    table = rankcorr.correlation_table(
+        df, ["tc_kappa_test", "gm_margin"], SPACE, rankcorr.CorrelationOptions(draws=100)
+    )
     assert set(table["role"]) == {"confirmatory", "exploratory"}
     confirmatory = table[table["role"] == "confirmatory"]
     assert list(confirmatory["measure"]) == ["tc_kappa_test"] and list(confirmatory["target"]) == ["test_acc"]
@@ -447,7 +455,7 @@ def test_qmc_sampler_fills_the_space_and_is_reproducible():
     optuna.logging.set_verbosity(optuna.logging.WARNING)
 
     def draw(seed):
-        study = optuna.create_study(sampler=sweep.qmc_sampler(seed))
+        study = optuna.create_study(sampler=studies.qmc_sampler(seed))
         study.optimize(lambda t: t.suggest_float("x", 0.0, 1.0) + t.suggest_float("y", 0.0, 1.0), n_trials=17)
         return np.array([[t.params["x"], t.params["y"]] for t in study.trials])
 

@@ -12,12 +12,13 @@ import torch
 from mlflow.tracking import MlflowClient
 
 from entrypoints import train as train_ep
-from tc import checkpoints as ck
-from tc import tracking
 from tc.config import TrainConfig
-from tc.data import load_data
-from tc.models import ModelSpec, build_model
-from tc.train import DivergenceError, lr_at, train
+from tc.core import checkpoints as ck
+from tc.core.data import load_data
+from tc.core.models import ModelSpec, build_model
+from tc.core.train import DivergenceError, lr_at, train
+from tc.tracking import checkpoints
+from tc.tracking import client as tc_client
 
 TINY = [
     "--dataset",
@@ -125,7 +126,7 @@ def test_killed_run_resumes_to_the_same_checkpoints_and_metrics(mlflow_store, tm
 
         target, name = MlflowClient, "log_artifact"
     else:  # dies after the epoch-2 state was saved, before epoch 2's metrics reached MLflow
-        real = tracking.log_metrics
+        real = tc_client.log_metrics
 
         def flaky(run_id, metrics, step):
             calls["n"] += 1
@@ -133,7 +134,7 @@ def test_killed_run_resumes_to_the_same_checkpoints_and_metrics(mlflow_store, tm
                 raise Killed
             real(run_id, metrics, step)
 
-        target, name = tracking, "log_metrics"
+        target, name = checkpoints, "log_metrics"
     # only the fault is undone afterwards: monkeypatch.undo() would also undo the store fixture's settings
     with monkeypatch.context() as fault, pytest.raises(Killed):
         fault.setattr(target, name, flaky)
@@ -358,7 +359,7 @@ def test_a_resume_state_saved_at_the_stopping_step_does_not_train_on():
 
 
 def test_phase_windows_and_matched_fractions_for_runs_of_different_lengths():
-    from tc.consistency import phase_windows, steps_at_fractions
+    from tc.core.consistency import phase_windows, steps_at_fractions
 
     short, long_ = [0, 10, 20, 30, 40, 50, 60], list(range(0, 130, 10))
     ws, wl = phase_windows(short), phase_windows(long_)
@@ -381,8 +382,8 @@ def test_phase_windows_and_matched_fractions_for_runs_of_different_lengths():
 
 
 def test_checkpoints_fractions_selects_matched_points_of_runs_of_different_lengths():
+    from tc.analysis.splits import select_steps
     from tc.config import AnalyzeConfig
-    from tc.splits import select_steps
 
     short, long_ = list(range(0, 145, 8)), list(range(0, 1361, 8))
     s, lg = select_steps("fractions:5", short), select_steps("fractions:5", long_)

@@ -14,9 +14,12 @@ import torch
 from mlflow.tracking import MlflowClient
 
 from entrypoints import sweep as sweep_ep
-from tc import studies, sweep
 from tc.config import SweepConfig, TrainConfig
-from tc.train import DivergenceError, TrainingFailure, UntrainableConfigError
+from tc.core.train import DivergenceError, TrainingFailure, UntrainableConfigError
+from tc.sweep import budget
+from tc.sweep import space as sweep_space
+from tc.sweep import study as studies
+from tc.sweep import trial as sweep_trial
 
 BASE = ["--dataset", "digits", "--model", "mlp", "--epochs", "1", "--max_samples", "40", "--anisotropy", "false"]
 BASE += ["--seeds", "1", "--target_loss", "0", "--bootstrap", "100"]
@@ -29,7 +32,7 @@ def _sweep(tmp_path, space: dict, *extra: str) -> int:
 
 
 def _study(tmp_path) -> optuna.Study:
-    return optuna.load_study(study_name="tc-sweep", storage=sweep.open_storage(str(tmp_path / "j.log")))
+    return optuna.load_study(study_name="tc-sweep", storage=studies.open_storage(str(tmp_path / "j.log")))
 
 
 LR = {"lr": {"type": "categorical", "choices": [0.05, 0.1, 0.2]}}
@@ -40,11 +43,11 @@ def test_the_failures_that_are_a_trials_own_are_training_failures():
     RuntimeError / ValueError they were, for callers that catch those); a plain ValueError is not."""
     assert issubclass(DivergenceError, TrainingFailure) and issubclass(DivergenceError, RuntimeError)
     assert issubclass(UntrainableConfigError, TrainingFailure) and issubclass(UntrainableConfigError, ValueError)
-    assert not isinstance(ValueError("a bug"), studies.TRIAL_FAILURES)
+    assert not isinstance(ValueError("a bug"), sweep_trial.TRIAL_FAILURES)
     cfg = SweepConfig(dataset="digits", model="mlp")
     with pytest.raises(UntrainableConfigError, match="combination"):
-        studies.trial_config(cfg, {"epochs": 0})  # refused by TrainConfig: the trial's own
-    assert studies.trial_config(cfg, {"lr": 0.2}) == TrainConfig(**{**studies.fixed_settings(cfg), "lr": 0.2})
+        sweep_trial.trial_config(cfg, {"epochs": 0})  # refused by TrainConfig: the trial's own
+    assert sweep_trial.trial_config(cfg, {"lr": 0.2}) == TrainConfig(**{**sweep_space.fixed_settings(cfg), "lr": 0.2})
 
 
 @pytest.mark.parametrize("sampler", ["tpe", "grid"])
@@ -57,7 +60,7 @@ def test_a_programming_error_in_training_crashes_trials_and_three_in_a_row_stop_
     def buggy(*args, **kwargs):
         raise ValueError("an index out of place (a bug)")
 
-    monkeypatch.setattr(studies.runs, "train_into_run", buggy)
+    monkeypatch.setattr(sweep_trial.jobs, "train_into_run", buggy)
     assert _sweep(tmp_path, LR, "--n_trials", "5", "--sampler", sampler) == 1
     err = capsys.readouterr().err
     assert "3 trials in a row crashed" in err and "an index out of place" in err
@@ -69,16 +72,16 @@ def test_a_programming_error_in_training_crashes_trials_and_three_in_a_row_stop_
     assert len(trials) == 3 and all(t.state == optuna.trial.TrialState.FAIL for t in trials)
     for t in trials:
         assert "fail_reason" not in t.user_attrs  # not a failure of its configuration
-        assert t.user_attrs[studies.CRASH_ATTR] == "ValueError: an index out of place (a bug)"
+        assert t.user_attrs[budget.CRASH_ATTR] == "ValueError: an index out of place (a bug)"
         run = MlflowClient().get_run(t.user_attrs["mlflow_run_id"])
         assert run.info.status == "FAILED" and run.data.tags["tc.error"].startswith("ValueError: an index")
-    assert studies.budget_used(_study(tmp_path)) == (sampler == "grid")  # only the queued rerun counts
+    assert budget.budget_used(_study(tmp_path)) == (sampler == "grid")  # only the queued rerun counts
     (parent,) = MlflowClient().search_runs(["0"], "tags.`tc.storage` != ''")
     assert parent.info.status == "FAILED" and "in a row" in parent.data.tags["tc.error"]
 
 
 def _analysis_fails_on_call(monkeypatch, k: int) -> None:
-    """The trials' analysis (`studies.analyze_trial`) raises on its k-th call and does nothing otherwise."""
+    """The trials' analysis (`tc.sweep.trial.analyze_trial`) raises on its k-th call and does nothing otherwise."""
     calls = {"n": 0}
 
     def flaky_analysis(cfg, parent_id, second_id=None):
@@ -86,7 +89,7 @@ def _analysis_fails_on_call(monkeypatch, k: int) -> None:
         if calls["n"] == k:
             raise RuntimeError("the analysis fell over")
 
-    monkeypatch.setattr(studies, "analyze_trial", flaky_analysis)
+    monkeypatch.setattr(sweep_trial, "analyze_trial", flaky_analysis)
 
 
 def test_an_analysis_error_crashes_that_trial_alone_and_the_worker_goes_on(mlflow_store, tmp_path, monkeypatch):
@@ -98,10 +101,10 @@ def test_an_analysis_error_crashes_that_trial_alone_and_the_worker_goes_on(mlflo
     states = [t.state for t in trials]
     assert states == [optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.FAIL, optuna.trial.TrialState.COMPLETE]
     crashed = trials[1]
-    assert crashed.user_attrs[studies.CRASH_ATTR] == "RuntimeError: the analysis fell over"
+    assert crashed.user_attrs[budget.CRASH_ATTR] == "RuntimeError: the analysis fell over"
     run = MlflowClient().get_run(crashed.user_attrs["mlflow_run_id"])
     assert run.info.status == "FAILED" and "the analysis fell over" in run.data.tags["tc.error"]
-    assert studies.budget_used(_study(tmp_path)) == 2
+    assert budget.budget_used(_study(tmp_path)) == 2
 
 
 @pytest.mark.parametrize("crash_at", [0, 2], ids=["first", "last"])
@@ -111,7 +114,7 @@ def test_a_crashed_grid_point_runs_again_and_every_point_is_measured_once(
     """Optuna's GridSampler counts a FAILED trial as a visited point: without a rerun, a crash of the first
     trial leaves one of 3 points never measured and spends the budget on a duplicate of another; the rerun of
     the last point is queued while the other trials already fill the budget, and must still run."""
-    real, calls = studies.runs.train_into_run, {"n": 0}
+    real, calls = sweep_trial.jobs.train_into_run, {"n": 0}
 
     def crashes_once(*args, **kwargs):
         calls["n"] += 1
@@ -119,13 +122,13 @@ def test_a_crashed_grid_point_runs_again_and_every_point_is_measured_once(
             raise RuntimeError("a lost connection")
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(studies.runs, "train_into_run", crashes_once)
+    monkeypatch.setattr(sweep_trial.jobs, "train_into_run", crashes_once)
     assert _sweep(tmp_path, LR, "--n_trials", "3", "--sampler", "grid") == 0
     trials = _study(tmp_path).trials
     done = [t.params["lr"] for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
     assert sorted(done) == [0.05, 0.1, 0.2]  # every point, none twice
     (crashed,) = [t for t in trials if t.state == optuna.trial.TrialState.FAIL]
-    assert crashed.number == crash_at and studies.CRASH_ATTR in crashed.user_attrs and len(trials) == 4
+    assert crashed.number == crash_at and budget.CRASH_ATTR in crashed.user_attrs and len(trials) == 4
     assert trials[crash_at + 1].params == crashed.params  # the same point, next
 
 
@@ -135,18 +138,18 @@ def test_an_analysis_out_of_memory_is_the_trials_own_failure_and_frees_the_cache
     emptied = []
 
     def oom(cfg, parent_id, second_id=None):
-        monkeypatch.setattr(studies.torch.cuda, "is_available", lambda: not emptied)  # a GPU, until emptied
-        monkeypatch.setattr(studies.torch.cuda, "empty_cache", lambda: emptied.append(True))
+        monkeypatch.setattr(sweep_trial.torch.cuda, "is_available", lambda: not emptied)  # a GPU, until emptied
+        monkeypatch.setattr(sweep_trial.torch.cuda, "empty_cache", lambda: emptied.append(True))
         raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
 
-    monkeypatch.setattr(studies, "analyze_trial", oom)
+    monkeypatch.setattr(sweep_trial, "analyze_trial", oom)
     assert _sweep(tmp_path, LR, "--n_trials", "1") == 0
     (trial,) = _study(tmp_path).trials
-    assert trial.state == optuna.trial.TrialState.FAIL and studies.CRASH_ATTR not in trial.user_attrs
+    assert trial.state == optuna.trial.TrialState.FAIL and budget.CRASH_ATTR not in trial.user_attrs
     assert trial.user_attrs["fail_reason"].startswith("OutOfMemoryError: CUDA out of memory")
     run = MlflowClient().get_run(trial.user_attrs["mlflow_run_id"])
     assert run.info.status == "FAILED" and "out of memory" in run.data.tags["tc.error"]
-    assert studies.budget_used(_study(tmp_path)) == 1 and emptied == [True]
+    assert budget.budget_used(_study(tmp_path)) == 1 and emptied == [True]
 
 
 def test_a_crashed_trial_marks_its_second_seeds_run_too(mlflow_store, tmp_path, monkeypatch):
@@ -167,7 +170,7 @@ def test_a_crashed_trial_marks_its_second_seeds_run_too(mlflow_store, tmp_path, 
 @pytest.mark.parametrize("where", ["suggest", "nested_run"])
 def test_an_error_before_the_trials_run_exists_crashes_that_trial_alone(mlflow_store, tmp_path, monkeypatch, where):
     """Sampling the values and creating the trial's run are inside the crash guard too."""
-    module = studies.sweep if where == "suggest" else studies.tracking
+    module = sweep_trial if where == "suggest" else sweep_trial.client
     real, calls = getattr(module, where), {"n": 0}
 
     def flaky(*args, **kwargs):
@@ -179,7 +182,7 @@ def test_an_error_before_the_trials_run_exists_crashes_that_trial_alone(mlflow_s
     monkeypatch.setattr(module, where, flaky)
     assert _sweep(tmp_path, LR, "--n_trials", "1") == 0
     crashed, done = _study(tmp_path).trials
-    assert crashed.user_attrs[studies.CRASH_ATTR] == f"RuntimeError: {where} fell over"
+    assert crashed.user_attrs[budget.CRASH_ATTR] == f"RuntimeError: {where} fell over"
     assert "mlflow_run_id" not in crashed.user_attrs and done.state == optuna.trial.TrialState.COMPLETE
     runs = MlflowClient().search_runs(["0"], "tags.`tc.trial` != ''")
     assert [r.info.run_id for r in runs] == [done.user_attrs["mlflow_run_id"]]
@@ -189,14 +192,51 @@ def test_a_pruned_trial_ends_its_run_killed_and_counts(mlflow_store, tmp_path, m
     def pruned(*args, **kwargs):
         raise optuna.TrialPruned("test_acc below the median at epoch 1")
 
-    monkeypatch.setattr(studies.runs, "train_into_run", pruned)
+    monkeypatch.setattr(sweep_trial.jobs, "train_into_run", pruned)
     assert _sweep(tmp_path, LR, "--n_trials", "1") == 0
     (trial,) = _study(tmp_path).trials
-    assert trial.state == optuna.trial.TrialState.PRUNED and studies.budget_used(_study(tmp_path)) == 1
+    assert trial.state == optuna.trial.TrialState.PRUNED and budget.budget_used(_study(tmp_path)) == 1
     run = MlflowClient().get_run(trial.user_attrs["mlflow_run_id"])
     assert run.info.status == "KILLED" and "below the median" in run.data.tags["tc.pruned"]
     (parent,) = MlflowClient().search_runs(["0"], "tags.`tc.storage` != ''")
     assert parent.info.status == "FINISHED"
+
+
+@pytest.mark.parametrize("error", ["diverged", "bug"])
+def test_a_second_seed_whose_training_fails_fails_or_crashes_the_trial_with_both_runs(
+    mlflow_store, tmp_path, monkeypatch, error
+):
+    """seeds=2, the second seed's training raises after the first seed trained (the second seed runs in a
+    train job of its own): a divergence is the trial's own failure (fail_reason, counted), a bug crashes it
+    (not counted); either way both seeds' runs end FAILED with the trial's reason in tc.error, never
+    FINISHED, so no run of that trial looks like a result."""
+    original = sweep_trial.jobs.train_into_run
+
+    def second_seed_fails(run_id, cfg, *args, **kwargs):
+        if cfg.seed == SweepConfig.seed + 1:
+            raise DivergenceError(3, float("nan")) if error == "diverged" else ValueError("a bug in seed two")
+        return original(run_id, cfg, *args, **kwargs)
+
+    monkeypatch.setattr(sweep_trial.jobs, "train_into_run", second_seed_fails)
+    # a crash does not count, so the worker retries until three crashes in a row stop it (exit 1)
+    assert _sweep(tmp_path, LR, "--n_trials", "1", "--seeds", "2") == (error == "bug")
+    trial = _study(tmp_path).trials[0]
+    assert trial.state == optuna.trial.TrialState.FAIL
+    if error == "diverged":
+        assert trial.user_attrs["fail_reason"].startswith("training diverged at step 3")
+        assert budget.CRASH_ATTR not in trial.user_attrs
+    else:
+        assert trial.user_attrs[budget.CRASH_ATTR] == "ValueError: a bug in seed two"
+    client = MlflowClient()
+    first = client.get_run(trial.user_attrs["mlflow_run_id"])
+    (second,) = client.search_runs(["0"], f"tags.`tc.seed_of` = '{first.info.run_id}'")
+    for run in (first, second):
+        assert run.info.status == "FAILED", run.info.run_name
+        if error == "diverged":
+            assert run.data.tags["tc.error"] == trial.user_attrs["fail_reason"]
+        else:
+            assert run.data.tags["tc.error"].startswith("ValueError: a bug in seed two\n\nTraceback")
+    assert second.info.run_name == "trial 0 seed1" and second.data.tags["tc.trial"] == "0"
 
 
 def test_an_untrainable_combination_is_the_trials_own_failure_and_counts(mlflow_store, tmp_path):
@@ -207,7 +247,7 @@ def test_an_untrainable_combination_is_the_trials_own_failure_and_counts(mlflow_
     by_cut = {t.params["freeze_cut"]: t for t in _study(tmp_path).trials}
     assert by_cut[0].state == optuna.trial.TrialState.COMPLETE
     assert by_cut[9].state == optuna.trial.TrialState.FAIL and "not a cut" in by_cut[9].user_attrs["fail_reason"]
-    assert studies.CRASH_ATTR not in by_cut[9].user_attrs and studies.budget_used(_study(tmp_path)) == 2
+    assert budget.CRASH_ATTR not in by_cut[9].user_attrs and budget.budget_used(_study(tmp_path)) == 2
 
 
 def test_a_trial_ends_its_own_run_never_the_sweep_run(mlflow_store, tmp_path, monkeypatch):
@@ -226,13 +266,13 @@ def test_a_trial_ends_its_own_run_never_the_sweep_run(mlflow_store, tmp_path, mo
             raise ConnectionError("the tracking server hiccuped")
         return real(self, run_id, status, end_time)
 
-    monkeypatch.setattr(studies.runs, "train_into_run", diverges)
+    monkeypatch.setattr(sweep_trial.jobs, "train_into_run", diverges)
     monkeypatch.setattr(MlflowClient, "set_terminated", hiccup)
     assert _sweep(tmp_path, LR, "--n_trials", "1") == 0
     (parent,) = MlflowClient().search_runs(["0"], "tags.`tc.storage` != ''")
     assert parent.info.status == "FINISHED" and "tc.error" not in parent.data.tags
     first, second = _study(tmp_path).trials
-    assert "ConnectionError" in first.user_attrs[studies.CRASH_ATTR] and "diverged" in second.user_attrs["fail_reason"]
+    assert "ConnectionError" in first.user_attrs[budget.CRASH_ATTR] and "diverged" in second.user_attrs["fail_reason"]
     for t in (first, second):
         run = MlflowClient().get_run(t.user_attrs["mlflow_run_id"])
         assert run.info.status == "FAILED" and run.data.tags["tc.error"], t.number
@@ -241,15 +281,16 @@ def test_a_trial_ends_its_own_run_never_the_sweep_run(mlflow_store, tmp_path, mo
 
 CRASH_SCRIPT = """
 import optuna
-from tc import studies, sweep
+from tc.sweep import study as studies
+from tc.sweep import trial
 
-def objective(trial):
+def objective(t):
     try:
         raise ValueError("a bug deep inside")
     except ValueError as e:
-        raise studies._crash(trial, e, None) from e
+        raise trial._crash(t, e, None) from e
 
-study = optuna.create_study(storage=sweep.open_storage({journal!r}), direction="maximize")
+study = optuna.create_study(storage=studies.open_storage({journal!r}), direction="maximize")
 try:
     studies.run_worker(study, objective, 1, max_consecutive_crashes=1)
 except studies.SystematicFailure:
@@ -271,11 +312,11 @@ def test_a_crashs_traceback_reaches_the_output_once(tmp_path):
 
 
 def _crashing(fails: set[int]):
-    """An objective that crashes (as `studies.objective` records a crash) on the trials numbered in `fails`."""
+    """An objective that crashes (as `tc.sweep.trial.objective` records a crash) on the trials numbered in `fails`."""
 
     def func(trial: optuna.Trial) -> float:
         if trial.number in fails:
-            trial.set_user_attr(studies.CRASH_ATTR, "RuntimeError: boom")
+            trial.set_user_attr(budget.CRASH_ATTR, "RuntimeError: boom")
             raise studies.TrialCrashed("boom")
         return float(trial.number)
 
@@ -298,7 +339,7 @@ def test_the_worker_stops_after_three_crashes_in_a_row_only(fails, n_trials, sto
             studies.run_worker(study, _crashing(fails), n_trials)
     else:
         studies.run_worker(study, _crashing(fails), n_trials)
-        assert studies.budget_used(study) == n_trials
+        assert budget.budget_used(study) == n_trials
     assert len(study.trials) == ran
 
 
@@ -316,14 +357,14 @@ def test_the_worker_stops_after_three_crashes_in_a_row_only(fails, n_trials, sto
 )
 def test_space_values_are_checked_against_the_training_fields_types(param, spec, message):
     fixed = {"dataset": "digits", "model": "mlp"}
-    sweep.validate_space({param: spec})
+    sweep_space.validate_space({param: spec})
     with pytest.raises(ValueError, match=message):
-        sweep.check_space_values({param: spec}, fixed, "space.json")
+        sweep_space.check_space_values({param: spec}, fixed, "space.json")
 
 
 def test_well_typed_spaces_pass_and_the_default_space_is_well_typed():
     fixed = {"dataset": "digits", "model": "mlp"}
-    sweep.check_space_values(sweep.DEFAULT_SPACE, fixed)
+    sweep_space.check_space_values(sweep_space.DEFAULT_SPACE, fixed)
     ok = {
         "lr": {"type": "categorical", "choices": [1, 0.5]},  # an integer is a float value
         "momentum": {"type": "int", "low": 0, "high": 1},
@@ -331,7 +372,7 @@ def test_well_typed_spaces_pass_and_the_default_space_is_well_typed():
         "optimizer": {"type": "categorical", "choices": ["sgd", "adam"]},
         "width": {"type": "int", "low": 8, "high": 64},
     }
-    sweep.check_space_values(ok, fixed)
+    sweep_space.check_space_values(ok, fixed)
 
 
 def test_a_mistyped_space_value_is_refused_before_any_trial(mlflow_store, tmp_path, capsys):

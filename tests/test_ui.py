@@ -12,7 +12,7 @@ import subprocess
 import pytest
 from mlflow.tracking import MlflowClient
 
-from tc import tracking
+from tc.tracking import analyses
 from tests.test_server import mlflow_server  # noqa: F401  (the fixture: a real server on a free port)
 
 pytestmark = pytest.mark.slow
@@ -67,7 +67,7 @@ def test_run_page_shows_tc_metrics_and_the_heatmap(mlflow_server, tmp_path, monk
         assert key in page, f"{key} is not on the run page"
     assert "chance-corrected" in page  # the Markdown description with the headline numbers
 
-    heatmap = f"{tracking.analysis_dir(rid)}/consistency_heatmaps.png"  # analysis/v1/...
+    heatmap = f"{analyses.analysis_dir(rid)}/consistency_heatmaps.png"  # analysis/v1/...
     artifact = f"{mlflow_server}/#/experiments/{exp.experiment_id}/runs/{rid}/artifacts/{heatmap}"
     page = chromium(artifact, tmp_path, "--dump-dom")
     assert f'alt="{heatmap}"' in page

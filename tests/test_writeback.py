@@ -1,4 +1,4 @@
-"""The analysis write-back (`tc.tracking.log_analysis`) at more metrics than one MLflow store call holds.
+"""The analysis write-back (`tc.tracking.analyses.log_analysis`) at more metrics than one MLflow store call holds.
 
 MLflow's `log_batch` splits a batch into store calls of at most 1,000 entities, and its SQL store commits a
 call's metrics and its tags in separate transactions. These tests intercept every store call of a real
@@ -21,7 +21,7 @@ import pytest
 from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
 from mlflow.tracking import MlflowClient
 
-from tc import tracking
+from tc.tracking import analyses
 
 POINTER, MARKER = "tc.analysis_version", "tc.analysis_writing"
 
@@ -78,8 +78,8 @@ class Reader:
             for k in expected["stale"]:
                 assert math.isnan(latest[k]), f"pointer v{pointer}: {k} = {latest[k]}, expected NaN"
         # tc's own reader and predicate say the same
-        assert tracking.current_analysis(self.run_id) == (where, expected["metrics"])
-        assert tracking.analysis_metrics_settled(run.info.run_id) == settled
+        assert analyses.current_analysis(self.run_id) == (where, expected["metrics"])
+        assert analyses.analysis_metrics_settled(run.info.run_id) == settled
         self.seen.append((pointer, settled))
 
 
@@ -108,7 +108,7 @@ def _setup(tmp_path: Path) -> tuple[str, Reader, dict, dict]:
     run_id = _new_run()
     a = {**_values("m", 1100, 1.0), "only_a": 7.0}
     b = {**_values("m", 1000, 2.0), **_values("n", 1300, 3.0)}
-    tracking.log_analysis(run_id, _analysis(tmp_path, "A", a), a, 10, {"name": "A"})
+    analyses.log_analysis(run_id, _analysis(tmp_path, "A", a), a, 10, {"name": "A"})
     versions = {"1": {"__name__": "A", "metrics": a, "stale": set()}}
     versions["2"] = {"__name__": "B", "metrics": b, "stale": set(a) - set(b)}
     return run_id, Reader(run_id, versions), a, b
@@ -120,7 +120,7 @@ def test_a_reader_following_the_pointer_sees_one_whole_version_at_every_store_ca
     store_calls["hook"] = lambda: reader.check(tmp_path / f"read{next(n)}")
     store_calls["calls"].clear()
     reader.check(tmp_path / "before")
-    assert tracking.log_analysis(run_id, _analysis(tmp_path, "B", b), b, 20, {"name": "B"}) == 2
+    assert analyses.log_analysis(run_id, _analysis(tmp_path, "B", b), b, 20, {"name": "B"}) == 2
     # more than one store call of metrics, each within MLflow's limit; the pointer only in the last call
     metric_calls = [c for c in store_calls["calls"] if c[0]]
     assert len(metric_calls) >= 3 and all(k <= 1000 for k, _ in metric_calls)
@@ -143,17 +143,17 @@ def test_a_write_that_dies_midway_leaves_the_previous_version_whole(mlflow_store
     store_calls["calls"].clear()
     store_calls["die_after"] = die_after
     with pytest.raises(Died):
-        tracking.log_analysis(run_id, _analysis(tmp_path, "B", b), b, 20, {"name": "B"})
+        analyses.log_analysis(run_id, _analysis(tmp_path, "B", b), b, 20, {"name": "B"})
     store_calls["die_after"] = None
     reader.check(tmp_path / "after")
     pointer = MlflowClient().get_run(run_id).data.tags[POINTER]
     assert pointer == ("2" if die_after == 4 else "1")
 
     c = {"m00000": 5.0, "c_only": 6.0}
-    assert tracking.log_analysis(run_id, _analysis(tmp_path, "C", c), c, 5, {"name": "C"}) == 3
+    assert analyses.log_analysis(run_id, _analysis(tmp_path, "C", c), c, 5, {"name": "C"}) == 3
     run = MlflowClient().get_run(run_id)
-    assert tracking.analysis_metrics_settled(run.info.run_id) and MARKER not in run.data.tags
-    assert tracking.current_analysis(run_id) == ("analysis/v3", c)
+    assert analyses.analysis_metrics_settled(run.info.run_id) and MARKER not in run.data.tags
+    assert analyses.current_analysis(run_id) == ("analysis/v3", c)
     latest = run.data.metrics
     assert {k: latest[k] for k in c} == c
     others = {k: v for k, v in latest.items() if k not in c}
@@ -169,7 +169,7 @@ KILL_MIDWAY = """
 import os, signal, sys, json
 from pathlib import Path
 from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
-from tc import tracking
+from tc.tracking import analyses
 real, calls = SqlAlchemyStore.log_batch, []
 def log_batch(self, *a, **k):
     real(self, *a, **k)
@@ -179,7 +179,7 @@ def log_batch(self, *a, **k):
 SqlAlchemyStore.log_batch = log_batch
 run_id, local = sys.argv[1], Path(sys.argv[2])
 metrics = json.loads((local / "summary.json").read_text())["metrics"]
-tracking.log_analysis(run_id, local, metrics, 20, {"name": "B"})
+analyses.log_analysis(run_id, local, metrics, 20, {"name": "B"})
 """
 
 
@@ -189,7 +189,7 @@ def test_sigkill_mid_write_leaves_the_old_pointer_on_a_whole_version(mlflow_stor
     proc = subprocess.run([sys.executable, "-c", KILL_MIDWAY, run_id, str(b_dir)], env=os.environ, timeout=300)
     assert proc.returncode == -signal.SIGKILL
     run = MlflowClient().get_run(run_id)
-    assert run.data.tags[POINTER] == "1" and not tracking.analysis_metrics_settled(run.info.run_id)
+    assert run.data.tags[POINTER] == "1" and not analyses.analysis_metrics_settled(run.info.run_id)
     assert any(v == b[k] for k, v in run.data.metrics.items() if k in b)  # B's values did reach the store
     reader.check(tmp_path / "after")  # and yet the pointer leads to A, whole
 
@@ -211,9 +211,9 @@ def test_an_orphan_whose_summary_is_unreadable_is_skipped(mlflow_store, tmp_path
     run_id, _, _, _ = _setup(tmp_path)
     _orphan(run_id, tmp_path, 2, summary)
     c = {"m00000": 5.0}
-    tracking.check_previous_analysis(run_id)
-    assert tracking.log_analysis(run_id, _analysis(tmp_path, "C", c), c, 5, {"name": "C"}) == 3
-    assert tracking.current_analysis(run_id) == ("analysis/v3", c)
+    analyses.check_previous_analysis(run_id)
+    assert analyses.log_analysis(run_id, _analysis(tmp_path, "C", c), c, 5, {"name": "C"}) == 3
+    assert analyses.current_analysis(run_id) == ("analysis/v3", c)
     latest = MlflowClient().get_run(run_id).data.metrics
     assert latest["m00000"] == 5.0 and math.isnan(latest["only_a"])
 
@@ -225,7 +225,7 @@ def test_a_pointed_summary_that_is_not_one_is_refused_naming_it(mlflow_store, tm
     run_id = _new_run()
     _orphan(run_id, tmp_path, 1, summary)
     MlflowClient().set_tag(run_id, POINTER, "1")
-    for read in (tracking.current_analysis, tracking.previous_analysis_metrics, tracking.check_previous_analysis):
+    for read in (analyses.current_analysis, analyses.previous_analysis_metrics, analyses.check_previous_analysis):
         with pytest.raises(ValueError, match=r"analysis/v1/summary\.json is not an analysis summary"):
             read(run_id)
 
@@ -236,7 +236,7 @@ def test_stale_keys_are_only_names_the_run_holds(mlflow_store, tmp_path):
     run_id, _, _, _ = _setup(tmp_path)
     _orphan(run_id, tmp_path, 2, json.dumps({"metrics": {"bad\x00key": 1.0, "m00001": 2.0}}))
     c = {"m00000": 5.0}
-    assert tracking.log_analysis(run_id, _analysis(tmp_path, "C", c), c, 5, {"name": "C"}) == 3
+    assert analyses.log_analysis(run_id, _analysis(tmp_path, "C", c), c, 5, {"name": "C"}) == 3
     run = MlflowClient().get_run(run_id)
     assert MARKER not in run.data.tags and run.data.tags[POINTER] == "3"
     assert "bad\x00key" not in run.data.metrics and math.isnan(run.data.metrics["m00001"])
@@ -261,12 +261,12 @@ def test_a_marker_that_is_not_tcs_is_refused_before_any_write(mlflow_store, tmp_
     read as version 1, and a marker that was not an object silently gave step 0."""
     run_id, _, a, _ = _setup(tmp_path)
     MlflowClient().set_tag(run_id, MARKER, marker)
-    assert not tracking.analysis_metrics_settled(run_id)
+    assert not analyses.analysis_metrics_settled(run_id)
     with pytest.raises(ValueError, match=r"tc\.analysis_writing=.* is not an analysis marker"):
-        tracking.check_previous_analysis(run_id)
+        analyses.check_previous_analysis(run_id)
     c = {"m00000": 5.0}
     with pytest.raises(ValueError, match=r"tc\.analysis_writing=.* is not an analysis marker"):
-        tracking.log_analysis(run_id, _analysis(tmp_path, "C", c), c, 5, {"name": "C"})
+        analyses.log_analysis(run_id, _analysis(tmp_path, "C", c), c, 5, {"name": "C"})
     run = MlflowClient().get_run(run_id)
     assert run.data.tags[POINTER] == "1" and run.data.metrics["m00000"] == a["m00000"]  # nothing written
     assert {Path(f.path).name for f in MlflowClient().list_artifacts(run_id, "analysis")} == {"v1"}
@@ -275,29 +275,29 @@ def test_a_marker_that_is_not_tcs_is_refused_before_any_write(mlflow_store, tmp_
 def test_a_died_writes_marker_step_carries_to_the_next_analysis(mlflow_store, tmp_path):
     run_id, _, _, _ = _setup(tmp_path)
     MlflowClient().set_tag(run_id, MARKER, json.dumps({"version": 2, "step": 30}))
-    assert not tracking.analysis_metrics_settled(run_id)
+    assert not analyses.analysis_metrics_settled(run_id)
     c = {"m00000": 5.0}
-    tracking.log_analysis(run_id, _analysis(tmp_path, "C", c), c, 5, {"name": "C"})
+    analyses.log_analysis(run_id, _analysis(tmp_path, "C", c), c, 5, {"name": "C"})
     (m,) = MlflowClient().get_metric_history(run_id, "m00000")[-1:]
-    assert m.step == 30 and m.value == 5.0 and tracking.analysis_metrics_settled(run_id)
+    assert m.step == 30 and m.value == 5.0 and analyses.analysis_metrics_settled(run_id)
 
 
 def test_current_analysis_reads_the_pointer_again_when_its_version_vanished(mlflow_store, tmp_path, monkeypatch):
     """A reader that looked up pointer N just before two later write-backs finds analysis/v<N> deleted."""
     run_id, _, a, _ = _setup(tmp_path)
-    real = tracking.analysis_dir
+    real = analyses.analysis_dir
     answers = iter(["analysis/v7"])  # the first look-up names a version since deleted
-    monkeypatch.setattr(tracking, "analysis_dir", lambda r: next(answers, None) or real(r))
-    assert tracking.current_analysis(run_id) == ("analysis/v1", a)
+    monkeypatch.setattr(analyses, "analysis_dir", lambda r: next(answers, None) or real(r))
+    assert analyses.current_analysis(run_id) == ("analysis/v1", a)
     MlflowClient().set_tag(run_id, POINTER, "7")  # a pointer that stays on a missing version: said clearly
     with pytest.raises(ValueError, match=r"analysis/v7 has no summary\.json"):
-        tracking.current_analysis(run_id)
+        analyses.current_analysis(run_id)
 
 
 def test_the_run_description_reads_the_pointed_version(mlflow_store, tmp_path):
     run_id, _, a, _ = _setup(tmp_path)
     MlflowClient().log_metric(run_id, "m00000", 99.0, step=40)  # a write-back in flight changed one value
-    assert tracking._analysis_metrics(run_id) == a
+    assert analyses.current_analysis_metrics(run_id) == a
 
 
 def test_every_write_back_call_is_synchronous_and_the_tags_fit_one(mlflow_store, tmp_path, monkeypatch):
@@ -312,21 +312,21 @@ def test_every_write_back_call_is_synchronous_and_the_tags_fit_one(mlflow_store,
     c = {"m00000": 5.0}
     too_many = {f"t{i}": "x" for i in range(98)}
     with pytest.raises(ValueError, match=r"101 analysis tags do not fit one store call"):
-        tracking.log_analysis(run_id, _analysis(tmp_path, "C", c), c, 5, {"name": "C"}, too_many)
+        analyses.log_analysis(run_id, _analysis(tmp_path, "C", c), c, 5, {"name": "C"}, too_many)
     assert calls == [] and {Path(f.path).name for f in MlflowClient().list_artifacts(run_id, "analysis")} == {"v1"}
     fits = {f"t{i}": "x" for i in range(97)}
-    assert tracking.log_analysis(run_id, _analysis(tmp_path, "D", c), c, 5, {"name": "D"}, fits) == 2
+    assert analyses.log_analysis(run_id, _analysis(tmp_path, "D", c), c, 5, {"name": "D"}, fits) == 2
     assert len(calls) == 4 and all(s is True for s in calls)  # marker, 2 metric chunks (1 + 1,100 NaN), pointer
     assert MlflowClient().get_run(run_id).data.tags["t96"] == "x"
 
 
 def test_settled_compares_the_marker_and_the_pointer_as_numbers(mlflow_store, tmp_path):
-    """The pointer is a number tag: "01" names version 1 as "1" does (`tc.names.NUMBER`), so a marker of version 1
+    """The pointer is a number tag: "01" names version 1 as "1" does (`tc.core.names.NUMBER`), so a marker of version 1
     beside it is the pointed analysis's own, settled; a marker of another version is not."""
     run_id, _, _, _ = _setup(tmp_path)
     c = MlflowClient()
     c.set_tag(run_id, POINTER, "01")
     c.set_tag(run_id, MARKER, json.dumps({"version": 1, "step": 0}))
-    assert tracking.analysis_metrics_settled(run_id)
+    assert analyses.analysis_metrics_settled(run_id)
     c.set_tag(run_id, MARKER, json.dumps({"version": 2, "step": 0}))
-    assert not tracking.analysis_metrics_settled(run_id)
+    assert not analyses.analysis_metrics_settled(run_id)

@@ -1,0 +1,140 @@
+"""SPEC section 5 on a run's checkpoints: feature-drift and gradient-noise anisotropy and the perturbation
+test at every cut, as tables and `aniso_*` metrics (no MLflow here)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import pandas as pd
+
+from tc.analysis.inputs import RunContext
+from tc.analysis.registry import add_means_over_cuts
+from tc.analysis.splits import EvalSplit, parse_cuts
+from tc.config import AnalyzeConfig
+from tc.core import anisotropy as A
+from tc.core import consistency as C
+from tc.core import sgd_noise as noise
+from tc.core.checkpoints import Checkpoints
+from tc.core.data import DataBundle, iterate_batches
+from tc.core.device import resolve_device
+from tc.stats.multiplicity import holm
+
+
+@dataclass
+class AnisotropyResult:
+    stats: pd.DataFrame  # cut, kind (drift|grad), statistic, value, n, p, unit
+    spectra: pd.DataFrame  # cut, kind, index, eig, null_q05, null_q95
+    perturb: pd.DataFrame  # cut, eps, kind (clean|top|random|bottom), draw, acc
+    metrics: dict[str, float]
+
+
+PERTURB_HEADLINE_EPS = 0.5
+PERTURB_MEANS = ("perturb_clean_acc", "perturb_top_acc", "perturb_random_acc", "perturb_bottom_acc")
+
+
+def perturb_options(cfg: AnalyzeConfig) -> noise.PerturbOptions:
+    """The perturbation test's design for an analysis: k = `aniso_k`, the analysis seed, and the other
+    options' defaults (one place, so that docs/REPORT.md states the draws the analysis used)."""
+    return noise.PerturbOptions(k=cfg.aniso_k, seed=cfg.seed)
+
+
+def min_holm(pvalues: list[float]) -> float:
+    """min_c p_c^Holm: the smallest Holm-adjusted p-value over the cuts, a test of "anisotropic at some cut"
+    with the family-wise error controlled (a mean of p-values is not a p-value)."""
+    return float(holm(pvalues).min())
+
+
+def anisotropy(
+    ckpts: Checkpoints,
+    data: DataBundle,
+    cfg: AnalyzeConfig,
+    run: RunContext,
+    split: EvalSplit,
+    progress: Callable[[int], None] | None = None,
+) -> AnisotropyResult:
+    """SPEC section 5 at every cut: feature drift over the window and the final checkpoint (split `split`;
+    `tc.core.anisotropy.drift_test`, sampling unit: samples, as pairs), gradient noise at the window's first
+    checkpoint (sampling unit: minibatches), and the perturbation test on the final checkpoint.
+
+    Metrics: per cut `aniso_{drift,grad}_{topk_var,eff_rank,pvalue,lw_pvalue}_d<cut>`; across cuts the mean of
+    topk_var and eff_rank (descriptive) and `aniso_{drift,grad}_min_pvalue` / `_lw_min_pvalue`: the smallest
+    Holm-adjusted p-value over the cuts ("anisotropic at some cut", family-wise error controlled). Perturbation
+    at ε = 0.5: `aniso_perturb_{clean,top,random,bottom}_acc_d<cut>`, the last three with `_lo`/`_hi` (95% t
+    interval over draws), and their means over cuts. A kind with fewer than 3 units (under 6 samples, or
+    under 3 full training minibatches) is left out. `progress(1)` is called after the gradient noise and
+    after each cut (len(cuts) + 1 calls): the phase takes minutes on a CPU."""
+    tick = progress or (lambda n: None)
+    model, train_batch_size, train_seed = run.model, run.train_batch_size, run.train_seed
+    device = resolve_device(cfg.device)  # models and forward passes; the statistics run on the CPU (numpy)
+    cuts = parse_cuts(cfg.cut_spec, model)
+    win = C.window(ckpts.steps, cfg.window)
+    chosen = [ckpts.state_dicts[i] for i in win] + [ckpts.state_dicts[-1]]
+    x = data.normalize(split.x)
+    grad_ckpt = win[0]
+    batches = []
+    for xb, yb in iterate_batches(data, train_batch_size, train_seed, epoch=0, augment=False):
+        if len(batches) == cfg.grad_batches or len(yb) < train_batch_size:
+            break
+        batches.append((data.normalize(xb), yb))
+    grads = noise.gradient_noise(model, ckpts.state_dicts[grad_ckpt], batches, cuts, seed=cfg.seed, device=device)
+    tick(1)
+    stat_rows, spec_rows, pert_frames, metrics = [], [], [], {}
+    pvalues: dict[tuple[str, str], dict[int, float]] = {}
+    for cut in cuts:
+        feats = noise.features(model, chosen, x, cut, cfg.batch_size, device)
+        reports = {}
+        drift = noise.drift_vectors(feats)
+        if len(A.drift_units(drift, cfg.seed)) >= 3:  # >= 3 pairs of samples whose drift differs
+            reports["drift"] = A.drift_test(drift, k=cfg.aniso_k, draws=cfg.null_draws, seed=cfg.seed)
+        if len(grads[cut]) >= 3:  # a tiny training set may give fewer full minibatches
+            reports["grad"] = A.analyze_samples(
+                grads[cut], k=cfg.aniso_k, draws=cfg.null_draws, seed=cfg.seed, unit="minibatches"
+            )
+        for kind, r in reports.items():
+            values = {
+                "topk_var": r.topk[r.k - 1],
+                "eff_rank": r.eff_rank,
+                "max_over_mean": r.max_over_mean,
+                "pvalue": r.pvalue,
+                "lw_pvalue": r.lw_pvalue,
+                "spikes": r.spikes,
+                "mp_spikes": r.mp_spikes,
+                "power_law_alpha": r.power_law_alpha,
+                **{f"top{j + 1}_var": v for j, v in enumerate(r.topk)},
+            }
+            stat_rows += [(cut, kind, name, float(v), r.n, r.p, r.unit) for name, v in values.items()]
+            for name in ("topk_var", "eff_rank", "pvalue", "lw_pvalue"):
+                metrics[f"aniso_{kind}_{name}_d{cut}"] = float(values[name])
+            for name in ("pvalue", "lw_pvalue"):
+                pvalues.setdefault((kind, name), {})[cut] = float(values[name])
+            spec_rows += [(cut, kind, i + 1, r.eig[i], r.null_q05[i], r.null_q95[i]) for i in range(len(r.eig))]
+        full = feats[1:] - feats[:-1]
+        if not bool(full.any()):  # identical checkpoints: no drift directions to perturb along
+            tick(1)
+            continue
+        opts = perturb_options(cfg)
+        pert = noise.perturbation_test(model, ckpts.state_dicts[-1], feats[-1], full, (split.y, cut), opts, device)
+        pert_frames.append(pert.assign(cut=cut)[["cut", "eps", "kind", "draw", "acc"]])
+        summary = noise.perturbation_summary(pert)
+        for row in summary.itertuples():
+            if row.kind == "clean":
+                metrics[f"aniso_perturb_clean_acc_d{cut}"] = row.acc
+            elif row.eps == PERTURB_HEADLINE_EPS:
+                for suffix, v in (("", row.acc), ("_lo", row.lo), ("_hi", row.hi)):
+                    metrics[f"aniso_perturb_{row.kind}_acc{suffix}_d{cut}"] = float(v)
+        tick(1)
+    # descriptive means over the cuts where the statistic exists (a cut may lack units, or drift)
+    means = ("drift_topk_var", "drift_eff_rank", "grad_topk_var", "grad_eff_rank", *PERTURB_MEANS)
+    add_means_over_cuts(metrics, [f"aniso_{name}" for name in means], cuts)
+    for (kind, name), per_cut in pvalues.items():
+        prefix = "" if name == "pvalue" else "lw_"
+        metrics[f"aniso_{kind}_{prefix}min_pvalue"] = min_holm(list(per_cut.values()))
+    return AnisotropyResult(
+        stats=pd.DataFrame(stat_rows, columns=["cut", "kind", "statistic", "value", "n", "p", "unit"]),
+        spectra=pd.DataFrame(spec_rows, columns=["cut", "kind", "index", "eig", "null_q05", "null_q95"]),
+        perturb=pd.concat(pert_frames, ignore_index=True)
+        if pert_frames
+        else pd.DataFrame(columns=["cut", "eps", "kind", "draw", "acc"]),
+        metrics=metrics,
+    )

@@ -1,0 +1,96 @@
+"""The forward passes of a consistency analysis: what its splits share (`Plan`), the composite outputs g_d[i, j]
+of one split, and the whole networks' predictions f(x; θ_i) (no scores here: `tc.analysis.consistency`)."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+
+from tc.analysis.splits import EvalSplit, parse_cuts
+from tc.config import AnalyzeConfig
+from tc.core import consistency as C
+from tc.core.checkpoints import Checkpoints
+from tc.core.compose import ComposeOptions, CompositeOutputs, composite_outputs, composite_outputs_naive
+from tc.core.data import DataBundle
+from tc.core.device import resolve_device
+from tc.core.models import BlockNet
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What every split of one consistency analysis shares."""
+
+    model: BlockNet
+    ckpts: Checkpoints
+    data: DataBundle
+    cfg: AnalyzeConfig
+    cuts: list[int]
+    win: list[int]  # indices of the tc window's checkpoints
+    calibration: list[torch.Tensor] | None  # bn_mode=recalibrate: the BatchNorm calibration batches
+    progress: Callable[[int], None] | None
+
+    @property
+    def T(self) -> int:  # index of the final checkpoint
+        return len(self.ckpts.steps) - 1
+
+
+def calibration_batches(data: DataBundle, cfg: AnalyzeConfig) -> list[torch.Tensor] | None:
+    """With bn_mode=recalibrate: `cfg.calibration_batches` normalized training batches of `cfg.batch_size`, in
+    an order seeded by `cfg.seed + 2`, on which every composite re-estimates its BatchNorm statistics (the
+    same batches for every composite, so that they differ only by their weights); None otherwise."""
+    if cfg.bn_mode != "recalibrate":
+        return None
+    g = torch.Generator().manual_seed(cfg.seed + 2)
+    order = torch.randperm(len(data.train_y), generator=g)
+    b = cfg.batch_size
+    return [data.normalize(data.train_x[order[i * b : (i + 1) * b]]) for i in range(cfg.calibration_batches)]
+
+
+def make_plan(
+    ckpts: Checkpoints,
+    data: DataBundle,
+    cfg: AnalyzeConfig,
+    model: BlockNet,
+    progress: Callable[[int], None] | None = None,
+) -> Plan:
+    """The plan of a consistency analysis: the cuts `cfg.cut_spec` names on `model`, the tc window
+    (`tc.core.consistency.window`) and the BatchNorm calibration batches (`calibration_batches`)."""
+    cuts = parse_cuts(cfg.cut_spec, model)
+    win = C.window(ckpts.steps, cfg.window)
+    return Plan(model, ckpts, data, cfg, cuts, win, calibration_batches(data, cfg), progress)
+
+
+def split_outputs(plan: Plan, split: EvalSplit) -> dict[int, CompositeOutputs]:
+    """Composite outputs of one split per cut: every (shallow i, deep j) pair with matrix=full, else the final
+    column j = T only. The fast path, or the naive one where BatchNorm is recalibrated."""
+    cfg, sds = plan.cfg, plan.ckpts.state_dicts
+    columns = None if cfg.matrix == "full" else [plan.T]
+    common = dict(columns=columns, batch_size=cfg.batch_size, device=resolve_device(cfg.device))
+    xy = (plan.data.normalize(split.x), split.y)
+    if cfg.bn_mode == "recalibrate":
+        return composite_outputs_naive(
+            plan.model, sds, sds, xy, plan.cuts, ComposeOptions(calibration=plan.calibration, **common)
+        )
+    opts = ComposeOptions(precision=cfg.precision, progress=plan.progress, **common)
+    return composite_outputs(plan.model, sds, sds, xy, plan.cuts, opts)
+
+
+@torch.no_grad()
+def network_predictions(plan: Plan, indices: list[int], split: EvalSplit) -> torch.Tensor:
+    """[len(indices), N] argmax predictions of the whole network f(x; θ) at those checkpoints (fp32, eval)."""
+    cfg = plan.cfg
+    device = resolve_device(cfg.device)
+    m = copy.deepcopy(plan.model).to(device).eval()  # one copy, reloaded per checkpoint
+    x = plan.data.normalize(split.x)
+    preds = []
+    for i in indices:
+        m.load_state_dict(plan.ckpts.state_dicts[i])
+        preds.append(
+            torch.cat(
+                [m(x[i : i + cfg.batch_size].to(device)).argmax(1).cpu() for i in range(0, len(x), cfg.batch_size)]
+            )
+        )
+    return torch.stack(preds)

@@ -1,0 +1,44 @@
+"""What an analysis gets besides its checkpoints and data: the training run's context (`RunContext`), and the
+one rule for the run's initialisation θ_0 (`initial_state`).
+
+`tc.tracking` builds a `RunContext` from a logged run (its config, the reference run, its timing); a user who
+analyzes checkpoints of their own builds one by hand. The checkpoints themselves are `tc.core.checkpoints.Checkpoints`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from tc.core.checkpoints import Checkpoints, StateDict, init_index
+
+
+@dataclass(frozen=True)
+class RunContext:
+    """What an analysis needs to know about the training run besides its checkpoints and data.
+
+    Example:
+
+    >>> import tc
+    >>> model = tc.build_model(tc.ModelSpec("mlp", 3, 16, in_channels=1, image_size=8, num_classes=10))
+    >>> run = tc.RunContext(model, train_batch_size=32, train_seed=0)  # no other seed's run, no step-0 state
+    >>> run.reference is None and run.init is None
+    True
+    """
+
+    model: torch.nn.Module  # a `tc.core.models.BlockNet` of the run's architecture (its weights are never used)
+    train_batch_size: int  # the run's minibatch size: gradient noise is measured on such minibatches
+    train_seed: int  # the run's data-order seed: the same minibatches the run saw in epoch 0
+    reference: Checkpoints | None = None  # another seed's run, for the cross-seed control
+    seconds_per_epoch: float | None = None  # the run's own training time per epoch, for the *_cost_epochs
+    # the run's step-0 state dict (its initialisation), whatever checkpoints the analysis selected: gm_dist_init
+    # measures from it; None when the run never logged step 0 (or the caller did not load it)
+    init: StateDict | None = None
+
+
+def initial_state(ckpts: Checkpoints, run: RunContext) -> StateDict | None:
+    """The run's initialisation θ_0: the step-0 checkpoint, selected or not (`run.init`); None when unknown.
+    Never the first *selected* checkpoint: with `checkpoints=5,10` that is θ_5, not θ_0 (`init_index`)."""
+    i = init_index(ckpts.steps)
+    return ckpts.state_dicts[i] if i is not None else run.init

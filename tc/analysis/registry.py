@@ -1,0 +1,173 @@
+"""The one list of every metric an analysis logs (`tc.analysis.run.analyze_run`), with its meaning.
+
+It also names what a sweep logs beside them (meanings that start with "sweep"); the training metrics
+(train_loss, test_acc, ...) are described in `entrypoints/train.py`. Keys are patterns: `{split}` is an
+analysis split (train, test, corrupt), `{cut}` a cut index (the metric at one cut; the key without `_d{cut}`
+is the mean over the cuts, `mean_over_cuts`), `{kind}` drift or grad, `{direction}` top, random or bottom,
+`{phase}` early, middle or late, `{corruption}` a corruption name, `{gm}` a baseline measure gm_*,
+`{measure}` any measure the sweep correlates. `tests/test_metrics.py` checks that every key a real analysis
+logs matches exactly one pattern; docs/analyze.md's table is generated from this list (scripts/gen_docs.py,
+checked by tests/test_docs.py).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+
+import numpy as np
+
+from tc.core.corruptions import CORRUPTIONS
+
+HEADLINE = (
+    "tc_train",
+    "tc_test",
+    "tc_kappa_test",
+    "tc_full_test",
+    "tc_excess_test",
+    "tc_window_checkpoints",
+    "tc_corrupt",
+    "half_life_test",
+    "tc_test_crossseed",
+    "drift_test",
+    "aniso_drift_topk_var",
+    "aniso_drift_min_pvalue",
+    "aniso_grad_topk_var",
+    "aniso_grad_min_pvalue",
+    "aniso_perturb_top_acc",
+    "aniso_perturb_random_acc",
+    "aniso_perturb_bottom_acc",
+)
+
+GM = (
+    "gm_param_norm",
+    "gm_dist_init",
+    "gm_log_spectral_product",
+    "gm_margin",
+    "gm_train_loss",
+    "gm_sharpness",
+    "gm_disagreement",
+)
+
+# pattern -> one-line meaning. W = the tc window (checkpoints in the last `window` of training, before the
+# final one T); agree_d, g_d, rc, r(Δ), c(x): `tc.core.consistency`; the function that computes each is named,
+# relative to `tc.core` (`consistency.tc_score` is `tc.core.consistency.tc_score`) or to `tc` (`analysis.*`).
+METRICS: dict[str, str] = {
+    "tc_{split}_d{cut}": "mean_{t in W} agree_d[t, T]: the final deep part predicts on earlier features what it "
+    "predicts on its own (`consistency.tc_score`)",
+    "tc_{split}": "mean over cuts of tc_{split}_d{cut} (`analysis.registry.mean_over_cuts`)",
+    "tc_{split}_random_shallow_d{cut}": "agree_d[0, T]: the initialisation's shallow part (a chance-level control; "
+    "only when step 0 is analyzed)",
+    "tc_{split}_random_shallow": "mean over cuts of tc_{split}_random_shallow_d{cut}",
+    "tc_{split}_{phase}": "with phases=true: tc_{split} over the checkpoints of one third of training (s/T in "
+    "(0, 1/3], (1/3, 2/3], (2/3, 1), T excluded; `consistency.phase_windows`), mean over cuts",
+    "tc_kappa_{split}_{phase}": "with phases=true: tc_kappa_{split} over that third of training, mean over cuts",
+    "tc_full_{split}_{phase}": "with phases=true: tc_full_{split} over that third of training",
+    "tc_kappa_{split}_d{cut}": "mean_{t in W} Cohen's κ(g_d[t, T](x), f(x; θ_T)) (`consistency.tc_kappa`)",
+    "tc_kappa_{split}": "mean over cuts of tc_kappa_{split}_d{cut}",
+    "tc_full_{split}": "mean_{t in W} mean_x 1[f(x; θ_t) = f(x; θ_T)]: whole networks, the convergence baseline "
+    "(`consistency.tc_full`)",
+    "tc_excess_{split}": "(tc - tc_full) / (1 - tc_full) (`consistency.tc_excess`)",
+    "tc_window_checkpoints": "|W|: checkpoints in the tc window (< 3: tag tc.window_warning)",
+    "acc_{split}": "accuracy of the final network f(·; θ_T)",
+    "drift_{split}_d{cut}": "mean_{t in W} mean_x ||z_t(x) - z_T(x)|| / ||z_T(x)|| (`consistency.drift_score`)",
+    "drift_{split}": "mean over cuts of drift_{split}_d{cut}",
+    "half_life_{split}": "first lag Δ with r(Δ) < 0.9, r averaged over cuts; if never, the lags observed "
+    "(`consistency.half_life_metric`)",
+    "tc_corrupt_{corruption}": "mean over cuts and severities of mean_{t in W} agreement of g_d[t, T] with "
+    "f(θ_T) on the samples of that corruption (`consistency.corruption_scores`)",
+    "tc_test_crossseed_d{cut}": "mean_{t in W} agreement of this run's shallow part at t under the reference "
+    "run's final deep part with the reference network (`analysis.controls.cross_seed`)",
+    "tc_test_crossseed": "mean over cuts of tc_test_crossseed_d{cut}",
+    "bf16_agreement": "fraction of (checkpoint, cut, sample) whose bf16 composite prediction equals fp32's",
+    "analysis_seconds": "wall time of the consistency analysis",
+    "tc_cost_epochs": "analysis_seconds / the run's seconds per training epoch",
+    "anisotropy_seconds": "wall time of the anisotropy statistics",
+    "aniso_{kind}_topk_var_d{cut}": "explained variance of the top aniso_k principal components "
+    "(`anisotropy.analyze_samples`)",
+    "aniso_{kind}_topk_var": "mean over cuts of aniso_{kind}_topk_var_d{cut}",
+    "aniso_{kind}_eff_rank_d{cut}": "effective rank (Σλ)² / Σλ² of the covariance",
+    "aniso_{kind}_eff_rank": "mean over cuts of aniso_{kind}_eff_rank_d{cut}",
+    "aniso_{kind}_pvalue_d{cut}": "Monte-Carlo p-value of topk_var against the isotropic null",
+    "aniso_{kind}_lw_pvalue_d{cut}": "Ledoit-Wolf sphericity test p-value",
+    "aniso_{kind}_min_pvalue": "smallest Holm-adjusted pvalue over the cuts (`analysis.anisotropy.min_holm`)",
+    "aniso_{kind}_lw_min_pvalue": "smallest Holm-adjusted lw_pvalue over the cuts",
+    "aniso_perturb_clean_acc_d{cut}": "accuracy of the final network with unperturbed features",
+    "aniso_perturb_clean_acc": "mean over cuts of aniso_perturb_clean_acc_d{cut}",
+    "aniso_perturb_{direction}_acc_d{cut}": "accuracy with features perturbed at ε = 0.5 in the {direction}-k "
+    "drift subspace (`sgd_noise.perturbation_test`)",
+    "aniso_perturb_{direction}_acc_lo_d{cut}": "lower end of its 95% t interval over draws",
+    "aniso_perturb_{direction}_acc_hi_d{cut}": "upper end of its 95% t interval over draws",
+    "aniso_perturb_{direction}_acc": "mean over cuts of aniso_perturb_{direction}_acc_d{cut}",
+    "gm_param_norm": "||θ_T|| (`baselines.param_norm`)",
+    "gm_dist_init": (
+        "||θ_T - θ_0|| (`baselines.dist_from_init`); θ_0 is the step-0 checkpoint whatever `checkpoints` selects, "
+        "NaN (with a warning) when the run logged none"
+    ),
+    "gm_log_spectral_product": "log Π_l ||A_l||_2, exact operator norms (`baselines.log_spectral_product`)",
+    "gm_margin": "10th percentile of the output margin on training samples (`baselines.margin`)",
+    "gm_train_loss": "mean training cross-entropy (`baselines.loss`)",
+    "gm_sharpness": "1/σ², σ the largest magnitude-aware noise raising the loss by ≤ 0.1 (`baselines.sharpness`)",
+    "gm_disagreement": "fraction of test inputs where two seeds' networks disagree (`baselines.disagreement`)",
+    "{gm}_seconds": "wall time of {gm}",
+    "{gm}_cost_epochs": "{gm}_seconds / the run's seconds per training epoch",
+    "tc_mmd_d{cut}": "MMD² between window features of the train split and final features of the test split "
+    "(`analysis.mmd.mmd_measures`)",
+    "tc_mmd": "mean over cuts of tc_mmd_d{cut}",
+    "tc_mmd_seconds": "wall time of tc_mmd",
+    "tc_test_cheap_k{k}_n{n}": "sweep only: tc_test from k window checkpoints and n test samples "
+    "(`analysis.surrogates.cheap_scores`)",
+    "tc_test_cheap_k{k}_n{n}_seconds": "sweep only: wall time of tc_test_cheap_k{k}_n{n}",
+    "{measure}_seed_sd": "sweep with seeds=2: |a - b| / sqrt(2) of a measure over the two seeds "
+    "(`tc.sweep.trial.seed_spread`)",
+    "corr_spearman_{measure}": "sweep run: Spearman ρ of the measure with test accuracy over the trials",
+    "corr_kendall_{measure}": "sweep run: Kendall τ-b of the measure with test accuracy over the trials",
+    "n_trials_converged": "sweep run: trials in the correlations: those whose seeds all reached target_loss (all "
+    "completed trials, without target_loss)",
+    "n_trials_not_converged": "sweep run: trials that hit the epoch cap first (left out of the correlations)",
+}
+
+PLACEHOLDERS = {
+    "split": "train|test|corrupt",
+    "cut": r"\d+",
+    "k": r"\d+",
+    "n": r"\d+",
+    "kind": "drift|grad",
+    "direction": "top|random|bottom",
+    "phase": "early|middle|late",
+    "corruption": "|".join(sorted(CORRUPTIONS)),
+    "gm": "|".join(GM),
+    "measure": r"(?:tc|drift|half_life|aniso|gm)_\w+",
+}
+
+
+def _regex(pattern: str) -> re.Pattern:
+    parts = re.split(r"\{(\w+)\}", pattern)  # literal, name, literal, name, ...
+    body = "".join(re.escape(p) if i % 2 == 0 else f"(?:{PLACEHOLDERS[p]})" for i, p in enumerate(parts))
+    return re.compile(f"^{body}$")
+
+
+def patterns_of(key: str) -> list[str]:
+    """The METRICS patterns that `key` matches (exactly one for every metric tc logs)."""
+    return [p for p in METRICS if _regex(p).match(key)]
+
+
+def markdown_table() -> str:
+    """METRICS as a Markdown table: docs/analyze.md's (`scripts/gen_docs.py` writes it there)."""
+    rows = [f"| `{p}` | {m.replace('|', chr(92) + '|')} |" for p, m in METRICS.items()]
+    return "\n".join(["| metric | meaning |", "|---|---|", *rows])
+
+
+def mean_over_cuts(metrics: dict[str, float], prefix: str, cuts: Sequence[int]) -> float | None:
+    """{prefix} = mean_{cut} metrics[{prefix}_d{cut}] over the cuts where it was computed (a cut may lack the
+    units or the drift a statistic needs); None when no cut has it. The one aggregation over cuts."""
+    values = [metrics[f"{prefix}_d{c}"] for c in cuts if f"{prefix}_d{c}" in metrics]
+    return float(np.mean(values)) if values else None
+
+
+def add_means_over_cuts(metrics: dict[str, float], prefixes: Sequence[str], cuts: Sequence[int]) -> None:
+    """metrics[prefix] = `mean_over_cuts(metrics, prefix, cuts)` for each prefix some cut has."""
+    for prefix in prefixes:
+        mean = mean_over_cuts(metrics, prefix, cuts)
+        if mean is not None:
+            metrics[prefix] = mean

@@ -1,0 +1,115 @@
+"""Analyze a run: checkpoints + data + config in, every metric, tidy tables and summary out (no MLflow, no files).
+
+`analyze_run` is the one owner of an analysis. It runs each metric family's module in turn: the temporal-
+consistency quantities of SPEC sections 2-4 (`tc.analysis.consistency`), the anisotropy statistics of
+section 5 (`tc.analysis.anisotropy`), the baseline generalization measures gm_* (`tc.analysis.baselines`) and
+the feature MMD (`tc.analysis.mmd`). `tc.analysis.registry.METRICS` names every metric it logs; the splits it
+evaluates are described in `tc.analysis.splits`; `tc.analysis.files` writes its result into a directory.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from tc.analysis.anisotropy import anisotropy
+from tc.analysis.baselines import baseline_measures
+from tc.analysis.consistency import consistency_analysis
+from tc.analysis.inputs import RunContext
+from tc.analysis.mmd import mmd_measures
+from tc.analysis.result import AnalysisResult
+from tc.analysis.splits import EvalSplit, make_splits, parse_cuts, split_named
+from tc.config import AnalyzeConfig
+from tc.core.checkpoints import Checkpoints
+from tc.core.data import DataBundle
+from tc.core.device import exact_fp32, resolve_device
+from tc.core.progress import progress_bar
+
+
+def analyze_run(
+    ckpts: Checkpoints,
+    data: DataBundle,
+    cfg: AnalyzeConfig,
+    run: RunContext,
+    progress: Callable[[int], None] | None = None,
+    *,
+    controls: bool = True,
+) -> AnalysisResult:
+    """Every metric of an analysis of `ckpts` (see `tc.analysis.registry.METRICS`), with its tables and summary.
+    `progress(n)` is called as the composite forwards finish n more samples. `controls=False` leaves out the
+    controls of `consistency_analysis` (cross-seed, bf16 agreement): a cheap surrogate is timed alone.
+    On CUDA the whole analysis runs with TF32 off (`tc.core.device.exact_fp32`), restored after.
+
+    Example (checkpoints of a loop you ran yourself, analyzed in memory: no MLflow):
+
+    >>> import torch, tc
+    >>> from tc.core.data import iterate_batches
+    >>> data = tc.load_data("digits", train_size=256)
+    >>> _ = torch.manual_seed(0)
+    >>> model = tc.build_model(tc.ModelSpec.of(tc.TrainConfig(dataset="digits", model="mlp", width=16), data))
+    >>> opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    >>> steps, states = [0], [{k: v.clone() for k, v in model.state_dict().items()}]
+    >>> for epoch in range(4):
+    ...     for x, y in iterate_batches(data, 32, seed=0, epoch=epoch, augment=False):
+    ...         loss = torch.nn.functional.cross_entropy(model(data.normalize(x)), y)
+    ...         opt.zero_grad(); loss.backward(); opt.step()
+    ...     steps.append(8 * (epoch + 1)); states.append({k: v.clone() for k, v in model.state_dict().items()})
+    >>> cfg = tc.AnalyzeConfig(run_id="in-memory", splits="test", max_samples=100, anisotropy=False, measures=False)
+    >>> result = tc.analyze_run(tc.Checkpoints(steps, states), data, cfg, tc.RunContext(model, 32, 0))
+    >>> 0.0 <= result.metrics["tc_test"] <= 1.5, sorted(result.tables())
+    (True, ['corrupt', 'drift', 'lags', 'matrices', 'per_sample'])
+    """
+    with exact_fp32(resolve_device(cfg.device)):  # TF32 off on CUDA: fp32 means fp32 (tc.core.device.exact_fp32)
+        splits = make_splits(data, cfg)
+        result = consistency_analysis(ckpts, data, cfg, run, splits, progress, controls=controls)
+        if cfg.anisotropy:
+            add_anisotropy(result, ckpts, data, cfg, run, splits)
+        if cfg.measures:
+            add_measures(result, ckpts, data, cfg, run, splits)
+        if run.seconds_per_epoch:  # what the consistency analysis cost, in the run's own training epochs
+            result.metrics["tc_cost_epochs"] = result.metrics["analysis_seconds"] / run.seconds_per_epoch
+    return result
+
+
+def add_anisotropy(
+    result: AnalysisResult,
+    ckpts: Checkpoints,
+    data: DataBundle,
+    cfg: AnalyzeConfig,
+    run: RunContext,
+    splits: list[EvalSplit],
+) -> None:
+    """Add the anisotropy statistics (`tc.analysis.anisotropy.anisotropy`, on the test split, else the first) to
+    `result`: its tables as `result.aniso`, its metrics and `anisotropy_seconds`; a warning when the training
+    set has too few minibatches for the gradient noise."""
+    split = split_named(splits, "test") or splits[0]
+    t0 = time.perf_counter()
+    steps = len(parse_cuts(cfg.cut_spec, run.model)) + 1  # gradient noise, then each cut
+    with progress_bar(steps, "tc analyze: anisotropy", unit="step") as tick:
+        result.aniso = anisotropy(ckpts, data, cfg, run, split, tick)
+    result.metrics.update(result.aniso.metrics)
+    result.metrics["anisotropy_seconds"] = time.perf_counter() - t0
+    if "aniso_grad_min_pvalue" not in result.metrics:
+        result.summary["warnings"].append("gradient noise skipped: the training set has fewer than 3 full minibatches")
+
+
+def add_measures(
+    result: AnalysisResult,
+    ckpts: Checkpoints,
+    data: DataBundle,
+    cfg: AnalyzeConfig,
+    run: RunContext,
+    splits: list[EvalSplit],
+) -> None:
+    """Add the measures to `result`: the baseline measures gm_* (`tc.analysis.baselines`, which need the train
+    split; a warning without it) and the feature MMD tc_mmd with `tc_mmd_seconds` (`tc.analysis.mmd`, which
+    needs the train and the test split)."""
+    train, test = split_named(splits, "train"), split_named(splits, "test")
+    if train is None:
+        result.summary["warnings"].append("baseline measures need the train split; skipped")
+    else:
+        result.metrics.update(baseline_measures(ckpts, data, cfg, run, (train, test), result.summary["warnings"]))
+    if train is not None and test is not None:
+        t0 = time.perf_counter()
+        result.metrics.update(mmd_measures(ckpts, data, cfg, run, (train, test)))
+        result.metrics["tc_mmd_seconds"] = time.perf_counter() - t0

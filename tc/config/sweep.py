@@ -1,0 +1,61 @@
+"""`SweepConfig`: the `sweep` entry point's parameters (docs/sweep.md)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from tc.config.fields import check_range, opt, validate_choices
+from tc.config.vocabulary import DATASETS, MATRICES, MODELS, PRUNERS, SAMPLERS
+
+
+@dataclass(frozen=True)
+class SweepConfig:
+    """An Optuna study over training hyperparameters; every trial trains (every checkpoint logged) and is
+    analyzed, as a nested MLflow run. Fixed training settings are the TrainConfig defaults unless set here."""
+
+    n_trials: int = opt(
+        20,
+        "trials in the whole study, counted over all workers (finished, pruned, or failed by their own doing; "
+        "crashed trials do not count)",
+    )
+    timeout: float = opt(0.0, "stop this worker after this many seconds; 0 = no limit")
+    study_name: str = opt("tc-sweep", "Optuna study name; workers with the same name and storage share it")
+    storage: str | None = opt(
+        None, "an Optuna journal file path, or an SQLAlchemy URL (postgresql://...); none = optuna_journal.log"
+    )
+    search_space: str | None = opt(None, "YAML/JSON file of parameter -> {type, low, high, log | choices}")
+    sampler: str = opt(
+        "qmc",
+        "Optuna sampler: qmc (scrambled Sobol, space-filling; the default: the sweep observes how measures "
+        "correlate with test accuracy and does not optimise), random, grid (exact groups for Ψ), or tpe "
+        "(optimises test accuracy: correlations are then estimated along an optimiser's path)",
+        SAMPLERS,
+    )
+    pruner: str = opt("none", "prune trials whose test accuracy lags the median at the same epoch", PRUNERS)
+    seed: int = opt(0, "sampler seed (reproducible only with one worker) and every trial's training seed")
+    dataset: str = opt("digits", "data set of every trial", DATASETS)
+    model: str = opt("mlp", "architecture of every trial", MODELS)
+    depth: int = opt(0, "model depth of every trial; 0 = the model's default")
+    epochs: int = opt(300, "epochs of every trial; with target_loss, the cap")
+    target_loss: float = opt(
+        0.01,
+        "train every trial until its training cross-entropy (own labels, whole training set) is <= this "
+        "(Jiang et al. 2020: equal fit); 0 = off. Trials that reach the cap first are reported apart",
+    )
+    seeds: int = opt(2, "training seeds per configuration (2: gm_disagreement and <measure>_seed_sd); 1 or 2")
+    max_samples: int = opt(500, "analysis: examples per split")
+    analyze_matrix: str = opt("final", "analysis: final (scores only, fast) or full", MATRICES)
+    anisotropy: bool = opt(True, "analysis: also the anisotropy statistics")
+    bootstrap: int = opt(1000, "bootstrap resamples for the confidence intervals")
+
+    def __post_init__(self) -> None:
+        validate_choices(self)
+        check_range("n_trials", self.n_trials, 1)
+        check_range("timeout", self.timeout, 0.0)
+        check_range("epochs", self.epochs, 1)
+        check_range("target_loss", self.target_loss, 0.0)
+        check_range("seeds", self.seeds, 1, 2)
+        check_range("max_samples", self.max_samples, 0)
+        check_range("bootstrap", self.bootstrap, 100)
+        if not self.study_name.strip():
+            raise ValueError("study_name must not be empty")

@@ -1,0 +1,225 @@
+"""The vectors whose anisotropy `tc.core.anisotropy` tests, taken from a run's checkpoints (SPEC section 5).
+
+- `drift_vectors`: global-average-pooled feature drift Δz_t(x) = z_{t+1}(x) - z_t(x) at a cut, over
+  consecutive checkpoints t and samples x, as an array [transitions, samples, channels] for
+  `tc.core.anisotropy.drift_test` (which turns it into independent units: samples).
+- `gradient_noise`: per-minibatch gradients of the shallow parameters minus their mean over the minibatches
+  used, projected by `random_projection` (orthonormal columns, so isotropic noise stays isotropic; the old
+  Gaussian matrix was far from orthonormal when P is not ≫ 128 and made isotropic noise look anisotropic).
+  Rows: minibatches.
+- `perturbation_test`: the final deep part's accuracy when z_T(x) is perturbed at norm ε ||z_T(x)|| inside
+  a k-dimensional subspace: the top-k principal drift directions, k random orthonormal directions, or the
+  bottom-k (smallest nonzero-variance) drift directions. Same k, same norm, same isotropic coefficients
+  within the subspace: the kinds differ only in WHICH subspace (an isotropic perturbation of the whole
+  D-dimensional space would hit a readout about sqrt(D / k) times harder per unit norm whatever the drift is).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import torch
+from scipy import linalg, stats
+from torch import nn
+
+from tc.core.anisotropy import principal_directions
+from tc.core.compose import StateDict
+from tc.core.device import guard_cpu_kernels
+from tc.core.models import BlockNet, at_state
+
+
+@torch.inference_mode()
+def features(
+    model: BlockNet,
+    sds: Sequence[StateDict],
+    x: torch.Tensor,
+    cut: int,
+    batch_size: int = 256,
+    device: str | torch.device = "cpu",
+) -> torch.Tensor:
+    """[T, N, ...] shallow features of every checkpoint at `cut`, computed on `device` (one checkpoint's model
+    there at a time) and returned on the CPU, where the statistics that use them run."""
+    out = []
+    for sd in sds:
+        m = at_state(model, sd).to(device)
+        chunks = [
+            m.forward_blocks(x[a : a + batch_size].to(device), 0, cut).cpu() for a in range(0, len(x), batch_size)
+        ]
+        out.append(torch.cat(chunks))
+    return torch.stack(out)
+
+
+def pool(z: torch.Tensor) -> torch.Tensor:
+    """Global average pooling of [..., C, H, W] feature maps; vectors pass through."""
+    return z.mean(dim=(-2, -1)) if z.dim() >= 4 else z
+
+
+def drift_vectors(feats: torch.Tensor) -> np.ndarray:
+    """Pooled drift Δz_t(x) of consecutive checkpoints: [T - 1, N, C] (transitions, samples, channels)."""
+    pooled = pool(feats)
+    return (pooled[1:] - pooled[:-1]).double().numpy()
+
+
+def random_projection(p: int, dim: int, seed: int = 0) -> np.ndarray:
+    """[p, min(p, dim)] matrix with orthonormal columns spanning a uniformly random subspace (QR of a seeded
+    Gaussian matrix, signs fixed so the basis is Haar-distributed); the identity when p <= dim (no
+    projection). An orthonormal projection maps N(0, σ² I_p) to N(0, σ² I_dim): isotropy is kept exactly."""
+    if p <= dim:
+        return np.eye(p)
+    q, r = np.linalg.qr(np.random.default_rng(seed).standard_normal((p, dim)))
+    return q * np.sign(np.diag(r))
+
+
+def project_noise(g: np.ndarray, proj_dim: int = 128, seed: int = 0, chunk: int = 1 << 16) -> np.ndarray:
+    """Rows g_b minus their mean, projected by `random_projection(P, proj_dim, seed)`: [n, min(P, proj_dim)].
+
+    Streams the projection so that memory stays O(chunk x proj_dim) however large P is (a dense P x 128
+    float64 matrix is 11 GB for resnet18's 11M parameters). Q = G R⁻¹ with R the Cholesky factor of GᵀG is
+    exactly the sign-fixed QR factor of `random_projection` (the positive-diagonal QR is unique), so
+    Qᵀ g = R⁻ᵀ (Gᵀ g) needs only the running sums GᵀG and Gᵀg over row chunks of the same seeded G."""
+    g = np.asarray(g)
+    n, p = g.shape
+    if p <= proj_dim:
+        return (g - g.mean(axis=0)).astype(np.float64)
+    rng = np.random.default_rng(seed)
+    gram = np.zeros((proj_dim, proj_dim))
+    gtx = np.zeros((proj_dim, n))
+    for a in range(0, p, chunk):
+        rows = rng.standard_normal((min(chunk, p - a), proj_dim))  # same stream as one (p, dim) draw
+        block = g[:, a : a + chunk].astype(np.float64)
+        gram += rows.T @ rows
+        gtx += rows.T @ (block - block.mean(axis=0)).T
+    upper = np.linalg.cholesky(gram).T
+    return linalg.solve_triangular(upper, gtx, trans="T").T
+
+
+def gradient_noise(
+    model: BlockNet,
+    sd: StateDict,
+    batches: Sequence[tuple[torch.Tensor, torch.Tensor]],
+    cuts: Sequence[int],
+    proj_dim: int = 128,
+    seed: int = 0,
+    device: str | torch.device = "cpu",
+) -> dict[int, np.ndarray]:
+    """{cut: [n_batches, min(P, proj_dim)]} minibatch gradient noise of the P parameters of blocks [0, cut),
+    in train mode (BatchNorm uses batch statistics, as SGD saw it): g_b - ḡ projected (`project_noise`).
+    The gradients are computed on `device`; the seeded projection runs on the CPU (numpy), so it draws the
+    same random subspace wherever the gradients came from.
+
+    Sampling unit: the minibatches in `batches` (analyze passes the first `grad_batches` full minibatches of
+    the training run's epoch-0 shuffle, e.g. 32 of 39 at 5,000 examples and batch 128). ḡ is their mean, not
+    the gradient of the whole training set: it estimates the full-batch gradient from the same batches, so
+    the rows sum to zero and carry n - 1 degrees of freedom; `tc.core.anisotropy.analyze_samples` centres its
+    null draws the same way, so its test is calibrated for that. (Batches of one shuffle are drawn without
+    replacement; their exchangeable negative correlation is a common component that the centring removes.)
+    Memory: the [n, P] float32 gradients plus a streamed projection (`project_noise`)."""
+    m = at_state(model, sd).to(device).train()
+    guard_cpu_kernels(m, next(m.parameters()).device)  # weight gradients: oneDNN's AVX2 bug (tc/core/device.py)
+    grads = {cut: [] for cut in cuts}
+    names = {cut: [n for n, _ in m.named_parameters() if m.block_of(n) in m.block_names[:cut]] for cut in cuts}
+    params = dict(m.named_parameters())
+    for x, y in batches:
+        m.zero_grad(set_to_none=True)
+        nn.functional.cross_entropy(m(x.to(device)), y.to(device)).backward()
+        for cut in cuts:  # to the CPU per minibatch: the device holds one minibatch's gradients, not n of them
+            grads[cut].append(torch.cat([params[n].grad.flatten() for n in names[cut]]).cpu())
+    # float32 rows: the [n, P] gradients are the only P-sized array kept (1.4 GB for resnet18 at n = 32)
+    return {cut: project_noise(torch.stack(grads[cut]).numpy(), proj_dim, seed + cut) for cut in cuts}
+
+
+def drift_rows(drift_full: torch.Tensor, max_rows: int = 2000, seed: int = 0) -> torch.Tensor:
+    """[rows, D] drift rows for the principal directions: drift_full [T - 1, N, ...] flattened, centred within each
+    transition (its mean update is systematic drift, not noise), then at most `max_rows` (transition, sample)
+    rows drawn uniformly without replacement (seeded), so every transition is equally represented."""
+    d = drift_full.double().flatten(2)  # [T - 1, N, D]
+    d = (d - d.mean(dim=1, keepdim=True)).flatten(0, 1)
+    if len(d) > max_rows:
+        d = d[torch.randperm(len(d), generator=torch.Generator().manual_seed(seed))[:max_rows]]
+    return d
+
+
+@dataclass(frozen=True)
+class PerturbOptions:
+    """The perturbation test's Monte-Carlo design."""
+
+    eps: Sequence[float] = (0.1, 0.25, 0.5, 1.0)  # perturbation norms, relative to ||z_T(x)||
+    k: int = 3  # dimension of each subspace
+    draws: int = 5  # draws per (ε, kind)
+    seed: int = 0
+    max_rows: int = 2000  # drift rows for the principal directions (`drift_rows`)
+
+
+@torch.inference_mode()
+def perturbation_test(
+    model: BlockNet,
+    sd_final: StateDict,
+    z_final: torch.Tensor,
+    drift_full: torch.Tensor,
+    labelled_cut: tuple[torch.Tensor, int],
+    opts: PerturbOptions = PerturbOptions(),
+    device: str | torch.device = "cpu",
+) -> pd.DataFrame:
+    """Accuracy of the final deep part on perturbed final features: rows (eps, kind, draw, acc) with kind in
+    clean (eps 0, draw 0) / top / random / bottom. `drift_full`: [T - 1, N, ...] full-space drift (rows for
+    the directions: `drift_rows`); `z_final`: [N, ...] features of the final checkpoint.
+
+    Each draw, every sample gets its own noise c @ V (c ~ N(0, I_k), V the kind's k orthonormal directions:
+    top-k / bottom-k principal drift directions, or a fresh uniformly random k-dim subspace), scaled to norm
+    ε ||z_T(x)||. Draws differ in c (and in the random subspace), so `perturbation_summary` gives a CI over
+    draws: Monte-Carlo uncertainty of the perturbation, conditional on the samples and the drift directions.
+    `labelled_cut`: (the samples' labels y, the cut). The deep part runs on `device`; the directions and the
+    seeded noise are drawn on the CPU, so every device sees the same perturbations."""
+    (y, cut), eps, k, draws, seed = labelled_cut, opts.eps, opts.k, opts.draws, opts.seed
+    m = at_state(model, sd_final).to(device)
+    flat = z_final.flatten(1).double()
+    dirs, _ = principal_directions(drift_rows(drift_full, opts.max_rows, seed).numpy())
+    kk = min(k, len(dirs))
+    if kk == 0:
+        raise ValueError("the drift has no nonzero-variance direction")
+    fixed = {"top": torch.from_numpy(dirs[:kk]), "bottom": torch.from_numpy(dirs[len(dirs) - kk :])}
+    g = torch.Generator().manual_seed(seed)
+    norms = flat.norm(dim=1, keepdim=True)
+
+    def accs(variants: list[torch.Tensor], chunk: int = 1024) -> list[float]:
+        """Accuracy of each [N, D] variant; all variants go through the deep part together, in chunks."""
+        z = torch.cat(variants).view(-1, *z_final.shape[1:]).to(z_final.dtype)
+        pred = torch.cat(
+            [m.forward_blocks(z[a : a + chunk].to(device), cut).argmax(1).cpu() for a in range(0, len(z), chunk)]
+        )
+        return (pred.view(len(variants), -1) == y).double().mean(1).tolist()
+
+    rows = [(0.0, "clean", 0, accs([flat])[0])]
+    for draw in range(draws):
+        random_dirs = torch.from_numpy(
+            random_projection(flat.shape[1], kk, int(torch.randint(2**31, (1,), generator=g))).T.copy()
+        )
+        subspaces = {**fixed, "random": random_dirs}
+        for e in eps:  # one ε at a time: the three perturbed copies of [N, D] features, in float32
+            variants = []
+            for kind in KINDS:
+                noise = torch.randn(len(flat), kk, generator=g, dtype=torch.float64) @ subspaces[kind]
+                noise = noise / noise.norm(dim=1, keepdim=True).clamp_min(1e-12) * e * norms
+                variants.append((flat + noise).float())
+            rows += [(float(e), kind, draw, a) for kind, a in zip(KINDS, accs(variants), strict=True)]
+    return pd.DataFrame(rows, columns=["eps", "kind", "draw", "acc"])
+
+
+KINDS = ("top", "random", "bottom")
+
+
+def perturbation_summary(perturb: pd.DataFrame, level: float = 0.95) -> pd.DataFrame:
+    """Mean accuracy per (eps, kind) [and cut, if present] over draws, with a t interval over draws
+    (lo, hi; NaN with one draw). Clean rows pass through with lo = hi = acc."""
+    keys = [c for c in ("cut", "eps", "kind") if c in perturb]
+    out = perturb.groupby(keys, sort=False)["acc"].agg(["mean", "std", "count"]).reset_index()
+    half = stats.t.ppf(0.5 + level / 2, (out["count"] - 1).clip(lower=1)) * out["std"] / np.sqrt(out["count"])
+    half = half.where(out["count"] > 1, np.nan)
+    clean = out["kind"] == "clean"
+    half = half.where(~clean, 0.0)
+    return out.assign(acc=out["mean"], lo=out["mean"] - half, hi=out["mean"] + half, draws=out["count"])[
+        [*keys, "acc", "lo", "hi", "draws"]
+    ]

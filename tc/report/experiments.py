@@ -1,0 +1,231 @@
+"""The report's experiment design: its scale (`Settings`), the training runs and analyses it makes, the claims
+each section tests, and the sweep it runs. Pure: parameters in, parameters and configs out; `produce` runs them.
+
+The claims are read off seed-level paired intervals (`tc.report.verdicts`, `tc.stats.replicates`); every setting
+the text states is read from here, the config dataclasses and `tc.core.device`, never typed into the text."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tc.config import AnalyzeConfig, SweepConfig, TrainConfig, from_strings
+from tc.core.models import ModelSpec, build_model, default_depth
+from tc.stats.replicates import Claim
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The report's scale. `base`: the ResNet runs (consistency, controls, anisotropy, freezing, BatchNorm)
+    at `seeds` seeds; `labels`: the random-label MLP runs at `label_seeds` seeds per arm; the sweep's
+    `n_trials` converged trials (`sweep_extra` on top of the sweep's defaults); `samples` per split;
+    `analysis`: analyze parameters of every ResNet analysis (AnalyzeConfig's defaults for the rest; the report's
+    own choices per analysis, e.g. `splits`, win)."""
+
+    base: dict
+    seeds: int
+    labels: dict
+    label_seeds: int
+    n_trials: int
+    sweep_extra: dict
+    samples: int
+    quick: bool
+    analysis: dict = field(default_factory=dict)
+
+
+def settings(quick: bool, trials: int, root: Path) -> Settings:
+    """Quick (the test): ResNet-8 and a small MLP on digits, 2 seeds, at most 6 trials. Full: ResNet-20 (width
+    16) on 5,000 Fashion-MNIST images at 5 seeds; the random-label MLP (width 256) on 1,000 digits at 5 seeds
+    per arm; the sweep's default proxy (digits MLP trained to cross-entropy 0.01) at `trials` converged trials."""
+    # random labels: no augmentation, no weight decay, a constant learning rate, trained until the training
+    # cross-entropy on the labels used is <= 0.02 (accuracy >= 0.99, checked); a checkpoint every 8 steps,
+    # analyzed at LABEL_FRACTIONS matched fractions of training (runs of different lengths compare at equal
+    # progress)
+    labels = {"dataset": "digits", "model": "mlp", "width": 256, "lr": 0.05, "schedule": "constant"}
+    labels |= {"weight_decay": 0.0, "augment": "false", "batch_size": 64, "checkpoint_every": 8}
+    if quick:
+        base = {"dataset": "digits", "model": "resnet20", "depth": 8, "width": 8, "epochs": 4}
+        base |= {"train_size": 800, "batch_size": 64}
+        labels |= {"width": 64, "train_size": 300, "epochs": 150, "target_loss": 0.05}
+        sweep_extra = {"search_space": str(root / "examples/digits_space.yaml"), "epochs": 150}
+        return Settings(base, 2, labels, 2, min(trials, 6), sweep_extra, 200, True)
+    base = {"dataset": "fashion-mnist", "model": "resnet20", "width": 16, "epochs": 6, "train_size": 5000}
+    labels |= {"train_size": 1000, "epochs": 400, "target_loss": 0.02}
+    return Settings(base, 5, labels, 5, trials, {}, 500, False)
+
+
+FREEZE_EPOCH = 2
+LABEL_FRACTIONS = 13  # the random-label runs are analyzed at this many matched fractions of training
+
+
+def as_strings(params: dict) -> dict[str, str]:
+    """Parameters as MLflow passes them: every value a string."""
+    return {k: str(v) for k, v in params.items()}
+
+
+def train_config(params: dict) -> TrainConfig:
+    """The resolved training config of a run's parameters (TrainConfig's defaults for the rest)."""
+    return from_strings(TrainConfig, as_strings(params))
+
+
+def analyze_config(params: dict, run_id: str = "report") -> AnalyzeConfig:
+    """The resolved analysis config of an analysis's parameters (AnalyzeConfig's defaults for the rest)."""
+    return from_strings(AnalyzeConfig, as_strings({"run_id": run_id, **params}))
+
+
+def freeze_cut(base: dict) -> int:
+    """The cut after the base model's first stage (its second stage boundary, `BlockNet.stage_cuts[1]`): the
+    freezing control freezes the blocks before it. Read from the model itself, so that it follows depth."""
+    cfg = train_config(base)
+    # the stage boundaries depend on the architecture only, not on the input: any image shape builds it
+    spec = ModelSpec(cfg.model, cfg.depth or default_depth(cfg.model), cfg.width, 1, 8, 10)
+    return build_model(spec).stage_cuts[1]
+
+
+def training_runs(s: Settings) -> dict[str, dict]:
+    """`<arm>/s<seed>` -> training parameters: the base runs, the same runs with the shallow part frozen after
+    epoch FREEZE_EPOCH, and the random-label MLP with clean (0%) and random (100%) labels."""
+    cut = freeze_cut(s.base)
+    runs: dict[str, dict] = {}
+    for seed in range(s.seeds):
+        runs[f"base/s{seed}"] = {**s.base, "seed": seed}
+        runs[f"frozen/s{seed}"] = {**s.base, "seed": seed, "freeze_cut": cut, "freeze_epoch": FREEZE_EPOCH}
+    for seed in range(s.label_seeds):
+        runs[f"clean/s{seed}"] = {**s.labels, "seed": seed, "label_noise": 0.0}
+        runs[f"random/s{seed}"] = {**s.labels, "seed": seed, "label_noise": 1.0}
+    return runs
+
+
+def analyses(s: Settings, runs: dict[str, str]) -> list[tuple[str, str, dict]]:
+    """(result name, training run key, analyze parameters), in order. The BatchNorm arms analyze the same
+    run on the same samples and split, so that only bn_mode differs; each base run's full analysis comes
+    last, so that the run keeps it (a later analysis replaces an earlier one). The cross-seed reference of
+    base seed s is base seed s + 1."""
+    light = {**s.analysis, "anisotropy": "false", "measures": "false"}
+    bn = {**light, "matrix": "final", "splits": "test", "max_samples": min(s.samples, 300)}
+    out = []
+    for seed in range(s.seeds):
+        key = f"base/s{seed}"
+        out.append((f"splice/s{seed}", key, {**bn, "bn_mode": "splice"}))
+        out.append((f"recalibrate/s{seed}", key, {**bn, "bn_mode": "recalibrate"}))
+        reference = runs.get(f"base/s{(seed + 1) % s.seeds}", "none")
+        out.append((key, key, {**base_analysis(s), "reference_run_id": reference}))
+        out.append((f"frozen/s{seed}", f"frozen/s{seed}", {**light, "matrix": "final", "max_samples": s.samples}))
+    labels = {**light, "matrix": "final", "splits": "train,test", "phases": "true"}
+    labels["checkpoints"] = f"fractions:{LABEL_FRACTIONS}"
+    for seed in range(s.label_seeds):
+        for arm in ("clean", "random"):
+            out.append((f"{arm}/s{seed}", f"{arm}/s{seed}", {**labels, "max_samples": s.samples}))
+    return out
+
+
+def base_analysis(s: Settings) -> dict:
+    """The parameters of each base run's full analysis (sections 1, 3 and 5; the cross-seed reference aside)."""
+    return {**s.analysis, "max_samples": s.samples, "measures": "false", "phases": "true"}
+
+
+def sweep_parameters(s: Settings, study_name: str, n_trials: int) -> dict:
+    """The correlation sweep: the sweep's defaults (QMC, digits MLP to cross-entropy 0.01, two seeds per
+    configuration) with a light per-trial analysis (no anisotropy: it is not a candidate predictor here)."""
+    return {
+        "n_trials": n_trials,
+        "study_name": study_name,
+        "max_samples": min(s.samples, 500),
+        "anisotropy": "false",
+        "bootstrap": 1000,
+        **s.sweep_extra,
+    }
+
+
+def sweep_config(s: Settings) -> SweepConfig:
+    """The resolved config of the report's sweep (SweepConfig's defaults for what `sweep_parameters` leaves)."""
+    return from_strings(SweepConfig, as_strings(sweep_parameters(s, "tc-report", max(s.n_trials, 1))))
+
+
+def describe_machine(device: str = "auto") -> str:
+    """The machine the experiments ran on, in words: the CPU cores this process may use, and the device that
+    `device` resolves to (`tc.core.device.resolve_device`), with the GPU's name when it is one."""
+    import torch
+
+    from tc.core.device import resolve_device
+
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    dev = resolve_device(device)
+    where = f"GPU {torch.cuda.get_device_name(dev)}" if dev.type == "cuda" else "no GPU"
+    return f"{cores} CPU cores, {where}"
+
+
+BASE_FIGURES = {
+    "heat": "consistency_heatmaps.png",
+    "lag": "lag_curves.png",
+    "kde": "per_sample_kde.png",
+    "drift": "drift_vs_consistency.png",
+    "spec": "anisotropy_spectra.png",
+    "pert": "perturbation.png",
+}
+SWEEP_FIGURES = {"sweep_scatter": "sweep_scatter.png", "sweep_bars": "sweep_bars.png"}
+
+PHASES = ("early", "middle", "late")
+
+# The claims, each read off a seed-level paired interval (`tc.stats.replicates`). Arms: base, frozen, splice,
+# recalibrate (the BatchNorm modes on the same base runs and samples), clean and random (labels).
+CONSISTENCY = (
+    Claim(
+        "tc_excess_test",
+        "base",
+        text="test: the final deep part agrees on earlier features beyond whole-network convergence",
+    ),
+    Claim("tc_excess_corrupt", "base", text="corrupted test data: the same"),
+    Claim("tc_excess_train", "base", text="training data: the same"),
+    Claim("tc_test", "base", "base", metric_b="tc_test_crossseed", text="above another seed's deep part"),
+)
+LABELS = (
+    # the section's headline claim (shown first, pre-specified): its verdict is the section's. Its metric is spelled
+    # out, not tied to the sweep's confirmatory measure: stored effects.csv tables name it
+    Claim(
+        "tc_kappa_test", "clean", "random", text="headline (pre-specified): consistency collapses under random labels"
+    ),
+    Claim("tc_test", "clean", "random", text="raw agreement, same window"),
+    Claim("tc_full_test", "clean", "random", text="whole-network convergence baseline"),
+    Claim("tc_kappa_train", "clean", "random", text="on the training samples (labels used)"),
+    *(Claim(f"tc_kappa_test_{p}", "clean", "random", text=f"{p} third of training") for p in PHASES),
+)
+CONTROLS = (
+    Claim("tc_test", "base", "base", metric_b="tc_test_random_shallow", text="the initial shallow part fails"),
+    Claim(
+        "test_acc",
+        "frozen",
+        "base",
+        expected=-1,
+        margin=0.01,
+        text=f"freezing the shallow part after epoch {FREEZE_EPOCH} hurts test accuracy",
+    ),
+    Claim("tc_test", "frozen", "base", expected=0, margin=0.01, text="freezing changes consistency"),
+    Claim(
+        "tc_test",
+        "recalibrate",
+        "splice",
+        expected=0,
+        margin=0.01,
+        text="BatchNorm recalibrated vs spliced (same runs, samples)",
+    ),
+)
+ANISOTROPY = (
+    Claim(
+        "aniso_perturb_top_acc",
+        "base",
+        "base",
+        metric_b="aniso_perturb_random_acc",
+        text="noise along the top-k drift directions hurts less than along k random ones",
+    ),
+    Claim(
+        "aniso_perturb_top_acc",
+        "base",
+        "base",
+        expected=0,
+        metric_b="aniso_perturb_bottom_acc",
+        text="top-k against bottom-k drift directions",
+    ),
+)
+SECTION_CLAIMS = {"consistency": CONSISTENCY, "labels": LABELS, "controls": CONTROLS, "anisotropy": ANISOTROPY}

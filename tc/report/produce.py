@@ -1,0 +1,121 @@
+"""The report run: every experiment of `tc.report.experiments` trained and analyzed as a nested MLflow run of
+the report run (the train and analyze entry points' own path, in this process: `tc.tracking.jobs`), the base
+run's figures downloaded, the sweep run until enough trials converged, and the report written
+(`tc.report.files.write`) and logged. MLflow only through `tc.tracking`; the one thing it cannot do, starting
+an entry point of this project as an `mlflow run` (the sweep), comes in as `launch` from the entry point."""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from tc.report import experiments
+from tc.report.costs import epoch_costs
+from tc.report.experiments import BASE_FIGURES, Settings
+from tc.report.files import clear_sweep_figures, report_dir, sweep_figures, sweep_tables, write
+from tc.report.results import Results
+from tc.tracking import analyses, client
+from tc.tracking.jobs import analyze_job, train_job
+
+# Starts entry point `entry` of this project as a child `mlflow run` of the active run, with these parameters
+# (strings, as MLflow passes them): its run id.
+Launch = Callable[[str, dict[str, str]], str]
+
+
+def download_figure(run_id: str, name: str, fig_dir: Path, as_name: str) -> str:
+    """Download the run's current-analysis figure `name` into `fig_dir` as `as_name`; the download goes
+    through a temporary directory, so no `analysis/v<N>/` folder stays behind."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = client.client().download_artifacts(run_id, f"{analyses.analysis_dir(run_id)}/{name}", tmp)
+        shutil.move(path, fig_dir / as_name)
+    return f"report/{as_name}"
+
+
+def timed(timing: dict, key: str, fn: Callable, *args: Any) -> Any:
+    """`fn(*args)`, its seconds added to `timing[key]`."""
+    t0 = time.time()
+    out = fn(*args)
+    timing[key] = timing.get(key, 0.0) + time.time() - t0
+    return out
+
+
+def sweep_until_converged(s: Settings, study: str, timing: dict, launch: Launch) -> str:
+    """Run the sweep until its study holds `s.n_trials` converged trials (a rerun adds trials to the study;
+    at most 3 rounds): the last sweep run's id, whose tables cover every trial of the study (fewer converged
+    trials than asked when the rounds ran out)."""
+    asked = s.n_trials
+    for _ in range(3):
+        params = experiments.as_strings(experiments.sweep_parameters(s, study, asked))
+        sweep_id = timed(timing, "sweep", launch, "sweep", params)
+        converged = int(client.get_run(sweep_id).data.metrics.get("n_trials_converged", 0))
+        if converged >= s.n_trials:
+            break
+        asked += s.n_trials - converged + 2
+        print(f"tc report: {converged} converged trials of {s.n_trials}; asking for {asked} in all", flush=True)
+    return sweep_id
+
+
+def sweep_results(sweep_id: str, fig_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, float]]:
+    """(trials, correlations, costs) of a finished sweep run, its figures moved into `fig_dir`; the download
+    goes through a temporary directory. Fewer than 3 converged trials: no correlations, no figures."""
+    with tempfile.TemporaryDirectory() as tmp:
+        art = Path(client.client().download_artifacts(sweep_id, "", tmp))
+        trials, corr = sweep_tables(art, fig_dir)
+    costs = {}
+    if "run_id" in trials:
+        costs = epoch_costs(
+            [(client.get_run(r).data.metrics, client.seconds_per_epoch(r)) for r in trials["run_id"].dropna()]
+        )
+    return trials, corr, costs
+
+
+def run_sweep(s: Settings, study: str, timing: dict, figs: Path, launch: Launch) -> tuple:
+    """(sweep run id or None, trials, correlations, costs, fitted space, error): the report's sweep and its
+    tables. Any exception from fitting the space, the sweep runs or reading their results (an MLflow, Optuna
+    or programming error alike) is the sweep's failure, not the report's: its `type: message` is returned as
+    the error (the report then says "The sweep failed: ..."), with empty tables."""
+    from tc.sweep.space import fitted_space  # here: optuna loads only when the sweep runs
+
+    sweep_id = None
+    try:
+        space = fitted_space(experiments.sweep_config(s))
+        sweep_id = sweep_until_converged(s, study, timing, launch)
+        trials, corr, costs = sweep_results(sweep_id, figs)
+    except Exception as e:  # any failure of the sweep: an hour of experiments must still give a report
+        return sweep_id, pd.DataFrame(), pd.DataFrame(), {}, {}, f"{type(e).__name__}: {e}"[:500]
+    return sweep_id, trials, corr, costs, space, ""
+
+
+def produce(s: Settings, out: Path, report_run_id: str, launch: Launch) -> Path:
+    """The report at scale `s`, measured inside the active report run `report_run_id` and written into `out`
+    (REPORT.md, and figures and tables in `out`/report): its path. The run gets REPORT.md and
+    `report_runs.json` (every run id, the sweep's, and the seconds of each step)."""
+    t_start, timing, metrics = time.time(), {}, {}
+    figs = report_dir(out)
+    runs = {}
+    for key, params in experiments.training_runs(s).items():
+        cfg = experiments.train_config(params)
+        runs[key] = timed(timing, f"train {key.split('/')[0]}", train_job, cfg)
+    for name, key, params in experiments.analyses(s, runs):
+        cfg = experiments.analyze_config(params, runs[key])
+        timed(timing, f"analyze {name.split('/')[0]}", analyze_job, cfg)
+        metrics[name] = client.get_run(runs[key]).data.metrics
+    fig = {k: download_figure(runs["base/s0"], f, figs, f"base_{f}") for k, f in BASE_FIGURES.items()}
+    clear_sweep_figures(figs)
+    sweep_id, trials, corr, costs, space, error = run_sweep(s, f"tc-report-{int(t_start)}", timing, figs, launch)
+    fig |= sweep_figures(figs)
+    machine = experiments.describe_machine(experiments.train_config(s.base).device)
+    results = Results(
+        s, metrics, fig, trials, corr, costs, timing, time.time() - t_start, machine, sweep_error=error, space=space
+    )
+    path = write(results, out)
+    client.client().log_artifact(report_run_id, str(path))
+    record = {"runs": runs, "sweep_run_id": sweep_id, "timing_s": timing}
+    client.client().log_dict(report_run_id, record, "report_runs.json")
+    return path

@@ -1,0 +1,17 @@
+"""The sweep: many trainings of one model family over a search space, each analyzed, then every measure ranked
+against generalization across them (SPEC 6). The only package that imports Optuna. Its modules, lowest first:
+
+- `space`: the search space: the default one fitted to the data set, loading and checking a user's, the
+  settings every trial shares, a trial's values (`suggest`) and the grid of sampler=grid.
+- `budget`: which trials count toward n_trials and why (`counts_toward_budget`, `budget_used`), surplus
+  trials, a grid's cap.
+- `study`: the Optuna study the workers share: storage, samplers re-seeded per trial, pruner, creating or
+  joining it, dead workers' trials, and the loop that runs one worker's trials (`run_worker`).
+- `summary`: the trials table, the converged trials, the correlation table, and the sweep run's metrics,
+  figures, files and description.
+- `trial`: one trial (train each seed, analyze, return test accuracy: `objective`) and its failure policy.
+- `job`: one worker end to end (`prepare`, `run_sweep`), what `entrypoints/sweep.py` calls.
+
+The rank statistics themselves are pure and live in `tc.stats.rankcorr`, `tc.stats.bootstrap` and
+`tc.stats.multiplicity`.
+"""

@@ -1,0 +1,56 @@
+"""How tc's runs read in the MLflow UI, written onto the runs: names, Markdown descriptions and filterable tags.
+
+The text comes from `tc.tracking.labels` (pure). A description that shows an analysis takes the analysis'
+metrics as an argument (`tc.tracking.analyses.current_analysis_metrics` reads them): labels never read analyses.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import mlflow
+
+from tc.config import TrainConfig
+from tc.tracking import labels
+from tc.tracking.client import client, get_run, load_train_config
+
+
+def name_run(run_id: str, name: str, *, force: bool = False) -> None:
+    """Rename a run, but keep a name the user gave (`--run-name`): only MLflow's made-up names are replaced."""
+    if force or labels.is_generated_name(get_run(run_id).info.run_name):
+        client().set_tag(run_id, "mlflow.runName", name)
+
+
+def describe_run(run_id: str, markdown: str) -> None:
+    """The run's description in the UI (Markdown)."""
+    client().set_tag(run_id, "mlflow.note.content", markdown[:5000])
+
+
+def label_train_run(run_id: str, cfg: TrainConfig) -> None:
+    """Name (`resnet20-w16 fashion-mnist seed0`), tags (tc.dataset, tc.model, ...) and a first description."""
+    name_run(run_id, labels.run_name(cfg))
+    client().log_batch(run_id, tags=[mlflow.entities.RunTag(k, v) for k, v in labels.train_tags(cfg).items()])
+    describe_run(run_id, labels.describe_train(cfg, get_run(run_id).data.metrics))
+
+
+def describe_train_run(run_id: str, analysis: Mapping[str, float]) -> None:
+    """Refresh a training run's description from its logged metrics and `analysis`, its current analysis'
+    metrics ({} when it has none), after training and after each analysis."""
+    cfg = load_train_config(run_id)
+    describe_run(run_id, labels.describe_train(cfg, get_run(run_id).data.metrics, analysis))
+
+
+def label_analysis(train_run_id: str, analyze_run_id: str | None, cfg: Any, analysis: Mapping[str, float]) -> None:
+    """After an analysis: `tc.analysis.<setting>` tags on the training run (and the analyze run), the analyze
+    run named `analyze <training run name>` with the headline numbers, the training run's description updated
+    with `analysis` (the current analysis' metrics)."""
+    tags = [mlflow.entities.RunTag(k, v[:5000]) for k, v in labels.analysis_tags(cfg).items()]
+    client().log_batch(train_run_id, tags=tags)
+    describe_train_run(train_run_id, analysis)
+    if analyze_run_id and analyze_run_id != train_run_id:
+        source = get_run(train_run_id)
+        client().log_batch(analyze_run_id, tags=tags)
+        name_run(analyze_run_id, labels.analyze_name(source.info.run_name))
+        link = f"#/experiments/{source.info.experiment_id}/runs/{train_run_id}"
+        describe_run(analyze_run_id, labels.describe_analysis(source.info.run_name, link, source.data.metrics))
