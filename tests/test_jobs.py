@@ -222,6 +222,7 @@ def test_the_analyze_jobs_lines_are_the_commands_closing_lines(trained, capsys):
     assert summary["metrics"]["tc_test"] == MlflowClient().get_run(trained).data.metrics["tc_test"]
 
 
+@pytest.mark.slow  # 50 s: the quick start in process, end to end (the fast suite stays near 10 minutes)
 def test_the_quick_start_runs_both_jobs_in_its_own_run(mlflow_store, capsys):
     """`mlflow run .` (entry point main): the train and analyze jobs, in process, as children of its run."""
     from entrypoints import main as quick
