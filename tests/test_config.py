@@ -124,10 +124,10 @@ def test_a_cut_spec_resolves_against_the_model():
 def test_one_check_of_at_least_two_steps_before_and_after_the_run_is_read(text):
     # the config refuses the list up front; tc.analysis.splits.select_steps, called with a run's steps, says the same
     from tc.analysis.splits import select_steps
-    from tc.config import check_checkpoints_spec
+    from tc.config.analyze import CheckpointSpec
 
     with pytest.raises(ValueError) as before:
-        check_checkpoints_spec(text)
+        CheckpointSpec.parse(text)
     with pytest.raises(ValueError) as after:
         select_steps(text, [0, 5, 10])
     assert str(before.value) == str(after.value) and "at least two" in str(after.value)

@@ -105,11 +105,6 @@ class CheckpointSpec:
         return cls("list", steps=tuple(sorted({int(s) for s in steps})))
 
 
-def check_checkpoints_spec(text: str) -> None:
-    """The form of `checkpoints`, before any run is read (`CheckpointSpec.parse`, result dropped)."""
-    CheckpointSpec.parse(text)
-
-
 def parse_splits(text: str) -> tuple[str, ...]:
     """`splits` parsed: the split names in the order given, each one of `SPLITS`, at least one, no repeats."""
     return names_list("splits", text, SPLITS, "split", f"use some of: {', '.join(SPLITS)}")

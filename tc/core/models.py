@@ -21,18 +21,12 @@ import torch
 from torch import nn
 
 from tc.config.vocabulary import (  # noqa: F401  (re-exported: the model names' checks)
-    DEFAULT_DEPTH,
-    MODELS,
     default_depth,
     is_user_model,
     validate_depth,
     validate_model,
 )
 from tc.core import fx_stages as stages
-
-# The zoo's names and depth rules belong to the configs, which check them before anything is built
-# (`tc.config.vocabulary`); re-exported here, beside the builders keyed by those names (`_BUILDERS`).
-ZOO = MODELS
 
 
 @dataclass(frozen=True)
