@@ -8,9 +8,9 @@ The trials are the report's sweep (`tc.report.experiments.sweep_config` at the f
 MLP, QMC over the default space fitted to digits, two seeds, target_loss 0.01, 500 samples per split, no
 anisotropy), drawn by the sweep's own sampler in a fresh local sqlite store, trained by `tc.sweep.trial.train_trial`
 and analyzed by `tc.sweep.trial.analyze_trial`, as the sweep does. Per trial it prints the training wall time
-(both seeds, with their checkpoint logging), the analysis wall time (both seeds: load, analysis, cheap
-surrogates, seed spread, write-back, labels), their ratio (the issue's target: <= 25%), where the analysis time
-went, and, with `--analysis both`, whether every measure of the sweep's correlation table
+(both seeds, with their checkpoint logging), the analysis wall time (both seeds: load with a fresh checkpoint
+cache, analysis, cheap surrogates, seed spread, write-back, labels), their ratio (the issue's target: <= 25%),
+where the analysis time went, and, with `--analysis both`, whether every measure of the sweep's correlation table
 (`tc.sweep.summary.measure_columns`) has the same value under analysis=measures as under analysis=full.
 """
 
@@ -67,9 +67,16 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--trials", type=int, default=5)
     p.add_argument("--analysis", choices=("measures", "full", "both"), default="both")
     p.add_argument("--profile", type=int, default=0, help="print the top N cProfile lines of trial 0's analysis")
+    p.add_argument(
+        "--threads", type=int, default=0, help="torch threads (0: torch's default); 1 damps a loaded machine"
+    )
+    p.add_argument("--checkpoints", default="", help="analyze these checkpoints (e.g. fractions:16): a cut to measure")
+    p.add_argument("--max_samples", type=int, default=0, help="examples per split (0: the sweep's 500): a cut")
     p.add_argument("--profile_sort", default="cumulative", help="pstats sort key: cumulative or tottime")
     args = p.parse_args(argv)
 
+    if args.threads:
+        torch.set_num_threads(args.threads)
     tmp = tempfile.mkdtemp(prefix="tc-trial-cost-")
     os.chdir(tmp)  # the sqlite store, its artifacts and the Optuna journal live here
     os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{tmp}/mlflow.db"
@@ -88,6 +95,8 @@ def main(argv: list[str] | None = None) -> None:
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     cfg = experiments.sweep_config(experiments.settings(quick=False, trials=48, root=ROOT))
+    if args.max_samples:
+        cfg = replace(cfg, max_samples=args.max_samples)
     space = fitted_space(cfg)
     study = optuna.create_study(direction="maximize", sampler=make_sampler(cfg.sampler, space, cfg.seed))
     spent: dict[str, float] = defaultdict(float)
@@ -116,6 +125,10 @@ def main(argv: list[str] | None = None) -> None:
                 for mode in modes:
                     spent.clear()
                     acfg = T.analysis_config(replace(cfg, analysis=mode), rid, second)
+                    if args.checkpoints:
+                        acfg = replace(acfg, checkpoints=args.checkpoints)
+                    # a fresh checkpoint cache: a trial's analysis downloads its new runs' checkpoints
+                    os.environ["TC_CACHE_DIR"] = tempfile.mkdtemp(dir=tmp, prefix=f"cache-{trial.number}-{mode}-")
                     prof = cProfile.Profile() if args.profile and trial.number == 0 else None
                     t0 = time.perf_counter()
                     if prof:
@@ -126,6 +139,8 @@ def main(argv: list[str] | None = None) -> None:
                     analysis_s = time.perf_counter() - t0
                     got[mode] = current_analysis(rid)[1]
                     parts = ", ".join(f"{k} {v:.1f}" for k, v in spent.items())
+                    timers = {k: v for k, v in got[mode].items() if k.endswith("_seconds") and v >= 0.05}
+                    parts += "; first seed's timers: " + ", ".join(f"{k} {v:.1f}" for k, v in timers.items())
                     rows.append((trial.number, mode, epochs, ckpts, train_s, analysis_s, parts))
                     print(
                         f"trial {trial.number} {mode}: train {train_s:.1f} s ({epochs:.0f} epochs, checkpoints "
