@@ -22,23 +22,21 @@ TINY = TrainConfig(dataset="digits", model="mlp", width=16, epochs=3, batch_size
 # today's timers only: the consistency analysis' and the anisotropy's sums
 LEGACY = {"analysis_seconds": 6.0, "anisotropy_seconds": 3.0, "gm_margin_seconds": 0.3, "gm_disagreement_seconds": 0.06}
 LEGACY |= {"tc_test_cheap_k1_n100_seconds": 1.5, "train_seconds": 300.0, "tc_test": 0.9}
-# the per-phase timers of issue 21 besides them
-PHASED = LEGACY | {
-    "tc_train_seconds": 1.2,
-    "tc_test_seconds": 0.9,
-    "tc_full_test_seconds": 0.3,
-    "tc_corrupt_seconds": 2.1,
-}
-PHASED |= {"splits_seconds": 0.6, "controls_seconds": 0.45, "load_seconds": 0.15, "aniso_grad_seconds": 1.5}
-PHASED |= {"aniso_features_seconds": 0.3, "aniso_perturb_seconds": 0.9, "writeback_seconds": 0.2}
+# the per-phase timers of issue 21 besides them, by the names the analysis emits (tc.analysis.consistency, .run,
+# .anisotropy): tc_<split> times a split's composites and whole networks together
+PHASED = LEGACY | {"tc_train_seconds": 1.2, "tc_test_seconds": 0.9, "tc_corrupt_seconds": 2.1}
+PHASED |= {"splits_seconds": 0.6, "controls_seconds": 0.45, "aniso_grad_seconds": 1.5, "aniso_stats_seconds": 0.15}
+PHASED |= {"aniso_features_seconds": 0.3, "aniso_perturb_seconds": 0.9}
 
 
 def test_epoch_costs_read_every_timer_of_the_analysis_and_the_second_seeds_training():
     got = costs.epoch_costs([(PHASED, 3.0), (PHASED, 3.0)], second_epochs=[10.0, 14.0])
     assert got[costs.SECOND_SEED] == 12.0
     assert got["tc_corrupt"] == pytest.approx(0.7) and got["splits"] == pytest.approx(0.2)
-    assert got["load"] == pytest.approx(0.05) and got["aniso_grad"] == pytest.approx(0.5)
+    assert got["controls"] == pytest.approx(0.15) and got["aniso_grad"] == pytest.approx(0.5)
     assert "train" not in got and "tc_test" in got  # train_seconds is training, tc_test_seconds a phase
+    timers = {k.removesuffix("_seconds") for k in PHASED if k.endswith("_seconds")} - {"train"}
+    assert set(got) == timers | {costs.SECOND_SEED}  # every timer of the analysis is read, and nothing else
     assert costs.SECOND_SEED not in costs.epoch_costs([(LEGACY, 3.0)])  # seeds=1: no second seed
 
 
@@ -62,21 +60,37 @@ def test_cost_of_falls_back_to_the_analysis_sums_without_the_phase_timers():
 
 def test_cost_of_sums_the_phases_a_measure_needs_when_they_are_timed():
     c = costs.epoch_costs([(PHASED, 3.0)], second_epochs=[12.0])
-    load = 0.05
-    assert costs.cost_of("tc_test", c) == pytest.approx(0.3 + load)
-    assert costs.cost_of("tc_kappa_train", c) == pytest.approx(0.4 + load)
-    assert costs.cost_of("tc_full_test", c) == pytest.approx(0.3 + 0.1 + load)
-    assert costs.cost_of("tc_excess_test", c) == pytest.approx(0.3 + 0.1 + load)  # tc_test plus tc_full_test
-    # the corrupt split's composites plus making the corrupt split
-    assert costs.cost_of("tc_corrupt_jpeg", c) == pytest.approx(0.7 + 0.2 + load)
-    assert costs.cost_of("tc_corrupt", c) == pytest.approx(0.7 + 0.2 + load)
-    assert costs.cost_of("tc_test_crossseed", c) == pytest.approx(0.15 + load + 12)
-    assert costs.cost_of("gm_disagreement", c) == pytest.approx(0.02 + load + 12)
-    assert costs.cost_of("gm_margin_seed_sd", c) == pytest.approx(2 * (0.1 + load) + 12)
-    assert costs.cost_of("aniso_grad_topk_var", c) == pytest.approx(0.5 + load)
-    assert costs.cost_of("aniso_perturb_top_acc", c) == pytest.approx(0.1 + 0.3 + load)
-    assert costs.cost_of("tc_test_cheap_k1_n100", c) == 0.5  # reuses the loaded checkpoints
+    assert costs.cost_of("tc_test", c) == pytest.approx(0.3)
+    assert costs.cost_of("tc_kappa_train", c) == pytest.approx(0.4)
+    assert costs.cost_of("tc_full_test", c) == pytest.approx(0.3)  # timed with the split's composites
+    assert costs.cost_of("tc_excess_test", c) == pytest.approx(0.3)  # tc_test and tc_full_test: one timer
+    # the corrupt split's composites plus making the splits
+    assert costs.cost_of("tc_corrupt_jpeg", c) == pytest.approx(0.7 + 0.2)
+    assert costs.cost_of("tc_corrupt", c) == pytest.approx(0.7 + 0.2)
+    assert costs.cost_of("tc_test_crossseed", c) == pytest.approx(0.15 + 12)
+    assert costs.cost_of("gm_disagreement", c) == pytest.approx(0.02 + 12)
+    assert costs.cost_of("gm_margin_seed_sd", c) == pytest.approx(2 * 0.1 + 12)
+    assert costs.cost_of("aniso_grad_topk_var", c) == pytest.approx(0.5 + 0.05)
+    assert costs.cost_of("aniso_drift_min_pvalue", c) == pytest.approx(0.1 + 0.05)
+    assert costs.cost_of("aniso_perturb_top_acc", c) == pytest.approx(0.1 + 0.3)
+    assert costs.cost_of("tc_test_cheap_k1_n100", c) == 0.5
     assert costs.cost_of("tc_window_checkpoints", c) == 0.0
+
+
+def test_every_timer_the_analysis_registers_is_a_timed_step():
+    """A `<step>_seconds` metric of the analysis' registry (`tc.analysis.registry.METRICS`) that `cost_of` did
+    not read would drop that step from every measure's cost."""
+    from tc.analysis.registry import METRICS
+
+    example = {"{gm}": "gm_margin", "{split}": "corrupt", "{k}": "1", "{n}": "100"}
+    steps = []
+    for key in METRICS:
+        if key.endswith("_seconds"):
+            for pattern, value in example.items():
+                key = key.replace(pattern, value)
+            steps.append(key.removesuffix("_seconds"))
+    assert "analysis" in steps and "tc_mmd" in steps
+    assert [s for s in steps if not costs.TIMED_STEP.fullmatch(s)] == []
 
 
 # ---- the trial's analysis: measures against full on a tiny digits run ----

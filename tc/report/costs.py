@@ -14,11 +14,12 @@ SPLIT_NAMES = ("train", "test", "corrupt")
 # The analysis' timed steps, `<step>_seconds` each (`tc.analysis.registry`): listed, because a trial's run also holds
 # other `_seconds` metrics, such as its training's `train_seconds`, which are no cost of a measure. The sums
 # `analysis` (the consistency analysis) and `anisotropy` are always there; the per-phase timers (one split's
-# composites and networks `tc_<split>`, making the splits, the controls, the anisotropy's parts, loading the
-# checkpoints, the write-back) only in analyses that log them: `cost_of` falls back to the sums without them.
+# composites, whole networks and scores `tc_<split>`, making the splits, the controls, the anisotropy's parts) only
+# in analyses that log them: `cost_of` falls back to the sums without them. Only names an analysis emits: a
+# timer added to the analysis must be added here too.
 TIMED_STEP = re.compile(
-    r"analysis|anisotropy|tc_mmd|gm_\w+|tc_test_cheap_k\d+_n\d+|tc_(full_)?(train|test|corrupt)|splits|controls"
-    r"|aniso_(grad|features|drift|directions|stats|perturb)|load|writeback"
+    r"analysis|anisotropy|tc_mmd|gm_\w+|tc_test_cheap_k\d+_n\d+|tc_(train|test|corrupt)|splits|controls"
+    r"|aniso_(grad|features|stats|perturb)"
 )
 #: The cost of training a trial's second seed, in epochs (its `epochs_trained`): what gm_disagreement,
 #: tc_test_crossseed and every `<measure>_seed_sd` need besides their own computation.
@@ -53,14 +54,15 @@ def _own_steps(measure: str, costs: dict[str, float]) -> list[str] | None:
     """The timed steps that compute `measure` in one analysis (its seed's training aside), each present in
     `costs`: the per-phase timers where the analysis logged them, else the sum they are part of. None for a
     measure of no timed step."""
-    if measure in costs and not re.fullmatch(r"tc_(full_)?(train|test|corrupt)", measure):
+    if measure in costs and not re.fullmatch(r"tc_(train|test|corrupt)", measure):
         return [measure]  # its own timer: gm_*, tc_mmd, the cheap surrogates
     if measure.startswith("aniso_"):
         kind = measure.split("_")[1]  # grad, drift or perturb
+        # aniso_stats: the spectra and nulls of both kinds; aniso_perturb: the drift directions and the test
         need = {
             "grad": ("aniso_grad", "aniso_stats"),
-            "drift": ("aniso_features", "aniso_drift", "aniso_directions", "aniso_stats"),
-            "perturb": ("aniso_features", "aniso_drift", "aniso_directions", "aniso_perturb"),
+            "drift": ("aniso_features", "aniso_stats"),
+            "perturb": ("aniso_features", "aniso_perturb"),
         }.get(kind, ())
         steps = [s for s in need if s in costs]
         return steps or (["anisotropy"] if "anisotropy" in costs else None)
@@ -71,34 +73,27 @@ def _own_steps(measure: str, costs: dict[str, float]) -> list[str] | None:
     split = _split_of(measure)
     if split is None:
         return ["analysis"] if "analysis" in costs else None
-    # tc_excess_<split> = (tc - tc_full) / (1 - tc_full): both scores; the steps are a set, so one timer that
-    # covers both (tc_<split>_seconds: composites and whole networks) is counted once
-    wanted = [f"tc_{split}"]
-    if measure.startswith(("tc_full_", "tc_excess_")):
-        wanted.append(f"tc_full_{split}")
-    steps = [s for s in wanted if s in costs]
-    if not steps:
+    # tc_<split>_seconds times the split's composites and its whole networks (tc_full_<split>) together: so
+    # tc_full_<split> and tc_excess_<split> = (tc - tc_full) / (1 - tc_full) cost that one timer too
+    if f"tc_{split}" not in costs:
         return ["analysis"] if "analysis" in costs else None
-    return steps + (["splits"] if split == "corrupt" and "splits" in costs else [])  # the corruptions made
+    return [f"tc_{split}"] + (["splits"] if split == "corrupt" and "splits" in costs else [])  # the corruptions
 
 
 def cost_of(measure: str, costs: dict[str, float]) -> float | None:
     """What `measure` costs a sweep trial, in training epochs (`costs`: `epoch_costs`): every timed step it
     needs (`_own_steps`: its per-phase timers where logged, else the analysis or anisotropy sum it is part
-    of), plus loading the checkpoints (`load`) where timed and the measure is not a cheap surrogate (which
-    reuses the loaded ones); `gm_disagreement` and `tc_test_crossseed*` also the second seed's training
-    (`SECOND_SEED`); `<measure>_seed_sd` the measure on both seeds plus the second seed's training.
-    `tc_window_checkpoints` costs 0: a count. None when no timed step produced the measure (or the second
-    seed's training is not known for a measure that needs it)."""
+    of); `gm_disagreement` and `tc_test_crossseed*` also the second seed's training (`SECOND_SEED`);
+    `<measure>_seed_sd` the measure on both seeds plus the second seed's training. `tc_window_checkpoints`
+    costs 0: a count. None when no timed step produced the measure (or the second seed's training is not known
+    for a measure that needs it)."""
     if measure == "tc_window_checkpoints":
         return 0.0
     base = measure.removesuffix("_seed_sd")
     steps = _own_steps(base, costs)
     if steps is None:
         return None
-    own = sum(costs[s] for s in dict.fromkeys(steps))
-    if "load" in costs and not base.startswith("tc_test_cheap_"):
-        own += costs["load"]
+    own = sum(costs[s] for s in steps)
     second = base != measure or base == "gm_disagreement" or base.startswith("tc_test_crossseed")
     if not second:
         return own
