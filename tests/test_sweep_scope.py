@@ -113,7 +113,8 @@ def _files(run_id: str) -> set[str]:
 
 
 def test_a_trials_measures_analysis_equals_the_full_one_on_every_measure_and_writes_no_tables(mlflow_store):
-    cfg = SweepConfig(max_samples=40, anisotropy=False)
+    # full at matrix=full: the lag curves and half-lives measures leaves out change no measure of the table
+    cfg = SweepConfig(max_samples=40, anisotropy=False, analyze_matrix="full")
     with mlflow.start_run() as sweep_run, mlflow.start_run(nested=True) as trial_run:
         first = jobs.train_job(TINY, run_id=trial_run.info.run_id)  # still RUNNING, as in a sweep
         second = jobs.train_job(replace(TINY, seed=1), tags={"tc.seed_of": first})
@@ -126,6 +127,8 @@ def test_a_trials_measures_analysis_equals_the_full_one_on_every_measure_and_wri
     table = measure_columns(list(full))
     assert table == measure_columns(list(measures))  # what the correlation table reads, in both
     assert {"tc_test", "tc_corrupt", "tc_full_train", "tc_test_crossseed", "gm_disagreement", "tc_mmd"} <= set(table)
+    assert any(m.startswith("tc_test_cheap_") for m in table)  # the cheap surrogates
+    assert "half_life_test" in full and "half_life_test" not in measures  # the two analyses did differ
     assert {m: measures[m] for m in table} == {m: full[m] for m in table}  # equal values, bit for bit
     spread = sorted(k for k in full if k.endswith("_seed_sd"))
     assert spread and spread == sorted(k for k in measures if k.endswith("_seed_sd"))

@@ -295,12 +295,9 @@ def log_analysis_result(cfg: AnalyzeConfig, result: AnalysisResult, last_step: i
     The tags record the run's status when analyzed, the last step seen and `allow_unfinished`; a window
     warning left by an earlier analysis that no longer holds is removed. Returns the version."""
     with tempfile.TemporaryDirectory() as tmp:
-        from tc.analysis.files import SUMMARY_FILE, summary_document, write_files  # matplotlib only when written
+        from tc.analysis.files import write_files  # matplotlib only when an analysis is written
 
-        if cfg.outputs == "measures":  # a sweep trial: its metrics are all the sweep reads
-            (Path(tmp) / SUMMARY_FILE).write_text(json.dumps(summary_document(result, cfg), indent=1))
-        else:
-            write_files(result, Path(tmp), cfg)
+        write_files(result, Path(tmp), cfg)  # outputs=measures (a sweep trial): summary.json alone
         config = {**asdict(cfg), "analyze_run_id": analyze_run_id}
         run = get_run(cfg.run_id)
         tags = {
