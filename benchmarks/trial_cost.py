@@ -17,10 +17,12 @@ where the analysis time went, and, with `--analysis both`, whether every measure
 from __future__ import annotations
 
 import argparse
+import atexit
 import cProfile
 import math
 import os
 import pstats
+import shutil
 import sys
 import tempfile
 import time
@@ -73,11 +75,16 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--checkpoints", default="", help="analyze these checkpoints (e.g. fractions:16): a cut to measure")
     p.add_argument("--max_samples", type=int, default=0, help="examples per split (0: the sweep's 500): a cut")
     p.add_argument("--profile_sort", default="cumulative", help="pstats sort key: cumulative or tottime")
+    p.add_argument("--keep", action="store_true", help="keep the temporary store (runs, checkpoints) to inspect")
     args = p.parse_args(argv)
 
     if args.threads:
         torch.set_num_threads(args.threads)
     tmp = tempfile.mkdtemp(prefix="tc-trial-cost-")
+    if args.keep:
+        print(f"# the store: {tmp}", flush=True)
+    else:  # every trial's checkpoints, twice per mode: not left behind in /tmp
+        atexit.register(shutil.rmtree, tmp, ignore_errors=True)
     os.chdir(tmp)  # the sqlite store, its artifacts and the Optuna journal live here
     os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{tmp}/mlflow.db"
     os.environ.setdefault("TC_PROGRESS", "0")
