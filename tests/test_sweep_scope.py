@@ -137,3 +137,32 @@ def test_a_trials_measures_analysis_equals_the_full_one_on_every_measure_and_wri
     assert files["measures"] == ({"summary.json"}, {"summary.json"})
     for written in files["full"]:
         assert {"matrices.csv", "per_sample.csv", "corrupt.csv", "summary.json", "per_sample_kde.png"} <= written
+
+
+def test_the_reports_costs_read_each_trials_second_seed_training(mlflow_store, tmp_path):
+    """`tc.report.produce.sweep_results`: the second seed's `epochs_trained` (its run tagged `tc.seed_of`: the
+    trial's run) becomes `SECOND_SEED`, so that gm_disagreement costs a training run."""
+    import pandas as pd
+
+    from tc.report import produce
+
+    ids = []
+    for epochs in (10.0, 14.0):
+        with mlflow.start_run() as trial:
+            mlflow.log_metrics({"analysis_seconds": 6.0, "gm_disagreement_seconds": 0.3})
+            for epoch in range(3):
+                mlflow.log_metric("epoch", epoch, step=epoch)
+        with mlflow.start_run(tags={"tc.seed_of": trial.info.run_id}):
+            mlflow.log_metric("epochs_trained", epochs)
+        ids.append(trial.info.run_id)
+    art = tmp_path / "art"
+    art.mkdir()
+    trials = pd.DataFrame({"lr": [0.1, 0.2], "converged": 1, "tc_kappa_test": [0.9, 0.8], "run_id": ids})
+    trials.to_csv(art / "trials.csv", index=False)
+    with mlflow.start_run() as sweep_run:
+        mlflow.log_artifact(str(art / "trials.csv"))
+    figs = tmp_path / "figs"
+    figs.mkdir()
+    got = produce.sweep_results(sweep_run.info.run_id, figs)[2]
+    assert got[costs.SECOND_SEED] == 12.0
+    assert costs.cost_of("gm_disagreement", got) == pytest.approx(got["gm_disagreement"] + 12.0)
