@@ -130,7 +130,7 @@ def test_every_analyze_config_field_is_shared_own_or_not_shared_with_the_surroga
         "splits": "train", "max_samples": 11, "matrix": "final", "anisotropy": False, "measures": False,
         "checkpoints": "every:3", "window": 0.2, "corruptions": "jpeg", "severities": "1", "reference_run_id": "o",
         "phases": True, "aniso_k": 2, "null_draws": 200, "grad_batches": 4, "allow_unfinished": True,
-        "data_dir": "/data/elsewhere", "download": True,
+        "data_dir": "/data/elsewhere", "download": True, "outputs": "measures",
     }  # fmt: skip
     assert sorted(other) == sorted(names)
     cfg, default = AnalyzeConfig(**other), {f.name: f.default for f in dataclasses.fields(AnalyzeConfig)}
@@ -142,7 +142,8 @@ def test_every_analyze_config_field_is_shared_own_or_not_shared_with_the_surroga
     for n in NOT_SHARED:
         assert getattr(got, n) == default[n], n
     own = {"splits": "test", "max_samples": 30, "matrix": "final", "anisotropy": False, "measures": False}
-    assert {n: getattr(got, n) for n in SURROGATE_OWN} == {**own, "checkpoints": "4,8", "window": 1.0}
+    own |= {"checkpoints": "4,8", "window": 1.0, "outputs": "measures"}
+    assert {n: getattr(got, n) for n in SURROGATE_OWN} == own
 
 
 def test_cheap_scores_ignore_the_full_analysis_controls():

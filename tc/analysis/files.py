@@ -6,6 +6,8 @@
                      anisotropy, anisotropy_spectra, perturbation with the anisotropy statistics)
     summary.json     the result's summary (with every metric) and the config, `summary_document`
     <figure>.png     every figure of `AnalysisResult.figures` (heatmaps and lag curves with matrix=full)
+
+With `cfg.outputs` = measures (a sweep trial's analysis: its metrics are all the sweep reads) only summary.json.
 """
 
 from __future__ import annotations
@@ -34,14 +36,17 @@ def summary_document(result: AnalysisResult, cfg: AnalyzeConfig) -> dict:
 
 def write_files(result: AnalysisResult, out: Path, cfg: AnalyzeConfig) -> list[str]:
     """Write `result`'s tables (CSV, no index), summary.json and figures (PNG) into the directory `out`; the
-    names written, in order. `cfg` is the analysis's config: it goes into summary.json, and its `matrix`
-    says whether the full-matrix figures are drawn."""
+    names written, in order. `cfg` is the analysis's config: it goes into summary.json, its `matrix` says
+    whether the full-matrix figures are drawn, and `outputs` = measures writes summary.json alone."""
+    tables = result.tables() if cfg.outputs == "full" else {}
     names = []
-    for name, table in result.tables().items():
+    for name, table in tables.items():
         table.to_csv(out / f"{name}.csv", index=False)
         names.append(f"{name}.csv")
     (out / SUMMARY_FILE).write_text(json.dumps(summary_document(result, cfg), indent=1))
     names.append(SUMMARY_FILE)
+    if cfg.outputs != "full":
+        return names
     figures = {f"{name}.png": fig for name, fig in result.figures(full_matrix=cfg.matrix == "full").items()}
     save_figures(figures, out)
     return [*names, *figures]

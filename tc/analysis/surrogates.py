@@ -17,7 +17,7 @@ KS = (1, 2)
 #: taken from the full analysis: what makes the surrogate measure the same network the same way
 SHARED = ("run_id", "model", "cuts", "bn_mode", "calibration_batches", "batch_size", "device", "precision", "seed")
 #: set by the surrogate itself (`surrogate_config`)
-SURROGATE_OWN = ("splits", "max_samples", "matrix", "anisotropy", "measures", "checkpoints", "window")
+SURROGATE_OWN = ("splits", "max_samples", "matrix", "anisotropy", "measures", "checkpoints", "window", "outputs")
 #: left at their defaults: the full analysis's controls and extra outputs, or inputs of splits and measures
 #: the surrogate does not compute
 NOT_SHARED = (
@@ -51,6 +51,7 @@ def surrogate_config(cfg: AnalyzeConfig, steps: list[int], samples: int) -> Anal
         measures=False,
         checkpoints=",".join(map(str, steps)),
         window=1.0,  # every chosen checkpoint before the last is in the window
+        outputs="measures",  # only its tc_test is read: no tables
     )
 
 

@@ -19,6 +19,9 @@ from tc.config.vocabulary import (
     validate_model,
 )
 
+#: What an analysis leaves behind (`AnalyzeConfig.outputs`): everything, or only its metrics.
+ANALYSIS_OUTPUTS = ("full", "measures")
+
 CUT_USAGE = "use stages, all, or a comma list of block boundaries such as 1,4,7"
 
 
@@ -189,6 +192,13 @@ class AnalyzeConfig:
     )
     download: bool = opt(
         False, "let torchvision download the run's data set (into data_dir, else $TC_DATA_DIR or tc's cache)"
+    )
+
+    outputs: str = opt(
+        "full",
+        "full: metrics, tables (CSV) and figures; measures: only the metrics, as a sweep trial reads them (no "
+        "tables or figures are written back)",
+        ANALYSIS_OUTPUTS,
     )
 
     def __post_init__(self) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from tc.config.analyze import ANALYSIS_OUTPUTS
 from tc.config.fields import check_range, opt, validate_choices
 from tc.config.vocabulary import DATASETS, MATRICES, MODELS, PRUNERS, SAMPLERS
 
@@ -44,7 +45,16 @@ class SweepConfig:
     )
     seeds: int = opt(2, "training seeds per configuration (2: gm_disagreement and <measure>_seed_sd); 1 or 2")
     max_samples: int = opt(500, "analysis: examples per split")
-    analyze_matrix: str = opt("final", "analysis: final (scores only, fast) or full", MATRICES)
+    analysis: str = opt(
+        "measures",
+        "what each trial's analysis computes: measures (only the metrics the sweep's correlation table and "
+        "<measure>_seed_sd read, the cheap surrogates too; no tables, figures or lag curves: the fast default) or "
+        "full (everything analyze computes, written back with its tables and figures)",
+        ANALYSIS_OUTPUTS,
+    )
+    analyze_matrix: str = opt(
+        "final", "analysis=full: final (scores only, fast) or full (every (t1, t2) pair, lag curves)", MATRICES
+    )
     anisotropy: bool = opt(True, "analysis: also the anisotropy statistics")
     bootstrap: int = opt(1000, "bootstrap resamples for the confidence intervals")
 

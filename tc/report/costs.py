@@ -10,32 +10,96 @@ import pandas as pd
 
 from tc.report.experiments import Settings
 
+SPLIT_NAMES = ("train", "test", "corrupt")
 # The analysis' timed steps, `<step>_seconds` each (`tc.analysis.registry`): listed, because a trial's run also holds
-# other `_seconds` metrics, such as its training's `train_seconds`, which are no cost of a measure.
-TIMED_STEP = re.compile(r"analysis|anisotropy|tc_mmd|gm_\w+|tc_test_cheap_k\d+_n\d+")
+# other `_seconds` metrics, such as its training's `train_seconds`, which are no cost of a measure. The sums
+# `analysis` (the consistency analysis) and `anisotropy` are always there; the per-phase timers (one split's
+# composites, whole networks and scores `tc_<split>`, making the splits, the controls, the anisotropy's parts) only
+# in analyses that log them: `cost_of` falls back to the sums without them. Only names an analysis emits: a
+# timer added to the analysis must be added here too.
+TIMED_STEP = re.compile(
+    r"analysis|anisotropy|tc_mmd|gm_\w+|tc_test_cheap_k\d+_n\d+|tc_(train|test|corrupt)|splits|controls"
+    r"|aniso_(grad|features|stats|perturb)"
+)
+#: The cost of training a trial's second seed, in epochs (its `epochs_trained`): what gm_disagreement,
+#: tc_test_crossseed and every `<measure>_seed_sd` need besides their own computation.
+SECOND_SEED = "second_seed_training"
 
 
-def epoch_costs(trials: list[tuple[dict[str, float], float | None]]) -> dict[str, float]:
+def epoch_costs(trials: list[tuple[dict[str, float], float | None]], second_epochs: list[float] | None = None) -> dict:
     """Mean cost in training epochs of each timed step over the trials, given each trial's (metrics, seconds
-    per training epoch): every `<step>_seconds` metric of a `TIMED_STEP` over that trial's seconds per epoch."""
+    per training epoch): every `<step>_seconds` metric of a `TIMED_STEP` over that trial's seconds per epoch.
+    `second_epochs`: the `epochs_trained` of each trial's second seed (a sweep with seeds=2), whose mean is
+    the step `SECOND_SEED`."""
     totals: dict[str, list[float]] = {}
     for metrics, per_epoch in trials:
         for k, v in metrics.items():
             step = k.removesuffix("_seconds")
             if step != k and TIMED_STEP.fullmatch(step) and per_epoch:
                 totals.setdefault(step, []).append(v / per_epoch)
+    if second_epochs:
+        totals[SECOND_SEED] = list(second_epochs)
     return {k: sum(v) / len(v) for k, v in totals.items()}
 
 
-def cost_of(measure: str, costs: dict[str, float]) -> float | None:
-    """The timed step that produced `measure`: its own timer, else the analysis it is part of."""
-    if measure in costs:
-        return costs[measure]
-    if measure.startswith("aniso_"):
-        return costs.get("anisotropy")
-    if measure.startswith(("tc_", "drift_")):
-        return costs.get("analysis")
+def _split_of(measure: str) -> str | None:
+    """The split a consistency measure is computed on (tc_corrupt_<name> on the corrupt split), else None."""
+    for split in SPLIT_NAMES:
+        if re.search(rf"(^|_){split}(_|$)", measure.removeprefix("tc_").removeprefix("drift_")):
+            return split
     return None
+
+
+def _own_steps(measure: str, costs: dict[str, float]) -> list[str] | None:
+    """The timed steps that compute `measure` in one analysis (its seed's training aside), each present in
+    `costs`: the per-phase timers where the analysis logged them, else the sum they are part of. None for a
+    measure of no timed step."""
+    if measure in costs and not re.fullmatch(r"tc_(train|test|corrupt)", measure):
+        return [measure]  # its own timer: gm_*, tc_mmd, the cheap surrogates
+    if measure.startswith("aniso_"):
+        kind = measure.split("_")[1]  # grad, drift or perturb
+        # aniso_stats: the spectra and nulls of both kinds; aniso_perturb: the drift directions and the test
+        need = {
+            "grad": ("aniso_grad", "aniso_stats"),
+            "drift": ("aniso_features", "aniso_stats"),
+            "perturb": ("aniso_features", "aniso_perturb"),
+        }.get(kind, ())
+        steps = [s for s in need if s in costs]
+        return steps or (["anisotropy"] if "anisotropy" in costs else None)
+    if not measure.startswith(("tc_", "drift_", "acc_", "half_life_")):
+        return None
+    if measure.startswith("tc_test_crossseed"):
+        return ["controls"] if "controls" in costs else (["analysis"] if "analysis" in costs else None)
+    split = _split_of(measure)
+    if split is None:
+        return ["analysis"] if "analysis" in costs else None
+    # tc_<split>_seconds times the split's composites and its whole networks (tc_full_<split>) together: so
+    # tc_full_<split> and tc_excess_<split> = (tc - tc_full) / (1 - tc_full) cost that one timer too
+    if f"tc_{split}" not in costs:
+        return ["analysis"] if "analysis" in costs else None
+    return [f"tc_{split}"] + (["splits"] if split == "corrupt" and "splits" in costs else [])  # the corruptions
+
+
+def cost_of(measure: str, costs: dict[str, float]) -> float | None:
+    """What `measure` costs a sweep trial, in training epochs (`costs`: `epoch_costs`): every timed step it
+    needs (`_own_steps`: its per-phase timers where logged, else the analysis or anisotropy sum it is part
+    of); `gm_disagreement` and `tc_test_crossseed*` also the second seed's training (`SECOND_SEED`);
+    `<measure>_seed_sd` the measure on both seeds plus the second seed's training. `tc_window_checkpoints`
+    costs 0: a count. None when no timed step produced the measure (or the second seed's training is not known
+    for a measure that needs it)."""
+    if measure == "tc_window_checkpoints":
+        return 0.0
+    base = measure.removesuffix("_seed_sd")
+    steps = _own_steps(base, costs)
+    if steps is None:
+        return None
+    own = sum(costs[s] for s in steps)
+    second = base != measure or base == "gm_disagreement" or base.startswith("tc_test_crossseed")
+    if not second:
+        return own
+    if SECOND_SEED not in costs:
+        return None
+    return (2 * own if base != measure else own) + costs[SECOND_SEED]
 
 
 def costs_table(costs: dict[str, float]) -> pd.DataFrame:

@@ -69,8 +69,13 @@ def sweep_results(sweep_id: str, fig_dir: Path) -> tuple[pd.DataFrame, pd.DataFr
         trials, corr = sweep_tables(art, fig_dir)
     costs = {}
     if "run_id" in trials:
+        ids = list(trials["run_id"].dropna())
+        # each trial's second seed (seeds=2): its training is part of what gm_disagreement, the cross-seed
+        # control and the seed spreads cost
+        second = [client.get_run(o).data.metrics.get("epochs_trained") for r in ids for o in client.seed_runs(r)[:1]]
         costs = epoch_costs(
-            [(client.get_run(r).data.metrics, client.seconds_per_epoch(r)) for r in trials["run_id"].dropna()]
+            [(client.get_run(r).data.metrics, client.seconds_per_epoch(r)) for r in ids],
+            [e for e in second if e is not None],
         )
     return trials, corr, costs
 

@@ -65,11 +65,16 @@ TRIAL_FAILURES: tuple[type[BaseException], ...] = (TrainingFailure, torch.OutOfM
 
 def analysis_config(cfg: SweepConfig, run_id: str, second_id: str | None) -> AnalyzeConfig:
     """How every trial is analyzed; the second seed (if any) is the reference: gm_disagreement on the test
-    inputs, tc_test_crossseed."""
+    inputs, tc_test_crossseed. `cfg.analysis` = measures (the default) computes what the sweep reads and no more:
+    the metrics alone (`outputs=measures`: no tables or figures written back) and the final column of each
+    matrix (`matrix=final`: the lag curves and half-lives are no measure of the correlation table); full is
+    the analyze entry point's analysis at `cfg.analyze_matrix`, with its files."""
+    measures_only = cfg.analysis == "measures"
     return AnalyzeConfig(
         run_id=run_id,
         max_samples=cfg.max_samples,
-        matrix=cfg.analyze_matrix,
+        matrix="final" if measures_only else cfg.analyze_matrix,
+        outputs=cfg.analysis,
         anisotropy=cfg.anisotropy,
         null_draws=200,
         seed=cfg.seed,

@@ -287,16 +287,17 @@ def _delete_old_analyses(run_id: str, keep: set) -> None:
 
 
 def log_analysis_result(cfg: AnalyzeConfig, result: AnalysisResult, last_step: int, analyze_run_id: str | None) -> int:
-    """Write `result`'s tables and figures and log them, with its metrics, into the training run `cfg.run_id`
-    as a new analysis version (see `log_analysis`: a reader following the pointer sees this analysis whole or
-    the previous one, at any number of metrics). `analyze_run_id`: the run that made the analysis (an analyze
-    run, a sweep run), recorded in the tag `tc.analysis`.
+    """Write `result`'s tables and figures (with `cfg.outputs` = measures: summary.json alone, no tables or
+    figures) and log them, with its metrics, into the training run `cfg.run_id` as a new analysis version (see
+    `log_analysis`: a reader following the pointer sees this analysis whole or the previous one, at any number
+    of metrics). `analyze_run_id`: the run that made the analysis (an analyze run, a sweep run), recorded in the
+    tag `tc.analysis`.
     The tags record the run's status when analyzed, the last step seen and `allow_unfinished`; a window
     warning left by an earlier analysis that no longer holds is removed. Returns the version."""
     with tempfile.TemporaryDirectory() as tmp:
         from tc.analysis.files import write_files  # matplotlib only when an analysis is written
 
-        write_files(result, Path(tmp), cfg)
+        write_files(result, Path(tmp), cfg)  # outputs=measures (a sweep trial): summary.json alone
         config = {**asdict(cfg), "analyze_run_id": analyze_run_id}
         run = get_run(cfg.run_id)
         tags = {
