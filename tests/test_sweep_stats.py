@@ -185,6 +185,7 @@ def test_bad_storage_urls_are_clear_errors(tmp_path):
 
 def test_measure_columns_leave_out_per_cut_variants():
     cols = ["tc_test", "tc_test_d4", "aniso_drift_pvalue", "drift_test_d10", "test_acc", "lr"]
+    cols.append("gm_sharpness_evals")  # how much work the σ search did: a cost, not a measure
     assert sweep_summary.measure_columns(cols) == ["tc_test", "aniso_drift_pvalue"]
 
 

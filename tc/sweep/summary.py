@@ -29,12 +29,13 @@ from tc.tracking.labels import gen_gap
 
 def measure_columns(columns: list[str]) -> list[str]:
     """The generalization measures among a trials table's columns: tc_*, drift_*, aniso_* and gm_* summaries
-    (per-cut `_d<cut>` variants, the `_seconds` / `_cost_epochs` costs and the `_seed_sd` spreads left out)."""
+    (per-cut `_d<cut>` variants, the `_seconds` / `_cost_epochs` costs, the `_evals` counts of a search's work, such as
+    `gm_sharpness_evals`, and the `_seed_sd` spreads left out)."""
     return [
         c
         for c in columns
         if c.startswith(("tc_", "drift_", "aniso_", "gm_"))
-        and not re.search(r"(_d\d+|_seconds|_cost_epochs|_seed_sd)$", c)
+        and not re.search(r"(_d\d+|_seconds|_cost_epochs|_evals|_seed_sd)$", c)
     ]
 
 
