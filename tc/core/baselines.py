@@ -349,9 +349,9 @@ def compute_all(
     `seed` seeds the sharpness perturbations. `device`: where to compute; the models are moved there (in
     place) and the samples copied there once (None: where `model` is).
 
-    `evals`, when given, receives {gm_sharpness: the σ values its search tried} (each `SharpnessOptions.draws`
-    forwards over the training samples), its cost in passes beside its seconds. margin, train loss and the search's L(θ) read one shared logits pass over the training samples; its time
-    is counted in each of the three measures' seconds (what each costs on its own), once in the wall time."""
+    `evals`, when given, receives {gm_sharpness: σ values its search tried} (each `SharpnessOptions.draws`
+    forwards over the training samples). margin, train loss and the search's L(θ) read one shared logits pass;
+    its time counts in each of the three measures' seconds (what each costs alone), once in the wall time."""
     device = _device(model) if device is None else torch.device(device)
     model, init = model.to(device), init.to(device)
     other = other.to(device) if other is not None else None
