@@ -96,3 +96,15 @@ def test_null_spectra_are_memoised_read_only_and_bit_identical():
     r2 = A.analyze_samples(x, draws=50, seed=11, directions=True)
     assert np.array_equal(A.null_spectra(*args), before)
     assert r1.pvalue == r2.pvalue and np.array_equal(r1.null_q95, r2.null_q95)
+
+
+def test_directions_copy_and_pickle_like_the_pair_they_replace():
+    """A tuple subclass with a 4-argument __new__ breaks copy/deepcopy/pickle unless it says how to rebuild."""
+    import copy
+    import pickle
+
+    res = A.principal_directions(_rows(30, 50, np.linspace(3.0, 1.0, 20), seed=4), 2)
+    for twin in (copy.copy(res), copy.deepcopy(res), pickle.loads(pickle.dumps(res))):
+        assert isinstance(twin, A.Directions) and twin.rank == res.rank
+        assert np.array_equal(twin.index, res.index)
+        assert all(np.array_equal(a, b) for a, b in zip(twin, res, strict=True))

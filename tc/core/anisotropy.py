@@ -247,6 +247,9 @@ class Directions(tuple):
         self.rank, self.index = rank, index
         return self
 
+    def __getnewargs__(self) -> tuple:  # copy, deepcopy and pickle rebuild through the 4-argument __new__
+        return (*self, self.rank, self.index)
+
 
 def _householder_apply(c: np.ndarray, tau: np.ndarray, z: np.ndarray) -> np.ndarray:
     """Q z for the Q of LAPACK's dsytrd(lower=1): Q = H(1) ... H(m-1), H(i) = I - tau_i v_i v_iᵀ with v_i = 0 above
