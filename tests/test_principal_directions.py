@@ -82,15 +82,17 @@ def test_centred_rank_deficient_rows_give_the_svd_rank(n, p):
     assert A.principal_directions(np.zeros((n, p))).rank == 0 and dirs.shape == (0, p) and len(var) == 0
 
 
-def test_null_spectra_are_memoised_read_only_and_bit_identical():
+def test_null_spectra_are_memoised_bit_identical_and_mutations_do_not_leak():
     args = (20, 7, 50, 11, True)
     first = A.null_spectra(*args)
     again = A.null_spectra(*args)
     assert np.array_equal(first, again)
-    assert np.array_equal(first, A._null_spectra.__wrapped__(*args))  # the cache returns the uncached values
-    with pytest.raises(ValueError):
-        first[0, 0] = 0.0  # shared: a caller cannot change what the next caller gets
+    assert np.array_equal(first, A._null_spectra.__wrapped__(*args))  # the cache returns the uncached values (n > p)
     before = first.copy()
+    first[0, 0] = -1.0  # a caller's copy: what the next caller gets does not change
+    assert np.array_equal(A.null_spectra(*args), before)
+    with pytest.raises(ValueError):
+        A._null_spectra(*args)[0, 0] = 0.0  # the cached array itself is read-only
     x = np.random.default_rng(0).standard_normal((20, 7))
     r1 = A.analyze_samples(x, draws=50, seed=11, directions=True)  # rescales the null without touching it
     r2 = A.analyze_samples(x, draws=50, seed=11, directions=True)
@@ -108,3 +110,13 @@ def test_directions_copy_and_pickle_like_the_pair_they_replace():
         assert isinstance(twin, A.Directions) and twin.rank == res.rank
         assert np.array_equal(twin.index, res.index)
         assert all(np.array_equal(a, b) for a, b in zip(twin, res, strict=True))
+
+
+def test_the_null_cache_holds_only_the_nonzero_eigenvalues():
+    """A drift null is [draws, feature dims] (100 MB at 1000 x 12544), but at most n - 1 of its columns are
+    nonzero: the memo keeps [draws, min(n, p)] and pads on the way out, so 16 entries stay small."""
+    n, p, draws = 6, 300, 40
+    wide = A.null_spectra(n, p, draws, seed=5, directions=True)
+    held = A._null_spectra(n, p, draws, 5, True)
+    assert wide.shape == (draws, p) and held.shape == (draws, n)
+    assert np.array_equal(wide[:, :n], held) and not wide[:, n:].any()
