@@ -65,7 +65,12 @@ def test_compute_all_reports_the_evaluations_and_shares_the_logits_pass(monkeypa
     net, x, y = _bn_cnn()
     opts = M.SharpnessOptions(seed=2)
     evals: dict[str, int] = {}
+    logits = _Counting(M._logits)
+    monkeypatch.setattr(M, "_logits", logits)
     values, seconds = M.compute_all(net, net, (x, y), seed=2, evals=evals)
+    # one clean pass serves margin, train loss and the search's L(θ); the rest are the perturbed passes
+    assert logits.calls == 1 + evals["gm_sharpness"] * opts.draws
+    monkeypatch.undo()
     old_loss = _Counting(R._old_loss)
     monkeypatch.setattr(R, "_old_loss", old_loss)
     assert values["gm_sharpness"] == 1 / R.old_sharpness_sigma(net, x, y, opts) ** 2
