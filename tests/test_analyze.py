@@ -89,6 +89,7 @@ def test_analyze_logs_metrics_tables_and_figures_back_to_the_training_run(mlflow
         "gm_sharpness",
         "gm_disagreement",
         "gm_sharpness_seconds",
+        "gm_sharpness_evals",
         "gm_sharpness_cost_epochs",
         "tc_cost_epochs",
         "tc_mmd",

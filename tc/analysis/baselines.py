@@ -27,11 +27,13 @@ def baseline_measures(
 ) -> dict[str, float]:
     """gm_<name> of the final checkpoint on the (train, test) analysis samples (`tc.core.baselines.compute_all`),
     each with its cost in seconds and in training-epoch equivalents (`gm_<name>_cost_epochs`, from the run's
-    own time per epoch). `gm_dist_init` = ||θ_T - θ_0|| with θ_0 the step-0 checkpoint (`initial_state`); NaN,
-    with `NO_INIT_WARNING` appended to `warnings`, when the run never logged step 0."""
+    own time per epoch), and `gm_sharpness_evals`, the σ values its search tried. `gm_dist_init` = ||θ_T - θ_0||
+    with θ_0 the step-0 checkpoint (`initial_state`); NaN, with `NO_INIT_WARNING` appended to `warnings`, when
+    the run never logged step 0."""
     train, test = splits
     final = at_state(run.model, ckpts.state_dicts[-1])
     init = initial_state(ckpts, run)
+    evals: dict[str, int] = {}
     values, seconds = measures.compute_all(
         final,
         at_state(run.model, init) if init is not None else final,  # no θ_0: its distance is replaced below
@@ -40,6 +42,7 @@ def baseline_measures(
         x_test=data.normalize(test.x) if test is not None else None,
         seed=cfg.seed,
         device=resolve_device(cfg.device),
+        evals=evals,
     )
     if init is None:
         values["gm_dist_init"] = math.nan
@@ -47,6 +50,7 @@ def baseline_measures(
         if warnings is not None:
             warnings.append(NO_INIT_WARNING)
     out = dict(values)
+    out.update({f"{name}_evals": float(n) for name, n in evals.items()})  # gm_sharpness_evals: σ values tried
     for name, sec in seconds.items():
         out[f"{name}_seconds"] = sec
         if run.seconds_per_epoch:

@@ -110,6 +110,7 @@ METRICS: dict[str, str] = {
     "gm_sharpness": "1/σ², σ the largest magnitude-aware noise raising the loss by ≤ 0.1 (`baselines.sharpness`)",
     "gm_disagreement": "fraction of test inputs where two seeds' networks disagree (`baselines.disagreement`)",
     "{gm}_seconds": "wall time of {gm}",
+    "gm_sharpness_evals": "σ values the gm_sharpness search tried (each: `draws` forwards over the train samples)",
     "{gm}_cost_epochs": "{gm}_seconds / the run's seconds per training epoch",
     "tc_mmd_d{cut}": "MMD² between window features of the train split and final features of the test split "
     "(`analysis.mmd.mmd_measures`)",

@@ -219,7 +219,10 @@ def _logits(model: nn.Module, x: torch.Tensor, batch_size: int = 500) -> torch.T
 
 def margin(model: nn.Module, x: torch.Tensor, y: torch.Tensor, q: float = 0.1) -> float:
     """The q-quantile (default 10th percentile) over training samples of f_y(x) - max_{j≠y} f_j(x)."""
-    logits = _logits(model, x)
+    return _margin_of(_logits(model, x), y, q)
+
+
+def _margin_of(logits: torch.Tensor, y: torch.Tensor, q: float = 0.1) -> float:
     y = y.to(logits.device)
     true = logits.gather(1, y[:, None])[:, 0]
     other = logits.scatter(1, y[:, None], -math.inf).max(dim=1).values
@@ -228,7 +231,10 @@ def margin(model: nn.Module, x: torch.Tensor, y: torch.Tensor, q: float = 0.1) -
 
 def loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
     """L(θ) = mean cross-entropy (eval mode)."""
-    logits = _logits(model, x)
+    return _loss_of(_logits(model, x), y)
+
+
+def _loss_of(logits: torch.Tensor, y: torch.Tensor) -> float:
     return float(nn.functional.cross_entropy(logits, y.to(logits.device)))
 
 
@@ -246,21 +252,58 @@ class SharpnessOptions:
     sigma_max: float = 1e3
 
 
-def _perturbed_increase(
-    model: nn.Module, x: torch.Tensor, y: torch.Tensor, base: float, sigma: float, opts: SharpnessOptions
-) -> float:
-    """mean over `opts.draws` of L(θ + δ) - L(θ), δ_i ~ N(0, (σ (|θ_i| + ε))²); draw k uses generator seed
-    `opts.seed + k`, so every σ sees the same directions (common random numbers) and the increase is smooth
-    in σ."""
-    increases = []
-    for k in range(opts.draws):
-        g = torch.Generator().manual_seed(opts.seed + k)
-        noisy = copy.deepcopy(model)
-        with torch.no_grad():
-            for p in noisy.parameters():
-                p.add_(torch.randn(p.shape, generator=g).to(p.device) * sigma * (p.abs() + opts.eps))
-        increases.append(loss(noisy, x, y) - base)
-    return float(sum(increases) / opts.draws)
+class _Perturbation:
+    """The σ search's σ-free work, done once: a working copy of the model, θ, s = |θ| + ε, and the seeded unit
+    noises r_k (seed `opts.seed + k`, one CPU `randn` per parameter in order, moved to the device; memory:
+    draws + 3 copies of θ). `increase(σ)` sets p <- θ + (r_k · σ) · s: the former deep copy's
+    `p.add_(randn * σ * (|p| + ε))` in the same order, so bit-identical. `evals`: the σ values tried."""
+
+    def __init__(self, model: nn.Module, opts: SharpnessOptions) -> None:
+        self.model = copy.deepcopy(model)
+        self.params = list(self.model.parameters())
+        self.theta = [p.detach().clone() for p in self.params]
+        self.scale = [t.abs() + opts.eps for t in self.theta]
+        self.noise = []
+        for k in range(opts.draws):
+            g = torch.Generator().manual_seed(opts.seed + k)
+            self.noise.append([torch.randn(p.shape, generator=g).to(p.device) for p in self.params])
+        self.evals = 0
+
+    @torch.no_grad()
+    def increase(self, x: torch.Tensor, y: torch.Tensor, base: float, sigma: float) -> float:
+        """mean over the draws of L(θ + δ_k) - `base`, δ_k = (r_k · σ) · s."""
+        self.evals += 1
+        increases = []
+        for draw in self.noise:
+            for p, theta, scale, r in zip(self.params, self.theta, self.scale, draw, strict=True):
+                p.copy_(theta).add_(r * sigma * scale)
+            increases.append(loss(self.model, x, y) - base)
+        return float(sum(increases) / len(self.noise))
+
+
+def sharpness_search(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    opts: SharpnessOptions = SharpnessOptions(),
+    base: float | None = None,
+) -> tuple[float, int]:
+    """(σ of `sharpness_sigma`, the number of σ it evaluated). `base`: L(θ) if the caller has it."""
+    base = loss(model, x, y) if base is None else base
+    noise = _Perturbation(model, opts)
+
+    def rise(sigma):
+        return noise.increase(x, y, base, sigma)
+
+    lo, hi = 0.0, 1e-3
+    while rise(hi) <= opts.target:
+        lo, hi = hi, hi * 2
+        if hi > opts.sigma_max:
+            return opts.sigma_max, noise.evals
+    for _ in range(opts.steps):
+        mid = math.sqrt(lo * hi) if lo > 0 else hi / 2
+        lo, hi = (mid, hi) if rise(mid) <= opts.target else (lo, mid)
+    return (lo if lo > 0 else hi / 2), noise.evals
 
 
 def sharpness_sigma(
@@ -276,21 +319,8 @@ def sharpness_sigma(
     doubling from 1e-3 (up to `opts.sigma_max`, returned if the loss never rises by `target`), then bisected
     `opts.steps` times in log σ (6: a resolution of 2^(1/64), about 1%), returning the lower end (the
     increase there is <= target). Smaller σ = sharper. Sampling unit: the training samples `x` (a mean
-    loss), the noise averaged over `opts.draws` draws."""
-    base = loss(model, x, y)
-
-    def rise(sigma):
-        return _perturbed_increase(model, x, y, base, sigma, opts)
-
-    lo, hi = 0.0, 1e-3
-    while rise(hi) <= opts.target:
-        lo, hi = hi, hi * 2
-        if hi > opts.sigma_max:
-            return opts.sigma_max
-    for _ in range(opts.steps):
-        mid = math.sqrt(lo * hi) if lo > 0 else hi / 2
-        lo, hi = (mid, hi) if rise(mid) <= opts.target else (lo, mid)
-    return lo if lo > 0 else hi / 2
+    loss), the noise averaged over `opts.draws` draws (drawn once, reused at every σ: `_Perturbation`)."""
+    return sharpness_search(model, x, y, opts)[0]
 
 
 def sharpness(model: nn.Module, x: torch.Tensor, y: torch.Tensor, opts: SharpnessOptions = SharpnessOptions()) -> float:
@@ -312,27 +342,49 @@ def compute_all(
     x_test: torch.Tensor | None = None,
     seed: int = 0,
     device: str | torch.device | None = None,
+    evals: dict[str, int] | None = None,
 ) -> tuple[dict[str, float], dict[str, float]]:
     """({gm_<name>: value}, {gm_<name>: seconds}) of `model` with its initialisation `init`, on the training
     samples `train` = (x, y); `gm_disagreement` with `other` (another seed) on `x_test` when both are given;
     `seed` seeds the sharpness perturbations. `device`: where to compute; the models are moved there (in
-    place) and the samples copied there once (None: where `model` is)."""
+    place) and the samples copied there once (None: where `model` is).
+
+    `evals`, when given, receives {gm_sharpness: σ values its search tried} (each `SharpnessOptions.draws`
+    forwards over the training samples). margin, train loss and the search's L(θ) read one shared logits pass;
+    its time counts in each of the three measures' seconds (what each costs alone), once in the wall time."""
     device = _device(model) if device is None else torch.device(device)
     model, init = model.to(device), init.to(device)
     other = other.to(device) if other is not None else None
     x_train, y_train = (t.to(device) for t in train)
     x_test = x_test.to(device) if x_test is not None else None
+    shared: dict = {}  # the training logits, from the first job that needs them, and their seconds
+
+    def train_logits() -> torch.Tensor:
+        if "logits" not in shared:
+            t0 = time.perf_counter()
+            shared["logits"] = _logits(model, x_train)
+            shared["seconds"] = time.perf_counter() - t0
+        return shared["logits"]
+
+    def sharpness_job() -> float:
+        opts = SharpnessOptions(seed=seed)
+        sigma, tried = sharpness_search(model, x_train, y_train, opts, base=_loss_of(train_logits(), y_train))
+        if evals is not None:
+            evals["gm_sharpness"] = tried
+        return 1.0 / sigma**2  # = `sharpness`
+
     jobs: dict[str, Callable[[], float]] = {
         "param_norm": lambda: param_norm(model),
         "dist_init": lambda: dist_from_init(model, init),
         "log_spectral_product": lambda: log_spectral_product(model, (1, *x_train.shape[1:])),
-        "margin": lambda: margin(model, x_train, y_train),
-        "train_loss": lambda: loss(model, x_train, y_train),
-        "sharpness": lambda: sharpness(model, x_train, y_train, SharpnessOptions(seed=seed)),
+        "margin": lambda: _margin_of(train_logits(), y_train),
+        "train_loss": lambda: _loss_of(train_logits(), y_train),
+        "sharpness": sharpness_job,
     }
     if other is not None and x_test is not None:
         jobs["disagreement"] = lambda: disagreement(model, other, x_test)
-    values, seconds = {}, {}
+    values: dict[str, float] = {}
+    seconds: dict[str, float] = {}
     for name, job in jobs.items():
         t0 = time.perf_counter()
         try:
@@ -343,4 +395,6 @@ def compute_all(
             print(f"tc measures: gm_{name} skipped: {e}", flush=True)
             continue
         seconds[f"gm_{name}"] = time.perf_counter() - t0
+    for name in ("gm_train_loss", "gm_sharpness"):  # margin ran first: the shared pass is in its own time
+        seconds[name] += shared.get("seconds", 0.0)
     return values, seconds
