@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 import re
+from dataclasses import replace
 
 import pytest
 import torch
@@ -61,6 +62,11 @@ def test_network_predictions_read_the_split_outputs_and_fall_back_to_a_forward()
     assert torch.equal(got, outs[1].network_pred[[1, 2, 3]])
     old = old_network_predictions(model, sds[1:], data.normalize(x), batch_size=8)
     assert torch.equal(composites.network_predictions(plan, [1, 2, 3], split), old)  # no outputs: the forward
+    # tc_full is fp32: a bf16 analysis's whole networks are the fp32 forward, not its bf16 diagonal
+    bf16 = composites.make_plan(Checkpoints([0, 1, 2, 3], sds), data, replace(cfg, precision="bf16"), model)
+    assert torch.equal(
+        composites.network_predictions(bf16, [1, 2, 3], split, composites.split_outputs(bf16, split)), old
+    )
 
 
 def _digits_run(n_ckpts: int = 5):

@@ -80,8 +80,10 @@ def split_outputs(plan: Plan, split: EvalSplit) -> dict[int, CompositeOutputs]:
             plan.model, sds, sds, xy, plan.cuts, ComposeOptions(calibration=plan.calibration, **common)
         )
     # networks: with matrix=final the window's checkpoints are no deep column, so their whole networks (tc_full)
-    # continue their shallow pass to the head here instead of running again (`network_predictions`)
-    opts = ComposeOptions(precision=cfg.precision, progress=plan.progress, networks=True, **common)
+    # continue their shallow pass to the head here instead of running again (`network_predictions`); tc_full is
+    # fp32, so a bf16 analysis runs them apart
+    fp32 = cfg.precision == "fp32"
+    opts = ComposeOptions(precision=cfg.precision, progress=plan.progress, networks=fp32, **common)
     return composite_outputs(plan.model, sds, sds, xy, plan.cuts, opts)
 
 
@@ -89,9 +91,10 @@ def network_predictions(
     plan: Plan, indices: list[int], split: EvalSplit, outs: dict[int, CompositeOutputs] | None = None
 ) -> torch.Tensor:
     """[len(indices), N] argmax predictions of the whole network f(x; θ) at those checkpoints (fp32, eval):
-    read from the split's composite outputs `outs` where they hold them (`split_outputs`' fast path), else
-    one forward per checkpoint (the recalibrating path, whose diagonal has re-estimated BatchNorm)."""
-    pred = next(iter(outs.values())).network_pred if outs else None
+    read from the split's composite outputs `outs` where they hold them (`split_outputs`' fast path in fp32),
+    else one forward per checkpoint (the recalibrating path, whose diagonal has re-estimated BatchNorm, and
+    bf16 composites)."""
+    pred = next(iter(outs.values())).network_pred if outs and plan.cfg.precision == "fp32" else None
     if pred is not None and bool((pred[indices] >= 0).all()):
         return pred[indices].clone()
     return _forward_predictions(plan, indices, split)

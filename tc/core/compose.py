@@ -39,8 +39,9 @@ class CompositeOutputs:
     nll: torch.Tensor  # float32 cross-entropy
     done: torch.Tensor  # bool
     drift: torch.Tensor | None = None  # [n_shallow, N]: ||z_i - z_last|| / ||z_last|| (last shallow ckpt)
-    # [n_shallow, N]: argmax of the whole network f(x; θ_shallow[i]) where the fast path ran it (the diagonal,
-    # or every shallow checkpoint with `ComposeOptions.networks`); -1 where it did not. One tensor for all cuts.
+    # [n_shallow, N]: argmax of the whole network f(x; θ_shallow[i]) (in the composites' precision) where the
+    # fast path ran it (the diagonal, or every shallow checkpoint with `ComposeOptions.networks`); -1 where it
+    # did not. One tensor shared by all cuts.
     network_pred: torch.Tensor | None = None
 
 
