@@ -4,6 +4,7 @@
     python benchmarks/analyze_phases.py --cache_dir /tmp/phases  # train once, then reuse the checkpoints
     python benchmarks/analyze_phases.py --epochs 2 --train_size 2000   # a quicker model
     python benchmarks/analyze_phases.py --smoke                  # digits MLP, seconds (tests/test_phases.py)
+    python benchmarks/analyze_phases.py --device cuda --json P   # also the metrics and phase times as JSON
 
 It trains the quick start's model in process (ResNet-20 width 16 on 5,000 Fashion-MNIST images, 5 epochs,
 checkpoints every eighth of training: `entrypoints/main.py`), or loads its checkpoints from `--cache_dir`,
@@ -22,6 +23,10 @@ their floor as the flops of the work they must do at an f64 GEMM rate measured i
 It also counts how many whole-network predictions of the composite pass (channels_last, the diagonal
 g[i, i]) differ from the contiguous forward pass that tc_full used before issue 21
 (`benchmarks.reference.old_network_predictions`).
+
+`--json PATH` also writes {"device", "cpu", "metrics": the analysis's metrics, "phases": {phase: seconds}} (the
+table's rows; the wall time as `analyze_run`): scripts/gpu_check.sh compares a CUDA and a CPU run of the same
+checkpoints with it (scripts/compare_metrics.py).
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import datetime
+import json
 import os
 import subprocess
 import time
@@ -46,7 +52,7 @@ from tc.config import AnalyzeConfig, TrainConfig
 from tc.core import consistency as C
 from tc.core.checkpoints import Checkpoints
 from tc.core.data import DataBundle, load_data, steps_per_epoch
-from tc.core.device import cpu_description
+from tc.core.device import cpu_description, resolve_device
 from tc.core.models import BlockNet, ModelSpec, at_state, build_model
 from tc.core.sgd_noise import KINDS, PerturbOptions
 from tc.core.train import train
@@ -110,19 +116,25 @@ def part_flops(model: BlockNet, sd: dict, x1: torch.Tensor, cuts: list[int]) -> 
     }
 
 
-def forward_rate(model: BlockNet, sd: dict, x: torch.Tensor, fl_full: int) -> tuple[float, int]:
-    """(FLOP/s, batch) of the fastest plain fp32 forward pass (channels_last, inference mode) over a few batch
-    sizes: the yardstick for the composite phase's rate."""
-    m = at_state(model, sd).to(memory_format=torch.channels_last)
+def forward_rate(model: BlockNet, sd: dict, x: torch.Tensor, fl_full: int, device: str = "cpu") -> tuple[float, int]:
+    """(FLOP/s, batch) of the fastest plain fp32 forward pass (channels_last, inference mode) on `device` (the
+    analysis's, so that the yardstick measures the hardware the composites ran on) over a few batch sizes: the
+    yardstick for the composite phase's rate."""
+    m = at_state(model, sd).to(device, memory_format=torch.channels_last)
+    sync = (
+        torch.cuda.synchronize if torch.device(device).type == "cuda" else (lambda: None)
+    )  # CUDA kernels run asynchronously
     best = (0.0, 0)
     for b in (64, 128, 256):
-        big = x.repeat(-(-b // len(x)), *([1] * (x.dim() - 1)))[:b]
+        big = x.repeat(-(-b // len(x)), *([1] * (x.dim() - 1)))[:b].to(device)
         big = big.contiguous(memory_format=torch.channels_last) if big.dim() == 4 else big
         with torch.inference_mode():
             m(big)
+            sync()
             t0 = time.perf_counter()
             for _ in range(3):
                 m(big)
+            sync()
             dt = (time.perf_counter() - t0) / 3
         best = max(best, (fl_full * b / dt, b))
     return best
@@ -189,6 +201,7 @@ def main(argv=None) -> None:
     p.add_argument("--cache_dir", default=None, help="keep the trained checkpoints here and reuse them")
     p.add_argument("--device", default="cpu")
     p.add_argument("--smoke", action="store_true", help="digits MLP, tiny: checks that the script runs")
+    p.add_argument("--json", default=None, metavar="PATH", help="also write the metrics and phase times here")
     args = p.parse_args(argv)
 
     if args.smoke:
@@ -227,7 +240,8 @@ def main(argv=None) -> None:
     composite = {s.name: len(s.y) * (T * F + pairs * sum(D.values())) for s in splits}
     composite_s = sum(m[f"tc_{name}_seconds"] for name in composite)
     rate = sum(composite.values()) / composite_s
-    best_rate, best_b = forward_rate(model, ckpts.state_dicts[-1], data.normalize(splits[0].x[:256]), F)
+    device = resolve_device(cfg.device)
+    best_rate, best_b = forward_rate(model, ckpts.state_dicts[-1], data.normalize(splits[0].x[:256]), F, device)
     rate64 = f64_gemm_rate()
 
     test = next(s for s in splits if s.name == "test")
@@ -242,7 +256,8 @@ def main(argv=None) -> None:
         "features": (len(win) + 1) * n_test * S[deepest],
         "perturb": variants * n_test * sum(D.values()),
     }
-    gram_s = sum(gram_rows**2 * fl["dim"][c] for c in cuts) / rate64  # X Xᵀ per cut: the directions' floor
+    # the directions' floor: the smaller Gram matrix per cut (X Xᵀ when rows < dim, else Xᵀ X), at the f64 rate
+    gram_s = sum(min(gram_rows, fl["dim"][c]) ** 2 * max(gram_rows, fl["dim"][c]) for c in cuts) / rate64
     evals = m.get("gm_sharpness_evals", spy.sharpness_evals)
     draws = baselines.SharpnessOptions().draws
 
@@ -261,14 +276,14 @@ def main(argv=None) -> None:
         what = (
             f"gradient noise {grad_batches}×{run.train_batch_size} fwd+bwd; features {len(win) + 1} checkpoints "
             f"× {n_test} to cut {deepest}; perturbation {variants} variants × {n_test} × the deep parts; "
-            f"directions: X Xᵀ of {gram_rows} drift rows per cut at the f64 rate; null spectra not counted"
+            f"directions: the Gram matrix of {gram_rows} drift rows per cut at the f64 rate; null spectra not counted"
         )
         rows.append(("anisotropy", m["anisotropy_seconds"], floor, what))
         for part, fl_part in aniso.items():
             if f"aniso_{part}_seconds" in m:
                 rows.append((f"  aniso_{part}", m[f"aniso_{part}_seconds"], fl_part / rate, "(its part above)"))
         if "aniso_stats_seconds" in m:
-            rows.append(("  aniso_stats", m["aniso_stats_seconds"], gram_s, "X Xᵀ per cut at the f64 rate"))
+            rows.append(("  aniso_stats", m["aniso_stats_seconds"], gram_s, "the Gram matrix per cut at the f64 rate"))
     gm_floor = {
         "gm_sharpness": ((1 + evals * draws) * n_train * F, f"(1 + {evals} σ values × {draws} draws) × {n_train} fwd"),
         "gm_margin": (n_train * F, f"{n_train} fwd (one logits pass, shareable with gm_train_loss)"),
@@ -313,6 +328,11 @@ def main(argv=None) -> None:
             f"whole networks, {name}: {flips} of {pred.numel()} predictions of the composites' diagonal "
             f"(channels_last) differ from the old contiguous forward"
         )
+    if args.json:
+        name = f"cuda ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else str(device)
+        phases = {("analyze_run" if row[0] == "analyze_run (wall)" else row[0].strip()): row[1] for row in rows}
+        saved = {"device": name, "cpu": cpu_description(), "metrics": {k: float(v) for k, v in m.items()}}
+        Path(args.json).write_text(json.dumps({**saved, "phases": phases}, indent=1))
 
 
 if __name__ == "__main__":

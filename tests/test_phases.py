@@ -4,6 +4,7 @@ old path, the phase timers, and the phase benchmark (its FLOP counter, and its -
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from dataclasses import replace
@@ -147,8 +148,9 @@ def test_the_benchmark_flop_counter_gives_the_hand_counted_flops_of_a_small_mlp(
     assert analyze_phases.flops(model, torch.randn(7, 1, 8, 8)) == 7 * 3392
 
 
-def test_the_phase_benchmark_smoke_run_prints_its_table(capsys):
-    analyze_phases.main(["--smoke"])
+def test_the_phase_benchmark_smoke_run_prints_its_table(capsys, tmp_path):
+    path = tmp_path / "phases.json"  # what scripts/gpu_check.sh reads (scripts/compare_metrics.py)
+    analyze_phases.main(["--smoke", "--json", str(path)])
     out = capsys.readouterr().out
     assert "# CPU:" in out and "load average" in out
     rows = [line for line in out.splitlines() if line.startswith("| ") and not line.startswith("| phase")]
@@ -161,3 +163,10 @@ def test_the_phase_benchmark_smoke_run_prints_its_table(capsys):
     assert phases["tc_train"][1] == phases["tc_test"][1] == phases["tc_corrupt"][1]
     assert phases["splits"][1].strip() == "-"  # no forward floor
     assert re.search(r"whole networks, test: \d+ of \d+ predictions", out)
+    # the JSON: the device, the CPU, every metric of the analysis (floats) and each table row's seconds
+    saved = json.loads(path.read_text())
+    assert set(saved) == {"device", "cpu", "metrics", "phases"} and saved["device"] == "cpu" and saved["cpu"]
+    assert saved["metrics"]["tc_test"] >= 0 and all(isinstance(v, float) for v in saved["metrics"].values())
+    assert {"tc_test_seconds", "analysis_seconds", "splits_seconds"} <= set(saved["metrics"])
+    assert set(phases) - {"analyze_run (wall)"} <= set(saved["phases"]) and "analyze_run" in saved["phases"]
+    assert saved["phases"]["tc_test"] == saved["metrics"]["tc_test_seconds"]
