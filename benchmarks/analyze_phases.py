@@ -52,7 +52,7 @@ from tc.config import AnalyzeConfig, TrainConfig
 from tc.core import consistency as C
 from tc.core.checkpoints import Checkpoints
 from tc.core.data import DataBundle, load_data, steps_per_epoch
-from tc.core.device import cpu_description, resolve_device
+from tc.core.device import cpu_description, exact_fp32, resolve_device
 from tc.core.models import BlockNet, ModelSpec, at_state, build_model
 from tc.core.sgd_noise import KINDS, PerturbOptions
 from tc.core.train import train
@@ -241,7 +241,8 @@ def main(argv=None) -> None:
     composite_s = sum(m[f"tc_{name}_seconds"] for name in composite)
     rate = sum(composite.values()) / composite_s
     device = resolve_device(cfg.device)
-    best_rate, best_b = forward_rate(model, ckpts.state_dicts[-1], data.normalize(splits[0].x[:256]), F, device)
+    with exact_fp32(device):  # the fp32 the composites ran in: no TF32 convolutions on CUDA
+        best_rate, best_b = forward_rate(model, ckpts.state_dicts[-1], data.normalize(splits[0].x[:256]), F, device)
     rate64 = f64_gemm_rate()
 
     test = next(s for s in splits if s.name == "test")
