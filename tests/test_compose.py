@@ -52,6 +52,24 @@ def test_fast_path_equals_naive_path_exactly(name, depth):
         assert torch.equal(C.loss_matrix(fast[cut]), C.loss_matrix(naive[cut]))
 
 
+def test_the_diagonal_is_reused_only_for_one_state_dict_object_in_both_lists():
+    """The fast path reads a pair (i, j) from the whole network only where shallow[i] *is* deep[j]: a deep list
+    other than the shallow one (the cross-seed control), and an equal-content copy, get the deep part run as
+    any other pair; the results equal the naive splice either way."""
+    model, (a, b, c, d) = _checkpoints()
+    x, y = _data()
+    copy_of_a = {k: v.clone() for k, v in a.items()}  # equal content, another object: no reuse
+    shallow, deep = [a, b, c], [c, copy_of_a, d]
+    opts = ComposeOptions(batch_size=16, channels_last=True)
+    naive = composite_outputs_naive(model, shallow, deep, (x, y), [1, 3], opts)
+    fast = composite_outputs(model, shallow, deep, (x, y), [1, 3], opts)
+    for cut in (1, 3):
+        assert torch.equal(fast[cut].pred, naive[cut].pred) and torch.equal(fast[cut].nll, naive[cut].nll), cut
+    # only c (shallow 2 = deep 0) continued to the head: the others' whole networks were not computed
+    net = fast[1].network_pred
+    assert (net[:2] == -1).all() and torch.equal(net[2], naive[1].pred[2, 0])
+
+
 def test_final_column_only_matches_the_full_matrix():
     model, sds = _checkpoints()
     x, y = _data()

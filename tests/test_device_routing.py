@@ -196,7 +196,12 @@ def _install(monkeypatch) -> FakeAccelerator:
         (noise, "perturbation_test"),
         (measures, "compute_all"),
         (C, "mmd2"),
-        *[(m, name) for name in ("composite_outputs", "network_predictions") for m in ANALYSIS if hasattr(m, name)],
+        *[
+            (m, name)
+            for name in ("composite_outputs", "composite_outputs_naive", "network_predictions")
+            for m in ANALYSIS
+            if hasattr(m, name)
+        ],
     ):
         phased(owner, name)
     return acc
@@ -237,11 +242,37 @@ def test_every_part_of_an_analysis_runs_on_the_configured_device(monkeypatch):
     assert accelerator.violations == []
     phases = {phase for phase, *_ in accelerator.heavy}
     expected = {"features", "gradient_noise", "perturbation_test", "compute_all", "mmd2", "composite_outputs"}
-    assert expected | {"network_predictions"} <= phases
+    # the whole networks' predictions come out of the composite pass (its diagonal): no forward of their own
+    assert expected <= phases
     off = sorted({(phase, op, where) for phase, op, where, there in accelerator.heavy if not there})
     assert off == [], f"{len(off)} kinds of operations ran off the device: {off}"
     # the model the caller passed is never moved
     assert not any(on_device(t) for t in [*model.parameters(), *model.buffers()])
+
+
+def test_the_whole_networks_own_forward_runs_on_the_configured_device(monkeypatch):
+    """Where tc_full cannot read the composites' diagonal (bn_mode=recalibrate: the naive composites, whose
+    diagonal has re-estimated BatchNorm; bf16 likewise), `network_predictions` runs a forward of its own: on
+    the device too, and with the plain CPU's numbers."""
+    model, sds = _checkpoints(3)
+    data = load_data("digits", train_size=256)
+    cfg = AnalyzeConfig(
+        run_id="x", max_samples=16, cuts="1,3", batch_size=8, splits="test", bn_mode="recalibrate",
+        calibration_batches=1, anisotropy=False, measures=False,
+    )  # fmt: skip
+    ckpts, run = Checkpoints([0, 5, 10], sds), RunContext(model, 128, 0)
+    plain = tc.analysis.run.analyze_run(ckpts, data, cfg, run).metrics
+    accelerator = _install(monkeypatch)
+    with accelerator:
+        metrics = tc.analysis.run.analyze_run(ckpts, data, cfg, run).metrics
+    timed = {k for k in metrics if k.endswith("_seconds") or k.endswith("_cost_epochs")}
+    assert set(metrics) == set(plain) and "tc_full_test" in metrics
+    assert {k for k in set(metrics) - timed if not _same(metrics[k], plain[k])} == set()
+    assert accelerator.violations == []
+    phases = {phase for phase, *_ in accelerator.heavy}
+    assert {"composite_outputs_naive", "network_predictions"} <= phases
+    off = sorted({(phase, op, where) for phase, op, where, there in accelerator.heavy if not there})
+    assert off == [], f"{len(off)} kinds of operations ran off the device: {off}"
 
 
 def test_the_harness_sees_what_a_device_would_refuse(accelerator):

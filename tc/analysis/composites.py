@@ -1,5 +1,10 @@
 """The forward passes of a consistency analysis: what its splits share (`Plan`), the composite outputs g_d[i, j]
-of one split, and the whole networks' predictions f(x; θ_i) (no scores here: `tc.analysis.consistency`)."""
+of one split, and the whole networks' predictions f(x; θ_i) (no scores here: `tc.analysis.consistency`).
+
+The whole networks come out of the composite pass (`CompositeOutputs.network_pred`: the diagonal g[i, i] is
+f(θ_i)), so a split costs one pass over its checkpoints, not two. They run channels_last there, as every
+composite does; the second, contiguous forward they replaced differed at float rounding (≈1e-6 in the logits
+of ResNet-20), so a prediction on a knife edge can differ from it (docs/benchmarks.md counts them)."""
 
 from __future__ import annotations
 
@@ -74,13 +79,29 @@ def split_outputs(plan: Plan, split: EvalSplit) -> dict[int, CompositeOutputs]:
         return composite_outputs_naive(
             plan.model, sds, sds, xy, plan.cuts, ComposeOptions(calibration=plan.calibration, **common)
         )
-    opts = ComposeOptions(precision=cfg.precision, progress=plan.progress, **common)
+    # networks: with matrix=final the window's checkpoints are no deep column, so their whole networks (tc_full)
+    # continue their shallow pass to the head here instead of running again (`network_predictions`); tc_full is
+    # fp32, so a bf16 analysis runs them apart
+    fp32 = cfg.precision == "fp32"
+    opts = ComposeOptions(precision=cfg.precision, progress=plan.progress, networks=fp32, **common)
     return composite_outputs(plan.model, sds, sds, xy, plan.cuts, opts)
 
 
+def network_predictions(
+    plan: Plan, indices: list[int], split: EvalSplit, outs: dict[int, CompositeOutputs] | None = None
+) -> torch.Tensor:
+    """[len(indices), N] argmax predictions of the whole network f(x; θ) at those checkpoints (fp32, eval):
+    read from the split's composite outputs `outs` where they hold them (`split_outputs`' fast path in fp32),
+    else one forward per checkpoint (the recalibrating path, whose diagonal has re-estimated BatchNorm, and
+    bf16 composites)."""
+    pred = next(iter(outs.values())).network_pred if outs and plan.cfg.precision == "fp32" else None
+    if pred is not None and bool((pred[indices] >= 0).all()):
+        return pred[indices].clone()
+    return _forward_predictions(plan, indices, split)
+
+
 @torch.no_grad()
-def network_predictions(plan: Plan, indices: list[int], split: EvalSplit) -> torch.Tensor:
-    """[len(indices), N] argmax predictions of the whole network f(x; θ) at those checkpoints (fp32, eval)."""
+def _forward_predictions(plan: Plan, indices: list[int], split: EvalSplit) -> torch.Tensor:
     cfg = plan.cfg
     device = resolve_device(cfg.device)
     m = copy.deepcopy(plan.model).to(device).eval()  # one copy, reloaded per checkpoint

@@ -24,6 +24,7 @@ from tc.analysis.inputs import RunContext
 from tc.analysis.registry import mean_over_cuts
 from tc.analysis.result import AnalysisResult
 from tc.analysis.splits import EvalSplit, make_splits
+from tc.analysis.timing import timed
 from tc.config import AnalyzeConfig
 from tc.core import consistency as C
 from tc.core.checkpoints import Checkpoints, init_index
@@ -51,7 +52,7 @@ def consistency_analysis(
     than `MIN_WINDOW` checkpoints adds a line to `summary["warnings"]` and a tag to `summary["tags"]`. With
     `controls` (the default) also the controls: `tc_test_crossseed*` when `run.reference` is set, and
     `bf16_agreement` when `cfg.precision` is bf16 (`cfg.precision` is the composites' compute precision
-    either way)."""
+    either way). Timers: `tc_<split>_seconds` per split, `controls_seconds`, and `analysis_seconds` for all of it."""
     t0 = time.perf_counter()
     splits = make_splits(data, cfg) if splits is None else splits
     plan = make_plan(ckpts, data, cfg, run.model, progress)
@@ -69,13 +70,15 @@ def consistency_analysis(
     summary["phase_steps"] = {name: [steps[i] for i in idx] for name, idx in phases.items()}
     tables = Tables()
     for split in splits:
-        split_metrics, half_life = split_scores(plan, split, phases, tables)
+        with timed(metrics, f"tc_{split.name}_seconds"):  # its composites and whole networks, and its scores
+            split_metrics, half_life = split_scores(plan, split, phases, tables)
         metrics.update(split_metrics)
         summary["half_life"].update(half_life)
     corrupt = tables.corrupt_frame()
     metrics.update(corruption_means(corrupt))
     if controls:
-        metrics.update(control_metrics(plan, run, splits))
+        with timed(metrics, "controls_seconds"):
+            metrics.update(control_metrics(plan, run, splits))
     metrics["analysis_seconds"] = time.perf_counter() - t0
     summary["metrics"] = metrics  # the same dict: what analyze_run adds later lands in summary.json too
     return AnalysisResult(
@@ -122,7 +125,7 @@ def split_scores(plan: Plan, split: EvalSplit, phases: Phases, tables: Tables) -
     The composites come first, then the whole networks (`whole_network_scores`), then each cut's matrices
     and scores, then the means over the cuts (`means_over_cuts`) and the half-life over the cuts."""
     outs = split_outputs(plan, split)
-    metrics = whole_network_scores(plan, split, phases)
+    metrics = whole_network_scores(plan, split, phases, outs)
     half_life: dict[str, int | None] = {}
     per_cut_phase: dict[str, float] = {}  # phase scores per cut; only their means over cuts are logged
     rel_lags = []
@@ -153,12 +156,15 @@ def split_scores(plan: Plan, split: EvalSplit, phases: Phases, tables: Tables) -
     return metrics, half_life
 
 
-def whole_network_scores(plan: Plan, split: EvalSplit, phases: Phases) -> dict[str, float]:
+def whole_network_scores(
+    plan: Plan, split: EvalSplit, phases: Phases, outs: dict[int, CompositeOutputs] | None = None
+) -> dict[str, float]:
     """tc_full_{split} over the window and tc_full_{split}_{phase} over each phase (`tc.core.consistency.tc_full`):
     the agreement of the whole networks f(x; θ_i) with f(x; θ_T), the convergence baseline that tc must beat.
-    The networks are evaluated once at every checkpoint any of them needs, and at T."""
+    The networks' predictions at every checkpoint any of them needs, and at T, are read from the split's
+    composite outputs `outs` (`tc.analysis.composites.network_predictions`)."""
     rows_used = sorted(set(plan.win).union(*phases.values()))
-    network_pred = network_predictions(plan, [*rows_used, plan.T], split)
+    network_pred = network_predictions(plan, [*rows_used, plan.T], split, outs)
     at = {i: k for k, i in enumerate(rows_used)}  # checkpoint index -> row of network_pred
     metrics = {f"tc_full_{split.name}": C.tc_full(network_pred, [at[i] for i in plan.win])}
     for name, idx in phases.items():

@@ -80,9 +80,22 @@ METRICS: dict[str, str] = {
     "run's final deep part with the reference network (`analysis.controls.cross_seed`)",
     "tc_test_crossseed": "mean over cuts of tc_test_crossseed_d{cut}",
     "bf16_agreement": "fraction of (checkpoint, cut, sample) whose bf16 composite prediction equals fp32's",
-    "analysis_seconds": "wall time of the consistency analysis",
+    "analysis_seconds": "wall time of the consistency analysis: the tc_{split}_seconds and controls_seconds, and "
+    "their set-up",
+    "tc_{split}_seconds": "wall time of one split's consistency phase: its composites, its whole networks' "
+    "predictions (read from the composites' diagonal) and its scores (`analysis.consistency.split_scores`)",
+    "controls_seconds": "wall time of the controls: the cross-seed composite and the bf16 agreement check "
+    "(`analysis.controls.control_metrics`)",
+    "splits_seconds": "wall time of drawing the analysis splits, the corruptions included "
+    "(`analysis.splits.make_splits`)",
     "tc_cost_epochs": "analysis_seconds / the run's seconds per training epoch",
-    "anisotropy_seconds": "wall time of the anisotropy statistics",
+    "anisotropy_seconds": "wall time of the anisotropy statistics: the aniso_*_seconds and their set-up",
+    "aniso_grad_seconds": "wall time of the gradient noise: the minibatch gradients and their projection "
+    "(`sgd_noise.gradient_noise`)",
+    "aniso_features_seconds": "wall time of the anisotropy phase's feature passes (`sgd_noise.features`)",
+    "aniso_stats_seconds": "wall time of the anisotropy statistics on drift and gradient noise: spectra, "
+    "principal directions and null spectra (`anisotropy.analyze_samples`)",
+    "aniso_perturb_seconds": "wall time of the perturbation test (`sgd_noise.perturbation_test`)",
     "aniso_{kind}_topk_var_d{cut}": "explained variance of the top aniso_k principal components "
     "(`anisotropy.analyze_samples`)",
     "aniso_{kind}_topk_var": "mean over cuts of aniso_{kind}_topk_var_d{cut}",

@@ -9,7 +9,6 @@ evaluates are described in `tc.analysis.splits`; `tc.analysis.files` writes its 
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 
 from tc.analysis.anisotropy import anisotropy
@@ -19,6 +18,7 @@ from tc.analysis.inputs import RunContext
 from tc.analysis.mmd import mmd_measures
 from tc.analysis.result import AnalysisResult
 from tc.analysis.splits import EvalSplit, make_splits, parse_cuts, split_named
+from tc.analysis.timing import timed
 from tc.config import AnalyzeConfig
 from tc.core.checkpoints import Checkpoints
 from tc.core.data import DataBundle
@@ -60,8 +60,11 @@ def analyze_run(
     (True, ['corrupt', 'drift', 'lags', 'matrices', 'per_sample'])
     """
     with exact_fp32(resolve_device(cfg.device)):  # TF32 off on CUDA: fp32 means fp32 (tc.core.device.exact_fp32)
-        splits = make_splits(data, cfg)
+        seconds: dict[str, float] = {}
+        with timed(seconds, "splits_seconds"):  # the subsets and the corruptions
+            splits = make_splits(data, cfg)
         result = consistency_analysis(ckpts, data, cfg, run, splits, progress, controls=controls)
+        result.metrics.update(seconds)
         if cfg.anisotropy:
             add_anisotropy(result, ckpts, data, cfg, run, splits)
         if cfg.measures:
@@ -83,12 +86,11 @@ def add_anisotropy(
     `result`: its tables as `result.aniso`, its metrics and `anisotropy_seconds`; a warning when the training
     set has too few minibatches for the gradient noise."""
     split = split_named(splits, "test") or splits[0]
-    t0 = time.perf_counter()
     steps = len(parse_cuts(cfg.cut_spec, run.model)) + 1  # gradient noise, then each cut
-    with progress_bar(steps, "tc analyze: anisotropy", unit="step") as tick:
-        result.aniso = anisotropy(ckpts, data, cfg, run, split, tick)
-    result.metrics.update(result.aniso.metrics)
-    result.metrics["anisotropy_seconds"] = time.perf_counter() - t0
+    with timed(result.metrics, "anisotropy_seconds"):
+        with progress_bar(steps, "tc analyze: anisotropy", unit="step") as tick:
+            result.aniso = anisotropy(ckpts, data, cfg, run, split, tick)
+        result.metrics.update(result.aniso.metrics)
     if "aniso_grad_min_pvalue" not in result.metrics:
         result.summary["warnings"].append("gradient noise skipped: the training set has fewer than 3 full minibatches")
 
@@ -110,6 +112,5 @@ def add_measures(
     else:
         result.metrics.update(baseline_measures(ckpts, data, cfg, run, (train, test), result.summary["warnings"]))
     if train is not None and test is not None:
-        t0 = time.perf_counter()
-        result.metrics.update(mmd_measures(ckpts, data, cfg, run, (train, test)))
-        result.metrics["tc_mmd_seconds"] = time.perf_counter() - t0
+        with timed(result.metrics, "tc_mmd_seconds"):
+            result.metrics.update(mmd_measures(ckpts, data, cfg, run, (train, test)))

@@ -12,7 +12,9 @@ Two implementations with the same results:
 - `composite_outputs`: run each shallow checkpoint once per sample chunk, keep its features at every cut,
   and run each deep checkpoint on the features of all shallow checkpoints at once (one large batch), in
   inference mode, optionally channels_last and bf16 autocast. Shallow reuse removes the redundant shallow
-  passes; the large deep batches amortise per-call overhead.
+  passes; the large deep batches amortise per-call overhead. The diagonal g_d[i, i] (shallow and deep part of
+  one checkpoint) is the whole network f(θ_i) at every cut: its shallow pass continues to the head once, and
+  that one result fills every cut's diagonal (T(T-1) deep parts per cut, not T²).
 """
 
 from __future__ import annotations
@@ -37,6 +39,10 @@ class CompositeOutputs:
     nll: torch.Tensor  # float32 cross-entropy
     done: torch.Tensor  # bool
     drift: torch.Tensor | None = None  # [n_shallow, N]: ||z_i - z_last|| / ||z_last|| (last shallow ckpt)
+    # [n_shallow, N]: argmax of the whole network f(x; θ_shallow[i]) (in the composites' precision) where the
+    # fast path ran it (the diagonal, or every shallow checkpoint with `ComposeOptions.networks`); -1 where it
+    # did not. One tensor shared by all cuts.
+    network_pred: torch.Tensor | None = None
 
 
 @dataclass(frozen=True)
@@ -51,6 +57,7 @@ class ComposeOptions:
     group: int | None = None  # fast path: shallow checkpoints per deep call (None: 1 on CPU, all on CUDA)
     calibration: Sequence[torch.Tensor] | None = None  # naive path: BatchNorm re-estimated on these batches
     progress: Callable[[int], None] | None = None  # fast path: called with the samples done after each chunk
+    networks: bool = False  # fast path: also the whole network f(θ_i) of every shallow checkpoint (network_pred)
 
 
 def splice(model: BlockNet, shallow: StateDict, deep: StateDict, cut: int) -> StateDict:
@@ -147,6 +154,11 @@ def composite_outputs(
     the headline scores need only the last one. Also returns the feature drift of every shallow checkpoint
     against the last one. `progress(n)` is called after each sample chunk with the samples done.
 
+    Where a shallow checkpoint is also an evaluated deep one (the same state dict object), its composite at
+    every cut is the whole network: computed once per chunk by continuing its shallow pass to the head, and
+    also returned as `network_pred`; `networks=True` adds that continuation for every shallow checkpoint (the
+    whole networks of a final-column analysis).
+
     `group`: shallow checkpoints whose features go through a deep part in one call. Default: 1 on CPU,
     where batches beyond ~128 samples ran slower per sample (cache misses; measured on ResNet-20), and all
     of them on CUDA, where large batches fill the device. `data`: (x, y)."""
@@ -170,34 +182,51 @@ def composite_outputs(
     shallow_models = [load(sd) for sd in shallow]
     deep_models = {j: load(deep[j]) for j in columns}
     n_s = len(shallow)
+    # The diagonal: pairs whose shallow and deep checkpoints are one state dict. Their composite is the whole
+    # network at every cut (the same loaded model, the same blocks on the same tensors: bit-identical where the
+    # deep batch is the same, i.e. group 1), so the shallow pass continues to the head once and every cut's
+    # diagonal reads that one result instead of running the deep part again per cut.
+    diagonal = {j: [i for i in range(n_s) if shallow[i] is deep[j]] for j in columns}
+    whole = set(range(n_s)) if opts.networks else {i for d in diagonal.values() for i in d}
     outs = {cut: _empty(n_s, len(deep), len(y)) for cut in cuts}
+    network_pred = torch.full((n_s, len(y)), -1, dtype=torch.long)
     for out in outs.values():
         out.done[:, columns] = True
         out.drift = torch.zeros(n_s, len(y))
+        out.network_pred = network_pred
+    deepest = max(cuts)
     with torch.inference_mode(), _autocast(opts.precision, device):
         for a in range(0, len(y), batch_size):
             sl = slice(a, a + batch_size)
             xb, yb = _fmt(x[sl].to(device), channels_last), y[sl].to(device)
             # feats[cut][i]: the shallow features of checkpoint i at this cut, one forward per checkpoint
             feats: dict[int, list[torch.Tensor]] = {cut: [] for cut in cuts}
-            for sm in shallow_models:
+            heads: dict[int, torch.Tensor] = {}  # i -> logits of the whole network f(θ_i), for i in `whole`
+            for i, sm in enumerate(shallow_models):
                 z, done = xb, 0
                 for cut in sorted(cuts):
                     z = sm.forward_blocks(z, done, cut)
                     done = cut
                     feats[cut].append(z)
+                if i in whole:
+                    heads[i] = sm.forward_blocks(z, deepest)
+                    network_pred[i, sl] = heads[i].float().argmax(1).cpu()
             for cut in cuts:
                 last = feats[cut][-1].float().flatten(1)
                 last_norm = last.norm(dim=1).clamp_min(1e-12)
                 for i, f in enumerate(feats[cut]):  # one [b, dim] difference at a time: no n_shallow-fold copy
                     outs[cut].drift[i, sl] = ((f.float().flatten(1) - last).norm(dim=1) / last_norm).cpu()
                 for j in columns:
-                    for g in range(0, n_s, group):
-                        stacked = torch.cat(feats[cut][g : g + group])
+                    for i in diagonal[j]:
+                        _accumulate(outs[cut], heads[i], yb, i, j, sl)
+                    rest = [i for i in range(n_s) if i not in diagonal[j]]
+                    for g in range(0, len(rest), group):
+                        rows = rest[g : g + group]
+                        stacked = torch.cat([feats[cut][i] for i in rows])
                         logits = deep_models[j].forward_blocks(stacked, cut)
                         logits = logits.view(-1, len(yb), logits.shape[-1])  # [group, b, classes]
-                        for i in range(logits.shape[0]):
-                            _accumulate(outs[cut], logits[i], yb, g + i, j, sl)
+                        for k, i in enumerate(rows):
+                            _accumulate(outs[cut], logits[k], yb, i, j, sl)
             if progress is not None:
                 progress(len(yb))
     return outs
