@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import math
 import sys
+from pathlib import Path
 
 
 def is_timer(name: str) -> bool:
@@ -34,7 +35,7 @@ def differences(a: dict[str, float], b: dict[str, float]) -> tuple[int, list[tup
 
 
 def main(argv: list[str]) -> int:
-    a, b = (json.load(open(p)) for p in argv[:2])
+    a, b = (json.loads(Path(p).read_text()) for p in argv[:2])
     print(f"A: {a.get('device')} ({a.get('cpu', '')})\nB: {b.get('device')} ({b.get('cpu', '')})")
     equal, rows = differences(a["metrics"], b["metrics"])
     print(f"\n{equal} metrics equal, {len(rows)} differ; the largest differences:")
