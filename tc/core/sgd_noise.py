@@ -32,6 +32,34 @@ from tc.core.models import BlockNet, at_state
 
 
 @torch.inference_mode()
+def features_at_cuts(
+    model: BlockNet,
+    sds: Sequence[StateDict],
+    x: torch.Tensor,
+    cuts: Sequence[int],
+    batch_size: int = 256,
+    device: str | torch.device = "cpu",
+) -> dict[int, torch.Tensor]:
+    """{cut: [T, N, ...]} shallow features of every checkpoint at every cut in `cuts`, from one pass per
+    checkpoint and sample chunk up to the deepest cut (each cut's features are the pass's intermediate tensor
+    there: the same blocks on the same tensors as a pass per cut, so the numbers are the same bit for bit).
+    Computed on `device` (one checkpoint's model there at a time) and returned on the CPU, where the
+    statistics that use them run. Memory: every cut's features at once (Σ_cuts T·N·D floats)."""
+    order = sorted(set(cuts))
+    out: dict[int, list[torch.Tensor]] = {cut: [] for cut in order}
+    for sd in sds:
+        m = at_state(model, sd).to(device)
+        chunks: dict[int, list[torch.Tensor]] = {cut: [] for cut in order}
+        for a in range(0, len(x), batch_size):
+            z, done = x[a : a + batch_size].to(device), 0
+            for cut in order:
+                z, done = m.forward_blocks(z, done, cut), cut
+                chunks[cut].append(z.cpu())
+        for cut in order:
+            out[cut].append(torch.cat(chunks[cut]))
+    return {cut: torch.stack(out[cut]) for cut in cuts}
+
+
 def features(
     model: BlockNet,
     sds: Sequence[StateDict],
@@ -40,16 +68,9 @@ def features(
     batch_size: int = 256,
     device: str | torch.device = "cpu",
 ) -> torch.Tensor:
-    """[T, N, ...] shallow features of every checkpoint at `cut`, computed on `device` (one checkpoint's model
-    there at a time) and returned on the CPU, where the statistics that use them run."""
-    out = []
-    for sd in sds:
-        m = at_state(model, sd).to(device)
-        chunks = [
-            m.forward_blocks(x[a : a + batch_size].to(device), 0, cut).cpu() for a in range(0, len(x), batch_size)
-        ]
-        out.append(torch.cat(chunks))
-    return torch.stack(out)
+    """[T, N, ...] shallow features of every checkpoint at `cut` (`features_at_cuts` at one cut), computed on
+    `device` and returned on the CPU."""
+    return features_at_cuts(model, sds, x, [cut], batch_size, device)[cut]
 
 
 def pool(z: torch.Tensor) -> torch.Tensor:
@@ -153,6 +174,31 @@ class PerturbOptions:
     max_rows: int = 2000  # drift rows for the principal directions (`drift_rows`)
 
 
+KINDS = ("top", "random", "bottom")
+# rows per deep-part forward = batch_size x this on CUDA (a large batch fills the device); on the CPU batches
+# beyond ~128 samples ran slower per sample (docs/benchmarks.md), so there it is batch_size itself
+CUDA_CHUNK_FACTOR = 16
+
+
+def perturbation_draws(n: int, dim: int, kk: int, opts: PerturbOptions) -> tuple[torch.Tensor, torch.Tensor]:
+    """Every seeded draw of the perturbation test, made on the CPU before any forward pass, in the order the
+    test has always made them (so its numbers do not depend on how the forwards are batched): per draw the
+    random subspace's seed (`randint`), then per ε, per kind in `KINDS`, the coefficients randn(n, kk).
+
+    Returns (random subspaces [draws, kk, dim] float64, orthonormal rows; coefficients [draws, len(eps),
+    len(KINDS), n, kk] float64)."""
+    g = torch.Generator().manual_seed(opts.seed)
+    subspaces = torch.empty(opts.draws, kk, dim, dtype=torch.float64)
+    coefs = torch.empty(opts.draws, len(opts.eps), len(KINDS), n, kk, dtype=torch.float64)
+    for d in range(opts.draws):
+        seed = int(torch.randint(2**31, (1,), generator=g))
+        subspaces[d] = torch.from_numpy(random_projection(dim, kk, seed).T)
+        for i in range(len(opts.eps)):
+            for j in range(len(KINDS)):
+                coefs[d, i, j] = torch.randn(n, kk, generator=g, dtype=torch.float64)
+    return subspaces, coefs
+
+
 @torch.inference_mode()
 def perturbation_test(
     model: BlockNet,
@@ -162,6 +208,9 @@ def perturbation_test(
     labelled_cut: tuple[torch.Tensor, int],
     opts: PerturbOptions = PerturbOptions(),
     device: str | torch.device = "cpu",
+    *,
+    batch_size: int = 128,
+    channels_last: bool = True,
 ) -> pd.DataFrame:
     """Accuracy of the final deep part on perturbed final features: rows (eps, kind, draw, acc) with kind in
     clean (eps 0, draw 0) / top / random / bottom. `drift_full`: [T - 1, N, ...] full-space drift (rows for
@@ -171,44 +220,58 @@ def perturbation_test(
     top-k / bottom-k principal drift directions, or a fresh uniformly random k-dim subspace), scaled to norm
     ε ||z_T(x)||. Draws differ in c (and in the random subspace), so `perturbation_summary` gives a CI over
     draws: Monte-Carlo uncertainty of the perturbation, conditional on the samples and the drift directions.
-    `labelled_cut`: (the samples' labels y, the cut). The deep part runs on `device`; the directions and the
-    seeded noise are drawn on the CPU, so every device sees the same perturbations."""
-    (y, cut), eps, k, draws, seed = labelled_cut, opts.eps, opts.k, opts.draws, opts.seed
+    `labelled_cut`: (the samples' labels y, the cut).
+
+    Work at its floor: the seeded draws are made first on the CPU (`perturbation_draws`, so every device sees
+    the same perturbations), then the clean and every perturbed copy of the N samples stream through the deep
+    part as one sequence of (variant, sample) rows, `batch_size` rows per forward on the CPU (x
+    `CUDA_CHUNK_FACTOR` on CUDA). Each chunk's noise is built on `device` in float64 from its coefficients,
+    in the same operations as always, so no [variants, N, D] array exists. 4-D features run channels_last
+    (False: the contiguous format, whose accuracies equal the pre-issue-21 test's exactly)."""
+    (y, cut), eps = labelled_cut, [float(e) for e in opts.eps]
+    device = torch.device(device)
     m = at_state(model, sd_final).to(device)
-    flat = z_final.flatten(1).double()
-    dirs, _ = principal_directions(drift_rows(drift_full, opts.max_rows, seed).numpy())
-    kk = min(k, len(dirs))
+    conv = z_final.dim() == 4 and channels_last
+    if conv:
+        m = m.to(memory_format=torch.channels_last)
+    n, shape = len(z_final), z_final.shape[1:]
+    dirs, _ = principal_directions(drift_rows(drift_full, opts.max_rows, opts.seed).numpy())
+    kk = min(opts.k, len(dirs))
     if kk == 0:
         raise ValueError("the drift has no nonzero-variance direction")
-    fixed = {"top": torch.from_numpy(dirs[:kk]), "bottom": torch.from_numpy(dirs[len(dirs) - kk :])}
-    g = torch.Generator().manual_seed(seed)
-    norms = flat.norm(dim=1, keepdim=True)
-
-    def accs(variants: list[torch.Tensor], chunk: int = 1024) -> list[float]:
-        """Accuracy of each [N, D] variant; all variants go through the deep part together, in chunks."""
-        z = torch.cat(variants).view(-1, *z_final.shape[1:]).to(z_final.dtype)
-        pred = torch.cat(
-            [m.forward_blocks(z[a : a + chunk].to(device), cut).argmax(1).cpu() for a in range(0, len(z), chunk)]
-        )
-        return (pred.view(len(variants), -1) == y).double().mean(1).tolist()
-
-    rows = [(0.0, "clean", 0, accs([flat])[0])]
-    for draw in range(draws):
-        random_dirs = torch.from_numpy(
-            random_projection(flat.shape[1], kk, int(torch.randint(2**31, (1,), generator=g))).T.copy()
-        )
-        subspaces = {**fixed, "random": random_dirs}
-        for e in eps:  # one ε at a time: the three perturbed copies of [N, D] features, in float32
-            variants = []
-            for kind in KINDS:
-                noise = torch.randn(len(flat), kk, generator=g, dtype=torch.float64) @ subspaces[kind]
-                noise = noise / noise.norm(dim=1, keepdim=True).clamp_min(1e-12) * e * norms
-                variants.append((flat + noise).float())
-            rows += [(float(e), kind, draw, a) for kind, a in zip(KINDS, accs(variants), strict=True)]
-    return pd.DataFrame(rows, columns=["eps", "kind", "draw", "acc"])
-
-
-KINDS = ("top", "random", "bottom")
+    random_dirs, coefs = perturbation_draws(n, z_final[0].numel(), kk, opts)
+    top, bottom = torch.from_numpy(dirs[:kk]), torch.from_numpy(dirs[len(dirs) - kk :])
+    # variant v >= 1: (draw, ε, kind) in draw-major order; its subspace, ε and coefficients
+    subspaces = torch.stack([torch.stack([top, r, bottom]) for r in random_dirs]).to(device)  # [draws, 3, kk, D]
+    coefs = coefs.to(device)
+    variants = [(d, i, j) for d in range(opts.draws) for i in range(len(eps)) for j in range(len(KINDS))]
+    z = z_final.to(device)
+    rows = batch_size * (CUDA_CHUNK_FACTOR if device.type == "cuda" else 1)
+    norms = torch.cat([z[a : a + rows].flatten(1).double().norm(dim=1, keepdim=True) for a in range(0, n, rows)])
+    total = (1 + len(variants)) * n  # the clean samples, then each variant's
+    hits = torch.empty(total, dtype=torch.bool, device=device)
+    labels = y.to(device).repeat(1 + len(variants))
+    for a in range(0, total, rows):
+        b = min(a + rows, total)
+        parts = []
+        for v in range(a // n, (b - 1) // n + 1):  # the variants this chunk touches (one or two at 128 rows)
+            lo, hi = max(a - v * n, 0), min(b - v * n, n)
+            if v == 0:
+                parts.append(z[lo:hi])
+                continue
+            d, i, j = variants[v - 1]
+            # the old per-variant arithmetic, row by row: (c V) / ||c V|| * ε * ||z||, added to z in float64
+            noise = coefs[d, i, j, lo:hi] @ subspaces[d, j]
+            noise = noise / noise.norm(dim=1, keepdim=True).clamp_min(1e-12) * eps[i] * norms[lo:hi]
+            parts.append((z[lo:hi].flatten(1).double() + noise).float().view(-1, *shape))
+        zb = torch.cat(parts).to(z_final.dtype)
+        if conv:
+            zb = zb.contiguous(memory_format=torch.channels_last)
+        hits[a:b] = m.forward_blocks(zb, cut).argmax(1) == labels[a:b]
+    acc = hits.view(1 + len(variants), n).double().mean(1).cpu().tolist()
+    rows_out = [(0.0, "clean", 0, acc[0])]
+    rows_out += [(eps[i], KINDS[j], d, a) for (d, i, j), a in zip(variants, acc[1:], strict=True)]
+    return pd.DataFrame(rows_out, columns=["eps", "kind", "draw", "acc"])
 
 
 def perturbation_summary(perturb: pd.DataFrame, level: float = 0.95) -> pd.DataFrame:
