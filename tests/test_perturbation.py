@@ -3,13 +3,14 @@ pre-issue-21 implementations in benchmarks/reference.py (oracles)."""
 
 import functools
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
 
 from benchmarks import reference as ref
 from tc.core import sgd_noise
-from tc.core.data import load_data
+from tc.core.data import iterate_batches, load_data
 from tc.core.models import ModelSpec, build_model
 from tc.core.sgd_noise import PerturbOptions, features, perturbation_test
 
@@ -87,3 +88,17 @@ def test_features_at_all_cuts_from_one_pass_equal_a_pass_per_cut(model, depth, c
         old = ref.old_features(net, sds, x, cut, batch_size=32)
         assert torch.equal(got[cut], old)  # bit for bit
         assert torch.equal(features(net, sds, x, cut, batch_size=32), old)
+
+
+def test_gradient_noise_by_vmap_equals_the_old_loop_at_every_cut():
+    net, sds, _, _ = _setup()
+    data = load_data("digits", train_size=256)
+    batches = [(data.normalize(x), y) for x, y in iterate_batches(data, 32, 0, 0, False)][:6]
+    old = ref.old_gradient_noise(net, sds[1], batches, [1, 3], proj_dim=16)
+    loop = sgd_noise.gradient_noise(net, sds[1], batches, [1, 3], proj_dim=16)
+    vmapped = sgd_noise.gradient_noise(net, sds[1], batches, [1, 3], proj_dim=16, method="vmap")
+    for cut in (1, 3):
+        assert np.array_equal(loop[cut], old[cut])  # the loop is the old code path
+        np.testing.assert_allclose(vmapped[cut], old[cut], rtol=1e-4, atol=1e-6 * np.abs(old[cut]).max())
+    with pytest.raises(ValueError, match="one size"):
+        sgd_noise.gradient_noise(net, sds[1], [batches[0], (batches[1][0][:5], batches[1][1][:5])], [1], method="vmap")

@@ -125,6 +125,8 @@ def gradient_noise(
     proj_dim: int = 128,
     seed: int = 0,
     device: str | torch.device = "cpu",
+    *,
+    method: str = "loop",
 ) -> dict[int, np.ndarray]:
     """{cut: [n_batches, min(P, proj_dim)]} minibatch gradient noise of the P parameters of blocks [0, cut),
     in train mode (BatchNorm uses batch statistics, as SGD saw it): g_b - ḡ projected (`project_noise`).
@@ -137,19 +139,70 @@ def gradient_noise(
     the rows sum to zero and carry n - 1 degrees of freedom; `tc.core.anisotropy.analyze_samples` centres its
     null draws the same way, so its test is calibrated for that. (Batches of one shuffle are drawn without
     replacement; their exchangeable negative correlation is a common component that the centring removes.)
-    Memory: the [n, P] float32 gradients plus a streamed projection (`project_noise`)."""
+    Memory: the [n, P] float32 gradients plus a streamed projection (`project_noise`).
+
+    `method`: "loop" (one backward pass per minibatch) or "vmap" (`torch.func.vmap` of `grad` over the
+    minibatches, `VMAP_CHUNK` at a time; the same gradients to float rounding). The loop is the default: on
+    a 2-core AVX-512 CPU vmap ran slower (issue 21, docs/benchmarks.md)."""
+    if method not in ("loop", "vmap"):
+        raise ValueError(f"method={method!r}: use loop or vmap")
     m = at_state(model, sd).to(device).train()
     guard_cpu_kernels(m, next(m.parameters()).device)  # weight gradients: oneDNN's AVX2 bug (tc/core/device.py)
-    grads = {cut: [] for cut in cuts}
     names = {cut: [n for n, _ in m.named_parameters() if m.block_of(n) in m.block_names[:cut]] for cut in cuts}
+    grads = (_minibatch_grads_vmap if method == "vmap" else _minibatch_grads_loop)(m, batches, names, device)
+    # float32 rows: the [n, P] gradients are the only P-sized array kept (1.4 GB for resnet18 at n = 32)
+    return {cut: project_noise(grads[cut].numpy(), proj_dim, seed + cut) for cut in cuts}
+
+
+def _minibatch_grads_loop(
+    m: BlockNet, batches: Sequence[tuple[torch.Tensor, torch.Tensor]], names: dict[int, list[str]], device
+) -> dict[int, torch.Tensor]:
+    """{cut: [n, P_cut]} float32 on the CPU: one backward pass per minibatch."""
+    grads: dict[int, list[torch.Tensor]] = {cut: [] for cut in names}
     params = dict(m.named_parameters())
     for x, y in batches:
         m.zero_grad(set_to_none=True)
         nn.functional.cross_entropy(m(x.to(device)), y.to(device)).backward()
-        for cut in cuts:  # to the CPU per minibatch: the device holds one minibatch's gradients, not n of them
+        for cut in names:  # to the CPU per minibatch: the device holds one minibatch's gradients, not n of them
             grads[cut].append(torch.cat([params[n].grad.flatten() for n in names[cut]]).cpu())
-    # float32 rows: the [n, P] gradients are the only P-sized array kept (1.4 GB for resnet18 at n = 32)
-    return {cut: project_noise(torch.stack(grads[cut]).numpy(), proj_dim, seed + cut) for cut in cuts}
+    return {cut: torch.stack(rows) for cut, rows in grads.items()}
+
+
+VMAP_CHUNK = 8  # minibatches per vmapped backward: bounds the activations held at once
+
+
+def _minibatch_grads_vmap(
+    m: BlockNet, batches: Sequence[tuple[torch.Tensor, torch.Tensor]], names: dict[int, list[str]], device
+) -> dict[int, torch.Tensor]:
+    """{cut: [n, P_cut]} float32 on the CPU: `vmap(grad)` of the loss over the minibatches. BatchNorm keeps
+    per-minibatch batch statistics (`replace_all_batch_norm_modules_` drops the running statistics, whose
+    in-place update vmap cannot batch and which the gradients do not depend on)."""
+    from torch.func import functional_call, grad, replace_all_batch_norm_modules_, vmap
+
+    if len({len(y) for _, y in batches}) > 1:
+        raise ValueError("method=vmap needs minibatches of one size (analyze passes full minibatches only)")
+    if not names or not batches:
+        return _minibatch_grads_loop(m, batches, names, device)
+    replace_all_batch_norm_modules_(m)  # m is the caller's private copy (`at_state`)
+    deepest = max(names, key=lambda cut: len(names[cut]))
+    wanted = names[deepest]  # every shallow parameter of every cut: the deepest cut's names contain the others
+    params = {n: p.detach() for n, p in m.named_parameters()}
+    buffers = dict(m.named_buffers())
+
+    def loss(shallow: dict[str, torch.Tensor], x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return nn.functional.cross_entropy(functional_call(m, ({**params, **shallow}, buffers), (x,)), y)
+
+    per_batch = vmap(grad(loss), in_dims=(None, 0, 0))
+    shallow = {n: params[n] for n in wanted}
+    rows: dict[int, list[torch.Tensor]] = {cut: [] for cut in names}
+    for a in range(0, len(batches), VMAP_CHUNK):
+        chunk = batches[a : a + VMAP_CHUNK]
+        g = per_batch(
+            shallow, torch.stack([x for x, _ in chunk]).to(device), torch.stack([y for _, y in chunk]).to(device)
+        )
+        for cut in names:
+            rows[cut].append(torch.cat([g[n].flatten(1) for n in names[cut]], dim=1).cpu())
+    return {cut: torch.cat(r) for cut, r in rows.items()}
 
 
 def drift_rows(drift_full: torch.Tensor, max_rows: int = 2000, seed: int = 0) -> torch.Tensor:
