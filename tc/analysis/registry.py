@@ -83,6 +83,12 @@ METRICS: dict[str, str] = {
     "analysis_seconds": "wall time of the consistency analysis",
     "tc_cost_epochs": "analysis_seconds / the run's seconds per training epoch",
     "anisotropy_seconds": "wall time of the anisotropy statistics",
+    "aniso_grad_seconds": "wall time of the gradient noise: the minibatch gradients and their projection "
+    "(`sgd_noise.gradient_noise`)",
+    "aniso_features_seconds": "wall time of the anisotropy phase's feature passes (`sgd_noise.features`)",
+    "aniso_stats_seconds": "wall time of the anisotropy statistics on drift and gradient noise: spectra, "
+    "principal directions and null spectra (`anisotropy.analyze_samples`)",
+    "aniso_perturb_seconds": "wall time of the perturbation test (`sgd_noise.perturbation_test`)",
     "aniso_{kind}_topk_var_d{cut}": "explained variance of the top aniso_k principal components "
     "(`anisotropy.analyze_samples`)",
     "aniso_{kind}_topk_var": "mean over cuts of aniso_{kind}_topk_var_d{cut}",
