@@ -44,13 +44,13 @@ def old_directions(monkeypatch):
 
 @pytest.mark.parametrize(("model", "depth", "cut"), [("resnet20", 8, 2), ("resnet20", 8, 1), ("mlp", 3, 1)])
 @pytest.mark.parametrize("batch_size", [128, 37])
-def test_perturbation_test_equals_the_old_one_in_the_old_memory_format(old_directions, model, depth, cut, batch_size):
+def test_perturbation_test_equals_the_old_one(old_directions, model, depth, cut, batch_size):
     net, sds, x, y = _setup(model, depth)
     feats = ref.old_features(net, sds, x, cut)
     opts = PerturbOptions(eps=(0.1, 0.5, 1.0), k=2, draws=3, seed=4)
     args = (net, sds[-1], feats[-1], feats[1:] - feats[:-1], (y, cut), opts)
     old = ref.old_perturbation_test(*args)
-    new = perturbation_test(*args, batch_size=batch_size, channels_last=False)
+    new = perturbation_test(*args, batch_size=batch_size)  # the default format: contiguous
     pd.testing.assert_frame_equal(new, old)  # every accuracy equal, bit for bit
     assert len(new) == 1 + 3 * 3 * 3 and new["acc"].nunique() > 3  # the noise does change predictions
 
@@ -60,7 +60,7 @@ def test_perturbation_test_in_channels_last_moves_each_accuracy_by_at_most_one_s
     feats = ref.old_features(net, sds, x, 2)
     args = (net, sds[-1], feats[-1], feats[1:] - feats[:-1], (y, 2), PerturbOptions(k=3, draws=2))
     old = ref.old_perturbation_test(*args)
-    new = perturbation_test(*args)  # the default: channels_last, 128 rows per forward
+    new = perturbation_test(*args, channels_last=True)  # 128 rows per forward
     assert new[["eps", "kind", "draw"]].equals(old[["eps", "kind", "draw"]])
     assert (new["acc"] - old["acc"]).abs().max() <= 1 / len(y) + 1e-12
 
