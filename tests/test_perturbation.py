@@ -36,10 +36,30 @@ def _setup(model="resnet20", depth=8, width=4, n=150):
     return build_model(spec), sds, data.normalize(data.test_x[:n]), data.test_y[:n]
 
 
+class _Directions(tuple):
+    """(dirs, var) with `.rank`: the shape of `tc.core.anisotropy.principal_directions`' answer."""
+
+    rank: int
+
+
+def _old_directions_top_bottom(x: np.ndarray, k: int | None = None) -> _Directions:
+    """The frozen full SVD's directions, cut as `principal_directions(x, k)` cuts them: with k only the top
+    min(k, r) and bottom min(k, r) rows, without repeats ([min(2k, r), p]); `.rank` r."""
+    dirs, var = ref.old_principal_directions(x)
+    r = len(dirs)
+    if k is not None and 2 * k < r:
+        keep = np.r_[0:k, r - k : r]
+        dirs, var = dirs[keep], var[keep]
+    out = _Directions((dirs, var))
+    out.rank = r
+    return out
+
+
 @pytest.fixture
 def old_directions(monkeypatch):
-    """Both paths take their directions from the frozen full SVD (tc.core.anisotropy's route may change)."""
-    monkeypatch.setattr(sgd_noise, "principal_directions", ref.old_principal_directions)
+    """Both paths take their directions from the frozen full SVD (tc.core.anisotropy's route may change): the
+    new test gets them cut to the top-k and bottom-k, as it asks for them, and must still pick the same ones."""
+    monkeypatch.setattr(sgd_noise, "principal_directions", _old_directions_top_bottom)
 
 
 @pytest.mark.parametrize(("model", "depth", "cut"), [("resnet20", 8, 2), ("resnet20", 8, 1), ("mlp", 3, 1)])

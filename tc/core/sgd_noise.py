@@ -290,8 +290,11 @@ def perturbation_test(
     if conv:
         m = m.to(memory_format=torch.channels_last)
     n, shape = len(z_final), z_final.shape[1:]
-    dirs, _ = principal_directions(drift_rows(drift_full, opts.max_rows, opts.seed).numpy())
-    kk = min(opts.k, len(dirs))
+    # only the top-k and bottom-k directions (`principal_directions` with k: [min(2k, r), p], ~4-6x faster
+    # than all r); dirs[:kk] and dirs[len(dirs) - kk:] are then the top-kk and bottom-kk as in the full result
+    found = principal_directions(drift_rows(drift_full, opts.max_rows, opts.seed).numpy(), opts.k)
+    dirs = found[0]
+    kk = min(opts.k, found.rank)
     if kk == 0:
         raise ValueError("the drift has no nonzero-variance direction")
     random_dirs, coefs = perturbation_draws(n, z_final[0].numel(), kk, opts)
