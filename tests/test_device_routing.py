@@ -192,6 +192,7 @@ def _install(monkeypatch) -> FakeAccelerator:
 
     for owner, name in (
         (noise, "features"),
+        (noise, "features_at_cuts"),
         (noise, "gradient_noise"),
         (noise, "perturbation_test"),
         (measures, "compute_all"),
@@ -241,8 +242,9 @@ def test_every_part_of_an_analysis_runs_on_the_configured_device(monkeypatch):
     assert "gm_disagreement" in metrics and "tc_mmd" in metrics and "aniso_grad_min_pvalue" in metrics
     assert accelerator.violations == []
     phases = {phase for phase, *_ in accelerator.heavy}
-    expected = {"features", "gradient_noise", "perturbation_test", "compute_all", "mmd2", "composite_outputs"}
+    # `features` runs through `features_at_cuts`: every feature pass (mmd's, anisotropy's) is named by the latter;
     # the whole networks' predictions come out of the composite pass (its diagonal): no forward of their own
+    expected = {"features_at_cuts", "gradient_noise", "perturbation_test", "compute_all", "mmd2", "composite_outputs"}
     assert expected <= phases
     off = sorted({(phase, op, where) for phase, op, where, there in accelerator.heavy if not there})
     assert off == [], f"{len(off)} kinds of operations ran off the device: {off}"

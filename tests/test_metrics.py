@@ -38,10 +38,7 @@ def test_every_logged_metric_matches_exactly_one_pattern(logged):
     # and the list holds no pattern that nothing matches, but for what this analysis cannot log
     used = {M.patterns_of(k)[0] for k in logged}
     sweep_only = {p for p, meaning in M.METRICS.items() if meaning.startswith("sweep")}
-    # issue 21's anisotropy phase timers: registered first, logged once branch i21-perturb is merged (then this
-    # set can go)
-    pending = {"aniso_grad_seconds", "aniso_features_seconds", "aniso_stats_seconds", "aniso_perturb_seconds"}
-    assert set(M.METRICS) - used - pending == {"bf16_agreement", *sweep_only}
+    assert set(M.METRICS) - used == {"bf16_agreement", *sweep_only}
     assert {"splits_seconds", "controls_seconds", "tc_test_seconds", "tc_corrupt_seconds"} <= set(logged)
     for key in ("tc_kappa_test_seed_sd", "corr_kendall_gm_sharpness", "tc_test_cheap_k2_n100_seconds"):
         assert len(M.patterns_of(key)) == 1, key

@@ -160,10 +160,11 @@ def test_random_shallow_is_logged_only_when_step_0_is_among_the_checkpoints():
     assert not any("random_shallow" in k for k in without)
 
 
-def test_gradient_noise_equals_hand_computed_per_batch_gradients_minus_their_mean():
+@pytest.mark.parametrize("method", ["loop", "vmap"])
+def test_gradient_noise_equals_hand_computed_per_batch_gradients_minus_their_mean(method):
     model, sds, data = _setup()
     batches = [(data.normalize(x), y) for x, y in iterate_batches(data, 32, 0, 0, False)][:5]
-    got = gradient_noise(model, sds[1], batches, cuts=[1], proj_dim=10_000)[1]  # P < proj_dim: no projection
+    got = gradient_noise(model, sds[1], batches, cuts=[1], proj_dim=10_000, method=method)[1]  # P < proj_dim
     m = build_model(ModelSpec("resnet20", 8, 4, 1, 8, 10))
     m.load_state_dict(sds[1])
     m.train()  # BatchNorm on batch statistics, as SGD saw it

@@ -3,6 +3,7 @@ test at every cut, as tables and `aniso_*` metrics (no MLflow here)."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -63,8 +64,14 @@ def anisotropy(
     at ε = 0.5: `aniso_perturb_{clean,top,random,bottom}_acc_d<cut>`, the last three with `_lo`/`_hi` (95% t
     interval over draws), and their means over cuts. A kind with fewer than 3 units (under 6 samples, or
     under 3 full training minibatches) is left out. `progress(1)` is called after the gradient noise and
-    after each cut (len(cuts) + 1 calls): the phase takes minutes on a CPU."""
+    after each cut (len(cuts) + 1 calls): the phase takes minutes on a CPU.
+
+    Phase timers (seconds): `aniso_grad_seconds` (the minibatches and their gradient noise),
+    `aniso_features_seconds` (the shallow features at every cut), `aniso_stats_seconds` (the drift and
+    gradient-noise spectrum tests with their null draws) and `aniso_perturb_seconds` (the perturbation test:
+    its principal directions and its forward passes)."""
     tick = progress or (lambda n: None)
+    t0 = time.perf_counter()
     model, train_batch_size, train_seed = run.model, run.train_batch_size, run.train_seed
     device = resolve_device(cfg.device)  # models and forward passes; the statistics run on the CPU (numpy)
     cuts = parse_cuts(cfg.cut_spec, model)
@@ -78,11 +85,17 @@ def anisotropy(
             break
         batches.append((data.normalize(xb), yb))
     grads = noise.gradient_noise(model, ckpts.state_dicts[grad_ckpt], batches, cuts, seed=cfg.seed, device=device)
+    seconds = {"grad": time.perf_counter() - t0, "features": 0.0, "stats": 0.0, "perturb": 0.0}
     tick(1)
+    t0 = time.perf_counter()
+    # one shallow pass per checkpoint to the deepest cut keeps every cut's features (not one pass per cut)
+    all_feats = noise.features_at_cuts(model, chosen, x, cuts, cfg.batch_size, device)
+    seconds["features"] = time.perf_counter() - t0
     stat_rows, spec_rows, pert_frames, metrics = [], [], [], {}
     pvalues: dict[tuple[str, str], dict[int, float]] = {}
     for cut in cuts:
-        feats = noise.features(model, chosen, x, cut, cfg.batch_size, device)
+        t0 = time.perf_counter()
+        feats = all_feats.pop(cut)  # released after its cut: peak memory falls as the loop goes on
         reports = {}
         drift = noise.drift_vectors(feats)
         if len(A.drift_units(drift, cfg.seed)) >= 3:  # >= 3 pairs of samples whose drift differs
@@ -109,12 +122,17 @@ def anisotropy(
             for name in ("pvalue", "lw_pvalue"):
                 pvalues.setdefault((kind, name), {})[cut] = float(values[name])
             spec_rows += [(cut, kind, i + 1, r.eig[i], r.null_q05[i], r.null_q95[i]) for i in range(len(r.eig))]
+        t1 = time.perf_counter()
+        seconds["stats"] += t1 - t0
         full = feats[1:] - feats[:-1]
         if not bool(full.any()):  # identical checkpoints: no drift directions to perturb along
             tick(1)
             continue
         opts = perturb_options(cfg)
-        pert = noise.perturbation_test(model, ckpts.state_dicts[-1], feats[-1], full, (split.y, cut), opts, device)
+        pert = noise.perturbation_test(
+            model, ckpts.state_dicts[-1], feats[-1], full, (split.y, cut), opts, device, batch_size=cfg.batch_size
+        )
+        seconds["perturb"] += time.perf_counter() - t1
         pert_frames.append(pert.assign(cut=cut)[["cut", "eps", "kind", "draw", "acc"]])
         summary = noise.perturbation_summary(pert)
         for row in summary.itertuples():
@@ -130,6 +148,7 @@ def anisotropy(
     for (kind, name), per_cut in pvalues.items():
         prefix = "" if name == "pvalue" else "lw_"
         metrics[f"aniso_{kind}_{prefix}min_pvalue"] = min_holm(list(per_cut.values()))
+    metrics.update({f"aniso_{phase}_seconds": s for phase, s in seconds.items()})
     return AnisotropyResult(
         stats=pd.DataFrame(stat_rows, columns=["cut", "kind", "statistic", "value", "n", "p", "unit"]),
         spectra=pd.DataFrame(spec_rows, columns=["cut", "kind", "index", "eig", "null_q05", "null_q95"]),
