@@ -92,7 +92,8 @@ METRICS: dict[str, str] = {
     "anisotropy_seconds": "wall time of the anisotropy statistics: the aniso_*_seconds and their set-up",
     "aniso_grad_seconds": "wall time of the gradient noise: the minibatch gradients and their projection "
     "(`sgd_noise.gradient_noise`)",
-    "aniso_features_seconds": "wall time of the anisotropy phase's feature passes (`sgd_noise.features_at_cuts`: one pass per checkpoint for every cut)",
+    "aniso_features_seconds": "wall time of the anisotropy phase's feature passes "
+    "(`sgd_noise.features_at_cuts`: one pass per checkpoint for every cut)",
     "aniso_stats_seconds": "wall time of the anisotropy statistics on drift and gradient noise: spectra, "
     "principal directions and null spectra (`anisotropy.analyze_samples`)",
     "aniso_perturb_seconds": "wall time of the perturbation test (`sgd_noise.perturbation_test`)",
