@@ -13,12 +13,15 @@
 #      and the phase times side by side;
 #   4. if mlflow is importable there, times the quick start (benchmarks/quickstart_time.py), whose analysis runs
 #      on CUDA (`device=auto`); the GPU image has no mlflow: carry its wheels (the device tool's README says how).
-# Each step has a timeout, so the whole check fits one 10-minute device call with room for a rerun.
+# Each step has a timeout (170 + 170 + 200 s, at most 540 s in all), so the whole check fits one 10-minute device
+# call (three 240 s steps would not).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 if [ "${1:-}" = "--prepare" ]; then
     mkdir -p .gpu/fashion-mnist
-    grep -qx '/.gpu/' .git/info/exclude 2>/dev/null || echo '/.gpu/' >> .git/info/exclude
+    exclude=$(git rev-parse --git-path info/exclude)  # a worktree's .git is a file, not a directory
+    mkdir -p "$(dirname "$exclude")"
+    grep -qx '/.gpu/' "$exclude" 2>/dev/null || echo '/.gpu/' >> "$exclude"
     cp /usr/share/datasets/fashion-mnist/*.gz .gpu/fashion-mnist/
     du -sh .gpu
     exit 0
@@ -41,7 +44,7 @@ done
 status=0
 for dev in cuda cpu; do
     echo "== analyze_phases on $dev =="
-    timeout 240 $PY benchmarks/analyze_phases.py --cache_dir /tmp/tc-phases --device "$dev" \
+    timeout 170 $PY benchmarks/analyze_phases.py --cache_dir /tmp/tc-phases --device "$dev" \
         --json "$OUT/phases_$dev.json" 2>&1 | tee "$OUT/phases_$dev.txt" || status=1
 done
 if [ -s "$OUT/phases_cuda.json" ] && [ -s "$OUT/phases_cpu.json" ]; then
@@ -49,7 +52,7 @@ if [ -s "$OUT/phases_cuda.json" ] && [ -s "$OUT/phases_cpu.json" ]; then
 fi
 if $PY -c "import mlflow" 2>/dev/null; then
     echo "== quick start (analysis on CUDA) =="
-    timeout 240 $PY benchmarks/quickstart_time.py 2>&1 | tee "$OUT/quickstart.txt" || status=1
+    timeout 200 $PY benchmarks/quickstart_time.py 2>&1 | tee "$OUT/quickstart.txt" || status=1
 else
     echo "== quick start skipped: no mlflow on this machine (carry its wheels to run it) =="
 fi

@@ -115,3 +115,73 @@ def test_an_analysis_fetches_its_selection_and_step_0_only(mlflow_store, tmp_pat
 
 def _cached(root, run_id, step):
     return root / run_id / ck.filename(step)
+
+
+# ---- the folder fetch holds only what the index lists (issue 19's threat: the run's logger is untrusted) -----------
+
+
+def _artifact_dir(run_id: str):
+    from pathlib import Path
+    from urllib.parse import urlparse
+
+    return Path(urlparse(MlflowClient().get_run(run_id).info.artifact_uri).path) / ck.ARTIFACT_DIR
+
+
+def _only_the_index_files_cached(cache_root, run_id, steps):
+    got = sorted(p.name for p in (cache_root / run_id).iterdir() if not p.name.startswith(".download-"))
+    return got == sorted(ck.filename(s) for s in steps)
+
+
+def test_a_folder_with_files_the_index_does_not_list_is_fetched_file_by_file(
+    mlflow_store, tmp_path, cache_root, downloads
+):
+    # an unlisted file (any size: a run's logger picks it) is never downloaded, not even into a temp dir
+    steps = list(range(2 * checkpoints.BULK_MIN))
+    run_id = _run(tmp_path, steps)
+    (_artifact_dir(run_id) / ck.filename(10**6)).write_bytes(b"\0" * 100_000)
+    (_artifact_dir(run_id) / "notes.txt").write_text("x")
+    files = checkpoints.download_checkpoints(run_id, cache_root)
+    assert [e.step for e, _ in files] == steps
+    assert ck.ARTIFACT_DIR not in downloads and len(_file_calls(downloads)) == len(steps)
+    assert _only_the_index_files_cached(cache_root, run_id, steps)
+
+
+def test_a_folder_holding_a_directory_or_a_link_to_one_is_fetched_file_by_file(
+    mlflow_store, tmp_path, cache_root, downloads
+):
+    # a directory in the folder (or a link to one, which a file store follows) could hold anything: no folder fetch
+    steps = list(range(2 * checkpoints.BULK_MIN))
+    run_id = _run(tmp_path, steps)
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "big").write_bytes(b"\0" * 100_000)
+    (_artifact_dir(run_id) / "sub").symlink_to(outside, target_is_directory=True)
+    files = checkpoints.download_checkpoints(run_id, cache_root)
+    assert [e.step for e, _ in files] == steps and ck.ARTIFACT_DIR not in downloads
+    assert _only_the_index_files_cached(cache_root, run_id, steps)
+
+
+def test_a_folder_fetch_is_skipped_when_the_unselected_files_outweigh_the_selected(
+    mlflow_store, tmp_path, cache_root, downloads
+):
+    # half the index selected, but the other half is 100x larger: one call would fetch far more than is needed
+    steps = list(range(2 * checkpoints.BULK_MIN + 2))
+    run_id = _run(tmp_path, steps)
+    half = set(steps[::2])
+    for s in steps:
+        if s not in half:
+            (_artifact_dir(run_id) / ck.filename(s)).write_bytes(b"\0" * 1_000_000)
+    files = checkpoints.download_checkpoints(run_id, cache_root, steps=lambda _: half)
+    assert [e.step for e, _ in files] == sorted(half) and ck.ARTIFACT_DIR not in downloads
+    assert _only_the_index_files_cached(cache_root, run_id, half)
+
+
+def test_a_checkpoint_that_is_a_directory_is_refused_on_the_folder_path_too(mlflow_store, tmp_path, cache_root):
+    steps = list(range(2 * checkpoints.BULK_MIN))
+    run_id = _run(tmp_path, steps)
+    (_artifact_dir(run_id) / ck.filename(5)).unlink()
+    (_artifact_dir(run_id) / ck.filename(5)).mkdir()
+    (_artifact_dir(run_id) / ck.filename(5) / "x").write_text("x")
+    with pytest.raises(ck.CheckpointError, match=rf"{ck.filename(5)} is (a directory|listed in)"):
+        checkpoints.download_checkpoints(run_id, cache_root)
+    assert not (cache_root / run_id / ck.filename(5)).exists()

@@ -45,3 +45,13 @@ def test_the_table_reads_what_analyze_phases_writes(tmp_path, capsys):
     assert compare_metrics.main([str(p) for p in paths]) == 0
     out = capsys.readouterr().out
     assert "1 metrics equal, 0 differ" in out and "| tc_test | 2.00 | 0.50 | 4.0x |" in out
+
+
+def test_the_step_timeouts_fit_one_device_call():
+    # the device tool runs one command for at most 600 s: the analysis runs on both devices and the quick start
+    text = SCRIPT.read_text()
+    analyze, quick = (
+        int(re.search(rf"timeout (\d+) \$PY benchmarks/{name}", text)[1])
+        for name in ("analyze_phases", "quickstart_time")
+    )
+    assert 2 * analyze + quick <= 560

@@ -85,7 +85,7 @@ def test_a_logged_run_analyzed_without_step_0_measures_from_step_0(mlflow_store,
     rid = _log_run({0: sds[0], 3: sds[1], 6: sds[2]}, data)
     cfg = _cfg(run_id=rid, checkpoints="3,6")  # a selection that excludes step 0
     calls, real = [], checkpoints.download_checkpoints
-    monkeypatch.setattr(checkpoints, "download_checkpoints", lambda r, c: calls.append(r) or real(r, c))
+    monkeypatch.setattr(checkpoints, "download_checkpoints", lambda r, c, **k: calls.append(r) or real(r, c, **k))
     ckpts, loaded, run = checkpoints.load_analysis_inputs(cfg)
     assert calls == [rid]  # one index read and one hash check per file: the selection and step 0 see the same
     assert ckpts.steps == [3, 6]

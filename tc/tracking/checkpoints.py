@@ -107,6 +107,29 @@ def checkpoint_index(run_id: str) -> list[ck.IndexEntry]:
 BULK_MIN = 8  # missing files above which the checkpoint folder is fetched in one store call
 
 
+def _folder_fetch_ok(run_id: str, missing: list[ck.IndexEntry], index_names: set[str]) -> bool:
+    """Whether run `run_id`'s checkpoint folder may come in one call: its listing holds only files the index
+    names (no directory, which could hold anything, nor a link to one, which a file store follows), and the
+    files weigh at most twice the `missing` ones (the run's logger chose every size). The index itself is
+    left out of the sums: it is already read. A listing that fails or gives no sizes says no."""
+    try:
+        listing = client().list_artifacts(run_id, ck.ARTIFACT_DIR)
+    except (MlflowException, OSError):
+        return False
+    sizes: dict[str, int] = {}
+    for info in listing:
+        name = Path(info.path).name
+        if info.is_dir or f"{ck.ARTIFACT_DIR}/{name}" != info.path or info.file_size is None:
+            return False
+        if name == ck.INDEX_FILE:
+            continue
+        if name not in index_names:
+            return False
+        sizes[name] = info.file_size
+    wanted = sum(sizes.get(ck.filename(e.step), 0) for e in missing)
+    return sum(sizes.values()) <= 2 * wanted
+
+
 def download_checkpoints(
     run_id: str, root: Path, last_only: bool = False, steps: Callable[[list[int]], Iterable[int]] | None = None
 ) -> list[tuple[ck.IndexEntry, Path]]:
@@ -117,9 +140,11 @@ def download_checkpoints(
     (an analysis's selection): the others are neither downloaded nor returned.
 
     When more than `BULK_MIN` files are missing from the cache and they are most of the index, the run's
-    checkpoint folder comes in one store call instead of one per file: a sweep trial's run holds hundreds of
-    small checkpoints, and a call per file (0.05-0.2 s each, mostly MLflow's own overhead) cost more than the
-    trial's whole analysis (issue 21). Every file is then checked against the index as before.
+    checkpoint folder comes in one store call (after one listing) instead of one per file: a sweep trial's run
+    holds hundreds of small checkpoints, and a call per file (0.05-0.2 s each, mostly MLflow's own overhead) cost
+    more than the trial's whole analysis (issue 21). Only a folder that holds nothing but the index's files, and
+    whose files weigh at most twice the missing ones, comes in one call (`_folder_fetch_ok`); every file is then
+    checked against the index as before.
 
     The index is data from whoever logged the run: every entry is checked against the filename rule
     (`ck.read_index`) before anything is downloaded, a refused run gets one message naming the bad entry,
@@ -127,6 +152,7 @@ def download_checkpoints(
     cache that only this user can write (`cache.run_dir`)."""
     entries = checkpoint_index(run_id)
     n_index = len(entries)
+    index_names = {ck.filename(e.step) for e in entries}
     if last_only and entries:
         entries = [max(entries, key=lambda e: e.step)]
     if steps is not None:
@@ -142,9 +168,12 @@ def download_checkpoints(
     # a cache that anyone else can write (cache.private_dir), so no one else can swap one in.
     with tempfile.TemporaryDirectory(dir=target, prefix=".download-") as tmp:
         bulk = None
-        if len(missing) > BULK_MIN and 2 * len(missing) >= n_index:
+        # the folder and single files land in separate dirs: a single fetch never writes into the folder's tree
+        (one := Path(tmp) / "one").mkdir()
+        if len(missing) > BULK_MIN and 2 * len(missing) >= n_index and _folder_fetch_ok(run_id, missing, index_names):
             try:  # one call for the folder; a file it lacks is reported below, by name, as when fetched alone
-                bulk = Path(client().download_artifacts(run_id, ck.ARTIFACT_DIR, tmp))
+                (Path(tmp) / "bulk").mkdir()
+                bulk = Path(client().download_artifacts(run_id, ck.ARTIFACT_DIR, str(Path(tmp) / "bulk")))
             except (MlflowException, OSError):
                 bulk = None  # fall back to one call per file, whose error names the file
         for e in entries:
@@ -155,7 +184,7 @@ def download_checkpoints(
                     if bulk is not None and (bulk / name).is_file() and not (bulk / name).is_symlink():
                         fetched = bulk / name
                     else:
-                        fetched = Path(client().download_artifacts(run_id, f"{ck.ARTIFACT_DIR}/{name}", tmp))
+                        fetched = Path(client().download_artifacts(run_id, f"{ck.ARTIFACT_DIR}/{name}", str(one)))
                 except (MlflowException, OSError) as err:
                     raise ck.CheckpointError(
                         f"run {run_id}: {ck.ARTIFACT_DIR}/{name} is listed in {ck.INDEX_FILE} but missing from "
