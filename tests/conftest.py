@@ -50,3 +50,19 @@ def mlflow_store(tmp_path, monkeypatch, _template_db) -> str:
     yield uri
     while mlflow.active_run():
         mlflow.end_run()
+
+
+@pytest.fixture
+def downloads(monkeypatch) -> list[str]:
+    """Every artifact path tc asks MLflow to download, in order (tests/test_security.py, tests/test_download.py)."""
+    from mlflow.tracking import MlflowClient
+
+    seen: list[str] = []
+    original = MlflowClient.download_artifacts
+
+    def spy(self, run_id, path, dst_path=None):
+        seen.append(path)
+        return original(self, run_id, path, dst_path)
+
+    monkeypatch.setattr(MlflowClient, "download_artifacts", spy)
+    return seen

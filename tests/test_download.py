@@ -27,20 +27,6 @@ def cache_root(tmp_path, monkeypatch):
     return tmp_path / "tc-cache" / "checkpoints"
 
 
-@pytest.fixture
-def downloads(monkeypatch) -> list[str]:
-    """Every artifact path tc asks MLflow to download, in order."""
-    seen: list[str] = []
-    original = MlflowClient.download_artifacts
-
-    def spy(self, run_id, path, dst_path=None):
-        seen.append(path)
-        return original(self, run_id, path, dst_path)
-
-    monkeypatch.setattr(MlflowClient, "download_artifacts", spy)
-    return seen
-
-
 CFG = TrainConfig(dataset="digits", model="mlp", width=8, epochs=1, batch_size=64, train_size=200)
 
 

@@ -42,20 +42,6 @@ def victim(tmp_path) -> Path:
     return path
 
 
-@pytest.fixture
-def downloads(monkeypatch) -> list[str]:
-    """Every artifact path tc asks MLflow to download, in order."""
-    seen: list[str] = []
-    original = MlflowClient.download_artifacts
-
-    def spy(self, run_id, path, dst_path=None):
-        seen.append(path)
-        return original(self, run_id, path, dst_path)
-
-    monkeypatch.setattr(MlflowClient, "download_artifacts", spy)
-    return seen
-
-
 def _files_under(root: Path) -> list[Path]:
     return [p for p in root.rglob("*") if not p.is_dir()] if root.exists() else []
 
