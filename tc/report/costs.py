@@ -8,9 +8,10 @@ import re
 
 import pandas as pd
 
+from tc.config import SPLITS
 from tc.report.experiments import Settings
 
-SPLIT_NAMES = ("train", "test", "corrupt")
+_SPLIT = "|".join(SPLITS)  # one split's timer: tc_<split>
 # The analysis' timed steps, `<step>_seconds` each (`tc.analysis.registry`): listed, because a trial's run also holds
 # other `_seconds` metrics, such as its training's `train_seconds`, which are no cost of a measure. The sums
 # `analysis` (the consistency analysis) and `anisotropy` are always there; the per-phase timers (one split's
@@ -18,7 +19,7 @@ SPLIT_NAMES = ("train", "test", "corrupt")
 # in analyses that log them: `cost_of` falls back to the sums without them. Only names an analysis emits: a
 # timer added to the analysis must be added here too.
 TIMED_STEP = re.compile(
-    r"analysis|anisotropy|tc_mmd|gm_\w+|tc_test_cheap_k\d+_n\d+|tc_(train|test|corrupt)|splits|controls"
+    r"analysis|anisotropy|tc_mmd|gm_\w+|tc_test_cheap_k\d+_n\d+|tc_(" + _SPLIT + ")|splits|controls"
     r"|aniso_(grad|features|stats|perturb)"
 )
 #: The cost of training a trial's second seed, in epochs (its `epochs_trained`): what gm_disagreement,
@@ -44,7 +45,7 @@ def epoch_costs(trials: list[tuple[dict[str, float], float | None]], second_epoc
 
 def _split_of(measure: str) -> str | None:
     """The split a consistency measure is computed on (tc_corrupt_<name> on the corrupt split), else None."""
-    for split in SPLIT_NAMES:
+    for split in SPLITS:
         if re.search(rf"(^|_){split}(_|$)", measure.removeprefix("tc_").removeprefix("drift_")):
             return split
     return None
@@ -54,7 +55,7 @@ def _own_steps(measure: str, costs: dict[str, float]) -> list[str] | None:
     """The timed steps that compute `measure` in one analysis (its seed's training aside), each present in
     `costs`: the per-phase timers where the analysis logged them, else the sum they are part of. None for a
     measure of no timed step."""
-    if measure in costs and not re.fullmatch(r"tc_(train|test|corrupt)", measure):
+    if measure in costs and not re.fullmatch(rf"tc_({_SPLIT})", measure):
         return [measure]  # its own timer: gm_*, tc_mmd, the cheap surrogates
     if measure.startswith("aniso_"):
         kind = measure.split("_")[1]  # grad, drift or perturb
