@@ -7,6 +7,7 @@ from scipy import stats
 
 from tc.analysis import anisotropy as anisotropy_metrics
 from tc.analysis.anisotropy import PERTURB_HEADLINE_EPS
+from tc.analysis.plots import RC_CAP
 from tc.analysis.registry import metric_range
 from tc.core.models import default_depth
 from tc.report.costs import paper_scale
@@ -143,10 +144,11 @@ def consistency_section(r: Results) -> list[str]:
         "",
         *effect_rows(effects_of(r)["consistency"]),
         "",
-        f"![relative consistency, seed 0]({r.figures['heat']})",
+        f"![agreement and relative consistency, seed 0]({r.figures['heat']})",
         "",
-        "Rows: shallow checkpoint t1; columns: deep checkpoint t2 (relative consistency "
-        "acc[t1,t2]/acc[t2,t2]), seed 0.",
+        "Rows: shallow checkpoint t1; columns: deep checkpoint t2; seed 0. Top: agreement of the composite with the "
+        "deep checkpoint's own network, in [0, 1]. Bottom: relative consistency acc[t1,t2]/acc[t2,t2], unbounded, "
+        f"on a scale centred at 1 (white) up to {RC_CAP:g}; darker cells lie above it and carry their value.",
         "",
     ]
 
