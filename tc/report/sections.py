@@ -56,8 +56,9 @@ def how_to_read(s: Settings, in_range: bool = True) -> list[str]:
         interval = (
             "claim's difference gets a Student-t 95% confidence interval over the seeds (`tc.stats.replicates`; "
             "sampling unit: the seed) that stays inside the quantity's range: it is computed on the logit of the "
-            "value's place in its range ([0, 1] for accuracy and agreement, [−1, 1] for κ, [−1, 1] for the difference "
-            "of two [0, 1] quantities; a log where the range is open on one side, as for tc_excess ≤ 1) and mapped "
+            "value's place in its range ([0, 1] for accuracy and agreement, [−1, 1] for κ and for the difference of "
+            "two [0, 1] quantities, [−2, 2] for that of two κ; a log where the range is open on one side, as for "
+            "tc_excess ≤ 1) and mapped "
             "back; where a seed's value lies on an end of the range (an accuracy of 1.0), it is the plain t interval "
             "clipped to the range. Every other mean [95% CI] below is made the same way. "
         )
