@@ -126,7 +126,7 @@ def test_spectra_count_the_eigenvalues_a_log_scale_cannot_draw():
         }
     )
     fig = plots.spectra_vs_null(spectra)
-    assert fig.axes[0].get_title() == "grad, cut 1 (2 eigenvalues ≈ 0 not drawn)"
+    assert fig.axes[0].get_title() == "grad, cut 1\n2 eigenvalues ≈ 0 not drawn"
     assert fig.axes[0].get_lines()[0].get_ydata().tolist() == [1.0, 0.5, 0.1]
 
 
@@ -176,3 +176,62 @@ def test_legends_cover_no_panel(name):
     assert all(ax.get_legend() is None for ax in fig.axes) and len(fig.legends) == 1
     box = fig.legends[0].get_window_extent(renderer)
     assert not any(_overlaps(box, ax.get_window_extent(renderer)) for ax in fig.axes)
+
+
+def _shaded(ax) -> list[tuple[float, float]]:
+    """The x extents (data coordinates) of the grey spans of a KDE panel."""
+    return [tuple(sorted((p.get_x(), p.get_x() + p.get_width()))) for p in ax.patches]
+
+
+def test_kde_shades_only_outside_the_range_of_c_and_counts_its_ends():
+    """c(x) = k/|W| is discrete with point masses at 0 and 1, which a density smears: each panel gives the share
+    of samples at exactly 1 and 0. The grey 'outside [0, 1]' spans never cover a value inside [0, 1], also when
+    the data (here c in {0.75, 1}) leave the axis short of 0."""
+    c = np.r_[np.full(300, 1.0), np.full(100, 0.75)]
+    fig = plots.per_sample_kde(pd.DataFrame({"cut": 1, "split": "test", "c": c}))
+    FigureCanvasAgg(fig).draw()
+    ax = fig.axes[0]
+    assert all(hi <= 0.0 or lo >= 1.0 for lo, hi in _shaded(ax)), _shaded(ax)
+    assert any(lo == 1.0 for lo, _ in _shaded(ax))  # the kernel's spill past 1 is shaded
+    assert "at 1: test 75%" in ax.get_title() and "at 0: test 0%" in ax.get_title()
+
+
+def test_spectra_titles_stay_inside_the_figure():
+    spectra = pd.DataFrame(
+        [(cut, "grad", i, e, 0.1, 0.3) for cut in (1, 4, 7, 10) for i, e in enumerate([1.0, 0.5] + [0.0] * 97, 1)],
+        columns=["cut", "kind", "index", "eig", "null_q05", "null_q95"],
+    )
+    fig = plots.spectra_vs_null(spectra)
+    renderer = FigureCanvasAgg(fig).get_renderer()
+    fig.draw(renderer)
+    titles = [ax.title.get_window_extent(renderer) for ax in fig.axes]
+    assert all(t.x0 >= 0 and t.x1 <= fig.bbox.x1 for t in titles)
+    assert not any(_overlaps(a, b) for i, a in enumerate(titles) for b in titles[i + 1 :])
+
+
+def test_forest_keeps_its_scale_when_one_interval_is_far_wider_and_prints_the_clipped_end():
+    """The quick report at 2 seeds: tc_excess_train's interval [-27.9, 0.996] (open below on its log scale) beside
+    differences of ~0.01. The axis stays on the other claims' scale; the clipped end is drawn to the edge with its
+    value printed; every other interval is drawn whole. Without such an end, nothing is clipped."""
+    effects = pd.DataFrame(
+        {
+            "section": "s",
+            "label": ["wide", "a", "b", "none"],
+            "diff": [0.625, 0.02, -0.01, np.nan],
+            "low": [-27.902, 0.01, -0.03, np.nan],
+            "high": [0.996, 0.03, 0.005, np.nan],
+            "verdict": ["inconclusive", "reproduces", "inconclusive", "inconclusive"],
+        }
+    )
+    for table, clipped in ((effects, True), (effects.iloc[1:], False)):
+        ax = plots.effects_forest(table).axes[0]
+        lo, hi = ax.get_xlim()
+        segments = {
+            line.get_ydata()[0]: [float(x) for x in line.get_xdata()] for line in ax.lines if len(line.get_xdata()) == 2
+        }
+        assert segments[2] == [0.01, 0.03] and segments[1] == [-0.03, 0.005]
+        assert -0.1 < lo < -0.03 and 0.03 < hi < (1.1 if clipped else 0.04)
+        if clipped:
+            assert segments[3] == [lo, 0.996] and [t.get_text() for t in ax.texts] == ["← -27.9"]
+        else:
+            assert not ax.texts

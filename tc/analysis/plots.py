@@ -173,18 +173,21 @@ def kde(values: np.ndarray, grid: np.ndarray | None = None) -> tuple[np.ndarray,
 def per_sample_kde(per_sample: pd.DataFrame) -> Figure:
     """Density of per-sample consistency c(x) (Gaussian KDE, Scott's rule), one panel per cut, one line per
     split; a split whose c(x) is constant is drawn as a vertical line. c(x) lies in [0, 1]: the shaded area
-    outside it is the kernel's spill, not data. Each panel's title gives its bandwidths; NaN c(x) are left
-    out of the density and counted in its label."""
+    outside it is the kernel's spill, not data. c(x) = k/|W| is discrete, its point masses at 1 and 0 smeared
+    by the kernel: each panel's title gives the share of samples at exactly 1 and 0, and its bandwidths; NaN
+    c(x) are left out of the density and counted in its label."""
     cuts = sorted(per_sample["cut"].unique())
-    fig, axes = _subplots(1, len(cuts), figsize=(3.4 * len(cuts), 3.4), squeeze=False, sharey=True)
+    fig, axes = _subplots(1, len(cuts), figsize=(3.4 * len(cuts), 3.8), squeeze=False, sharey=True)
     colours = {split: f"C{i}" for i, split in enumerate(dict.fromkeys(per_sample["split"]))}
     for ax, cut in zip(axes[0], cuts, strict=True):
-        widths = []
+        widths, ends = [], {1: [], 0: []}
         for split, sub in per_sample[per_sample["cut"] == cut].groupby("split", sort=False):
             c = sub["c"].to_numpy(dtype=float)
             missing = int(np.isnan(c).sum())
             c = c[~np.isnan(c)]
             label = split + (f" ({missing} NaN)" if missing else "")
+            for end, shares in ends.items():
+                shares.append(f"{split} {np.mean(c == end):.0%}" if len(c) else f"{split} none")
             est = kde(c)
             if est is None:
                 ax.axvline(c[0] if len(c) else np.nan, color=colours[split], ls=":", label=label)
@@ -193,9 +196,13 @@ def per_sample_kde(per_sample: pd.DataFrame) -> Figure:
                 grid, density, bw = est
                 ax.plot(grid, density, color=colours[split], label=label)
                 widths.append(f"{split} {bw:.3f}")
-        ax.axvspan(ax.get_xlim()[0], 0, color="grey", alpha=0.12, lw=0)
-        ax.axvspan(1, ax.get_xlim()[1], color="grey", alpha=0.12, lw=0)
-        ax.set_title(f"cut {cut}\nbandwidth: " + ", ".join(widths), fontsize=8)
+        lo, hi = ax.get_xlim()
+        for a, b in ((lo, 0.0), (1.0, hi)):  # only where the axis passes an end of [0, 1]
+            if a < b:
+                ax.axvspan(a, b, color="grey", alpha=0.12, lw=0)
+        ax.set_xlim(lo, hi)  # the spans must not widen the axis
+        shares = "".join(f"\nat {end}: " + ", ".join(v) for end, v in ends.items())
+        ax.set_title(f"cut {cut}\nbandwidth: " + ", ".join(widths) + shares, fontsize=8)
         ax.set_xlabel("c(x) (in [0, 1]; grey: outside)")
     axes[0][0].set_ylabel("density")
     legend_outside(fig, axes)
@@ -244,7 +251,7 @@ def spectra_vs_null(spectra: pd.DataFrame) -> Figure:
             ax.plot(drawn["index"], drawn["eig"], marker=".", ms=3, label="observed")
             ax.set_yscale("log")
             left = len(sub) - len(drawn)
-            ax.set_title(f"{kind}, cut {cut}" + (f" ({left} eigenvalues ≈ 0 not drawn)" if left else ""), fontsize=9)
+            ax.set_title(f"{kind}, cut {cut}" + (f"\n{left} eigenvalues ≈ 0 not drawn" if left else ""), fontsize=9)
             ax.set_xlabel("eigenvalue index")
     legend_outside(fig, axes)
     return fig
@@ -321,15 +328,27 @@ VERDICT_COLOURS = {"reproduces": "tab:green", "does not reproduce": "tab:red", "
 
 def effects_forest(effects: pd.DataFrame) -> Figure:
     """Every claim's paired difference with its 95% CI over seeds (`tc.report.verdicts.all_effects`), coloured by
-    verdict (green: reproduces / differs, red: does not reproduce, grey: inconclusive or no difference)."""
+    verdict (green: reproduces / differs, red: does not reproduce, grey: inconclusive or no difference). An end
+    beyond [-1, 1] (tc_excess's interval, open below, at 2 seeds) would squash every other interval onto a point:
+    the axis then covers the point estimates and the ends inside [-1, 1], and that end is drawn to the edge with
+    its value printed."""
     rows = effects.iloc[::-1].reset_index(drop=True)
     fig, ax = _subplots(figsize=(8, 0.32 * len(rows) + 1.2))
+    inner = pd.concat([rows["diff"], rows["low"].where(rows["low"] >= -1), rows["high"].where(rows["high"] <= 1)])
+    pad = 0.05 * max(inner.max() - inner.min(), 1.0 if len(inner.dropna()) < 2 else 1e-3)
+    left, right = inner.min() - pad, inner.max() + pad  # NaN (nothing to draw): nothing is clipped
     for i, r in rows.iterrows():
         colour = VERDICT_COLOURS.get(r["verdict"], "tab:gray")
         if pd.notna(r["low"]):
-            ax.plot([r["low"], r["high"]], [i, i], color=colour, lw=2)
+            ax.plot([max(r["low"], left), min(r["high"], right)], [i, i], color=colour, lw=2)
+            if r["low"] < left:
+                ax.text(left, i, f"← {r['low']:.3g}", ha="left", va="bottom", fontsize=7, color=colour)
+            if r["high"] > right:
+                ax.text(right, i, f"{r['high']:.3g} →", ha="right", va="bottom", fontsize=7, color=colour)
         ax.plot([r["diff"]], [i], "o", color=colour, ms=4)
     ax.axvline(0, color="black", lw=0.8)
+    if ax.texts:
+        ax.set_xlim(left, right)
     ax.set_yticks(range(len(rows)), [f"{r['section']}: {r['label']}" for _, r in rows.iterrows()], fontsize=7)
     ax.set_xlabel("difference (a − b, or the value) with 95% CI over seeds")
     return fig
