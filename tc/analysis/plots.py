@@ -341,10 +341,9 @@ def effects_forest(effects: pd.DataFrame) -> Figure:
         colour = VERDICT_COLOURS.get(r["verdict"], "tab:gray")
         if pd.notna(r["low"]):
             ax.plot([max(r["low"], left), min(r["high"], right)], [i, i], color=colour, lw=2)
-            if r["low"] < left:
-                ax.text(left, i, f"← {r['low']:.3g}", ha="left", va="bottom", fontsize=7, color=colour)
-            if r["high"] > right:
-                ax.text(right, i, f"{r['high']:.3g} →", ha="right", va="bottom", fontsize=7, color=colour)
+            for end, x, ha, text in ((r["low"], left, "left", "← {:.3g}"), (r["high"], right, "right", "{:.3g} →")):
+                if not left <= end <= right:
+                    ax.text(x, i, text.format(end), ha=ha, va="bottom", fontsize=7, color=colour)
         ax.plot([r["diff"]], [i], "o", color=colour, ms=4)
     ax.axvline(0, color="black", lw=0.8)
     if ax.texts:
