@@ -2,6 +2,7 @@
 list; and the one aggregation over cuts. The docs' table of it (docs/analyze.md) is checked by
 tests/test_docs.py."""
 
+import math
 import re
 from dataclasses import replace
 from pathlib import Path
@@ -42,6 +43,15 @@ def test_every_logged_metric_matches_exactly_one_pattern(logged):
     assert {"splits_seconds", "controls_seconds", "tc_test_seconds", "tc_corrupt_seconds"} <= set(logged)
     for key in ("tc_kappa_test_seed_sd", "corr_kendall_gm_sharpness", "tc_test_cheap_k2_n100_seconds"):
         assert len(M.patterns_of(key)) == 1, key
+
+
+def test_every_metric_has_a_range_and_every_logged_value_lies_in_it(logged):
+    """`RANGES` (what intervals over seeds stay inside, `metric_range`) has one entry per pattern, and a real
+    analysis logs no value outside its metric's range."""
+    assert set(M.RANGES) == set(M.METRICS)
+    for key, value in logged.items():
+        lo, hi = M.metric_range(key)
+        assert math.isnan(value) or lo <= value <= hi, (key, value, (lo, hi))
 
 
 def test_headline_agrees_with_the_list():

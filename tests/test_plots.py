@@ -63,5 +63,5 @@ def test_figures_are_not_registered_with_pyplot_and_hold_the_tables_values(tmp_p
     assert lines == {"cut 1": [1.0, 0.5], "cut 3": [1.0, 0.8]}
     save_figures({"heat.png": heat, "lag.png": lag}, tmp_path)
     image = mpimg.imread(tmp_path / "lag.png")
-    assert image.shape[:2] == (round(3.2 * 110), 4 * 110)  # figsize (4, 3.2) inches at dpi 110
+    assert image.shape[:2] == (round(3.5 * 110), 4 * 110)  # figsize (4, 3.5) inches at dpi 110
     assert image[..., :3].std() > 0  # something was drawn

@@ -12,6 +12,7 @@ checked by tests/test_docs.py).
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Sequence
 
@@ -142,6 +143,90 @@ METRICS: dict[str, str] = {
     "n_trials_not_converged": "sweep run: trials that hit the epoch cap first (left out of the correlations)",
 }
 
+# The range of each metric's values, pattern -> (low, high) with ±inf for an open end: one entry per METRICS
+# pattern (tests/test_metrics.py checks both, and that every logged value lies in its range). Intervals over
+# seeds stay inside it (`tc.stats.replicates.t_interval`); the report reads it with `metric_range`.
+UNIT, SIGNED, NONNEGATIVE, UNBOUNDED = (0.0, 1.0), (-1.0, 1.0), (0.0, math.inf), (-math.inf, math.inf)
+RANGES: dict[str, tuple[float, float]] = {
+    "tc_{split}_d{cut}": UNIT,
+    "tc_{split}": UNIT,
+    "tc_{split}_random_shallow_d{cut}": UNIT,
+    "tc_{split}_random_shallow": UNIT,
+    "tc_{split}_{phase}": UNIT,
+    "tc_kappa_{split}_{phase}": SIGNED,  # Cohen's κ lies in [-1, 1]
+    "tc_full_{split}_{phase}": UNIT,
+    "tc_kappa_{split}_d{cut}": SIGNED,
+    "tc_kappa_{split}": SIGNED,
+    "tc_full_{split}": UNIT,
+    "tc_excess_{split}": (-math.inf, 1.0),  # (tc - tc_full) / (1 - tc_full): 1 at most, no lower bound
+    "tc_window_checkpoints": NONNEGATIVE,
+    "acc_{split}": UNIT,
+    "drift_{split}_d{cut}": NONNEGATIVE,
+    "drift_{split}": NONNEGATIVE,
+    "half_life_{split}": NONNEGATIVE,
+    "tc_corrupt_{corruption}": UNIT,
+    "tc_test_crossseed_d{cut}": UNIT,
+    "tc_test_crossseed": UNIT,
+    "bf16_agreement": UNIT,
+    "analysis_seconds": NONNEGATIVE,
+    "tc_{split}_seconds": NONNEGATIVE,
+    "controls_seconds": NONNEGATIVE,
+    "splits_seconds": NONNEGATIVE,
+    "tc_cost_epochs": NONNEGATIVE,
+    "anisotropy_seconds": NONNEGATIVE,
+    "aniso_grad_seconds": NONNEGATIVE,
+    "aniso_features_seconds": NONNEGATIVE,
+    "aniso_stats_seconds": NONNEGATIVE,
+    "aniso_perturb_seconds": NONNEGATIVE,
+    "aniso_{kind}_topk_var_d{cut}": UNIT,
+    "aniso_{kind}_topk_var": UNIT,
+    "aniso_{kind}_eff_rank_d{cut}": (1.0, math.inf),  # (Σλ)² / Σλ² >= 1 for λ >= 0
+    "aniso_{kind}_eff_rank": (1.0, math.inf),
+    "aniso_{kind}_pvalue_d{cut}": UNIT,
+    "aniso_{kind}_lw_pvalue_d{cut}": UNIT,
+    "aniso_{kind}_min_pvalue": UNIT,
+    "aniso_{kind}_lw_min_pvalue": UNIT,
+    "aniso_perturb_clean_acc_d{cut}": UNIT,
+    "aniso_perturb_clean_acc": UNIT,
+    "aniso_perturb_{direction}_acc_d{cut}": UNIT,
+    # the ends of a plain t interval over draws (`tc.core.sgd_noise.perturbation_summary`): not kept in [0, 1]
+    "aniso_perturb_{direction}_acc_lo_d{cut}": UNBOUNDED,
+    "aniso_perturb_{direction}_acc_hi_d{cut}": UNBOUNDED,
+    "aniso_perturb_{direction}_acc": UNIT,
+    "gm_param_norm": NONNEGATIVE,
+    "gm_dist_init": NONNEGATIVE,
+    "gm_log_spectral_product": UNBOUNDED,
+    "gm_margin": UNBOUNDED,  # a margin is negative on a misclassified sample
+    "gm_train_loss": NONNEGATIVE,
+    "gm_sharpness": NONNEGATIVE,
+    "gm_disagreement": UNIT,
+    "{gm}_seconds": NONNEGATIVE,
+    "gm_sharpness_evals": NONNEGATIVE,
+    "{gm}_cost_epochs": NONNEGATIVE,
+    "tc_mmd_d{cut}": UNBOUNDED,  # the unbiased MMD² estimate can be negative
+    "tc_mmd": UNBOUNDED,
+    "tc_mmd_seconds": NONNEGATIVE,
+    "tc_test_cheap_k{k}_n{n}": UNIT,
+    "tc_test_cheap_k{k}_n{n}_seconds": NONNEGATIVE,
+    "{measure}_seed_sd": NONNEGATIVE,
+    "corr_spearman_{measure}": SIGNED,
+    "corr_kendall_{measure}": SIGNED,
+    "n_trials_converged": NONNEGATIVE,
+    "n_trials_not_converged": NONNEGATIVE,
+}
+# The training metrics the report reads (entrypoints/train.py describes them), by exact name.
+TRAINING_RANGES: dict[str, tuple[float, float]] = {
+    "test_acc": UNIT,
+    "train_acc": UNIT,
+    "train_eval_acc": UNIT,
+    "train_acc_clean": UNIT,
+    "test_loss": NONNEGATIVE,
+    "train_loss": NONNEGATIVE,
+    "train_eval_loss": NONNEGATIVE,
+    "epochs_trained": NONNEGATIVE,
+}
+
+
 PLACEHOLDERS = {
     "split": "train|test|corrupt",
     "cut": r"\d+",
@@ -186,3 +271,14 @@ def add_means_over_cuts(metrics: dict[str, float], prefixes: Sequence[str], cuts
         mean = mean_over_cuts(metrics, prefix, cuts)
         if mean is not None:
             metrics[prefix] = mean
+
+
+def metric_range(name: str) -> tuple[float, float]:
+    """The range (low, high) of metric `name`'s values: `TRAINING_RANGES` by name, else the `RANGES` entry of
+    the one METRICS pattern it matches. ValueError for a name that is neither: a range is never guessed."""
+    if name in TRAINING_RANGES:
+        return TRAINING_RANGES[name]
+    patterns = patterns_of(name)
+    if len(patterns) != 1:
+        raise ValueError(f"metric {name!r} matches {len(patterns)} patterns of METRICS ({patterns}): no range")
+    return RANGES[patterns[0]]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 
-from tc.stats.replicates import Claim, Effect, t_interval
+from tc.stats.replicates import UNBOUNDED, Bounds, Claim, Effect, t_interval
 
 
 def fmt(x, digits: int = 3) -> str:
@@ -19,9 +19,10 @@ def fmt_p(p) -> str:
     return "< 0.001" if p < 0.001 else f"{p:.3f}"
 
 
-def mean_ci(values: dict[int, float], digits: int = 3) -> str:
-    """The mean over seeds and its Student-t 95% interval (`tc.stats.replicates.t_interval`): "m [lo, hi]"."""
-    mean, lo, hi = t_interval(list(values.values()))
+def mean_ci(values: dict[int, float], digits: int = 3, bounds: Bounds = UNBOUNDED) -> str:
+    """The mean over seeds and its Student-t 95% interval inside the quantity's range `bounds`
+    (`tc.stats.replicates.t_interval`): "m [lo, hi]"."""
+    mean, lo, hi = t_interval(list(values.values()), bounds=bounds)
     return f"{fmt(mean, digits)} [{fmt(lo, digits)}, {fmt(hi, digits)}]"
 
 

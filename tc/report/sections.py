@@ -7,6 +7,8 @@ from scipy import stats
 
 from tc.analysis import anisotropy as anisotropy_metrics
 from tc.analysis.anisotropy import PERTURB_HEADLINE_EPS
+from tc.analysis.plots import RC_CAP
+from tc.analysis.registry import metric_range
 from tc.core.models import default_depth
 from tc.report.costs import paper_scale
 from tc.report.experiments import (
@@ -25,16 +27,47 @@ from tc.report.verdicts import MEMORISED, memorised, seed_values
 from tc.stats.multiplicity import ALPHA
 from tc.stats.replicates import Effect
 
+
+def _ci(m: dict[str, dict[str, float]], arm: str, metric: str, digits: int = 3) -> str:
+    """`metric`'s mean over the arm's seeds with its 95% interval, inside the metric's range
+    (`tc.analysis.registry.metric_range`)."""
+    return mean_ci(seed_values(m, arm, metric), digits, metric_range(metric))
+
+
 FULL_TABLES = "Full tables: " + ", ".join(f"`report/{name}`" for name in STORED_TABLES) + "."
 
 
-def how_to_read(s: Settings) -> list[str]:
-    """The header's how-to-read paragraph: the seed-level design and how a verdict is read off its interval."""
+def ranged(effects: dict[str, list[Effect]]) -> bool:
+    """Whether the effects' intervals were made inside their quantities' ranges: False for effects read back from
+    a table stored before (no `interval` column), whose intervals are plain t intervals."""
+    return any(e.method for items in effects.values() for e in items)
+
+
+def how_to_read(s: Settings, in_range: bool = True) -> list[str]:
+    """The header's how-to-read paragraph: the seed-level design and how a verdict is read off its interval;
+    `in_range`: the intervals stay inside their quantities' ranges (False: the plain t intervals of a report
+    stored before they did, `ranged`)."""
+    interval = (
+        "claim's difference gets a Student-t 95% confidence interval over the seeds (`tc.stats.replicates`; sampling "
+        "unit: the seed). "
+    )
+    scale = ""
+    if in_range:
+        interval = (
+            "claim's difference gets a Student-t 95% confidence interval over the seeds (`tc.stats.replicates`; "
+            "sampling unit: the seed) that stays inside the quantity's range: it is computed on the logit of the "
+            "value's place in its range ([0, 1] for accuracy and agreement, [−1, 1] for κ and for the difference of "
+            "two [0, 1] quantities, [−2, 2] for that of two κ; a log where the range is open on one side, as for "
+            "tc_excess ≤ 1) and mapped "
+            "back; where a seed's value lies on an end of the range (an accuracy of 1.0), it is the plain t interval "
+            "clipped to the range. Every other mean [95% CI] below is made the same way. "
+        )
+        scale = " (on that scale)"
     return [
         "**How to read it.** Every claim is tested on independent training seeds: the same configuration is "
         "trained at each seed in each arm, arms are paired by seed (same initialisation and data order), and the "
-        "claim's difference gets a Student-t 95% confidence interval over the seeds (`tc.stats.replicates`; sampling "
-        "unit: the seed). The verdict follows from the interval alone, against the claim's *margin*, the smallest "
+        + interval
+        + "The verdict follows from the interval alone, against the claim's *margin*, the smallest "
         "difference that would matter (the `predicted` column: the side and the margin; 0 where any difference "
         "counts): **reproduces** when "
         "the whole interval lies beyond the margin on the side the claim predicts; **does not reproduce** when it "
@@ -42,7 +75,7 @@ def how_to_read(s: Settings) -> list[str]:
         "margin. A claim without a direction reads **differs** (entirely beyond ±margin), **no difference larger "
         "than the margin** (entirely inside ±margin) or **inconclusive**. The full table is in `tc.stats.replicates`. "
         f"With {s.seeds} seeds the half-width is "
-        f"{stats.t.ppf(0.975, max(s.seeds - 1, 1)):.1f} × sd(seed differences) / √{s.seeds}: small effects come "
+        f"{stats.t.ppf(0.975, max(s.seeds - 1, 1)):.1f} × sd(seed differences) / √{s.seeds}{scale}: small effects come "
         "out inconclusive, as they should.",
     ]
 
@@ -81,7 +114,7 @@ def header(r: Results) -> list[str]:
         "",
         generated_line(r),
         "",
-        *how_to_read(s),
+        *how_to_read(s, ranged(effects_of(r))),
         "",
         f"![every claim: difference and 95% CI over seeds, coloured by verdict]({r.figures['forest']})",
         "",
@@ -94,8 +127,8 @@ def consistency_section(r: Results) -> list[str]:
     """Section 1: consistency on train, test and corrupted data, per split and as claims."""
     m, a = r.metrics, analyze_config(base_analysis(r.settings))
     rows = [
-        f"| {sp} | {mean_ci(seed_values(m, 'base', f'acc_{sp}'))} | {mean_ci(seed_values(m, 'base', f'tc_{sp}'))} | "
-        f"{mean_ci(seed_values(m, 'base', f'tc_kappa_{sp}'))} | {mean_ci(seed_values(m, 'base', f'tc_full_{sp}'))} |"
+        f"| {sp} | {_ci(m, 'base', f'acc_{sp}')} | {_ci(m, 'base', f'tc_{sp}')} | "
+        f"{_ci(m, 'base', f'tc_kappa_{sp}')} | {_ci(m, 'base', f'tc_full_{sp}')} |"
         for sp in ("train", "test", "corrupt")
     ]
     return [
@@ -112,10 +145,11 @@ def consistency_section(r: Results) -> list[str]:
         "",
         *effect_rows(effects_of(r)["consistency"]),
         "",
-        f"![relative consistency, seed 0]({r.figures['heat']})",
+        f"![agreement and relative consistency, seed 0]({r.figures['heat']})",
         "",
-        "Rows: shallow checkpoint t1; columns: deep checkpoint t2 (relative consistency "
-        "acc[t1,t2]/acc[t2,t2]), seed 0.",
+        "Rows: shallow checkpoint t1; columns: deep checkpoint t2; seed 0. Top: agreement of the composite with the "
+        "deep checkpoint's own network, in [0, 1]. Bottom: relative consistency acc[t1,t2]/acc[t2,t2], unbounded, "
+        f"on a scale centred at 1 (white) up to {RC_CAP:g}; darker cells lie above it and carry their value.",
         "",
     ]
 
@@ -134,8 +168,8 @@ def labels_section(r: Results) -> list[str]:
     lab = train_config(s.labels)
     fit = {arm: memorised(m, arm) for arm in ("clean", "random")}
     effects = effects_of(r)["labels"]
-    epochs = {arm: mean_ci(seed_values(m, arm, "epochs_trained"), 0) for arm in ("clean", "random")}
-    acc = {arm: mean_ci(seed_values(m, arm, "test_acc")) for arm in ("clean", "random")}
+    epochs = {arm: _ci(m, arm, "epochs_trained", 0) for arm in ("clean", "random")}
+    acc = {arm: _ci(m, arm, "test_acc") for arm in ("clean", "random")}
     depth = lab.depth or default_depth(lab.model)
     return [
         "## 2. Random labels: the paper's central control",
@@ -167,8 +201,8 @@ def drift_section(r: Results) -> list[str]:
         "## 3. Feature drift versus consistency",
         "",
         f"Mean relative drift ||z_T - z_t|| / ||z_T|| over the window (test): "
-        f"{mean_ci(seed_values(m, 'base', 'drift_test'))} over seeds; the final deep part still agrees with itself "
-        f"on those features for {mean_ci(seed_values(m, 'base', 'tc_test'))} of test images.",
+        f"{_ci(m, 'base', 'drift_test')} over seeds; the final deep part still agrees with itself "
+        f"on those features for {_ci(m, 'base', 'tc_test')} of test images.",
         "",
         f"![drift vs consistency, seed 0]({r.figures['drift']})",
         "",
@@ -209,10 +243,9 @@ def anisotropy_section(r: Results) -> list[str]:
         f"| vectors (sampling unit) | top-{a.aniso_k} explained variance [95% CI over seeds] "
         f"| seeds with Holm p < {ALPHA:g} (p per seed) |",
         "|---|---|---|",
-        f"| feature drift (disjoint sample pairs) | {mean_ci(seed_values(m, 'base', 'aniso_drift_topk_var'))} | "
+        f"| feature drift (disjoint sample pairs) | {_ci(m, 'base', 'aniso_drift_topk_var')} | "
         f"{_pvalues(r, 'drift')} |",
-        f"| gradient noise (minibatches) | {mean_ci(seed_values(m, 'base', 'aniso_grad_topk_var'))} | "
-        f"{_pvalues(r, 'grad')} |",
+        f"| gradient noise (minibatches) | {_ci(m, 'base', 'aniso_grad_topk_var')} | {_pvalues(r, 'grad')} |",
         "",
         "Each seed's p-value is the Monte-Carlo test against an isotropic Gaussian null, Holm-adjusted over the "
         f"cuts (`aniso_*_min_pvalue`). Perturbation test (ε = {PERTURB_HEADLINE_EPS:g}, k-dimensional subspaces "

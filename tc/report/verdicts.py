@@ -14,6 +14,7 @@ from dataclasses import replace
 
 import pandas as pd
 
+from tc.analysis.registry import metric_range
 from tc.report.experiments import SECTION_CLAIMS
 from tc.stats.multiplicity import ALPHA, CONFIRMATORY_MEASURE, PRIMARY_TARGET
 from tc.stats.replicates import (
@@ -22,8 +23,10 @@ from tc.stats.replicates import (
     NO_DIFFERENCE,
     REFUTED,
     REPRODUCES,
+    Bounds,
     Claim,
     Effect,
+    difference_range,
     paired_effect,
     verdict,
 )
@@ -45,11 +48,19 @@ def seed_values(metrics: dict[str, dict[str, float]], arm: str, metric: str) -> 
     return out
 
 
+def claim_range(claim: Claim) -> Bounds:
+    """The range of what the claim's interval is of: its metric's (`tc.analysis.registry.metric_range`) for a
+    one-arm claim, that of the difference of its two metrics for a paired one."""
+    if claim.b is None:
+        return metric_range(claim.metric)
+    return difference_range(metric_range(claim.metric), metric_range(claim.metric_b or claim.metric))
+
+
 def effect_of(claim: Claim, metrics: dict[str, dict[str, float]]) -> Effect:
-    """The claim's seed-level `Effect` from the experiments' metrics."""
+    """The claim's seed-level `Effect` from the experiments' metrics, its interval inside `claim_range`."""
     a = seed_values(metrics, claim.a, claim.metric)
     b = seed_values(metrics, claim.b, claim.metric_b or claim.metric) if claim.b else None
-    return paired_effect(claim, a, b)
+    return paired_effect(claim, a, b, bounds=claim_range(claim))
 
 
 def memorised(metrics: dict[str, dict[str, float]], arm: str) -> float:
@@ -88,9 +99,10 @@ def effects_from_table(table: pd.DataFrame) -> dict[str, list[Effect]]:
             low, high = float(r["low"]), float(r["high"])
             stored = str(r["verdict"])
             v = verdict(low, high, c.expected, c.margin) if stored in INTERVAL_VERDICTS else stored
-            effects.append(
-                Effect(c, float(r["mean_a"]), float(r["mean_b"]), float(r["diff"]), low, high, int(r["n_seeds"]), v)
-            )
+            method = r.get("interval", "")  # absent (or empty) in a table stored before intervals kept their range
+            method = method if isinstance(method, str) else ""
+            n = int(r["n_seeds"])
+            effects.append(Effect(c, float(r["mean_a"]), float(r["mean_b"]), float(r["diff"]), low, high, n, v, method))
         out[section] = effects
     if missing:
         raise ValueError(f"effects table has no row for claim(s) {missing}; re-run the report")
@@ -99,7 +111,8 @@ def effects_from_table(table: pd.DataFrame) -> dict[str, list[Effect]]:
 
 def all_effects(metrics: dict[str, dict[str, float]], effects: dict[str, list[Effect]] | None = None) -> pd.DataFrame:
     """Every claim of sections 1, 2, 4 and 5 as one table (report/effects.csv, the forest figure), with each
-    claim's sign and margin and its final verdict (`section_effects`, or the `effects` given)."""
+    claim's interval method (`interval`: `tc.stats.replicates.Interval.method`), sign and margin, and its final
+    verdict (`section_effects`, or the `effects` given)."""
     effects = effects if effects is not None else section_effects(metrics)
     rows = []
     for section, items in effects.items():
@@ -116,6 +129,7 @@ def all_effects(metrics: dict[str, dict[str, float]], effects: dict[str, list[Ef
                     "low": e.low,
                     "high": e.high,
                     "n_seeds": e.n,
+                    "interval": e.method,
                     "expected": c.expected,
                     "margin": c.margin,
                     "verdict": e.verdict,
