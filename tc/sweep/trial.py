@@ -18,16 +18,21 @@ How a trial ends, and what it does to the sweep (`tc.sweep.budget` has the count
   `MAX_CONSECUTIVE_CRASHES` trials in a row crashed: an error that repeats is systematic, and the worker stops
   (`tc.sweep.study.SystematicFailure`, raised by `tc.sweep.study.run_worker`; the sweep exits 1) instead of
   spending the study on it.
+
+A trial prints nothing of its own: what its training and analysis print (per-epoch progress and the like) is
+kept in its run's `TRIAL_OUTPUT` artifact, and the worker prints one line per trial (`tc.sweep.console`).
 """
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import math
 import sys
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 
 import optuna
@@ -38,6 +43,7 @@ from tc.analysis.surrogates import cheap_scores
 from tc.config import AnalyzeConfig, SweepConfig, TrainConfig
 from tc.core.train import TrainingFailure, UntrainableConfigError
 from tc.sweep.budget import CRASH_ATTR, FAIL_REASON_ATTR, refuse_surplus
+from tc.sweep.outcomes import PRUNED_ATTR
 from tc.sweep.space import fixed_settings, suggest
 from tc.sweep.study import WORKER_ATTR, TrialCrashed
 from tc.sweep.summary import measure_columns
@@ -155,11 +161,9 @@ def _record_convergence(trial: optuna.Trial, run_id: str, second_id: str | None)
     seed's run."""
     seeds = [i for i in (run_id, second_id) if i]
     ok = converged(seeds)
-    trial.set_user_attr("converged", ok)
+    trial.set_user_attr("converged", ok)  # the trial's line says it (`tc.sweep.console.trial_line`)
     for i in seeds:
         client.client().set_tag(i, "tc.converged", str(ok))
-    if not ok:
-        print(f"tc sweep: trial {trial.number} reached the epoch cap before target_loss", flush=True)
 
 
 def start_trial(trial: optuna.Trial, n_trials: int, parent_id: str) -> None:
@@ -201,8 +205,10 @@ def objective(cfg: SweepConfig, space: dict, parent_id: str) -> Callable[[optuna
             with client.nested_run(tags, labels.trial_name(trial.number)) as run_id:
                 trial.set_user_attr("mlflow_run_id", run_id)
                 try:
-                    return measure(trial, values, run_id)
+                    with kept_output(run_id):
+                        return measure(trial, values, run_id)
                 except optuna.TrialPruned as e:
+                    trial.set_user_attr(PRUNED_ATTR, str(e))
                     client.end_run(run_id, "KILLED", {"tc.pruned": str(e)})
                     raise
         except optuna.TrialPruned:
@@ -211,6 +217,28 @@ def objective(cfg: SweepConfig, space: dict, parent_id: str) -> Callable[[optuna
             raise _crash(trial, e, run_id) from e
 
     return run_trial
+
+
+TRIAL_OUTPUT = "trial_output.txt"  # a trial run's artifact: what its training and analysis printed
+
+
+@contextlib.contextmanager
+def kept_output(run_id: str) -> Iterator[None]:
+    """What the block prints (a trial's training and analysis: per-epoch lines, the jobs' own lines) goes to
+    run `run_id`'s `TRIAL_OUTPUT` artifact, not the console, which gets one line per trial. Standard error
+    (warnings, errors, progress bars on a terminal) is left alone. Trials run one at a time in a worker, so
+    redirecting the process's standard output is safe here. A failure to log the text is printed and does not
+    hide the block's own exception."""
+    buffer = io.StringIO()
+    try:
+        with contextlib.redirect_stdout(buffer):
+            yield
+    finally:
+        if buffer.getvalue():
+            try:
+                client.client().log_text(run_id, buffer.getvalue(), TRIAL_OUTPUT)
+            except Exception as e:  # the tracking server may be what failed
+                print(f"tc sweep: could not log {TRIAL_OUTPUT} of run {run_id}: {e}", file=sys.stderr)
 
 
 def _end_trial_runs(run_id: str, tags: dict[str, str]) -> None:
@@ -228,8 +256,7 @@ def _fail(trial: optuna.Trial, e: BaseException, run_id: str) -> float:
         torch.cuda.empty_cache()  # the failed trial's cached blocks would otherwise crowd the next trial
     reason = f"{e}" if isinstance(e, TrainingFailure) else f"{type(e).__name__}: {e}"
     _end_trial_runs(run_id, {"tc.error": reason[:5000]})
-    trial.set_user_attr(FAIL_REASON_ATTR, reason[:5000])
-    print(f"tc sweep: trial {trial.number} failed: {reason}", flush=True)
+    trial.set_user_attr(FAIL_REASON_ATTR, reason[:5000])  # the trial's line says it (`tc.sweep.console`)
     return math.nan
 
 
