@@ -8,7 +8,6 @@ import datetime as dt
 import io
 import itertools
 import json
-import math
 
 import numpy as np
 import optuna
@@ -77,17 +76,24 @@ OTHERS = [
 # ---- thresholds -----------------------------------------------------------------------------------------------
 
 
-def test_the_interpretability_threshold_is_where_taus_null_interval_narrows_below_a_half():
-    # the variance formula is exact: against the whole null distribution of τ at n = 6 (720 rankings)
+def test_the_interpretability_threshold_is_where_chance_stops_reaching_a_tau_of_one_half():
+    # the exact null distribution of τ, against every ranking of 6 trials
     n = 6
-    taus = [stats.kendalltau(range(n), p).statistic for p in itertools.permutations(range(n))]
-    assert np.var(taus) == pytest.approx((outcomes.tau_null_halfwidth(n) / 1.959964) ** 2, rel=1e-9)
-    first = next(n for n in range(2, 100) if outcomes.tau_null_halfwidth(n) < outcomes.MAX_NULL_HALFWIDTH)
+    taus = np.round([stats.kendalltau(range(n), p).statistic for p in itertools.permutations(range(n))], 12)
+    values, probs = outcomes.tau_null(n)
+    for v, p in zip(values, probs, strict=True):
+        assert np.mean(taus == round(v, 12)) == pytest.approx(p)
+    c, p = outcomes.tau_null_bound(n)
+    assert np.mean(np.abs(taus) > c) <= 0.05 < np.mean(np.abs(taus) > c - 2 / 15)  # the next value down is too low
+    assert np.mean(np.abs(taus) >= c) == pytest.approx(p)
+    first = next(n for n in range(2, 100) if outcomes.tau_null_bound(n)[0] < outcomes.MAX_CHANCE_TAU)
     assert outcomes.MIN_INTERPRETABLE_TRIALS == first == 10
-    # the docstring's claims: 0.487 at 10, 0.522 at 9; no Kendall test reaches p < 0.05 below 5 trials
-    assert round(outcomes.tau_null_halfwidth(10), 3) == 0.487 and round(outcomes.tau_null_halfwidth(9), 3) == 0.522
+    # the docstring's claims: 0.50 at 9, 0.47 at 10; no Kendall test reaches p < 0.05 below 5 trials
+    assert round(outcomes.tau_null_bound(9)[0], 2) == 0.5 and round(outcomes.tau_null_bound(10)[0], 2) == 0.47
     assert stats.kendalltau(range(4), range(4)).pvalue > 0.05 > stats.kendalltau(range(5), range(5)).pvalue
-    assert MIN_TRIALS == 3 and outcomes.tau_null_halfwidth(1) == math.inf
+    assert MIN_TRIALS == 3
+    assert outcomes.null_words(3) == "two unrelated rankings of 3 trials give |τ| >= 1.00 one time in 3"
+    assert outcomes.null_words(6) == "two unrelated rankings of 6 trials give |τ| >= 0.73 one time in 18"
 
 
 # ---- the account: counts and reasons ----------------------------------------------------------------------------
@@ -125,7 +131,8 @@ def test_too_few_converged_trials_are_stated_with_the_threshold_and_the_trials_t
     assert written["correlations"]["status"] == "too_few" and written["correlations"]["need"] == MIN_TRIALS
     assert "too few converged trials (2 of 8; need 3)" in written["correlations"]["line"]
     assert written["trials"]["failed"] == 2 and written["trials"]["hit_epoch_cap"] == 2
-    assert written["explanation"] == line and written["headline"] == {"measure": CONFIRMATORY_MEASURE, "target": "test_acc"}
+    assert written["explanation"] == line
+    assert written["headline"] == {"measure": CONFIRMATORY_MEASURE, "target": "test_acc"}  # no τ to show
     # the run description says the same
     text = labels.describe_sweep("s", 4, None, [line + ".", summary.status.line + "."])
     assert "4 finished trial(s)" in text and "- too few converged trials (2 of 8; need 3)" in text
@@ -251,4 +258,18 @@ def test_the_time_left_is_trials_left_times_the_mean_trial_over_the_workers():
     assert console.time_left_line(done, 4) == "4 left: about 30 s (15 s per trial over 2, 2 workers)"
     assert console.time_left_line(done, 0) is None
     assert console.time_left_line(done[done["kind"] == "running"], 4) is None  # nothing ended yet
-    assert console.duration(5400) == "90 min" and console.duration(9000) == "2.5 h"
+    assert [console.duration(s) for s in (9.44, 42, 157, 5400, 9000)] == ["9.4 s", "42 s", "2.6 min", "90 min", "2.5 h"]
+
+
+def test_inside_a_trial_periodic_progress_lines_leave_standard_error_and_warnings_do_not():
+    from tc.core.progress import Periodic
+
+    keep, through = io.StringIO(), io.StringIO()
+    err = console.ProgressFilter(keep, through)
+    lines = Periodic(5700, "tc train", "steps", interval=0.0, stream=err)  # the real format, written in pieces
+    lines.update(256)
+    err.write("UserWarning: something the user must see\nhalf a ")
+    err.write("line")
+    err.close()
+    assert through.getvalue() == "UserWarning: something the user must see\nhalf a line"
+    assert keep.getvalue().startswith("tc train: 256/5700 steps (4%), 5444 left") and "UserWarning" in keep.getvalue()

@@ -2,13 +2,16 @@
 (`closing_lines`): how the trials ended, what the correlations may say, and the τ of the headline first.
 
 A trial's own training and analysis print nothing here: `tc.sweep.trial` keeps their lines (per-epoch progress
-and the like) in the trial run's `trial_output.txt`. Text is built by pure functions (a frozen Optuna trial or
+and the like) in the trial run's `trial_output.txt`, and `ProgressFilter` keeps their periodic progress lines off
+standard error. Text is built by pure functions (a frozen Optuna trial or
 a table in, strings out); only `TrialLines` reads the study and prints.
 """
 
 from __future__ import annotations
 
+import io
 import math
+import re
 import sys
 from typing import Any, TextIO
 
@@ -37,11 +40,13 @@ def _value(v: Any) -> str:
 
 
 def duration(seconds: float) -> str:
-    """`9.4 s`, `42 s`, `12 min`, `3.5 h`."""
+    """`9.4 s`, `42 s`, `2.6 min`, `12 min`, `3.5 h`."""
     if seconds < 10:
         return f"{seconds:.1f} s"
     if seconds < 120:
         return f"{seconds:.0f} s"
+    if seconds < 600:
+        return f"{seconds / 60:.1f} min"
     if seconds < 7200:
         return f"{seconds / 60:.0f} min"
     return f"{seconds / 3600:.1f} h"
@@ -87,6 +92,39 @@ def time_left_line(outcomes: pd.DataFrame, left: int) -> str | None:
         f"{left} left: about {duration(left * mean / workers)} "
         f"({duration(mean)} per trial over {len(done)}, {workers} worker{'s' if workers > 1 else ''})"
     )
+
+
+class ProgressFilter(io.TextIOBase):
+    """A text stream for standard error inside a trial: every line goes to `keep` (the trial's output), and every
+    line but the periodic progress ones (`PROGRESS`: `tc train: 256/5700 steps (4%), ...`, what
+    `tc.core.progress.Periodic` writes where standard error is no terminal) also goes `through` (the console):
+    warnings and errors are still seen, training progress is not."""
+
+    PROGRESS = re.compile(r"^tc \w+: \d+/\d+ \w* ?\(\d+%\)")
+
+    def __init__(self, keep: TextIO, through: TextIO):
+        self.keep, self.through, self._part = keep, through, ""
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, s: str) -> int:
+        self.keep.write(s)
+        *lines, self._part = (self._part + s).split("\n")
+        for line in lines:
+            if not self.PROGRESS.match(line):
+                self.through.write(line + "\n")
+        return len(s)
+
+    def flush(self) -> None:
+        self.through.flush()
+
+    def close(self) -> None:
+        if self._part and not self.PROGRESS.match(self._part):
+            self.through.write(self._part)
+        self._part = ""
+        self.flush()
+        super().close()
 
 
 class TrialLines:

@@ -11,16 +11,16 @@ Words, used in one sense each (console, the sweep run's description, its `summar
   worker's trial, still going. Surplus trials (`tc.sweep.budget.SURPLUS_ATTR`) never ran and are not listed.
 
 Thresholds: correlations need `MIN_TRIALS` trials (`tc.stats.rankcorr`); below `MIN_INTERPRETABLE_TRIALS` they
-are computed and logged but called not interpretable (`tau_null_halfwidth` says why).
+are computed and logged but called not interpretable (`tau_null_bound` says why).
 """
 
 from __future__ import annotations
 
-import math
 import re
 from collections import Counter
 from dataclasses import dataclass, field
 
+import numpy as np
 import optuna
 import pandas as pd
 
@@ -31,22 +31,40 @@ from tc.sweep.study import STALE_ATTR
 
 PRUNED_ATTR = "tc.pruned"  # user attr of a pruned trial: the pruner's reason (`tc.sweep.trial`)
 
-#: The largest half-width of τ's 95% interval under no association at which a coefficient is called interpretable.
-MAX_NULL_HALFWIDTH = 0.5
-#: The fewest trials whose coefficients the sweep calls interpretable: the smallest n at which
-#: `tau_null_halfwidth(n)` < MAX_NULL_HALFWIDTH (0.487 at n = 10, 0.522 at n = 9; tests/test_sweep_outcomes.py).
-#: Below it a |τ| of 0.5 is within what unrelated rankings give one time in 20; below 5 trials no Kendall test
-#: can reach p < 0.05 at all (the smallest two-sided p is 2/n!: 0.083 at n = 4).
+#: The largest |τ| that unrelated rankings may reach by chance (5%) at which coefficients are called interpretable.
+MAX_CHANCE_TAU = 0.5
+#: The fewest trials whose coefficients the sweep calls interpretable: the smallest n at which unrelated rankings
+#: of n trials exceed |τ| = MAX_CHANCE_TAU less than one time in 20 (`tau_null_bound`: 0.50 at n = 9, 0.47 at
+#: n = 10; tests/test_sweep_outcomes.py). Below it a |τ| of 0.5 is what chance alone gives; below 5 trials no
+#: Kendall test can reach p < 0.05 at all (the smallest two-sided p is 2/n!: 0.083 at n = 4).
 MIN_INTERPRETABLE_TRIALS = 10
 
 
-def tau_null_halfwidth(n: int) -> float:
-    """Half-width of the central 95% range of Kendall's τ between two unrelated rankings of n trials (no ties), by
-    the normal approximation: 1.96 sqrt(Var τ), Var τ = 2(2n + 5) / (9 n (n - 1)) (Kendall 1938). Sampling unit:
-    the trial. inf for n < 2."""
-    if n < 2:
-        return math.inf
-    return 1.959964 * math.sqrt(2 * (2 * n + 5) / (9 * n * (n - 1)))
+def tau_null(n: int) -> tuple[np.ndarray, np.ndarray]:
+    """The exact distribution of Kendall's τ between two unrelated rankings of n trials (no ties; sampling unit:
+    the trial): (τ values, probabilities). A ranking with k discordant pairs has τ = 1 - 4k / (n(n - 1)), and
+    the number of permutations of n with k inversions is the Mahonian number, the coefficient of x^k in
+    prod_{m=1..n} (1 + x + ... + x^(m-1))."""
+    counts = np.ones(1)
+    for m in range(2, n + 1):
+        counts = np.convolve(counts, np.ones(m))
+    k = np.arange(len(counts))
+    return 1 - 4 * k / max(n * (n - 1), 1), counts / counts.sum()
+
+
+def tau_null_bound(n: int, level: float = 0.05) -> tuple[float, float]:
+    """(c, P(|τ| >= c)) for unrelated rankings of n >= 2 trials (`tau_null`): c is the smallest value that |τ|
+    exceeds with probability <= `level`, so a |τ| up to c is what chance alone gives one time in 1 / P."""
+    tau, prob = tau_null(n)
+    a = np.round(np.abs(tau), 12)
+    c = min(v for v in np.unique(a) if prob[a > v].sum() <= level)
+    return float(c), float(prob[a >= c].sum())
+
+
+def null_words(n: int) -> str:
+    """`two unrelated rankings of 6 trials give |τ| >= 0.73 one time in 18` (`tau_null_bound`)."""
+    c, p = tau_null_bound(n)
+    return f"two unrelated rankings of {n} trials give |τ| >= {c:.2f} one time in {1 / p:.0f}"
 
 
 def short_reason(kind: str, text: str) -> str:
@@ -129,9 +147,8 @@ class TrialAccount:
         if self.criterion:
             parts[0] += f", of which {self.converged} converged"
             if self.capped:
-                parts[0] += (
-                    f" and {self.capped} hit the epoch cap, not reaching {self.criterion} (left out of the correlations)"
-                )
+                why = f"hit the epoch cap, not reaching {self.criterion}"
+                parts[0] += f" and {self.capped} {why} (left out of the correlations)"
         elif self.finished:
             parts[0] += " (no stopping criterion: all enter the correlations)"
         for kind, reasons, note in (
@@ -214,8 +231,7 @@ class CorrelationStatus:
         if self.kind == "not_interpretable":
             return (
                 f"{self.n} {self.word} trials (of {self.total}): below {MIN_INTERPRETABLE_TRIALS} the coefficients are "
-                f"not interpretable (two unrelated rankings of {self.n} trials give a τ within "
-                f"±{min(tau_null_halfwidth(self.n), 1):.2f} one time in 20); all are in correlations.csv"
+                f"not interpretable ({null_words(self.n)}); all are in correlations.csv"
             )
         return f"correlations over {self.n} {self.word} trials (of {self.total})"
 

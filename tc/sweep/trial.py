@@ -43,6 +43,7 @@ from tc.analysis.surrogates import cheap_scores
 from tc.config import AnalyzeConfig, SweepConfig, TrainConfig
 from tc.core.train import TrainingFailure, UntrainableConfigError
 from tc.sweep.budget import CRASH_ATTR, FAIL_REASON_ATTR, refuse_surplus
+from tc.sweep.console import ProgressFilter
 from tc.sweep.outcomes import PRUNED_ATTR
 from tc.sweep.space import fixed_settings, suggest
 from tc.sweep.study import WORKER_ATTR, TrialCrashed
@@ -225,15 +226,22 @@ TRIAL_OUTPUT = "trial_output.txt"  # a trial run's artifact: what its training a
 @contextlib.contextmanager
 def kept_output(run_id: str) -> Iterator[None]:
     """What the block prints (a trial's training and analysis: per-epoch lines, the jobs' own lines) goes to
-    run `run_id`'s `TRIAL_OUTPUT` artifact, not the console, which gets one line per trial. Standard error
-    (warnings, errors, progress bars on a terminal) is left alone. Trials run one at a time in a worker, so
-    redirecting the process's standard output is safe here. A failure to log the text is printed and does not
-    hide the block's own exception."""
-    buffer = io.StringIO()
+    run `run_id`'s `TRIAL_OUTPUT` artifact, not the console, which gets one line per trial. Standard error keeps
+    warnings and errors; its periodic progress lines (written where it is no terminal: `tc.core.progress.Periodic`)
+    go to the artifact alone (`tc.sweep.console.ProgressFilter`), and on a terminal the transient bars stay.
+    Trials run one at a time in a worker, so redirecting the process's streams is safe here. A failure to log
+    the text is printed and does not hide the block's own exception."""
+    buffer, filtered = io.StringIO(), None
+    err = sys.stderr
+    quiet_err = contextlib.nullcontext()
+    if not (hasattr(err, "isatty") and err.isatty()):
+        quiet_err = contextlib.redirect_stderr(ProgressFilter(buffer, err))
     try:
-        with contextlib.redirect_stdout(buffer):
+        with contextlib.redirect_stdout(buffer), quiet_err as filtered:
             yield
     finally:
+        if filtered is not None:
+            filtered.close()  # a last line without its newline
         if buffer.getvalue():
             try:
                 client.client().log_text(run_id, buffer.getvalue(), TRIAL_OUTPUT)
