@@ -273,3 +273,32 @@ def test_inside_a_trial_periodic_progress_lines_leave_standard_error_and_warning
     err.close()
     assert through.getvalue() == "UserWarning: something the user must see\nhalf a line"
     assert keep.getvalue().startswith("tc train: 256/5700 steps (4%), 5444 left") and "UserWarning" in keep.getvalue()
+
+
+def test_a_crashed_and_a_pruned_trial_each_get_their_line_and_their_place_in_the_account(
+    mlflow_store, tmp_path, monkeypatch, capsys
+):
+    from entrypoints import sweep as sweep_ep
+    from tc.sweep import trial as sweep_trial
+
+    calls = []
+
+    def crash_then_prune(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 1:
+            raise ValueError("a bug")
+        raise optuna.TrialPruned("test_acc 0.41 below the median at epoch 1")
+
+    monkeypatch.setattr(sweep_trial.jobs, "train_into_run", crash_then_prune)
+    (tmp_path / "space.json").write_text(json.dumps({"lr": {"type": "categorical", "choices": [0.05, 0.1]}}))
+    argv = ["--dataset", "digits", "--model", "mlp", "--epochs", "1", "--seeds", "1", "--n_trials", "1"]
+    argv += ["--search_space", str(tmp_path / "space.json"), "--storage", str(tmp_path / "j.log")]
+    assert sweep_ep.main(argv) == 0
+    out = capsys.readouterr().out.splitlines()
+    lines = [line for line in out if line.startswith("tc sweep: trial ")]
+    assert len(lines) == 2 and "| crashed: not counted toward n_trials |" in lines[0]
+    assert "| pruned: test_acc 0.41 below the median at epoch 1 |" in lines[1]
+    assert "tc sweep: 2 trial(s): 0 finished; 1 crashed (1 ValueError; not counted toward n_trials); 1 pruned" in (
+        "\n".join(out)
+    )
+    assert "tc sweep: too few converged trials (0 of 2; need 3): no correlations computed" in out

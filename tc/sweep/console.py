@@ -3,8 +3,8 @@
 
 A trial's own training and analysis print nothing here: `tc.sweep.trial` keeps their lines (per-epoch progress
 and the like) in the trial run's `trial_output.txt`, and `ProgressFilter` keeps their periodic progress lines off
-standard error. Text is built by pure functions (a frozen Optuna trial or
-a table in, strings out); only `TrialLines` reads the study and prints.
+standard error. Text is built by pure functions (a frozen Optuna trial or a table in, strings out); only
+`TrialLines` reads the study and prints.
 """
 
 from __future__ import annotations

@@ -144,7 +144,7 @@ class TrialAccount:
     def line(self) -> str:
         """One sentence: every trial, by how it ended and why (zero counts but finished left out)."""
         parts = [f"{self.finished} finished"]
-        if self.criterion:
+        if self.criterion and self.finished:
             parts[0] += f", of which {self.converged} converged"
             if self.capped:
                 why = f"hit the epoch cap, not reaching {self.criterion}"

@@ -137,19 +137,14 @@ def summarize(cfg: SweepConfig, space: dict, every: pd.DataFrame, outcomes: pd.D
     metrics |= {f"corr_spearman_{r.measure}": r.spearman for r in by_acc.itertuples()}
     metrics |= {f"corr_kendall_{r.measure}": r.kendall for r in by_acc.itertuples()}
     note = "" if status.kind == "computed" else f"not interpretable: n = {status.n} < {MIN_INTERPRETABLE_TRIALS}"
-    head = by_acc[by_acc["measure"] == headline]
-    shown = headline if headline in trials else measures[0]
-    figures = {
-        "scatter.png": plots.measure_scatter(
-            trials,
-            shown,
-            "test_acc",
-            list(space),
-            stats=head.iloc[0] if len(head) else None,
-            headline=shown == headline,
-        ),
-        "correlation_bars.png": plots.correlation_bars(table, headline=headline, note=note),
-    }
+    figures = {"correlation_bars.png": plots.correlation_bars(table, headline=headline, note=note)}
+    shown = headline if headline in trials else next(iter(measures), None)
+    if shown is not None:
+        row = by_acc[by_acc["measure"] == shown]
+        stats = row.iloc[0] if len(row) else None
+        figures["scatter.png"] = plots.measure_scatter(
+            trials, shown, "test_acc", list(space), stats=stats, headline=shown == headline
+        )
     return SweepSummary(trials, capped, table, metrics, figures, acc, status, headline)
 
 

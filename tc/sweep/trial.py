@@ -234,7 +234,7 @@ def kept_output(run_id: str) -> Iterator[None]:
     buffer, filtered = io.StringIO(), None
     err = sys.stderr
     quiet_err = contextlib.nullcontext()
-    if not (hasattr(err, "isatty") and err.isatty()):
+    if err is not None and not (hasattr(err, "isatty") and err.isatty()):
         quiet_err = contextlib.redirect_stderr(ProgressFilter(buffer, err))
     try:
         with contextlib.redirect_stdout(buffer), quiet_err as filtered:
