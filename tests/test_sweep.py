@@ -204,6 +204,8 @@ def test_diverging_trial_fails_with_its_reason_and_the_study_goes_on(mlflow_stor
     run_id = states[0.05].user_attrs["mlflow_run_id"]
     kept = Path(MlflowClient().download_artifacts(run_id, "trial_output.txt", str(tmp_path))).read_text()
     assert "epoch 1/1" in kept and "tc train:" in kept
+    failed_kept = {f.path for f in MlflowClient().list_artifacts(failed_run.info.run_id)}
+    assert "trial_output.txt" in failed_kept  # logged after its run was ended FAILED too
     explained = "2 trial(s): 1 finished, of which 0 converged and 1 hit the epoch cap, not reaching target_loss 0.01"
     too_few = "too few converged trials (0 of 2; need 3)"
     assert f"tc sweep: {too_few}: no correlations computed" in out and any(explained in line for line in out)

@@ -8,6 +8,7 @@ import datetime as dt
 import io
 import itertools
 import json
+from pathlib import Path
 
 import numpy as np
 import optuna
@@ -17,15 +18,15 @@ from matplotlib.colors import to_rgba
 from optuna.trial import FrozenTrial, TrialState
 from scipy import stats
 
-from tc.analysis import plots
 from tc.config import SweepConfig
 from tc.stats.multiplicity import CONFIRMATORY_MEASURE
 from tc.stats.rankcorr import MIN_TRIALS
-from tc.sweep import console, outcomes
+from tc.sweep import console, figures, outcomes
 from tc.sweep import summary as sweep_summary
 from tc.sweep.budget import CRASH_ATTR, FAIL_REASON_ATTR, SURPLUS_ATTR
 from tc.sweep.study import STALE_ATTR
 from tc.tracking import labels
+from tests.conftest import ROOT
 
 SPACE = {
     "lr": {"type": "float", "low": 0.01, "high": 0.3, "log": True},
@@ -193,10 +194,13 @@ def test_the_sweep_figures_mark_the_headline_and_show_every_taus_interval_and_p(
     texts = [t.get_text() for t in ax.texts]
     assert len(texts) == len(acc) and all(t.startswith("τ ") and "[" in t and ", p " in t for t in texts)
     head = acc[acc["measure"] == CONFIRMATORY_MEASURE].iloc[0]
-    assert plots.tau_text(head) in texts
+    assert figures.tau_text(head) in texts
     assert ax.get_xlim() == (-1, 1)  # signed τ: the sign is not hidden
     scatter = summary.figures["scatter.png"].axes[0]
-    assert "(headline)" in scatter.get_title() and plots.tau_text(head) in scatter.get_title()
+    assert "(headline)" in scatter.get_title() and figures.tau_text(head) in scatter.get_title()
+    assert "(p tested alone;" in scatter.get_title() and "Holm" not in scatter.get_title()  # the confirmatory p
+    other = acc[acc["measure"] == "gm_strong"].iloc[0]
+    assert figures.p_words(other) == "p Holm-adjusted"
     png = io.BytesIO()
     fig.savefig(png, format="png")  # renders headless
     assert png.getbuffer().nbytes > 0
@@ -302,3 +306,158 @@ def test_a_crashed_and_a_pruned_trial_each_get_their_line_and_their_place_in_the
         "\n".join(out)
     )
     assert "tc sweep: too few converged trials (0 of 2; need 3): no correlations computed" in out
+
+
+# ---- review: what a trial's output keeps, and what still reaches the console --------------------------------------
+
+
+def test_the_threshold_is_where_chance_reaches_a_tau_of_one_half_at_most_one_time_in_20():
+    def reach(n: int) -> float:  # P(|τ| >= 0.5) for unrelated rankings of n trials
+        values, probs = outcomes.tau_null(n)
+        return float(probs[np.abs(values) >= outcomes.MAX_CHANCE_TAU - 1e-12].sum())
+
+    assert reach(9) > 0.05 >= reach(10) and all(reach(n) <= 0.05 for n in range(10, 30))
+    assert round(1 / reach(9)) == 13 and round(1 / reach(10)) == 21  # the docs' "one time in 13 / 21"
+
+
+@pytest.mark.parametrize(
+    ("label", "unit"), [("tc train", "steps"), ("tc analyze", "samples"), ("tc analyze: anisotropy", "steps")]
+)
+def test_every_progress_line_tc_writes_in_a_trial_is_kept_off_the_console(label, unit):
+    from tc.core.progress import Periodic
+
+    keep, through = io.StringIO(), io.StringIO()
+    err = console.ProgressFilter(keep, through)
+    Periodic(80, label, unit, interval=0.0, stream=err).update(40)  # the labels of tc's Periodic and progress_bar
+    err.close()
+    assert through.getvalue() == "" and keep.getvalue().startswith(f"{label}: 40/80 {unit} (50%)")
+
+
+def test_a_trials_output_that_cannot_be_logged_is_kept_in_a_local_file(monkeypatch, capsys):
+    import sys
+
+    from tc.sweep import trial as sweep_trial
+
+    class Down:
+        def log_text(self, *args):
+            raise ConnectionError("tracking server down")
+
+    monkeypatch.setattr(sweep_trial.client, "client", lambda: Down())
+    stdout = sys.stdout
+    with pytest.raises(RuntimeError, match="the trial's own error"), sweep_trial.kept_output("run0"):
+        print("epoch 1/1  train_loss 0.5")
+        raise RuntimeError("the trial's own error")
+    assert sys.stdout is stdout  # restored on the exception
+    err = capsys.readouterr().err
+    assert "could not log trial_output.txt of run run0: tracking server down" in err
+    path = err.split("kept in ", 1)[1].split()[0]
+    assert Path(path).read_text() == "epoch 1/1  train_loss 0.5\n"
+
+
+def test_a_trials_line_carries_its_analysis_warnings():
+    attrs = {"converged": 1, CONFIRMATORY_MEASURE: 0.9, outcomes.WARNINGS_ATTR: ["used 7 of 32 minibatches", "b"]}
+    line = console.trial_line(_frozen(3, TrialState.COMPLETE, 0.96, attrs), ["lr"], CONFIRMATORY_MEASURE)
+    assert "| tc_kappa_test 0.9000 | 2 warnings: used 7 of 32 minibatches (+1 in trial_output.txt) | 12 s" in line
+    one = console.trial_line(_frozen(3, TrialState.COMPLETE, 0.96, {outcomes.WARNINGS_ATTR: ["x"]}), [], "k")
+    assert "| 1 warning: x |" in one
+
+
+def test_a_sweep_trials_analysis_warnings_reach_its_line_and_its_output(mlflow_store, tmp_path, monkeypatch, capsys):
+    from entrypoints import sweep as sweep_ep
+    from tc.analysis import run as analysis_run
+
+    original = analysis_run.analyze_run
+
+    def warned(*args, **kwargs):
+        result = original(*args, **kwargs)
+        result.summary["warnings"].append("used 7 of 32 minibatches")
+        return result
+
+    monkeypatch.setattr(analysis_run, "analyze_run", warned)
+    monkeypatch.setattr("tc.tracking.jobs.analyze_run", warned, raising=False)
+    (tmp_path / "space.json").write_text(json.dumps({"lr": {"type": "categorical", "choices": [0.05]}}))
+    argv = ["--dataset", "digits", "--model", "mlp", "--epochs", "1", "--seeds", "1", "--n_trials", "1"]
+    argv += ["--max_samples", "40", "--anisotropy", "false"]
+    argv += ["--search_space", str(tmp_path / "space.json"), "--storage", str(tmp_path / "j.log")]
+    assert sweep_ep.main(argv) == 0
+    (line,) = [x for x in capsys.readouterr().out.splitlines() if x.startswith("tc sweep: trial ")]
+    said = line.split(" | ")[-2]  # `<n> warnings: <the first> (+<n - 1> in trial_output.txt)`, before the seconds
+    from mlflow.tracking import MlflowClient
+
+    (run,) = MlflowClient().search_runs(["0"], "tags.`tc.trial` = '0'")
+    kept = Path(MlflowClient().download_artifacts(run.info.run_id, "trial_output.txt", str(tmp_path))).read_text()
+    warned = [x for x in kept.splitlines() if x.startswith("tc analyze: warning: ")]
+    assert "tc analyze: warning: used 7 of 32 minibatches" in warned  # with the analysis' own (1 epoch: the window)
+    assert said.startswith(f"{len(warned)} warnings: {warned[0].removeprefix('tc analyze: warning: ')[:40]}")
+    assert said.endswith(f"(+{len(warned) - 1} in trial_output.txt)")
+
+
+def test_an_interrupted_trial_restores_the_streams_keeps_its_output_and_is_accounted(
+    mlflow_store, tmp_path, monkeypatch, capsys
+):
+    import sys
+
+    from mlflow.tracking import MlflowClient
+
+    from entrypoints import sweep as sweep_ep
+    from tc.sweep import trial as sweep_trial
+
+    def interrupted(*args, **kwargs):
+        print("epoch 1/3  train_loss 0.9")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(sweep_trial.jobs, "train_into_run", interrupted)
+    (tmp_path / "space.json").write_text(json.dumps({"lr": {"type": "categorical", "choices": [0.05, 0.1]}}))
+    storage = tmp_path / "j.log"
+    argv = ["--dataset", "digits", "--model", "mlp", "--epochs", "3", "--seeds", "1", "--n_trials", "2"]
+    argv += ["--search_space", str(tmp_path / "space.json"), "--storage", str(storage), "--sampler", "grid"]
+    stdout, stderr = sys.stdout, sys.stderr
+    with pytest.raises(KeyboardInterrupt):
+        sweep_ep.main(argv)
+    assert (sys.stdout, sys.stderr) == (stdout, stderr)
+    study = optuna.load_study(
+        study_name="tc-sweep",
+        storage=optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(storage))),
+    )
+    first = study.trials[0]
+    assert outcomes.classify(first.state.name, first.user_attrs)[0] == "crashed"
+    assert outcomes.short_reason("crashed", first.user_attrs[CRASH_ATTR]) == "KeyboardInterrupt"
+    assert [t.state for t in study.trials[1:]] == [TrialState.WAITING]  # its grid point is queued, not lost
+    kept = MlflowClient().download_artifacts(first.user_attrs["mlflow_run_id"], "trial_output.txt", str(tmp_path))
+    assert Path(kept).read_text() == "epoch 1/3  train_loss 0.9\n"
+
+
+def _printed_blocks() -> list[list[str]]:
+    """The code blocks of docs/sweep.md's "What it prints", as lines."""
+    text = (ROOT / "docs" / "sweep.md").read_text()
+    section = text.split("## What it prints", 1)[1].split("\n## ", 1)[0]
+    return [block.strip("\n").splitlines() for block in section.split("```")[1::2]]
+
+
+def test_the_docs_example_lines_are_what_this_version_prints():
+    """docs/sweep.md's example, rebuilt from its trials (their values and wall times, rounded as printed) by the
+    code that prints it: the per-trial lines with their time left, and the closing lines."""
+    from tc.sweep.space import load_space
+
+    trial_block, closing_block = _printed_blocks()
+    shown = console.varying(load_space(str(ROOT / "examples" / "digits_space.yaml")))
+    seconds = [74, 216, 210, 54]  # 74 s, 3.6 min, 3.5 min, 54 s: the measured run's trials
+    ended = []
+    for number, (doc, s) in enumerate(zip(trial_block, seconds, strict=True)):
+        fields = doc.split(" | ")
+        params = {k: float(v) if "." in v else int(v) for k, v in (p.split("=") for p in fields[1].split())}
+        converged = {"converged": 1, "hit the epoch cap": 0}[fields[2]]
+        acc, kappa = float(fields[3].split()[1]), float(fields[4].split()[1])
+        attrs = {"converged": converged, CONFIRMATORY_MEASURE: kappa}
+        frozen = _frozen(number, TrialState.COMPLETE, acc, attrs, params, seconds=s)
+        ended.append({"trial": number, "kind": "finished", "reason": "", "seconds": float(s)})
+        left = console.time_left_line(pd.DataFrame(ended), len(seconds) - len(ended))
+        assert console.trial_line(frozen, shown, CONFIRMATORY_MEASURE) + (f" | {left}" if left else "") == doc
+    acc = outcomes.account(SweepConfig(), finished=4, converged=3)
+    others = pd.DataFrame({"measure": [f"tc_m{k}" for k in range(45)], "kendall": 0.0, "kendall_p": 1.0, "n_trials": 3})
+    head = {"measure": CONFIRMATORY_MEASURE, "kendall": 1 / 3, "kendall_ci_low": -1.0, "kendall_ci_high": 1.0}
+    head |= {"kendall_p": 1.0, "kendall_p_holm": 1.0, "spearman": 0.5, "granulated_kendall": np.nan, "n_trials": 3}
+    table = pd.concat([pd.DataFrame([head]), others]).assign(target="test_acc")
+    summary = type("S", (), {"account": acc, "status": outcomes.correlation_status(acc), "table": table})()
+    summary.headline = CONFIRMATORY_MEASURE
+    assert console.closing_lines(summary) == closing_block

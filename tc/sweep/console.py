@@ -20,7 +20,7 @@ import pandas as pd
 
 from tc.stats.multiplicity import ALPHA
 from tc.sweep.budget import FAIL_REASON_ATTR, SURPLUS_ATTR, budget_used
-from tc.sweep.outcomes import PRUNED_ATTR, classify, trial_outcomes
+from tc.sweep.outcomes import PRUNED_ATTR, WARNINGS_ATTR, classify, trial_outcomes
 
 TOP = 8  # measures listed after the headline when the coefficients are interpretable
 
@@ -54,8 +54,8 @@ def duration(seconds: float) -> str:
 
 def trial_line(t: optuna.trial.FrozenTrial, shown: list[str], headline: str) -> str | None:
     """A finished trial in one line: number, the `shown` parameters, how it ended (converged, hit the epoch cap,
-    failed and why, pruned, crashed), test accuracy, the `headline` measure, wall seconds. None for a surplus trial
-    (it never ran)."""
+    failed and why, pruned, crashed), test accuracy, the `headline` measure, its analysis warnings
+    (`warning_words`), wall seconds. None for a surplus trial (it never ran)."""
     got = classify(t.state.name, t.user_attrs)
     if got is None or SURPLUS_ATTR in t.user_attrs:
         return None
@@ -68,6 +68,8 @@ def trial_line(t: optuna.trial.FrozenTrial, shown: list[str], headline: str) -> 
         parts.append(f"test_acc {t.value:.4f}")
         v = t.user_attrs.get(headline)
         parts.append(f"{headline} {v:.4f}" if isinstance(v, (int, float)) else f"{headline} n/a")
+        if warned := t.user_attrs.get(WARNINGS_ATTR):
+            parts.append(warning_words(warned))
     elif kind == "pruned":
         parts.append(f"pruned: {t.user_attrs.get(PRUNED_ATTR, 'by the pruner')}")
     elif kind == "failed":
@@ -77,6 +79,14 @@ def trial_line(t: optuna.trial.FrozenTrial, shown: list[str], headline: str) -> 
     if t.duration is not None:
         parts.append(duration(t.duration.total_seconds()))
     return " | ".join(parts)
+
+
+def warning_words(warned: list[str]) -> str:
+    """`2 warnings: used 7 of 32 minibatches (+1 in trial_output.txt)`: a trial's analysis warnings (where it used
+    less than asked, and the like) on its line: how many, and the first, shortened; all are in its output."""
+    more = f" (+{len(warned) - 1} in trial_output.txt)" if len(warned) > 1 else ""
+    first = warned[0] if len(warned[0]) <= 160 else warned[0][:157] + "..."
+    return f"{len(warned)} warning{'s' if len(warned) > 1 else ''}: {first}{more}"
 
 
 def time_left_line(outcomes: pd.DataFrame, left: int) -> str | None:
@@ -100,7 +110,8 @@ class ProgressFilter(io.TextIOBase):
     `tc.core.progress.Periodic` writes where standard error is no terminal) also goes `through` (the console):
     warnings and errors are still seen, training progress is not."""
 
-    PROGRESS = re.compile(r"^tc \w+: \d+/\d+ \w* ?\(\d+%\)")
+    # `tc train: ...`, `tc analyze: ...` and `tc analyze: anisotropy: ...` (a label with a part after the job's)
+    PROGRESS = re.compile(r"^tc \w+(?:: [\w ]+?)?: \d+/\d+ \w* ?\(\d+%\)")
 
     def __init__(self, keep: TextIO, through: TextIO):
         self.keep, self.through, self._part = keep, through, ""

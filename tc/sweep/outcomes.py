@@ -30,13 +30,15 @@ from tc.sweep.budget import CRASH_ATTR, FAIL_REASON_ATTR, SURPLUS_ATTR
 from tc.sweep.study import STALE_ATTR
 
 PRUNED_ATTR = "tc.pruned"  # user attr of a pruned trial: the pruner's reason (`tc.sweep.trial`)
+WARNINGS_ATTR = "tc.warnings"  # user attr of a finished trial: its analyses' warnings (`tc.sweep.trial`)
 
 #: The largest |τ| that unrelated rankings may reach by chance (5%) at which coefficients are called interpretable.
 MAX_CHANCE_TAU = 0.5
 #: The fewest trials whose coefficients the sweep calls interpretable: the smallest n at which unrelated rankings
-#: of n trials exceed |τ| = MAX_CHANCE_TAU less than one time in 20 (`tau_null_bound`: 0.50 at n = 9, 0.47 at
-#: n = 10; tests/test_sweep_outcomes.py). Below it a |τ| of 0.5 is what chance alone gives; below 5 trials no
-#: Kendall test can reach p < 0.05 at all (the smallest two-sided p is 2/n!: 0.083 at n = 4).
+#: of n trials reach |τ| >= MAX_CHANCE_TAU at most one time in 20 (one time in 13 at n = 9, in 21 at n = 10;
+#: `tau_null_bound`'s 5% critical value is 0.50 at n = 9, 0.47 at n = 10; tests/test_sweep_outcomes.py). Below
+#: it a |τ| of 0.5 is what chance alone gives; below 5 trials no Kendall test can reach p < 0.05 at all (the
+#: smallest two-sided p is 2/n!: 0.083 at n = 4).
 MIN_INTERPRETABLE_TRIALS = 10
 
 

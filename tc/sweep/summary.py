@@ -21,13 +21,13 @@ import pandas as pd
 from matplotlib.figure import Figure
 from optuna.trial import TrialState
 
-from tc.analysis import plots
 from tc.analysis.files import save_figures
 from tc.analysis.registry import HEADLINE
 from tc.config import SweepConfig
 from tc.stats.multiplicity import CONFIRMATORY_MEASURE
 from tc.stats.rankcorr import CorrelationOptions, correlation_table
 from tc.sweep.console import closing_lines
+from tc.sweep.figures import correlation_bars, measure_scatter
 from tc.sweep.outcomes import MIN_INTERPRETABLE_TRIALS, CorrelationStatus, TrialAccount, account, correlation_status
 from tc.tracking import client, labels, ui
 from tc.tracking.labels import gen_gap
@@ -137,12 +137,12 @@ def summarize(cfg: SweepConfig, space: dict, every: pd.DataFrame, outcomes: pd.D
     metrics |= {f"corr_spearman_{r.measure}": r.spearman for r in by_acc.itertuples()}
     metrics |= {f"corr_kendall_{r.measure}": r.kendall for r in by_acc.itertuples()}
     note = "" if status.kind == "computed" else f"not interpretable: n = {status.n} < {MIN_INTERPRETABLE_TRIALS}"
-    figures = {"correlation_bars.png": plots.correlation_bars(table, headline=headline, note=note)}
+    figures = {"correlation_bars.png": correlation_bars(table, headline=headline, note=note)}
     shown = headline if headline in trials else next(iter(measures), None)
     if shown is not None:
         row = by_acc[by_acc["measure"] == shown]
         stats = row.iloc[0] if len(row) else None
-        figures["scatter.png"] = plots.measure_scatter(
+        figures["scatter.png"] = measure_scatter(
             trials, shown, "test_acc", list(space), stats=stats, headline=shown == headline
         )
     return SweepSummary(trials, capped, table, metrics, figures, acc, status, headline)
