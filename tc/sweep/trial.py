@@ -225,7 +225,7 @@ def objective(cfg: SweepConfig, space: dict, parent_id: str) -> Callable[[optuna
                     raise
         except optuna.TrialPruned:
             raise
-        except KeyboardInterrupt:  # the worker stops; the trial is no answer: a crash, rerun by the next worker
+        except KeyboardInterrupt:  # the worker stops; no answer: a crash (not counted; a grid point requeued)
             trial.set_user_attr(CRASH_ATTR, "KeyboardInterrupt: the worker was interrupted during this trial")
             _rerun_grid_point(trial)
             raise
