@@ -1,9 +1,11 @@
 """The sweep entry point: trials as nested MLflow runs, the correlation report, and several workers on one
 study (an Optuna journal file, and PostgreSQL where a server is reachable)."""
 
+import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import optuna
@@ -147,7 +149,10 @@ def test_sweep_reports_correlations_to_the_parent_run(mlflow_store, tmp_path):
     assert sorted(r.info.run_id for r in children) == sorted(trials["run_id"])
 
 
-def test_diverging_trial_fails_with_its_reason_and_the_study_goes_on(mlflow_store, tmp_path):
+def test_diverging_trial_fails_with_its_reason_and_the_study_goes_on(mlflow_store, tmp_path, capsys):
+    """Also what the sweep says (issue 22): one line per trial and no per-epoch lines (those are kept in the trial
+    run's trial_output.txt), how every trial ended, and the too-few-trials line in the console, summary.json and
+    the run description, with trials.csv still logged."""
     from entrypoints import sweep as sweep_ep
 
     space = tmp_path / "space.json"
@@ -187,6 +192,33 @@ def test_diverging_trial_fails_with_its_reason_and_the_study_goes_on(mlflow_stor
     assert states[0.05].state == optuna.trial.TrialState.COMPLETE
     failed_run = MlflowClient().get_run(states[1e6].user_attrs["mlflow_run_id"])
     assert failed_run.info.status == "FAILED" and "diverged" in failed_run.data.tags["tc.error"]
+    printed = capsys.readouterr()
+    out = printed.out.splitlines()
+    per_trial = [line for line in out if line.startswith("tc sweep: trial ")]
+    assert len(per_trial) == 2, out
+    assert "lr=0.05 | hit the epoch cap | test_acc " in per_trial[0] and "tc_kappa_test" in per_trial[0]
+    assert "1 left: about " in per_trial[0]  # the time left, after the first trial
+    assert "lr=1e+06 | failed: training diverged at step" in per_trial[1]
+    assert not [line for line in out if line.startswith(("epoch ", "tc train:", "tc analyze:"))], out
+    assert not [line for line in printed.err.splitlines() if line.startswith(("tc train:", "tc analyze:"))]
+    run_id = states[0.05].user_attrs["mlflow_run_id"]
+    kept = Path(MlflowClient().download_artifacts(run_id, "trial_output.txt", str(tmp_path))).read_text()
+    assert "epoch 1/1" in kept and "tc train:" in kept
+    failed_kept = {f.path for f in MlflowClient().list_artifacts(failed_run.info.run_id)}
+    assert "trial_output.txt" in failed_kept  # logged after its run was ended FAILED too
+    explained = "2 trial(s): 1 finished, of which 0 converged and 1 hit the epoch cap, not reaching target_loss 0.01"
+    too_few = "too few converged trials (0 of 2; need 3)"
+    assert f"tc sweep: {too_few}: no correlations computed" in out and any(explained in line for line in out)
+    (parent,) = MlflowClient().search_runs(["0"], "tags.`tc.storage` != ''")
+    names = {f.path for f in MlflowClient().list_artifacts(parent.info.run_id)}
+    assert {"trials.csv", "summary.json"} <= names and "correlations.csv" not in names
+    written = json.loads(
+        Path(MlflowClient().download_artifacts(parent.info.run_id, "summary.json", str(tmp_path))).read_text()
+    )
+    assert written["correlations"]["status"] == "too_few" and too_few in written["correlations"]["line"]
+    assert written["trials"]["failed_reasons"] == {"diverged": 1}
+    description = parent.data.tags["mlflow.note.content"]
+    assert too_few in description and explained in description and "1 failed (1 diverged)" in description
 
 
 def test_bad_storage_and_search_space_exit_2(mlflow_store, tmp_path, capsys):

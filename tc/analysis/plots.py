@@ -288,41 +288,6 @@ def perturbation_curves(perturb: pd.DataFrame) -> Figure:
     return fig
 
 
-def measure_scatter(trials: pd.DataFrame, measure: str, target: str, hparams: list[str]) -> Figure:
-    """`measure` against `target` per trial, coloured by the hyperparameter with the most distinct values."""
-    varying = [h for h in hparams if h in trials and trials[h].nunique() > 1]
-    colour = max(varying, key=lambda h: trials[h].nunique()) if varying else None
-    fig, ax = _subplots(figsize=(5, 4))
-    if colour is None:
-        ax.scatter(trials[measure], trials[target])
-    else:
-        values = pd.to_numeric(
-            trials[colour].astype(float) if trials[colour].dtype == bool else trials[colour], errors="coerce"
-        )
-        sc = ax.scatter(trials[measure], trials[target], c=values, cmap="viridis")
-        fig.colorbar(sc, ax=ax, label=colour)
-    ax.set_xlabel(measure)
-    ax.set_ylabel(target)
-    ax.set_title(f"{len(trials)} trials")
-    return fig
-
-
-def correlation_bars(table: pd.DataFrame, target: str = "test_acc") -> Figure:
-    """|Kendall τ-b| of each measure with `target`, with its bootstrap 95% interval."""
-    sub = table[table["target"] == target].assign(abs_tau=lambda d: d["kendall"].abs()).sort_values("abs_tau")
-    fig, ax = _subplots(figsize=(6, 0.3 * len(sub) + 1.2))
-    ci = sub[["kendall_ci_low", "kendall_ci_high"]]
-    # the interval of |τ|: from 0 when the CI of τ spans 0, else from the bound nearer 0
-    spans_zero = (ci["kendall_ci_low"] < 0) & (ci["kendall_ci_high"] > 0)
-    low_abs = ci.abs().min(axis=1).where(~spans_zero, 0.0)
-    lo = (sub["abs_tau"] - low_abs).clip(lower=0)
-    hi = (ci.abs().max(axis=1) - sub["abs_tau"]).clip(lower=0)
-    ax.barh(sub["measure"], sub["abs_tau"], xerr=[lo.fillna(0), hi.fillna(0)], color="tab:blue", alpha=0.8)
-    ax.set_xlabel(f"|Kendall τ-b| with {target} (bar: bootstrap 95% CI)")
-    ax.set_xlim(0, 1)
-    return fig
-
-
 VERDICT_COLOURS = {"reproduces": "tab:green", "does not reproduce": "tab:red", "differs": "tab:green"}
 
 

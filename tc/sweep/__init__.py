@@ -7,8 +7,12 @@ against generalization across them (SPEC 6). The only package that imports Optun
   trials, a grid's cap.
 - `study`: the Optuna study the workers share: storage, samplers re-seeded per trial, pruner, creating or
   joining it, dead workers' trials, and the loop that runs one worker's trials (`run_worker`).
+- `outcomes`: how every trial ended (finished, converged, failed, crashed, pruned) and why; what the
+  correlations may say at this many trials (`MIN_INTERPRETABLE_TRIALS`).
+- `console`: what a sweep prints: one line per trial with the time left, and the closing lines.
+- `figures`: what a sweep draws: the headline's scatter and every measure's τ, the headline marked.
 - `summary`: the trials table, the converged trials, the correlation table, and the sweep run's metrics,
-  figures, files and description.
+  figures, files (`summary.json` too) and description.
 - `trial`: one trial (train each seed, analyze, return test accuracy: `objective`) and its failure policy.
 - `job`: one worker end to end (`prepare`, `run_sweep`), what `entrypoints/sweep.py` calls.
 

@@ -12,7 +12,10 @@ from typing import Any
 import optuna
 
 from tc.config import SweepConfig
+from tc.stats.multiplicity import CONFIRMATORY_MEASURE
 from tc.sweep.budget import budget_used, trial_budget
+from tc.sweep.console import TrialLines
+from tc.sweep.outcomes import trial_outcomes
 from tc.sweep.space import checked_space
 from tc.sweep.study import (
     SystematicFailure,
@@ -59,8 +62,9 @@ def prepare(cfg: SweepConfig, tracking_uri: str) -> SweepSetup:
 
 def run_sweep(setup: SweepSetup, parent_id: str) -> SweepOutcome:
     """Run this worker's trials as nested runs of its sweep run `parent_id` until the study holds n_trials
-    that count (`tc.sweep.budget`), then summarize the study and describe the sweep run. A worker stopped by
-    repeated crashes still summarizes what finished (`SweepOutcome.stopped`)."""
+    that count (`tc.sweep.budget`), printing one line per trial (`tc.sweep.console.TrialLines`), then summarize
+    the study and describe the sweep run. A worker stopped by repeated crashes still summarizes what finished
+    (`SweepOutcome.stopped`)."""
     cfg, space = setup.cfg, setup.space
     sampler = make_sampler(cfg.sampler, space, cfg.seed)
     study = load_or_create(cfg, setup.storage, sampler, make_pruner(cfg.pruner))
@@ -73,10 +77,12 @@ def run_sweep(setup: SweepSetup, parent_id: str) -> SweepOutcome:
         flush=True,
     )
     stopped = None
+    budget = trial_budget(cfg, space)
+    lines = TrialLines(space, budget, CONFIRMATORY_MEASURE)  # one line per trial, with the time left
     try:
-        run_worker(study, objective(cfg, space, parent_id), trial_budget(cfg, space), cfg.timeout)
+        run_worker(study, objective(cfg, space, parent_id), budget, cfg.timeout, callbacks=(lines,))
     except SystematicFailure as e:  # the trials finished so far are still summarized
         stopped = e
-    summary = summarize(cfg, space, trials_table(study))
-    describe_sweep_run(parent_id, cfg.study_name, study)
+    summary = summarize(cfg, space, trials_table(study), trial_outcomes(study))
+    describe_sweep_run(parent_id, cfg.study_name, study, summary)
     return SweepOutcome(summary, stopped)

@@ -256,13 +256,15 @@ def run_worker(
     n_trials: int,
     timeout: float = 0.0,
     max_consecutive_crashes: int = MAX_CONSECUTIVE_CRASHES,
+    callbacks: tuple = (),
 ) -> None:
     """Run trials one at a time until the study holds n_trials that count (over all workers; see
     `tc.sweep.budget`). The budget is checked before each trial and again inside it against the trials
     numbered before it, so workers that start their last trials together do not overshoot: the surplus one
     is FAILED at once and does not count. A queued trial (a crashed grid point's rerun) runs even when the
     budget is full, as it counts already. A crashed trial (`TrialCrashed`) does not stop the worker, but
-    `max_consecutive_crashes` in a row raise `SystematicFailure`."""
+    `max_consecutive_crashes` in a row raise `SystematicFailure`. `callbacks`: more Optuna callbacks, called
+    after each trial (the sweep's per-trial line, `tc.sweep.console.TrialLines`)."""
     start = time.monotonic()
     surplus: list[str] = []
     crashes: list[str] = []  # the crashes since the last trial that did not crash
@@ -281,7 +283,12 @@ def run_worker(
         if left is not None and left <= 0:
             break
         study.optimize(
-            func, n_trials=1, timeout=left, catch=(SurplusTrial, TrialCrashed), callbacks=[watch], gc_after_trial=True
+            func,
+            n_trials=1,
+            timeout=left,
+            catch=(SurplusTrial, TrialCrashed),
+            callbacks=[watch, *callbacks],
+            gc_after_trial=True,
         )
         if len(crashes) >= max_consecutive_crashes:
             raise SystematicFailure(

@@ -18,17 +18,24 @@ How a trial ends, and what it does to the sweep (`tc.sweep.budget` has the count
   `MAX_CONSECUTIVE_CRASHES` trials in a row crashed: an error that repeats is systematic, and the worker stops
   (`tc.sweep.study.SystematicFailure`, raised by `tc.sweep.study.run_worker`; the sweep exits 1) instead of
   spending the study on it.
+
+A trial prints nothing of its own: what its training and analysis print (per-epoch progress and the like) is
+kept in its run's `TRIAL_OUTPUT` artifact, and the worker prints one line per trial (`tc.sweep.console`).
 """
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import math
 import sys
+import tempfile
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import replace
+from pathlib import Path
 
 import optuna
 import torch
@@ -38,6 +45,8 @@ from tc.analysis.surrogates import cheap_scores
 from tc.config import AnalyzeConfig, SweepConfig, TrainConfig
 from tc.core.train import TrainingFailure, UntrainableConfigError
 from tc.sweep.budget import CRASH_ATTR, FAIL_REASON_ATTR, refuse_surplus
+from tc.sweep.console import ProgressFilter
+from tc.sweep.outcomes import PRUNED_ATTR, WARNINGS_ATTR
 from tc.sweep.space import fixed_settings, suggest
 from tc.sweep.study import WORKER_ATTR, TrialCrashed
 from tc.sweep.summary import measure_columns
@@ -112,18 +121,21 @@ def train_trial(
     return jobs.train_job(second, tags=tags, run_name=labels.trial_name(trial.number, second.seed))
 
 
-def analyze_trial(cfg: AnalyzeConfig, parent_id: str, second_id: str | None = None) -> None:
+def analyze_trial(cfg: AnalyzeConfig, parent_id: str, second_id: str | None = None) -> list[str]:
     """A sweep trial's analysis by the analyze job (`tc.tracking.jobs.analyze_job`: precision fallback, status
     check, analysis, atomic write-back, labels), recorded as made by the sweep run `parent_id`. With
     `second_id` (the same configuration at another seed), that run is analyzed first, against this one. This
     run's analysis then carries, beside its own metrics and from the checkpoints it loaded once, the cheap
     surrogates (`tc.analysis.surrogates.cheap_scores`) and, with a second seed, `<measure>_seed_sd`
     (`seed_spread`): written back with it, so they land in its summary.json too. This run is still open (its
-    trial's), hence `trained_here`."""
-    other = None
+    trial's), hence `trained_here`. Returns the analyses' warnings (where they used less than asked, and the like),
+    each printed as the analyze command prints it (into the trial's output); the trial's line counts them."""
+    other, warned = None, []
     if second_id:
         second = replace(cfg, run_id=second_id, reference_run_id=cfg.run_id)
-        other = jobs.analyze_job(second, own_run=False, recorded_as=parent_id).result.metrics
+        done = jobs.analyze_job(second, own_run=False, recorded_as=parent_id)
+        other = done.result.metrics
+        warned += [f"seed run {second_id}: {w}" for w in done.result.summary.get("warnings", [])]
 
     def extras(run_cfg: AnalyzeConfig, inputs: AnalysisInputs, result: AnalysisResult) -> dict[str, float]:
         scores = cheap_scores(inputs.checkpoints, inputs.data, run_cfg, inputs.run)
@@ -131,7 +143,11 @@ def analyze_trial(cfg: AnalyzeConfig, parent_id: str, second_id: str | None = No
             scores |= seed_spread(result.metrics, other, measure_columns(list(result.metrics)))
         return scores
 
-    jobs.analyze_job(cfg, own_run=False, recorded_as=parent_id, trained_here=True, extra_metrics=extras)
+    done = jobs.analyze_job(cfg, own_run=False, recorded_as=parent_id, trained_here=True, extra_metrics=extras)
+    warned = [*done.result.summary.get("warnings", []), *warned]
+    for w in warned:
+        print(f"tc analyze: warning: {w}", flush=True)
+    return warned
 
 
 def seed_spread(first: dict[str, float], second: dict[str, float], measures: list[str]) -> dict[str, float]:
@@ -155,11 +171,9 @@ def _record_convergence(trial: optuna.Trial, run_id: str, second_id: str | None)
     seed's run."""
     seeds = [i for i in (run_id, second_id) if i]
     ok = converged(seeds)
-    trial.set_user_attr("converged", ok)
+    trial.set_user_attr("converged", ok)  # the trial's line says it (`tc.sweep.console.trial_line`)
     for i in seeds:
         client.client().set_tag(i, "tc.converged", str(ok))
-    if not ok:
-        print(f"tc sweep: trial {trial.number} reached the epoch cap before target_loss", flush=True)
 
 
 def start_trial(trial: optuna.Trial, n_trials: int, parent_id: str) -> None:
@@ -185,9 +199,11 @@ def objective(cfg: SweepConfig, space: dict, parent_id: str) -> Callable[[optuna
         if cfg.target_loss > 0:
             _record_convergence(trial, run_id, second_id)
         try:
-            analyze_trial(analysis_config(cfg, run_id, second_id), parent_id, second_id)
+            warned = analyze_trial(analysis_config(cfg, run_id, second_id), parent_id, second_id)
         except torch.OutOfMemoryError as e:  # as in training: the configuration's size meets the device
             return _fail(trial, e, run_id)
+        if warned:
+            trial.set_user_attr(WARNINGS_ATTR, warned)  # the trial's line says them (`tc.sweep.console`)
         for key, value in labels.trial_attrs(client.get_run(run_id).data.metrics).items():
             trial.set_user_attr(key, value)  # shown beside the objective in optuna-dashboard
         return float(client.get_run(run_id).data.metrics["test_acc"])
@@ -201,16 +217,55 @@ def objective(cfg: SweepConfig, space: dict, parent_id: str) -> Callable[[optuna
             with client.nested_run(tags, labels.trial_name(trial.number)) as run_id:
                 trial.set_user_attr("mlflow_run_id", run_id)
                 try:
-                    return measure(trial, values, run_id)
+                    with kept_output(run_id):
+                        return measure(trial, values, run_id)
                 except optuna.TrialPruned as e:
+                    trial.set_user_attr(PRUNED_ATTR, str(e))
                     client.end_run(run_id, "KILLED", {"tc.pruned": str(e)})
                     raise
         except optuna.TrialPruned:
+            raise
+        except KeyboardInterrupt:  # the worker stops; no answer: a crash (not counted; a grid point requeued)
+            trial.set_user_attr(CRASH_ATTR, "KeyboardInterrupt: the worker was interrupted during this trial")
+            _rerun_grid_point(trial)
             raise
         except Exception as e:  # the block has ended the run FAILED (if it exists); _crash says why on it
             raise _crash(trial, e, run_id) from e
 
     return run_trial
+
+
+TRIAL_OUTPUT = "trial_output.txt"  # a trial run's artifact: what its training and analysis printed
+
+
+@contextlib.contextmanager
+def kept_output(run_id: str) -> Iterator[None]:
+    """What the block prints (a trial's training and analysis: per-epoch lines, the jobs' own lines) goes to
+    run `run_id`'s `TRIAL_OUTPUT` artifact, not the console, which gets one line per trial. Standard error keeps
+    warnings and errors; its periodic progress lines (written where it is no terminal: `tc.core.progress.Periodic`)
+    go to the artifact alone (`tc.sweep.console.ProgressFilter`), and on a terminal the transient bars stay.
+    Trials run one at a time in a worker, so redirecting the process's streams is safe here. The streams are
+    restored and the text logged whatever ends the block (a crash, KeyboardInterrupt); where it cannot be logged
+    (the tracking server may be what failed) it is kept in a local file, whose path is printed, and the block's
+    own exception is not hidden."""
+    buffer, filtered = io.StringIO(), None
+    err = sys.stderr
+    quiet_err = contextlib.nullcontext()
+    if err is not None and not (hasattr(err, "isatty") and err.isatty()):
+        quiet_err = contextlib.redirect_stderr(ProgressFilter(buffer, err))
+    try:
+        with contextlib.redirect_stdout(buffer), quiet_err as filtered:
+            yield
+    finally:
+        if filtered is not None:
+            filtered.close()  # a last line without its newline
+        if buffer.getvalue():
+            try:
+                client.client().log_text(run_id, buffer.getvalue(), TRIAL_OUTPUT)
+            except Exception as e:  # the tracking server may be what failed: nothing printed is lost
+                path = Path(tempfile.gettempdir()) / f"tc-{run_id}-{TRIAL_OUTPUT}"
+                path.write_text(buffer.getvalue())
+                print(f"tc sweep: could not log {TRIAL_OUTPUT} of run {run_id}: {e}; kept in {path}", file=sys.stderr)
 
 
 def _end_trial_runs(run_id: str, tags: dict[str, str]) -> None:
@@ -228,8 +283,7 @@ def _fail(trial: optuna.Trial, e: BaseException, run_id: str) -> float:
         torch.cuda.empty_cache()  # the failed trial's cached blocks would otherwise crowd the next trial
     reason = f"{e}" if isinstance(e, TrainingFailure) else f"{type(e).__name__}: {e}"
     _end_trial_runs(run_id, {"tc.error": reason[:5000]})
-    trial.set_user_attr(FAIL_REASON_ATTR, reason[:5000])
-    print(f"tc sweep: trial {trial.number} failed: {reason}", flush=True)
+    trial.set_user_attr(FAIL_REASON_ATTR, reason[:5000])  # the trial's line says it (`tc.sweep.console`)
     return math.nan
 
 

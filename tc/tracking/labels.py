@@ -103,8 +103,14 @@ def describe_analysis(train_run_name: str, train_link: str, metrics: Mapping[str
     return "\n".join(lines)
 
 
-def describe_sweep(study: str, n_finished: int, best: Mapping[str, Any] | None) -> str:
+def describe_sweep(
+    study: str, n_finished: int, best: Mapping[str, Any] | None, notes: list[str] | tuple[str, ...] = ()
+) -> str:
+    """Markdown description of a sweep run: its study, its finished (trained and analyzed) trials, `notes` (how
+    every trial ended and what the correlations may say: `tc.sweep.outcomes`), and the best trial."""
     lines = [f"Optuna study **{study}**: {n_finished} finished trial(s); each is a nested run `trial N`."]
+    if notes:
+        lines += ["", *(f"- {n}" for n in notes)]
     if best:
         lines += ["", "Best trial by test accuracy:", ""]
         lines += [f"- `{k}`: {_fmt(v) if isinstance(v, float) else v}" for k, v in best.items()]
