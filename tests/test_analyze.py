@@ -268,7 +268,7 @@ def test_a_write_back_refusal_is_one_tagged_line_not_a_traceback(mlflow_store, c
         return out
 
     monkeypatch.setattr(jobs, "analyze_logged_run", analysis_then_a_foreign_marker)
-    assert analyze_ep.main(["--run_id", run_id, "--max_samples", "40", "--splits", "test"]) == 1
+    assert analyze_ep.main(["--run_id", run_id, "--max_samples", "40", "--splits", "test"]) == 2  # refused
     err = capsys.readouterr().err  # progress lines, then the refusal
     last = err.strip().splitlines()[-1]
     assert (
