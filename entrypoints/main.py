@@ -21,8 +21,7 @@ from tc import config
 from tc.analysis.registry import HEADLINE
 from tc.analysis.splits import checkpoint_interval, window_spread_steps
 from tc.config import AnalyzeConfig, MainConfig, TrainConfig, from_strings
-from tc.core.data import load_data, steps_per_epoch
-from tc.core.data import DatasetNotFoundError
+from tc.core.data import DatasetNotFoundError, load_data, steps_per_epoch
 from tc.tracking import refusals, ui
 from tc.tracking.checkpoints import checkpoint_index
 from tc.tracking.client import end_active_run, get_run, use_default_experiment

@@ -297,7 +297,9 @@ def test_two_analyses_with_different_windows_say_so_in_their_tags_and_descriptio
         train, own = MlflowClient().get_run(trained), MlflowClient().get_run(done.analyze_run_id)
         for run in (train, own):
             assert run.data.tags["tc.analysis.window"] == str(window)
-            assert run.data.tags["tc.analysis_settings"] == f"window={window} checkpoints=all cuts=stages max_samples=40"
+            assert (
+                run.data.tags["tc.analysis_settings"] == f"window={window} checkpoints=all cuts=stages max_samples=40"
+            )
             assert f"`window={window}`" in run.data.tags["mlflow.note.content"]
         seen.append((train.data.tags["tc.analysis_settings"], own.data.tags["mlflow.note.content"]))
     assert seen[0][0] != seen[1][0] and seen[0][1] != seen[1][1]

@@ -399,7 +399,9 @@ def test_bad_search_space_values_exit_2_before_any_trial(mlflow_store, tmp_path,
     assert sweep_ep.main([*argv, "--model", "mlp", "--n_trials", "1"]) == 2
     err = capsys.readouterr().err
     assert words in err and "Traceback" not in err
-    assert MlflowClient().search_runs(["0"]) == []
+    (run,) = MlflowClient().search_runs(["0"])  # no trial: the one run is the refusal's (tc.tracking.refusals)
+    assert run.info.run_name.startswith("refused: ") and words in run.data.tags["tc.error"]
+    assert not (tmp_path / "j.log").exists()
     check_space_values({"lr": {"type": "float", "low": 0.01, "high": 0.5}}, {"dataset": "digits", "model": "mlp"})
 
 

@@ -61,11 +61,14 @@ def test_run_names_carry_every_setting_that_differs_from_the_default():
 
 def test_a_refused_runs_name_is_short_and_says_what_is_wrong():
     said = "search space: train_size [2000] exceeds the 1438 training examples of digits; use values <= 1438"
-    assert runinfo.refused_name(said) == "refused: search space: train_size [2000] exceeds the 1438 training examples of digits"
+    assert (
+        runinfo.refused_name(said)
+        == "refused: search space: train_size [2000] exceeds the 1438 training examples of digits"
+    )
     long = runinfo.refused_name("run " + "0123456789abcdef" * 2 + " is FAILED, not FINISHED: its checkpoints " * 3)
     assert long.startswith("refused: run 0123") and long.endswith("…") and len(long) <= len("refused: ") + 90
     assert " " not in long[-3:-1]  # cut at a word
-    assert runinfo.refused_name("two\nlines") == "refused: two lines"  # one line
+    assert runinfo.refused_name("  what  is wrong\nhow to fix it") == "refused: what is wrong"  # the first line
     assert runinfo.refused_name("") == "refused: no reason given"
 
 
@@ -116,7 +119,13 @@ def test_the_settings_that_change_a_score_are_in_the_tags_and_descriptions():
     )
     # what the descriptions show, read back from a run's tags (the training run's description reads them there)
     settings = {c: runinfo.score_settings(runinfo.settings_from_tags(runinfo.analysis_tags(c))) for c in (wide, narrow)}
-    assert settings[narrow] == {"window": "0.3", "checkpoints": "all", "cuts": "stages", "max_samples": "200", "seed": "4"}
+    assert settings[narrow] == {
+        "window": "0.3",
+        "checkpoints": "all",
+        "cuts": "stages",
+        "max_samples": "200",
+        "seed": "4",
+    }
     texts = [runinfo.describe_analysis("x", "#/r", {"tc_test": 0.5}, settings[c]) for c in (wide, narrow)]
     assert "`window=0.5`" in texts[0] and "`window=0.3`" in texts[1] and "`seed=4`" in texts[1]
     train = [runinfo.describe_train(TrainConfig(), {}, {"tc_test": 0.5}, settings[c]) for c in (wide, narrow)]

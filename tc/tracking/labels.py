@@ -94,9 +94,10 @@ REFUSED = "refused: "
 
 def refused_name(message: str, width: int = 90) -> str:
     """Name of the run of a refused command: `refused: <what is wrong>`. tc's refusals read "what is wrong; how
-    to fix it": the name keeps the part before the first "; ", on one line, cut at a word to about `width`
-    characters (the whole message is the run's `tc.error` tag)."""
-    reason = " ".join(str(message).split()).split("; ")[0] or "no reason given"
+    to fix it" (or its first line says what is wrong, the next ones how to fix it): the name keeps the first line
+    up to the first "; ", cut at a word to about `width` characters (the whole message is the run's `tc.error`)."""
+    lines = str(message).strip().splitlines() or [""]
+    reason = " ".join(lines[0].split()).split("; ")[0] or "no reason given"
     if len(reason) > width:
         cut = reason[: width - 1]
         if " " in cut[width // 2 :]:
@@ -215,7 +216,7 @@ def analysis_tags(cfg: Any) -> dict[str, str]:
 def settings_from_tags(tags: Mapping[str, str]) -> dict[str, str]:
     """The analysis settings of a run's `tc.analysis.<setting>` tags (setting -> value as spelled there)."""
     prefix = "tc.analysis."
-    return {k[len(prefix) :]: v for k, v in tags.items() if k.startswith(prefix) and k != SETTINGS_TAG}
+    return {k[len(prefix) :]: v for k, v in tags.items() if k.startswith(prefix)}
 
 
 def score_settings(values: Mapping[str, str]) -> dict[str, str]:
@@ -223,9 +224,7 @@ def score_settings(values: Mapping[str, str]) -> dict[str, str]:
     score: the four of `ALWAYS_SHOWN` and the other `SCORE_SETTINGS` that differ from their `AnalyzeConfig`
     default, in `SCORE_SETTINGS`' order. Settings absent from `values` are skipped."""
     defaults = {f.name: _spell(f.default) for f in dataclasses.fields(AnalyzeConfig)}
-    return {
-        k: values[k] for k in SCORE_SETTINGS if k in values and (k in ALWAYS_SHOWN or values[k] != defaults[k])
-    }
+    return {k: values[k] for k in SCORE_SETTINGS if k in values and (k in ALWAYS_SHOWN or values[k] != defaults[k])}
 
 
 def settings_text(settings: Mapping[str, str]) -> str:
