@@ -66,6 +66,26 @@ def test_under_mlflow_run_the_refusal_is_recorded_in_the_run_it_created(mlflow_s
     assert run.info.run_id == made.run_id and run.info.run_name == "refused: lr=-1.0 is out of range"
 
 
+def test_a_name_someone_gave_is_kept(mlflow_store, capsys, monkeypatch):
+    """`mlflow run --run-name mine` or a caller's `run_name` (a sweep's `trial N seedS`) stays the run's name, as
+    tc keeps such names everywhere (docs/ui.md); `tc.error` and FAILED still say it was refused."""
+    from entrypoints import train as train_ep
+    from tc.config import TrainConfig
+    from tc.core.data import DatasetNotFoundError
+    from tc.tracking import jobs
+
+    mine = MlflowClient().create_run("0", run_name="mine").info.run_id
+    monkeypatch.setenv("MLFLOW_RUN_ID", mine)
+    assert train_ep.main(["--lr", "-1"]) == 2
+    run = MlflowClient().get_run(mine)
+    assert run.info.run_name == "mine" and run.info.status == "FAILED" and "lr=-1.0" in run.data.tags["tc.error"]
+    monkeypatch.delenv("MLFLOW_RUN_ID", raising=False)  # start_run took it, as under `mlflow run`
+    with pytest.raises(DatasetNotFoundError):
+        jobs.train_job(TrainConfig(dataset="mnist", model="mlp"), run_name="trial 3 seed1")
+    (run,) = MlflowClient().search_runs(["0"], "attributes.run_name = 'trial 3 seed1'")
+    assert run.info.status == "FAILED" and "mnist" in run.data.tags["tc.error"]
+
+
 def test_a_job_refusal_after_the_run_was_labelled_renames_it(mlflow_store, capsys):
     """The train job names its run from the config before it loads the data: a data set it cannot find is
     still a refusal (nothing trained), and the one run says so."""

@@ -25,7 +25,7 @@ from tc.core.device import resolve_device, resolve_precision
 from tc.core.models import ModelSpec, build_model, factory_for
 from tc.core.progress import progress_bar
 from tc.core.train import ProgressReporter, TrainingFailure, train
-from tc.tracking import refusals, ui
+from tc.tracking import labels, refusals, ui
 from tc.tracking.analyses import ANALYSIS_DIR, current_analysis_metrics, log_analysis_result
 from tc.tracking.checkpoints import AnalysisInputs, CheckpointCallback, load_analysis_inputs
 from tc.tracking.client import (
@@ -125,8 +125,9 @@ def train_job(
                 _describe(resume_run_id)
                 client().set_terminated(resume_run_id, "FINISHED")
         except Exception as e:
-            # the job's own run: `tc.error`, and a refusal's name (`tc.tracking.refusals`); a resumed run keeps its name
-            refusals.record_error(own_id, e, TRAIN_REFUSALS)
+            # the job's own run: `tc.error`, and a refusal's name in place of tc's label (`tc.tracking.refusals`); a
+            # caller's name (`run_name`) and a resumed run's name stay
+            refusals.record_error(own_id, e, TRAIN_REFUSALS, ours=(labels.run_name(cfg),))
             if target != own_id:
                 client().set_tag(target, refusals.ERROR_TAG, refusals.error_text(e, TRAIN_REFUSALS))
             if target != own_id and get_run(target).info.status == "RUNNING":

@@ -57,25 +57,31 @@ def error_text(e: BaseException | str, expected: tuple[type[BaseException], ...]
     return text[:_MAX_TAG]
 
 
-def record_error(run_id: str, e: BaseException, expected: tuple[type[BaseException], ...] = REFUSALS) -> None:
+def record_error(
+    run_id: str, e: BaseException, expected: tuple[type[BaseException], ...] = REFUSALS, *, ours: tuple[str, ...] = ()
+) -> None:
     """Say on run `run_id` why its job stopped: the tag `tc.error` (`error_text`), and for a refusal the name
-    `refused: <reason>` (`tc.tracking.labels.refused_name`) in place of whatever name it had. The caller ends it."""
-    _say(run_id, error_text(e, expected), refused=is_refusal(e))
+    `refused: <reason>` (`tc.tracking.labels.refused_name`) in place of a name MLflow made up or one of `ours`
+    (the name tc gave it, e.g. the training run's label); a name someone gave it (`--run-name`, a sweep's
+    `trial N seedS`) is kept. The caller ends the run."""
+    _say(run_id, error_text(e, expected), refused=is_refusal(e), ours=ours)
 
 
-def _say(run_id: str, text: str, *, refused: bool) -> None:
+def _say(run_id: str, text: str, *, refused: bool, ours: tuple[str, ...] = ()) -> None:
     tags = {ERROR_TAG: text}
     if refused:
-        tags["mlflow.runName"] = labels.refused_name(text)
+        name = client().get_run(run_id).info.run_name
+        if labels.is_generated_name(name) or name in ours:
+            tags["mlflow.runName"] = labels.refused_name(text)
     client().log_batch(run_id, tags=[mlflow.entities.RunTag(k, v) for k, v in tags.items()])
 
 
 def refuse(command: str, e: BaseException | str) -> int:
     """A command refused before its run began (its parameters, its search space, ...): print `tc <command>:
-    <message>` on stderr, record the refusal as one FAILED run named `refused: <reason>` with `tc.error` (the
-    run `mlflow run` created, MLFLOW_RUN_ID, else a new one in tc's default experiment), and return the exit
-    code 2. The record is best effort: a tracking store that cannot be reached is said in a second line, and the
-    refusal stands."""
+    <message>` on stderr, record the refusal as one FAILED run named `refused: <reason>` (unless `--run-name`
+    named it) with `tc.error` (the run `mlflow run` created, MLFLOW_RUN_ID, else a new one in tc's default
+    experiment), and return the exit code 2. The record is best effort: a tracking store that cannot be reached
+    is said in a second line, and the refusal stands."""
     text = error_text(e, (BaseException,))
     print(f"tc {command}: {text}", file=sys.stderr, flush=True)
     try:
