@@ -210,7 +210,12 @@ def analysis_tags(cfg: Any) -> dict[str, str]:
     """One `tc.analysis.<setting>` tag per analysis setting (not the run id itself), each filterable alone, and
     `tc.analysis_settings`: the settings that change a score, in one line (`settings_text`)."""
     tags = {f"tc.analysis.{k}": _spell(v) for k, v in asdict(cfg).items() if k != "run_id"}
-    return {**tags, SETTINGS_TAG: settings_text(score_settings(settings_from_tags(tags)))}
+    return {**tags, SETTINGS_TAG: settings_text(analysis_settings(cfg))}
+
+
+def analysis_settings(cfg: Any) -> dict[str, str]:
+    """`score_settings` of an analysis config."""
+    return score_settings({k: _spell(v) for k, v in asdict(cfg).items()})
 
 
 def settings_from_tags(tags: Mapping[str, str]) -> dict[str, str]:

@@ -56,6 +56,7 @@ def label_analysis(train_run_id: str, analyze_run_id: str | None, cfg: Any, anal
         client().log_batch(analyze_run_id, tags=tags)
         name_run(analyze_run_id, labels.analyze_name(source.info.run_name))
         link = f"#/experiments/{source.info.experiment_id}/runs/{train_run_id}"
-        settings = labels.score_settings(labels.settings_from_tags(labels.analysis_tags(cfg)))
-        text = labels.describe_analysis(source.info.run_name, link, source.data.metrics, settings)
-        describe_run(analyze_run_id, text)
+        settings = labels.analysis_settings(cfg)
+        describe_run(
+            analyze_run_id, labels.describe_analysis(source.info.run_name, link, source.data.metrics, settings)
+        )
