@@ -86,7 +86,8 @@ def refuse(command: str, e: BaseException | str) -> int:
     print(f"tc {command}: {text}", file=sys.stderr, flush=True)
     try:
         use_default_experiment()
-        run = mlflow.start_run()  # resumes MLFLOW_RUN_ID under `mlflow run`
+        # resumes MLFLOW_RUN_ID under `mlflow run`; a child of a run active in this process (a caller's main())
+        run = mlflow.start_run(nested=mlflow.active_run() is not None)
         try:
             _say(run.info.run_id, text, refused=True)
         finally:
