@@ -164,7 +164,7 @@ def test_analyze_refuses_an_unfinished_run_unless_allowed(mlflow_store, capsys):
     MlflowClient().set_terminated(run_id, "FAILED")
     argv = ["--run_id", run_id, "--max_samples", "40", "--splits", "test", "--anisotropy", "false"]
     argv += ["--measures", "false", "--matrix", "final"]
-    assert analyze_ep.main(argv) == 1
+    assert analyze_ep.main(argv) == 2  # refused
     err = capsys.readouterr().err
     assert "FAILED, not FINISHED" in err and "allow_unfinished=true" in err
     assert "tc.analysis" not in MlflowClient().get_run(run_id).data.tags  # nothing logged to it

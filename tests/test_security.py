@@ -583,7 +583,7 @@ def test_a_run_trained_with_its_own_data_dir_is_analyzed_where_the_analyzing_use
     capsys.readouterr()
     tiny = ["--run_id", run_id, "--max_samples", "16", "--splits", "test", "--matrix", "final"]
     tiny += ["--anisotropy", "false", "--measures", "false"]
-    assert analyze_ep.main(tiny) == 1
+    assert analyze_ep.main(tiny) == 2  # refused
     err = capsys.readouterr().err
     assert "TC_DATA_DIR" in err and "-P data_dir=" in err and f"data_dir={str(mine)!r}" in err, err
     assert analyses.ANALYSIS_VERSION_TAG not in MlflowClient().get_run(run_id).data.tags
