@@ -6,8 +6,8 @@ Trains and analyzes as nested MLflow runs under this one, in this process, throu
 entry points' own jobs (`tc.tracking.jobs.train_job`, `analyze_job`), then prints the training run id, its test
 accuracy and temporal-consistency scores, and how to open the MLflow UI. The run checkpoints every eighth of
 training and the analysis reads the initialisation, four checkpoints spread over the last half and the final
-one (the comment above `checkpoint_every` says why). A bad parameter or a missing data set is refused before
-any run starts: exit 2 and one FAILED run named `refused: <reason>` (`tc.tracking.refusals`).
+one (the comment above `checkpoint_every` says why). A bad parameter, a missing data set or a train_size above
+its size is refused before any run starts: exit 2 and one FAILED run named `refused: <reason>` (`tc.tracking.refusals`).
 """
 
 from __future__ import annotations
@@ -84,7 +84,9 @@ def main(argv: list[str] | None = None) -> int:
     try:  # refused before any run: one FAILED run named `refused: ...`, exit 2 (tc.tracking.refusals)
         cfg = parse_args(argv)
         train_cfg = from_strings(TrainConfig, train_parameters(cfg))
-        load_data(DATASET)  # a missing data set is refused here, not in a child run (the train job reads it again)
+        # a missing data set or a train_size above its size is refused here, not in a child run (the train job
+        # reads it again)
+        load_data(DATASET, train_size=cfg.train_size)
     except (ValueError, DatasetNotFoundError) as e:
         return refusals.refuse("main", e)
     use_default_experiment()

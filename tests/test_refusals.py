@@ -138,6 +138,8 @@ def test_the_cache_command_creates_no_run(mlflow_store, capsys):
     assert MlflowClient().search_runs(["0"]) == []
 
 
+@pytest.mark.slow  # 10-17 s of `mlflow run`; in process: tests/test_sweep.py, and the record of `mlflow run`'s run:
+# test_under_mlflow_run_the_refusal_is_recorded_in_the_run_it_created, tests/test_mlflow_run.py (the fast suite ~10 min)
 def test_an_oversized_train_size_through_mlflow_run_creates_no_study_or_trial_and_one_refused_run(
     mlflow_store, tmp_path
 ):
@@ -155,3 +157,34 @@ def test_an_oversized_train_size_through_mlflow_run_creates_no_study_or_trial_an
     assert f"tc sweep: {said}" in proc.stderr
     _the_refused_run(said)
     assert not journal.exists()  # the study's storage was never opened: no study, so no trial either
+
+
+@pytest.mark.parametrize("entry", ["train", "analyze", "sweep", "main", "report"])
+def test_help_prints_and_exits_0_and_creates_no_run(mlflow_store, capsys, entry):
+    """`--help` is no refusal: argparse prints the parameters and exits 0 (a `%` in a help string, as train's
+    `schedule` has, once made it a TypeError)."""
+    command = importlib.import_module(f"entrypoints.{entry}")
+    with pytest.raises(SystemExit) as done:
+        command.main(["--help"])
+    assert done.value.code == 0
+    out = capsys.readouterr().out
+    assert out.startswith("usage: ") and ("--quick" if entry == "report" else "--seed") in out
+    if entry == "train":
+        assert "x0.1 at 50% and 75%" in " ".join(out.split())  # argparse wraps the lines
+    assert MlflowClient().search_runs(["0"]) == []
+
+
+def test_the_quick_start_refuses_a_train_size_above_its_data_before_any_run(mlflow_store, capsys, monkeypatch):
+    """A train_size the data set cannot give is refused with the rest, before the quick start's run: one run,
+    not a `quick start` run with a refused child (digits stands in for Fashion-MNIST: 1438 training examples)."""
+    from entrypoints import main as quick
+
+    def no_job(*a, **k):
+        raise AssertionError("an oversized train_size reached the train job")
+
+    monkeypatch.setattr(quick, "DATASET", "digits")
+    monkeypatch.setattr(quick, "train_job", no_job)
+    assert quick.main(["--train_size", "5000"]) == 2
+    said = _said(capsys, "main")
+    assert said == "train_size=5000 exceeds the 1438 training examples of digits"
+    _the_refused_run(said)

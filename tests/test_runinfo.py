@@ -133,6 +133,10 @@ def test_the_settings_that_change_a_score_are_in_the_tags_and_descriptions():
     assert "window" not in runinfo.describe_train(TrainConfig(), {}, {}, settings[wide])  # no analysis, no settings
     # every setting that changes a score is an AnalyzeConfig field, and a setting that only adds or removes scores
     # (or says where to run) is not one of them
+    # a re-analysis at the defaults after one with seed=4 (tags overwrite tags on the run): no stale `seed=4`
+    rerun = {**runinfo.analysis_tags(narrow), **runinfo.analysis_tags(wide)}
+    assert runinfo.score_settings(runinfo.settings_from_tags(rerun)) == settings[wide]
+    assert rerun["tc.analysis_settings"] == tags["tc.analysis_settings"]
     assert set(runinfo.SCORE_SETTINGS) <= set(AnalyzeConfig.__dataclass_fields__)
     assert not {"splits", "matrix", "phases", "device", "outputs", "data_dir"} & set(runinfo.SCORE_SETTINGS)
 

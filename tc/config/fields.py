@@ -117,7 +117,9 @@ def build_parser(cls: type, description: str | None = None) -> argparse.Argument
         help_text = f.metadata.get("help", "")
         if f.metadata.get("choices"):
             help_text += f" (one of {', '.join(f.metadata['choices'])})"
-        parser.add_argument(f"--{f.name}", default=argparse.SUPPRESS, help=f"{help_text} [default: {f.default}]")
+        # argparse %-formats a help string (`%(default)s`): a literal `%` ("x0.1 at 50%") must be doubled
+        text = f"{help_text} [default: {f.default}]".replace("%", "%%")
+        parser.add_argument(f"--{f.name}", default=argparse.SUPPRESS, help=text)
     return parser
 
 
