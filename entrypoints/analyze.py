@@ -13,6 +13,9 @@ and the report analyze through it too).
 
 The run's data set is read where you say (-P data_dir=DIR, -P download=true, $TC_DATA_DIR, tc's cache), never
 where the run says: a run trained with -P data_dir=/data/mine is analyzed with -P data_dir=/data/mine.
+
+A refused analysis (a bad parameter, a run it cannot use) exits 2, leaves the training run untouched, and leaves
+one FAILED run named `refused: <reason>`, the whole message in its tag `tc.error` (`tc.tracking.refusals`).
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import os
 import sys
 
 from tc.config import AnalyzeConfig, parse_args
+from tc.tracking import refusals
 from tc.tracking.client import use_default_experiment
 from tc.tracking.jobs import ANALYZE_REFUSALS, analyze_job
 
@@ -29,15 +33,14 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     try:
         cfg = parse_args(AnalyzeConfig, argv, description=__doc__.splitlines()[0])
-    except ValueError as e:
-        print(f"tc analyze: {e}", file=sys.stderr)
-        return 2
+    except ValueError as e:  # one FAILED run named `refused: ...`, exit 2 (tc.tracking.refusals)
+        return refusals.refuse("analyze", e)
     use_default_experiment()
     try:  # in the run `mlflow run` made (MLFLOW_RUN_ID), or a new one
         done = analyze_job(cfg)
-    except ANALYZE_REFUSALS as e:  # CheckpointError is a ValueError; the job tagged tc.error, ended FAILED
+    except ANALYZE_REFUSALS as e:  # the job named its own run `refused: ...`, tagged tc.error, ended it FAILED
         print(f"tc analyze: {e}", file=sys.stderr)
-        return 1
+        return refusals.exit_code(e)
     for line in done.lines():
         print(f"tc analyze: {line}", flush=True)
     return 0

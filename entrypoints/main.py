@@ -6,7 +6,8 @@ Trains and analyzes as nested MLflow runs under this one, in this process, throu
 entry points' own jobs (`tc.tracking.jobs.train_job`, `analyze_job`), then prints the training run id, its test
 accuracy and temporal-consistency scores, and how to open the MLflow UI. The run checkpoints every eighth of
 training and the analysis reads the initialisation, four checkpoints spread over the last half and the final
-one (the comment above `checkpoint_every` says why).
+one (the comment above `checkpoint_every` says why). A bad parameter, a missing data set or a train_size above
+its size is refused before any run starts: exit 2 and one FAILED run named `refused: <reason>` (`tc.tracking.refusals`).
 """
 
 from __future__ import annotations
@@ -20,8 +21,8 @@ from tc import config
 from tc.analysis.registry import HEADLINE
 from tc.analysis.splits import checkpoint_interval, window_spread_steps
 from tc.config import AnalyzeConfig, MainConfig, TrainConfig, from_strings
-from tc.core.data import load_data, steps_per_epoch
-from tc.tracking import ui
+from tc.core.data import DatasetNotFoundError, load_data, steps_per_epoch
+from tc.tracking import refusals, ui
 from tc.tracking.checkpoints import checkpoint_index
 from tc.tracking.client import end_active_run, get_run, use_default_experiment
 from tc.tracking.jobs import ANALYZE_REFUSALS, TRAIN_REFUSALS, analyze_job, train_job
@@ -80,16 +81,19 @@ def parse_args(argv: list[str] | None = None) -> MainConfig:
 def main(argv: list[str] | None = None) -> int:
     # as the analyze command: the analysis' download of checkpoints prints tc's lines, not MLflow's bars
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-    try:
+    try:  # refused before any run: one FAILED run named `refused: ...`, exit 2 (tc.tracking.refusals)
         cfg = parse_args(argv)
-    except ValueError as e:
-        print(f"tc main: {e}", file=sys.stderr)
-        return 2
+        train_cfg = from_strings(TrainConfig, train_parameters(cfg))
+        # a missing data set or a train_size above its size is refused here, not in a child run (the train job
+        # reads it again)
+        load_data(DATASET, train_size=cfg.train_size)
+    except (ValueError, DatasetNotFoundError) as e:
+        return refusals.refuse("main", e)
     use_default_experiment()
     with mlflow.start_run() as parent:
         ui.name_run(parent.info.run_id, "quick start")
         try:
-            train_id = train_job(from_strings(TrainConfig, train_parameters(cfg)))
+            train_id = train_job(train_cfg)
             print(f"tc train: done; run {train_id}", flush=True)
             mlflow.set_tag("tc.train_run_id", train_id)
             saved = sorted(e.step for e in checkpoint_index(train_id))  # the validated index only
@@ -98,8 +102,8 @@ def main(argv: list[str] | None = None) -> int:
             done = analyze_job(from_strings(AnalyzeConfig, params))
         except (*TRAIN_REFUSALS, *ANALYZE_REFUSALS) as e:  # the job ended its own run FAILED, tagged tc.error
             print(f"tc quick start: {e}", file=sys.stderr)
-            end_active_run("FAILED", {"tc.error": str(e)[:5000]})
-            return 1
+            end_active_run("FAILED", {refusals.ERROR_TAG: refusals.error_text(e, TRAIN_REFUSALS)})
+            return refusals.exit_code(e)
         for line in done.lines():
             print(f"tc analyze: {line}", flush=True)
         m = get_run(train_id).data.metrics

@@ -15,7 +15,8 @@ still gives a report that says so.
 `--rerender true` runs nothing: it re-renders the verdict tables and the sweep's section of `out_dir`/REPORT.md
 from the stored tables in `out_dir`/report (`tc.report.files.write_rerendered`), with today's date in its
 header. The settings come from the stored report/settings.json (so `--quick` and `--trials` do not apply:
-other than their defaults, they are refused); without that file it refuses (exit 2).
+other than their defaults, they are refused); without that file it refuses. A refused command exits 2 and leaves
+one FAILED run named `refused: <reason>`, the whole message in its tag `tc.error` (`tc.tracking.refusals`).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ import mlflow
 
 from tc.config import ReportConfig, parse_args
 from tc.report import experiments, files, produce
+from tc.tracking import refusals
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -44,16 +46,14 @@ def _launch(entry: str, params: dict[str, str]) -> str:
 def main(argv: list[str] | None = None) -> int:
     try:  # a re-render with quick or trials other than their defaults is refused here (ReportConfig)
         cfg = parse_args(ReportConfig, argv, description=__doc__.splitlines()[0])
-    except ValueError as e:
-        print(f"tc report: {e}", file=sys.stderr)
-        return 2
+    except ValueError as e:  # one FAILED run named `refused: ...`, exit 2 (tc.tracking.refusals)
+        return refusals.refuse("report", e)
     out = Path(cfg.out_dir) if cfg.out_dir is not None else ROOT / "docs"
     if cfg.rerender:
         try:
             changes = files.write_rerendered(out, datetime.date.today().isoformat())
         except ValueError as e:
-            print(f"tc report: cannot re-render {out / 'REPORT.md'}: {e}", file=sys.stderr)
-            return 2
+            return refusals.refuse("report", f"cannot re-render {out / 'REPORT.md'}: {e}")
         print(f"tc report: re-rendered {out / 'REPORT.md'}; verdicts changed: {changes or 'none'}")
         return 0
     s = experiments.settings(cfg.quick, cfg.trials, ROOT)

@@ -12,6 +12,10 @@ A trial that diverges, samples a combination that cannot be trained, or runs out
 training or in its analysis) is FAILED with its `fail_reason` and counts; a trial that crashes on any other
 error is FAILED with `tc.error`, does not count, and the worker goes on, unless 3 trials in a row crash: then
 the worker stops, its sweep run ends FAILED, and the exit code is 1 (`tc.sweep.trial` has the policy).
+
+A refused sweep (a bad parameter, storage or search space, e.g. a train_size above the data set's size) exits 2
+before any study or trial exists, and leaves one FAILED run named `refused: <reason>`, the whole message in its
+tag `tc.error` (`tc.tracking.refusals`).
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ from tc.config import SweepConfig, parse_args
 from tc.core.data import DatasetNotFoundError
 from tc.sweep import job
 from tc.sweep.summary import print_summary, write_summary
-from tc.tracking import client
+from tc.tracking import client, refusals
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -37,9 +41,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cfg = parse_args(SweepConfig, argv, description=__doc__.splitlines()[0])
         setup = job.prepare(cfg, mlflow.get_tracking_uri())
-    except (ValueError, DatasetNotFoundError) as e:
-        print(f"tc sweep: {e}", file=sys.stderr)
-        return 2
+    except (ValueError, DatasetNotFoundError) as e:  # no study, no trial; one run named `refused: ...`, exit 2
+        return refusals.refuse("sweep", e)
     client.use_default_experiment()
     with mlflow.start_run() as parent:
         mlflow.set_tags({"tc.study": cfg.study_name, "tc.storage": setup.where})

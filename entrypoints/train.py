@@ -18,6 +18,10 @@ The resumed run equals an uninterrupted one bit for bit (the resume state holds 
 when its state cannot promise that (written by an older tc, or another kind of device), it says why in the
 tag `tc.resume_not_exact`. The job is `tc.tracking.jobs.train_job` (the sweep's trials and the report train
 through it too).
+
+A refused command (a bad parameter, a run it cannot resume, a data set it cannot find) exits 2 and leaves one
+FAILED run named `refused: <reason>`, the whole message in its tag `tc.error`; a training that diverges exits 1
+and its run keeps its name (`tc.tracking.refusals`).
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from __future__ import annotations
 import sys
 
 from tc.config import TrainConfig, build_parser, from_strings, unquote
+from tc.tracking import refusals
 from tc.tracking.client import use_default_experiment
 from tc.tracking.jobs import TRAIN_REFUSALS, train_job
 
@@ -40,16 +45,15 @@ def parse(argv: list[str] | None) -> tuple[TrainConfig, str | None]:
 def main(argv: list[str] | None = None) -> int:
     try:
         cfg, resume_id = parse(argv)
-    except ValueError as e:
-        print(f"tc train: {e}", file=sys.stderr)
-        return 2
+    except ValueError as e:  # one FAILED run named `refused: ...`, exit 2 (tc.tracking.refusals)
+        return refusals.refuse("train", e)
     use_default_experiment()
     try:  # the run `mlflow run` made (MLFLOW_RUN_ID), or a new one; on resume, a user model's code still
         # comes only from this command line
         run_id = train_job(cfg, resume_run_id=resume_id, command_line_model=cfg.model)
-    except TRAIN_REFUSALS as e:  # the job tagged tc.error and ended its runs FAILED
+    except TRAIN_REFUSALS as e:  # the job tagged tc.error, named a refusal's run, and ended its runs FAILED
         print(f"tc train: {e}", file=sys.stderr)
-        return 1
+        return refusals.exit_code(e)  # 2 refused, 1 failed (training diverged)
     print(f"tc train: done; run {run_id}")
     return 0
 

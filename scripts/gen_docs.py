@@ -3,7 +3,8 @@
     python scripts/gen_docs.py           # rewrite MLproject and every generated block in place
     python scripts/gen_docs.py --check   # rewrite nothing; exit 1 naming each stale file or block
 
-The config dataclasses of `tc.config` (`tc.config.CONFIGS`, one per entry point) define every parameter once:
+The config dataclasses of `tc.config` (`tc.config.CONFIGS`, one per entry point, and COMMAND_LINE_ONLY's, one per
+command that is no entry point) define every parameter once:
 name, type, default, help string, choices, and whether it is required. From them this script writes
 - MLproject: each entry point's `parameters` (MLflow's types: int, float, string; a boolean is a string
   true/false, an optional value's default is `none`; a required parameter has no default) and its `command`,
@@ -33,7 +34,7 @@ if str(ROOT) not in sys.path:  # run as a script from anywhere: import this chec
     sys.path.insert(0, str(ROOT))
 
 from tc.analysis import registry as metrics  # noqa: E402
-from tc.config import CONFIGS, CORRUPTION_NAMES  # noqa: E402
+from tc.config import CONFIGS, CORRUPTION_NAMES, CacheConfig  # noqa: E402
 from tc.config.fields import base_type  # noqa: E402
 
 # Parameters an entry point takes besides its config's fields (MLproject name -> (default, meaning)).
@@ -92,8 +93,12 @@ NOTES: dict[str, dict[str, str]] = {
         "seed": "Re-seeded per trial from (seed, trial number); the second training seed is seed + 1",
         "dataset": "The other training settings are `train`'s defaults unless the space varies them",
     },
-    "cache": {"max_gb": "`python -m tc.tracking.cache prune --max-gb` does the same"},
+    "cache": {"max_gb": "The flag is `--max-gb`: `python -m tc.tracking.cache prune --max-gb 5`"},
 }
+
+# The configs of the commands that are not MLproject entry points (they would leave an empty run at each use): they
+# get a parameter table, no MLproject entry.
+COMMAND_LINE_ONLY: dict[str, type] = {"cache": CacheConfig}
 
 # The script each entry point runs; it takes every parameter as `--name value` (`tc.config.parse_args`).
 COMMANDS: dict[str, str] = {
@@ -102,10 +107,9 @@ COMMANDS: dict[str, str] = {
     "analyze": "python entrypoints/analyze.py",
     "sweep": "python entrypoints/sweep.py",
     "report": "python entrypoints/report.py",
-    "cache": "python -m tc.tracking.cache prune",
 }
 # Flags spelled otherwise than `--name` (entry point -> parameter -> flag).
-FLAGS: dict[str, dict[str, str]] = {"cache": {"max_gb": "--max-gb"}}
+FLAGS: dict[str, dict[str, str]] = {}
 
 MLPROJECT_HEAD = """name: tc
 
@@ -234,7 +238,7 @@ def _meaning(entry: str, f: dataclasses.Field, notes: bool) -> str:
 def rows(entry: str, notes: bool = True) -> list[tuple[str, str, str]]:
     """(name, default, meaning) for every parameter of `entry`, in the config's field order, then the extras."""
     out = []
-    for f in dataclasses.fields(CONFIGS[entry]):
+    for f in dataclasses.fields(CONFIGS[entry] if entry in CONFIGS else COMMAND_LINE_ONLY[entry]):
         out.append((f.name, "(required)" if is_required(f) else f"`{param_str(f.default)}`", _meaning(entry, f, notes)))
     for name, (default, meaning) in EXTRA_PARAMS.get(entry, {}).items():
         out.append((name, f"`{default}`", _sentence(meaning)))

@@ -172,10 +172,10 @@ def test_second_analysis_leaves_one_coherent_result(mlflow_store):
 
 def _fails_cleanly(argv, capsys, words, run_id=None):
     before = _tc_metrics(run_id) if run_id else None
-    assert analyze_ep.main(argv) == 1
+    assert analyze_ep.main(argv) == 2  # refused (tc.tracking.refusals)
     err = capsys.readouterr().err
     assert all(w in err for w in words), err
-    assert _latest_run().info.status == "FAILED"
+    assert _latest_run().info.status == "FAILED" and _latest_run().info.run_name.startswith("refused: ")
     if run_id:
         assert _tc_metrics(run_id) == before == {}  # nothing logged as if it were a result
 
@@ -268,7 +268,7 @@ def test_a_write_back_refusal_is_one_tagged_line_not_a_traceback(mlflow_store, c
         return out
 
     monkeypatch.setattr(jobs, "analyze_logged_run", analysis_then_a_foreign_marker)
-    assert analyze_ep.main(["--run_id", run_id, "--max_samples", "40", "--splits", "test"]) == 1
+    assert analyze_ep.main(["--run_id", run_id, "--max_samples", "40", "--splits", "test"]) == 2  # refused
     err = capsys.readouterr().err  # progress lines, then the refusal
     last = err.strip().splitlines()[-1]
     assert (

@@ -290,20 +290,28 @@ def test_report_config_keeps_the_old_meanings():
         assert all(w in str(err.value) for w in words), (argv, str(err.value))
 
 
-def test_main_and_report_refuse_a_bad_value_before_any_run(capsys, monkeypatch):
-    """Exit 2 with the config's message; nothing reaches MLflow (the tracking calls would fail loudly)."""
+def test_main_and_report_refuse_a_bad_value_before_any_run(mlflow_store, capsys, monkeypatch):
+    """Exit 2 with the config's message; no job starts: the only run is the refusal's record, FAILED and named
+    `refused: ...` (tc.tracking.refusals; tests/test_refusals.py has every entry point)."""
+    from mlflow.tracking import MlflowClient
+
     from entrypoints import main as quick
     from entrypoints import report as entry
 
-    def no_mlflow(*a, **k):
-        raise AssertionError("a bad parameter reached MLflow")
+    def no_job(*a, **k):
+        raise AssertionError("a bad parameter reached a job")
 
-    monkeypatch.setattr(quick, "use_default_experiment", no_mlflow)
-    monkeypatch.setattr(entry.mlflow, "start_run", no_mlflow)
+    monkeypatch.setattr(quick, "train_job", no_job)
+    monkeypatch.setattr(entry.produce, "produce", no_job)
     assert quick.main(["--epochs", "0"]) == 2
     assert "tc main: epochs=0 is out of range" in capsys.readouterr().err
     assert entry.main(["--trials", "-3"]) == 2
     assert "tc report: trials=-3 is out of range" in capsys.readouterr().err
+    runs = MlflowClient().search_runs(["0"])
+    assert sorted(r.info.run_name for r in runs) == [
+        "refused: epochs=0 is out of range",
+        "refused: trials=-3 is out of range",
+    ]
 
 
 def test_a_cache_config_casts_and_checks_its_cap():

@@ -37,7 +37,7 @@ def trained(mlflow_store) -> str:
 
 def test_the_train_job_in_its_own_run_is_the_train_command(trained):
     run = MlflowClient().get_run(trained)
-    assert run.info.status == "FINISHED" and run.info.run_name == "mlp3-w16 digits seed0"
+    assert run.info.status == "FINISHED" and run.info.run_name == "mlp3-w16 digits ep2 n256 seed0"
     assert run.data.params["width"] == "16" and run.data.tags["tc.dataset"] == "digits"
     assert "test accuracy" in run.data.tags["mlflow.note.content"]  # the description after training
     files = {f.path for f in MlflowClient().list_artifacts(trained, "checkpoints")}
@@ -72,6 +72,7 @@ def test_a_train_job_that_fails_ends_its_own_run_failed_and_raises(mlflow_store,
         jobs.train_job(TINY)
     (run,) = _runs()
     assert run.info.status == "FAILED" and run.data.tags["tc.error"] == tag  # a refusal's message, else its type too
+    assert run.info.run_name == "mlp3-w16 digits ep2 n256 seed0"  # a failure, not a refusal: its name stays
     with mlflow.start_run() as caller, pytest.raises(type(error)):
         jobs.train_job(TINY, run_id=caller.info.run_id)
     assert "tc.error" not in MlflowClient().get_run(caller.info.run_id).data.tags  # the caller's run: its policy
@@ -104,7 +105,8 @@ def _killed_run() -> str:
 def test_a_resume_that_fails_after_its_checks_ends_both_runs_failed_and_says_why(mlflow_store, tmp_path, capsys):
     """Once the run to resume has passed `check_resumable`, it is the job's target: a refusal of its resume
     state (or any other failure) ends it FAILED with `tc.error`, as the resuming run, and the train command
-    exits 1 with the same words (a refusal) or raises (anything else)."""
+    exits 2 with the same words (a refusal) or raises (anything else). A refusal renames the resuming run, the
+    job's own, `refused: ...`; the resumed run, a real training run, keeps its name."""
     from entrypoints import train as train_ep
     from tc.core import checkpoints as ck
     from tc.tracking import resume
@@ -113,13 +115,16 @@ def test_a_resume_that_fails_after_its_checks_ends_both_runs_failed_and_says_why
     state = resume.load_resume_state(killed)
     ck.atomic_save({**state, "train_seconds": -1.0}, tmp_path / "state.pt")
     MlflowClient().log_artifact(killed, str(tmp_path / "state.pt"), "resume")
-    assert train_ep.main(["--resume_run_id", killed]) == 1
+    name = MlflowClient().get_run(killed).info.run_name
+    assert train_ep.main(["--resume_run_id", killed]) == 2
     said = capsys.readouterr().err.strip().splitlines()[-1].removeprefix("tc train: ")
     assert said == f"run {killed}: resume/state.pt train_seconds '-1.0' is not a time"
     resuming, target = _runs()[0], MlflowClient().get_run(killed)
     assert resuming.data.tags["tc.resumed_run_id"] == killed
     for run in (resuming, target):
         assert run.info.status == "FAILED" and run.data.tags["tc.error"] == said
+    assert resuming.info.run_name == f"refused: run {killed}: resume/state.pt train_seconds '-1.0' is not a time"
+    assert target.info.run_name == name == "mlp3-w16 digits ep2 n256 seed0"
 
     ck.atomic_save(state, tmp_path / "state.pt")  # a good state again; now the training itself fails
     MlflowClient().log_artifact(killed, str(tmp_path / "state.pt"), "resume")
@@ -139,7 +144,8 @@ def test_a_resume_that_fails_after_its_checks_ends_both_runs_failed_and_says_why
 
 def test_the_analyze_job_refuses_an_unfinished_run_as_the_command_line_does(trained, capsys):
     MlflowClient().set_terminated(trained, "FAILED")  # killed: its checkpoints may stop early
-    assert analyze_ep.main(["--run_id", trained, "--max_samples", "40"]) == 1
+    before = MlflowClient().get_run(trained)
+    assert analyze_ep.main(["--run_id", trained, "--max_samples", "40"]) == 2
     said = capsys.readouterr().err.strip().splitlines()[-1].removeprefix("tc analyze: ")
     assert said.startswith(f"run {trained} is FAILED, not FINISHED")
     command_run = _runs()[0]
@@ -149,10 +155,12 @@ def test_the_analyze_job_refuses_an_unfinished_run_as_the_command_line_does(trai
     (job_run,) = MlflowClient().search_runs(["0"], f"tags.mlflow.parentRunId = '{report_run.info.run_id}'")
     for run in (command_run, job_run):
         assert run.info.status == "FAILED" and run.data.tags["tc.error"] == said
-        assert run.data.tags["tc.source_run_id"] == trained
+        assert run.data.tags["tc.source_run_id"] == trained and run.info.run_name.startswith("refused: run ")
     with pytest.raises(ValueError, match="not FINISHED"):  # the sweep's path: no run of its own
         jobs.analyze_job(AnalyzeConfig(run_id=trained, **CHEAP), own_run=False)
     assert _tc_metrics(trained) == {} and analyses.analysis_dir(trained) is None  # nothing written back
+    after = MlflowClient().get_run(trained)  # the analyzed run: untouched (but for the status this test set)
+    assert after.data.tags == before.data.tags and after.info.run_name == before.info.run_name
 
 
 def test_the_analyze_job_falls_back_from_bf16_as_the_command_line_does(trained, monkeypatch, capsys):
@@ -277,3 +285,21 @@ def test_the_analyze_jobs_own_run_carries_its_settings_as_params(trained):
     params = MlflowClient().get_run(done.analyze_run_id).data.params
     assert params["max_samples"] == "40" and params["splits"] == "test" and params["run_id"] == trained
     assert set(params) == set(AnalyzeConfig.__dataclass_fields__)
+
+
+def test_two_analyses_with_different_windows_say_so_in_their_tags_and_descriptions(trained):
+    """Issue 22: a re-analysis with window=0.3 moved κ more than an lr change did, and only a tag told the two
+    apart. The run where the metrics land (the training run) and each analyze run carry the settings that change
+    a score as a column (`tc.analysis_settings`, and one tag per setting) and in their descriptions."""
+    seen = []
+    for window in (0.5, 0.3):
+        done = jobs.analyze_job(AnalyzeConfig(run_id=trained, window=window, **CHEAP))
+        train, own = MlflowClient().get_run(trained), MlflowClient().get_run(done.analyze_run_id)
+        for run in (train, own):
+            assert run.data.tags["tc.analysis.window"] == str(window)
+            assert (
+                run.data.tags["tc.analysis_settings"] == f"window={window} checkpoints=all cuts=stages max_samples=40"
+            )
+            assert f"`window={window}`" in run.data.tags["mlflow.note.content"]
+        seen.append((train.data.tags["tc.analysis_settings"], own.data.tags["mlflow.note.content"]))
+    assert seen[0][0] != seen[1][0] and seen[0][1] != seen[1][1]

@@ -40,12 +40,17 @@ def test_diverging_run_fails_with_a_clear_message(mlflow_store):
     assert "training diverged at step" in proc.stderr
     (run,) = MlflowClient().search_runs(["0"])
     assert run.info.status == "FAILED"
+    assert run.info.run_name == "mlp3-w16 digits ep1 lr1e+06 mom0 seed0"  # a failure, not a refusal: its name stays
+    assert run.data.tags["tc.error"].startswith("training diverged at step")
 
 
 def test_bad_value_is_rejected_before_training(mlflow_store):
     proc = mlflow_run("train", "dataset=imagenet")
     assert proc.returncode != 0
     assert "dataset='imagenet' is not valid; choose one of: fashion-mnist" in proc.stderr
+    (run,) = MlflowClient().search_runs(["0"])  # the run `mlflow run` made is the refusal's record (issue 22)
+    assert run.info.status == "FAILED" and run.info.run_name == "refused: dataset='imagenet' is not valid"
+    assert run.data.tags["tc.error"].startswith("dataset='imagenet' is not valid; choose one of: fashion-mnist")
 
 
 @pytest.mark.slow

@@ -61,7 +61,7 @@ def test_own_loop_logs_tc_checkpoints(mlflow_store):
     client = MlflowClient()
     got = client.get_run(rid)
     assert got.data.params["model"] == USER and got.data.params["dataset"] == "digits"
-    assert got.info.run_name == "tests.stage_models:small_net digits seed0"
+    assert got.info.run_name == "tests.stage_models:small_net digits ep1 bs32 seed0"  # settings it gave
     index = json.loads(
         Path(client.download_artifacts(rid, "checkpoints/index.json", str(mlflow_store_dir(rid)))).read_text()
     )

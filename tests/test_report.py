@@ -516,7 +516,7 @@ def test_write_stores_the_settings_and_a_rerender_follows_them_not_the_full_repo
     assert "at 2 seeds per configuration" in text and "cap 150 epochs" in text  # the quick sweep's settings
 
 
-def test_rerender_refuses_without_settings_json(tmp_path, capsys):
+def test_rerender_refuses_without_settings_json(mlflow_store, tmp_path, capsys):  # a refusal leaves a run: a store
     from entrypoints import report as entry
 
     _stored_report(tmp_path)

@@ -164,7 +164,7 @@ def test_analyze_refuses_an_unfinished_run_unless_allowed(mlflow_store, capsys):
     MlflowClient().set_terminated(run_id, "FAILED")
     argv = ["--run_id", run_id, "--max_samples", "40", "--splits", "test", "--anisotropy", "false"]
     argv += ["--measures", "false", "--matrix", "final"]
-    assert analyze_ep.main(argv) == 1
+    assert analyze_ep.main(argv) == 2  # refused
     err = capsys.readouterr().err
     assert "FAILED, not FINISHED" in err and "allow_unfinished=true" in err
     assert "tc.analysis" not in MlflowClient().get_run(run_id).data.tags  # nothing logged to it
@@ -182,7 +182,7 @@ def test_missing_checkpoint_artifact_is_one_message_and_a_tag(mlflow_store, caps
     (_artifact_root(run_id) / "checkpoints" / ck.filename(3)).unlink()
     for f in (cache_dir / "checkpoints" / run_id).glob("*"):
         f.unlink()
-    assert analyze_ep.main(["--run_id", run_id, "--max_samples", "40"]) == 1
+    assert analyze_ep.main(["--run_id", run_id, "--max_samples", "40"]) == 2  # refused
     err = capsys.readouterr().err
     assert "checkpoints/step_00000003.pt is listed in index.json but missing from the artifact store" in err
     assert "Traceback" not in err and len(err.strip().splitlines()) == 1
@@ -197,7 +197,7 @@ def test_missing_checkpoint_artifact_is_one_message_and_a_tag(mlflow_store, caps
 def test_refusing_to_resume_a_finished_run_does_not_touch_it(mlflow_store, capsys):
     run_id = _new_run("FINISHED")
     before = MlflowClient().get_run(run_id)
-    assert train_ep.main(["--resume_run_id", run_id]) == 1
+    assert train_ep.main(["--resume_run_id", run_id]) == 2  # refused
     assert "already FINISHED" in capsys.readouterr().err
     after = MlflowClient().get_run(run_id)
     assert after.data.tags == before.data.tags and after.info.status == "FINISHED"
@@ -232,7 +232,7 @@ def test_resume_is_refused_while_the_writer_lives_and_the_run_is_untouched(mlflo
     run_id = _new_run()
     writers.claim_run(run_id)
     before = c.get_run(run_id)
-    assert train_ep.main(["--resume_run_id", run_id]) == 1
+    assert train_ep.main(["--resume_run_id", run_id]) == 2  # refused
     assert f"process {os.getpid()}" in capsys.readouterr().err
     after = c.get_run(run_id)
     assert after.data.tags == before.data.tags and after.info.status == "RUNNING"
@@ -267,7 +267,7 @@ def test_kill_9_train_live_writer_refused_then_resumed_without_leftovers(mlflow_
     try:
         run_id = _wait_for_checkpoint(proc, 2)
         before = MlflowClient().get_run(run_id).data.tags
-        assert train_ep.main(["--resume_run_id", run_id]) == 1
+        assert train_ep.main(["--resume_run_id", run_id]) == 2  # refused
         assert "has a live writer" in capsys.readouterr().err
         tags = MlflowClient().get_run(run_id).data.tags
         assert "tc.error" not in tags and tags.get("tc.writer") == before.get("tc.writer")
@@ -399,7 +399,9 @@ def test_bad_search_space_values_exit_2_before_any_trial(mlflow_store, tmp_path,
     assert sweep_ep.main([*argv, "--model", "mlp", "--n_trials", "1"]) == 2
     err = capsys.readouterr().err
     assert words in err and "Traceback" not in err
-    assert MlflowClient().search_runs(["0"]) == []
+    (run,) = MlflowClient().search_runs(["0"])  # no trial: the one run is the refusal's (tc.tracking.refusals)
+    assert run.info.run_name.startswith("refused: ") and words in run.data.tags["tc.error"]
+    assert not (tmp_path / "j.log").exists()
     check_space_values({"lr": {"type": "float", "low": 0.01, "high": 0.5}}, {"dataset": "digits", "model": "mlp"})
 
 

@@ -1,6 +1,7 @@
 """Run names, descriptions and tags (tc.tracking.labels), and their MLflow write-out (tc.tracking.ui)."""
 
 import math
+from dataclasses import replace
 
 import mlflow
 import pytest
@@ -23,11 +24,52 @@ def test_run_names():
         "torchvision:resnet18 digits seed0"
     )
     assert runinfo.run_name(TrainConfig(label_noise=0.2, freeze_cut=2)) == (
-        "resnet20-w16 fashion-mnist seed0 noise0.2 freeze2@1"
+        "resnet20-w16 fashion-mnist noise0.2 freeze2@1 seed0"
     )
     assert runinfo.analyze_name("mlp3-w64 digits seed0") == "analyze mlp3-w64 digits seed0"
     assert runinfo.sweep_name("fmnist") == "sweep fmnist"
     assert runinfo.trial_name(7) == "trial 7" and runinfo.trial_name(7, seed=1) == "trial 7 seed1"
+
+
+def test_run_names_carry_every_setting_that_differs_from_the_default():
+    """Issue 22: two runs that differ only in lr got the same name. A name now lists each setting that changes what
+    is trained and differs from TrainConfig's default (the dataclass owns the defaults), in a fixed order, between
+    the data set and the seed; settings that do not change the model (device, data, checkpointing) stay out."""
+    base = TrainConfig(dataset="digits", model="mlp", width=64)
+    assert runinfo.run_name(base) == "mlp3-w64 digits seed0"
+    assert runinfo.run_name(replace(base, lr=0.02)) == "mlp3-w64 digits lr0.02 seed0"  # the issue's example
+    assert runinfo.run_name(replace(base, lr=0.02)) != runinfo.run_name(replace(base, lr=0.05))
+    every = replace(
+        base, epochs=30, target_loss=0.01, batch_size=32, lr=0.02, momentum=0.5, weight_decay=1e-5,
+        optimizer="adam", schedule="constant", label_noise=0.1, augment=True, train_size=500, seed=2,
+    )  # fmt: skip
+    assert runinfo.run_name(every) == (
+        "mlp3-w64 digits ep30 loss0.01 bs32 lr0.02 mom0.5 wd1e-05 adam constant-lr noise0.1 aug n500 seed2"
+    )
+    quiet = replace(base, device="cpu", data_dir="/data", download=True, checkpoint_every=7, freeze_epoch=3)
+    assert runinfo.run_name(quiet) == runinfo.run_name(base)  # these do not change what is trained
+    # every TrainConfig field is decided: spelled when it differs, or named as left out (a new field must choose)
+    fields = set(TrainConfig.__dataclass_fields__)
+    assert fields == set(runinfo._SPELLINGS) | set(runinfo.NAME_LEAVES_OUT)
+    # each setting alone changes the name: brute force over one changed value per spelled field
+    changed = {"epochs": 6, "target_loss": 0.1, "batch_size": 64, "lr": 0.2, "momentum": 0.0, "weight_decay": 0.0}
+    changed |= {"optimizer": "adam", "schedule": "step", "label_noise": 0.5, "augment": True, "train_size": 9}
+    assert set(changed) == set(runinfo._SPELLINGS)
+    names = {runinfo.run_name(replace(base, **{k: v})) for k, v in changed.items()}
+    assert len(names) == len(changed) and runinfo.run_name(base) not in names
+
+
+def test_a_refused_runs_name_is_short_and_says_what_is_wrong():
+    said = "search space: train_size [2000] exceeds the 1438 training examples of digits; use values <= 1438"
+    assert (
+        runinfo.refused_name(said)
+        == "refused: search space: train_size [2000] exceeds the 1438 training examples of digits"
+    )
+    long = runinfo.refused_name("run " + "0123456789abcdef" * 2 + " is FAILED, not FINISHED: its checkpoints " * 3)
+    assert long.startswith("refused: run 0123") and long.endswith("…") and len(long) <= len("refused: ") + 90
+    assert " " not in long[-3:-1]  # cut at a word
+    assert runinfo.refused_name("  what  is wrong\nhow to fix it") == "refused: what is wrong"  # the first line
+    assert runinfo.refused_name("") == "refused: no reason given"
 
 
 def test_only_generated_names_are_replaced():
@@ -39,7 +81,7 @@ def test_only_generated_names_are_replaced():
 
 def test_descriptions_show_the_headline_numbers():
     text = runinfo.describe_train(TrainConfig(epochs=2), {"test_acc": 0.8123, "train_acc": 0.9})
-    assert "resnet20-w16 fashion-mnist seed0" in text and "0.8123" in text and "0.9000" in text
+    assert "resnet20-w16 fashion-mnist ep2 seed0" in text and "0.8123" in text and "0.9000" in text
     assert "No accuracy" in runinfo.describe_train(TrainConfig(), {})
     analysed = runinfo.describe_train(TrainConfig(), {"test_acc": 0.8}, {"tc_kappa_test": 0.41, "tc_test": 0.7})
     assert "`tc_kappa_test` | 0.4100" in analysed and "`tc_test` | 0.7000" in analysed
@@ -62,6 +104,41 @@ def test_tags_one_per_setting():
         "tc.model_label": "mlp3-w16",
         "tc.seed": "0",
     }
+
+
+def test_the_settings_that_change_a_score_are_in_the_tags_and_descriptions():
+    """Issue 22: re-analysing with window=0.3 moved κ more than an lr change did, and only a tag told the two
+    analyses apart. The settings that change a score are one tag (a column of the runs table) and a line of both
+    descriptions: window, checkpoints, cuts and max_samples always, the others when not at their defaults."""
+    wide, narrow = AnalyzeConfig(run_id="r"), AnalyzeConfig(run_id="r", window=0.3, seed=4, max_samples=200)
+    tags = runinfo.analysis_tags(wide)
+    assert tags["tc.analysis.window"] == "0.5" and runinfo.analysis_tags(narrow)["tc.analysis.window"] == "0.3"
+    assert tags["tc.analysis_settings"] == "window=0.5 checkpoints=all cuts=stages max_samples=1000"
+    assert runinfo.analysis_tags(narrow)["tc.analysis_settings"] == (
+        "window=0.3 checkpoints=all cuts=stages max_samples=200 seed=4"
+    )
+    # what the descriptions show, read back from a run's tags (the training run's description reads them there)
+    settings = {c: runinfo.score_settings(runinfo.settings_from_tags(runinfo.analysis_tags(c))) for c in (wide, narrow)}
+    assert settings[narrow] == {
+        "window": "0.3",
+        "checkpoints": "all",
+        "cuts": "stages",
+        "max_samples": "200",
+        "seed": "4",
+    }
+    texts = [runinfo.describe_analysis("x", "#/r", {"tc_test": 0.5}, settings[c]) for c in (wide, narrow)]
+    assert "`window=0.5`" in texts[0] and "`window=0.3`" in texts[1] and "`seed=4`" in texts[1]
+    train = [runinfo.describe_train(TrainConfig(), {}, {"tc_test": 0.5}, settings[c]) for c in (wide, narrow)]
+    assert "`window=0.5`" in train[0] and "`window=0.3` `checkpoints=all`" in train[1]
+    assert "window" not in runinfo.describe_train(TrainConfig(), {}, {}, settings[wide])  # no analysis, no settings
+    # every setting that changes a score is an AnalyzeConfig field, and a setting that only adds or removes scores
+    # (or says where to run) is not one of them
+    # a re-analysis at the defaults after one with seed=4 (tags overwrite tags on the run): no stale `seed=4`
+    rerun = {**runinfo.analysis_tags(narrow), **runinfo.analysis_tags(wide)}
+    assert runinfo.score_settings(runinfo.settings_from_tags(rerun)) == settings[wide]
+    assert rerun["tc.analysis_settings"] == tags["tc.analysis_settings"]
+    assert set(runinfo.SCORE_SETTINGS) <= set(AnalyzeConfig.__dataclass_fields__)
+    assert not {"splits", "matrix", "phases", "device", "outputs", "data_dir"} & set(runinfo.SCORE_SETTINGS)
 
 
 def test_trial_attrs_are_json_safe_and_include_the_gap():

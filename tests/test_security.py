@@ -583,7 +583,7 @@ def test_a_run_trained_with_its_own_data_dir_is_analyzed_where_the_analyzing_use
     capsys.readouterr()
     tiny = ["--run_id", run_id, "--max_samples", "16", "--splits", "test", "--matrix", "final"]
     tiny += ["--anisotropy", "false", "--measures", "false"]
-    assert analyze_ep.main(tiny) == 1
+    assert analyze_ep.main(tiny) == 2  # refused
     err = capsys.readouterr().err
     assert "TC_DATA_DIR" in err and "-P data_dir=" in err and f"data_dir={str(mine)!r}" in err, err
     assert analyses.ANALYSIS_VERSION_TAG not in MlflowClient().get_run(run_id).data.tags
@@ -601,7 +601,7 @@ def test_analyze_entry_point_refuses_the_reported_attack_in_one_line(
     entries = [_good_entry(tmp_path, 0), {"step": 1, "epoch": 1.0, "file": str(victim), "sha256": sha}]
     run_id = _hostile_run(tmp_path, entries, {f"{ck.ARTIFACT_DIR}{victim.parent}": payload}, config=True)
     before = {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*") if p.is_file() and "mlruns" not in p.parts}
-    assert analyze_ep.main(["--run_id", run_id, "--max_samples", "20"]) == 1
+    assert analyze_ep.main(["--run_id", run_id, "--max_samples", "20"]) == 2  # refused
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "Traceback" not in err
     assert err.startswith(f"tc analyze: run {run_id}: checkpoints/index.json entry 1 names the file {str(victim)!r}")
@@ -672,7 +672,7 @@ def test_analyze_never_imports_a_model_a_run_names(mlflow_store, tmp_path, cache
     run_id = c.create_run("0").info.run_id
     c.log_dict(run_id, asdict(TrainConfig(dataset="digits", model="hostile_models:make")), tc_client.CONFIG_FILE)
     c.set_terminated(run_id, "FINISHED")
-    assert analyze_ep.main(["--run_id", run_id]) == 1
+    assert analyze_ep.main(["--run_id", run_id]) == 2  # refused
     assert "tc imports code only from names given on the command line" in capsys.readouterr().err
     assert not marker.exists() and "hostile_models" not in sys.modules
 

@@ -240,7 +240,10 @@ def test_a_space_the_data_cannot_satisfy_is_refused_before_any_trial(mlflow_stor
     argv = ["--dataset", "digits", "--search_space", str(space), "--storage", str(journal)]
     assert sweep_ep.main(argv) == 2
     assert "train_size [2000] exceeds the 1438 training examples of digits" in capsys.readouterr().err
-    assert not journal.exists() and not MlflowClient().search_runs(["0"])  # no study, no trial, no run
+    assert not journal.exists()  # no study, no trial
+    (run,) = MlflowClient().search_runs(["0"])  # and one run, the refusal's record (tc.tracking.refusals)
+    assert run.info.status == "FAILED" and run.info.run_name.startswith("refused: ")
+    assert "train_size [2000] exceeds" in run.data.tags["tc.error"]
     # the default space is fitted to digits instead (train_size 2000 dropped), so it never loses a trial to it
     assert 2000 not in sweep_space.fitted_space(SweepConfig(dataset="digits"))["train_size"]["choices"]
 

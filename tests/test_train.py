@@ -164,7 +164,7 @@ def test_killed_run_resumes_the_same_when_capped_at_avx2():
 
 def test_resuming_a_finished_run_is_refused(mlflow_store, capsys):
     run_id = _run(TINY)
-    assert train_ep.main(["--resume_run_id", run_id]) == 1
+    assert train_ep.main(["--resume_run_id", run_id]) == 2  # refused
     assert "already FINISHED" in capsys.readouterr().err
 
 
@@ -178,7 +178,7 @@ def test_divergence_raises_in_the_loop():
 
 
 def test_diverging_run_is_marked_failed_with_its_reason(mlflow_store, capsys):
-    assert train_ep.main([*TINY, "--lr", "1e6", "--momentum", "0"]) == 1
+    assert train_ep.main([*TINY, "--lr", "1e6", "--momentum", "0"]) == 1  # failed, not refused: its work started
     run = MlflowClient().search_runs(["0"])[0]
     assert run.info.status == "FAILED"
     assert "diverged" in run.data.tags["tc.error"] and "diverged" in capsys.readouterr().err

@@ -379,7 +379,9 @@ def test_a_mistyped_space_value_is_refused_before_any_trial(mlflow_store, tmp_pa
     space = {"batch_size": {"type": "categorical", "choices": [32.5]}}
     assert _sweep(tmp_path, space) == 2
     assert "batch_size=32.5" in capsys.readouterr().err
-    assert not (tmp_path / "j.log").exists() and not MlflowClient().search_runs(["0"])
+    assert not (tmp_path / "j.log").exists()  # no study, no trial
+    (run,) = MlflowClient().search_runs(["0"])  # the refusal's record (tc.tracking.refusals)
+    assert run.info.run_name.startswith("refused: ") and "batch_size=32.5" in run.data.tags["tc.error"]
 
 
 def test_every_seeds_run_has_the_trials_tags_and_a_description(mlflow_store, tmp_path):

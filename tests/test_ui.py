@@ -62,7 +62,7 @@ def test_run_page_shows_tc_metrics_and_the_heatmap(mlflow_server, tmp_path, monk
     assert {"tc_test", "tc_kappa_test", "test_acc"} <= set(metrics)
 
     page = chromium(f"{mlflow_server}/#/experiments/{exp.experiment_id}/runs/{rid}", tmp_path, "--dump-dom")
-    assert "mlp3-w16 digits seed0" in page  # the run's name, not `polite-horse-192`
+    assert "mlp3-w16 digits ep3 bs50 n300 seed0" in page  # the run's name, not `polite-horse-192`
     for key in ("tc_kappa_test", "tc_test", "tc_full_test", "test_acc"):
         assert key in page, f"{key} is not on the run page"
     assert "chance-corrected" in page  # the Markdown description with the headline numbers

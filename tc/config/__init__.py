@@ -6,7 +6,8 @@ units, valid choices); `scripts/gen_docs.py` writes MLproject's parameter blocks
 - `tc.config.fields`: the library (a field with help, casting from strings, parsers, validation helpers);
 - `tc.config.vocabulary`: the names tc accepts (data sets, models and their grammar, corruptions, choices);
 - one module per entry point: `train` (`TrainConfig`), `analyze` (`AnalyzeConfig` and the grammars of its
-  lists), `sweep` (`SweepConfig`), `main` (`MainConfig`), `report` (`ReportConfig`), `cache` (`CacheConfig`).
+  lists), `sweep` (`SweepConfig`), `main` (`MainConfig`), `report` (`ReportConfig`); and `cache` (`CacheConfig`),
+  the parameters of `python -m tc.tracking.cache prune`, a command outside MLflow.
 
 Nothing here imports another tc package: `tc.core` and everything above import the configs, never the reverse.
 """
@@ -60,13 +61,14 @@ from tc.config.vocabulary import (
 )
 
 # Every entry point's config, by its MLproject name (what `scripts/gen_docs.py` writes MLproject and the docs from).
+# `CacheConfig` is no entry point: `python -m tc.tracking.cache` only touches local files, and an entry point would
+# leave an empty MLflow run at each use (`mlflow run` creates its run before the command starts).
 CONFIGS: dict[str, type] = {
     "train": TrainConfig,
     "main": MainConfig,
     "analyze": AnalyzeConfig,
     "sweep": SweepConfig,
     "report": ReportConfig,
-    "cache": CacheConfig,
 }
 
 __all__ = [

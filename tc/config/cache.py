@@ -1,4 +1,5 @@
-"""`CacheConfig`: the `cache` entry point's parameters (`python -m tc.tracking.cache prune`; docs/analyze.md)."""
+"""`CacheConfig`: the parameters of `python -m tc.tracking.cache prune` (docs/analyze.md). Not an MLproject entry
+point: `mlflow run` would create an empty run at each use of a command that only touches local files."""
 
 from __future__ import annotations
 

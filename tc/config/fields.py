@@ -101,14 +101,25 @@ def cast_field(cls: type, name: str, raw: Any) -> Any:
     return cast_value(name, raw, typing.get_type_hints(cls)[name])
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, but an unknown parameter or a missing value is a `ValueError` like every bad value, so that the
+    entry point refuses it as it refuses those (`tc.tracking.refusals`), not by argparse's own exit."""
+
+    def error(self, message: str) -> typing.NoReturn:
+        raise ValueError(f"{message} (see --help)")
+
+
 def build_parser(cls: type, description: str | None = None) -> argparse.ArgumentParser:
-    """An argparse parser with one `--name` option per field; values stay strings for `from_strings`."""
-    parser = argparse.ArgumentParser(description=description)
+    """An argparse parser with one `--name` option per field; values stay strings for `from_strings`. Its errors
+    (an unknown parameter, a missing value) are `ValueError`s; `--help` prints and exits 0."""
+    parser = _Parser(description=description)
     for f in dataclasses.fields(cls):
         help_text = f.metadata.get("help", "")
         if f.metadata.get("choices"):
             help_text += f" (one of {', '.join(f.metadata['choices'])})"
-        parser.add_argument(f"--{f.name}", default=argparse.SUPPRESS, help=f"{help_text} [default: {f.default}]")
+        # argparse %-formats a help string (`%(default)s`): a literal `%` ("x0.1 at 50%") must be doubled
+        text = f"{help_text} [default: {f.default}]".replace("%", "%%")
+        parser.add_argument(f"--{f.name}", default=argparse.SUPPRESS, help=text)
     return parser
 
 

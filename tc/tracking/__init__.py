@@ -7,6 +7,8 @@ Modules, lowest first (each imports only modules above it in this list):
 - `cache`: the local checkpoint cache ($TC_CACHE_DIR/checkpoints/<run id>/): privacy checks, size, pruning.
 - `client`: MLflow access: the client, runs by id, params and `config.json`, metrics, child runs and how runs
   end, the default experiment, a run's training time per epoch.
+- `refusals`: what a refused command leaves (one FAILED run named `refused: <reason>`, `tc.error`, exit 2),
+  for every entry point and both jobs.
 - `writers`: who is training a run (tags `tc.writer`, heartbeat) and whether that process is alive; the
   staging dir where a training run's files wait.
 - `resume`: a run's resume state (`resume/state.pt`): read, checked, deleted; whether a run may be resumed.

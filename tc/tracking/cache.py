@@ -3,9 +3,11 @@
 `analyze` keeps every downloaded checkpoint there so that a second analysis of a run downloads nothing. It
 never shrinks by itself; cap it with
 
-    python -m tc.tracking.cache prune --max-gb 5        # or: mlflow run . --env-manager local -e cache -P max_gb=5
+    python -m tc.tracking.cache prune --max-gb 5
 
-which deletes whole run directories, least recently used first, until the cache holds at most that much.
+which deletes whole run directories, least recently used first, until the cache holds at most that much. It is
+no MLproject entry point: `mlflow run` would create an empty MLflow run at each use of a command that touches
+only local files; this one creates none.
 A pruned run is simply downloaded again (and re-verified against its sha256 index) the next time it is
 analyzed. `python -m tc.tracking.cache size` prints the current size. With the environment variable TC_CACHE_MAX_GB
 set, `analyze` applies that cap itself after each download (never deleting the runs it is analyzing).
@@ -20,12 +22,14 @@ cache's `checkpoints/` dir (that dir itself may be a link, e.g. to a bigger disk
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import shutil
 import stat
 import sys
 from pathlib import Path
 
+from tc.config import CacheConfig, from_strings
 from tc.core import names
 from tc.core.paths import cache_dir, make_private_dir
 
@@ -178,20 +182,27 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tc.tracking.cache", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("prune", help="delete least recently used runs until the cache is at most --max-gb")
-    p.add_argument("--max-gb", "--max_gb", type=float, required=True, dest="max_gb")
+    p.add_argument("--max-gb", "--max_gb", required=True, dest="max_gb", help=_help("max_gb"))
     sub.add_parser("size", help="print the cache's size")
     args = parser.parse_args(argv)
     root = checkpoint_root()
     if args.command == "size":
         print(f"{root}: {dir_size(root) / 1e9 if root.is_dir() else 0:.3f} GB")
         return 0
-    if not args.max_gb >= 0:
-        print(f"tc cache: --max-gb={args.max_gb} must be >= 0", file=sys.stderr)
+    try:  # cast and checked by its config, as every tc command's parameters
+        cfg = from_strings(CacheConfig, {"max_gb": args.max_gb})
+    except ValueError as e:
+        print(f"tc cache: {e}", file=sys.stderr)
         return 2
-    deleted = prune(root, int(args.max_gb * 1e9))
+    deleted = prune(root, int(cfg.max_gb * 1e9))
     left = dir_size(root) if root.is_dir() else 0
     print(f"tc cache: deleted {len(deleted)} run dir(s) from {root}; {left / 1e9:.3f} GB left")
     return 0
+
+
+def _help(name: str) -> str:
+    (field,) = [f for f in dataclasses.fields(CacheConfig) if f.name == name]
+    return field.metadata["help"]
 
 
 if __name__ == "__main__":

@@ -20,12 +20,12 @@ from tc.analysis.result import AnalysisResult
 from tc.analysis.run import analyze_run
 from tc.analysis.splits import sample_count
 from tc.config import AnalyzeConfig, TrainConfig
-from tc.core.data import DatasetNotFoundError, load_for
+from tc.core.data import load_for
 from tc.core.device import resolve_device, resolve_precision
 from tc.core.models import ModelSpec, build_model, factory_for
 from tc.core.progress import progress_bar
 from tc.core.train import ProgressReporter, TrainingFailure, train
-from tc.tracking import ui
+from tc.tracking import labels, refusals, ui
 from tc.tracking.analyses import ANALYSIS_DIR, current_analysis_metrics, log_analysis_result
 from tc.tracking.checkpoints import AnalysisInputs, CheckpointCallback, load_analysis_inputs
 from tc.tracking.client import (
@@ -48,18 +48,15 @@ from tc.tracking.resume import (
 )
 from tc.tracking.writers import claim_run
 
-#: what `train_job` raises for a run it cannot train: the train command answers with one line and exit 1
-TRAIN_REFUSALS = (ValueError, LookupError, DatasetNotFoundError, TrainingFailure)
-#: the same for `analyze_job` (a `CheckpointError` is a ValueError)
-ANALYZE_REFUSALS = (LookupError, ValueError, DatasetNotFoundError)
+#: what `train_job` raises for a run it will not or could not train: a refusal (`tc.tracking.refusals.REFUSALS`:
+#: the train command exits 2) or a failure of the training itself (`TrainingFailure`: exit 1); the command answers
+#: either with one line
+TRAIN_REFUSALS = (*refusals.REFUSALS, TrainingFailure)
+#: the same for `analyze_job`: its refusals (a `CheckpointError` is a ValueError), exit 2
+ANALYZE_REFUSALS = refusals.REFUSALS
 
 #: more metrics of an analysis, from its config as run, its loaded inputs and its result (`analyze_job`)
 ExtraMetrics = Callable[[AnalyzeConfig, AnalysisInputs, AnalysisResult], Mapping[str, float]]
-
-
-def _error_text(e: BaseException, refusals: tuple[type[BaseException], ...]) -> str:
-    """The `tc.error` tag of a run a job failed in: a refusal's own message, anything else with its type."""
-    return (str(e) if isinstance(e, refusals) else f"{type(e).__name__}: {e}")[:5000]
 
 
 # ---- train into a logged run ---------------------------------------------------------------------------
@@ -81,7 +78,8 @@ def train_job(
     Where it trains:
     - default: a run of the job's own, a child of the active run if there is one (else the run `mlflow run`
       created, MLFLOW_RUN_ID, or a new one), with `tags` and `run_name`; ended FINISHED, or FAILED with the
-      tag `tc.error` when a step raises (the exception is re-raised: `TRAIN_REFUSALS` are the expected ones);
+      tag `tc.error` when a step raises, and a refusal renamed `refused: <reason>` (`tc.tracking.refusals`; the
+      exception is re-raised: `TRAIN_REFUSALS` are the expected ones);
     - `run_id`: into that existing run, which the caller created and ends (a sweep trial's run stays open for
       its analysis and its pruning); exceptions propagate untouched;
     - `resume_run_id`: continues that killed or failed run, with its own config except `cfg`'s data_dir and
@@ -127,8 +125,11 @@ def train_job(
                 _describe(resume_run_id)
                 client().set_terminated(resume_run_id, "FINISHED")
         except Exception as e:
-            for rid in {target, own_id}:
-                client().set_tag(rid, "tc.error", _error_text(e, TRAIN_REFUSALS))
+            # the job's own run: `tc.error`, and a refusal's name in place of tc's label (`tc.tracking.refusals`); a
+            # caller's name (`run_name`) and a resumed run's name stay
+            refusals.record_error(own_id, e, TRAIN_REFUSALS, ours=(labels.run_name(cfg),))
+            if target != own_id:
+                client().set_tag(target, refusals.ERROR_TAG, refusals.error_text(e, TRAIN_REFUSALS))
             if target != own_id and get_run(target).info.status == "RUNNING":
                 client().set_terminated(target, "FAILED")
             raise
@@ -259,8 +260,9 @@ def analyze_job(
     `own_run` (default): the job runs in an analyze run of its own, a child of the active run if there is one (else
     the run `mlflow run` created, or a new one), tagged `tc.source_run_id`, described with a link to the training
     run, with the config's fields as params, holding `summary.json`, and recorded in the tag `tc.analysis` as the
-    run that made the analysis; ended FINISHED, or FAILED with the tag `tc.error` when a step raises (the exception
-    is re-raised: `ANALYZE_REFUSALS` are the expected ones). `own_run=False`: no run of its own (a sweep trial); the
+    run that made the analysis; ended FINISHED, or FAILED with the tag `tc.error` when a step raises, a refusal
+    also renamed `refused: <reason>` (`tc.tracking.refusals`; the analyzed run is left untouched); the exception
+    is re-raised (`ANALYZE_REFUSALS` are the expected ones). `own_run=False`: no run of its own (a sweep trial); the
     tag records `recorded_as` (the sweep run) instead, and exceptions propagate untouched.
 
     Example (as `mlflow run . -e analyze` does it):
@@ -283,8 +285,8 @@ def analyze_job(
             log_params(analyze_id, cfg)
             done = _analyze(cfg, analyze_id, recorded_as or analyze_id, trained_here, extra_metrics)
             client().log_dict(analyze_id, done.result.summary, "summary.json")
-        except Exception as e:
-            client().set_tag(analyze_id, "tc.error", _error_text(e, ANALYZE_REFUSALS))
+        except Exception as e:  # the analyzed run is never touched: only the job's own run says why
+            refusals.record_error(analyze_id, e, ANALYZE_REFUSALS)
             raise
     return done
 

@@ -6,11 +6,14 @@ the tag `mlflow.runName` as the run's name and `mlflow.note.content` as its Mark
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import asdict
 from typing import Any
+
+from tc.config import AnalyzeConfig, TrainConfig
 
 EXPERIMENT = "tc"  # the default experiment of tc's runs (MLFLOW_EXPERIMENT_NAME / --experiment-name override it)
 
@@ -47,14 +50,60 @@ def model_label(cfg: Any) -> str:
     return f"{name}-w{cfg.width}"
 
 
+# How a training setting that differs from its `TrainConfig` default is spelled in a run name; the name lists
+# them in TrainConfig's field order, between the data set and the seed. `model_label` holds model, depth and width;
+# dataset and seed are always named; `freeze_epoch` is spelled with `freeze_cut` (alone it changes nothing).
+_SPELLINGS: dict[str, Callable[[Any], str]] = {
+    "epochs": lambda v: f"ep{v}",
+    "target_loss": lambda v: f"loss{v:g}",
+    "batch_size": lambda v: f"bs{v}",
+    "lr": lambda v: f"lr{v:g}",
+    "momentum": lambda v: f"mom{v:g}",
+    "weight_decay": lambda v: f"wd{v:g}",
+    "optimizer": str,
+    "schedule": lambda v: f"{v}-lr",
+    "label_noise": lambda v: f"noise{v:g}",
+    "augment": lambda v: "aug" if v else "noaug",
+    "train_size": lambda v: f"n{v}",
+}
+#: TrainConfig fields a run name never shows: named otherwise (model_label, dataset, seed, freeze) or not changing
+#: what is trained (where it runs, where its data lies, how often its checkpoints are saved)
+NAME_LEAVES_OUT = ("model", "depth", "width", "dataset", "seed", "freeze_cut", "freeze_epoch", "checkpoint_every")
+NAME_LEAVES_OUT += ("device", "data_dir", "download")
+_TRAIN_DEFAULTS = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
+
+
 def run_name(cfg: Any) -> str:
-    """Name of a training run: `resnet20-w16 fashion-mnist seed0` (plus the settings that change the task)."""
-    parts = [model_label(cfg), cfg.dataset, f"seed{cfg.seed}"]
-    if getattr(cfg, "label_noise", 0):
-        parts.append(f"noise{cfg.label_noise:g}")
+    """Name of a training run: model label, data set, every setting that differs from its `TrainConfig` default
+    (the dataclass is the one owner of the defaults), seed: `mlp3-w64 digits lr0.02 seed0`,
+    `resnet20-w16 fashion-mnist ep30 n5000 noise0.2 freeze2@1 seed1`. Two runs that differ in a setting that changes
+    what is trained get different names; device, data_dir, download and checkpoint_every do not."""
+    parts = [model_label(cfg), cfg.dataset]
+    for name, spell in _SPELLINGS.items():
+        value = getattr(cfg, name, _TRAIN_DEFAULTS[name])
+        if value != _TRAIN_DEFAULTS[name]:
+            parts.append(spell(value))
     if getattr(cfg, "freeze_cut", 0):
         parts.append(f"freeze{cfg.freeze_cut}@{cfg.freeze_epoch}")
-    return " ".join(parts)
+    return " ".join([*parts, f"seed{cfg.seed}"])
+
+
+#: the start of every refused command's run name (`refused_name`): `attributes.run_name LIKE 'refused:%'` finds them
+REFUSED = "refused: "
+
+
+def refused_name(message: str, width: int = 90) -> str:
+    """Name of the run of a refused command: `refused: <what is wrong>`. tc's refusals read "what is wrong; how
+    to fix it" (or its first line says what is wrong, the next ones how to fix it): the name keeps the first line
+    up to the first "; ", cut at a word to about `width` characters (the whole message is the run's `tc.error`)."""
+    lines = str(message).strip().splitlines() or [""]
+    reason = " ".join(lines[0].split()).split("; ")[0] or "no reason given"
+    if len(reason) > width:
+        cut = reason[: width - 1]
+        if " " in cut[width // 2 :]:
+            cut = cut.rsplit(" ", 1)[0]
+        reason = cut.rstrip(" ,:;") + "…"
+    return REFUSED + reason
 
 
 def analyze_name(train_run_name: str) -> str:
@@ -85,22 +134,43 @@ def _table(metrics: Mapping[str, float], rows: tuple[tuple[str, str], ...]) -> l
     ]
 
 
-def describe_train(cfg: Any, metrics: Mapping[str, float], analysis: Mapping[str, float] | None = None) -> str:
+def describe_train(
+    cfg: Any,
+    metrics: Mapping[str, float],
+    analysis: Mapping[str, float] | None = None,
+    settings: Mapping[str, str] | None = None,
+) -> str:
     """Markdown description of a training run: what was trained, final accuracies, and (once analyzed) the
-    consistency headline."""
+    consistency headline with `settings`, the analysis settings that changed its numbers (`score_settings`)."""
     lines = [f"**{run_name(cfg)}**: {cfg.model} on {cfg.dataset}, {cfg.epochs} epoch(s), seed {cfg.seed}.", ""]
     lines += _table(metrics, TRAIN_HEADLINE) or ["No accuracy logged yet."]
     if analysis:
         lines += ["", "Temporal consistency (latest `analyze`; files under *Artifacts > analysis/*):", ""]
         lines += _table(analysis, tuple(r for r in ANALYSIS_HEADLINE if r[0].startswith(("tc_", "half"))))
+        lines += _settings_lines(settings)
     return "\n".join(lines)
 
 
-def describe_analysis(train_run_name: str, train_link: str, metrics: Mapping[str, float]) -> str:
-    """Markdown description of an analyze run: the training run it analyzed (a link) and the headline."""
+def describe_analysis(
+    train_run_name: str, train_link: str, metrics: Mapping[str, float], settings: Mapping[str, str] | None = None
+) -> str:
+    """Markdown description of an analyze run: the training run it analyzed (a link), the headline, and
+    `settings`, the analysis settings that changed its numbers (`score_settings`)."""
     lines = [f"Analysis of training run [{train_run_name}]({train_link}); metrics and figures are logged there.", ""]
     lines += _table(metrics, ANALYSIS_HEADLINE)
+    lines += _settings_lines(settings)
     return "\n".join(lines)
+
+
+def _settings_lines(settings: Mapping[str, str] | None) -> list[str]:
+    if not settings:
+        return []
+    shown = " ".join(f"`{k}={v}`" for k, v in settings.items())
+    return [
+        "",
+        f"Analysis settings: {shown}; the others that change a number are at their defaults (each setting is "
+        "a `tc.analysis.<name>` tag, `tc.analysis_settings` all of these in one column).",
+    ]
 
 
 def describe_sweep(
@@ -127,9 +197,50 @@ def train_tags(cfg: Any) -> dict[str, str]:
     }
 
 
+# The analysis settings that change the value of a score (not only which scores exist, as splits, matrix, phases,
+# anisotropy, measures and outputs do; nor only where or whether it runs, as device, data_dir, download, model and
+# allow_unfinished do), in the order a description shows them. The first four are always shown, the others when
+# they differ from their AnalyzeConfig default: the consistency window and checkpoints, the cuts and samples it
+# averages over; BatchNorm in composites (and its recalibration batches, of batch_size examples); the corrupt split;
+# bf16; the seed of every subset; the anisotropy test's k, null draws and gradient minibatches (of batch_size); the
+# cross-seed control's second run.
+SCORE_SETTINGS = ("window", "checkpoints", "cuts", "max_samples", "bn_mode", "calibration_batches", "corruptions")
+SCORE_SETTINGS += ("severities", "precision", "batch_size", "seed", "aniso_k", "null_draws", "grad_batches")
+SCORE_SETTINGS += ("reference_run_id",)
+ALWAYS_SHOWN = SCORE_SETTINGS[:4]
+#: the tag that holds `settings_text` of an analysis (one column in the runs table)
+SETTINGS_TAG = "tc.analysis_settings"
+
+
 def analysis_tags(cfg: Any) -> dict[str, str]:
-    """One `tc.analysis.<setting>` tag per analysis setting (not the run id itself), each filterable alone."""
-    return {f"tc.analysis.{k}": _spell(v) for k, v in asdict(cfg).items() if k != "run_id"}
+    """One `tc.analysis.<setting>` tag per analysis setting (not the run id itself), each filterable alone, and
+    `tc.analysis_settings`: the settings that change a score, in one line (`settings_text`)."""
+    tags = {f"tc.analysis.{k}": _spell(v) for k, v in asdict(cfg).items() if k != "run_id"}
+    return {**tags, SETTINGS_TAG: settings_text(analysis_settings(cfg))}
+
+
+def analysis_settings(cfg: Any) -> dict[str, str]:
+    """`score_settings` of an analysis config."""
+    return score_settings({k: _spell(v) for k, v in asdict(cfg).items()})
+
+
+def settings_from_tags(tags: Mapping[str, str]) -> dict[str, str]:
+    """The analysis settings of a run's `tc.analysis.<setting>` tags (setting -> value as spelled there)."""
+    prefix = "tc.analysis."
+    return {k[len(prefix) :]: v for k, v in tags.items() if k.startswith(prefix)}
+
+
+def score_settings(values: Mapping[str, str]) -> dict[str, str]:
+    """Of `values` (setting -> value, spelled as the tags and MLproject spell them), the settings that change a
+    score: the four of `ALWAYS_SHOWN` and the other `SCORE_SETTINGS` that differ from their `AnalyzeConfig`
+    default, in `SCORE_SETTINGS`' order. Settings absent from `values` are skipped."""
+    defaults = {f.name: _spell(f.default) for f in dataclasses.fields(AnalyzeConfig)}
+    return {k: values[k] for k in SCORE_SETTINGS if k in values and (k in ALWAYS_SHOWN or values[k] != defaults[k])}
+
+
+def settings_text(settings: Mapping[str, str]) -> str:
+    """`window=0.3 checkpoints=all cuts=stages max_samples=1000`: `score_settings` in one line."""
+    return " ".join(f"{k}={v}" for k, v in settings.items())
 
 
 def _spell(value: Any) -> str:

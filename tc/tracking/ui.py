@@ -36,15 +36,18 @@ def label_train_run(run_id: str, cfg: TrainConfig) -> None:
 
 def describe_train_run(run_id: str, analysis: Mapping[str, float]) -> None:
     """Refresh a training run's description from its logged metrics and `analysis`, its current analysis'
-    metrics ({} when it has none), after training and after each analysis."""
+    metrics ({} when it has none), with that analysis' settings (its `tc.analysis.<setting>` tags), after
+    training and after each analysis."""
     cfg = load_train_config(run_id)
-    describe_run(run_id, labels.describe_train(cfg, get_run(run_id).data.metrics, analysis))
+    run = get_run(run_id)
+    settings = labels.score_settings(labels.settings_from_tags(run.data.tags))
+    describe_run(run_id, labels.describe_train(cfg, run.data.metrics, analysis, settings))
 
 
 def label_analysis(train_run_id: str, analyze_run_id: str | None, cfg: Any, analysis: Mapping[str, float]) -> None:
     """After an analysis: `tc.analysis.<setting>` tags on the training run (and the analyze run), the analyze
     run named `analyze <training run name>` with the headline numbers, the training run's description updated
-    with `analysis` (the current analysis' metrics)."""
+    with `analysis` (the current analysis' metrics); both descriptions name the settings that change a score."""
     tags = [mlflow.entities.RunTag(k, v[:5000]) for k, v in labels.analysis_tags(cfg).items()]
     client().log_batch(train_run_id, tags=tags)
     describe_train_run(train_run_id, analysis)
@@ -53,4 +56,7 @@ def label_analysis(train_run_id: str, analyze_run_id: str | None, cfg: Any, anal
         client().log_batch(analyze_run_id, tags=tags)
         name_run(analyze_run_id, labels.analyze_name(source.info.run_name))
         link = f"#/experiments/{source.info.experiment_id}/runs/{train_run_id}"
-        describe_run(analyze_run_id, labels.describe_analysis(source.info.run_name, link, source.data.metrics))
+        settings = labels.analysis_settings(cfg)
+        describe_run(
+            analyze_run_id, labels.describe_analysis(source.info.run_name, link, source.data.metrics, settings)
+        )
