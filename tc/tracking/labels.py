@@ -206,7 +206,8 @@ def train_tags(cfg: Any) -> dict[str, str]:
 # cross-seed control's second run.
 SCORE_SETTINGS = ("window", "checkpoints", "cuts", "max_samples", "bn_mode", "calibration_batches", "corruptions")
 SCORE_SETTINGS += ("severities", "precision", "batch_size", "seed", "aniso_k", "null_draws", "grad_batches")
-SCORE_SETTINGS += ("reference_run_id",)
+# reference_run_id is left out: it differs per run (a sweep trial's two seeds name each other), so it would split
+# runs analysed alike into different values of the one column; its own tag `tc.analysis.reference_run_id` stays
 ALWAYS_SHOWN = SCORE_SETTINGS[:4]
 #: the tag that holds `settings_text` of an analysis (one column in the runs table)
 SETTINGS_TAG = "tc.analysis_settings"
