@@ -25,7 +25,9 @@ def logged() -> dict[str, float]:
     model, sds = _checkpoints(n=5)
     _, other = _checkpoints(n=2)
     data = load_data("digits", train_size=512)  # 4 full minibatches of 128: gradient noise is computed
-    cfg = AnalyzeConfig(run_id="x", max_samples=24, null_draws=100, cuts="1,3", batch_size=32, grad_batches=4)
+    cfg = AnalyzeConfig(
+        run_id="x", max_samples=24, null_draws=100, cuts="1,3", batch_size=32, grad_batches=4, aniso_k=2
+    )
     cfg = replace(cfg, phases=True)
     run = RunContext(model, 128, 0, reference=Checkpoints([0, 9], other), seconds_per_epoch=2.0)
     return analyze_run(Checkpoints([0, 3, 5, 8, 9], sds), data, cfg, run).metrics

@@ -93,13 +93,20 @@ def log_params(run_id: str, cfg: Any) -> None:
     client().log_batch(run_id, params=params)
 
 
-def load_train_config(run_id: str) -> TrainConfig:
+def load_train_config(run_id: str, unlogged: list[str] | None = None) -> TrainConfig:
+    """The `TrainConfig` of training run `run_id`, from its `config.json`. tc's `train` logs every field; a run
+    logged from a user's own loop (`tc.log_run_info`) only those its user gave: the others take their defaults
+    here, and `unlogged`, when given, receives their names (so that an analysis can say what it assumed)."""
     with tempfile.TemporaryDirectory() as tmp:
         try:
             path = client().download_artifacts(run_id, CONFIG_FILE, tmp)
         except (MlflowException, OSError) as e:
             raise RunNotFoundError(f"run {run_id} has no {CONFIG_FILE}: was it made by `tc` train?") from e
-        return from_strings(TrainConfig, json.loads(Path(path).read_text()))
+        values = json.loads(Path(path).read_text())
+    cfg = from_strings(TrainConfig, values)
+    if unlogged is not None:
+        unlogged += [name for name in asdict(cfg) if name not in values]
+    return cfg
 
 
 def log_metrics(run_id: str, metrics: dict[str, float], step: int) -> None:
