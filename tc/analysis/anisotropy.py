@@ -51,7 +51,8 @@ def min_holm(pvalues: list[float]) -> float:
 def grad_batches(data: DataBundle, cfg: AnalyzeConfig, run: RunContext) -> tuple[list, list[str]]:
     """(the minibatches of the gradient noise, warnings): the first `cfg.grad_batches` full minibatches of the
     run's epoch-0 shuffle, normalized. A training set that holds fewer gives them all, and a warning says so;
-    fewer than `min_spectrum_units(aniso_k)` give none (the test would mean nothing), and a warning says why."""
+    with fewer than `min_spectrum_units(aniso_k)` the test would mean nothing: the warning says it is not run
+    (the caller runs it only from that many on)."""
     bs, asked = run.train_batch_size, cfg.grad_batches
     batches = []
     for xb, yb in iterate_batches(data, bs, run.train_seed, epoch=0, augment=False):
@@ -62,7 +63,7 @@ def grad_batches(data: DataBundle, cfg: AnalyzeConfig, run: RunContext) -> tuple
     held = f"the training set ({len(data.train_y)} examples) holds {n} full minibatch(es) of {bs}"
     if n < need:
         why = f"{n} centred minibatches span at most {max(n - 1, 0)} directions"
-        return [], [f"gradient-noise test not run: {held}, and it needs at least aniso_k + 2 = {need} ({why})"]
+        return batches, [f"gradient-noise test not run: {held}, and it needs at least aniso_k + 2 = {need} ({why})"]
     if n < asked:
         return batches, [f"gradient noise uses {n} minibatches, not grad_batches={asked}: {held}"]
     return batches, []
@@ -105,10 +106,9 @@ def anisotropy(
     x = data.normalize(split.x)
     grad_ckpt = win[0]
     batches, warnings = grad_batches(data, cfg, run)
-    grads = {}
-    if batches:
+    need, grads = min_spectrum_units(cfg.aniso_k), {}
+    if len(batches) >= need:  # fewer: no test (`grad_batches` has said why), and no gradients to compute
         grads = noise.gradient_noise(model, ckpts.state_dicts[grad_ckpt], batches, cuts, seed=cfg.seed, device=device)
-    need = min_spectrum_units(cfg.aniso_k)
     seconds = {"grad": time.perf_counter() - t0, "features": 0.0, "stats": 0.0, "perturb": 0.0}
     tick(1)
     t0 = time.perf_counter()

@@ -75,8 +75,9 @@ METRICS: dict[str, str] = {
     "tell apart: a warning says so)",
     "n_samples_{split}": "examples analyzed in the split: max_samples, or the whole split when it has fewer (a "
     "warning says so; `analysis.splits.sample_notes`)",
-    "n_grad_batches": "full training minibatches in the gradient noise: grad_batches, or all the training set "
-    "holds when fewer (a warning says so); under aniso_k + 2 the test is not run (`analysis.anisotropy.min_units`)",
+    "n_grad_batches": "full training minibatches for the gradient noise: grad_batches, or all the training set "
+    "holds when fewer (a warning says so); under aniso_k + 2 the test is not run (n_cuts_grad = 0; "
+    "`config.analyze.min_spectrum_units`)",
     "n_drift_pairs_d{cut}": "pairs of test samples with distinct drift: the drift test's units at that cut (under "
     "aniso_k + 2 it is not run there)",
     "n_cuts_{test}": "cuts at which that anisotropy test ran, of those analyzed (a warning names the others and "
