@@ -139,6 +139,16 @@ def test_settings_an_own_loop_run_did_not_log_are_named_where_the_analysis_uses_
     assert unlogged_warnings(run, _cfg(splits="test", measures=False, anisotropy=False)) == []  # lr: never read
 
 
+def test_a_cross_seed_control_without_the_test_split_is_said():
+    from tc.analysis.controls import control_warnings
+
+    run = RunContext(None, 128, 0, reference=Checkpoints([0, 1], [{}, {}]))
+    [said] = control_warnings(_cfg(splits="train"), run)
+    assert said.startswith("tc_test_crossseed not computed: the cross-seed control needs the test split")
+    assert control_warnings(_cfg(splits="train,test"), run) == []
+    assert control_warnings(_cfg(splits="train"), RunContext(None, 128, 0)) == []  # no reference: not asked
+
+
 class _Keep:
     """A `tc.core.train.train` callback keeping every saved state dict in memory."""
 
@@ -160,7 +170,8 @@ def _random_shallow(width: int) -> dict[str, float]:
     keep = _Keep()
     train(model, data, cfg, [keep])
     acfg = _cfg(splits="test", max_samples=0, anisotropy=False, measures=False, matrix="final", cuts="all")
-    m = analyze_run(Checkpoints(keep.steps, keep.sds), data, acfg, RunContext(model, 64, 0)).metrics
+    first_last = Checkpoints([keep.steps[0], keep.steps[-1]], [keep.sds[0], keep.sds[-1]])  # all agree[0, T] reads
+    m = analyze_run(first_last, data, acfg, RunContext(model, 64, 0)).metrics
     return {k.removeprefix("tc_test_random_shallow"): v for k, v in m.items() if "random_shallow" in k}
 
 

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from tc.analysis.anisotropy import anisotropy
 from tc.analysis.baselines import baseline_measures
 from tc.analysis.consistency import consistency_analysis
+from tc.analysis.controls import control_warnings
 from tc.analysis.inputs import RunContext, unlogged_warnings
 from tc.analysis.mmd import mmd_measures
 from tc.analysis.registry import GM
@@ -62,9 +63,9 @@ def analyze_run(
     """
     # what the analysis uses where it may use less than asked: counts (n_*) and warnings, before any work
     counts, warnings = checkpoint_notes(ckpts.steps, cfg)  # fewer than 2 checkpoints: refused here
-    for more_counts, more in (sample_notes(data, cfg), ({}, unlogged_warnings(run, cfg))):
-        counts.update(more_counts)
-        warnings += more
+    samples, said = sample_notes(data, cfg)
+    counts.update(samples)
+    warnings += said + unlogged_warnings(run, cfg) + (control_warnings(cfg, run) if controls else [])
     with exact_fp32(resolve_device(cfg.device)):  # TF32 off on CUDA: fp32 means fp32 (tc.core.device.exact_fp32)
         seconds: dict[str, float] = {}
         with timed(seconds, "splits_seconds"):  # the subsets and the corruptions
