@@ -51,8 +51,8 @@ def unlogged_warnings(run: RunContext, cfg: AnalyzeConfig) -> list[str]:
     """One warning when the analysis uses training settings the run did not log (`run.unlogged`): what it
     assumed (tc's defaults) and what for; [] when it uses none of them."""
     uses = []
-    if "train" in cfg.split_names or cfg.measures:
-        uses.append(("the train split and the measures on training samples", TRAINING_SAMPLES))
+    if "train" in cfg.split_names:  # the measures (gm_*, tc_mmd) read its samples too
+        uses.append(("the train split", TRAINING_SAMPLES))
     if cfg.anisotropy:
         uses.append(("the gradient-noise minibatches", (*TRAINING_SAMPLES, "batch_size")))
     if cfg.bn_mode == "recalibrate":
