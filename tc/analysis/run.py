@@ -41,6 +41,10 @@ def analyze_run(
     `progress(n)` is called as the composite forwards finish n more samples. `controls=False` leaves out the
     controls of `consistency_analysis` (cross-seed, bf16 agreement): a cheap surrogate is timed alone.
     On CUDA the whole analysis runs with TF32 off (`tc.core.device.exact_fp32`), restored after.
+    Where it uses less than asked (samples, checkpoints, gradient minibatches, cuts of a test, measures), a line
+    in `result.summary["warnings"]` says so (`analyze_job` prints them) and an `n_*` metric counts what it used;
+    fewer than 2 checkpoints are refused (ValueError), and a test with too few units is not run (docs/analyze.md,
+    "Less than asked").
 
     Example (checkpoints of a loop you ran yourself, analyzed in memory: no MLflow):
 
