@@ -4,12 +4,15 @@ with too little data to mean anything, stating the minimum. Also the promise abo
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
 
 import tc
 from tc.analysis.anisotropy import grad_batches
+from tc.analysis.composites import calibration_batches, calibration_notes
 from tc.analysis.inputs import RunContext, unlogged_warnings
 from tc.analysis.run import analyze_run
 from tc.analysis.splits import MIN_CHECKPOINTS, checkpoint_notes, sample_notes
@@ -106,6 +109,36 @@ def test_fractions_that_give_fewer_checkpoints_are_said_and_one_checkpoint_is_re
     assert checkpoint_notes([0, 8, 16], _cfg(checkpoints="fractions:3")) == (counts, [])
     with pytest.raises(ValueError, match=f"needs at least {MIN_CHECKPOINTS}"):
         checkpoint_notes([16], _cfg())
+
+
+def test_bn_recalibration_uses_full_batches_says_when_fewer_and_refuses_none():
+    """bn_mode=recalibrate re-estimates BatchNorm as the plain average of per-batch statistics, so only full
+    batches of batch_size weigh right: 600 examples at 128 hold 4 of the 5 asked (the 88 left over were a short
+    5th batch, silently weighed as a full one); that is said and counted. Below one full batch: refused."""
+    data = load_data("digits", train_size=600)
+    cfg = _cfg(bn_mode="recalibrate", calibration_batches=5)
+    batches = calibration_batches(data, cfg)
+    assert [len(b) for b in batches] == [128] * 4
+    order = torch.randperm(600, generator=torch.Generator().manual_seed(cfg.seed + 2))  # the same draw as before
+    assert torch.equal(batches[3], data.normalize(data.train_x[order[384:512]]))
+    counts, warnings = calibration_notes(data, cfg)
+    assert counts == {"n_calibration_batches": 4.0}
+    assert warnings == [
+        "BatchNorm recalibration uses 4 batches, not calibration_batches=5: the training set (600 examples) holds "
+        "4 full batch(es) of batch_size=128"
+    ]
+    assert calibration_notes(data, replace(cfg, calibration_batches=4)) == (counts, [])  # asked = held
+    assert calibration_notes(data, _cfg()) == ({}, [])  # bn_mode=splice uses none
+    with pytest.raises(ValueError, match=r"needs at least 1 full batch .* batch_size=128"):
+        calibration_notes(load_data("digits", train_size=100), cfg)
+    with pytest.raises(ValueError, match="needs at least 1 full batch"):
+        calibration_batches(load_data("digits", train_size=100), cfg)
+    torch.manual_seed(0)
+    model = build_model(ModelSpec.of(TrainConfig(dataset="digits", model="mlp", width=16), data))
+    sds = [{k: v.clone() for k, v in model.state_dict().items()} for _ in range(2)]
+    acfg = replace(cfg, splits="test", max_samples=8, anisotropy=False, measures=False, matrix="final")
+    result = analyze_run(Checkpoints([0, 1], sds), data, acfg, RunContext(model, 128, 0))
+    assert result.metrics["n_calibration_batches"] == 4 and warnings[0] in result.summary["warnings"]
 
 
 def test_a_user_models_skipped_spectral_bound_is_named_and_counted():

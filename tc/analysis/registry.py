@@ -75,6 +75,9 @@ METRICS: dict[str, str] = {
     "tell apart: a warning says so)",
     "n_samples_{split}": "examples analyzed in the split: max_samples, or the whole split when it has fewer (a "
     "warning says so; `analysis.splits.sample_notes`)",
+    "n_calibration_batches": "bn_mode=recalibrate: full training batches of batch_size that re-estimate BatchNorm: "
+    "calibration_batches, or all the training set holds when fewer (a warning says so; none: refused; "
+    "`analysis.composites.calibration_notes`)",
     "n_grad_batches": "full training minibatches for the gradient noise: grad_batches, or all the training set "
     "holds when fewer (a warning says so); under aniso_k + 2 the test is not run (n_cuts_grad = 0; "
     "`config.analyze.min_spectrum_units`)",

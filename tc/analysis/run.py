@@ -13,6 +13,7 @@ from collections.abc import Callable
 
 from tc.analysis.anisotropy import anisotropy
 from tc.analysis.baselines import baseline_measures
+from tc.analysis.composites import calibration_notes
 from tc.analysis.consistency import consistency_analysis
 from tc.analysis.controls import control_warnings
 from tc.analysis.inputs import RunContext, unlogged_warnings
@@ -41,10 +42,10 @@ def analyze_run(
     `progress(n)` is called as the composite forwards finish n more samples. `controls=False` leaves out the
     controls of `consistency_analysis` (cross-seed, bf16 agreement): a cheap surrogate is timed alone.
     On CUDA the whole analysis runs with TF32 off (`tc.core.device.exact_fp32`), restored after.
-    Where it uses less than asked (samples, checkpoints, gradient minibatches, cuts of a test, measures), a line
-    in `result.summary["warnings"]` says so (`analyze_job` prints them) and an `n_*` metric counts what it used;
-    fewer than 2 checkpoints are refused (ValueError), and a test with too few units is not run (docs/analyze.md,
-    "Less than asked").
+    Where it uses less than asked (samples, checkpoints, BatchNorm calibration batches, gradient minibatches, cuts
+    of a test, measures), a line in `result.summary["warnings"]` says so (`analyze_job` prints them) and an `n_*`
+    metric counts what it used; fewer than 2 checkpoints, or bn_mode=recalibrate without one full batch, are
+    refused (ValueError), and a test with too few units is not run (docs/analyze.md, "Less than asked").
 
     Example (checkpoints of a loop you ran yourself, analyzed in memory: no MLflow):
 
@@ -67,9 +68,11 @@ def analyze_run(
     """
     # what the analysis uses where it may use less than asked: counts (n_*) and warnings, before any work
     counts, warnings = checkpoint_notes(ckpts.steps, cfg)  # fewer than 2 checkpoints: refused here
-    samples, said = sample_notes(data, cfg)
-    counts.update(samples)
-    warnings += said + unlogged_warnings(run, cfg) + (control_warnings(cfg, run) if controls else [])
+    for notes in (sample_notes, calibration_notes):
+        used, said = notes(data, cfg)
+        counts.update(used)
+        warnings += said
+    warnings += unlogged_warnings(run, cfg) + (control_warnings(cfg, run) if controls else [])
     with exact_fp32(resolve_device(cfg.device)):  # TF32 off on CUDA: fp32 means fp32 (tc.core.device.exact_fp32)
         seconds: dict[str, float] = {}
         with timed(seconds, "splits_seconds"):  # the subsets and the corruptions
