@@ -291,6 +291,14 @@ def test_an_own_loop_run_logs_only_the_given_settings_and_analyze_names_what_it_
     assert said.startswith("the run did not log train_size, seed, label_noise: tc's defaults (train_size=0, seed=0")
 
 
+def test_a_first_log_run_info_downloads_nothing(mlflow_store, downloads):
+    """A fresh run has no earlier settings to keep: log_run_info looks them up without a failing download (whose
+    progress bars MLflow prints to the user's console)."""
+    with mlflow.start_run():
+        tc.log_run_info(model="mlp", dataset="digits", width=16, train_size=96, batch_size=32)
+    assert downloads == []
+
+
 def mlflow_store_dir(rid: str) -> Path:
     d = Path.cwd() / "dl" / rid
     d.mkdir(parents=True, exist_ok=True)

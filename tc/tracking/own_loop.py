@@ -25,7 +25,7 @@ from tc.core.models import ModelSpec, build_model, factory_for
 from tc.tracking import labels, ui
 from tc.tracking.analyses import current_analysis_metrics
 from tc.tracking.checkpoints import checkpoint_index
-from tc.tracking.client import CONFIG_FILE, RunNotFoundError, client, get_run, load_train_config, param_str
+from tc.tracking.client import CONFIG_FILE, client, get_run, load_train_config, param_str
 
 # Per run, in this process: the config, the architecture, a staged model to map state dicts onto, and the
 # run's checkpoint index (as logged so far, also by an earlier process of a resumed loop). A user model's
@@ -90,12 +90,11 @@ def log_run_info(
 
 def _earlier_settings(run_id: str) -> dict[str, Any]:
     """The settings an earlier `log_run_info` logged into run `run_id` (its `config.json`: a loop resumed in a
-    new process), {} when it has none."""
-    unlogged: list[str] = []
-    try:
-        earlier = load_train_config(run_id, unlogged)
-    except RunNotFoundError:
+    new process), {} when it has none (looked up first: a failing download prints MLflow's progress bars)."""
+    if CONFIG_FILE not in {f.path for f in client().list_artifacts(run_id)}:
         return {}
+    unlogged: list[str] = []
+    earlier = load_train_config(run_id, unlogged)
     return {k: v for k, v in asdict(earlier).items() if k not in unlogged}
 
 
