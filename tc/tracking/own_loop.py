@@ -15,9 +15,8 @@ from typing import Any
 
 import mlflow
 import torch
-from mlflow.entities import Param
 
-from tc.config import TrainConfig, cast_field, from_strings
+from tc.config import TrainConfig, from_strings
 from tc.core import checkpoints as ck
 from tc.core.data import load_for
 from tc.core.fx_stages import block_state_dict
@@ -25,7 +24,7 @@ from tc.core.models import ModelSpec, build_model, factory_for
 from tc.tracking import labels, ui
 from tc.tracking.analyses import current_analysis_metrics
 from tc.tracking.checkpoints import checkpoint_index
-from tc.tracking.client import CONFIG_FILE, client, get_run, load_train_config, param_str
+from tc.tracking.client import CONFIG_FILE, client, load_train_config, log_config
 
 # Per run, in this process: the config, the architecture, a staged model to map state dicts onto, and the
 # run's checkpoint index (as logged so far, also by an earlier process of a resumed loop). A user model's
@@ -81,7 +80,7 @@ def log_run_info(
         spec = ModelSpec.of(cfg, data)
         staged = build_model(spec, factory_for(cfg.model, cfg.model))  # the name the user just passed us
     index = _logged_index(rid)  # a loop resumed in a new process continues the run's index, never restarts it
-    _log_given(rid, cfg, list(given))
+    log_config(rid, cfg, list(given))  # the settings given, and no other
     client().set_tag(rid, "tc.source", "own loop (tc.log_run_info)")
     ui.label_train_run(rid, cfg)
     _OWN_RUNS[rid] = {"cfg": cfg, "spec": spec, "staged": staged, "index": index, "name": labels.run_name(cfg)}
@@ -96,30 +95,6 @@ def _earlier_settings(run_id: str) -> dict[str, Any]:
     unlogged: list[str] = []
     earlier = load_train_config(run_id, unlogged)
     return {k: v for k, v in asdict(earlier).items() if k not in unlogged}
-
-
-def _log_given(run_id: str, cfg: TrainConfig, given: list[str]) -> None:
-    """Log the fields `given` of `cfg` (their values as `cfg` resolved them: depth 0 -> the model's default) as
-    params and `config.json`, and no other field. A param the run holds already is kept (MLflow params never
-    change); one that differs is logged beside it as `<name>_resolved`, as `tc.tracking.client.log_params` does."""
-    logged = get_run(run_id).data.params
-    params = []
-    for key in given:
-        value = getattr(cfg, key)
-        if key not in logged:
-            params.append(Param(key, param_str(value)))
-        elif _cast_or_none(key, logged[key]) != value:
-            params.append(Param(f"{key}_resolved", param_str(value)))
-    client().log_batch(run_id, params=params)
-    client().log_dict(run_id, {key: getattr(cfg, key) for key in given}, CONFIG_FILE)
-
-
-def _cast_or_none(key: str, raw: str) -> Any:
-    """A param the user's own code logged may not be a value of tc's field: then it is no match."""
-    try:
-        return cast_field(TrainConfig, key, raw)
-    except ValueError:
-        return None
 
 
 def _logged_index(run_id: str) -> dict[int, ck.IndexEntry]:
