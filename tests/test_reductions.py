@@ -18,7 +18,7 @@ from tc.analysis.run import analyze_run
 from tc.analysis.splits import MIN_CHECKPOINTS, checkpoint_notes, sample_notes
 from tc.config import AnalyzeConfig, TrainConfig
 from tc.config.analyze import min_spectrum_units
-from tc.core.anisotropy import analyze_samples
+from tc.core.anisotropy import analyze_samples, null_spectra
 from tc.core.checkpoints import Checkpoints
 from tc.core.data import load_data
 from tc.core.models import ModelSpec, build_model
@@ -31,15 +31,18 @@ def _cfg(**kw) -> AnalyzeConfig:
 
 def test_the_minimum_of_the_anisotropy_tests_is_the_least_n_at_which_they_can_reject():
     """The oracle of `min_spectrum_units(k) = k + 2`: n centred rows span n - 1 directions, so at n = k + 1 the
-    top k hold all the variance (topk_var = 1) in the data and in every null draw, and even one overwhelming
-    direction is not detected; at n = k + 2 it is."""
+    top k hold all the variance (topk_var = 1) in the data and in every null draw: even one overwhelming direction
+    leaves the statistic at 1, where the null is too (its p-value then compares rounding errors, so it is not
+    asserted); at n = k + 2 it is detected."""
     k, rng = 3, np.random.default_rng(0)
     x = rng.standard_normal((k + 2, 30))
     x[:, 0] *= 50  # one direction carries almost all the variance: as anisotropic as noise gets
     below = analyze_samples(x[: k + 1], k=k, draws=199, seed=0)
+    nulls = null_spectra(k + 1, 30, 199, seed=0)
+    assert below.topk[k - 1] == pytest.approx(1.0, abs=1e-12)
+    assert np.allclose(nulls[:, :k].sum(1) / nulls.sum(1), 1.0, rtol=0, atol=1e-12)  # the null: 1 at every draw
     at = analyze_samples(x, k=k, draws=199, seed=0)
-    assert below.topk[k - 1] == pytest.approx(1.0, abs=1e-12) and below.pvalue > 0.5
-    assert at.pvalue <= 0.01 and min_spectrum_units(k) == k + 2
+    assert at.topk[k - 1] < 1 - 1e-6 and at.pvalue <= 0.01 and min_spectrum_units(k) == k + 2
 
 
 def test_a_config_asking_for_fewer_minibatches_than_the_test_needs_is_refused():

@@ -112,7 +112,8 @@ def min_spectrum_units(k: int) -> int:
     """The fewest independent units (training minibatches, pairs of samples) on which the anisotropy tests'
     top-k explained variance can mean anything: k + 2. The n rows are centred by their mean, so they span at most
     n - 1 directions; with n <= k + 1 the top k carry all the variance, in the data and in every null draw alike
-    (topk_var = 1, p = 1 whatever the noise). k + 2 is the least n that leaves one direction outside the top k.
+    (topk_var = 1 whatever the noise: the p-value compares rounding errors, anywhere in (0, 1], even small). k + 2
+    is the least n that leaves one direction outside the top k.
     A floor, not a recommendation: the test's power grows with n (the default grad_batches is 32)."""
     return k + 2
 
