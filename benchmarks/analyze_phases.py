@@ -206,7 +206,7 @@ def main(argv=None) -> None:
 
     if args.smoke:
         tcfg = TrainConfig(dataset="digits", model="mlp", width=16, epochs=2, train_size=256, batch_size=32)
-        acfg = dict(max_samples=40, null_draws=100, grad_batches=3)
+        acfg = dict(max_samples=40, null_draws=100, grad_batches=5)
     else:
         tcfg = TrainConfig(dataset="fashion-mnist", model="resnet20", width=16, epochs=args.epochs,
                            train_size=args.train_size, batch_size=128)  # fmt: skip

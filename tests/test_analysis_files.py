@@ -57,7 +57,9 @@ def _write_files_before(result, out: Path, cfg: AnalyzeConfig) -> None:
 def test_write_files_writes_what_the_analysis_wrote_before(tmp_path, options, expected):
     model, sds = _checkpoints(n=3)
     data = load_data("digits", train_size=256)
-    cfg = AnalyzeConfig(run_id="x", max_samples=16, null_draws=100, cuts="1,3", batch_size=16, grad_batches=3)
+    cfg = AnalyzeConfig(
+        run_id="x", max_samples=16, null_draws=100, cuts="1,3", batch_size=16, grad_batches=4, aniso_k=2
+    )
     cfg = replace(cfg, measures=False, **options)
     result = analyze_run(Checkpoints([0, 5, 10], sds), data, cfg, RunContext(model, 64, 0))
     before, after = tmp_path / "before", tmp_path / "after"

@@ -48,7 +48,9 @@ def _tc_metrics(run_id):
 def test_analyze_logs_metrics_tables_and_figures_back_to_the_training_run(mlflow_store, tmp_path):
     run_id = _train()
     reference = _train("--seed", "1")
-    assert analyze_ep.main(["--run_id", run_id, "--max_samples", "120", "--reference_run_id", reference]) == 0
+    # 512 examples at batch 128 hold 4 full minibatches: the gradient-noise test needs aniso_k + 2 of them
+    argv = ["--run_id", run_id, "--max_samples", "120", "--reference_run_id", reference, "--aniso_k", "2"]
+    assert analyze_ep.main(argv) == 0
     analysis_run = _latest_run()
     assert analysis_run.data.tags["tc.source_run_id"] == run_id
     assert run_id in analysis_run.data.tags["mlflow.note.content"]
@@ -110,6 +112,7 @@ def test_analyze_logs_metrics_tables_and_figures_back_to_the_training_run(mlflow
     assert metrics["tc_window_checkpoints"] == 2
     assert "fewer than 3" in MlflowClient().get_run(run_id).data.tags["tc.window_warning"]
     assert 0 < metrics["aniso_drift_min_pvalue"] <= 1 and 0 < metrics["aniso_grad_topk_var"] <= 1
+    assert metrics["n_grad_batches"] == 4 and metrics["n_cuts_grad"] == 4  # what it used (grad_batches asked 32)
     # Holm across the 4 cuts: the smallest adjusted p-value is min(1, 4 x the smallest raw one)
     raw = min(metrics[f"aniso_drift_pvalue_d{c}"] for c in (1, 2, 3, 4))
     assert metrics["aniso_drift_min_pvalue"] == pytest.approx(min(1.0, 4 * raw))

@@ -211,7 +211,8 @@ def test_anisotropy_leaves_out_gradient_noise_with_too_few_minibatches():
 
     model, sds = _checkpoints(n=3)
     cfg = AnalyzeConfig(run_id="x", splits="test", max_samples=30, null_draws=100, cuts="1,3")
-    for train_size, has_grad in ((200, False), (512, True)):  # batch 128: 1 or 4 full minibatches
+    # batch 128: 4 full minibatches are too few for the test at aniso_k = 3 (it needs aniso_k + 2), 5 are enough
+    for train_size, has_grad in ((512, False), (640, True)):
         data = load_data("digits", train_size=train_size)
         split = make_splits(data, cfg)[0]
         ticks = []
@@ -219,6 +220,8 @@ def test_anisotropy_leaves_out_gradient_noise_with_too_few_minibatches():
         assert ticks == [1, 1, 1]  # progress: the gradient noise, then each of the 2 cuts
         assert "aniso_drift_min_pvalue" in result.metrics
         assert ("aniso_grad_min_pvalue" in result.metrics) is has_grad
+        assert result.metrics["n_grad_batches"] == train_size // 128 and result.metrics["n_cuts_grad"] == 2 * has_grad
+        assert any(w.startswith("gradient-noise test not run") for w in result.warnings) is not has_grad
         assert set(result.perturb["kind"]) == {"clean", "top", "random", "bottom"}
 
 

@@ -226,7 +226,14 @@ def test_every_part_of_an_analysis_runs_on_the_configured_device(monkeypatch):
     _, other = _checkpoints(2, seed=10)
     data = load_data("digits", train_size=512)  # 4 full minibatches of 128: gradient noise is computed
     cfg = AnalyzeConfig(
-        run_id="x", max_samples=24, null_draws=100, cuts="1,3", batch_size=16, grad_batches=3, splits="train,test"
+        run_id="x",
+        max_samples=24,
+        null_draws=100,
+        cuts="1,3",
+        batch_size=16,
+        grad_batches=4,
+        aniso_k=2,
+        splits="train,test",
     )
     run = RunContext(model, 128, 0, reference=Checkpoints([0, 9], other))
     plain = tc.analysis.run.analyze_run(Checkpoints([0, 5, 10], sds), data, cfg, run).metrics  # the plain CPU
@@ -426,7 +433,8 @@ def test_analyze_run_runs_inside_the_tf32_scope_of_its_device(monkeypatch):
     monkeypatch.setattr(tc.analysis.run, "consistency_analysis", inside)
     data = load_data("digits", train_size=64)
     with pytest.raises(KeyError, match="stop"):
-        tc.analysis.run.analyze_run(None, data, AnalyzeConfig(run_id="r", device="cpu"), None)
+        two = Checkpoints([0, 1], [{}, {}])  # analyze_run checks the count (at least two) before anything else
+        tc.analysis.run.analyze_run(two, data, AnalyzeConfig(run_id="r", device="cpu"), RunContext(None, 8, 0))
     assert entered == [torch.device("cpu")]
 
 
@@ -460,5 +468,6 @@ def test_every_step_of_analyze_run_runs_inside_the_tf32_scope(monkeypatch):
     monkeypatch.setattr(tc.analysis.run, "add_measures", step("measures"))
     cfg = AnalyzeConfig(run_id="r", device="cpu")
     assert cfg.anisotropy and cfg.measures  # the defaults: every step runs
-    out = tc.analysis.run.analyze_run(None, load_data("digits", train_size=64), cfg, RunContext(nn.Linear(1, 1), 8, 0))
+    two = Checkpoints([0, 1], [{}, {}])
+    out = tc.analysis.run.analyze_run(two, load_data("digits", train_size=64), cfg, RunContext(nn.Linear(1, 1), 8, 0))
     assert out is result and seen == [("consistency", 1), ("anisotropy", 1), ("measures", 1)]

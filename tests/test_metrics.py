@@ -26,7 +26,9 @@ def logged() -> dict[str, float]:
     model, sds = _checkpoints(n=5)
     _, other = _checkpoints(n=2)
     data = load_data("digits", train_size=512)  # 4 full minibatches of 128: gradient noise is computed
-    cfg = AnalyzeConfig(run_id="x", max_samples=24, null_draws=100, cuts="1,3", batch_size=32, grad_batches=4)
+    cfg = AnalyzeConfig(
+        run_id="x", max_samples=24, null_draws=100, cuts="1,3", batch_size=32, grad_batches=4, aniso_k=2
+    )
     cfg = replace(cfg, phases=True)
     run = RunContext(model, 128, 0, reference=Checkpoints([0, 9], other), seconds_per_epoch=2.0)
     return analyze_run(Checkpoints([0, 3, 5, 8, 9], sds), data, cfg, run).metrics
@@ -39,7 +41,8 @@ def test_every_logged_metric_matches_exactly_one_pattern(logged):
     # and the list holds no pattern that nothing matches, but for what this analysis cannot log
     used = {M.patterns_of(k)[0] for k in logged}
     sweep_only = {p for p, meaning in M.METRICS.items() if meaning.startswith("sweep")}
-    assert set(M.METRICS) - used == {"bf16_agreement", *sweep_only}
+    # bf16_agreement needs precision=bf16, n_calibration_batches bn_mode=recalibrate (tests/test_reductions.py)
+    assert set(M.METRICS) - used == {"bf16_agreement", "n_calibration_batches", *sweep_only}
     assert {"splits_seconds", "controls_seconds", "tc_test_seconds", "tc_corrupt_seconds"} <= set(logged)
     for key in ("tc_kappa_test_seed_sd", "corr_kendall_gm_sharpness", "tc_test_cheap_k2_n100_seconds"):
         assert len(M.patterns_of(key)) == 1, key

@@ -251,6 +251,54 @@ def test_analyze_reads_an_own_loop_run_of_a_user_model(mlflow_store):
     assert "`tc_test`" in tags["mlflow.note.content"]
 
 
+def test_an_own_loop_run_logs_only_the_given_settings_and_analyze_names_what_it_assumed(mlflow_store, monkeypatch):
+    """Issue 22: an Adam loop with no schedule and no weight decay was logged as width=16, weight_decay=0.0005,
+    schedule=cosine, momentum=0.9, checkpoint_every=0 (TrainConfig's defaults). Now the run holds exactly the
+    settings given, as params and in config.json; a resumed loop's call that gives fewer keeps the earlier ones;
+    analyze reads the run with tc's defaults for the rest and names those it used (seed, train_size, label_noise
+    draw the train split)."""
+    torch.manual_seed(0)
+    data = load_data("digits")
+    model = SmallNet(num_classes=10, in_channels=1)
+    given = {"model": USER, "dataset": "digits", "batch_size": 32, "optimizer": "adam", "lr": 0.01}
+    with mlflow.start_run() as run:
+        cfg = tc.log_run_info(data=data, **given)
+        logger = tc.CheckpointLogger(model, every=2)
+        _train_steps(model, data, 2)
+        logger.step(2, 0.1)
+    rid, client = run.info.run_id, MlflowClient()
+    assert cfg.weight_decay == 5e-4 and cfg.schedule == "cosine"  # the returned config: defaults build the model
+    params = client.get_run(rid).data.params
+    assert params == {"model": USER, "dataset": "digits", "batch_size": "32", "optimizer": "adam", "lr": "0.01"}
+    config = json.loads(Path(client.download_artifacts(rid, "config.json", str(mlflow_store_dir(rid)))).read_text())
+    assert config == {"model": USER, "dataset": "digits", "batch_size": 32, "optimizer": "adam", "lr": 0.01}
+    monkeypatch.setattr(own_loop, "_OWN_RUNS", {})  # a new process: its call gives less, and the earlier stays
+    with mlflow.start_run(run_id=rid):
+        assert tc.log_run_info(model=USER, dataset="digits", data=data, epochs=1).batch_size == 32
+        tc.CheckpointLogger(model, every=2).close(4, 0.2)
+    assert set(client.get_run(rid).data.params) == {*given, "epochs"}
+    from tc.tracking.client import load_train_config
+
+    unlogged: list[str] = []
+    assert load_train_config(rid, unlogged).lr == 0.01
+    assert "weight_decay" in unlogged and "schedule" in unlogged and "lr" not in unlogged
+    acfg = tc.AnalyzeConfig(
+        run_id=rid, model=USER, splits="train,test", max_samples=24, matrix="final", anisotropy=False, measures=False
+    )
+    done = tc.analyze_job(acfg)
+    assert "tc_test" in done.result.metrics and done.result.metrics["n_checkpoints"] == 3
+    [said] = [w for w in done.result.summary["warnings"] if w.startswith("the run did not log")]
+    assert said.startswith("the run did not log train_size, seed, label_noise: tc's defaults (train_size=0, seed=0")
+
+
+def test_a_first_log_run_info_downloads_nothing(mlflow_store, downloads):
+    """A fresh run has no earlier settings to keep: log_run_info looks them up without a failing download (whose
+    progress bars MLflow prints to the user's console)."""
+    with mlflow.start_run():
+        tc.log_run_info(model="mlp", dataset="digits", width=16, train_size=96, batch_size=32)
+    assert downloads == []
+
+
 def mlflow_store_dir(rid: str) -> Path:
     d = Path.cwd() / "dl" / rid
     d.mkdir(parents=True, exist_ok=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import pandas as pd
 
@@ -13,6 +13,7 @@ from tc.analysis.inputs import RunContext
 from tc.analysis.registry import add_means_over_cuts
 from tc.analysis.splits import EvalSplit, parse_cuts
 from tc.config import AnalyzeConfig
+from tc.config.analyze import min_spectrum_units
 from tc.core import anisotropy as A
 from tc.core import consistency as C
 from tc.core import sgd_noise as noise
@@ -27,7 +28,8 @@ class AnisotropyResult:
     stats: pd.DataFrame  # cut, kind (drift|grad), statistic, value, n, p, unit
     spectra: pd.DataFrame  # cut, kind, index, eig, null_q05, null_q95
     perturb: pd.DataFrame  # cut, eps, kind (clean|top|random|bottom), draw, acc
-    metrics: dict[str, float]
+    metrics: dict[str, float]  # the counts used among them: n_grad_batches, n_drift_pairs_d<cut>, n_cuts_<test>
+    warnings: list[str] = field(default_factory=list)  # where a test used less than asked, or was not run
 
 
 PERTURB_HEADLINE_EPS = 0.5
@@ -46,6 +48,27 @@ def min_holm(pvalues: list[float]) -> float:
     return float(holm(pvalues).min())
 
 
+def grad_batches(data: DataBundle, cfg: AnalyzeConfig, run: RunContext) -> tuple[list, list[str]]:
+    """(the minibatches of the gradient noise, warnings): the first `cfg.grad_batches` full minibatches of the
+    run's epoch-0 shuffle, normalized. A training set that holds fewer gives them all, and a warning says so;
+    with fewer than `min_spectrum_units(aniso_k)` the test would mean nothing: the warning says it is not run
+    (the caller runs it only from that many on)."""
+    bs, asked = run.train_batch_size, cfg.grad_batches
+    batches = []
+    for xb, yb in iterate_batches(data, bs, run.train_seed, epoch=0, augment=False):
+        if len(batches) == asked or len(yb) < bs:
+            break
+        batches.append((data.normalize(xb), yb))
+    n, need = len(batches), min_spectrum_units(cfg.aniso_k)
+    held = f"the training set ({len(data.train_y)} examples) holds {n} full minibatch(es) of {bs}"
+    if n < need:
+        why = f"{n} centred minibatches span at most {max(n - 1, 0)} directions"
+        return batches, [f"gradient-noise test not run: {held}, and it needs at least aniso_k + 2 = {need} ({why})"]
+    if n < asked:
+        return batches, [f"gradient noise uses {n} minibatches, not grad_batches={asked}: {held}"]
+    return batches, []
+
+
 def anisotropy(
     ckpts: Checkpoints,
     data: DataBundle,
@@ -62,9 +85,12 @@ def anisotropy(
     topk_var and eff_rank (descriptive) and `aniso_{drift,grad}_min_pvalue` / `_lw_min_pvalue`: the smallest
     Holm-adjusted p-value over the cuts ("anisotropic at some cut", family-wise error controlled). Perturbation
     at ε = 0.5: `aniso_perturb_{clean,top,random,bottom}_acc_d<cut>`, the last three with `_lo`/`_hi` (95% t
-    interval over draws), and their means over cuts. A kind with fewer than 3 units (under 6 samples, or
-    under 3 full training minibatches) is left out. `progress(1)` is called after the gradient noise and
-    after each cut (len(cuts) + 1 calls): the phase takes minutes on a CPU.
+    interval over draws), and their means over cuts. A test with fewer units than `min_spectrum_units(aniso_k)`
+    (aniso_k + 2 pairs of samples with distinct drift at a cut; aniso_k + 2 full training minibatches) is not
+    run there, and a cut whose features do not drift gets no perturbation test: the result's `warnings` say so,
+    and the counts used are metrics (`n_grad_batches`, `n_drift_pairs_d<cut>`, `n_cuts_{drift,grad,perturb}`).
+    `progress(1)` is called after the gradient noise and after each cut (len(cuts) + 1 calls): the phase takes
+    minutes on a CPU.
 
     Phase timers (seconds): `aniso_grad_seconds` (the minibatches and their gradient noise),
     `aniso_features_seconds` (the shallow features at every cut), `aniso_stats_seconds` (the drift and
@@ -72,39 +98,47 @@ def anisotropy(
     its principal directions and its forward passes)."""
     tick = progress or (lambda n: None)
     t0 = time.perf_counter()
-    model, train_batch_size, train_seed = run.model, run.train_batch_size, run.train_seed
+    model = run.model
     device = resolve_device(cfg.device)  # models and forward passes; the statistics run on the CPU (numpy)
     cuts = parse_cuts(cfg.cut_spec, model)
     win = C.window(ckpts.steps, cfg.window)
     chosen = [ckpts.state_dicts[i] for i in win] + [ckpts.state_dicts[-1]]
     x = data.normalize(split.x)
     grad_ckpt = win[0]
-    batches = []
-    for xb, yb in iterate_batches(data, train_batch_size, train_seed, epoch=0, augment=False):
-        if len(batches) == cfg.grad_batches or len(yb) < train_batch_size:
-            break
-        batches.append((data.normalize(xb), yb))
-    grads = noise.gradient_noise(model, ckpts.state_dicts[grad_ckpt], batches, cuts, seed=cfg.seed, device=device)
+    batches, warnings = grad_batches(data, cfg, run)
+    need, grads = min_spectrum_units(cfg.aniso_k), {}
+    if len(batches) >= need:  # fewer: no test (`grad_batches` has said why), and no gradients to compute
+        grads = noise.gradient_noise(model, ckpts.state_dicts[grad_ckpt], batches, cuts, seed=cfg.seed, device=device)
     seconds = {"grad": time.perf_counter() - t0, "features": 0.0, "stats": 0.0, "perturb": 0.0}
     tick(1)
     t0 = time.perf_counter()
     # one shallow pass per checkpoint to the deepest cut keeps every cut's features (not one pass per cut)
     all_feats = noise.features_at_cuts(model, chosen, x, cuts, cfg.batch_size, device)
     seconds["features"] = time.perf_counter() - t0
-    stat_rows, spec_rows, pert_frames, metrics = [], [], [], {}
+    stat_rows, spec_rows, pert_frames = [], [], []
+    metrics: dict[str, float] = {"n_grad_batches": float(len(batches))}
+    ran: dict[str, list[int]] = {"drift": [], "grad": [], "perturb": []}  # the cuts at which each test ran
     pvalues: dict[tuple[str, str], dict[int, float]] = {}
     for cut in cuts:
         t0 = time.perf_counter()
         feats = all_feats.pop(cut)  # released after its cut: peak memory falls as the loop goes on
         reports = {}
         drift = noise.drift_vectors(feats)
-        if len(A.drift_units(drift, cfg.seed)) >= 3:  # >= 3 pairs of samples whose drift differs
+        pairs = len(A.drift_units(drift, cfg.seed))  # pairs of samples whose drift differs
+        metrics[f"n_drift_pairs_d{cut}"] = float(pairs)
+        if pairs >= need:
             reports["drift"] = A.drift_test(drift, k=cfg.aniso_k, draws=cfg.null_draws, seed=cfg.seed)
-        if len(grads[cut]) >= 3:  # a tiny training set may give fewer full minibatches
+        else:
+            warnings.append(
+                f"drift test not run at cut {cut}: {pairs} pair(s) of {split.name} samples with distinct drift "
+                f"({len(split.y)} samples), and it needs at least aniso_k + 2 = {need} (raise max_samples)"
+            )
+        if cut in grads:
             reports["grad"] = A.analyze_samples(
                 grads[cut], k=cfg.aniso_k, draws=cfg.null_draws, seed=cfg.seed, unit="minibatches"
             )
         for kind, r in reports.items():
+            ran[kind].append(cut)
             values = {
                 "topk_var": r.topk[r.k - 1],
                 "eff_rank": r.eff_rank,
@@ -126,8 +160,10 @@ def anisotropy(
         seconds["stats"] += t1 - t0
         full = feats[1:] - feats[:-1]
         if not bool(full.any()):  # identical checkpoints: no drift directions to perturb along
+            warnings.append(f"perturbation test not run at cut {cut}: its features do not change over the window")
             tick(1)
             continue
+        ran["perturb"].append(cut)
         opts = perturb_options(cfg)
         pert = noise.perturbation_test(
             model, ckpts.state_dicts[-1], feats[-1], full, (split.y, cut), opts, device, batch_size=cfg.batch_size
@@ -148,6 +184,7 @@ def anisotropy(
     for (kind, name), per_cut in pvalues.items():
         prefix = "" if name == "pvalue" else "lw_"
         metrics[f"aniso_{kind}_{prefix}min_pvalue"] = min_holm(list(per_cut.values()))
+    metrics.update({f"n_cuts_{test}": float(len(at)) for test, at in ran.items()})
     metrics.update({f"aniso_{phase}_seconds": s for phase, s in seconds.items()})
     return AnisotropyResult(
         stats=pd.DataFrame(stat_rows, columns=["cut", "kind", "statistic", "value", "n", "p", "unit"]),
@@ -156,4 +193,5 @@ def anisotropy(
         if pert_frames
         else pd.DataFrame(columns=["cut", "eps", "kind", "draw", "acc"]),
         metrics=metrics,
+        warnings=warnings,
     )

@@ -15,6 +15,8 @@ from tc.core.device import resolve_device
 from tc.core.models import at_state
 
 NO_INIT_WARNING = "gm_dist_init is NaN: the run logged no checkpoint at step 0 (its initialisation)"
+# the measures that need tc's own models (resnet20, vgg, mlp): a traced torchvision or user model is skipped there
+NEEDS_TC_MODELS = ("gm_log_spectral_product",)
 
 
 def baseline_measures(
@@ -29,11 +31,14 @@ def baseline_measures(
     each with its cost in seconds and in training-epoch equivalents (`gm_<name>_cost_epochs`, from the run's
     own time per epoch), and `gm_sharpness_evals`, the σ values its search tried. `gm_dist_init` = ||θ_T - θ_0||
     with θ_0 the step-0 checkpoint (`initial_state`); NaN, with `NO_INIT_WARNING` appended to `warnings`, when
-    the run never logged step 0."""
+    the run never logged step 0. A measure the model's layers do not allow (`NEEDS_TC_MODELS` on a traced
+    torchvision or user model) is left out, with a warning that names it and why (`n_measures_skipped`, which
+    `tc.analysis.run.add_measures` logs, counts it)."""
     train, test = splits
     final = at_state(run.model, ckpts.state_dicts[-1])
     init = initial_state(ckpts, run)
     evals: dict[str, int] = {}
+    skipped: dict[str, str] = {}
     values, seconds = measures.compute_all(
         final,
         at_state(run.model, init) if init is not None else final,  # no θ_0: its distance is replaced below
@@ -43,7 +48,11 @@ def baseline_measures(
         seed=cfg.seed,
         device=resolve_device(cfg.device),
         evals=evals,
+        skipped=skipped,
     )
+    for name, why in skipped.items():
+        if warnings is not None:
+            warnings.append(f"{name} not computed: {why} (it needs tc's own models; docs/own-models.md)")
     if init is None:
         values["gm_dist_init"] = math.nan
         seconds.pop("gm_dist_init", None)

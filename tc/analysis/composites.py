@@ -42,16 +42,52 @@ class Plan:
         return len(self.ckpts.steps) - 1
 
 
+MIN_CALIBRATION_BATCHES = 1  # BatchNorm re-estimated from no full batch: refused (`calibration_notes`)
+
+
+def _calibration_count(data: DataBundle, cfg: AnalyzeConfig) -> int:
+    """Full batches of `cfg.batch_size` that bn_mode=recalibrate uses: `cfg.calibration_batches`, or all the
+    training set holds when fewer. Only full batches: `tc.core.compose.recalibrate_bn` averages per-batch
+    statistics with equal weights, so a short batch would weigh as much as a full one. A `ValueError` below
+    `MIN_CALIBRATION_BATCHES`, stating the minimum."""
+    held = len(data.train_y) // cfg.batch_size
+    if held < MIN_CALIBRATION_BATCHES:
+        raise ValueError(
+            f"bn_mode=recalibrate needs at least {MIN_CALIBRATION_BATCHES} full batch of batch_size={cfg.batch_size} "
+            f"training examples to re-estimate BatchNorm, and the training set has {len(data.train_y)}: lower "
+            "batch_size, or use bn_mode=splice"
+        )
+    return min(cfg.calibration_batches, held)
+
+
+def calibration_notes(data: DataBundle, cfg: AnalyzeConfig) -> tuple[dict[str, float], list[str]]:
+    """({n_calibration_batches: the batches bn_mode=recalibrate uses}, warnings): a warning when the training set
+    holds fewer full batches than `cfg.calibration_batches`; ({}, []) with bn_mode=splice (no calibration)."""
+    if cfg.bn_mode != "recalibrate":
+        return {}, []
+    n, asked = _calibration_count(data, cfg), cfg.calibration_batches
+    warnings = []
+    if n < asked:
+        warnings.append(
+            f"BatchNorm recalibration uses {n} batches, not calibration_batches={asked}: the training set "
+            f"({len(data.train_y)} examples) holds {n} full batch(es) of batch_size={cfg.batch_size}"
+        )
+    return {"n_calibration_batches": float(n)}, warnings
+
+
 def calibration_batches(data: DataBundle, cfg: AnalyzeConfig) -> list[torch.Tensor] | None:
-    """With bn_mode=recalibrate: `cfg.calibration_batches` normalized training batches of `cfg.batch_size`, in
-    an order seeded by `cfg.seed + 2`, on which every composite re-estimates its BatchNorm statistics (the
-    same batches for every composite, so that they differ only by their weights); None otherwise."""
+    """With bn_mode=recalibrate: the first `_calibration_count` full normalized training batches of
+    `cfg.batch_size` (`cfg.calibration_batches`, fewer when the training set holds fewer: `calibration_notes`
+    says so), in an order seeded by `cfg.seed + 2`, on which every composite re-estimates its BatchNorm
+    statistics (the same batches for every composite, so that they differ only by their weights); None
+    otherwise."""
     if cfg.bn_mode != "recalibrate":
         return None
+    n = _calibration_count(data, cfg)
     g = torch.Generator().manual_seed(cfg.seed + 2)
     order = torch.randperm(len(data.train_y), generator=g)
     b = cfg.batch_size
-    return [data.normalize(data.train_x[order[i * b : (i + 1) * b]]) for i in range(cfg.calibration_batches)]
+    return [data.normalize(data.train_x[order[i * b : (i + 1) * b]]) for i in range(n)]
 
 
 def make_plan(

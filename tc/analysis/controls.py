@@ -10,6 +10,7 @@ from tc.analysis.composites import Plan
 from tc.analysis.inputs import RunContext
 from tc.analysis.registry import add_means_over_cuts
 from tc.analysis.splits import EvalSplit, split_named
+from tc.config import AnalyzeConfig
 from tc.core.checkpoints import Checkpoints
 from tc.core.compose import ComposeOptions, composite_outputs
 from tc.core.device import resolve_device
@@ -25,6 +26,14 @@ def control_metrics(plan: Plan, run: RunContext, splits: list[EvalSplit]) -> dic
     if plan.cfg.precision == "bf16":
         metrics["bf16_agreement"] = bf16_agreement(plan, splits[0])
     return metrics
+
+
+def control_warnings(cfg: AnalyzeConfig, run: RunContext) -> list[str]:
+    """The controls asked for that `control_metrics` cannot compute: the cross-seed control (a reference run is
+    given) without the test split."""
+    if run.reference is not None and "test" not in cfg.split_names:
+        return [f"tc_test_crossseed not computed: the cross-seed control needs the test split (splits={cfg.splits})"]
+    return []
 
 
 def cross_seed(plan: Plan, reference: Checkpoints, split: EvalSplit) -> dict[str, float]:

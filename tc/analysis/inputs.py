@@ -7,10 +7,11 @@ analyzes checkpoints of their own builds one by hand. The checkpoints themselves
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import torch
 
+from tc.config import AnalyzeConfig, TrainConfig
 from tc.core.checkpoints import Checkpoints, StateDict, init_index
 
 
@@ -35,6 +36,34 @@ class RunContext:
     # the run's step-0 state dict (its initialisation), whatever checkpoints the analysis selected: gm_dist_init
     # measures from it; None when the run never logged step 0 (or the caller did not load it)
     init: StateDict | None = None
+    # the `TrainConfig` fields the run did not log (a run logged from a user's own loop holds only the settings its
+    # user gave): the caller filled in tc's defaults there, and `unlogged_warnings` says where the analysis uses them
+    unlogged: tuple[str, ...] = ()
+
+
+# The training run's settings an analysis reads besides its architecture (which every checkpoint holds): which
+# training samples and labels (`train_size`, `seed`, `label_noise`, as `tc.core.data.load_for` draws them), the
+# epoch-0 order (`seed`) and the minibatch size (`batch_size`) of the gradient noise.
+TRAINING_SAMPLES = ("train_size", "seed", "label_noise")
+
+
+def unlogged_warnings(run: RunContext, cfg: AnalyzeConfig) -> list[str]:
+    """One warning when the analysis uses training settings the run did not log (`run.unlogged`): what it
+    assumed (tc's defaults) and what for; [] when it uses none of them."""
+    uses = []
+    if "train" in cfg.split_names:  # the measures (gm_*, tc_mmd) read its samples too
+        uses.append(("the train split", TRAINING_SAMPLES))
+    if cfg.anisotropy:
+        uses.append(("the gradient-noise minibatches", (*TRAINING_SAMPLES, "batch_size")))
+    if cfg.bn_mode == "recalibrate":
+        uses.append(("the BatchNorm calibration batches", TRAINING_SAMPLES))
+    missing = [n for n in dict.fromkeys(n for _, names in uses for n in names) if n in run.unlogged]
+    if not missing:
+        return []
+    defaults = {f.name: f.default for f in fields(TrainConfig)}
+    assumed = ", ".join(f"{n}={defaults[n]}" for n in missing)
+    what = "; ".join(w for w, names in uses if set(names) & set(missing))
+    return [f"the run did not log {', '.join(missing)}: tc's defaults ({assumed}) are assumed for {what}"]
 
 
 def initial_state(ckpts: Checkpoints, run: RunContext) -> StateDict | None:

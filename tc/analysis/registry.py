@@ -3,11 +3,12 @@
 It also names what a sweep logs beside them (meanings that start with "sweep"); the training metrics
 (train_loss, test_acc, ...) are described in `entrypoints/train.py`. Keys are patterns: `{split}` is an
 analysis split (train, test, corrupt), `{cut}` a cut index (the metric at one cut; the key without `_d{cut}`
-is the mean over the cuts, `mean_over_cuts`), `{kind}` drift or grad, `{direction}` top, random or bottom,
-`{phase}` early, middle or late, `{corruption}` a corruption name, `{gm}` a baseline measure gm_*,
-`{measure}` any measure the sweep correlates. `tests/test_metrics.py` checks that every key a real analysis
-logs matches exactly one pattern; docs/analyze.md's table is generated from this list (scripts/gen_docs.py,
-checked by tests/test_docs.py).
+is the mean over the cuts, `mean_over_cuts`), `{kind}` drift or grad, `{test}` an anisotropy test (drift, grad
+or perturb), `{direction}` top, random or bottom, `{phase}` early, middle or late, `{corruption}` a corruption
+name, `{gm}` a baseline measure gm_*, `{measure}` any measure the sweep correlates. The counts `n_*` say how
+much an analysis actually used where it may use less than asked (they are no measures: the sweep correlates
+none). `tests/test_metrics.py` checks that every key a real analysis logs matches exactly one pattern;
+docs/analyze.md's table is generated from this list (scripts/gen_docs.py, checked by tests/test_docs.py).
 """
 
 from __future__ import annotations
@@ -57,8 +58,9 @@ METRICS: dict[str, str] = {
     "tc_{split}_d{cut}": "mean_{t in W} agree_d[t, T]: the final deep part predicts on earlier features what it "
     "predicts on its own (`consistency.tc_score`)",
     "tc_{split}": "mean over cuts of tc_{split}_d{cut} (`analysis.registry.mean_over_cuts`)",
-    "tc_{split}_random_shallow_d{cut}": "agree_d[0, T]: the initialisation's shallow part (a chance-level control; "
-    "only when step 0 is analyzed)",
+    "tc_{split}_random_shallow_d{cut}": "agree_d[0, T]: the initialisation's shallow part under the final deep "
+    "part (only when step 0 is analyzed); near chance only where training moved the shallow part far from its "
+    "initialisation, far above it in an MLP's first layers",
     "tc_{split}_random_shallow": "mean over cuts of tc_{split}_random_shallow_d{cut}",
     "tc_{split}_{phase}": "with phases=true: tc_{split} over the checkpoints of one third of training (s/T in "
     "(0, 1/3], (1/3, 2/3], (2/3, 1), T excluded; `consistency.phase_windows`), mean over cuts",
@@ -70,6 +72,22 @@ METRICS: dict[str, str] = {
     "(`consistency.tc_full`)",
     "tc_excess_{split}": "(tc - tc_full) / (1 - tc_full) (`consistency.tc_excess`)",
     "tc_window_checkpoints": "|W|: checkpoints in the tc window (< 3: tag tc.window_warning)",
+    "n_checkpoints": "checkpoints analyzed (fewer than N with checkpoints=fractions:N when the run has too few to "
+    "tell apart: a warning says so)",
+    "n_samples_{split}": "examples analyzed in the split: max_samples, or the whole split when it has fewer (a "
+    "warning says so; `analysis.splits.sample_notes`)",
+    "n_calibration_batches": "bn_mode=recalibrate: full training batches of batch_size that re-estimate BatchNorm: "
+    "calibration_batches, or all the training set holds when fewer (a warning says so; none: refused; "
+    "`analysis.composites.calibration_notes`)",
+    "n_grad_batches": "full training minibatches for the gradient noise: grad_batches, or all the training set "
+    "holds when fewer (a warning says so); under aniso_k + 2 the test is not run (n_cuts_grad = 0; "
+    "`config.analyze.min_spectrum_units`)",
+    "n_drift_pairs_d{cut}": "pairs of test samples with distinct drift: the drift test's units at that cut (under "
+    "aniso_k + 2 it is not run there)",
+    "n_cuts_{test}": "cuts at which that anisotropy test ran, of those analyzed (a warning names the others and "
+    "why); its means and min p-values are over these",
+    "n_measures_skipped": "measures=true: gm_* and tc_mmd asked for but not computed (gm_log_spectral_product on "
+    "a model whose layers it cannot bound; all of them without the train split); the warnings name them",
     "acc_{split}": "accuracy of the final network f(·; θ_T)",
     "drift_{split}_d{cut}": "mean_{t in W} mean_x ||z_t(x) - z_T(x)|| / ||z_T(x)|| (`consistency.drift_score`)",
     "drift_{split}": "mean over cuts of drift_{split}_d{cut}",
@@ -105,7 +123,8 @@ METRICS: dict[str, str] = {
     "aniso_{kind}_eff_rank": "mean over cuts of aniso_{kind}_eff_rank_d{cut}",
     "aniso_{kind}_pvalue_d{cut}": "Monte-Carlo p-value of topk_var against the isotropic null",
     "aniso_{kind}_lw_pvalue_d{cut}": "Ledoit-Wolf sphericity test p-value",
-    "aniso_{kind}_min_pvalue": "smallest Holm-adjusted pvalue over the cuts (`analysis.anisotropy.min_holm`)",
+    "aniso_{kind}_min_pvalue": "smallest Holm-adjusted pvalue over the cuts where the test ran (n_cuts_{kind}; "
+    "`analysis.anisotropy.min_holm`)",
     "aniso_{kind}_lw_min_pvalue": "smallest Holm-adjusted lw_pvalue over the cuts",
     "aniso_perturb_clean_acc_d{cut}": "accuracy of the final network with unperturbed features",
     "aniso_perturb_clean_acc": "mean over cuts of aniso_perturb_clean_acc_d{cut}",
@@ -233,6 +252,7 @@ PLACEHOLDERS = {
     "k": r"\d+",
     "n": r"\d+",
     "kind": "drift|grad",
+    "test": "drift|grad|perturb",
     "direction": "top|random|bottom",
     "phase": "early|middle|late",
     "corruption": "|".join(sorted(CORRUPTIONS)),

@@ -13,11 +13,14 @@ from collections.abc import Callable
 
 from tc.analysis.anisotropy import anisotropy
 from tc.analysis.baselines import baseline_measures
+from tc.analysis.composites import calibration_notes
 from tc.analysis.consistency import consistency_analysis
-from tc.analysis.inputs import RunContext
+from tc.analysis.controls import control_warnings
+from tc.analysis.inputs import RunContext, unlogged_warnings
 from tc.analysis.mmd import mmd_measures
+from tc.analysis.registry import GM
 from tc.analysis.result import AnalysisResult
-from tc.analysis.splits import EvalSplit, make_splits, parse_cuts, split_named
+from tc.analysis.splits import EvalSplit, checkpoint_notes, make_splits, parse_cuts, sample_notes, split_named
 from tc.analysis.timing import timed
 from tc.config import AnalyzeConfig
 from tc.core.checkpoints import Checkpoints
@@ -39,6 +42,10 @@ def analyze_run(
     `progress(n)` is called as the composite forwards finish n more samples. `controls=False` leaves out the
     controls of `consistency_analysis` (cross-seed, bf16 agreement): a cheap surrogate is timed alone.
     On CUDA the whole analysis runs with TF32 off (`tc.core.device.exact_fp32`), restored after.
+    Where it uses less than asked (samples, checkpoints, BatchNorm calibration batches, gradient minibatches, cuts
+    of a test, measures), a line in `result.summary["warnings"]` says so (`analyze_job` prints them) and an `n_*`
+    metric counts what it used; fewer than 2 checkpoints, or bn_mode=recalibrate without one full batch, are
+    refused (ValueError), and a test with too few units is not run (docs/analyze.md, "Less than asked").
 
     Example (checkpoints of a loop you ran yourself, analyzed in memory: no MLflow):
 
@@ -59,12 +66,20 @@ def analyze_run(
     >>> 0.0 <= result.metrics["tc_test"] <= 1.5, sorted(result.tables())
     (True, ['corrupt', 'drift', 'lags', 'matrices', 'per_sample'])
     """
+    # what the analysis uses where it may use less than asked: counts (n_*) and warnings, before any work
+    counts, warnings = checkpoint_notes(ckpts.steps, cfg)  # fewer than 2 checkpoints: refused here
+    for notes in (sample_notes, calibration_notes):
+        used, said = notes(data, cfg)
+        counts.update(used)
+        warnings += said
+    warnings += unlogged_warnings(run, cfg) + (control_warnings(cfg, run) if controls else [])
     with exact_fp32(resolve_device(cfg.device)):  # TF32 off on CUDA: fp32 means fp32 (tc.core.device.exact_fp32)
         seconds: dict[str, float] = {}
         with timed(seconds, "splits_seconds"):  # the subsets and the corruptions
             splits = make_splits(data, cfg)
         result = consistency_analysis(ckpts, data, cfg, run, splits, progress, controls=controls)
-        result.metrics.update(seconds)
+        result.metrics.update({**seconds, **counts})
+        result.summary["warnings"][:0] = warnings
         if cfg.anisotropy:
             add_anisotropy(result, ckpts, data, cfg, run, splits)
         if cfg.measures:
@@ -83,16 +98,15 @@ def add_anisotropy(
     splits: list[EvalSplit],
 ) -> None:
     """Add the anisotropy statistics (`tc.analysis.anisotropy.anisotropy`, on the test split, else the first) to
-    `result`: its tables as `result.aniso`, its metrics and `anisotropy_seconds`; a warning when the training
-    set has too few minibatches for the gradient noise."""
+    `result`: its tables as `result.aniso`, its metrics and `anisotropy_seconds`, and its warnings (a test that
+    used less than asked, or that had too little data to run)."""
     split = split_named(splits, "test") or splits[0]
     steps = len(parse_cuts(cfg.cut_spec, run.model)) + 1  # gradient noise, then each cut
     with timed(result.metrics, "anisotropy_seconds"):
         with progress_bar(steps, "tc analyze: anisotropy", unit="step") as tick:
             result.aniso = anisotropy(ckpts, data, cfg, run, split, tick)
         result.metrics.update(result.aniso.metrics)
-    if "aniso_grad_min_pvalue" not in result.metrics:
-        result.summary["warnings"].append("gradient noise skipped: the training set has fewer than 3 full minibatches")
+    result.summary["warnings"] += result.aniso.warnings
 
 
 def add_measures(
@@ -104,13 +118,21 @@ def add_measures(
     splits: list[EvalSplit],
 ) -> None:
     """Add the measures to `result`: the baseline measures gm_* (`tc.analysis.baselines`, which need the train
-    split; a warning without it) and the feature MMD tc_mmd with `tc_mmd_seconds` (`tc.analysis.mmd`, which
-    needs the train and the test split)."""
+    split) and the feature MMD tc_mmd with `tc_mmd_seconds` (`tc.analysis.mmd`, which needs the train and the test
+    split). `n_measures_skipped`: those asked for (gm_disagreement only with a reference run) but not computed,
+    each named in a warning with the reason."""
     train, test = split_named(splits, "train"), split_named(splits, "test")
-    if train is None:
-        result.summary["warnings"].append("baseline measures need the train split; skipped")
-    else:
-        result.metrics.update(baseline_measures(ckpts, data, cfg, run, (train, test), result.summary["warnings"]))
+    warnings = result.summary["warnings"]
+    before = set(result.metrics)
+    if train is not None:  # a measure its own code cannot compute is named in a warning there
+        result.metrics.update(baseline_measures(ckpts, data, cfg, run, (train, test), warnings))
     if train is not None and test is not None:
         with timed(result.metrics, "tc_mmd_seconds"):
             result.metrics.update(mmd_measures(ckpts, data, cfg, run, (train, test)))
+    asked = [m for m in (*GM, "tc_mmd") if m != "gm_disagreement" or run.reference is not None]
+    missing = [m for m in asked if m not in set(result.metrics) - before]
+    if train is None and missing:
+        warnings.append(f"{', '.join(missing)} not computed: they need the train split (splits={cfg.splits})")
+    elif test is None and (unmet := [m for m in missing if m in ("gm_disagreement", "tc_mmd")]):
+        warnings.append(f"{', '.join(unmet)} not computed: they need the test split too (splits={cfg.splits})")
+    result.metrics["n_measures_skipped"] = float(len(missing))

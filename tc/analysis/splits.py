@@ -103,12 +103,50 @@ def _subset(n: int, k: int, seed: int) -> torch.Tensor:
     return torch.randperm(n, generator=torch.Generator().manual_seed(seed))[:k].sort().values
 
 
+def sample_notes(data: DataBundle, cfg: AnalyzeConfig) -> tuple[dict[str, float], list[str]]:
+    """({n_samples_<split>: examples `make_splits` gives that split}, warnings): `max_samples` each, or the whole
+    set the split is drawn from when it holds fewer, which one warning per set says (the corrupt split is the
+    test subset, corrupted). Computed from the set sizes, without building the (corrupted) splits."""
+    sizes = {"train": len(data.train_y), "test": len(data.test_y)}
+    source = {"train": "train", "test": "test", "corrupt": "test"}
+    used = {where: min(n, cfg.max_samples or n) for where, n in sizes.items()}  # as `_subset` draws them
+    metrics = {f"n_samples_{name}": float(used[source[name]]) for name in cfg.split_names}
+    short: dict[str, list[str]] = {}
+    for name in cfg.split_names:
+        if cfg.max_samples > sizes[source[name]]:
+            short.setdefault(source[name], []).append(name)
+    warnings = [
+        f"the {where} set has {sizes[where]} examples, fewer than max_samples={cfg.max_samples}: split(s) "
+        f"{', '.join(names)} analyze all {sizes[where]}"
+        for where, names in short.items()
+    ]
+    return metrics, warnings
+
+
 def sample_count(data: DataBundle, cfg: AnalyzeConfig) -> int:
     """len(y) summed over `make_splits(data, cfg)`, without building the (corrupted) splits."""
-    names = cfg.split_names
-    n_test = len(_subset(len(data.test_y), cfg.max_samples, cfg.seed + 1))
-    n_train = len(_subset(len(data.train_y), cfg.max_samples, cfg.seed)) if "train" in names else 0
-    return n_train + n_test * (("test" in names) + ("corrupt" in names))
+    return int(sum(sample_notes(data, cfg)[0].values()))
+
+
+MIN_CHECKPOINTS = 2  # an analysis compares checkpoints: with one, the tc window is empty and every score NaN
+
+
+def checkpoint_notes(steps: list[int], cfg: AnalyzeConfig) -> tuple[dict[str, float], list[str]]:
+    """({n_checkpoints: the checkpoints analyzed}, warnings): a warning when `checkpoints=fractions:N` gave fewer
+    than N (the run's checkpoints are too few to tell the fractions apart: `select_steps`); a `ValueError` for
+    fewer than `MIN_CHECKPOINTS`, stating the minimum."""
+    if len(steps) < MIN_CHECKPOINTS:
+        raise ValueError(
+            f"checkpoints={cfg.checkpoints} selected {len(steps)} checkpoint(s) (steps {steps}): an analysis "
+            f"compares checkpoints and needs at least {MIN_CHECKPOINTS}"
+        )
+    spec, warnings = cfg.checkpoint_spec, []
+    if spec.kind == "fractions" and len(steps) < spec.n:
+        warnings.append(
+            f"checkpoints=fractions:{spec.n} selected {len(steps)} checkpoints (steps {steps}): the run's "
+            f"checkpoints are too few to give {spec.n} distinct nearest ones; save more (checkpoint_every)"
+        )
+    return {"n_checkpoints": float(len(steps))}, warnings
 
 
 def make_splits(data: DataBundle, cfg: AnalyzeConfig) -> list[EvalSplit]:

@@ -108,6 +108,16 @@ class CheckpointSpec:
         return cls("list", steps=tuple(sorted({int(s) for s in steps})))
 
 
+def min_spectrum_units(k: int) -> int:
+    """The fewest independent units (training minibatches, pairs of samples) on which the anisotropy tests'
+    top-k explained variance can mean anything: k + 2. The n rows are centred by their mean, so they span at most
+    n - 1 directions; with n <= k + 1 the top k carry all the variance, in the data and in every null draw alike
+    (topk_var = 1 whatever the noise: the p-value compares rounding errors, anywhere in (0, 1], even small). k + 2
+    is the least n that leaves one direction outside the top k.
+    A floor, not a recommendation: the test's power grows with n (the default grad_batches is 32)."""
+    return k + 2
+
+
 def parse_splits(text: str) -> tuple[str, ...]:
     """`splits` parsed: the split names in the order given, each one of `SPLITS`, at least one, no repeats."""
     return names_list("splits", text, SPLITS, "split", f"use some of: {', '.join(SPLITS)}")
@@ -177,7 +187,9 @@ class AnalyzeConfig:
     )
     aniso_k: int = opt(3, "top-k principal directions for the explained-variance test and perturbations")
     null_draws: int = opt(1000, "Monte-Carlo draws of the isotropic Gaussian null")
-    grad_batches: int = opt(32, "training minibatches for the gradient-noise covariance")
+    grad_batches: int = opt(
+        32, "training minibatches for the gradient-noise covariance; at least aniso_k + 2 (the test's minimum)"
+    )
     measures: bool = opt(True, "also the baseline generalization measures gm_* of the final checkpoint")
     model: str | None = opt(
         None, "a run of your own model (module:function): name it again here; tc never imports code a run names"
@@ -221,6 +233,12 @@ class AnalyzeConfig:
         check_range("aniso_k", self.aniso_k, 1, 10)
         check_range("null_draws", self.null_draws, 100)
         check_range("grad_batches", self.grad_batches, 3)
+        if self.anisotropy and self.grad_batches < min_spectrum_units(self.aniso_k):
+            raise ValueError(
+                f"grad_batches={self.grad_batches} is too few for aniso_k={self.aniso_k}: the gradient-noise test "
+                f"needs at least aniso_k + 2 = {min_spectrum_units(self.aniso_k)} minibatches (n centred minibatches "
+                "span n - 1 directions; with n <= k + 1 the top k carry all the variance whatever the noise)"
+            )
 
     @property
     def split_names(self) -> tuple[str, ...]:

@@ -263,7 +263,8 @@ def load_analysis_inputs(cfg: AnalyzeConfig) -> AnalysisInputs:
     data set and its `RunContext` (architecture, minibatch size and seed, the reference run's last checkpoint,
     seconds per epoch, the step-0 checkpoint when the selection left it out). A user model's code comes only
     from `cfg.model`, the command line."""
-    train_cfg = load_train_config(cfg.run_id)
+    unlogged: list[str] = []  # settings an own-loop run did not log: the analysis says what it assumed
+    train_cfg = load_train_config(cfg.run_id, unlogged)
     check_previous_analysis(cfg.run_id)  # bad analysis tags or summary: refused now, not after the analysis
     # A run's data_dir and download name a directory on the trainer's machine: data is read only where the
     # analyzing user says (their own data_dir and download, $TC_DATA_DIR, tc's cache), never where a run says.
@@ -299,5 +300,7 @@ def load_analysis_inputs(cfg: AnalyzeConfig) -> AnalysisInputs:
     # gm_dist_init measures from step 0 whatever the selection (a list of steps may leave it out)
     i0 = ck.init_index(ckpts.steps)
     init = ckpts.state_dicts[i0] if i0 is not None else load_initial_state(cfg.run_id, model, files)
-    run = RunContext(model, train_cfg.batch_size, train_cfg.seed, reference, seconds_per_epoch(cfg.run_id), init=init)
+    run = RunContext(
+        model, train_cfg.batch_size, train_cfg.seed, reference, seconds_per_epoch(cfg.run_id), init, tuple(unlogged)
+    )
     return AnalysisInputs(ckpts, data, run)

@@ -12,7 +12,7 @@ import json
 import os
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -70,36 +70,56 @@ def nested_run(tags: dict[str, str] | None = None, run_name: str | None = None) 
         yield run.info.run_id
 
 
-def log_config(run_id: str, cfg: Any) -> None:
-    """Log the config as params (`log_params`) and as `config.json`."""
-    log_params(run_id, cfg)
-    client().log_dict(run_id, asdict(cfg), CONFIG_FILE)
+def log_config(run_id: str, cfg: Any, names: Sequence[str] | None = None) -> None:
+    """Log the config as params (`log_params`) and as `config.json`: every field, or only the fields `names` (a
+    run logged from a user's own loop holds the settings its user gave, `tc.log_run_info`)."""
+    log_params(run_id, cfg, names)
+    values = asdict(cfg)
+    client().log_dict(run_id, values if names is None else {k: values[k] for k in names}, CONFIG_FILE)
 
 
-def log_params(run_id: str, cfg: Any) -> None:
-    """Log every field of the config as a param (one batch), so that runs compare by them in the UI.
+def log_params(run_id: str, cfg: Any, names: Sequence[str] | None = None) -> None:
+    """Log every field of the config (or only the fields `names`) as a param (one batch), so that runs compare by
+    them in the UI.
 
     `mlflow run` has already logged the parameters as given, and MLflow params are immutable, so a value
     that was given in another spelling ("1e-1" for 0.1) is kept, and one that the config resolved
-    (depth=0 -> the model's default) is logged beside it as `<name>_resolved`."""
+    (depth=0 -> the model's default) is logged beside it as `<name>_resolved`; so is one the run holds under
+    the same name but that is no value of the field (a user's own param: its loop may log any)."""
     values = asdict(cfg)
     given = get_run(run_id).data.params
     params = []
-    for key, value in values.items():
+    for key in values if names is None else names:
+        value = values[key]
         if key not in given:
             params.append(Param(key, param_str(value)))
-        elif cast_field(type(cfg), key, given[key]) != value:
+        elif _cast_or_none(type(cfg), key, given[key]) != value:
             params.append(Param(f"{key}_resolved", param_str(value)))
     client().log_batch(run_id, params=params)
 
 
-def load_train_config(run_id: str) -> TrainConfig:
+def _cast_or_none(cls: type, key: str, raw: str) -> Any:
+    """`raw` cast to field `key` of `cls`; None (no match) when it is no value of that field."""
+    try:
+        return cast_field(cls, key, raw)
+    except ValueError:
+        return None
+
+
+def load_train_config(run_id: str, unlogged: list[str] | None = None) -> TrainConfig:
+    """The `TrainConfig` of training run `run_id`, from its `config.json`. tc's `train` logs every field; a run
+    logged from a user's own loop (`tc.log_run_info`) only those its user gave: the others take their defaults
+    here, and `unlogged`, when given, receives their names (so that an analysis can say what it assumed)."""
     with tempfile.TemporaryDirectory() as tmp:
         try:
             path = client().download_artifacts(run_id, CONFIG_FILE, tmp)
         except (MlflowException, OSError) as e:
             raise RunNotFoundError(f"run {run_id} has no {CONFIG_FILE}: was it made by `tc` train?") from e
-        return from_strings(TrainConfig, json.loads(Path(path).read_text()))
+        values = json.loads(Path(path).read_text())
+    cfg = from_strings(TrainConfig, values)
+    if unlogged is not None:
+        unlogged += [name for name in asdict(cfg) if name not in values]
+    return cfg
 
 
 def log_metrics(run_id: str, metrics: dict[str, float], step: int) -> None:

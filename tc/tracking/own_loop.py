@@ -1,13 +1,15 @@
 """Logging from the user's own training loop (`tc.log_run_info`, `tc.CheckpointLogger`, `tc.log_checkpoint`).
 
-A run logged this way holds what tc's own `train` logs for `analyze`: the params and `config.json`, the name,
-tags and description, and checkpoints in tc's format (`checkpoints/step_XXXXXXXX.pt`, `checkpoints/index.json`).
+A run logged this way holds what `analyze` needs: the settings the user gave (params and `config.json`, nothing
+else: a setting the loop never stated stays unset), the name, tags and description, and checkpoints in tc's
+format (`checkpoints/step_XXXXXXXX.pt`, `checkpoints/index.json`).
 """
 
 from __future__ import annotations
 
 import tempfile
 import warnings
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +24,7 @@ from tc.core.models import ModelSpec, build_model, factory_for
 from tc.tracking import labels, ui
 from tc.tracking.analyses import current_analysis_metrics
 from tc.tracking.checkpoints import checkpoint_index
-from tc.tracking.client import client, log_config
+from tc.tracking.client import CONFIG_FILE, client, load_train_config, log_config
 
 # Per run, in this process: the config, the architecture, a staged model to map state dicts onto, and the
 # run's checkpoint index (as logged so far, also by an earlier process of a resumed loop). A user model's
@@ -49,20 +51,26 @@ def log_run_info(
     `dataset`: a tc data set name (`digits`, `fashion-mnist`, ...); `settings`: any other `TrainConfig` field
     that describes your training (`epochs`, `batch_size`, `lr`, `seed`, `train_size`, `width`, `depth`, ...;
     analyze uses `train_size`, `seed` and `label_noise` to draw the same training subset, and `batch_size` for
-    the gradient-noise minibatches). Logs the same params, `config.json`, name, tags and description as tc's
-    own `train`. `data`: the `tc.core.data.DataBundle` if you loaded it already (saves loading it again).
-    Returns the `TrainConfig`.
+    the gradient-noise minibatches). Logs `model`, `dataset` and the settings you give as params and
+    `config.json`, and no other: a setting you did not give (an optimizer, a schedule your loop never had) stays
+    unset, and analyze names each default it assumes where it needs one. A resumed loop's call keeps the
+    settings an earlier call logged. Also the run's name, tags and description, as tc's own `train` logs them.
+    `data`: the `tc.core.data.DataBundle` if you loaded it already (saves loading it again). Returns the
+    `TrainConfig` (tc's defaults where you gave nothing: what builds tc's staged copy of the model).
 
     Example (inside a run; your own loop trains tc's `mlp`):
 
     >>> import mlflow, tc
-    >>> with mlflow.start_run():
+    >>> with mlflow.start_run() as run:
     ...     cfg = tc.log_run_info(model="mlp", dataset="digits", width=16, train_size=96, epochs=1, batch_size=32)
     >>> cfg.model, cfg.width, cfg.batch_size
     ('mlp', 16, 32)
+    >>> sorted(mlflow.get_run(run.info.run_id).data.params)  # what was given, no lr, momentum or schedule
+    ['batch_size', 'dataset', 'epochs', 'model', 'train_size', 'width']
     """
     rid = _active_run_id(run_id)
-    cfg = from_strings(TrainConfig, {"model": model, "dataset": dataset, **settings})
+    given = {**_earlier_settings(rid), "model": model, "dataset": dataset, **settings}
+    cfg = from_strings(TrainConfig, given)
     # The staged copy's initial weights are drawn from a forked stream: the user's loop, seeded or restored
     # before this call, then draws exactly what it would without it (a restored loop stays exact). Only CUDA
     # devices already in use can hold a stream of the loop's, so an unused GPU is not initialised for this.
@@ -72,11 +80,21 @@ def log_run_info(
         spec = ModelSpec.of(cfg, data)
         staged = build_model(spec, factory_for(cfg.model, cfg.model))  # the name the user just passed us
     index = _logged_index(rid)  # a loop resumed in a new process continues the run's index, never restarts it
-    log_config(rid, cfg)
+    log_config(rid, cfg, list(given))  # the settings given, and no other
     client().set_tag(rid, "tc.source", "own loop (tc.log_run_info)")
     ui.label_train_run(rid, cfg)
     _OWN_RUNS[rid] = {"cfg": cfg, "spec": spec, "staged": staged, "index": index, "name": labels.run_name(cfg)}
     return cfg
+
+
+def _earlier_settings(run_id: str) -> dict[str, Any]:
+    """The settings an earlier `log_run_info` logged into run `run_id` (its `config.json`: a loop resumed in a
+    new process), {} when it has none (looked up first: a failing download prints MLflow's progress bars)."""
+    if CONFIG_FILE not in {f.path for f in client().list_artifacts(run_id)}:
+        return {}
+    unlogged: list[str] = []
+    earlier = load_train_config(run_id, unlogged)
+    return {k: v for k, v in asdict(earlier).items() if k not in unlogged}
 
 
 def _logged_index(run_id: str) -> dict[int, ck.IndexEntry]:
