@@ -232,6 +232,14 @@ RANGES: dict[str, tuple[float, float]] = {
     "corr_kendall_{measure}": SIGNED,
     "n_trials_converged": NONNEGATIVE,
     "n_trials_not_converged": NONNEGATIVE,
+    # what an analysis actually used (counts): see the reductions in docs/analyze.md
+    "n_samples_{split}": NONNEGATIVE,
+    "n_checkpoints": NONNEGATIVE,
+    "n_grad_batches": NONNEGATIVE,
+    "n_drift_pairs_d{cut}": NONNEGATIVE,
+    "n_cuts_{test}": NONNEGATIVE,
+    "n_measures_skipped": NONNEGATIVE,
+    "n_calibration_batches": NONNEGATIVE,
 }
 # The training metrics the report reads (entrypoints/train.py describes them), by exact name.
 TRAINING_RANGES: dict[str, tuple[float, float]] = {
