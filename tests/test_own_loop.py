@@ -289,6 +289,12 @@ def test_an_own_loop_run_logs_only_the_given_settings_and_analyze_names_what_it_
     assert "tc_test" in done.result.metrics and done.result.metrics["n_checkpoints"] == 3
     [said] = [w for w in done.result.summary["warnings"] if w.startswith("the run did not log")]
     assert said.startswith("the run did not log train_size, seed, label_noise: tc's defaults (train_size=0, seed=0")
+    # nor do its name, tags and description show tc's defaults as the run's (it gave no seed and no epochs)
+    run = client.get_run(rid)
+    assert run.info.run_name == f"{USER} digits bs32 lr0.01 adam", run.info.run_name
+    assert "tc.seed" not in run.data.tags and run.data.tags["tc.dataset"] == "digits"
+    note = run.data.tags["mlflow.note.content"]
+    assert "seed not logged" in note and "seed 0" not in note and "1 epoch(s)" in note  # epochs: the resumed call's
 
 
 def test_a_first_log_run_info_downloads_nothing(mlflow_store, downloads):

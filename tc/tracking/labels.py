@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import asdict
 from typing import Any
 
@@ -73,11 +73,13 @@ NAME_LEAVES_OUT += ("device", "data_dir", "download")
 _TRAIN_DEFAULTS = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
 
 
-def run_name(cfg: Any) -> str:
+def run_name(cfg: Any, unknown: Collection[str] = ()) -> str:
     """Name of a training run: model label, data set, every setting that differs from its `TrainConfig` default
     (the dataclass is the one owner of the defaults), seed: `mlp3-w64 digits lr0.02 seed0`,
     `resnet20-w16 fashion-mnist ep30 n5000 noise0.2 freeze2@1 seed1`. Two runs that differ in a setting that changes
-    what is trained get different names; device, data_dir, download and checkpoint_every do not."""
+    what is trained get different names; device, data_dir, download and checkpoint_every do not. `unknown`: the
+    settings an own-loop run did not log (`tc.log_run_info`): their defaults are not the run's, so the seed is
+    left out (the other unknown settings are at their defaults, which the name never shows)."""
     parts = [model_label(cfg), cfg.dataset]
     for name, spell in _SPELLINGS.items():
         value = getattr(cfg, name, _TRAIN_DEFAULTS[name])
@@ -85,7 +87,7 @@ def run_name(cfg: Any) -> str:
             parts.append(spell(value))
     if getattr(cfg, "freeze_cut", 0):
         parts.append(f"freeze{cfg.freeze_cut}@{cfg.freeze_epoch}")
-    return " ".join([*parts, f"seed{cfg.seed}"])
+    return " ".join(parts if "seed" in unknown else [*parts, f"seed{cfg.seed}"])
 
 
 #: the start of every refused command's run name (`refused_name`): `attributes.run_name LIKE 'refused:%'` finds them
@@ -139,10 +141,14 @@ def describe_train(
     metrics: Mapping[str, float],
     analysis: Mapping[str, float] | None = None,
     settings: Mapping[str, str] | None = None,
+    unknown: Collection[str] = (),
 ) -> str:
     """Markdown description of a training run: what was trained, final accuracies, and (once analyzed) the
-    consistency headline with `settings`, the analysis settings that changed its numbers (`score_settings`)."""
-    lines = [f"**{run_name(cfg)}**: {cfg.model} on {cfg.dataset}, {cfg.epochs} epoch(s), seed {cfg.seed}.", ""]
+    consistency headline with `settings`, the analysis settings that changed its numbers (`score_settings`).
+    `unknown`: settings the run did not log (an own loop's), said as such instead of tc's defaults."""
+    said = [f"{cfg.epochs} epoch(s)" if "epochs" not in unknown else "epochs not logged"]
+    said.append(f"seed {cfg.seed}" if "seed" not in unknown else "seed not logged")
+    lines = [f"**{run_name(cfg, unknown)}**: {cfg.model} on {cfg.dataset}, {', '.join(said)}.", ""]
     lines += _table(metrics, TRAIN_HEADLINE) or ["No accuracy logged yet."]
     if analysis:
         lines += ["", "Temporal consistency (latest `analyze`; files under *Artifacts > analysis/*):", ""]
@@ -187,14 +193,11 @@ def describe_sweep(
     return "\n".join(lines)
 
 
-def train_tags(cfg: Any) -> dict[str, str]:
-    """One tag per thing a user filters training runs by: `tags.\\`tc.dataset\\` = 'digits'` in the UI."""
-    return {
-        "tc.dataset": cfg.dataset,
-        "tc.model": cfg.model,
-        "tc.model_label": model_label(cfg),
-        "tc.seed": str(cfg.seed),
-    }
+def train_tags(cfg: Any, unknown: Collection[str] = ()) -> dict[str, str]:
+    """One tag per thing a user filters training runs by: `tags.\\`tc.dataset\\` = 'digits'` in the UI (no
+    `tc.seed` for a run that did not log its seed: `unknown`)."""
+    tags = {"tc.dataset": cfg.dataset, "tc.model": cfg.model, "tc.model_label": model_label(cfg)}
+    return tags if "seed" in unknown else {**tags, "tc.seed": str(cfg.seed)}
 
 
 # The analysis settings that change the value of a score (not only which scores exist, as splits, matrix, phases,

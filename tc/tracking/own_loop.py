@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import tempfile
 import warnings
-from dataclasses import asdict
+from dataclasses import asdict, fields
 from pathlib import Path
 from typing import Any
 
@@ -82,8 +82,10 @@ def log_run_info(
     index = _logged_index(rid)  # a loop resumed in a new process continues the run's index, never restarts it
     log_config(rid, cfg, list(given))  # the settings given, and no other
     client().set_tag(rid, "tc.source", "own loop (tc.log_run_info)")
-    ui.label_train_run(rid, cfg)
-    _OWN_RUNS[rid] = {"cfg": cfg, "spec": spec, "staged": staged, "index": index, "name": labels.run_name(cfg)}
+    unknown = [f.name for f in fields(TrainConfig) if f.name not in given]
+    ui.label_train_run(rid, cfg, unknown)
+    name = labels.run_name(cfg, unknown)
+    _OWN_RUNS[rid] = {"cfg": cfg, "spec": spec, "staged": staged, "index": index, "name": name}
     return cfg
 
 

@@ -6,7 +6,7 @@ metrics as an argument (`tc.tracking.analyses.current_analysis_metrics` reads th
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from typing import Any
 
 import mlflow
@@ -27,21 +27,24 @@ def describe_run(run_id: str, markdown: str) -> None:
     client().set_tag(run_id, "mlflow.note.content", markdown[:5000])
 
 
-def label_train_run(run_id: str, cfg: TrainConfig) -> None:
-    """Name (`resnet20-w16 fashion-mnist seed0`), tags (tc.dataset, tc.model, ...) and a first description."""
-    name_run(run_id, labels.run_name(cfg))
-    client().log_batch(run_id, tags=[mlflow.entities.RunTag(k, v) for k, v in labels.train_tags(cfg).items()])
-    describe_run(run_id, labels.describe_train(cfg, get_run(run_id).data.metrics))
+def label_train_run(run_id: str, cfg: TrainConfig, unknown: Collection[str] = ()) -> None:
+    """Name (`resnet20-w16 fashion-mnist seed0`), tags (tc.dataset, tc.model, ...) and a first description;
+    `unknown`: the settings an own-loop run did not log (named as not logged, not as tc's defaults)."""
+    name_run(run_id, labels.run_name(cfg, unknown))
+    tags = labels.train_tags(cfg, unknown)
+    client().log_batch(run_id, tags=[mlflow.entities.RunTag(k, v) for k, v in tags.items()])
+    describe_run(run_id, labels.describe_train(cfg, get_run(run_id).data.metrics, unknown=unknown))
 
 
 def describe_train_run(run_id: str, analysis: Mapping[str, float]) -> None:
     """Refresh a training run's description from its logged metrics and `analysis`, its current analysis'
     metrics ({} when it has none), with that analysis' settings (its `tc.analysis.<setting>` tags), after
     training and after each analysis."""
-    cfg = load_train_config(run_id)
+    unknown: list[str] = []
+    cfg = load_train_config(run_id, unknown)
     run = get_run(run_id)
     settings = labels.score_settings(labels.settings_from_tags(run.data.tags))
-    describe_run(run_id, labels.describe_train(cfg, run.data.metrics, analysis, settings))
+    describe_run(run_id, labels.describe_train(cfg, run.data.metrics, analysis, settings, unknown))
 
 
 def label_analysis(train_run_id: str, analyze_run_id: str | None, cfg: Any, analysis: Mapping[str, float]) -> None:
