@@ -93,6 +93,29 @@ class _KillAfter:
             raise _Killed
 
 
+class _ValueErrorAt(_KillAfter):
+    """A callback that raises a ValueError (as torch does on a shape mismatch) at the save of step `step`."""
+
+    def on_save(self, step, epoch, model, state, checkpoint):
+        if step == self.step:
+            raise ValueError("mat1 and mat2 shapes cannot be multiplied")
+
+
+def test_a_value_error_once_training_began_is_a_failure_not_a_refusal(mlflow_store):
+    """Issue 22's refusal policy names a run `refused: ...` and exits 2 only for a request refused before any
+    work. A ValueError after the step-0 checkpoint (a bug, a shape mismatch) is a failure: the run keeps its name,
+    `tc.error` says what happened, and the error reaches the caller with its cause (exit 1, a traceback)."""
+    with pytest.raises(jobs.FailedDuringTraining) as info:
+        jobs.train_job(TINY, callbacks=[_ValueErrorAt(2)])
+    assert isinstance(info.value.__cause__, ValueError)
+    run = _runs()[0]
+    assert run.info.status == "FAILED" and not run.info.run_name.startswith("refused")
+    assert run.data.tags["tc.error"].startswith("FailedDuringTraining: ValueError during training: mat1")
+    with pytest.raises(ValueError):  # before any work, the same type is still a refusal
+        jobs.train_job(TrainConfig(dataset="digits", model="mlp", train_size=100_000))
+    assert _runs()[0].info.run_name.startswith("refused: ")
+
+
 def _killed_run() -> str:
     """A TINY run killed after its step-2 checkpoint and resume state (ended FAILED: resumable)."""
     with pytest.raises(_Killed):

@@ -20,6 +20,7 @@ from tc.analysis.result import AnalysisResult
 from tc.analysis.run import analyze_run
 from tc.analysis.splits import sample_count
 from tc.config import AnalyzeConfig, TrainConfig
+from tc.core import checkpoints as ck
 from tc.core.data import load_for
 from tc.core.device import resolve_device, resolve_precision
 from tc.core.models import ModelSpec, build_model, factory_for
@@ -125,15 +126,32 @@ def train_job(
                 _describe(resume_run_id)
                 client().set_terminated(resume_run_id, "FINISHED")
         except Exception as e:
+            err = _failure_once_begun(e, own_id) if target == own_id else e  # a resume's errors: as before
             # the job's own run: `tc.error`, and a refusal's name in place of tc's label (`tc.tracking.refusals`); a
             # caller's name (`run_name`) and a resumed run's name stay
-            refusals.record_error(own_id, e, TRAIN_REFUSALS, ours=(labels.run_name(cfg),))
+            refusals.record_error(own_id, err, TRAIN_REFUSALS, ours=(labels.run_name(cfg),))
             if target != own_id:
-                client().set_tag(target, refusals.ERROR_TAG, refusals.error_text(e, TRAIN_REFUSALS))
+                client().set_tag(target, refusals.ERROR_TAG, refusals.error_text(err, TRAIN_REFUSALS))
             if target != own_id and get_run(target).info.status == "RUNNING":
                 client().set_terminated(target, "FAILED")
+            if err is not e:
+                raise err from e
             raise
     return target
+
+
+class FailedDuringTraining(RuntimeError):
+    """A ValueError or LookupError raised once a new run's training had begun (its step-0 checkpoint logged): not
+    tc refusing the request, so not a refusal's name and exit 2, but a failure: exit 1 with the traceback of its
+    cause, the run keeping its name (`tc.tracking.refusals`). A resume's errors keep their type (its checks of
+    the resume state run inside the resumed run's training, and are refusals)."""
+
+
+def _failure_once_begun(e: Exception, run_id: str) -> Exception:
+    """`e`, or `FailedDuringTraining` for a refusal-typed error after run `run_id`'s work began."""
+    if not refusals.is_refusal(e) or not client().list_artifacts(run_id, ck.ARTIFACT_DIR):
+        return e
+    return FailedDuringTraining(f"{type(e).__name__} during training: {e}")
 
 
 def _train_new(run_id: str, cfg: TrainConfig, command_line_model: str | None, callbacks: Sequence[Any]) -> None:

@@ -11,7 +11,9 @@ refusal's record, and one filter finds every one of them: `attributes.run_name L
 
 A *failure* is another thing: the work started and did not finish (training diverged, a sweep stopped after
 repeated crashes). Its run keeps its name, ends FAILED with `tc.error`, and the command exits 1. Anything else
-(a bug) is a traceback and exit 1.
+(a bug) is a traceback and exit 1. A ValueError or LookupError raised once training has begun (a checkpoint
+is logged) is not a refusal either: `tc.tracking.jobs.FailedDuringTraining`, a traceback and exit 1, the run
+keeping its name.
 
 Exit codes: 0 done; 1 failed; 2 refused. `mlflow run` exits 1 whenever its command exits non-zero; the run,
 its status, name and tags are the same both ways.
