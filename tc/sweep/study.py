@@ -24,6 +24,7 @@ from tc.config import SweepConfig
 from tc.sweep.budget import CRASH_ATTR, SURPLUS_ATTR, SurplusTrial, budget_used
 from tc.sweep.space import grid_of
 from tc.tracking import client, writers
+from tc.tracking.secrets import mask_text
 
 # ---- storage ------------------------------------------------------------------------------------------------
 
@@ -47,7 +48,9 @@ def open_storage(spec: str) -> optuna.storages.BaseStorage:
                     heartbeat_stale_trial_callback=optuna.storages.RetryFailedTrialCallback(max_retry=1),
                 )
         except Exception as e:  # sqlalchemy raises many kinds: bad dialect, refused connection, bad auth
-            raise ValueError(f"storage={spec!r}: cannot open this database: {type(e).__name__}: {e}"[:600]) from e
+            raise ValueError(
+                mask_text(f"storage={spec!r}: cannot open this database: {type(e).__name__}: {e}")[:600]
+            ) from e
     path = Path(spec).expanduser()
     if not path.parent.is_dir():
         raise ValueError(f"storage={spec!r}: directory {path.parent} does not exist")

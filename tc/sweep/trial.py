@@ -42,6 +42,7 @@ from tc.sweep.space import fixed_settings, suggest
 from tc.sweep.study import WORKER_ATTR, TrialCrashed
 from tc.sweep.summary import measure_columns
 from tc.tracking import client, jobs, labels, writers
+from tc.tracking.access import raise_if_refused
 from tc.tracking.checkpoints import AnalysisInputs
 
 
@@ -208,6 +209,7 @@ def objective(cfg: SweepConfig, space: dict, parent_id: str) -> Callable[[optuna
         except optuna.TrialPruned:
             raise
         except Exception as e:  # the block has ended the run FAILED (if it exists); _crash says why on it
+            raise_if_refused(e)  # the server refuses this worker (401/403): every trial would; stop, one line
             raise _crash(trial, e, run_id) from e
 
     return run_trial
