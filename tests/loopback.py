@@ -80,16 +80,13 @@ class LocalPostgres:
         if os.geteuid() == 0:
             shutil.chown(self.root, "postgres")
             shutil.chown(pwfile, "postgres")
-        subprocess.run(
-            [*self._as_owner(), _tool("initdb"), "-D", str(self.root / "data"), "-U", self.user]
-            + [f"--pwfile={pwfile}", "-A", "scram-sha-256", "--no-sync", "-E", "UTF8"],
-            check=True,
-            capture_output=True,
-        )
+        data = str(self.root / "data")
+        initdb = [_tool("initdb"), "-D", data, "-U", self.user, f"--pwfile={pwfile}", "-A", "scram-sha-256"]
+        subprocess.run([*self._as_owner(), *initdb, "--no-sync", "-E", "UTF8"], check=True, capture_output=True)
         pwfile.unlink()
+        postgres = [_tool("postgres"), "-D", data, "-p", str(self.port), "-k", str(self.root)]
         self.proc = subprocess.Popen(
-            [*self._as_owner(), _tool("postgres"), "-D", str(self.root / "data"), "-p", str(self.port)]
-            + ["-k", str(self.root), "-c", "listen_addresses=127.0.0.1", "-c", "fsync=off"],
+            [*self._as_owner(), *postgres, "-c", "listen_addresses=127.0.0.1", "-c", "fsync=off"],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
             start_new_session=True,
@@ -154,11 +151,11 @@ class TeamServer:
             "PYTHON": sys.executable,
         }
         self.log = self.config_dir.parent / "server.log"
+        args = ["--backend", self.backend, "--artifacts", str(self.artifacts), "--port", str(self.port)]
+        args += ["--workers", "1", "--config-dir", str(self.config_dir)]
         with open(self.log, "w") as log:
             self.proc = subprocess.Popen(
-                ["bash", str(ROOT / "scripts" / "team_server.sh"), "--backend", self.backend]
-                + ["--artifacts", str(self.artifacts), "--port", str(self.port), "--workers", "1"]
-                + ["--config-dir", str(self.config_dir)],
+                ["bash", str(ROOT / "scripts" / "team_server.sh"), *args],
                 env=env,
                 stdout=log,
                 stderr=subprocess.STDOUT,
