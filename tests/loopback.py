@@ -135,6 +135,7 @@ class TeamServer:
     config_dir: Path
     db_env: dict[str, str]
     admin_password: str = field(default_factory=password)
+    secret_key: str = field(default_factory=lambda: secrets.token_hex(32))
     port: int = field(default_factory=free_port)
     proc: subprocess.Popen | None = None
     log: Path | None = None
@@ -147,7 +148,7 @@ class TeamServer:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_TRACKING_", "PG"))}
         env |= self.db_env | {
             "MLFLOW_AUTH_ADMIN_PASSWORD": self.admin_password,
-            "MLFLOW_FLASK_SERVER_SECRET_KEY": secrets.token_hex(32),
+            "MLFLOW_FLASK_SERVER_SECRET_KEY": self.secret_key,
             "PYTHON": sys.executable,
         }
         self.log = self.config_dir.parent / "server.log"

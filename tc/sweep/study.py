@@ -29,28 +29,38 @@ from tc.tracking.secrets import mask_text
 # ---- storage ------------------------------------------------------------------------------------------------
 
 
+TABLE_RACE_ATTEMPTS = 5  # tries to open an RDB whose tables another worker is creating at the same moment
+
+
 def open_storage(spec: str) -> optuna.storages.BaseStorage:
     """An Optuna storage: an SQLAlchemy URL (anything with ://) becomes an RDBStorage with heartbeats (so a
     killed worker's trial is marked FAILED, not left RUNNING); anything else is a journal file path."""
     from optuna.storages import JournalStorage, RDBStorage
     from optuna.storages.journal import JournalFileBackend
+    from sqlalchemy.exc import IntegrityError, ProgrammingError
 
     if "://" in spec:
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # heartbeats: stable enough
-                # A trial whose worker stopped beating for grace_period s is FAILED by the next worker that
-                # starts a trial, and RetryFailedTrialCallback re-queues its parameters once as a new trial.
-                return RDBStorage(
-                    spec,
-                    heartbeat_interval=30,
-                    grace_period=120,
-                    heartbeat_stale_trial_callback=optuna.storages.RetryFailedTrialCallback(max_retry=1),
-                )
-        except Exception as e:  # sqlalchemy raises many kinds: bad dialect, refused connection, bad auth
-            raise ValueError(
-                mask_text(f"storage={spec!r}: cannot open this database: {type(e).__name__}: {e}")[:600]
-            ) from e
+        for attempt in range(TABLE_RACE_ATTEMPTS):
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # heartbeats: stable
+                    # A trial whose worker stopped beating for grace_period s is FAILED by the next worker that
+                    # starts a trial, and RetryFailedTrialCallback re-queues its parameters once as a new trial.
+                    return RDBStorage(
+                        spec,
+                        heartbeat_interval=30,
+                        grace_period=120,
+                        heartbeat_stale_trial_callback=optuna.storages.RetryFailedTrialCallback(max_retry=1),
+                    )
+            except Exception as e:  # sqlalchemy raises many kinds: bad dialect, refused connection, bad auth
+                # Workers that start together on a fresh database race to create Optuna's tables (PostgreSQL:
+                # a duplicate type or relation); the loser finds them made when it tries again.
+                if isinstance(e, (IntegrityError, ProgrammingError)) and attempt + 1 < TABLE_RACE_ATTEMPTS:
+                    time.sleep(0.5 * (attempt + 1))
+                    continue
+                raise ValueError(
+                    mask_text(f"storage={spec!r}: cannot open this database: {type(e).__name__}: {e}")[:600]
+                ) from e
     path = Path(spec).expanduser()
     if not path.parent.is_dir():
         raise ValueError(f"storage={spec!r}: directory {path.parent} does not exist")
