@@ -223,6 +223,15 @@ class Peak:
     processes: int = 0
     rss_kib: int = 0
     pss_kib: int = 0
+    rss_kib_by_process: dict[str, int] = field(default_factory=dict)  # "<pid> <command>": its peak RSS
+
+
+def _command(pid: int) -> str:
+    try:
+        args = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return "?"
+    return " ".join(a.decode(errors="replace").rsplit("/", 1)[-1] for a in args[:4])
 
 
 class Sampler:
@@ -245,6 +254,10 @@ class Sampler:
                 peak.processes = max(peak.processes, len(alive))
                 peak.rss_kib = max(peak.rss_kib, sum(m[0] for m in mem))
                 peak.pss_kib = max(peak.pss_kib, sum(m[1] for m in mem))
+                for p, (rss, _) in zip(pids, mem, strict=True):
+                    if rss:
+                        key = f"{p} {_command(p)}"
+                        peak.rss_kib_by_process[key] = max(peak.rss_kib_by_process.get(key, 0), rss)
             self._stop.wait(self.every)
 
     def __enter__(self) -> Sampler:
