@@ -85,3 +85,32 @@ def test_a_sweep_with_a_password_in_its_storage_url_logs_it_nowhere(mlflow_store
     assert sweep_run.data.tags["tc.storage"] == mask_url(storage) and MASK in mask_url(storage)
     sweep_config = next(v for k, v in logged.items() if k.endswith("artifact sweep_config.json"))
     assert json.loads(sweep_config)["storage"] == mask_url(storage)
+
+
+def test_a_failed_and_a_crashed_trial_record_their_reasons_masked(mlflow_store, tmp_path, monkeypatch):
+    """Error texts can quote a URL: a trial's `fail_reason` and `tc.error` (user attributes, tags) are masked."""
+    import optuna
+
+    from entrypoints import sweep as sweep_ep
+    from tc.core.train import TrainingFailure
+    from tc.tracking import jobs
+
+    errors = [RuntimeError(f"x://u:{SECRET}@h"), TrainingFailure(f"diverged at postgresql://tc:{SECRET}@db/optuna")]
+
+    def failing_train(*args, **kwargs):
+        raise errors.pop(0)
+
+    monkeypatch.setattr(jobs, "train_job", failing_train)
+    storage = str(tmp_path / "j.log")
+    argv = ["--n_trials", "1", "--dataset", "digits", "--model", "mlp", "--epochs", "1", "--seeds", "1"]
+    argv += ["--search_space", str(ROOT / "examples" / "digits_space.yaml"), "--storage", storage]
+    assert sweep_ep.main(argv) == 0  # the crashed trial does not count, so a second one runs and fails
+    study = optuna.load_study(
+        study_name="tc-sweep",
+        storage=optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(storage)),
+    )
+    attrs = [json.dumps(t.user_attrs) for t in study.trials]
+    assert len(attrs) == 2 and all(MASK in a and SECRET not in a for a in attrs)
+    logged = _everything_logged(MlflowClient(), "0", tmp_path / "artifacts")
+    assert not [where for where, text in logged.items() if SECRET in text]
+    assert any("tc.error" in where and MASK in text for where, text in logged.items())

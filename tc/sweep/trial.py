@@ -44,6 +44,7 @@ from tc.sweep.summary import measure_columns
 from tc.tracking import client, jobs, labels, writers
 from tc.tracking.access import raise_if_refused
 from tc.tracking.checkpoints import AnalysisInputs
+from tc.tracking.secrets import mask_text
 
 
 class Pruning:
@@ -228,7 +229,7 @@ def _fail(trial: optuna.Trial, e: BaseException, run_id: str) -> float:
     be marked crashes instead, and is not counted); NaN makes the trial FAILED."""
     if isinstance(e, torch.OutOfMemoryError) and torch.cuda.is_available():
         torch.cuda.empty_cache()  # the failed trial's cached blocks would otherwise crowd the next trial
-    reason = f"{e}" if isinstance(e, TrainingFailure) else f"{type(e).__name__}: {e}"
+    reason = mask_text(f"{e}" if isinstance(e, TrainingFailure) else f"{type(e).__name__}: {e}")  # tc.tracking.secrets
     _end_trial_runs(run_id, {"tc.error": reason[:5000]})
     trial.set_user_attr(FAIL_REASON_ATTR, reason[:5000])
     print(f"tc sweep: trial {trial.number} failed: {reason}", flush=True)
@@ -239,7 +240,7 @@ def _crash(trial: optuna.Trial, e: Exception, run_id: str | None) -> TrialCrashe
     """An unexpected exception: one line printed (Optuna logs the traceback of the `TrialCrashed` raised from
     it, with it as the cause), recorded on the trial (`CRASH_ATTR`) and its runs (FAILED, tag `tc.error` with
     the traceback); the `TrialCrashed` to raise, which ends this trial alone."""
-    what = f"{type(e).__name__}: {e}"
+    what = mask_text(f"{type(e).__name__}: {e}")
     print(
         f"tc sweep: trial {trial.number} crashed; this is an error of tc or of its environment, not of the trial's "
         f"configuration, and it does not count toward n_trials: {what}",

@@ -46,6 +46,7 @@ from tc.tracking.resume import (
     load_resume_state,
     resume_index,
 )
+from tc.tracking.secrets import mask_text
 from tc.tracking.writers import claim_run
 
 #: what `train_job` raises for a run it cannot train: the train command answers with one line and exit 1
@@ -59,7 +60,7 @@ ExtraMetrics = Callable[[AnalyzeConfig, AnalysisInputs, AnalysisResult], Mapping
 
 def _error_text(e: BaseException, refusals: tuple[type[BaseException], ...]) -> str:
     """The `tc.error` tag of a run a job failed in: a refusal's own message, anything else with its type."""
-    return (str(e) if isinstance(e, refusals) else f"{type(e).__name__}: {e}")[:5000]
+    return mask_text(str(e) if isinstance(e, refusals) else f"{type(e).__name__}: {e}")[:5000]  # no passwords
 
 
 # ---- train into a logged run ---------------------------------------------------------------------------
