@@ -24,7 +24,8 @@ from pathlib import Path
 
 from tests.conftest import ROOT
 
-PG_BIN = Path("/usr/local/bin")  # initdb, postgres (Debian's PostgreSQL 15 links them here)
+# where initdb and postgres may be besides PATH: Debian's package keeps them in /usr/lib/postgresql/<version>/bin
+PG_BINS = [Path("/usr/local/bin"), *sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True)]
 
 
 def free_port() -> int:
@@ -40,8 +41,8 @@ def password() -> str:
 def postgres_missing() -> str | None:
     """Why a private PostgreSQL cannot be started here, or None."""
     for tool in ("initdb", "postgres"):
-        if shutil.which(tool) is None and not (PG_BIN / tool).exists():
-            return f"no PostgreSQL `{tool}` on PATH or in {PG_BIN}"
+        if _tool(tool) is None:
+            return f"no PostgreSQL `{tool}` on PATH or in {', '.join(map(str, PG_BINS))}"
     try:
         import psycopg2  # noqa: F401
     except ImportError:
@@ -54,8 +55,8 @@ def postgres_missing() -> str | None:
     return None
 
 
-def _tool(name: str) -> str:
-    return shutil.which(name) or str(PG_BIN / name)
+def _tool(name: str) -> str | None:
+    return shutil.which(name) or next((str(d / name) for d in PG_BINS if (d / name).exists()), None)
 
 
 @dataclass

@@ -67,6 +67,7 @@ def _everything_logged(client: MlflowClient, experiment: str, tmp: Path) -> dict
     return out
 
 
+@pytest.mark.filterwarnings("ignore:Query string argument")  # sqlite ignores ?password=, and says so
 def test_a_sweep_with_a_password_in_its_storage_url_logs_it_nowhere(mlflow_store, tmp_path, capsys):
     from entrypoints import sweep as sweep_ep
 
