@@ -29,6 +29,13 @@ SECRET = "Zq9-not-a-real-password"
         (f"host=db PASSWORD={SECRET} dbname=optuna", "host=db PASSWORD=*** dbname=optuna"),  # libpq settings
         (f"storage='mysql://u:{SECRET}@h/d': cannot open", "storage='mysql://u:***@h/d': cannot open"),
         (f"a://u:{SECRET}@h and b://v:{SECRET}@k", "a://u:***@h and b://v:***@k"),
+        # quotes in a password (SQLAlchemy takes them raw), in a URL and in a repr that quotes it
+        (f"postgresql://u:it's-{SECRET}@h/db", "postgresql://u:***@h/db"),
+        (f'storage="postgresql://u:a\'b"{SECRET}@h/db"', 'storage="postgresql://u:***@h/db"'),
+        # libpq's quoted values, and any setting whose name ends in password (sslpassword, PGPASSWORD, ...)
+        (f"host=db password='{SECRET} x' dbname=optuna", "host=db password=*** dbname=optuna"),
+        (f"postgresql://db/optuna?sslpassword={SECRET}", "postgresql://db/optuna?sslpassword=***"),
+        (f"PGPASSWORD={SECRET} mlflow_tracking_password = {SECRET}", "PGPASSWORD=*** mlflow_tracking_password = ***"),
         # nothing to mask: no password, a port, a user name alone, a path, an e-mail address
         ("http://127.0.0.1:5000/api", None),
         ("postgresql+psycopg2://tc@db-host:5432/optuna", None),

@@ -18,12 +18,16 @@ from typing import Any
 
 MASK = "***"
 
-# scheme://user:password@host: the password runs to the last "@" of the URL (a raw "@" in a password is still
-# masked whole; a later "@" in the path over-masks, which is the safe side). User names are kept: they are no
-# secret, and a reader needs them to tell two setups apart.
-_URL_PASSWORD = re.compile(r"(?P<head>\b[A-Za-z][A-Za-z0-9+.-]*://[^\s:/@'\"]*):(?P<secret>[^\s'\"]*)@")
-# ?password=..., &password=..., and libpq's "password=..." settings (also passwd, pwd), any case
-_SETTING_PASSWORD = re.compile(r"(?P<head>(?i:\b(?:password|passwd|pwd))\s*=\s*)(?P<secret>[^&;\s'\"]+)")
+# scheme://user:password@host: the password runs to the last "@" before a blank (a raw "@" or quote in a password,
+# which SQLAlchemy accepts, is still masked whole; a later "@" in the path or a quoted text right after the URL
+# over-masks, which is the safe side). User names are kept: they are no secret, and a reader needs them to tell
+# two setups apart.
+_URL_PASSWORD = re.compile(r"(?P<head>\b[A-Za-z][A-Za-z0-9+.-]*://[^\s:/@'\"]*):(?P<secret>\S*)@")
+# ?password=..., &password=..., libpq's "password=..." settings (also passwd, pwd, and any name ending so:
+# sslpassword, PGPASSWORD, mlflow_tracking_password), any case; a libpq value may be quoted ('a b')
+_SETTING_PASSWORD = re.compile(
+    r"(?P<head>(?i:\b\w*(?:password|passwd|pwd))\s*=\s*)(?P<secret>'[^']*'|\"[^\"]*\"|[^&;\s'\"]+)"
+)
 
 
 def mask_text(text: str) -> str:
