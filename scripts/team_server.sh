@@ -44,7 +44,8 @@ die() { echo "team_server: $*" >&2; exit 2; }
 auth_db=${auth_db:-$backend}
 # A password in a URL lands in `ps`, shell history and logs: PostgreSQL reads PGPASSWORD or ~/.pgpass instead.
 for url in "$backend" "$auth_db"; do
-  if [[ "$url" =~ ://[^/@]*:[^/]*@ || "$url" =~ [Pp][Aa][Ss][Ss][Ww][Oo]?[Rr]?[Dd]= ]]; then
+  # user:password@ (a raw "/" or "@" in the password included, as SQLAlchemy takes it), or a password= setting
+  if [[ "$url" =~ ://[^/@:]*:[^[:space:]]*@ || "$url" =~ [Pp][Aa][Ss][Ss][Ww][Oo]?[Rr]?[Dd]= ]]; then
     die "a database URL carries a password; drop it from the URL and set PGPASSWORD or a ~/.pgpass line"
   fi
 done
