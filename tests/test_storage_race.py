@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import optuna
 import pytest
-from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
 
 from tc.sweep import study as studies
 
@@ -41,6 +41,35 @@ def test_other_database_errors_are_not_retried(monkeypatch, tmp_path):
     with pytest.raises(ValueError, match="cannot open this database: OperationalError"):
         studies.open_storage("postgresql+psycopg2://tc:Zq9-pw@127.0.0.1:1/optuna")
     assert len(calls) == 1
+
+
+class _PgError(Exception):
+    """psycopg2's errors carry PostgreSQL's SQLSTATE as `pgcode`."""
+
+    def __init__(self, message: str, pgcode: str | None):
+        super().__init__(message)
+        self.pgcode = pgcode
+
+
+@pytest.mark.parametrize(
+    "error, retried",
+    [
+        (ProgrammingError("CREATE TABLE studies", {}, _PgError('relation "studies" already exists', "42P07")), True),
+        (ProgrammingError("CREATE TYPE", {}, _PgError('type "studydirection" already exists', "42710")), True),
+        # not a race: a typo in the URL's options, a role that may not create tables in the schema
+        (ProgrammingError("connect", {}, _PgError('invalid dsn: invalid connection option "sslmod"', None)), False),
+        (ProgrammingError("CREATE TABLE", {}, _PgError("permission denied for schema public", "42501")), False),
+    ],
+)
+def test_only_a_duplicate_table_or_type_is_a_race(monkeypatch, tmp_path, error, retried):
+    calls = _flaky(monkeypatch, error, failures=1)
+    if retried:
+        studies.open_storage(f"sqlite:///{tmp_path}/optuna.db")
+        assert len(calls) == 2
+    else:
+        with pytest.raises(ValueError, match="cannot open this database: ProgrammingError"):
+            studies.open_storage(f"sqlite:///{tmp_path}/optuna.db")
+        assert len(calls) == 1
 
 
 def test_a_race_that_never_ends_is_reported(monkeypatch, tmp_path):

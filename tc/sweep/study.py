@@ -30,6 +30,22 @@ from tc.tracking.secrets import mask_text
 
 
 TABLE_RACE_ATTEMPTS = 5  # tries to open an RDB whose tables another worker is creating at the same moment
+# PostgreSQL's SQLSTATEs for the loser of that race: duplicate_table, duplicate_object (a type)
+_RACE_SQLSTATES = {"42P07", "42710"}
+
+
+def _lost_table_race(e: Exception) -> bool:
+    """Whether `e` is a worker losing the race to create Optuna's tables on a fresh database: a duplicate key in
+    PostgreSQL's catalog (IntegrityError, `CREATE TYPE studydirection`), or a table or type that already exists.
+    Any other error (a refused connection, a bad URL option, no permission) is the user's to see at once."""
+    from sqlalchemy.exc import DBAPIError, IntegrityError
+
+    if isinstance(e, IntegrityError):
+        return True
+    orig = getattr(e, "orig", None)
+    return isinstance(e, DBAPIError) and (
+        getattr(orig, "pgcode", None) in _RACE_SQLSTATES or "already exists" in str(orig)
+    )
 
 
 def open_storage(spec: str) -> optuna.storages.BaseStorage:
@@ -37,7 +53,6 @@ def open_storage(spec: str) -> optuna.storages.BaseStorage:
     killed worker's trial is marked FAILED, not left RUNNING); anything else is a journal file path."""
     from optuna.storages import JournalStorage, RDBStorage
     from optuna.storages.journal import JournalFileBackend
-    from sqlalchemy.exc import IntegrityError, ProgrammingError
 
     if "://" in spec:
         for attempt in range(TABLE_RACE_ATTEMPTS):
@@ -55,7 +70,7 @@ def open_storage(spec: str) -> optuna.storages.BaseStorage:
             except Exception as e:  # sqlalchemy raises many kinds: bad dialect, refused connection, bad auth
                 # Workers that start together on a fresh database race to create Optuna's tables (PostgreSQL:
                 # a duplicate type or relation); the loser finds them made when it tries again.
-                if isinstance(e, (IntegrityError, ProgrammingError)) and attempt + 1 < TABLE_RACE_ATTEMPTS:
+                if _lost_table_race(e) and attempt + 1 < TABLE_RACE_ATTEMPTS:
                     time.sleep(0.5 * (attempt + 1))
                     continue
                 raise ValueError(
