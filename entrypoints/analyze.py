@@ -25,10 +25,12 @@ import sys
 
 from tc.config import AnalyzeConfig, parse_args
 from tc.tracking import refusals
+from tc.tracking.access import exit_on_refusal
 from tc.tracking.client import use_default_experiment
 from tc.tracking.jobs import ANALYZE_REFUSALS, analyze_job
 
 
+@exit_on_refusal("tc analyze")  # the server's 401/403: one line, exit 1 (tc.tracking.access)
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     try:

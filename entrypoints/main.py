@@ -23,6 +23,7 @@ from tc.analysis.splits import checkpoint_interval, window_spread_steps
 from tc.config import AnalyzeConfig, MainConfig, TrainConfig, from_strings
 from tc.core.data import DatasetNotFoundError, load_data, steps_per_epoch
 from tc.tracking import refusals, ui
+from tc.tracking.access import exit_on_refusal
 from tc.tracking.checkpoints import checkpoint_index
 from tc.tracking.client import end_active_run, get_run, use_default_experiment
 from tc.tracking.jobs import ANALYZE_REFUSALS, TRAIN_REFUSALS, analyze_job, train_job
@@ -78,6 +79,7 @@ def parse_args(argv: list[str] | None = None) -> MainConfig:
     return config.parse_args(MainConfig, argv, description=__doc__.splitlines()[0])
 
 
+@exit_on_refusal("tc main")  # the server's 401/403: one line, exit 1 (tc.tracking.access)
 def main(argv: list[str] | None = None) -> int:
     # as the analyze command: the analysis' download of checkpoints prints tc's lines, not MLflow's bars
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")

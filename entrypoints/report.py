@@ -31,6 +31,7 @@ import mlflow
 from tc.config import ReportConfig, parse_args
 from tc.report import experiments, files, produce
 from tc.tracking import refusals
+from tc.tracking.access import exit_on_refusal
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -43,6 +44,7 @@ def _launch(entry: str, params: dict[str, str]) -> str:
     ).run_id
 
 
+@exit_on_refusal("tc report")  # the server's 401/403: one line, exit 1 (tc.tracking.access)
 def main(argv: list[str] | None = None) -> int:
     try:  # a re-render with quick or trials other than their defaults is refused here (ReportConfig)
         cfg = parse_args(ReportConfig, argv, description=__doc__.splitlines()[0])

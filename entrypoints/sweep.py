@@ -34,8 +34,11 @@ from tc.core.data import DatasetNotFoundError
 from tc.sweep import job
 from tc.sweep.summary import print_summary, write_summary
 from tc.tracking import client, refusals
+from tc.tracking.access import exit_on_refusal
+from tc.tracking.secrets import has_secret, mask_config, mask_url
 
 
+@exit_on_refusal("tc sweep")  # the server's 401/403: one line, exit 1 (tc.tracking.access)
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     try:
@@ -43,10 +46,15 @@ def main(argv: list[str] | None = None) -> int:
         setup = job.prepare(cfg, mlflow.get_tracking_uri())
     except (ValueError, DatasetNotFoundError) as e:  # no study, no trial; one run named `refused: ...`, exit 2
         return refusals.refuse("sweep", e)
+    if has_secret(setup.where):  # masked wherever tc logs it, but a command line is seen by ps and kept in history
+        print(
+            "tc sweep: storage carries a password: set PGPASSWORD or ~/.pgpass instead (docs/scaling.md)",
+            file=sys.stderr,
+        )
     client.use_default_experiment()
     with mlflow.start_run() as parent:
-        mlflow.set_tags({"tc.study": cfg.study_name, "tc.storage": setup.where})
-        mlflow.log_dict({**asdict(cfg), "search_space": setup.space}, "sweep_config.json")
+        mlflow.set_tags({"tc.study": cfg.study_name, "tc.storage": mask_url(setup.where)})  # tc.tracking.secrets
+        mlflow.log_dict(mask_config({**asdict(cfg), "search_space": setup.space}), "sweep_config.json")
         outcome = job.run_sweep(setup, parent.info.run_id)
         with tempfile.TemporaryDirectory() as tmp:
             write_summary(outcome.summary, Path(tmp))

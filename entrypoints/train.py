@@ -30,6 +30,7 @@ import sys
 
 from tc.config import TrainConfig, build_parser, from_strings, unquote
 from tc.tracking import refusals
+from tc.tracking.access import exit_on_refusal
 from tc.tracking.client import use_default_experiment
 from tc.tracking.jobs import TRAIN_REFUSALS, train_job
 
@@ -42,6 +43,7 @@ def parse(argv: list[str] | None) -> tuple[TrainConfig, str | None]:
     return from_strings(TrainConfig, ns), (None if resume.lower() in ("", "none") else resume)
 
 
+@exit_on_refusal("tc train")  # the server's 401/403: one line, exit 1 (tc.tracking.access)
 def main(argv: list[str] | None = None) -> int:
     try:
         cfg, resume_id = parse(argv)

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # One-time set-up on a fresh machine, into the active Python environment (best a fresh one:
 # `python3 -m venv .venv && . .venv/bin/activate`): every package tc needs at the version in requirements.lock,
-# hash-checked; tc itself (editable, with its test and UI extras' packages, which the lock holds); the default
-# data set; chromium. Works offline except for the package registries (PyPI, Debian). Safe to run again.
+# hash-checked; tc itself (editable, with its test, UI and auth extras' packages, which the lock holds); the
+# default data set; chromium. Works offline except for the package registries (PyPI, Debian). Safe to run again.
 # `bash scripts/lock.sh` refreshes the lock.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -36,7 +36,7 @@ else
     *) torch_pins=(torch torchvision) ;;
   esac
   "${pip_install[@]}" "${torch_pins[@]}"
-  "${pip_install[@]}" -e '.[test,ui]'
+  "${pip_install[@]}" -e '.[test,ui,auth]'
 fi
 
 # Fashion-MNIST, the default data set, from Debian's package (tc decompresses it on first use).

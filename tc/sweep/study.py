@@ -24,8 +24,28 @@ from tc.config import SweepConfig
 from tc.sweep.budget import CRASH_ATTR, SURPLUS_ATTR, SurplusTrial, budget_used
 from tc.sweep.space import grid_of
 from tc.tracking import client, writers
+from tc.tracking.secrets import mask_text
 
 # ---- storage ------------------------------------------------------------------------------------------------
+
+
+TABLE_RACE_ATTEMPTS = 5  # tries to open an RDB whose tables another worker is creating at the same moment
+# PostgreSQL's SQLSTATEs for the loser of that race: duplicate_table, duplicate_object (a type)
+_RACE_SQLSTATES = {"42P07", "42710"}
+
+
+def _lost_table_race(e: Exception) -> bool:
+    """Whether `e` is a worker losing the race to create Optuna's tables on a fresh database: a duplicate key in
+    PostgreSQL's catalog (IntegrityError, `CREATE TYPE studydirection`), or a table or type that already exists.
+    Any other error (a refused connection, a bad URL option, no permission) is the user's to see at once."""
+    from sqlalchemy.exc import DBAPIError, IntegrityError
+
+    if isinstance(e, IntegrityError):
+        return True
+    orig = getattr(e, "orig", None)
+    return isinstance(e, DBAPIError) and (
+        getattr(orig, "pgcode", None) in _RACE_SQLSTATES or "already exists" in str(orig)
+    )
 
 
 def open_storage(spec: str) -> optuna.storages.BaseStorage:
@@ -35,19 +55,27 @@ def open_storage(spec: str) -> optuna.storages.BaseStorage:
     from optuna.storages.journal import JournalFileBackend
 
     if "://" in spec:
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # heartbeats: stable enough
-                # A trial whose worker stopped beating for grace_period s is FAILED by the next worker that
-                # starts a trial, and RetryFailedTrialCallback re-queues its parameters once as a new trial.
-                return RDBStorage(
-                    spec,
-                    heartbeat_interval=30,
-                    grace_period=120,
-                    heartbeat_stale_trial_callback=optuna.storages.RetryFailedTrialCallback(max_retry=1),
-                )
-        except Exception as e:  # sqlalchemy raises many kinds: bad dialect, refused connection, bad auth
-            raise ValueError(f"storage={spec!r}: cannot open this database: {type(e).__name__}: {e}"[:600]) from e
+        for attempt in range(TABLE_RACE_ATTEMPTS):
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # heartbeats: stable
+                    # A trial whose worker stopped beating for grace_period s is FAILED by the next worker that
+                    # starts a trial, and RetryFailedTrialCallback re-queues its parameters once as a new trial.
+                    return RDBStorage(
+                        spec,
+                        heartbeat_interval=30,
+                        grace_period=120,
+                        heartbeat_stale_trial_callback=optuna.storages.RetryFailedTrialCallback(max_retry=1),
+                    )
+            except Exception as e:  # sqlalchemy raises many kinds: bad dialect, refused connection, bad auth
+                # Workers that start together on a fresh database race to create Optuna's tables (PostgreSQL:
+                # a duplicate type or relation); the loser finds them made when it tries again.
+                if _lost_table_race(e) and attempt + 1 < TABLE_RACE_ATTEMPTS:
+                    time.sleep(0.5 * (attempt + 1))
+                    continue
+                raise ValueError(
+                    mask_text(f"storage={spec!r}: cannot open this database: {type(e).__name__}: {e}")[:600]
+                ) from e
     path = Path(spec).expanduser()
     if not path.parent.is_dir():
         raise ValueError(f"storage={spec!r}: directory {path.parent} does not exist")

@@ -51,7 +51,9 @@ from tc.sweep.space import fixed_settings, suggest
 from tc.sweep.study import WORKER_ATTR, TrialCrashed
 from tc.sweep.summary import measure_columns
 from tc.tracking import client, jobs, labels, writers
+from tc.tracking.access import raise_if_refused
 from tc.tracking.checkpoints import AnalysisInputs
+from tc.tracking.secrets import mask_text
 
 
 class Pruning:
@@ -230,6 +232,7 @@ def objective(cfg: SweepConfig, space: dict, parent_id: str) -> Callable[[optuna
             _rerun_grid_point(trial)
             raise
         except Exception as e:  # the block has ended the run FAILED (if it exists); _crash says why on it
+            raise_if_refused(e)  # the server refuses this worker (401/403): every trial would; stop, one line
             raise _crash(trial, e, run_id) from e
 
     return run_trial
@@ -281,7 +284,7 @@ def _fail(trial: optuna.Trial, e: BaseException, run_id: str) -> float:
     be marked crashes instead, and is not counted); NaN makes the trial FAILED."""
     if isinstance(e, torch.OutOfMemoryError) and torch.cuda.is_available():
         torch.cuda.empty_cache()  # the failed trial's cached blocks would otherwise crowd the next trial
-    reason = f"{e}" if isinstance(e, TrainingFailure) else f"{type(e).__name__}: {e}"
+    reason = mask_text(f"{e}" if isinstance(e, TrainingFailure) else f"{type(e).__name__}: {e}")  # tc.tracking.secrets
     _end_trial_runs(run_id, {"tc.error": reason[:5000]})
     trial.set_user_attr(FAIL_REASON_ATTR, reason[:5000])  # the trial's line says it (`tc.sweep.console`)
     return math.nan
@@ -291,7 +294,7 @@ def _crash(trial: optuna.Trial, e: Exception, run_id: str | None) -> TrialCrashe
     """An unexpected exception: one line printed (Optuna logs the traceback of the `TrialCrashed` raised from
     it, with it as the cause), recorded on the trial (`CRASH_ATTR`) and its runs (FAILED, tag `tc.error` with
     the traceback); the `TrialCrashed` to raise, which ends this trial alone."""
-    what = f"{type(e).__name__}: {e}"
+    what = mask_text(f"{type(e).__name__}: {e}")
     print(
         f"tc sweep: trial {trial.number} crashed; this is an error of tc or of its environment, not of the trial's "
         f"configuration, and it does not count toward n_trials: {what}",

@@ -22,6 +22,7 @@ from mlflow.exceptions import MlflowException
 
 from tc.config import AnalyzeConfig
 from tc.core.names import MAX_NUMBER, is_number
+from tc.tracking.access import raise_if_refused
 from tc.tracking.client import artifact_repo, client, get_run
 
 if TYPE_CHECKING:  # tc.analysis pulls in scipy and matplotlib: the result is only passed through here
@@ -88,7 +89,8 @@ def _read_summary(run_id: str, where: str) -> dict[str, float] | None:
     with tempfile.TemporaryDirectory() as tmp:
         try:
             path = client().download_artifacts(run_id, name, tmp)
-        except (MlflowException, OSError):
+        except (MlflowException, OSError) as e:
+            raise_if_refused(e)  # a refusal is not an absent file (tc.tracking.access)
             return None
         try:
             body = json.loads(Path(path).read_text())

@@ -26,6 +26,7 @@ from tc.core.data import DataBundle, DatasetNotFoundError, load_for
 from tc.core.models import ModelSpec, build_model, factory_for
 from tc.core.paths import make_private_dir
 from tc.tracking import cache
+from tc.tracking.access import raise_if_refused
 from tc.tracking.analyses import check_previous_analysis
 from tc.tracking.client import client, get_run, load_train_config, log_metrics, seconds_per_epoch
 from tc.tracking.resume import RESUME_FILE, RESUME_NOT_EXACT_TAG
@@ -92,6 +93,7 @@ def checkpoint_index(run_id: str) -> list[ck.IndexEntry]:
         try:
             index_path = client().download_artifacts(run_id, f"{ck.ARTIFACT_DIR}/{ck.INDEX_FILE}", tmp)
         except (MlflowException, OSError) as e:
+            raise_if_refused(e)  # a refusal is not a missing file (tc.tracking.access)
             raise ck.CheckpointError(
                 f"run {run_id} has no {ck.ARTIFACT_DIR}/{ck.INDEX_FILE}: it logged no checkpoints to analyze"
             ) from e
@@ -114,7 +116,8 @@ def _folder_fetch_ok(run_id: str, missing: list[ck.IndexEntry], index_names: set
     left out of the sums: it is already read. A listing that fails or gives no sizes says no."""
     try:
         listing = client().list_artifacts(run_id, ck.ARTIFACT_DIR)
-    except (MlflowException, OSError):
+    except (MlflowException, OSError) as refused:
+        raise_if_refused(refused)  # a refusal is not a missing file (tc.tracking.access)
         return False
     sizes: dict[str, int] = {}
     for info in listing:
@@ -174,7 +177,8 @@ def download_checkpoints(
             try:  # one call for the folder; a file it lacks is reported below, by name, as when fetched alone
                 (Path(tmp) / "bulk").mkdir()
                 bulk = Path(client().download_artifacts(run_id, ck.ARTIFACT_DIR, str(Path(tmp) / "bulk")))
-            except (MlflowException, OSError):
+            except (MlflowException, OSError) as refused:
+                raise_if_refused(refused)  # a refusal is not a missing file (tc.tracking.access)
                 bulk = None  # fall back to one call per file, whose error names the file
         for e in entries:
             name = ck.filename(e.step)  # == e.file, checked by read_index
@@ -186,6 +190,7 @@ def download_checkpoints(
                     else:
                         fetched = Path(client().download_artifacts(run_id, f"{ck.ARTIFACT_DIR}/{name}", str(one)))
                 except (MlflowException, OSError) as err:
+                    raise_if_refused(err)  # a refusal is not a missing file (tc.tracking.access)
                     raise ck.CheckpointError(
                         f"run {run_id}: {ck.ARTIFACT_DIR}/{name} is listed in {ck.INDEX_FILE} but missing from "
                         f"the artifact store ({type(err).__name__}), and not in the cache {target}"

@@ -24,6 +24,8 @@ from mlflow.tracking import MlflowClient
 
 from tc.config import TrainConfig, cast_field, from_strings
 from tc.tracking import labels
+from tc.tracking.access import raise_if_refused
+from tc.tracking.secrets import mask_config, mask_text, mask_url
 
 CONFIG_FILE = "config.json"  # the resolved config of a run, as `asdict(cfg)` (`log_config`)
 
@@ -40,8 +42,9 @@ def get_run(run_id: str) -> mlflow.entities.Run:
     try:
         return client().get_run(run_id)
     except MlflowException as e:
+        raise_if_refused(e)  # a server that refuses us is not a missing run (tc.tracking.access)
         raise RunNotFoundError(
-            f"no MLflow run {run_id!r} at tracking URI {mlflow.get_tracking_uri()} (set MLFLOW_TRACKING_URI?)"
+            f"no MLflow run {run_id!r} at tracking URI {mask_url(mlflow.get_tracking_uri())} (set MLFLOW_TRACKING_URI?)"
         ) from e
 
 
@@ -72,10 +75,11 @@ def nested_run(tags: dict[str, str] | None = None, run_name: str | None = None) 
 
 def log_config(run_id: str, cfg: Any, names: Sequence[str] | None = None) -> None:
     """Log the config as params (`log_params`) and as `config.json`: every field, or only the fields `names` (a
-    run logged from a user's own loop holds the settings its user gave, `tc.log_run_info`)."""
+    run logged from a user's own loop holds the settings its user gave, `tc.log_run_info`); passwords masked
+    (`tc.tracking.secrets`)."""
     log_params(run_id, cfg, names)
     values = asdict(cfg)
-    client().log_dict(run_id, values if names is None else {k: values[k] for k in names}, CONFIG_FILE)
+    client().log_dict(run_id, mask_config(values if names is None else {k: values[k] for k in names}), CONFIG_FILE)
 
 
 def log_params(run_id: str, cfg: Any, names: Sequence[str] | None = None) -> None:
@@ -85,16 +89,17 @@ def log_params(run_id: str, cfg: Any, names: Sequence[str] | None = None) -> Non
     `mlflow run` has already logged the parameters as given, and MLflow params are immutable, so a value
     that was given in another spelling ("1e-1" for 0.1) is kept, and one that the config resolved
     (depth=0 -> the model's default) is logged beside it as `<name>_resolved`; so is one the run holds under
-    the same name but that is no value of the field (a user's own param: its loop may log any)."""
+    the same name but that is no value of the field (a user's own param: its loop may log any).
+    Passwords in values are masked."""
     values = asdict(cfg)
     given = get_run(run_id).data.params
     params = []
     for key in values if names is None else names:
         value = values[key]
         if key not in given:
-            params.append(Param(key, param_str(value)))
+            params.append(Param(key, mask_text(param_str(value))))
         elif _cast_or_none(type(cfg), key, given[key]) != value:
-            params.append(Param(f"{key}_resolved", param_str(value)))
+            params.append(Param(f"{key}_resolved", mask_text(param_str(value))))
     client().log_batch(run_id, params=params)
 
 
@@ -114,6 +119,7 @@ def load_train_config(run_id: str, unlogged: list[str] | None = None) -> TrainCo
         try:
             path = client().download_artifacts(run_id, CONFIG_FILE, tmp)
         except (MlflowException, OSError) as e:
+            raise_if_refused(e)
             raise RunNotFoundError(f"run {run_id} has no {CONFIG_FILE}: was it made by `tc` train?") from e
         values = json.loads(Path(path).read_text())
     cfg = from_strings(TrainConfig, values)
@@ -156,7 +162,7 @@ def seed_runs(run_id: str) -> list[str]:
 def end_active_run(status: str, tags: dict[str, str]) -> None:
     """Tag the active run and end it with `status` (FAILED, KILLED). A sweep trial's runs end by id
     (`end_run`): this one ends whichever run is active."""
-    mlflow.set_tags(tags)
+    mlflow.set_tags(mask_config(tags))  # error texts can quote a URL
     mlflow.end_run(status)
 
 
@@ -165,7 +171,7 @@ def end_run(run_id: str, status: str, tags: dict[str, str]) -> None:
     `mlflow.end_run` only while it is the active run (so it leaves the stack of active runs), else by id.
     `mlflow.end_run` pops the run before marking it, so after a failed attempt the active run is the parent,
     and a second `end_active_run` would end that."""
-    client().log_batch(run_id, tags=[mlflow.entities.RunTag(k, v) for k, v in tags.items()])
+    client().log_batch(run_id, tags=[mlflow.entities.RunTag(k, mask_text(v)) for k, v in tags.items()])
     active = mlflow.active_run()
     if active is not None and active.info.run_id == run_id:
         mlflow.end_run(status)

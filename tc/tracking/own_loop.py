@@ -22,6 +22,7 @@ from tc.core.data import load_for
 from tc.core.fx_stages import block_state_dict
 from tc.core.models import ModelSpec, build_model, factory_for
 from tc.tracking import labels, ui
+from tc.tracking.access import one_line_refusals
 from tc.tracking.analyses import current_analysis_metrics
 from tc.tracking.checkpoints import checkpoint_index
 from tc.tracking.client import CONFIG_FILE, client, load_train_config, log_config
@@ -42,6 +43,7 @@ def _active_run_id(run_id: str | None) -> str:
     return run.info.run_id
 
 
+@one_line_refusals  # a server's 401/403 as tc's one line (tc.tracking.access), here and below
 def log_run_info(
     model: str, dataset: str, *, run_id: str | None = None, data: Any = None, **settings: Any
 ) -> TrainConfig:
@@ -134,6 +136,7 @@ def _staged_state_dict(staged: Any, state_dict: dict, name: str) -> dict:
     return sd
 
 
+@one_line_refusals
 def log_checkpoint(model: Any, step: int, epoch: float, *, run_id: str | None = None) -> ck.IndexEntry:
     """Log `model`'s weights at global optimizer step `step` (and `epoch`, fractional if mid-epoch) into the
     active run in tc's format: `checkpoints/step_XXXXXXXX.pt` (tensors only) and a re-logged
@@ -205,6 +208,7 @@ class CheckpointLogger:
     [0, 2, 3]
     """
 
+    @one_line_refusals
     def __init__(self, model: Any, every: int = 1, *, run_id: str | None = None):
         if every < 1:
             raise ValueError(f"every={every}: log a checkpoint every >= 1 optimizer steps")
@@ -230,6 +234,7 @@ class CheckpointLogger:
             return None
         return log_checkpoint(self.model, step, epoch, run_id=self.run_id)
 
+    @one_line_refusals
     def close(self, step: int, epoch: float) -> None:
         """After the loop: log the final step `step` unless logged already, and refresh the description."""
         if step not in _own_run(self.run_id)["index"]:

@@ -28,6 +28,7 @@ import mlflow
 from tc.core.data import DatasetNotFoundError
 from tc.tracking import labels
 from tc.tracking.client import client, use_default_experiment
+from tc.tracking.secrets import mask_text
 
 #: what tc raises for a request it will not carry out (a `CheckpointError` and a `CacheError` are ValueErrors,
 #: a `RunNotFoundError` is a LookupError)
@@ -49,14 +50,14 @@ def exit_code(e: BaseException) -> int:
 
 def error_text(e: BaseException | str, expected: tuple[type[BaseException], ...] = REFUSALS) -> str:
     """The `tc.error` tag of a run: an expected error's own message (a refusal, or a failure the caller
-    expects: `tc.tracking.jobs.TRAIN_REFUSALS`), anything else with its type."""
+    expects: `tc.tracking.jobs.TRAIN_REFUSALS`), anything else with its type; passwords masked."""
     if isinstance(e, str):
         text = e
     elif isinstance(e, expected):
         text = str(e) or type(e).__name__
     else:
         text = f"{type(e).__name__}: {e}"
-    return text[:_MAX_TAG]
+    return mask_text(text)[:_MAX_TAG]  # a message can quote a storage URL: no password in a tag or a run name
 
 
 def record_error(

@@ -14,6 +14,7 @@ import mlflow
 from tc.config import TrainConfig
 from tc.tracking import labels
 from tc.tracking.client import client, get_run, load_train_config
+from tc.tracking.secrets import mask_text
 
 
 def name_run(run_id: str, name: str, *, force: bool = False) -> None:
@@ -24,7 +25,7 @@ def name_run(run_id: str, name: str, *, force: bool = False) -> None:
 
 def describe_run(run_id: str, markdown: str) -> None:
     """The run's description in the UI (Markdown)."""
-    client().set_tag(run_id, "mlflow.note.content", markdown[:5000])
+    client().set_tag(run_id, "mlflow.note.content", mask_text(markdown)[:5000])
 
 
 def label_train_run(run_id: str, cfg: TrainConfig, unknown: Collection[str] = ()) -> None:
