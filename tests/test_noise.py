@@ -12,7 +12,6 @@ from tc.core.sgd_noise import (
     drift_vectors,
     features,
     gradient_noise,
-    perturbation_summary,
     perturbation_test,
     project_noise,
     random_projection,
@@ -133,15 +132,21 @@ def test_perturbation_test_compares_three_subspaces_at_each_norm_over_draws():
     assert (df[df["eps"] == 0.0]["acc"] == clean).all()  # zero norm changes nothing
 
 
-def test_perturbation_summary_is_the_t_interval_over_draws():
+def test_perturbation_summary_is_the_t_interval_over_draws_on_the_logit_scale():
+    """Issue 22: the interval over draws is the t interval of the logits, mapped back, so it stays in [0, 1];
+    the plain t interval of these draws (near 1, spread) reached past 1."""
     import pandas as pd
+    from scipy.special import expit, logit
 
-    acc = [0.5, 0.6, 0.55, 0.7]
+    from tc.analysis.anisotropy import perturbation_summary
+
+    acc = [0.95, 0.99, 0.9, 0.995]
     df = pd.DataFrame({"eps": 0.5, "kind": ["top"] * 4 + ["clean"], "draw": [0, 1, 2, 3, 0], "acc": [*acc, 0.9]})
     s = perturbation_summary(df).set_index("kind")
-    lo, hi = stats.t.interval(0.95, 3, loc=np.mean(acc), scale=stats.sem(acc))
-    assert s.loc["top", "acc"] == pytest.approx(np.mean(acc))
-    assert s.loc["top", "lo"] == pytest.approx(lo) and s.loc["top", "hi"] == pytest.approx(hi)
+    z_lo, z_hi = stats.t.interval(0.95, 3, loc=np.mean(logit(acc)), scale=stats.sem(logit(acc)))
+    assert s.loc["top", "acc"] == pytest.approx(np.mean(acc)) and s.loc["top", "draws"] == 4
+    assert s.loc["top", "lo"] == pytest.approx(expit(z_lo)) and s.loc["top", "hi"] == pytest.approx(expit(z_hi))
+    assert stats.t.interval(0.95, 3, loc=np.mean(acc), scale=stats.sem(acc))[1] > 1 > s.loc["top", "hi"]
     assert s.loc["clean", "lo"] == s.loc["clean", "hi"] == 0.9
 
 

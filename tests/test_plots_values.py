@@ -161,7 +161,7 @@ def test_legends_cover_no_panel(name):
             pd.DataFrame(
                 [(1, 0.0, "clean", 0, 0.8)]
                 + [
-                    (1, e, k, d, 0.8 - e * rng.random())
+                    (1, e, k, d, 0.8 - 0.5 * e * rng.random())  # accuracies: in [0, 1]
                     for e in (0.5, 1.0)
                     for k in ("top", "random", "bottom")
                     for d in (0, 1, 2)

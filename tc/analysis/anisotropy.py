@@ -21,6 +21,7 @@ from tc.core.checkpoints import Checkpoints
 from tc.core.data import DataBundle, iterate_batches
 from tc.core.device import resolve_device
 from tc.stats.multiplicity import holm
+from tc.stats.replicates import bounded_interval
 
 
 @dataclass
@@ -170,7 +171,7 @@ def anisotropy(
         )
         seconds["perturb"] += time.perf_counter() - t1
         pert_frames.append(pert.assign(cut=cut)[["cut", "eps", "kind", "draw", "acc"]])
-        summary = noise.perturbation_summary(pert)
+        summary = perturbation_summary(pert)
         for row in summary.itertuples():
             if row.kind == "clean":
                 metrics[f"aniso_perturb_clean_acc_d{cut}"] = row.acc
@@ -195,3 +196,22 @@ def anisotropy(
         metrics=metrics,
         warnings=warnings,
     )
+
+
+def perturbation_summary(perturb: pd.DataFrame, level: float = 0.95) -> pd.DataFrame:
+    """Mean accuracy per (eps, kind) [and cut, if present] over draws, with its interval over draws (lo, hi; NaN
+    with one draw). Sampling unit: the draw (its random subspace and its noise). The interval is a t interval on
+    the logit scale, kept inside [0, 1] (`tc.stats.replicates.bounded_interval`; issue 22: a plain t interval
+    over draws left [0, 1]). Clean rows pass through with lo = hi = acc. Moved here from `tc.core.sgd_noise`,
+    which cannot use `tc.stats`."""
+    keys = [c for c in ("cut", "eps", "kind") if c in perturb]
+    rows = []
+    for key, group in perturb.groupby(keys, sort=False):
+        values = dict(zip(keys, key if isinstance(key, tuple) else (key,), strict=True))
+        acc = group["acc"].to_numpy(dtype=float)
+        if values["kind"] == "clean":
+            lo = hi = mean = float(acc.mean())
+        else:
+            mean, lo, hi, _ = bounded_interval(acc, (0.0, 1.0), level)
+        rows.append({**values, "acc": mean, "lo": lo, "hi": hi, "draws": len(acc)})
+    return pd.DataFrame(rows, columns=[*keys, "acc", "lo", "hi", "draws"])

@@ -260,10 +260,11 @@ def spectra_vs_null(spectra: pd.DataFrame) -> Figure:
 def perturbation_curves(perturb: pd.DataFrame) -> Figure:
     """Final deep part's accuracy against perturbation norm ε ||z|| in k-dim subspaces of the feature space:
     the top-k drift directions, k random orthonormal directions and the bottom-k drift directions (same k,
-    same norm), mean over draws with a 95% t interval over draws (band; none with one draw, as the axis label
-    says), one panel per cut. `perturb`: the per-draw table (cut, eps, kind, draw, acc) of
+    same norm), mean over draws with a 95% interval over draws inside [0, 1] (band; none with one draw, as the
+    axis label says), one panel per cut. `perturb`: the per-draw table (cut, eps, kind, draw, acc) of
     `tc.analysis.anisotropy.anisotropy`."""
-    from tc.core.sgd_noise import KINDS, perturbation_summary
+    from tc.analysis.anisotropy import perturbation_summary
+    from tc.core.sgd_noise import KINDS
 
     if perturb.empty:  # no cut had any drift to perturb along
         fig, ax = _subplots(figsize=(4, 3))

@@ -208,9 +208,9 @@ RANGES: dict[str, tuple[float, float]] = {
     "aniso_perturb_clean_acc_d{cut}": UNIT,
     "aniso_perturb_clean_acc": UNIT,
     "aniso_perturb_{direction}_acc_d{cut}": UNIT,
-    # the ends of a plain t interval over draws (`tc.core.sgd_noise.perturbation_summary`): not kept in [0, 1]
-    "aniso_perturb_{direction}_acc_lo_d{cut}": UNBOUNDED,
-    "aniso_perturb_{direction}_acc_hi_d{cut}": UNBOUNDED,
+    # the ends of an interval over draws kept in [0, 1] (`tc.analysis.anisotropy.perturbation_summary`)
+    "aniso_perturb_{direction}_acc_lo_d{cut}": UNIT,
+    "aniso_perturb_{direction}_acc_hi_d{cut}": UNIT,
     "aniso_perturb_{direction}_acc": UNIT,
     "gm_param_norm": NONNEGATIVE,
     "gm_dist_init": NONNEGATIVE,

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 import torch
-from scipy import linalg, stats
+from scipy import linalg
 from torch import nn
 
 from tc.core.anisotropy import principal_directions
@@ -271,8 +271,9 @@ def perturbation_test(
 
     Each draw, every sample gets its own noise c @ V (c ~ N(0, I_k), V the kind's k orthonormal directions:
     top-k / bottom-k principal drift directions, or a fresh uniformly random k-dim subspace), scaled to norm
-    ε ||z_T(x)||. Draws differ in c (and in the random subspace), so `perturbation_summary` gives a CI over
-    draws: Monte-Carlo uncertainty of the perturbation, conditional on the samples and the drift directions.
+    ε ||z_T(x)||. Draws differ in c (and in the random subspace), so `tc.analysis.anisotropy.perturbation_summary`
+    gives a CI over draws: Monte-Carlo uncertainty of the perturbation, conditional on the samples and the drift
+    directions.
     `labelled_cut`: (the samples' labels y, the cut).
 
     Work at its floor: the seeded draws are made first on the CPU (`perturbation_draws`, so every device sees
@@ -330,17 +331,3 @@ def perturbation_test(
     rows_out = [(0.0, "clean", 0, acc[0])]
     rows_out += [(eps[i], KINDS[j], d, a) for (d, i, j), a in zip(variants, acc[1:], strict=True)]
     return pd.DataFrame(rows_out, columns=["eps", "kind", "draw", "acc"])
-
-
-def perturbation_summary(perturb: pd.DataFrame, level: float = 0.95) -> pd.DataFrame:
-    """Mean accuracy per (eps, kind) [and cut, if present] over draws, with a t interval over draws
-    (lo, hi; NaN with one draw). Clean rows pass through with lo = hi = acc."""
-    keys = [c for c in ("cut", "eps", "kind") if c in perturb]
-    out = perturb.groupby(keys, sort=False)["acc"].agg(["mean", "std", "count"]).reset_index()
-    half = stats.t.ppf(0.5 + level / 2, (out["count"] - 1).clip(lower=1)) * out["std"] / np.sqrt(out["count"])
-    half = half.where(out["count"] > 1, np.nan)
-    clean = out["kind"] == "clean"
-    half = half.where(~clean, 0.0)
-    return out.assign(acc=out["mean"], lo=out["mean"] - half, hi=out["mean"] + half, draws=out["count"])[
-        [*keys, "acc", "lo", "hi", "draws"]
-    ]
