@@ -46,10 +46,8 @@ def test_the_headline_tau_quoted_in_readme_and_report_md_is_the_stored_one():
     assert f"`tc_window_checkpoints` (τ = {_tau('tc_window_checkpoints').kendall:.2f})".replace("-", "−") in report
     costs = pd.read_csv(TABLES / "costs.csv").set_index("step").epochs
     assert f"({costs['gm_disagreement']:.2f} against {costs['analysis']:.0f} training epochs" in report
-    assert (
-        f"surrogates cost {costs['tc_test_cheap_k1_n100']:.1f} epochs at τ = {_tau('tc_test_cheap_k1_n100').kendall:.2f}"
-        in report
-    )
+    cheap = "tc_test_cheap_k1_n100"
+    assert f"surrogates cost {costs[cheap]:.1f} epochs at τ = {_tau(cheap).kendall:.2f}" in report
 
 
 @pytest.mark.parametrize(
@@ -72,10 +70,8 @@ def test_report_md_quotes_each_claims_stored_interval(label, quoted):
 def test_report_md_quotes_the_other_stored_effects():
     report = _text("docs/report.md")
     top = _effect("aniso_perturb_top_acc − aniso_perturb_random_acc (base)")
-    assert (
-        f"accuracy {top.mean_a:.3f} against {top.mean_b:.3f}, difference −{-top['diff']:.3f} [−{-top.low:.3f}, −{-top.high:.3f}]"
-        in report
-    )
+    diff = f"−{-top['diff']:.3f} [−{-top.low:.3f}, −{-top.high:.3f}]"
+    assert f"accuracy {top.mean_a:.3f} against {top.mean_b:.3f}, difference {diff}" in report
     kappa = _effect("tc_kappa_test: clean − random")
     assert f"falls from {kappa.mean_a:.3f} to {kappa.mean_b:.3f}" in report
     thirds = [_effect(f"tc_kappa_test_{p}: clean − random")["diff"] for p in ("early", "middle", "late")]
@@ -92,7 +88,8 @@ def test_the_proxys_range_in_sweep_md_is_the_report_sweeps_trials():
     converged = trials[trials.converged == 1]
     assert (len(trials), len(converged)) == (52, 50)
     acc, epochs = converged.test_acc, converged.epochs_trained
-    said = f"({acc.min():.3f} to {acc.max():.3f} over the report's 50 converged trials, after {epochs.min():.0f} to {epochs.max():.0f} epochs)"
+    said = f"({acc.min():.3f} to {acc.max():.3f} over the report's 50 converged trials, "
+    said += f"after {epochs.min():.0f} to {epochs.max():.0f} epochs)"
     assert said in _text("docs/sweep.md")
     assert "50 reached the target and 2 hit the 300-epoch cap" in _text("docs/sweep.md")
 
@@ -103,3 +100,35 @@ def test_the_digits_split_sizes_the_docs_quote():
     data = load_data("digits")
     assert (len(data.train_y), len(data.test_y)) == (1438, 359)
     assert re.search(r"1438 training / 359\s+test images", (ROOT / "docs" / "sweep.md").read_text())
+
+
+def test_the_heatmap_size_analyze_md_quotes(tmp_path):
+    """docs/analyze.md: figures at 110 dpi, the heatmaps of a 4-cut, 3-split run 1144 x 2442 pixels."""
+    from PIL import Image
+
+    from tc.analysis import plots
+    from tc.analysis.files import DPI, save_figures
+
+    steps = [0, 100, 150, 200]
+    rows = [
+        (cut, split, t1, t2, 0.8, 0.9, 1.0, 1.0 if t1 == t2 else 0.95)
+        for cut in (1, 4, 7, 10)
+        for split in ("train", "test", "corrupt")
+        for t1 in steps
+        for t2 in steps
+    ]
+    matrices = pd.DataFrame(rows, columns=["cut", "split", "t1", "t2", "acc", "agree", "loss", "rc"])
+    save_figures({"h.png": plots.consistency_heatmaps(matrices)}, tmp_path)
+    width, height = Image.open(tmp_path / "h.png").size
+    said = _text("docs/analyze.md")
+    assert f"saved at {DPI} dpi (the heatmaps of a 4-cut, 3-split run: {width} x {height} pixels)" in said
+    assert (DPI, width, height) == (110, 1144, 2442)
+
+
+def test_the_rdb_heartbeat_scaling_md_quotes(tmp_path):
+    """docs/scaling.md: on an RDB a trial whose worker stopped its heartbeat (every 30 s) for 120 s is FAILED."""
+    from tc.sweep.study import open_storage
+
+    storage = open_storage(f"sqlite:///{tmp_path / 'o.db'}")
+    assert (storage.heartbeat_interval, storage.grace_period) == (30, 120)
+    assert "stopped its heartbeat (every 30 s) for 120 s" in _text("docs/scaling.md")
