@@ -274,7 +274,8 @@ def kept_output(run_id: str) -> Iterator[None]:
             except Exception as e:  # the tracking server may be what failed: nothing printed is lost
                 path = Path(tempfile.gettempdir()) / f"tc-{run_id}-{TRIAL_OUTPUT}"
                 path.write_text(buffer.getvalue())
-                print(f"tc sweep: could not log {TRIAL_OUTPUT} of run {run_id}: {e}; kept in {path}", file=sys.stderr)
+                why = mask_text(str(e))  # MLflow's error names the URL it requested, which may hold a password
+                print(f"tc sweep: could not log {TRIAL_OUTPUT} of run {run_id}: {why}; kept in {path}", file=sys.stderr)
 
 
 def _end_trial_runs(run_id: str, tags: dict[str, str]) -> None:
@@ -314,7 +315,8 @@ def _crash(trial: optuna.Trial, e: Exception, run_id: str | None) -> TrialCrashe
         if run_id:
             _end_trial_runs(run_id, {"tc.error": f"{what}\n\n{tb[-4000:]}"[:5000]})
     except Exception as log_error:  # the tracking server itself may be what failed: the trial is recorded above
-        print(f"tc sweep: could not mark trial {trial.number}'s run FAILED: {log_error}", file=sys.stderr)
+        why = mask_text(str(log_error))
+        print(f"tc sweep: could not mark trial {trial.number}'s run FAILED: {why}", file=sys.stderr)
     return TrialCrashed(f"trial {trial.number}: {what}")
 
 

@@ -96,5 +96,6 @@ def refuse(command: str, e: BaseException | str) -> int:
         finally:
             mlflow.end_run("FAILED")
     except Exception as err:  # a tracking store that is down must not hide the refusal itself
-        print(f"tc {command}: (this refusal is not recorded in MLflow: {type(err).__name__}: {err})", file=sys.stderr)
+        not_recorded = mask_text(f"{type(err).__name__}: {err}")  # MLflow's error names the URL it requested
+        print(f"tc {command}: (this refusal is not recorded in MLflow: {not_recorded})", file=sys.stderr)
     return REFUSED_EXIT
