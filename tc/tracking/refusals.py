@@ -15,8 +15,9 @@ repeated crashes). Its run keeps its name, ends FAILED with `tc.error`, and the 
 is logged) is not a refusal either: `tc.tracking.jobs.FailedDuringTraining`, a traceback and exit 1, the run
 keeping its name.
 
-Exit codes: 0 done; 1 failed; 2 refused. `mlflow run` exits 1 whenever its command exits non-zero; the run,
-its status, name and tags are the same both ways.
+Exit codes: 0 done; 1 failed; 2 refused. A tracking server that refuses the client (401/403) is not tc
+refusing its input: one line and exit 1 (`tc.tracking.access`). `mlflow run` exits 1 whenever its command exits
+non-zero; the run, its status, name and tags are the same both ways.
 """
 
 from __future__ import annotations
