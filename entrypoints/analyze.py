@@ -41,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     try:  # in the run `mlflow run` made (MLFLOW_RUN_ID), or a new one
         done = analyze_job(cfg)
     except ANALYZE_REFUSALS as e:  # the job named its own run `refused: ...`, tagged tc.error, ended it FAILED
-        print(f"tc analyze: {e}", file=sys.stderr)
+        print(f"tc analyze: {refusals.error_text(e, ANALYZE_REFUSALS)}", file=sys.stderr)  # as its tag: masked
         return refusals.exit_code(e)
     for line in done.lines():
         print(f"tc analyze: {line}", flush=True)

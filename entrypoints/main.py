@@ -103,8 +103,9 @@ def main(argv: list[str] | None = None) -> int:
             params = {"run_id": train_id, "max_samples": str(cfg.max_samples), "checkpoints": steps}
             done = analyze_job(from_strings(AnalyzeConfig, params))
         except (*TRAIN_REFUSALS, *ANALYZE_REFUSALS) as e:  # the job ended its own run FAILED, tagged tc.error
-            print(f"tc quick start: {e}", file=sys.stderr)
-            end_active_run("FAILED", {refusals.ERROR_TAG: refusals.error_text(e, TRAIN_REFUSALS)})
+            said = refusals.error_text(e, TRAIN_REFUSALS)  # passwords masked, on stderr as in the tag
+            print(f"tc quick start: {said}", file=sys.stderr)
+            end_active_run("FAILED", {refusals.ERROR_TAG: said})
             return refusals.exit_code(e)
         for line in done.lines():
             print(f"tc analyze: {line}", flush=True)

@@ -54,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
         # comes only from this command line
         run_id = train_job(cfg, resume_run_id=resume_id, command_line_model=cfg.model)
     except TRAIN_REFUSALS as e:  # the job tagged tc.error, named a refusal's run, and ended its runs FAILED
-        print(f"tc train: {e}", file=sys.stderr)
+        print(f"tc train: {refusals.error_text(e, TRAIN_REFUSALS)}", file=sys.stderr)  # as its tag: masked
         return refusals.exit_code(e)  # 2 refused, 1 failed (training diverged)
     print(f"tc train: done; run {run_id}")
     return 0

@@ -148,3 +148,49 @@ def test_a_sweep_worker_refused_in_a_trial_stops_at_once_with_one_line(mlflow_st
     assert err[-1].startswith("tc sweep: the tracking server") and "denied user 'bob'" in err[-1]
     assert not any("crashed" in line for line in err)
     assert os.environ["MLFLOW_TRACKING_USERNAME"] == "bob"
+
+
+def test_a_trial_refused_by_the_server_is_recorded_as_a_crash_and_optuna_prints_no_traceback(
+    mlflow_store, tmp_path, monkeypatch, capsys
+):
+    """A trial the server refuses (permission revoked mid-sweep) stops the worker with tc's line (above); the
+    trial itself is no answer about its configuration: recorded as crashed with why (not counted, and its grid
+    point queued to run again once the permission is back, as for any crash), and Optuna's log of it is one line,
+    not the refusal's traceback."""
+    import logging
+
+    import optuna
+
+    from entrypoints import sweep as sweep_ep
+    from tc.sweep.budget import CRASH_ATTR, counts_toward_budget
+    from tc.sweep.outcomes import classify
+    from tc.sweep.study import open_storage
+    from tc.sweep.trial import GRID_RERUN_ATTR
+    from tc.tracking import jobs
+
+    def refused_train(*args, **kwargs):
+        print("tc train: mlp (depth 3, width 32) on digits")  # a trial's output before the refusal
+        raise RestException({"error_code": "PERMISSION_DENIED", "message": "Permission denied"})
+
+    monkeypatch.setattr(jobs, "train_job", refused_train)
+    monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", "bob")
+    records: list[logging.LogRecord] = []
+    catcher = logging.Handler()
+    catcher.emit = records.append  # Optuna's logger does not propagate to pytest's caplog
+    logging.getLogger("optuna").addHandler(catcher)
+    journal = tmp_path / "j.log"
+    argv = ["--n_trials", "4", "--dataset", "digits", "--model", "mlp", "--epochs", "1", "--seeds", "1"]
+    argv += ["--search_space", str(ROOT / "examples" / "digits_space.yaml"), "--storage", str(journal)]
+    try:
+        assert sweep_ep.main([*argv, "--sampler", "grid", "--study_name", "refused-grid"]) == 1
+    finally:
+        logging.getLogger("optuna").removeHandler(catcher)
+    assert capsys.readouterr().err.splitlines()[-1].startswith("tc sweep: the tracking server")
+    study = optuna.load_study(study_name="refused-grid", storage=open_storage(str(journal)))
+    first, *queued = study.get_trials(deepcopy=False)
+    assert first.user_attrs[CRASH_ATTR].startswith("ServerRefusal: the tracking server")
+    assert classify(first.state.name, first.user_attrs)[0] == "crashed"
+    assert not counts_toward_budget(first.state.name, first.user_attrs)
+    assert [(t.state.name, t.user_attrs.get(GRID_RERUN_ATTR)) for t in queued] == [("WAITING", 0)]
+    logged = [r for r in records if "Trial 0 failed" in r.getMessage()]
+    assert logged and not any(r.exc_info for r in logged), [r.getMessage() for r in logged]

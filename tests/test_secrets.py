@@ -122,3 +122,41 @@ def test_a_failed_and_a_crashed_trial_record_their_reasons_masked(mlflow_store, 
     logged = _everything_logged(MlflowClient(), "0", tmp_path / "artifacts")
     assert not [where for where, text in logged.items() if SECRET in text]
     assert any("tc.error" in where and MASK in text for where, text in logged.items())
+
+
+def test_tcs_own_lines_on_stderr_mask_passwords_too(mlflow_store, monkeypatch, capsys):
+    """What tc prints when the tracking server cannot be reached quotes MLflow's error, which names the request's
+    URL (`API request to http://user:password@host/api/... failed`); and a command's refusal line says what its
+    `tc.error` tag says. Console output lands in CI logs and terminals: masked as the tags are."""
+    import optuna
+
+    from entrypoints import analyze as analyze_ep
+    from entrypoints import train as train_ep
+    from tc.sweep import trial as sweep_trial
+    from tc.tracking import refusals
+
+    down = ConnectionError(f"API request to http://alice:{SECRET}@mlflow.example.org/api/2.0/mlflow/runs failed")
+
+    def unreachable(*args, **kwargs):
+        raise down
+
+    monkeypatch.setattr(refusals.mlflow, "start_run", unreachable)  # the refusal cannot be recorded
+    assert refusals.refuse("train", ValueError(f"storage=postgresql://tc:{SECRET}@db/optuna is wrong")) == 2
+
+    class Down:
+        log_text = unreachable
+
+    monkeypatch.setattr(sweep_trial.client, "client", lambda: Down())  # a trial's output cannot be logged
+    with sweep_trial.kept_output("run0"):
+        print("epoch 1/1")
+    monkeypatch.setattr(sweep_trial, "_end_trial_runs", unreachable)  # nor can a crashed trial's run be marked
+    sweep_trial._crash(optuna.create_study().ask(), RuntimeError("a bug"), "run0")
+
+    refused = ValueError(f"run r: its data is at postgresql://tc:{SECRET}@db/x")
+    for entry in (train_ep, analyze_ep):  # the refusal line of a job's refusal
+        monkeypatch.setattr(entry, "train_job" if entry is train_ep else "analyze_job", unreachable)
+        down = refused
+        assert entry.main(["--dataset", "digits"] if entry is train_ep else ["--run_id", "r"]) == 2
+    err = capsys.readouterr().err
+    assert SECRET not in err, err
+    assert err.count(MASK) == 6, err  # the refusal and its record, the output, the run, the two commands' lines

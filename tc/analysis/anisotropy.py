@@ -201,9 +201,9 @@ def anisotropy(
 def perturbation_summary(perturb: pd.DataFrame, level: float = 0.95) -> pd.DataFrame:
     """Mean accuracy per (eps, kind) [and cut, if present] over draws, with its interval over draws (lo, hi; NaN
     with one draw). Sampling unit: the draw (its random subspace and its noise). The interval is a t interval on
-    the logit scale, kept inside [0, 1] (`tc.stats.replicates.bounded_interval`; issue 22: a plain t interval
-    over draws left [0, 1]). Clean rows pass through with lo = hi = acc. Moved here from `tc.core.sgd_noise`,
-    which cannot use `tc.stats`."""
+    the logit scale, kept inside [0, 1] (`tc.stats.replicates.bounded_interval`; a plain t interval clipped when
+    a draw's accuracy is exactly 0 or 1; issue 22: a plain t interval over draws left [0, 1]). Clean rows pass
+    through with lo = hi = acc. Moved here from `tc.core.sgd_noise`, which cannot use `tc.stats`."""
     keys = [c for c in ("cut", "eps", "kind") if c in perturb]
     rows = []
     for key, group in perturb.groupby(keys, sort=False):

@@ -130,8 +130,8 @@ METRICS: dict[str, str] = {
     "aniso_perturb_clean_acc": "mean over cuts of aniso_perturb_clean_acc_d{cut}",
     "aniso_perturb_{direction}_acc_d{cut}": "accuracy with features perturbed at ε = 0.5 in the {direction}-k "
     "drift subspace (`sgd_noise.perturbation_test`)",
-    "aniso_perturb_{direction}_acc_lo_d{cut}": "lower end of its 95% t interval over draws",
-    "aniso_perturb_{direction}_acc_hi_d{cut}": "upper end of its 95% t interval over draws",
+    "aniso_perturb_{direction}_acc_lo_d{cut}": "lower end of its 95% interval over draws (t, logit scale: in [0, 1])",
+    "aniso_perturb_{direction}_acc_hi_d{cut}": "upper end of its 95% interval over draws (t, logit scale: in [0, 1])",
     "aniso_perturb_{direction}_acc": "mean over cuts of aniso_perturb_{direction}_acc_d{cut}",
     "gm_param_norm": "||θ_T|| (`baselines.param_norm`)",
     "gm_dist_init": (

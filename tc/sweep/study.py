@@ -10,7 +10,9 @@ Optuna does not expose; each is one small function, and a test fails if Optuna c
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import math
 import time
 import warnings
@@ -24,6 +26,7 @@ from tc.config import SweepConfig
 from tc.sweep.budget import CRASH_ATTR, SURPLUS_ATTR, SurplusTrial, budget_used
 from tc.sweep.space import grid_of
 from tc.tracking import client, writers
+from tc.tracking.access import ServerRefusal
 from tc.tracking.secrets import mask_text
 
 # ---- storage ------------------------------------------------------------------------------------------------
@@ -310,14 +313,15 @@ def run_worker(
         left = timeout - (time.monotonic() - start) if timeout else None
         if left is not None and left <= 0:
             break
-        study.optimize(
-            func,
-            n_trials=1,
-            timeout=left,
-            catch=(SurplusTrial, TrialCrashed),
-            callbacks=[watch, *callbacks],
-            gc_after_trial=True,
-        )
+        with _no_refusal_traceback():
+            study.optimize(
+                func,
+                n_trials=1,
+                timeout=left,
+                catch=(SurplusTrial, TrialCrashed),
+                callbacks=[watch, *callbacks],
+                gc_after_trial=True,
+            )
         if len(crashes) >= max_consecutive_crashes:
             raise SystematicFailure(
                 f"{len(crashes)} trials in a row crashed, so the error is systematic (a bug or a broken environment, "
@@ -325,6 +329,27 @@ def run_worker(
                 f"{crashes[-1]}. The tracebacks are above; crashed trials do not count toward n_trials, so the same "
                 "command continues the study once the cause is fixed."
             )
+
+
+class _RefusalLine(logging.Filter):
+    """Optuna logs the exception that ended a trial with its traceback; a server's refusal (`ServerRefusal`) is
+    one line that says it all (`tc.tracking.access`), so its record keeps the message and drops the traceback."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and isinstance(record.exc_info[1], ServerRefusal):
+            record.exc_info, record.exc_text = None, None
+        return True
+
+
+@contextlib.contextmanager
+def _no_refusal_traceback():
+    """`_RefusalLine` on the logger of Optuna's optimize loop, for the block."""
+    logger, line = logging.getLogger("optuna.study._optimize"), _RefusalLine()
+    logger.addFilter(line)
+    try:
+        yield
+    finally:
+        logger.removeFilter(line)
 
 
 def _queued(study: optuna.Study) -> bool:

@@ -17,7 +17,9 @@ How a trial ends, and what it does to the sweep (`tc.sweep.budget` has the count
   GridSampler counts a FAILED trial as visited). The worker goes on with the next trial, unless
   `MAX_CONSECUTIVE_CRASHES` trials in a row crashed: an error that repeats is systematic, and the worker stops
   (`tc.sweep.study.SystematicFailure`, raised by `tc.sweep.study.run_worker`; the sweep exits 1) instead of
-  spending the study on it.
+  spending the study on it. A trial the tracking server refuses (401/403: `tc.tracking.access`) is recorded the
+  same way (user attr `tc.error`, not counted, a grid point queued), but the worker stops at once with tc's one
+  line (exit 1): every trial after it would be refused too.
 
 A trial prints nothing of its own: what its training and analysis print (per-epoch progress and the like) is
 kept in its run's `TRIAL_OUTPUT` artifact, and the worker prints one line per trial (`tc.sweep.console`).
@@ -51,7 +53,7 @@ from tc.sweep.space import fixed_settings, suggest
 from tc.sweep.study import WORKER_ATTR, TrialCrashed
 from tc.sweep.summary import measure_columns
 from tc.tracking import client, jobs, labels, writers
-from tc.tracking.access import raise_if_refused
+from tc.tracking.access import refusal
 from tc.tracking.checkpoints import AnalysisInputs
 from tc.tracking.secrets import mask_text
 
@@ -232,7 +234,11 @@ def objective(cfg: SweepConfig, space: dict, parent_id: str) -> Callable[[optuna
             _rerun_grid_point(trial)
             raise
         except Exception as e:  # the block has ended the run FAILED (if it exists); _crash says why on it
-            raise_if_refused(e)  # the server refuses this worker (401/403): every trial would; stop, one line
+            if (refused := refusal(e)) is not None:  # the server refuses this worker (401/403): every trial would
+                # stop, with tc's one line; the trial is no answer about its configuration: a crash, not counted
+                trial.set_user_attr(CRASH_ATTR, f"{type(refused).__name__}: {refused}"[:5000])
+                _rerun_grid_point(trial)
+                raise refused from None
             raise _crash(trial, e, run_id) from e
 
     return run_trial
@@ -268,7 +274,8 @@ def kept_output(run_id: str) -> Iterator[None]:
             except Exception as e:  # the tracking server may be what failed: nothing printed is lost
                 path = Path(tempfile.gettempdir()) / f"tc-{run_id}-{TRIAL_OUTPUT}"
                 path.write_text(buffer.getvalue())
-                print(f"tc sweep: could not log {TRIAL_OUTPUT} of run {run_id}: {e}; kept in {path}", file=sys.stderr)
+                why = mask_text(str(e))  # MLflow's error names the URL it requested, which may hold a password
+                print(f"tc sweep: could not log {TRIAL_OUTPUT} of run {run_id}: {why}; kept in {path}", file=sys.stderr)
 
 
 def _end_trial_runs(run_id: str, tags: dict[str, str]) -> None:
@@ -308,7 +315,8 @@ def _crash(trial: optuna.Trial, e: Exception, run_id: str | None) -> TrialCrashe
         if run_id:
             _end_trial_runs(run_id, {"tc.error": f"{what}\n\n{tb[-4000:]}"[:5000]})
     except Exception as log_error:  # the tracking server itself may be what failed: the trial is recorded above
-        print(f"tc sweep: could not mark trial {trial.number}'s run FAILED: {log_error}", file=sys.stderr)
+        why = mask_text(str(log_error))
+        print(f"tc sweep: could not mark trial {trial.number}'s run FAILED: {why}", file=sys.stderr)
     return TrialCrashed(f"trial {trial.number}: {what}")
 
 

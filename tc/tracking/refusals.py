@@ -15,8 +15,9 @@ repeated crashes). Its run keeps its name, ends FAILED with `tc.error`, and the 
 is logged) is not a refusal either: `tc.tracking.jobs.FailedDuringTraining`, a traceback and exit 1, the run
 keeping its name.
 
-Exit codes: 0 done; 1 failed; 2 refused. `mlflow run` exits 1 whenever its command exits non-zero; the run,
-its status, name and tags are the same both ways.
+Exit codes: 0 done; 1 failed; 2 refused. A tracking server that refuses the client (401/403) is not tc
+refusing its input: one line and exit 1 (`tc.tracking.access`). `mlflow run` exits 1 whenever its command exits
+non-zero; the run, its status, name and tags are the same both ways.
 """
 
 from __future__ import annotations
@@ -96,5 +97,6 @@ def refuse(command: str, e: BaseException | str) -> int:
         finally:
             mlflow.end_run("FAILED")
     except Exception as err:  # a tracking store that is down must not hide the refusal itself
-        print(f"tc {command}: (this refusal is not recorded in MLflow: {type(err).__name__}: {err})", file=sys.stderr)
+        not_recorded = mask_text(f"{type(err).__name__}: {err}")  # MLflow's error names the URL it requested
+        print(f"tc {command}: (this refusal is not recorded in MLflow: {not_recorded})", file=sys.stderr)
     return REFUSED_EXIT
