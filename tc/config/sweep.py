@@ -22,7 +22,9 @@ class SweepConfig:
     timeout: float = opt(0.0, "stop this worker after this many seconds; 0 = no limit")
     study_name: str = opt("tc-sweep", "Optuna study name; workers with the same name and storage share it")
     storage: str | None = opt(
-        None, "an Optuna journal file path, or an SQLAlchemy URL (postgresql://...); none = optuna_journal.log"
+        None,
+        "an Optuna journal file path, or an SQLAlchemy URL (postgresql+psycopg2://user@host/db, its password from "
+        "PGPASSWORD or ~/.pgpass); none = optuna_journal.log",
     )
     search_space: str | None = opt(None, "YAML/JSON file of parameter -> {type, low, high, log | choices}")
     sampler: str = opt(
