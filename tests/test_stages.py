@@ -200,7 +200,7 @@ def test_train_and_analyze_a_user_model_through_the_entry_points(mlflow_store):
     assert train_ep.main(train) == 0
     run_id = MlflowClient().search_runs(["0"], order_by=["attribute.start_time DESC"])[0].info.run_id
     args = ["--run_id", run_id, "--max_samples", "64", "--splits", "test", "--matrix", "final", "--anisotropy", "false"]
-    assert analyze_ep.main(args) == 1  # the run names a factory: tc does not import it on the run's word
+    assert analyze_ep.main(args) == 2  # refused (exit 2): the run names a factory, tc does not import it on its word
     assert analyze_ep.main([*args, "--measures", "false", "--model", USER]) == 0
     metrics = MlflowClient().get_run(run_id).data.metrics
     assert {"tc_test_d1", "tc_test_d2", "tc_test_d4", "tc_test"} <= set(metrics)
