@@ -283,3 +283,12 @@ def test_a_logged_runs_training_curve_reaches_the_analysis(mlflow_store):
     with mlflow.start_run() as own:  # a user's own loop that logged no training loss
         mlflow.log_metric("my_metric", 1.0, step=3)
     assert training_history(own.info.run_id, 0.0) is None
+
+
+def test_the_soft_disagreement_costs_a_second_training_run():
+    """gm_js_disagreement, like gm_disagreement, compares two seeds' networks: its cost holds the second run."""
+    from tc.report import costs
+
+    c = costs.epoch_costs([({"analysis_seconds": 6.0, "gm_js_disagreement_seconds": 0.06}, 3.0)], second_epochs=[12.0])
+    assert costs.cost_of("gm_js_disagreement", c) == pytest.approx(0.02 + 12)
+    assert costs.cost_of("tc_js_test", c) == 2.0  # within the consistency analysis: no second run
