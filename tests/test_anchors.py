@@ -200,6 +200,13 @@ def test_learning_speed_measures_say_why_they_are_missing():
     no_target = replace(plain, history=TrainingHistory(((5, 1.0),), ()))
     assert learning_speed_asked(no_target) == ["gm_sum_train_loss"]
     assert set(learning_speed_measures(no_target)) == {"gm_sum_train_loss", "gm_sum_train_loss_seconds"}
+    # a run with a criterion that logged no train_eval_loss (an own loop that logged target_loss and train_loss
+    # only): its steps to the criterion are unknown, not censored, so not computed (no NaN saying "never reached")
+    no_curve = replace(plain, history=TrainingHistory(((5, 1.0),), (), target_loss=0.1))
+    warnings = []
+    assert "gm_steps_to_criterion" in learning_speed_asked(no_curve)  # asked: n_measures_skipped counts it
+    assert set(learning_speed_measures(no_curve, warnings)) == {"gm_sum_train_loss", "gm_sum_train_loss_seconds"}
+    assert warnings == ["gm_steps_to_criterion not computed: the run logged no train_eval_loss"]
     no_loss = replace(plain, history=TrainingHistory((), ((5, 0.05),), target_loss=0.1))
     warnings = []
     assert learning_speed_measures(no_loss, warnings)["gm_steps_to_criterion"] == 5.0

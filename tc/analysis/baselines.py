@@ -87,8 +87,9 @@ def learning_speed_measures(run: RunContext, warnings: list[str] | None = None) 
     mean, so runs of different lengths compare), and, for a run with a target_loss, gm_steps_to_criterion = the
     first optimizer step whose `train_eval_loss` (the stopping criterion's loss) is <= target_loss
     (`speed.steps_to_criterion`), each with `_seconds` (and `_cost_epochs`). No training curve: {}. A run that
-    logged no train_loss gets no gm_sum_train_loss; one that never reached its criterion gets
-    gm_steps_to_criterion = NaN (censored: it stopped at the epoch cap); each with a line in `warnings`."""
+    logged no train_loss gets no gm_sum_train_loss, one that logged no train_eval_loss no gm_steps_to_criterion
+    (both then counted in n_measures_skipped); one that never reached its criterion gets gm_steps_to_criterion =
+    NaN (censored: it stopped at the epoch cap); each with a line in `warnings`."""
     h, out = run.history, {}
     if h is None:
         return out
@@ -99,16 +100,18 @@ def learning_speed_measures(run: RunContext, warnings: list[str] | None = None) 
         out["gm_sum_train_loss_seconds"] = time.perf_counter() - t0
     else:
         said.append("gm_sum_train_loss not computed: the run logged no per-epoch train_loss")
-    if h.target_loss > 0:
+    if h.target_loss > 0 and not h.criterion_loss:  # unknown, not censored: no NaN that says "never reached"
+        said.append("gm_steps_to_criterion not computed: the run logged no train_eval_loss")
+    elif h.target_loss > 0:
         t0 = time.perf_counter()
         steps = speed.steps_to_criterion(h.criterion_loss, h.target_loss)
         out["gm_steps_to_criterion"] = math.nan if steps is None else float(steps)
         out["gm_steps_to_criterion_seconds"] = time.perf_counter() - t0
         if steps is None:
-            last = max((s for s, _ in h.criterion_loss), default=None)
+            last = max(s for s, _ in h.criterion_loss)
             said.append(
                 f"gm_steps_to_criterion is NaN: the run's train_eval_loss never reached target_loss={h.target_loss}"
-                + (f" in its {last} steps" if last is not None else " (it logged no train_eval_loss)")
+                f" in its {last} steps"
             )
     for name in LEARNING_SPEED:
         if f"{name}_seconds" in out and run.seconds_per_epoch:
