@@ -73,7 +73,7 @@ NOTES: dict[str, dict[str, str]] = {
         + ", ".join(f"`{c}`" for c in CORRUPTION_NAMES)
         + ". Each test sample gets one (corruption, severity) pair, round-robin, so per-corruption scores cost "
         "no extra passes",
-        "reference_run_id": "Gives `tc_test_crossseed` and `gm_disagreement`",
+        "reference_run_id": "Gives `tc_test_crossseed`, `gm_disagreement` and `gm_js_disagreement`",
         "precision": "bf16 speeds up only with native bf16 (AVX512-BF16 or AMX CPUs, recent GPUs); elsewhere "
         "analyze says so, runs fp32 and tags the run `tc.precision_fallback`",
         "matrix": "`final` costs O(T) composites, `full` O(T²)",

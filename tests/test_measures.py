@@ -161,10 +161,12 @@ def test_compute_all_times_every_measure():
                 "train_loss",
                 "sharpness",
                 "disagreement",
+                "js_disagreement",
             )
         }
     )
     assert values["gm_disagreement"] == 0 and all(s >= 0 for s in seconds.values())
+    assert values["gm_js_disagreement"] == 0  # a network against itself: the same distribution everywhere
 
 
 def test_compute_all_skips_the_spectral_bound_for_a_traced_model_it_cannot_bound(capsys):

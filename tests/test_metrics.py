@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from tc.analysis import registry as M
-from tc.analysis.inputs import RunContext
+from tc.analysis.inputs import RunContext, TrainingHistory
 from tc.analysis.run import analyze_run
 from tc.config import AnalyzeConfig
 from tc.core.checkpoints import Checkpoints
@@ -22,7 +22,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 @pytest.fixture(scope="module")
 def logged() -> dict[str, float]:
-    """Every metric of a full analysis (all splits, anisotropy, measures, a reference run) of a tiny run."""
+    """Every metric of a full analysis (all splits, anisotropy, measures, a reference run, a training curve) of a
+    tiny run."""
     model, sds = _checkpoints(n=5)
     _, other = _checkpoints(n=2)
     data = load_data("digits", train_size=512)  # 4 full minibatches of 128: gradient noise is computed
@@ -30,7 +31,8 @@ def logged() -> dict[str, float]:
         run_id="x", max_samples=24, null_draws=100, cuts="1,3", batch_size=32, grad_batches=4, aniso_k=2
     )
     cfg = replace(cfg, phases=True)
-    run = RunContext(model, 128, 0, reference=Checkpoints([0, 9], other), seconds_per_epoch=2.0)
+    history = TrainingHistory(((3, 2.0), (6, 1.0), (9, 0.4)), ((3, 1.8), (6, 0.9), (9, 0.3)), target_loss=0.5)
+    run = RunContext(model, 128, 0, reference=Checkpoints([0, 9], other), seconds_per_epoch=2.0, history=history)
     return analyze_run(Checkpoints([0, 3, 5, 8, 9], sds), data, cfg, run).metrics
 
 

@@ -1,14 +1,17 @@
 """The baseline generalization measures gm_* on a run's final checkpoint (`tc.core.baselines` holds their
-formulas), with what each costs in seconds and in the run's own training epochs."""
+formulas), with what each costs in seconds and in the run's own training epochs; and the learning-speed measures
+from the run's training curve (`tc.core.learning_speed`), which cost no forward pass."""
 
 from __future__ import annotations
 
 import math
+import time
 
 from tc.analysis.inputs import RunContext, initial_state
 from tc.analysis.splits import EvalSplit
 from tc.config import AnalyzeConfig
 from tc.core import baselines as measures
+from tc.core import learning_speed as speed
 from tc.core.checkpoints import Checkpoints
 from tc.core.data import DataBundle
 from tc.core.device import resolve_device
@@ -64,4 +67,53 @@ def baseline_measures(
         out[f"{name}_seconds"] = sec
         if run.seconds_per_epoch:
             out[f"{name}_cost_epochs"] = sec / run.seconds_per_epoch
+    return out
+
+
+# the learning-speed measures: read from the run's logged training curve (`RunContext.history`)
+LEARNING_SPEED = ("gm_sum_train_loss", "gm_steps_to_criterion")
+
+
+def learning_speed_asked(run: RunContext) -> list[str]:
+    """The learning-speed measures an analysis of `run` asks for: none without a training curve; the steps to the
+    criterion only for a run that had one (target_loss > 0: without it "reaching the criterion" means nothing)."""
+    if run.history is None:
+        return []
+    return ["gm_sum_train_loss", *(["gm_steps_to_criterion"] if run.history.target_loss > 0 else [])]
+
+
+def learning_speed_measures(run: RunContext, warnings: list[str] | None = None) -> dict[str, float]:
+    """gm_sum_train_loss = mean over the run's epochs of its per-epoch `train_loss` (`speed.mean_train_loss`: a
+    mean, so runs of different lengths compare), and, for a run with a target_loss, gm_steps_to_criterion = the
+    first optimizer step whose `train_eval_loss` (the stopping criterion's loss) is <= target_loss
+    (`speed.steps_to_criterion`), each with `_seconds` (and `_cost_epochs`). No training curve: {}. A run that
+    logged no train_loss gets no gm_sum_train_loss, one that logged no train_eval_loss no gm_steps_to_criterion
+    (both then counted in n_measures_skipped); one that never reached its criterion gets gm_steps_to_criterion =
+    NaN (censored: it stopped at the epoch cap); each with a line in `warnings`."""
+    h, out = run.history, {}
+    if h is None:
+        return out
+    said = warnings if warnings is not None else []
+    t0 = time.perf_counter()
+    if h.train_loss:
+        out["gm_sum_train_loss"] = speed.mean_train_loss(h.train_loss)
+        out["gm_sum_train_loss_seconds"] = time.perf_counter() - t0
+    else:
+        said.append("gm_sum_train_loss not computed: the run logged no per-epoch train_loss")
+    if h.target_loss > 0 and not h.criterion_loss:  # unknown, not censored: no NaN that says "never reached"
+        said.append("gm_steps_to_criterion not computed: the run logged no train_eval_loss")
+    elif h.target_loss > 0:
+        t0 = time.perf_counter()
+        steps = speed.steps_to_criterion(h.criterion_loss, h.target_loss)
+        out["gm_steps_to_criterion"] = math.nan if steps is None else float(steps)
+        out["gm_steps_to_criterion_seconds"] = time.perf_counter() - t0
+        if steps is None:
+            last = max(s for s, _ in h.criterion_loss)
+            said.append(
+                f"gm_steps_to_criterion is NaN: the run's train_eval_loss never reached target_loss={h.target_loss}"
+                f" in its {last} steps"
+            )
+    for name in LEARNING_SPEED:
+        if f"{name}_seconds" in out and run.seconds_per_epoch:
+            out[f"{name}_cost_epochs"] = out[f"{name}_seconds"] / run.seconds_per_epoch
     return out

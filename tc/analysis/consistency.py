@@ -27,6 +27,7 @@ from tc.analysis.splits import EvalSplit, make_splits
 from tc.analysis.timing import timed
 from tc.config import AnalyzeConfig
 from tc.core import consistency as C
+from tc.core import divergence as D
 from tc.core.checkpoints import Checkpoints, init_index
 from tc.core.compose import CompositeOutputs
 from tc.core.data import DataBundle
@@ -215,8 +216,10 @@ def cut_scores(
     plan: Plan, split: str, cut: int, out: CompositeOutputs, m: CutMatrices, phases: Phases
 ) -> tuple[dict[str, float], dict[str, float]]:
     """The scores of one cut: (logged, per phase). Logged: tc_{split}_d{cut} (`tc_score`), tc_kappa (`tc_kappa`),
-    acc_{split} (the final network itself, the same at every cut), tc_{split}_random_shallow_d{cut} (agree[0, T],
-    only when step 0 is analyzed) and drift_{split}_d{cut} (when the path kept features). Per phase: tc and
+    acc_{split} (the final network itself, the same at every cut), tc_js_{split}_d{cut} (the soft temporal
+    consistency, mean JS in bits over the same window: `tc.core.divergence.tc_js`),
+    tc_{split}_random_shallow_d{cut} (agree[0, T], only when step 0 is analyzed) and drift_{split}_d{cut} (when
+    the path kept features). Per phase: tc and
     tc_kappa over each phase's checkpoints, of which only the means over the cuts are logged."""
     T, win, num_classes = plan.T, plan.win, plan.model.spec.num_classes
     metrics = {
@@ -228,6 +231,8 @@ def cut_scores(
         per_phase[f"tc_{split}_{name}_d{cut}"] = C.tc_score(m.agree, idx)
         per_phase[f"tc_kappa_{split}_{name}_d{cut}"] = C.tc_kappa(out, out.pred[T, T], idx, num_classes)
     metrics[f"acc_{split}"] = float(m.acc[T, T])
+    if out.logp is not None and out.logp_column == T:  # the final column's distributions, kept by the composites
+        metrics[f"tc_js_{split}_d{cut}"] = D.tc_js(out.logp, win, T)
     if (i0 := init_index(plan.ckpts.steps)) is not None:  # the initialisation, only if step 0 was selected
         metrics[f"tc_{split}_random_shallow_d{cut}"] = float(m.agree[i0, T])
     if out.drift is not None:  # the recalibrating (naive) path keeps no features, so it reports no drift
@@ -249,14 +254,29 @@ def means_over_cuts(
     metrics: dict[str, float], per_cut_phase: dict[str, float], split: str, phases: Phases, cuts: list[int]
 ) -> dict[str, float]:
     """One split's aggregates over its cuts (`tc.analysis.registry.mean_over_cuts`): tc_{split},
-    tc_kappa_{split}, tc_{split}_random_shallow and drift_{split} from `metrics`, each phase's tc and
-    tc_kappa from `per_cut_phase`, and tc_excess_{split} = (tc - tc_full) / (1 - tc_full) (`tc_excess`)."""
-    prefixes = [p.format(split) for p in ("tc_{}", "tc_kappa_{}", "tc_{}_random_shallow", "drift_{}")]
+    tc_kappa_{split}, tc_js_{split}, tc_{split}_random_shallow and drift_{split} from `metrics`, each phase's tc
+    and tc_kappa from `per_cut_phase`, tc_excess_{split} = (tc - tc_full) / (1 - tc_full) (`tc_excess`), and the
+    single-run error estimates err_hat_tc_{split} = 1 - tc_{split} and err_hat_full_{split} = 1 - tc_full_{split}
+    (`error_estimates`)."""
+    prefixes = [p.format(split) for p in ("tc_{}", "tc_kappa_{}", "tc_js_{}", "tc_{}_random_shallow", "drift_{}")]
     means = {p: mean for p in prefixes if (mean := mean_over_cuts(metrics, p, cuts)) is not None}
     phase_prefixes = [f"{p.format(split)}_{name}" for p in ("tc_{}", "tc_kappa_{}") for name in phases]
     means.update({p: mean_over_cuts(per_cut_phase, p, cuts) for p in phase_prefixes})  # every cut has them all
     means[f"tc_excess_{split}"] = C.tc_excess(means[f"tc_{split}"], metrics[f"tc_full_{split}"])
+    means.update(error_estimates(means[f"tc_{split}"], metrics[f"tc_full_{split}"], split))
     return means
+
+
+def error_estimates(tc: float, tc_full: float, split: str) -> dict[str, float]:
+    """The single-run estimates of the final network's error on the split, from no label (GDE's logic, Jiang et al.
+    2022, with the run's own earlier checkpoints in place of a second seed):
+
+        err_hat_tc_{split}   = 1 - tc_{split}        (composites g_d[t, T] that disagree with f(θ_T), t in W)
+        err_hat_full_{split} = 1 - tc_full_{split}   (whole networks f(θ_t) that disagree with f(θ_T), t in W)
+
+    How well they match the error is `tc.stats.calibration.calibration` over trials; they rank the trials as
+    tc and tc_full do (reversed), so the sweep correlates none of them as a measure of its own."""
+    return {f"err_hat_tc_{split}": 1.0 - tc, f"err_hat_full_{split}": 1.0 - tc_full}
 
 
 def corruption_means(corrupt: pd.DataFrame) -> dict[str, float]:

@@ -39,6 +39,29 @@ class RunContext:
     # the `TrainConfig` fields the run did not log (a run logged from a user's own loop holds only the settings its
     # user gave): the caller filled in tc's defaults there, and `unlogged_warnings` says where the analysis uses them
     unlogged: tuple[str, ...] = ()
+    # the run's per-epoch training curve, for the learning-speed measures (gm_sum_train_loss, gm_steps_to_criterion);
+    # None when the caller has none (they are then not asked for)
+    history: TrainingHistory | None = None
+
+
+@dataclass(frozen=True)
+class TrainingHistory:
+    """A run's per-epoch training metrics as it logged them (`tc.core.train`), each a tuple of (optimizer step at
+    the epoch's end, value): what the learning-speed measures read (`tc.core.learning_speed`). `tc.tracking`
+    reads it from a logged run; a user who trained their own loop builds one by hand.
+
+    Example (three epochs of 10 steps, a run that stopped at its criterion 0.1):
+
+    >>> h = TrainingHistory(train_loss=((10, 1.2), (20, 0.4), (30, 0.2)), criterion_loss=((10, 0.9), (20, 0.3),
+    ...     (30, 0.08)), target_loss=0.1)
+    >>> len(h.train_loss)
+    3
+    """
+
+    train_loss: tuple[tuple[int, float], ...] = ()  # `train_loss`: the epoch's mean minibatch loss (train mode)
+    # `train_eval_loss`: the loss the stopping criterion compares with target_loss (whole training set, eval mode)
+    criterion_loss: tuple[tuple[int, float], ...] = ()
+    target_loss: float = 0.0  # the run's stopping criterion; 0: none
 
 
 # The training run's settings an analysis reads besides its architecture (which every checkpoint holds): which

@@ -49,6 +49,9 @@ GM = (
     "gm_train_loss",
     "gm_sharpness",
     "gm_disagreement",
+    "gm_js_disagreement",
+    "gm_sum_train_loss",
+    "gm_steps_to_criterion",
 )
 
 # pattern -> one-line meaning. W = the tc window (checkpoints in the last `window` of training, before the
@@ -68,6 +71,13 @@ METRICS: dict[str, str] = {
     "tc_full_{split}_{phase}": "with phases=true: tc_full_{split} over that third of training",
     "tc_kappa_{split}_d{cut}": "mean_{t in W} Cohen's κ(g_d[t, T](x), f(x; θ_T)) (`consistency.tc_kappa`)",
     "tc_kappa_{split}": "mean over cuts of tc_kappa_{split}_d{cut}",
+    "tc_js_{split}_d{cut}": "soft temporal consistency: mean_{t in W} mean_x JS(g_d[t, T](x), f(x; θ_T)), the "
+    "Jensen-Shannon divergence in bits (in [0, 1]; 0 = the same predictive distributions) between the softmax "
+    "outputs of the composite and of the final network, over tc's window (`divergence.tc_js`)",
+    "tc_js_{split}": "mean over cuts of tc_js_{split}_d{cut}",
+    "err_hat_tc_{split}": "1 - tc_{split}: a single-run estimate of the final network's error on the split, from "
+    "no label (`analysis.consistency.error_estimates`; its calibration: `tc.stats.calibration`)",
+    "err_hat_full_{split}": "1 - tc_full_{split}: the same estimate from the whole networks of the window",
     "tc_full_{split}": "mean_{t in W} mean_x 1[f(x; θ_t) = f(x; θ_T)]: whole networks, the convergence baseline "
     "(`consistency.tc_full`)",
     "tc_excess_{split}": "(tc - tc_full) / (1 - tc_full) (`consistency.tc_excess`)",
@@ -143,6 +153,13 @@ METRICS: dict[str, str] = {
     "gm_train_loss": "mean training cross-entropy (`baselines.loss`)",
     "gm_sharpness": "1/σ², σ the largest magnitude-aware noise raising the loss by ≤ 0.1 (`baselines.sharpness`)",
     "gm_disagreement": "fraction of test inputs where two seeds' networks disagree (`baselines.disagreement`)",
+    "gm_js_disagreement": "mean over test inputs of the Jensen-Shannon divergence in bits between two seeds' "
+    "softmax outputs (`divergence.mean_js`): the soft gm_disagreement (equal to it for one-hot outputs)",
+    "gm_sum_train_loss": "learning speed: the MEAN over the run's epochs of its per-epoch train_loss (a mean, not "
+    "Ru et al.'s sum over a fixed budget, so that runs stopped at target_loss after different epochs compare; "
+    "`learning_speed.mean_train_loss`); needs the run's logged training curve",
+    "gm_steps_to_criterion": "optimizer steps until train_eval_loss first reached target_loss "
+    "(`learning_speed.steps_to_criterion`; only for runs with a target_loss; NaN, with a warning, when never)",
     "{gm}_seconds": "wall time of {gm}",
     "gm_sharpness_evals": "σ values the gm_sharpness search tried (each: `draws` forwards over the train samples)",
     "{gm}_cost_epochs": "{gm}_seconds / the run's seconds per training epoch",
@@ -176,6 +193,10 @@ RANGES: dict[str, tuple[float, float]] = {
     "tc_full_{split}_{phase}": UNIT,
     "tc_kappa_{split}_d{cut}": SIGNED,
     "tc_kappa_{split}": SIGNED,
+    "tc_js_{split}_d{cut}": UNIT,  # JS in bits lies in [0, 1]
+    "tc_js_{split}": UNIT,
+    "err_hat_tc_{split}": UNIT,
+    "err_hat_full_{split}": UNIT,
     "tc_full_{split}": UNIT,
     "tc_excess_{split}": (-math.inf, 1.0),  # (tc - tc_full) / (1 - tc_full): 1 at most, no lower bound
     "tc_window_checkpoints": NONNEGATIVE,
@@ -219,6 +240,9 @@ RANGES: dict[str, tuple[float, float]] = {
     "gm_train_loss": NONNEGATIVE,
     "gm_sharpness": NONNEGATIVE,
     "gm_disagreement": UNIT,
+    "gm_js_disagreement": UNIT,
+    "gm_sum_train_loss": NONNEGATIVE,
+    "gm_steps_to_criterion": NONNEGATIVE,
     "{gm}_seconds": NONNEGATIVE,
     "gm_sharpness_evals": NONNEGATIVE,
     "{gm}_cost_epochs": NONNEGATIVE,

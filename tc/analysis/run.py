@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from tc.analysis.anisotropy import anisotropy
-from tc.analysis.baselines import baseline_measures
+from tc.analysis.baselines import LEARNING_SPEED, baseline_measures, learning_speed_asked, learning_speed_measures
 from tc.analysis.composites import calibration_notes
 from tc.analysis.consistency import consistency_analysis
 from tc.analysis.controls import control_warnings
@@ -118,21 +118,28 @@ def add_measures(
     splits: list[EvalSplit],
 ) -> None:
     """Add the measures to `result`: the baseline measures gm_* (`tc.analysis.baselines`, which need the train
-    split) and the feature MMD tc_mmd with `tc_mmd_seconds` (`tc.analysis.mmd`, which needs the train and the test
-    split). `n_measures_skipped`: those asked for (gm_disagreement only with a reference run) but not computed,
-    each named in a warning with the reason."""
+    split), the learning-speed measures gm_sum_train_loss and gm_steps_to_criterion (from the run's training
+    curve, `run.history`: no split, no forward pass) and the feature MMD tc_mmd with `tc_mmd_seconds`
+    (`tc.analysis.mmd`, which needs the train and the test split). `n_measures_skipped`: those asked for
+    (gm_disagreement and gm_js_disagreement only with a reference run, the learning-speed ones only with a training
+    curve, gm_steps_to_criterion only for a run with a target_loss) but not computed, each named in a warning
+    with the reason."""
     train, test = split_named(splits, "train"), split_named(splits, "test")
     warnings = result.summary["warnings"]
     before = set(result.metrics)
     if train is not None:  # a measure its own code cannot compute is named in a warning there
         result.metrics.update(baseline_measures(ckpts, data, cfg, run, (train, test), warnings))
+    result.metrics.update(learning_speed_measures(run, warnings))  # from the training curve: no split needed
     if train is not None and test is not None:
         with timed(result.metrics, "tc_mmd_seconds"):
             result.metrics.update(mmd_measures(ckpts, data, cfg, run, (train, test)))
-    asked = [m for m in (*GM, "tc_mmd") if m != "gm_disagreement" or run.reference is not None]
+    pair = ("gm_disagreement", "gm_js_disagreement")  # they need a reference run (another seed)
+    asked = [m for m in (*GM, "tc_mmd") if (m not in pair or run.reference is not None) and m not in LEARNING_SPEED]
     missing = [m for m in asked if m not in set(result.metrics) - before]
     if train is None and missing:
         warnings.append(f"{', '.join(missing)} not computed: they need the train split (splits={cfg.splits})")
-    elif test is None and (unmet := [m for m in missing if m in ("gm_disagreement", "tc_mmd")]):
+    elif test is None and (unmet := [m for m in missing if m in (*pair, "tc_mmd")]):
         warnings.append(f"{', '.join(unmet)} not computed: they need the test split too (splits={cfg.splits})")
+    # the learning-speed measures: asked for with a training curve; not computed ones are named by their own code
+    missing += [m for m in learning_speed_asked(run) if m not in result.metrics]
     result.metrics["n_measures_skipped"] = float(len(missing))

@@ -45,7 +45,9 @@ class SweepConfig:
         "train every trial until its training cross-entropy (own labels, whole training set) is <= this "
         "(Jiang et al. 2020: equal fit); 0 = off. Trials that reach the cap first are reported apart",
     )
-    seeds: int = opt(2, "training seeds per configuration (2: gm_disagreement and <measure>_seed_sd); 1 or 2")
+    seeds: int = opt(
+        2, "training seeds per configuration (2: gm_disagreement, gm_js_disagreement and <measure>_seed_sd); 1 or 2"
+    )
     max_samples: int = opt(500, "analysis: examples per split")
     analysis: str = opt(
         "measures",

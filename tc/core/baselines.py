@@ -26,6 +26,11 @@ from scipy.sparse.linalg import LinearOperator, eigsh
 from torch import nn
 from torch.nn import functional as F
 
+# the batched eval-mode forward and the two-network disagreement live with their soft version (JS); re-exported
+from tc.core.divergence import disagreement as disagreement
+from tc.core.divergence import mean_js, top1_disagreement
+from tc.core.divergence import network_logits as _logits
+
 
 def _device(module: nn.Module) -> torch.device:
     """Where `module` computes: the device of its first parameter or buffer (the CPU if it has none)."""
@@ -169,8 +174,7 @@ def _layer_terms(module: nn.Module, shape: tuple[int, ...]) -> tuple[float, tupl
     def flush(shape):
         nonlocal total, run
         if run and any(isinstance(m, (nn.Conv2d, nn.Linear)) for m in run):
-            seq = nn.Sequential(*run)
-            total += math.log(operator_norm(seq, shape))
+            total += math.log(operator_norm(nn.Sequential(*run), shape))
         out = _out_shape(nn.Sequential(*run), shape) if run else shape
         run = []
         return out
@@ -206,14 +210,6 @@ def log_spectral_product(model: nn.Module, input_shape: tuple[int, ...]) -> floa
     pooling are 1-Lipschitz. The product bounds the network's Lipschitz constant (Jiang et al. 2020's
     spectral-norm product, with true operator norms in place of σ_max of reshaped kernels)."""
     return _layer_terms(model, tuple(input_shape))[0]
-
-
-@torch.no_grad()
-def _logits(model: nn.Module, x: torch.Tensor, batch_size: int = 500) -> torch.Tensor:
-    """[N, K] logits on the model's device (eval mode)."""
-    model.eval()
-    device = _device(model)
-    return torch.cat([model(x[i : i + batch_size].to(device)) for i in range(0, len(x), batch_size)])
 
 
 def margin(model: nn.Module, x: torch.Tensor, y: torch.Tensor, q: float = 0.1) -> float:
@@ -327,12 +323,6 @@ def sharpness(model: nn.Module, x: torch.Tensor, y: torch.Tensor, opts: Sharpnes
     return 1.0 / sharpness_sigma(model, x, y, opts) ** 2
 
 
-def disagreement(model: nn.Module, other: nn.Module, x: torch.Tensor) -> float:
-    """Fraction of inputs on which two independently seeded networks predict different classes (Jiang et al.
-    2022: it tracks test error)."""
-    return float((_logits(model, x).argmax(1) != _logits(other, x).argmax(1)).double().mean())
-
-
 def compute_all(
     model: nn.Module,
     init: nn.Module,
@@ -345,31 +335,37 @@ def compute_all(
     skipped: dict[str, str] | None = None,
 ) -> tuple[dict[str, float], dict[str, float]]:
     """({gm_<name>: value}, {gm_<name>: seconds}) of `model` with its initialisation `init`, on the training
-    samples `train` = (x, y); `gm_disagreement` with `other` (another seed) on `x_test` when both are given;
+    samples `train` = (x, y); `gm_disagreement` (`disagreement`) and `gm_js_disagreement` (mean JS in bits between
+    the two softmax outputs, `tc.core.divergence.mean_js`) with `other` (another seed) on `x_test` when both are given;
     `seed` seeds the sharpness perturbations. `device`: where to compute; the models are moved there (in
     place) and the samples copied there once (None: where `model` is).
 
     `evals`, when given, receives {gm_sharpness: σ values its search tried} (each `SharpnessOptions.draws`
     forwards over the training samples); `skipped`, {gm_log_spectral_product: why} when the model has a layer
     that bound cannot take (a traced user model; without `skipped`, its TypeError is raised). margin, train loss
-    and the search's L(θ) share one logits pass, counted in each one's seconds and once in the wall time."""
+    and the search's L(θ) share one logits pass, counted in each one's seconds and once in the wall time; so do
+    the two disagreements, on the test inputs."""
     device = _device(model) if device is None else torch.device(device)
     model, init = model.to(device), init.to(device)
     other = other.to(device) if other is not None else None
     x_train, y_train = (t.to(device) for t in train)
     x_test = x_test.to(device) if x_test is not None else None
-    shared: dict = {}  # the training logits, from the first job that needs them, and their seconds
+    shared: dict = {}  # passes several measures read (from the first job that needs them), and their seconds
+    passes = {
+        "train": lambda: _logits(model, x_train),
+        "test": lambda: (_logits(model, x_test), _logits(other, x_test)),
+    }
 
-    def train_logits() -> torch.Tensor:
-        if "logits" not in shared:
+    def once(key: str):
+        if key not in shared:
             t0 = time.perf_counter()
-            shared["logits"] = _logits(model, x_train)
-            shared["seconds"] = time.perf_counter() - t0
-        return shared["logits"]
+            shared[key] = passes[key]()
+            shared[f"{key}_seconds"] = time.perf_counter() - t0
+        return shared[key]
 
     def sharpness_job() -> float:
         opts = SharpnessOptions(seed=seed)
-        sigma, tried = sharpness_search(model, x_train, y_train, opts, base=_loss_of(train_logits(), y_train))
+        sigma, tried = sharpness_search(model, x_train, y_train, opts, base=_loss_of(once("train"), y_train))
         if evals is not None:
             evals["gm_sharpness"] = tried
         return 1.0 / sigma**2  # = `sharpness`
@@ -378,12 +374,13 @@ def compute_all(
         "param_norm": lambda: param_norm(model),
         "dist_init": lambda: dist_from_init(model, init),
         "log_spectral_product": lambda: log_spectral_product(model, (1, *x_train.shape[1:])),
-        "margin": lambda: _margin_of(train_logits(), y_train),
-        "train_loss": lambda: _loss_of(train_logits(), y_train),
+        "margin": lambda: _margin_of(once("train"), y_train),
+        "train_loss": lambda: _loss_of(once("train"), y_train),
         "sharpness": sharpness_job,
     }
-    if other is not None and x_test is not None:
-        jobs["disagreement"] = lambda: disagreement(model, other, x_test)
+    if other is not None and x_test is not None:  # both networks' test logits, once for the two disagreements
+        jobs["disagreement"] = lambda: top1_disagreement(*once("test"))  # = `disagreement`
+        jobs["js_disagreement"] = lambda: mean_js(*once("test"))
     values, seconds = {}, {}  # gm_<name> -> its value, its seconds
     for name, job in jobs.items():
         t0 = time.perf_counter()
@@ -395,6 +392,8 @@ def compute_all(
             skipped[f"gm_{name}"] = str(e)
             continue
         seconds[f"gm_{name}"] = time.perf_counter() - t0
-    for name in ("gm_train_loss", "gm_sharpness"):  # margin ran first: the shared pass is in its own time
-        seconds[name] += shared.get("seconds", 0.0)
+    # margin and gm_disagreement ran first: a shared pass is in their own time, and added to the others'
+    for name, key in (("gm_train_loss", "train"), ("gm_sharpness", "train"), ("gm_js_disagreement", "test")):
+        if name in seconds:
+            seconds[name] += shared.get(f"{key}_seconds", 0.0)
     return values, seconds

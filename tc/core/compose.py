@@ -43,6 +43,11 @@ class CompositeOutputs:
     # fast path ran it (the diagonal, or every shallow checkpoint with `ComposeOptions.networks`); -1 where it
     # did not. One tensor shared by all cuts.
     network_pred: torch.Tensor | None = None
+    # [n_shallow, N, K]: log_softmax of the logits of g[i, logp_column] (float32), for the soft temporal consistency
+    # (`tc.core.divergence.tc_js`); kept for one deep column only, the last evaluated (the final checkpoint T), so
+    # its memory is that of one column's logits, whatever the matrix. NaN where that pair was not evaluated.
+    logp: torch.Tensor | None = None
+    logp_column: int | None = None
 
 
 @dataclass(frozen=True)
@@ -98,13 +103,18 @@ def _accumulate(out: CompositeOutputs, logits: torch.Tensor, y: torch.Tensor, i,
     logits = logits.float()
     out.pred[i, j, sl] = logits.argmax(1).cpu()
     out.nll[i, j, sl] = nn.functional.cross_entropy(logits, y, reduction="none").cpu()
+    if j == out.logp_column:  # the logits are at hand here: keeping them costs no forward pass
+        if out.logp is None:
+            out.logp = torch.full((out.pred.shape[0], out.pred.shape[2], logits.shape[-1]), float("nan"))
+        out.logp[i, sl] = torch.log_softmax(logits, dim=1).cpu()
 
 
-def _empty(n_shallow: int, n_deep: int, n: int) -> CompositeOutputs:
+def _empty(n_shallow: int, n_deep: int, n: int, columns: Sequence[int]) -> CompositeOutputs:
     return CompositeOutputs(
         pred=torch.full((n_shallow, n_deep, n), -1, dtype=torch.long),
         nll=torch.full((n_shallow, n_deep, n), float("nan")),
         done=torch.zeros(n_shallow, n_deep, dtype=torch.bool),
+        logp_column=max(columns, default=None),
     )
 
 
@@ -125,7 +135,7 @@ def composite_outputs_naive(
     columns = list(range(len(deep))) if opts.columns is None else list(opts.columns)
     outs = {}
     for cut in cuts:
-        out = _empty(len(shallow), len(deep), len(y))
+        out = _empty(len(shallow), len(deep), len(y), columns)
         for i, s in enumerate(shallow):
             for j in columns:
                 d = deep[j]
@@ -188,7 +198,7 @@ def composite_outputs(
     # diagonal reads that one result instead of running the deep part again per cut.
     diagonal = {j: [i for i in range(n_s) if shallow[i] is deep[j]] for j in columns}
     whole = set(range(n_s)) if opts.networks else {i for d in diagonal.values() for i in d}
-    outs = {cut: _empty(n_s, len(deep), len(y)) for cut in cuts}
+    outs = {cut: _empty(n_s, len(deep), len(y), columns) for cut in cuts}
     network_pred = torch.full((n_s, len(y)), -1, dtype=torch.long)
     for out in outs.values():
         out.done[:, columns] = True

@@ -25,6 +25,7 @@ TIMED_STEP = re.compile(
 #: The cost of training a trial's second seed, in epochs (its `epochs_trained`): what gm_disagreement,
 #: tc_test_crossseed and every `<measure>_seed_sd` need besides their own computation.
 SECOND_SEED = "second_seed_training"
+TWO_SEEDS = ("gm_disagreement", "gm_js_disagreement")  # measures of the two seeds' final networks
 
 
 def epoch_costs(trials: list[tuple[dict[str, float], float | None]], second_epochs: list[float] | None = None) -> dict:
@@ -84,7 +85,7 @@ def _own_steps(measure: str, costs: dict[str, float]) -> list[str] | None:
 def cost_of(measure: str, costs: dict[str, float]) -> float | None:
     """What `measure` costs a sweep trial, in training epochs (`costs`: `epoch_costs`): every timed step it
     needs (`_own_steps`: its per-phase timers where logged, else the analysis or anisotropy sum it is part
-    of); `gm_disagreement` and `tc_test_crossseed*` also the second seed's training (`SECOND_SEED`);
+    of); the two-seed measures (`TWO_SEEDS`) and `tc_test_crossseed*` also the second seed's training (`SECOND_SEED`);
     `<measure>_seed_sd` the measure on both seeds plus the second seed's training. `tc_window_checkpoints`
     costs 0: a count. None when no timed step produced the measure (or the second seed's training is not known
     for a measure that needs it)."""
@@ -95,7 +96,7 @@ def cost_of(measure: str, costs: dict[str, float]) -> float | None:
     if steps is None:
         return None
     own = sum(costs[s] for s in steps)
-    second = base != measure or base == "gm_disagreement" or base.startswith("tc_test_crossseed")
+    second = base != measure or base in TWO_SEEDS or base.startswith("tc_test_crossseed")
     if not second:
         return own
     if SECOND_SEED not in costs:

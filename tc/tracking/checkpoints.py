@@ -18,7 +18,7 @@ from typing import Any, NamedTuple
 
 from mlflow.exceptions import MlflowException
 
-from tc.analysis.inputs import RunContext
+from tc.analysis.inputs import RunContext, TrainingHistory
 from tc.analysis.splits import select_steps
 from tc.config import AnalyzeConfig, CheckpointSpec
 from tc.core import checkpoints as ck
@@ -28,7 +28,7 @@ from tc.core.paths import make_private_dir
 from tc.tracking import cache
 from tc.tracking.access import raise_if_refused
 from tc.tracking.analyses import check_previous_analysis
-from tc.tracking.client import client, get_run, load_train_config, log_metrics, seconds_per_epoch
+from tc.tracking.client import client, get_run, load_train_config, log_metrics, metric_curve, seconds_per_epoch
 from tc.tracking.resume import RESUME_FILE, RESUME_NOT_EXACT_TAG
 from tc.tracking.writers import WRITER_FILE, clean_staging, heartbeat, staging_dir, writer_identity
 
@@ -266,8 +266,8 @@ def load_initial_state(run_id: str, model: Any, files: list[tuple[ck.IndexEntry,
 def load_analysis_inputs(cfg: AnalyzeConfig) -> AnalysisInputs:
     """Everything `tc.analysis.run.analyze_run` needs for `cfg.run_id`: its selected checkpoints (verified), its
     data set and its `RunContext` (architecture, minibatch size and seed, the reference run's last checkpoint,
-    seconds per epoch, the step-0 checkpoint when the selection left it out). A user model's code comes only
-    from `cfg.model`, the command line."""
+    seconds per epoch, the step-0 checkpoint when the selection left it out, its training curve). A user model's
+    code comes only from `cfg.model`, the command line."""
     unlogged: list[str] = []  # settings an own-loop run did not log: the analysis says what it assumed
     train_cfg = load_train_config(cfg.run_id, unlogged)
     check_previous_analysis(cfg.run_id)  # bad analysis tags or summary: refused now, not after the analysis
@@ -308,4 +308,14 @@ def load_analysis_inputs(cfg: AnalyzeConfig) -> AnalysisInputs:
     run = RunContext(
         model, train_cfg.batch_size, train_cfg.seed, reference, seconds_per_epoch(cfg.run_id), init, tuple(unlogged)
     )
-    return AnalysisInputs(ckpts, data, run)
+    return AnalysisInputs(ckpts, data, replace(run, history=training_history(cfg.run_id, train_cfg.target_loss)))
+
+
+def training_history(run_id: str, target_loss: float) -> TrainingHistory | None:
+    """The run's per-epoch `train_loss` and `train_eval_loss` curves (MLflow step = optimizer step) and its
+    target_loss, for the learning-speed measures; None when it logged neither (a user's own loop that logged no
+    training loss: the measures are then not asked for)."""
+    train_loss, criterion = metric_curve(run_id, "train_loss"), metric_curve(run_id, "train_eval_loss")
+    if not train_loss and not criterion:
+        return None
+    return TrainingHistory(train_loss, criterion, target_loss)

@@ -136,6 +136,13 @@ def logged_steps(run_id: str, key: str) -> set[int]:
     return {m.step for m in client().get_metric_history(run_id, key)}
 
 
+def metric_curve(run_id: str, key: str) -> tuple[tuple[int, float], ...]:
+    """Every (step, value) run `run_id` logged for metric `key`, by step (a step logged twice: the last value
+    logged); () when it logged none."""
+    history = sorted(client().get_metric_history(run_id, key), key=lambda m: (m.step, m.timestamp))
+    return tuple(dict((m.step, m.value) for m in history).items())
+
+
 def seconds_per_epoch(run_id: str) -> float | None:
     """Active training time of one epoch: the last `train_seconds` (time spent training, summed over every
     resumed part; `tc.core.train`) over the epochs logged, when every epoch logged it. Runs that lack it for some
