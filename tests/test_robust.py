@@ -59,7 +59,9 @@ def test_robust_row_takes_the_worst_environment_in_the_predicted_direction_and_t
     ps = {k: stats.kendalltau(*v, alternative="greater").pvalue for k, v in data.items()}
     assert row["worst_env"] == min(taus, key=taus.get) and row["worst_tau"] == pytest.approx(min(taus.values()))
     assert row["p_iut"] == pytest.approx(max(ps.values()))
-    pooled = stats.kendalltau(np.concatenate([v[0] for v in data.values()]), np.concatenate([v[1] for v in data.values()]))
+    pooled = stats.kendalltau(
+        np.concatenate([v[0] for v in data.values()]), np.concatenate([v[1] for v in data.values()])
+    )
     assert row["pooled"] == pytest.approx(pooled.statistic) and row["n_pooled"] == 150
     assert row["pooled_low"] < row["pooled"] < row["pooled_high"]
     # predicted negative: the worst environment is now the one of largest τ, and every p is that of "τ < 0"
@@ -79,7 +81,9 @@ def test_holm_once_counts_each_class_of_rank_twins_once():
     p = pd.Series({"a": 0.01, "a2": 0.01, "b": 0.02, "c": 0.04, "c2": 0.04, "d": np.nan})
     got = holm_once(p, {"a2": "a", "c2": "c"})
     distinct = holm([0.01, 0.02, 0.04])  # a family of 3 classes, not 5
-    assert got[["a", "a2", "b", "c", "c2"]].tolist() == pytest.approx([distinct[0], distinct[0], distinct[1], distinct[2], distinct[2]])
+    assert got[["a", "a2", "b", "c", "c2"]].tolist() == pytest.approx(
+        [distinct[0], distinct[0], distinct[1], distinct[2], distinct[2]]
+    )
     assert math.isnan(got["d"]) and list(got.index) == list(p.index)
     # a twin of a measure outside the family (the confirmatory one) is a class of its own
     assert holm_once(pd.Series({"t": 0.01, "u": 0.02}), {"t": "outside"}).tolist() == pytest.approx(holm([0.01, 0.02]))
@@ -88,7 +92,7 @@ def test_holm_once_counts_each_class_of_rank_twins_once():
 def test_robust_table_tests_the_primary_alone_and_holms_the_rest_with_twins_once():
     rng = np.random.default_rng(2)
     envs = _envs(rng, (0.5, 0.5))
-    for k, df in envs.items():
+    for df in envs.values():
         df["tc_test"] = 0.5 + 0.5 * df["tc_kappa_test"]  # a twin of the primary in every environment
         df["gm_x"] = rng.normal(size=len(df))
         df["gm_y"] = -df["test_acc"] + rng.normal(0, 0.01, len(df))
@@ -101,7 +105,12 @@ def test_robust_table_tests_the_primary_alone_and_holms_the_rest_with_twins_once
     assert table.loc["tc_kappa_test", "role"] == "primary"
     assert table.loc["tc_kappa_test", "p_holm"] == table.loc["tc_kappa_test", "p_iut"]  # alone
     assert table["same_ranks_as"].to_dict() == {
-        "tc_kappa_test": "", "tc_test": "tc_kappa_test", "gm_x": "", "gm_y": "", "gm_y2": "gm_y", "gm_z": "",
+        "tc_kappa_test": "",
+        "tc_test": "tc_kappa_test",
+        "gm_x": "",
+        "gm_y": "",
+        "gm_y2": "gm_y",
+        "gm_z": "",
     }
     explore = table[table["role"] == "exploratory"]
     classes = explore[explore["same_ranks_as"].isin(["", "tc_kappa_test"])]  # tc_test, gm_x, gm_y, gm_z
@@ -148,7 +157,9 @@ def test_per_cut_table_scores_each_cuts_variant_in_cut_order():
     df = pd.DataFrame({"test_acc": acc, "tc_kappa_test_d3": m, "tc_kappa_test_d1": -m, "tc_kappa_test_phase_d2": m})
     table = robust.per_cut_table(df, "tc_kappa_test", draws=50)
     assert table["cut"].tolist() == [1, 3] and table["measure"].tolist() == ["tc_kappa_test_d1", "tc_kappa_test_d3"]
-    assert table["tau"].tolist() == pytest.approx([-stats.kendalltau(m, acc).statistic, stats.kendalltau(m, acc).statistic])
+    assert table["tau"].tolist() == pytest.approx(
+        [-stats.kendalltau(m, acc).statistic, stats.kendalltau(m, acc).statistic]
+    )
     assert robust.per_cut_table(df, "tc_test").empty
 
 

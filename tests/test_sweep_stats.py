@@ -192,6 +192,35 @@ def test_measure_columns_leave_out_per_cut_variants():
 # ---- the redesigned sweep: fitted space, gen_gap, seeds, convergence, multiplicity, QMC ------------------
 
 
+def test_trials_rows_carry_the_per_cut_scores_and_the_error_estimates_but_rank_neither():
+    metrics = {
+        "tc_kappa_test": 0.9,
+        "tc_kappa_test_d2": 0.8,
+        "tc_test_d2": 0.85,
+        "tc_js_test_d4": 0.1,
+        "err_hat_tc_test": 0.1,
+        "err_hat_full_test": 0.05,
+        "gm_disagreement": 0.04,
+        "tc_test_seed_sd": 0.01,
+        "aniso_drift_topk_var_d2": 0.5,
+        "tc_test_random_shallow_d2": 0.3,
+        "analysis_seconds": 3.0,
+        "test_acc": 0.9,
+    }
+    row = sweep_summary.trial_columns(metrics)
+    assert set(row) == {
+        "tc_kappa_test",
+        "tc_kappa_test_d2",
+        "tc_test_d2",
+        "tc_js_test_d4",
+        "err_hat_tc_test",
+        "err_hat_full_test",
+        "gm_disagreement",
+        "tc_test_seed_sd",
+    }
+    assert sweep_summary.measure_columns(list(row)) == ["tc_kappa_test", "gm_disagreement"]  # the others: no rows
+
+
 def test_default_space_fits_the_data_set_and_a_space_that_cannot_is_refused():
     digits = sweep_space.default_space(1437)
     assert digits["train_size"]["choices"] == [500, 1000, 0]  # 2000 > 1437 dropped; 0 (= all) stays

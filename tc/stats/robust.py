@@ -183,8 +183,7 @@ def robust_table(
     table.loc[explore, "p_holm"] = holm_once(p, twins).to_numpy(float)
     table.loc[~explore, "p_holm"] = table.loc[~explore, "p_iut"]
     table["predicts"] = [
-        bool(r.p_holm < alpha) and on_predicted_side(r.direction, r.worst_low, r.worst_high)
-        for r in table.itertuples()
+        bool(r.p_holm < alpha) and on_predicted_side(r.direction, r.worst_low, r.worst_high) for r in table.itertuples()
     ]
     return table
 
