@@ -20,8 +20,19 @@ def _ci(x, lo, hi, digits: int = 2) -> str:
     return f"{fmt(x, digits)} [{fmt(lo, digits)}, {fmt(hi, digits)}]"
 
 
-def across_lines(sweeps: tuple[SweepResult, ...], cross: CrossTables, number: str) -> list[str]:
-    """The subsection across environments: robust table, per-cut τ, calibration, and the verdict."""
+def _cost(c: float | None) -> str:
+    return fmt(c, 2) if c is not None else "n/a"
+
+
+POST_HOC = (
+    " These trials were run before this design was fixed (a re-rendering of a report stored before issue 23): on "
+    "them it is a re-reading, not a confirmation."
+)
+
+
+def across_lines(sweeps: tuple[SweepResult, ...], cross: CrossTables, number: str, post_hoc: bool = False) -> list[str]:
+    """The subsection across environments: robust table, per-cut τ, calibration, and the verdict. `post_hoc`: the
+    trials were seen before the design was fixed (tables stored before issue 23), and the text says so."""
     envs = [s.env.name for s in sweeps]
     lines = [f"### {number} Across environments: robust verdicts", ""]
     if cross.robust.empty:
@@ -29,8 +40,8 @@ def across_lines(sweeps: tuple[SweepResult, ...], cross: CrossTables, number: st
     else:
         lines += robust_lines(cross.robust, envs, sweeps)
     lines += per_cut_lines(cross.per_cut, envs)
-    lines += calibration_lines(cross.calibration, envs)
-    return lines + verdict_lines(cross.robust, envs)
+    lines += calibration_lines(cross.calibration, envs, post_hoc)
+    return lines + verdict_lines(cross.robust, envs, post_hoc)
 
 
 def robust_lines(robust: pd.DataFrame, envs: list[str], sweeps: tuple[SweepResult, ...]) -> list[str]:
@@ -52,27 +63,21 @@ def robust_lines(robust: pd.DataFrame, envs: list[str], sweeps: tuple[SweepResul
         f"| measure | dir. | {head} | pooled [95% CI] | worst environment: τ [95% CI] | p | predicts? | cost |",
         "|---|---|" + "---|" * len(envs) + "---|---|---|---|---|",
     ]
-    for r in order.itertuples():
-        role = " (primary)" if r.role == "primary" else ""
-        twin = f" = `{r.same_ranks_as}`" if isinstance(r.same_ranks_as, str) and r.same_ranks_as else ""
-        sign = "?" if not r.stated else "+" if r.direction > 0 else "−"
+    for r in order.to_dict("records"):  # records: environment names are no identifiers (digits-mlp)
+        role = " (primary)" if r["role"] == "primary" else ""
+        twin = r["same_ranks_as"] if isinstance(r["same_ranks_as"], str) else ""
+        twin = f" = `{twin}`" if twin else ""
+        sign = "?" if not r["stated"] else "+" if r["direction"] > 0 else "−"
         per = " | ".join(
-            _ci(
-                getattr(r, f"tau_{e}", math.nan),
-                getattr(r, f"tau_{e}_low", math.nan),
-                getattr(r, f"tau_{e}_high", math.nan),
-            )
-            if f"tau_{e}" in robust
-            else "n/a"
-            for e in envs
+            _ci(r[f"tau_{e}"], r[f"tau_{e}_low"], r[f"tau_{e}_high"]) if f"tau_{e}" in r else "n/a" for e in envs
         )
-        cost = " / ".join(
-            fmt(cost_of(r.measure, costs[e]), 2) if cost_of(r.measure, costs[e]) is not None else "n/a" for e in envs
+        cost = " / ".join(_cost(cost_of(r["measure"], costs[e])) for e in envs)
+        worst = (
+            f"`{r['worst_env']}` {_ci(r['worst_tau'], r['worst_low'], r['worst_high'])}" if r["worst_env"] else "n/a"
         )
-        worst = f"`{r.worst_env}` {_ci(r.worst_tau, r.worst_low, r.worst_high)}" if r.worst_env else "n/a"
         lines.append(
-            f"| `{r.measure}`{role}{twin} | {sign} | {per} | {_ci(r.pooled, r.pooled_low, r.pooled_high)} | {worst} | "
-            f"{fmt_p(r.p_holm)} | {'**yes**' if r.predicts else 'no'} | {cost} |"
+            f"| `{r['measure']}`{role}{twin} | {sign} | {per} | {_ci(r['pooled'], r['pooled_low'], r['pooled_high'])} "
+            f"| {worst} | {fmt_p(r['p_holm'])} | {'**yes**' if r['predicts'] else 'no'} | {cost} |"
         )
     return [*lines, ""]
 
@@ -101,7 +106,7 @@ def per_cut_lines(per_cut: pd.DataFrame, envs: list[str]) -> list[str]:
     return [*lines, ""]
 
 
-def calibration_lines(cal: pd.DataFrame, envs: list[str]) -> list[str]:
+def calibration_lines(cal: pd.DataFrame, envs: list[str], post_hoc: bool = False) -> list[str]:
     """The single-run error estimates beside GDE's, against the trial's test error, and the secondary test."""
     if cal.empty:
         return ["**Single-run error estimates.** Not measured on these trials.", ""]
@@ -135,12 +140,13 @@ def calibration_lines(cal: pd.DataFrame, envs: list[str]) -> list[str]:
                 f"**Secondary hypothesis (pre-stated, exploratory):** `{SECONDARY}`'s mean |e − error| is smaller than "
                 f"GDE's in every environment (the largest one-sided paired p, {fmt_p(row.p_iut)}; Holm over the "
                 f"{len(tests)} single-run estimates compared: {fmt_p(row.p_holm)}): "
-                + ("**holds**." if row.holds else "**not shown** at these trials."),
+                + ("**holds**." if row.holds else "**not shown** at these trials.")
+                + (POST_HOC if post_hoc else ""),
             ]
     return [*lines, ""]
 
 
-def verdict_lines(robust: pd.DataFrame, envs: list[str]) -> list[str]:
+def verdict_lines(robust: pd.DataFrame, envs: list[str], post_hoc: bool = False) -> list[str]:
     """The verdict paragraph, from the primary test alone."""
     verdict = primary_verdict(robust)
     if verdict == NOT_MEASURED:
@@ -160,6 +166,6 @@ def verdict_lines(robust: pd.DataFrame, envs: list[str]) -> list[str]:
     return [
         f"**Verdict.** The primary test: `{CONFIRMATORY_MEASURE}` with test accuracy, {per}. Every environment's "
         f"p < {ALPHA:g} is needed: {said}. Pooled over the environments τ = "
-        f"{_ci(row.pooled, row.pooled_low, row.pooled_high)} (descriptive).",
+        f"{_ci(row.pooled, row.pooled_low, row.pooled_high)} (descriptive)." + (POST_HOC if post_hoc else ""),
         "",
     ]

@@ -58,7 +58,7 @@ def sweep_section(r: Results) -> list[str]:
     ]
     for k, s in enumerate(sweeps, 1):
         lines += environment_lines(s, f"6.{k}" if len(sweeps) > 1 else "6.1")
-    lines += across_lines(sweeps, cross_tables(sweeps), f"6.{len(sweeps) + 1}")
+    lines += across_lines(sweeps, cross_tables(sweeps), f"6.{len(sweeps) + 1}", r.legacy_tables)
     return [*lines, ""]
 
 
