@@ -28,9 +28,9 @@ from tc.stats.rankcorr import MIN_TRIALS
 
 COST_NOTE = (
     "Cost: total compute relative to ONE training run of the trial: the training runs a measure needs beyond the "
-    "trial's own (1 for the two-seed measures, `gm_disagreement`, `gm_js_disagreement`, `tc_test_crossseed` and the "
-    "seed spreads: a second training run) plus its analysis time over the trial's training time "
-    "(`tc.report.costs.run_costs`)."
+    "trial's own (1 for the measures that need a second seed's network, `gm_disagreement`, `gm_js_disagreement`, "
+    "`tc_test_crossseed` and the seed spreads: a second training run) plus its analysis time over the trial's "
+    "training time (`tc.report.costs.run_costs`)."
 )
 
 
