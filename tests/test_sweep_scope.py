@@ -150,7 +150,7 @@ def test_the_reports_costs_read_each_trials_second_seed_training(mlflow_store, t
     ids = []
     for epochs in (10.0, 14.0):
         with mlflow.start_run() as trial:
-            mlflow.log_metrics({"analysis_seconds": 6.0, "gm_disagreement_seconds": 0.3})
+            mlflow.log_metrics({"analysis_seconds": 6.0, "gm_disagreement_seconds": 0.3, "epochs_trained": 3})
             for epoch in range(3):
                 mlflow.log_metric("epoch", epoch, step=epoch)
         with mlflow.start_run(tags={"tc.seed_of": trial.info.run_id}):
