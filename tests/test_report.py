@@ -34,19 +34,27 @@ def test_quick_report_is_generated_with_every_section_and_figure(mlflow_store, t
     section1 = text.split("## 1.")[1].split("## 2.")[0].splitlines()
     split_rows = [line for line in section1 if line.startswith(("| train |", "| test |", "| corrupt |"))]
     assert len(split_rows) == 3 and not any("n/a" in line for line in split_rows)  # every split measured
+    envs = [e.name for e in experiments.settings(True, 6, ROOT).environments]
+    per_env = [f"{kind}_{e}.{ext}" for e in envs for kind, ext in (("sweep_scatter", "png"), ("sweep_bars", "png"))]
+    per_env += [f"{kind}_{e}.csv" for e in envs for kind in ("trials", "correlations", "costs")]
     for fig in (
         "base_consistency_heatmaps.png",
         "effects.png",
         "effects.csv",
         "base_anisotropy_spectra.png",
-        "sweep_scatter.png",
-        "sweep_bars.png",
-        "correlations.csv",
-        "trials.csv",
+        "robust.csv",
+        "per_cut.csv",
+        "calibration.csv",
+        *per_env,
     ):
         assert (tmp_path / "report" / fig).is_file(), fig
         assert f"report/{fig}" in text or fig.endswith(".csv")
     assert "**Verdict.**" in text and "**Verdict (headline" in text
+    assert "### 6." in text and "Across environments" in text
+    trials = pd.read_csv(tmp_path / "report" / f"trials_{envs[0]}.csv")
+    assert {"err_hat_full_test", "err_hat_tc_test"} <= set(trials.columns)  # calibration beside GDE
+    assert any(c.startswith("tc_kappa_test_d") for c in trials.columns)  # per-cut τ
+    assert len(pd.read_csv(tmp_path / "report" / "per_cut.csv")) >= len(envs)
     effects = pd.read_csv(tmp_path / "report" / "effects.csv")
     assert (effects["n_seeds"] == 2).all() and effects["low"].notna().all()  # every claim measured at both seeds
 
