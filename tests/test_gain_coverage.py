@@ -147,6 +147,9 @@ def test_as_tc_full_goes_to_1_tc_gain_stays_within_a_sample_and_the_old_ratio_fa
         assert row["guarded_1/n"] >= (0.935 if seeds >= 3 else 0.88), (n, phi, seeds, row)
         assert row["old"] < (0.93 if seeds >= 3 else 0.70), (n, phi, seeds, row)
         assert row["gain_1/n"] > row["old"] + 0.05
+    at_999 = [row for (_, phi, _), row in near_one.items() if phi == 0.999]  # what section 1 of the report says
+    assert max(row["old"] for row in at_999) <= 0.84 and min(row["old"] for row in at_999) <= 0.25
+    assert min(row["gain_1/n"] for row in at_999) >= 0.98
     assert max(row["old_nan"] for row in near_one.values()) > 0.1  # the ratio is often not even defined
     assert min(row["old"] for row in near_one.values()) < 0.3
 
