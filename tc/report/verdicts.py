@@ -35,6 +35,7 @@ MAX_COST_EPOCHS = 2.0  # the bar: a consistency measure must cost at most this m
 MIN_TAU = 0.5  # the bar: |Kendall τ| with test accuracy at least this
 MEMORISED = 0.99  # random labels: every seed's final training accuracy on its labels must reach this
 NOT_TESTED = "not tested (a run did not memorise its labels)"
+NOT_NOISE_TESTED = "not tested (a run did not reach its training criterion)"
 INTERVAL_VERDICTS = (REPRODUCES, REFUTED, INCONCLUSIVE, DIFFERS, NO_DIFFERENCE)
 
 
@@ -69,15 +70,22 @@ def memorised(metrics: dict[str, dict[str, float]], arm: str) -> float:
     return min(values, default=math.nan)
 
 
+def reached(metrics: dict[str, dict[str, float]], arm: str) -> bool:
+    """Whether every seed of the arm reached its training criterion (`converged` = 1; False without seeds)."""
+    values = seed_values(metrics, arm, "converged").values()
+    return bool(values) and all(v == 1.0 for v in values)
+
+
 def section_effects(metrics: dict[str, dict[str, float]]) -> dict[str, list[Effect]]:
     """Every claim's `Effect`, by section (SECTION_CLAIMS), with its final verdict: the random-label claims
     are NOT_TESTED unless both arms memorised their labels (>= MEMORISED at every seed), because a control
-    that never fitted its labels says nothing about them; the label-noise claims likewise (clean and noisy)."""
+    that never fitted its labels says nothing about them; the label-noise claims are NOT_NOISE_TESTED unless every
+    run of both arms reached its training criterion (`reached`): the arms are compared at the same fit."""
     out = {name: [effect_of(c, metrics) for c in claims] for name, claims in SECTION_CLAIMS.items()}
     if not all(memorised(metrics, arm) >= MEMORISED for arm in ("clean", "random")):
         out["labels"] = [replace(e, verdict=NOT_TESTED) for e in out["labels"]]
-    if not all(memorised(metrics, arm) >= MEMORISED for arm in NOISE_ARMS):  # both arms fitted the same criterion
-        out["noise"] = [replace(e, verdict=NOT_TESTED) for e in out["noise"]]
+    if not all(reached(metrics, arm) for arm in NOISE_ARMS):
+        out["noise"] = [replace(e, verdict=NOT_NOISE_TESTED) for e in out["noise"]]
     return out
 
 
