@@ -23,6 +23,7 @@ def test_quick_report_is_generated_with_every_section_and_figure(mlflow_store, t
     for heading in (
         "## 1. Temporal consistency",
         "## 2. Random labels",
+        "## 2b. Label noise",
         "## 3. Feature drift",
         "## 4. Controls",
         "## 5. Anisotropy",
