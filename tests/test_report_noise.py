@@ -80,6 +80,11 @@ def test_the_noise_claims_are_seed_paired_and_need_both_arms_to_fit_their_labels
         and "`gm_steps_to_criterion: clean − noisy`" in text
     )
     assert "Not run" not in text
+    assert "sweep" not in text.split("predictive of generalization", 1)[1].split("Here label noise")[0]  # no sweep
+    for noise, says in (([0.0, 0.1], "still varies it"), ([0.0, 0.0], "does not vary it")):  # what the sweep did
+        trials = pd.DataFrame({"label_noise": noise, "test_acc": [0.8, 0.9]})
+        r = results.Results(s, _noise_metrics(s), {}, trials, pd.DataFrame())
+        assert f"This report's sweep {says}" in "\n".join(sections.noise_section(r))
 
 
 def test_section_1_claims_tc_gain_and_says_what_it_is():
