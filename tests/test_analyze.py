@@ -11,6 +11,7 @@ from mlflow.tracking import MlflowClient
 from entrypoints import analyze as analyze_ep
 from entrypoints import train as train_ep
 from tc.core import checkpoints as ck
+from tc.core.consistency import EXCESS_FLOOR
 from tc.tracking import analyses, jobs
 from tc.tracking import client as tc_client
 
@@ -99,14 +100,16 @@ def test_analyze_logs_metrics_tables_and_figures_back_to_the_training_run(mlflow
         "tc_kappa_test",
         "tc_kappa_test_d1",
         "tc_full_test",
+        "tc_gain_test",
         "tc_excess_test",
         "tc_window_checkpoints",
     ):
         assert key in metrics, key
     assert 0 <= metrics["tc_test"] <= 1
     assert -1 <= metrics["tc_kappa_test"] <= metrics["tc_test"] and 0 <= metrics["tc_full_test"] <= 1
+    assert metrics["tc_gain_test"] == pytest.approx(metrics["tc_test"] - metrics["tc_full_test"])
     assert metrics["tc_excess_test"] == pytest.approx(
-        (metrics["tc_test"] - metrics["tc_full_test"]) / (1 - metrics["tc_full_test"])
+        (metrics["tc_test"] - metrics["tc_full_test"]) / max(1 - metrics["tc_full_test"], EXCESS_FLOOR)
     )
     # 4 epochs, a checkpoint per epoch: the window (last half, before the final one) holds epochs 2 and 3
     assert metrics["tc_window_checkpoints"] == 2

@@ -1,8 +1,6 @@
 """Consistency summaries (tc.core.consistency) against oracles: sklearn's Cohen's κ, brute-force formulas, and the
 production `analyze` path on a degenerate one-class model."""
 
-import math
-
 import numpy as np
 import pytest
 import torch
@@ -55,7 +53,24 @@ def test_tc_kappa_full_and_excess_by_their_formulas():
     assert C.tc_full(network, win) == pytest.approx(full)
     assert C.tc_excess(0.9, 0.8) == pytest.approx(0.5)
     assert C.tc_excess(0.8, 0.8) == 0 and C.tc_excess(0.7, 0.8) == pytest.approx(-0.5)
-    assert C.tc_excess(1.0, 1.0) == 0 and math.isnan(C.tc_excess(0.9, 1.0))
+    assert C.tc_excess(1.0, 1.0) == 0
+
+
+def test_tc_gain_is_the_difference_and_tc_excess_floors_its_denominator():
+    """Oracles: tc_gain = tc - tc_full; tc_excess = (tc - tc_full) / max(1 - tc_full, EXCESS_FLOOR), the plain
+    ratio above the floor and tc_gain / EXCESS_FLOOR below it, so it is finite at tc_full = 1."""
+    f = C.EXCESS_FLOOR
+    for tc, full in ((0.9, 0.8), (0.7, 0.8), (1.0, 1.0), (0.93, 0.97), (0.0, 1.0), (1.0, 0.0)):
+        assert C.tc_gain(tc, full) == pytest.approx(tc - full)
+        assert -1 <= C.tc_gain(tc, full) <= 1
+        assert C.tc_excess(tc, full) == pytest.approx((tc - full) / max(1 - full, f))
+        assert -1 / f <= C.tc_excess(tc, full) <= 1
+    assert C.tc_excess(0.9, 0.8) == pytest.approx(0.5)  # above the floor: the ratio itself
+    assert C.tc_excess(0.9995, 0.999) == pytest.approx(0.0005 / f)  # below: tc_gain / floor, not 0.5
+    assert C.tc_excess(0.9, 1.0) == pytest.approx(-0.1 / f)  # was NaN: the denominator was 0
+    # continuous at the floor: the two formulas meet there
+    assert C.tc_excess(1 - f / 2, 1 - f) == pytest.approx(0.5)
+    assert C.tc_excess(1 - f / 2 + 1e-12, 1 - f + 1e-12) == pytest.approx(0.5, abs=1e-9)
 
 
 def test_half_life_is_censored_when_every_trained_checkpoint_is_consistent():
@@ -107,7 +122,7 @@ def test_one_class_model_gets_tc_near_one_but_kappa_zero():
     result = analyze(Checkpoints([0, 1, 2, 3, 4], sds), data, cfg, RunContext(model, 128, 0), splits)
     m = result.metrics
     assert m["tc_test"] == 1.0 and m["tc_full_test"] == 1.0
-    assert m["tc_kappa_test"] == 0.0 and m["tc_excess_test"] == 0.0
+    assert m["tc_kappa_test"] == 0.0 and m["tc_excess_test"] == 0.0 and m["tc_gain_test"] == 0.0
     assert m["tc_window_checkpoints"] == 2 and result.summary["tags"]["tc.window_warning"]
 
 

@@ -24,6 +24,7 @@ def test_quick_report_is_generated_with_every_section_and_figure(mlflow_store, t
     for heading in (
         "## 1. Temporal consistency",
         "## 2. Random labels",
+        "## 2b. Label noise",
         "## 3. Feature drift",
         "## 4. Controls",
         "## 5. Anisotropy",
@@ -113,7 +114,7 @@ def _metrics(s, clean_kappa=0.9, random_kappa=0.5, random_fit=1.0):
     for name, _, _ in experiments.analyses(s, {}):
         arm, seed = name.split("/s")
         noise = 0.01 * (int(seed) - 0.5)
-        m = {"tc_test": 0.9 + noise, "tc_test_crossseed": 0.2, "tc_excess_test": 0.4 + noise, "test_acc": 0.8}
+        m = {"tc_test": 0.9 + noise, "tc_test_crossseed": 0.2, "tc_gain_test": 0.4 + noise, "test_acc": 0.8}
         m["train_eval_acc"] = random_fit if arm == "random" else 1.0
         m["tc_kappa_test"] = (random_kappa if arm == "random" else clean_kappa) + noise
         out[name] = m
@@ -176,7 +177,7 @@ def test_report_has_every_section_in_order_and_verdicts_follow_the_primary_test(
     for taus, tau_tc, tau_gm, predicts, versus in cases:
         text = render.render(_two_env_results(s, taus, _corr(tau_tc, tau_gm)))
         headings = [line for line in text.splitlines() if line.startswith("## ")]
-        assert [h.split()[1] for h in headings] == ["1.", "2.", "3.", "4.", "5.", "6.", "Compute"]
+        assert [h.split()[1] for h in headings] == ["1.", "2.", "2b.", "3.", "4.", "5.", "6.", "Compute"]
         assert predicts in text and versus in text, taus
         assert "## 6. Does consistency predict generalization? 80 converged trials in 2 environments" in text
         for sub in ("### 6.1 environment 0 (`env0`)", "### 6.2 environment 1 (`env1`)", "### 6.3 Across environments"):
@@ -211,7 +212,9 @@ def test_random_label_verdict_needs_memorisation_and_follows_the_seed_interval()
 def test_all_effects_table_holds_every_claim_with_its_seed_count():
     s = experiments.settings(True, 6, Path("."))
     table = verdicts.all_effects(_metrics(s))
-    claims = experiments.CONSISTENCY + experiments.LABELS + experiments.CONTROLS + experiments.ANISOTROPY
+    claims = (
+        experiments.CONSISTENCY + experiments.LABELS + experiments.NOISE + experiments.CONTROLS + experiments.ANISOTROPY
+    )
     assert len(table) == len(claims)
     row = table[table["label"] == "tc_kappa_test: clean − random"].iloc[0]
     assert row["n_seeds"] == 2 and row["diff"] == pytest.approx(0.4) and row["verdict"] == "reproduces"

@@ -5,7 +5,7 @@ no Optuna, no pyplot; only `files` writes files). The formulas live in `tc.core`
     splits       what it evaluates: the cuts, the checkpoint selection, the sample splits (`EvalSplit`)
     run          `analyze_run`: the one owner of an analysis, running each metric family below in turn
     composites   the forward passes of the consistency family: `Plan`, composite outputs, whole networks
-    consistency  the consistency family (tc_*, tc_full, tc_excess, kappa, drift, half-life, corruptions):
+    consistency  the consistency family (tc_*, tc_full, tc_gain, tc_excess, kappa, drift, half-life, corruptions):
                  `consistency_analysis` and its steps
     controls     its controls: the cross-seed composite and the bf16 agreement
     anisotropy   the anisotropy family (aniso_*): drift and gradient-noise spectra, the perturbation test

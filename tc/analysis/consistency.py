@@ -2,7 +2,7 @@
 
 The formulas are `tc.core.consistency`'s (tensors in, numbers out); here they are applied to a run's
 checkpoints split by split and cut by cut, and gathered into the tidy tables (matrices, lags, drift,
-per_sample, corrupt) and the metrics `tc_*`, `tc_kappa_*`, `tc_full_*`, `tc_excess_*`, `acc_*`, `drift_*`,
+per_sample, corrupt) and the metrics `tc_*`, `tc_kappa_*`, `tc_full_*`, `tc_gain_*`, `tc_excess_*`, `acc_*`, `drift_*`,
 `half_life_*` and `tc_corrupt_*` (`tc.analysis.registry.METRICS` says what each means). The forward passes are
 `tc.analysis.composites`'s, the controls (cross-seed, bf16) `tc.analysis.controls`'.
 """
@@ -49,10 +49,10 @@ def consistency_analysis(
 ) -> AnalysisResult:
     """Every SPEC section 2-3 quantity for each (cut, split); see `tc.core.consistency` for the formulas.
     `splits` defaults to `make_splits(data, cfg)`. Also `tc_full_<split>` (whole networks over the same
-    window), `tc_excess_<split>`, `tc_kappa_<split>[_d<cut>]` and `tc_window_checkpoints`; a window of fewer
-    than `MIN_WINDOW` checkpoints adds a line to `summary["warnings"]` and a tag to `summary["tags"]`. With
-    `controls` (the default) also the controls: `tc_test_crossseed*` when `run.reference` is set, and
-    `bf16_agreement` when `cfg.precision` is bf16 (`cfg.precision` is the composites' compute precision
+    window), `tc_gain_<split>`, `tc_excess_<split>`, `tc_kappa_<split>[_d<cut>]` and `tc_window_checkpoints`; a
+    window of fewer than `MIN_WINDOW` checkpoints adds a line to `summary["warnings"]` and a tag to
+    `summary["tags"]`. With `controls` (the default) also the controls: `tc_test_crossseed*` when `run.reference`
+    is set, and `bf16_agreement` when `cfg.precision` is bf16 (`cfg.precision` is the composites' compute precision
     either way). Timers: `tc_<split>_seconds` per split, `controls_seconds`, and `analysis_seconds` for all of it."""
     t0 = time.perf_counter()
     splits = make_splits(data, cfg) if splits is None else splits
@@ -255,13 +255,15 @@ def means_over_cuts(
 ) -> dict[str, float]:
     """One split's aggregates over its cuts (`tc.analysis.registry.mean_over_cuts`): tc_{split},
     tc_kappa_{split}, tc_js_{split}, tc_{split}_random_shallow and drift_{split} from `metrics`, each phase's tc
-    and tc_kappa from `per_cut_phase`, tc_excess_{split} = (tc - tc_full) / (1 - tc_full) (`tc_excess`), and the
-    single-run error estimates err_hat_tc_{split} = 1 - tc_{split} and err_hat_full_{split} = 1 - tc_full_{split}
+    and tc_kappa from `per_cut_phase`, the convergence-adjusted scores tc_gain_{split} = tc - tc_full (`tc_gain`)
+    and tc_excess_{split} = (tc - tc_full) / max(1 - tc_full, EXCESS_FLOOR) (`tc_excess`), and the single-run
+    error estimates err_hat_tc_{split} = 1 - tc_{split} and err_hat_full_{split} = 1 - tc_full_{split}
     (`error_estimates`)."""
     prefixes = [p.format(split) for p in ("tc_{}", "tc_kappa_{}", "tc_js_{}", "tc_{}_random_shallow", "drift_{}")]
     means = {p: mean for p in prefixes if (mean := mean_over_cuts(metrics, p, cuts)) is not None}
     phase_prefixes = [f"{p.format(split)}_{name}" for p in ("tc_{}", "tc_kappa_{}") for name in phases]
     means.update({p: mean_over_cuts(per_cut_phase, p, cuts) for p in phase_prefixes})  # every cut has them all
+    means[f"tc_gain_{split}"] = C.tc_gain(means[f"tc_{split}"], metrics[f"tc_full_{split}"])
     means[f"tc_excess_{split}"] = C.tc_excess(means[f"tc_{split}"], metrics[f"tc_full_{split}"])
     means.update(error_estimates(means[f"tc_{split}"], metrics[f"tc_full_{split}"], split))
     return means

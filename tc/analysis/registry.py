@@ -19,6 +19,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from tc.core.consistency import EXCESS_FLOOR
 from tc.core.corruptions import CORRUPTIONS
 
 HEADLINE = (
@@ -26,6 +27,7 @@ HEADLINE = (
     "tc_test",
     "tc_kappa_test",
     "tc_full_test",
+    "tc_gain_test",
     "tc_excess_test",
     "tc_window_checkpoints",
     "tc_corrupt",
@@ -80,7 +82,14 @@ METRICS: dict[str, str] = {
     "err_hat_full_{split}": "1 - tc_full_{split}: the same estimate from the whole networks of the window",
     "tc_full_{split}": "mean_{t in W} mean_x 1[f(x; θ_t) = f(x; θ_T)]: whole networks, the convergence baseline "
     "(`consistency.tc_full`)",
-    "tc_excess_{split}": "(tc - tc_full) / (1 - tc_full) (`consistency.tc_excess`)",
+    "tc_gain_{split}": "tc_{split} - tc_full_{split}, in [-1, 1]: the convergence-adjusted score, how much more "
+    "often the final deep part agrees on earlier features than the earlier whole networks do; stable as tc_full -> 1 "
+    "(`consistency.tc_gain`; the report's claims use it)",
+    "tc_excess_{split}": "(tc - tc_full) / max(1 - tc_full, EXCESS_FLOOR): the fraction of the whole networks' "
+    "disagreement that the composite removes, its denominator floored at "
+    f"`consistency.EXCESS_FLOOR` = {EXCESS_FLOOR:g} "
+    f"(below it: tc_gain / {EXCESS_FLOOR:g}), since the plain ratio's denominator vanishes, and its sampling error "
+    "grows without bound, as tc_full -> 1 (`consistency.tc_excess`)",
     "tc_window_checkpoints": "|W|: checkpoints in the tc window (< 3: tag tc.window_warning)",
     "n_checkpoints": "checkpoints analyzed (fewer than N with checkpoints=fractions:N when the run has too few to "
     "tell apart: a warning says so)",
@@ -198,7 +207,10 @@ RANGES: dict[str, tuple[float, float]] = {
     "err_hat_tc_{split}": UNIT,
     "err_hat_full_{split}": UNIT,
     "tc_full_{split}": UNIT,
-    "tc_excess_{split}": (-math.inf, 1.0),  # (tc - tc_full) / (1 - tc_full): 1 at most, no lower bound
+    "tc_gain_{split}": SIGNED,  # a difference of two agreement rates in [0, 1]
+    # 1 at most; the floor bounds it below by -1 / EXCESS_FLOOR, but the range stays open below as it was stated
+    # before the floor, so that intervals over stored values keep their published scale
+    "tc_excess_{split}": (-math.inf, 1.0),
     "tc_window_checkpoints": NONNEGATIVE,
     "acc_{split}": UNIT,
     "drift_{split}_d{cut}": NONNEGATIVE,

@@ -9,7 +9,8 @@ T is the last checkpoint.
     rc[i, j]    = acc[i, j] / acc[j, j]
     tc          = mean_{i in W} agree[i, T]          W = checkpoints in the last half of training, before T
     tc_full     = mean_{i in W} mean_x 1[f(x; θ_i) = f(x; θ_T)]     (whole networks: the convergence baseline)
-    tc_excess   = (tc - tc_full) / (1 - tc_full)     (0 when tc = tc_full = 1)
+    tc_gain     = tc - tc_full                       (in [-1, 1]: the stable convergence-adjusted score)
+    tc_excess   = (tc - tc_full) / max(1 - tc_full, EXCESS_FLOOR)   (the ratio, its denominator floored)
     κ(a, b)     = (p_o - p_e) / (1 - p_e)            Cohen's kappa; 0 when p_e = 1
     tc_kappa    = mean_{i in W} κ(g[i, T](x), f(x; θ_T))
     m(Δ)        = mean_{i in W} acc[i, i + Δ];   r(Δ) = mean_{i in W} rc[i, i + Δ]   (rows of the window only)
@@ -158,13 +159,30 @@ def tc_full(network_pred: torch.Tensor, win: Sequence[int]) -> float:
     return float((network_pred[list(win)] == network_pred[-1][None]).double().mean())
 
 
+# The floor of tc_excess's denominator 1 - tc_full (its one statement; docs/analyze.md and the registry cite it).
+# Without it the ratio's denominator vanishes as the network converges (tc_full -> 1), and with it the ratio's
+# sampling error: on n samples 1 - tc_full counts about n (1 - tc_full) disagreeing samples, fewer than one at
+# tc_full = 0.999 and n = 500. At 0.05 the denominator counts at least 25 samples of 500 (10 of 200); below it the
+# ratio is tc_gain / 0.05, as stable as tc_gain (tests/test_gain_coverage.py simulates both).
+EXCESS_FLOOR = 0.05
+
+
+def tc_gain(tc: float, full: float) -> float:
+    """tc_gain = tc - tc_full, in [-1, 1]: how much more often the final deep part agrees with the final network
+    on earlier features (the composites g_d[t, T]) than the earlier whole networks f(θ_t) do, over the same window
+    and samples. 0: no better than the convergence baseline. A difference of two agreement rates on the same n
+    samples: its sampling error stays of order 1/sqrt(n) however close tc_full is to 1, unlike `tc_excess`'s."""
+    return tc - full
+
+
 def tc_excess(tc: float, full: float) -> float:
-    """tc_excess = (tc - tc_full) / (1 - tc_full): the fraction of the disagreement left by the whole
-    networks that the composite removes (1: the composite always agrees; 0: no better than the network
-    baseline; negative: worse). 0 when tc = tc_full = 1 (nothing to remove); NaN when tc_full = 1 > tc."""
-    if full >= 1.0:
-        return 0.0 if tc >= 1.0 else math.nan
-    return (tc - full) / (1 - full)
+    """tc_excess = (tc - tc_full) / max(1 - tc_full, EXCESS_FLOOR): the fraction of the disagreement left by
+    the whole networks that the composite removes (1: the composite always agrees; 0: no better than the
+    network baseline; negative: worse), its denominator floored at EXCESS_FLOOR. Where 1 - tc_full >=
+    EXCESS_FLOOR this is the plain ratio (tc - tc_full) / (1 - tc_full); below it (a converged network) it is
+    tc_gain / EXCESS_FLOOR, so it no longer divides by a vanishing, noisy count. At most 1; at least
+    -1 / EXCESS_FLOOR. Read `tc_gain` for intervals and claims."""
+    return (tc - full) / max(1.0 - full, EXCESS_FLOOR)
 
 
 def per_sample_consistency(out: CompositeOutputs, y: torch.Tensor, win: Sequence[int]) -> torch.Tensor:

@@ -84,17 +84,22 @@ def freeze_cut(base: dict) -> int:
     return build_model(spec).stage_cuts[1]
 
 
+NOISE_RATE = 0.1  # the label-noise experiment (section 2b): the fraction of training labels replaced at random
+LABEL_ARMS = {"clean": 0.0, "random": 1.0, "noisy": NOISE_RATE}  # the random-label MLP's arms: their label_noise
+
+
 def training_runs(s: Settings) -> dict[str, dict]:
     """`<arm>/s<seed>` -> training parameters: the base runs, the same runs with the shallow part frozen after
-    epoch FREEZE_EPOCH, and the random-label MLP with clean (0%) and random (100%) labels."""
+    epoch FREEZE_EPOCH, and the random-label MLP with clean (0%), random (100%) and noisy (NOISE_RATE) labels
+    (LABEL_ARMS), every arm at the same seeds and trained to the same criterion."""
     cut = freeze_cut(s.base)
     runs: dict[str, dict] = {}
     for seed in range(s.seeds):
         runs[f"base/s{seed}"] = {**s.base, "seed": seed}
         runs[f"frozen/s{seed}"] = {**s.base, "seed": seed, "freeze_cut": cut, "freeze_epoch": FREEZE_EPOCH}
     for seed in range(s.label_seeds):
-        runs[f"clean/s{seed}"] = {**s.labels, "seed": seed, "label_noise": 0.0}
-        runs[f"random/s{seed}"] = {**s.labels, "seed": seed, "label_noise": 1.0}
+        for arm, noise in LABEL_ARMS.items():
+            runs[f"{arm}/s{seed}"] = {**s.labels, "seed": seed, "label_noise": noise}
     return runs
 
 
@@ -102,7 +107,8 @@ def analyses(s: Settings, runs: dict[str, str]) -> list[tuple[str, str, dict]]:
     """(result name, training run key, analyze parameters), in order. The BatchNorm arms analyze the same
     run on the same samples and split, so that only bn_mode differs; each base run's full analysis comes
     last, so that the run keeps it (a later analysis replaces an earlier one). The cross-seed reference of
-    base seed s is base seed s + 1."""
+    base seed s is base seed s + 1. The label arms (LABEL_ARMS) are analyzed alike, at matched fractions of
+    training; the clean and noisy arms with the measures too."""
     light = {**s.analysis, "anisotropy": "false", "measures": "false"}
     bn = {**light, "matrix": "final", "splits": "test", "max_samples": min(s.samples, 300)}
     out = []
@@ -116,8 +122,11 @@ def analyses(s: Settings, runs: dict[str, str]) -> list[tuple[str, str, dict]]:
     labels = {**light, "matrix": "final", "splits": "train,test", "phases": "true"}
     labels["checkpoints"] = f"fractions:{LABEL_FRACTIONS}"
     for seed in range(s.label_seeds):
-        for arm in ("clean", "random"):
-            out.append((f"{arm}/s{seed}", f"{arm}/s{seed}", {**labels, "max_samples": s.samples}))
+        for arm in LABEL_ARMS:
+            # the clean and noisy arms (section 2b) also get the measures: the single-run anchors gm_sum_train_loss
+            # and gm_steps_to_criterion come with them (`tc.analysis.run.add_measures`)
+            measures = {"measures": "true"} if arm in NOISE_ARMS else {}
+            out.append((f"{arm}/s{seed}", f"{arm}/s{seed}", {**labels, "max_samples": s.samples, **measures}))
     return out
 
 
@@ -187,8 +196,21 @@ SWEEP_FIGURES = {"sweep_scatter": "sweep_scatter.png", "sweep_bars": "sweep_bars
 PHASES = ("early", "middle", "late")
 
 # The claims, each read off a seed-level paired interval (`tc.stats.replicates`). Arms: base, frozen, splice,
-# recalibrate (the BatchNorm modes on the same base runs and samples), clean and random (labels).
+# recalibrate (the BatchNorm modes on the same base runs and samples), clean, random and noisy (labels).
+# Section 1's convergence-adjusted claims are on tc_gain = tc - tc_full (`tc.core.consistency.tc_gain`), whose
+# interval covers as tc_full -> 1 (tests/test_gain_coverage.py); reports stored before read them as tc_excess
+# (CONSISTENCY_V1, LEGACY_CLAIMS).
 CONSISTENCY = (
+    Claim(
+        "tc_gain_test",
+        "base",
+        text="test: the final deep part agrees on earlier features beyond whole-network convergence",
+    ),
+    Claim("tc_gain_corrupt", "base", text="corrupted test data: the same"),
+    Claim("tc_gain_train", "base", text="training data: the same"),
+    Claim("tc_test", "base", "base", metric_b="tc_test_crossseed", text="above another seed's deep part"),
+)
+CONSISTENCY_V1 = (  # section 1 of the reports stored before tc_gain: the same claims on the ratio tc_excess
     Claim(
         "tc_excess_test",
         "base",
@@ -196,7 +218,7 @@ CONSISTENCY = (
     ),
     Claim("tc_excess_corrupt", "base", text="corrupted test data: the same"),
     Claim("tc_excess_train", "base", text="training data: the same"),
-    Claim("tc_test", "base", "base", metric_b="tc_test_crossseed", text="above another seed's deep part"),
+    CONSISTENCY[-1],
 )
 LABELS = (
     # the section's headline claim (shown first, pre-specified): its verdict is the section's. Its metric is spelled
@@ -208,6 +230,23 @@ LABELS = (
     Claim("tc_full_test", "clean", "random", text="whole-network convergence baseline"),
     Claim("tc_kappa_train", "clean", "random", text="on the training samples (labels used)"),
     *(Claim(f"tc_kappa_test_{p}", "clean", "random", text=f"{p} third of training") for p in PHASES),
+)
+# Section 2b: label noise alone, stated apart from the sweep (whose space no longer varies it). Clean minus noisy at
+# the same seeds: the directions are those a detector of noisy labels shows; tc_gain's is not predicted.
+NOISE_ARMS = ("clean", "noisy")
+NOISE = (
+    Claim("test_acc", "clean", "noisy", text="noisy labels lower test accuracy (the effect a noise detector tracks)"),
+    Claim("tc_kappa_test", "clean", "noisy", text="the sweep's confirmatory measure falls under label noise"),
+    Claim("tc_full_test", "clean", "noisy", text="whole-network convergence baseline"),
+    Claim("tc_gain_test", "clean", "noisy", expected=0, text="convergence-adjusted score (no direction predicted)"),
+    Claim(
+        "gm_sum_train_loss",
+        "clean",
+        "noisy",
+        expected=-1,
+        text="learning speed: the mean training loss is higher with noisy labels",
+    ),
+    Claim("gm_steps_to_criterion", "clean", "noisy", expected=-1, text="more steps to the training criterion"),
 )
 CONTROLS = (
     Claim("tc_test", "base", "base", metric_b="tc_test_random_shallow", text="the initial shallow part fails"),
@@ -246,4 +285,15 @@ ANISOTROPY = (
         text="top-k against bottom-k drift directions",
     ),
 )
-SECTION_CLAIMS = {"consistency": CONSISTENCY, "labels": LABELS, "controls": CONTROLS, "anisotropy": ANISOTROPY}
+SECTION_CLAIMS = {
+    "consistency": CONSISTENCY,
+    "labels": LABELS,
+    "noise": NOISE,
+    "controls": CONTROLS,
+    "anisotropy": ANISOTROPY,
+}
+# What a stored effects table may hold instead (`tc.report.verdicts.effects_from_table`): a section's claims as an
+# earlier report made them, tried in order when the current ones have no rows; and the sections an earlier report
+# did not run at all (no row: the section says it was not run).
+LEGACY_CLAIMS = {"consistency": (CONSISTENCY_V1,)}
+OPTIONAL_SECTIONS = ("noise",)

@@ -19,6 +19,7 @@ from tc.report.sections import (
     how_to_read,
     labels_section,
     labels_verdict_line,
+    noise_section,
     ranged,
 )
 from tc.report.sweep_section import sweep_section
@@ -27,6 +28,7 @@ SECTIONS = (
     header,
     consistency_section,
     labels_section,
+    noise_section,
     drift_section,
     controls_section,
     anisotropy_section,
@@ -74,10 +76,14 @@ def rerender(
     date `on`, lists the verdicts that changed (`changes`, e.g. `tc.report.verdicts.verdict_changes`) and those
     checked and `unchanged`, and `r.notes`; an earlier note is replaced, so re-rendering twice gives one note."""
     effects = effects_of(r)
-    tables = {"1.": "consistency", "2.": "labels", "4.": "controls", "5.": "anisotropy"}
+    tables = {"1.": "consistency", "2.": "labels", "2b.": "noise", "4.": "controls", "5.": "anisotropy"}
     whole = {"4.": controls_section, "6.": sweep_section}
     out = []
-    for heading, part in _split_sections(text):
+    sections = _split_sections(text)
+    if not any(h.startswith("## 2b.") for h, _ in sections):  # a report made before section 2b: it says so
+        at = next((i for i, (h, _) in enumerate(sections) if h.startswith("## 3.")), len(sections))
+        sections.insert(at, ("## 2b.", "\n".join(noise_section(r)) + "\n"))
+    for heading, part in sections:
         number = heading.split()[1] if heading else ""
         if number in whole:
             out.append("\n".join(whole[number](r)) + "\n")

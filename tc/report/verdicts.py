@@ -15,7 +15,7 @@ from dataclasses import replace
 import pandas as pd
 
 from tc.analysis.registry import metric_range
-from tc.report.experiments import SECTION_CLAIMS
+from tc.report.experiments import LEGACY_CLAIMS, NOISE_ARMS, OPTIONAL_SECTIONS, SECTION_CLAIMS
 from tc.stats.multiplicity import ALPHA, CONFIRMATORY_MEASURE, PRIMARY_TARGET
 from tc.stats.replicates import (
     DIFFERS,
@@ -35,6 +35,7 @@ MAX_COST_EPOCHS = 2.0  # the bar: a consistency measure must cost at most this m
 MIN_TAU = 0.5  # the bar: |Kendall τ| with test accuracy at least this
 MEMORISED = 0.99  # random labels: every seed's final training accuracy on its labels must reach this
 NOT_TESTED = "not tested (a run did not memorise its labels)"
+NOT_NOISE_TESTED = "not tested (a run did not reach its training criterion)"
 INTERVAL_VERDICTS = (REPRODUCES, REFUTED, INCONCLUSIVE, DIFFERS, NO_DIFFERENCE)
 
 
@@ -69,13 +70,22 @@ def memorised(metrics: dict[str, dict[str, float]], arm: str) -> float:
     return min(values, default=math.nan)
 
 
+def reached(metrics: dict[str, dict[str, float]], arm: str) -> bool:
+    """Whether every seed of the arm reached its training criterion (`converged` = 1; False without seeds)."""
+    values = seed_values(metrics, arm, "converged").values()
+    return bool(values) and all(v == 1.0 for v in values)
+
+
 def section_effects(metrics: dict[str, dict[str, float]]) -> dict[str, list[Effect]]:
     """Every claim's `Effect`, by section (SECTION_CLAIMS), with its final verdict: the random-label claims
     are NOT_TESTED unless both arms memorised their labels (>= MEMORISED at every seed), because a control
-    that never fitted its labels says nothing about them."""
+    that never fitted its labels says nothing about them; the label-noise claims are NOT_NOISE_TESTED unless every
+    run of both arms reached its training criterion (`reached`): the arms are compared at the same fit."""
     out = {name: [effect_of(c, metrics) for c in claims] for name, claims in SECTION_CLAIMS.items()}
     if not all(memorised(metrics, arm) >= MEMORISED for arm in ("clean", "random")):
         out["labels"] = [replace(e, verdict=NOT_TESTED) for e in out["labels"]]
+    if not all(reached(metrics, arm) for arm in NOISE_ARMS):
+        out["noise"] = [replace(e, verdict=NOT_NOISE_TESTED) for e in out["noise"]]
     return out
 
 
@@ -83,34 +93,52 @@ def effects_from_table(table: pd.DataFrame) -> dict[str, list[Effect]]:
     """`section_effects` rebuilt from a stored effects.csv (`all_effects`): each row is matched to its claim
     by section and label, and its verdict is read again off its interval with the claim's current sign and
     margin (`tc.stats.replicates.verdict`); a stored verdict that is not an interval's (NOT_TESTED: a precondition
-    failed) is kept. Every claim of SECTION_CLAIMS must have a row (ValueError naming the missing ones)."""
+    failed) is kept. A section whose current claims have no rows is read with the claims an earlier report made
+    (`tc.report.experiments.LEGACY_CLAIMS`: section 1 on tc_excess before tc_gain); a section an earlier report
+    did not run (OPTIONAL_SECTIONS, no row at all) is empty. Any other claim of SECTION_CLAIMS without a row:
+    ValueError naming the missing ones."""
     out, missing = {}, []
     for section, claims in SECTION_CLAIMS.items():
         rows = table[table["section"] == section]
-        effects = []
-        for c in claims:
-            match = rows[rows["label"] == c.label()]
-            if len(match) > 1:
-                match = match[match["claim"] == c.text]
-            if len(match) != 1:
-                missing.append(f"{section}: {c.label()}")
-                continue
-            r = match.iloc[0]
-            low, high = float(r["low"]), float(r["high"])
-            stored = str(r["verdict"])
-            v = verdict(low, high, c.expected, c.margin) if stored in INTERVAL_VERDICTS else stored
-            method = r.get("interval", "")  # absent (or empty) in a table stored before intervals kept their range
-            method = method if isinstance(method, str) else ""
-            n = int(r["n_seeds"])
-            effects.append(Effect(c, float(r["mean_a"]), float(r["mean_b"]), float(r["diff"]), low, high, n, v, method))
+        if rows.empty and section in OPTIONAL_SECTIONS:
+            out[section] = []
+            continue
+        for version in (claims, *LEGACY_CLAIMS.get(section, ())):
+            effects, lacking = _stored_effects(rows, version)
+            if not lacking:
+                break
+        else:  # no version is complete: name what the current one lacks
+            effects, lacking = _stored_effects(rows, claims)
+        missing += [f"{section}: {label}" for label in lacking]
         out[section] = effects
     if missing:
         raise ValueError(f"effects table has no row for claim(s) {missing}; re-run the report")
     return out
 
 
+def _stored_effects(rows: pd.DataFrame, claims) -> tuple[list[Effect], list[str]]:
+    """(the effects of `claims` read off one section's stored `rows`, the labels of those without a row)."""
+    effects, lacking = [], []
+    for c in claims:
+        match = rows[rows["label"] == c.label()]
+        if len(match) > 1:
+            match = match[match["claim"] == c.text]
+        if len(match) != 1:
+            lacking.append(c.label())
+            continue
+        r = match.iloc[0]
+        low, high = float(r["low"]), float(r["high"])
+        stored = str(r["verdict"])
+        v = verdict(low, high, c.expected, c.margin) if stored in INTERVAL_VERDICTS else stored
+        method = r.get("interval", "")  # absent (or empty) in a table stored before intervals kept their range
+        method = method if isinstance(method, str) else ""
+        n = int(r["n_seeds"])
+        effects.append(Effect(c, float(r["mean_a"]), float(r["mean_b"]), float(r["diff"]), low, high, n, v, method))
+    return effects, lacking
+
+
 def all_effects(metrics: dict[str, dict[str, float]], effects: dict[str, list[Effect]] | None = None) -> pd.DataFrame:
-    """Every claim of sections 1, 2, 4 and 5 as one table (report/effects.csv, the forest figure), with each
+    """Every claim of sections 1, 2, 2b, 4 and 5 as one table (report/effects.csv, the forest figure), with each
     claim's interval method (`interval`: `tc.stats.replicates.Interval.method`), sign and margin, and its final
     verdict (`section_effects`, or the `effects` given)."""
     effects = effects if effects is not None else section_effects(metrics)

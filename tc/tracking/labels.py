@@ -29,7 +29,8 @@ ANALYSIS_HEADLINE = (
     ("test_acc", "test accuracy"),
     ("acc_test", "test accuracy (analysis samples)"),
 )
-SWEEP_HEADLINE = ("test_acc", "tc_kappa_test", "tc_test", "tc_full_test", "tc_excess_test", "gen_gap")
+# tc_gain_test, not the ratio tc_excess_test: the convergence-adjusted score that stays stable as tc_full -> 1
+SWEEP_HEADLINE = ("test_acc", "tc_kappa_test", "tc_test", "tc_full_test", "tc_gain_test", "gen_gap")
 
 # MLflow's generated names look like `polite-horse-192`: those are the ones tc replaces.
 _GENERATED = re.compile(r"^[a-z]+-[a-z]+-\d+$")
