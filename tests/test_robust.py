@@ -178,3 +178,14 @@ def test_compare_mae_is_a_paired_one_sided_t_test_calibrated_under_its_null():
         e = rng.uniform(0.02, 0.1, 40)
         hits += compare_mae(e + rng.normal(0, 0.01, 40), e + rng.normal(0, 0.01, 40), e).p < ALPHA
     assert 0.035 <= hits / 2000 <= 0.065, hits / 2000
+
+
+def test_the_primary_rows_predicts_is_its_test_even_when_the_worst_interval_reaches_0():
+    """The primary's row of the robust table says what the verdict paragraph says: its pre-stated test (the IUT at
+    α) alone, not the exploratory rule's extra interval condition. Seed 4: the IUT rejects (p ≈ 0.024) while the
+    worst environment's two-sided 95% bootstrap interval reaches below 0."""
+    rng = np.random.default_rng(4)
+    envs = _envs(rng, (0.5, 0.17))
+    row = robust.robust_table(envs, ["tc_kappa_test"], "tc_kappa_test", {"tc_kappa_test": 1}, draws=300).iloc[0]
+    assert row["p_iut"] < ALPHA and row["worst_low"] < 0  # the case where the two rules part
+    assert bool(row["predicts"]) == robust.primary_predicts(row) is True

@@ -56,9 +56,10 @@ def robust_lines(robust: pd.DataFrame, envs: list[str], sweeps: tuple[SweepResul
         "bootstrap), and its **worst environment**: the one least favourable in its predicted direction (`+`: higher "
         "is better; `−`: lower; `?`: none stated before the run, the pooled sign taken and its p doubled). p: the "
         'largest of the environments\' one-sided p (an intersection-union test of "in every environment"); the '
-        f"primary measure's alone, every other Holm-adjusted over the exploratory measures (rank twins once). A "
-        f"measure **predicts** when that p < {ALPHA:g} and its worst environment's interval lies on the predicted "
-        "side of 0. Cost: training runs, per environment.",
+        f"primary measure's alone, every other Holm-adjusted over the exploratory measures (rank twins once). The "
+        f"primary measure **predicts** when its p < {ALPHA:g} (its test, the verdict below); every other when that "
+        f"p < {ALPHA:g} and its worst environment's interval lies on the predicted side of 0. Cost: training runs, "
+        "per environment.",
         "",
         f"| measure | dir. | {head} | pooled [95% CI] | worst environment: τ [95% CI] | p | predicts? | cost |",
         "|---|---|" + "---|" * len(envs) + "---|---|---|---|---|",
@@ -140,7 +141,13 @@ def calibration_lines(cal: pd.DataFrame, envs: list[str], post_hoc: bool = False
                 f"**Secondary hypothesis (pre-stated, exploratory):** `{SECONDARY}`'s mean |e − error| is smaller than "
                 f"GDE's in every environment (the largest one-sided paired p, {fmt_p(row.p_iut)}; Holm over the "
                 f"{len(tests)} single-run estimates compared: {fmt_p(row.p_holm)}): "
-                + ("**holds**." if row.holds else "**not shown** at these trials.")
+                + (
+                    "**holds**."
+                    if row.holds
+                    else "**not tested**: an environment has no comparison."
+                    if pd.isna(row.p_iut)
+                    else "**not shown** at these trials."
+                )
                 + (POST_HOC if post_hoc else ""),
             ]
     return [*lines, ""]

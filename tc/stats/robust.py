@@ -20,8 +20,10 @@ are scored on their own. For a measure μ, a target g (test accuracy) and enviro
 
 `robust_table`: one row per measure. The primary measure (fixed before the run) is tested alone, by p_IUT < α
 (role `primary`); every other measure is `exploratory`, its p_IUT Holm-adjusted over the exploratory measures,
-measures with identical ranks in every environment counted once (`tc.stats.multiplicity.holm_once`). A measure
-"predicts" when its adjusted p < α and its worst environment's interval lies on the predicted side of 0.
+measures with identical ranks in every environment counted once (`tc.stats.multiplicity.holm_once`). An
+exploratory measure "predicts" when its adjusted p < α and its worst environment's interval lies on the predicted
+side of 0; the primary one when its test rejects (p_IUT < α: every environment's own test rejects), the verdict
+the report states, whatever the bootstrap intervals.
 Sampling unit of every p-value and interval: the trial (one configuration scored on its own training run).
 """
 
@@ -182,8 +184,11 @@ def robust_table(
     table["p_holm"] = np.nan
     table.loc[explore, "p_holm"] = holm_once(p, twins).to_numpy(float)
     table.loc[~explore, "p_holm"] = table.loc[~explore, "p_iut"]
+    # the primary: its pre-stated test alone (what the verdict paragraph says); the exploratory measures: their
+    # adjusted p and, besides, their worst environment's interval on the predicted side
     table["predicts"] = [
-        bool(r.p_holm < alpha) and on_predicted_side(r.direction, r.worst_low, r.worst_high) for r in table.itertuples()
+        bool(r.p_holm < alpha) and (r.role == "primary" or on_predicted_side(r.direction, r.worst_low, r.worst_high))
+        for r in table.itertuples()
     ]
     return table
 
