@@ -195,6 +195,22 @@ def test_report_has_every_section_in_order_and_verdicts_follow_the_primary_test(
     assert s.n_trials == 6 and experiments.settings(False, 48, Path(".")).n_trials == 48
 
 
+def test_a_failed_environment_leaves_the_primary_test_without_a_verdict_and_the_report_still_renders():
+    """One environment's sweep failed (empty tables, its error): the report still renders (produce promises that the
+    other environments still report), the failed environment is a column of n/a, and "in every environment" cannot
+    be tested: no verdict, not a verdict over the environments that ran."""
+    s = experiments.settings(True, 24, Path("."))
+    r = _two_env_results(s, (0.6, 0.6), _corr(0.7, 0.3))
+    failed = results.SweepResult(r.sweeps[1].env, pd.DataFrame(), pd.DataFrame(), cfg=r.sweeps[1].cfg, error="E: x")
+    text = render.render(replace(r, sweeps=(r.sweeps[0], failed)))
+    across = text.split("### 6.3 Across environments")[1]
+    assert "**No verdict.** The sweep failed: E: x" in text
+    assert "| measure | dir. | τ `env0` [95% CI] | τ `env1` [95% CI] | pooled" in across
+    assert "was not measured with a test accuracy in every environment: no verdict" in across
+    assert "it **predicts** test accuracy in every environment" not in across
+    assert "**not tested**: an environment has no comparison." in across  # not "not shown": no p to show
+
+
 def test_random_label_verdict_needs_memorisation_and_follows_the_seed_interval():
     s = experiments.settings(True, 6, Path("."))
     figures = {**{k: f"report/{v}" for k, v in experiments.BASE_FIGURES.items()}, "forest": "report/effects.png"}
@@ -674,6 +690,8 @@ def test_the_published_one_sweep_report_rerenders_with_its_legacy_tables(tmp_pat
     )
     assert "### 6.2 Across environments" in text and "a re-reading, not a confirmation" in text
     assert "| `gm_disagreement` | − | -0.84 [-0.90, -0.77] |" in text
+    # SPEC's bar in epochs: the stored cost itself (30.07), turned back with the same epochs per run
+    assert f"at most 2 training epochs: here {epochs['analysis']:.1f}, at {per_run:.0f} epochs per run" in text
     assert "Full tables: `report/trials.csv`" in text  # its own tables' names, kept
     for name in ("robust.csv", "per_cut.csv", "calibration.csv", "correlations.csv"):
         assert (tmp_path / "report" / name).is_file(), name

@@ -49,11 +49,13 @@ def _draws(sweeps: tuple[SweepResult, ...]) -> tuple[int, int]:
 
 
 def robust_of(sweeps: tuple[SweepResult, ...]) -> pd.DataFrame:
-    """The robust table over the environments whose sweep has trials with a test accuracy: one row per measure
-    measured in any of them (`tc.stats.robust.robust_table`; the primary measure CONFIRMATORY_MEASURE)."""
+    """The robust table over every environment: one row per measure measured in any of them
+    (`tc.stats.robust.robust_table`; the primary measure CONFIRMATORY_MEASURE); empty when none has trials with a
+    test accuracy. An environment without them (its sweep failed, or none of its trials converged) stays in, as
+    one where nothing was measured: "in every environment" cannot then be tested (p_IUT NaN, no verdict), rather
+    than tested over the environments that happened to run."""
     trials = {s.env.name: converged(s) for s in sweeps}
-    trials = {k: v for k, v in trials.items() if len(v) and PRIMARY_TARGET in v}
-    if not trials:
+    if not any(len(v) and PRIMARY_TARGET in v for v in trials.values()):
         return pd.DataFrame()
     measures = list(dict.fromkeys(m for df in trials.values() for m in measure_columns(list(df.columns))))
     if CONFIRMATORY_MEASURE in measures:

@@ -92,7 +92,10 @@ def environment_lines(s: SweepResult, number: str) -> list[str]:
     if s.error:
         lines += [f"**No verdict.** The sweep failed: {s.error}", ""]
     elif len(s.corr):
-        epochs = conv["epochs_trained"].astype(float).mean() if "epochs_trained" in conv else math.nan
+        # epochs per run over every trial of trials.csv: the trials the costs are averaged over (`run_costs`), and
+        # what turned a stored table's epochs into runs (`runs_from_epochs`), so its epochs come back unchanged
+        trials = s.trials
+        epochs = trials["epochs_trained"].astype(float).mean() if "epochs_trained" in trials else math.nan
         lines += correlation_lines(s.corr, s.costs, epochs)
     else:
         lines += [
