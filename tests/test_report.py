@@ -9,7 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tc.report import costs, experiments, files, produce, render, results, sections, verdicts
+from tc.report import costs, experiments, files, produce, render, results, robustness, sections, verdicts
+from tc.report.environments import Environment
 from tests.conftest import ROOT
 from tests.paths import resolves
 from tests.test_mlflow_run import mlflow_run
@@ -34,19 +35,27 @@ def test_quick_report_is_generated_with_every_section_and_figure(mlflow_store, t
     section1 = text.split("## 1.")[1].split("## 2.")[0].splitlines()
     split_rows = [line for line in section1 if line.startswith(("| train |", "| test |", "| corrupt |"))]
     assert len(split_rows) == 3 and not any("n/a" in line for line in split_rows)  # every split measured
+    envs = [e.name for e in experiments.settings(True, 6, ROOT).environments]
+    per_env = [f"{kind}_{e}.{ext}" for e in envs for kind, ext in (("sweep_scatter", "png"), ("sweep_bars", "png"))]
+    per_env += [f"{kind}_{e}.csv" for e in envs for kind in ("trials", "correlations", "costs")]
     for fig in (
         "base_consistency_heatmaps.png",
         "effects.png",
         "effects.csv",
         "base_anisotropy_spectra.png",
-        "sweep_scatter.png",
-        "sweep_bars.png",
-        "correlations.csv",
-        "trials.csv",
+        "robust.csv",
+        "per_cut.csv",
+        "calibration.csv",
+        *per_env,
     ):
         assert (tmp_path / "report" / fig).is_file(), fig
         assert f"report/{fig}" in text or fig.endswith(".csv")
     assert "**Verdict.**" in text and "**Verdict (headline" in text
+    assert "### 6." in text and "Across environments" in text
+    trials = pd.read_csv(tmp_path / "report" / f"trials_{envs[0]}.csv")
+    assert {"err_hat_full_test", "err_hat_tc_test"} <= set(trials.columns)  # calibration beside GDE
+    assert any(c.startswith("tc_kappa_test_d") for c in trials.columns)  # per-cut τ
+    assert len(pd.read_csv(tmp_path / "report" / "per_cut.csv")) >= len(envs)
     effects = pd.read_csv(tmp_path / "report" / "effects.csv")
     assert (effects["n_seeds"] == 2).all() and effects["low"].notna().all()  # every claim measured at both seeds
 
@@ -112,23 +121,94 @@ def _metrics(s, clean_kappa=0.9, random_kappa=0.5, random_fit=1.0):
     return out
 
 
-def test_report_has_every_section_in_order_and_verdicts_follow_the_intervals():
+def _env_trials(rng, tau, n=40, per_cut=True):
+    """Converged trials of one environment whose tc_kappa_test has Kendall τ ~`tau` with test accuracy (a Gaussian
+    copula), its per-cut variants, GDE's disagreement and the single-run error estimates."""
+    rho = np.sin(np.pi * tau / 2)
+    z = rng.standard_normal((n, 2))
+    acc = 0.95 + 0.01 * (rho * z[:, 0] + np.sqrt(1 - rho**2) * z[:, 1])
+    kappa = 0.9 + 0.02 * z[:, 0]
+    df = pd.DataFrame({"test_acc": acc, "tc_kappa_test": kappa, "converged": 1, "epochs_trained": 20.0})
+    df["gm_disagreement"] = (1 - acc) * 0.6 + rng.normal(0, 0.002, n)
+    df["err_hat_full_test"] = (1 - acc) + rng.normal(0, 0.002, n)
+    df["err_hat_tc_test"] = (1 - acc) + rng.normal(0, 0.01, n)
+    if per_cut:
+        df["tc_kappa_test_d1"] = rng.normal(size=n)
+        df["tc_kappa_test_d2"] = kappa
+    return df
+
+
+def _two_env_results(s, taus, corr=None, seed=0):
+    rng = np.random.default_rng(seed)
+    sweeps = []
+    for k, tau in enumerate(taus):
+        env = Environment(f"env{k}", f"environment {k}", {})
+        sweeps.append(
+            results.SweepResult(
+                env,
+                _env_trials(rng, tau),
+                corr if corr is not None else pd.DataFrame(),
+                {"analysis": 0.5},
+                cfg=experiments.sweep_config(s),
+            )
+        )
+    return results.Results(s, _metrics(s), _figures(), pd.DataFrame(), pd.DataFrame(), sweeps=tuple(sweeps))
+
+
+def test_report_has_every_section_in_order_and_verdicts_follow_the_primary_test():
     s = experiments.settings(True, 24, Path("."))
-    figures = {**{k: f"report/{v}" for k, v in experiments.BASE_FIGURES.items()}, "forest": "report/effects.png"}
-    trials = pd.DataFrame({"tc_kappa_test": [0.1, 0.2, 0.3], "converged": [1, 1, 0]})
     cases = (
-        (0.7, 0.3, "it **predicts** test accuracy", "**better than** the best baseline"),
-        (0.35, 0.4, "it **predicts** test accuracy", "**not distinguishable from**"),
-        (0.05, 0.4, "**no evidence**", "**worse than**"),
+        (
+            (0.6, 0.6),
+            0.7,
+            0.3,
+            "it **predicts** test accuracy in every environment",
+            "**better than** the best baseline",
+        ),
+        (
+            (0.6, 0.0),
+            0.35,
+            0.4,
+            "**no evidence** that it predicts test accuracy in every environment (worst: `env1`)",
+            "**not distinguishable from**",
+        ),
+        ((0.0, 0.6), 0.05, 0.4, "**no evidence**", "**worse than**"),
     )
-    for tau_tc, tau_gm, predicts, versus in cases:
-        r = results.Results(s, _metrics(s), figures, trials, _corr(tau_tc, tau_gm), {"analysis": 1.0}, {"sweep": 3})
-        text = render.render(r)
+    for taus, tau_tc, tau_gm, predicts, versus in cases:
+        text = render.render(_two_env_results(s, taus, _corr(tau_tc, tau_gm)))
         headings = [line for line in text.splitlines() if line.startswith("## ")]
         assert [h.split()[1] for h in headings] == ["1.", "2.", "2b.", "3.", "4.", "5.", "6.", "Compute"]
-        assert predicts in text and versus in text, (tau_tc, tau_gm)
-        assert "## 6. Does consistency predict generalization? 2 converged trials" in text
+        assert predicts in text and versus in text, taus
+        assert "## 6. Does consistency predict generalization? 80 converged trials in 2 environments" in text
+        for sub in ("### 6.1 environment 0 (`env0`)", "### 6.2 environment 1 (`env1`)", "### 6.3 Across environments"):
+            assert sub in text, sub
+        section = text.split("## 6. Does")[1]
+        assert "| measure | dir. | τ `env0` [95% CI] | τ `env1` [95% CI] | pooled" in section
+        assert "| cut | τ `env0` [95% CI] | τ `env1` [95% CI] |" in section and "\n| 2 | " in section
+        assert "| `env1` | `err_hat_full_test` | 40 |" in section and "**Secondary hypothesis" in section
+    # one environment (the one-sweep form, as a test or a caller before issue 23 makes it): the same section
+    trials = pd.DataFrame({"tc_kappa_test": [0.1, 0.2, 0.3], "converged": [1, 1, 0]})
+    r = results.Results(s, _metrics(s), _figures(), trials, _corr(0.7, 0.3), {"analysis": 1.0}, {"sweep": 3})
+    text = render.render(r)
+    assert "## 6. Does consistency predict generalization? 2 converged trials" in text
+    assert "**better than** the best baseline" in text and "**Verdict.**" in text
     assert s.n_trials == 6 and experiments.settings(False, 48, Path(".")).n_trials == 48
+
+
+def test_a_failed_environment_leaves_the_primary_test_without_a_verdict_and_the_report_still_renders():
+    """One environment's sweep failed (empty tables, its error): the report still renders (produce promises that the
+    other environments still report), the failed environment is a column of n/a, and "in every environment" cannot
+    be tested: no verdict, not a verdict over the environments that ran."""
+    s = experiments.settings(True, 24, Path("."))
+    r = _two_env_results(s, (0.6, 0.6), _corr(0.7, 0.3))
+    failed = results.SweepResult(r.sweeps[1].env, pd.DataFrame(), pd.DataFrame(), cfg=r.sweeps[1].cfg, error="E: x")
+    text = render.render(replace(r, sweeps=(r.sweeps[0], failed)))
+    across = text.split("### 6.3 Across environments")[1]
+    assert "**No verdict.** The sweep failed: E: x" in text
+    assert "| measure | dir. | τ `env0` [95% CI] | τ `env1` [95% CI] | pooled" in across
+    assert "was not measured with a test accuracy in every environment: no verdict" in across
+    assert "it **predicts** test accuracy in every environment" not in across
+    assert "**not tested**: an environment has no comparison." in across  # not "not shown": no p to show
 
 
 def test_random_label_verdict_needs_memorisation_and_follows_the_seed_interval():
@@ -170,7 +250,8 @@ def test_write_puts_the_report_its_forest_figure_and_tables_in_out(tmp_path):
     r = results.Results(s, _metrics(s), figures, pd.DataFrame({"trial": [0]}), _corr(0.5, 0.2))
     path = files.write(r, tmp_path)
     assert path == tmp_path / "REPORT.md" and "(report/effects.png)" in path.read_text()
-    for name in ("effects.png", "effects.csv", "trials.csv", "correlations.csv"):
+    names = ("effects.png", "effects.csv", "trials_digits-mlp.csv", "correlations_digits-mlp.csv", "robust.csv")
+    for name in (*names, "costs_digits-mlp.csv", "per_cut.csv", "calibration.csv", "settings.json"):
         assert (tmp_path / "report" / name).is_file(), name
     assert len(pd.read_csv(tmp_path / "report" / "effects.csv")) == len(verdicts.all_effects(r.metrics))
 
@@ -236,7 +317,11 @@ def test_rendered_text_follows_the_settings_and_the_machine(monkeypatch):
         {**s.labels, "width": 96, "lr": 0.02, "target_loss": 0.03, "epochs": 77},
         4,
         12,
-        {"epochs": 123, "target_loss": 0.02, "seeds": 1, "sampler": "random"},
+        (
+            Environment(
+                "digits-mlp", "MLP on 8x8 digits", {"epochs": 123, "target_loss": 0.02, "seeds": 1, "sampler": "random"}
+            ),
+        ),
         250,
         False,
         {"window": 0.25, "aniso_k": 4, "cuts": "all", "severities": "2"},
@@ -317,18 +402,21 @@ def test_a_sweep_with_fewer_than_3_converged_trials_gives_a_report_that_says_so(
     failed = replace(r, trials=pd.DataFrame(), sweep_error="ExecutionException: run failed")
     assert "**No verdict.** The sweep failed: ExecutionException: run failed" in render.render(failed)
     # the stored tables of either report can be read back (re-rendered) without the sweep's correlations
-    assert len(files.from_tables(figs).trials) == 3
+    assert len(results.sweeps_of(files.from_tables(figs))[0].trials) == 3
     files.write(failed, tmp_path / "out")
-    back = files.from_tables(figs)
+    (back,) = results.sweeps_of(files.from_tables(figs))
     assert back.trials.empty and back.corr.empty and back.costs == {}
-    assert back.sweep_error == "ExecutionException: run failed"
+    assert back.error == "ExecutionException: run failed"
 
 
 def test_sweep_results_of_a_logged_sweep_with_too_few_trials_and_no_leftover_folders(mlflow_store, tmp_path):
     import mlflow
 
+    from tc.tracking import client
+
     with mlflow.start_run() as trial:
         mlflow.log_metric("analysis_seconds", 6.0)
+        mlflow.log_metric("epochs_trained", 3)
         for epoch in range(3):
             mlflow.log_metric("epoch", epoch, step=epoch)
     art = tmp_path / "art"
@@ -340,6 +428,7 @@ def test_sweep_results_of_a_logged_sweep_with_too_few_trials_and_no_leftover_fol
     figs.mkdir()
     trials, corr, costs = produce.sweep_results(sweep_run.info.run_id, figs)
     assert len(trials) == 2 and corr.empty and set(costs) == {"analysis"}
+    assert costs["analysis"] == pytest.approx(6.0 / (3 * client.seconds_per_epoch(trial.info.run_id)))  # in runs
     assert list(figs.iterdir()) == []
 
 
@@ -405,7 +494,7 @@ def test_produce_runs_every_experiment_logs_the_report_and_survives_a_failed_swe
         assert (out / "report" / f"base_{name}").read_bytes() == b"png"
     assert "(report/base_consistency_heatmaps.png)" in text and "(report/base_perturbation.png)" in text
     record = json.loads((Path(client.client().download_artifacts(run.info.run_id, "report_runs.json"))).read_text())
-    assert set(record["runs"]) == set(experiments.training_runs(s)) and record["sweep_run_id"] is None
+    assert set(record["runs"]) == set(experiments.training_runs(s)) and record["sweep_run_ids"] == {"digits-mlp": None}
     assert len(analyzed) == len(experiments.analyses(s, record["runs"]))
     assert {"train base", "analyze base", "analyze splice"} <= set(record["timing_s"])
     logged = {a.path for a in client.client().list_artifacts(run.info.run_id)}
@@ -444,11 +533,12 @@ def _sweep_of(n=12, seed=0):
 def _stored_report(tmp_path, metrics=None, s=None, **fields):
     s = s or experiments.settings(False, 48, Path("."))
     trials, corr, space = _sweep_of()
-    figures = {**_figures(), "sweep_scatter": "report/sweep_scatter.png", "sweep_bars": "report/sweep_bars.png"}
+    names = files.sweep_figure_names("digits-mlp")
+    figures = {**_figures(), **{k: f"report/{v}" for k, v in names.items()}}
     costs = {"analysis": 1.5, "gm_disagreement": 0.02}
     r = results.Results(s, metrics or _metrics(s), figures, trials, corr, costs, space=space, **fields)
     (tmp_path / "report").mkdir()
-    for name in experiments.SWEEP_FIGURES.values():
+    for name in names.values():
         (tmp_path / "report" / name).write_bytes(b"")
     files.write(r, tmp_path)
     return r
@@ -461,11 +551,11 @@ def test_rerendering_an_unchanged_report_changes_only_its_note(tmp_path):
     assert files.write_rerendered(tmp_path, "2001-02-03") == []
     after = (tmp_path / "REPORT.md").read_text()
     note = [line for line in after.splitlines() if line.startswith(render.RERENDER_NOTE)]
-    verdict = verdicts.confirmatory_verdict(r.corr)
+    verdict = robustness.primary_verdict(robustness.robust_of(results.sweeps_of(r)))
     assert len(note) == 1 and "2001-02-03" in note[0]
     assert (
-        f"Verdicts: the sweep's confirmatory `tc_kappa_test` with test accuracy (section 6): {verdict} (unchanged)."
-        in note[0]
+        "Verdicts: the primary test, `tc_kappa_test` with test accuracy in every environment (section 6): "
+        f"{verdict} (unchanged)." in note[0]
     )
     assert after.replace(note[0] + "\n\n", "") == before  # every other line as it was
     assert "in 65 min on this machine (2 CPU cores, no GPU)" in after  # the run's, from settings.json
@@ -509,9 +599,10 @@ def test_write_stores_the_settings_and_a_rerender_follows_them_not_the_full_repo
     s = experiments.settings(True, 6, Path("."))
     r = _stored_report(tmp_path, s=s, seconds=120.0, machine="3 CPU cores, no GPU")
     stored = json.loads((tmp_path / "report" / "settings.json").read_text())
-    assert set(stored) == {"settings", "sweep_config", "space", "sweep_error", "seconds", "machine", "notes"}
+    assert set(stored) == {"settings", "environments", "seconds", "machine", "notes"}
     back = files.from_tables(tmp_path / "report")
-    assert back.settings == s and back.sweep_cfg == experiments.sweep_config(s) and back.space == r.space
+    (sweep,) = results.sweeps_of(back)
+    assert back.settings == s and sweep.cfg == experiments.sweep_config(s) and sweep.space == r.space
     assert (back.seconds, back.machine, back.sweep_error, back.notes) == (120.0, "3 CPU cores, no GPU", "", ())
     files.write_rerendered(tmp_path, "2001-02-03")
     text = (tmp_path / "REPORT.md").read_text()
@@ -535,7 +626,7 @@ def test_rerender_refuses_without_settings_json(mlflow_store, tmp_path, capsys):
 
 def test_rerender_refuses_when_the_recomputed_correlations_differ_from_the_stored_ones(tmp_path):
     _stored_report(tmp_path)
-    path = tmp_path / "report" / "correlations.csv"
+    path = tmp_path / "report" / "correlations_digits-mlp.csv"
     stored = pd.read_csv(path)
     # the columns the multiplicity rules set may differ (they are rewritten) ...
     stored.assign(role="headline", kendall_p_holm=0.5, same_ranks_as="").to_csv(path, index=False)
@@ -552,19 +643,63 @@ def test_rerender_refuses_when_the_recomputed_correlations_differ_from_the_store
     assert files.correlation_differences(stored, stored.drop(columns="spearman")) == ["column spearman only stored"]
 
 
-def test_a_change_of_the_sweeps_verdict_is_listed_and_a_legacy_headline_role_is_confirmatory(tmp_path):
+def test_a_change_of_the_primary_verdict_is_listed_and_a_legacy_headline_role_is_confirmatory(tmp_path):
     r = _stored_report(tmp_path)
-    assert verdicts.confirmatory_verdict(r.corr) == verdicts.PREDICTS
-    path = tmp_path / "report" / "correlations.csv"
+    robust = pd.read_csv(tmp_path / "report" / "robust.csv")
+    assert robustness.primary_verdict(robust) == verdicts.PREDICTS
+    robust.loc[robust["measure"] == "tc_kappa_test", "p_iut"] = 0.2  # what a report under another rule stated
+    robust.to_csv(tmp_path / "report" / "robust.csv", index=False)
+    changes = files.write_rerendered(tmp_path, "2001-02-03")
+    change = (
+        "the primary test, `tc_kappa_test` with test accuracy in every environment (section 6): no evidence → predicts"
+    )
+    assert changes == [change] and change in (tmp_path / "REPORT.md").read_text()
+    # a table stored before the roles were renamed says `headline` for the confirmatory row
     old = r.corr.assign(role=r.corr["role"].replace("confirmatory", "headline"))
-    old.loc[(old["measure"] == "tc_kappa_test") & (old["target"] == "test_acc"), "kendall_p_holm"] = 0.2
-    old.to_csv(path, index=False)
-    assert verdicts.confirmatory_verdict(old) == verdicts.NO_EVIDENCE
     row = old.set_index("measure").loc["tc_kappa_test"]
     assert verdicts.is_confirmatory("tc_kappa_test", row[row["target"] == "test_acc"].iloc[0])
+
+
+PUBLISHED = ROOT / "docs"
+
+
+def test_the_published_one_sweep_report_rerenders_with_its_legacy_tables(tmp_path):
+    """docs/REPORT.md and docs/report/ as stored before issue 23 (one sweep: trials.csv, correlations.csv, costs.csv
+    in epochs, settings.json with `sweep_extra`) re-render: read as one environment, its file names kept, its costs
+    turned into training runs, the cross-environment tables added, and the text says the design came after the
+    trials. The published verdict (the one sweep's confirmatory row) is unchanged under the primary test."""
+    import shutil
+
+    shutil.copy(PUBLISHED / "REPORT.md", tmp_path / "REPORT.md")
+    shutil.copytree(PUBLISHED / "report", tmp_path / "report")
+    stored = json.loads((tmp_path / "report" / "settings.json").read_text())
+    assert "sweep_extra" in stored["settings"] and "environments" not in stored  # the legacy form
+    back = files.from_tables(tmp_path / "report")
+    (sweep,) = results.sweeps_of(back)
+    assert back.legacy_tables and sweep.env.name == "digits-mlp" and len(sweep.trials) == 52
+    epochs = pd.read_csv(tmp_path / "report" / "costs.csv").set_index("step")["epochs"]
+    per_run = sweep.trials["epochs_trained"].mean()  # the costs were measured over every trial of trials.csv
+    assert sweep.costs["analysis"] == pytest.approx(epochs["analysis"] / per_run)
+    assert costs.cost_of("gm_disagreement", sweep.costs) == pytest.approx(1 + epochs["gm_disagreement"] / per_run)
     changes = files.write_rerendered(tmp_path, "2001-02-03")
-    sweep_change = "the sweep's confirmatory `tc_kappa_test` with test accuracy (section 6): no evidence → predicts"
-    assert changes == [sweep_change] and sweep_change in (tmp_path / "REPORT.md").read_text()
+    assert changes == []
+    text = (tmp_path / "REPORT.md").read_text()
+    assert (
+        "Verdicts: the primary test, `tc_kappa_test` with test accuracy in every environment (section 6): predicts"
+        in text
+    )
+    assert "### 6.2 Across environments" in text and "a re-reading, not a confirmation" in text
+    assert "| `gm_disagreement` | − | -0.84 [-0.90, -0.77] |" in text
+    # SPEC's bar in epochs: the stored cost itself (30.07), turned back with the same epochs per run
+    assert f"at most 2 training epochs: here {epochs['analysis']:.1f}, at {per_run:.0f} epochs per run" in text
+    assert "Full tables: `report/trials.csv`" in text  # its own tables' names, kept
+    for name in ("robust.csv", "per_cut.csv", "calibration.csv", "correlations.csv"):
+        assert (tmp_path / "report" / name).is_file(), name
+    assert not any((tmp_path / "report").glob("trials_*.csv"))
+    cal = pd.read_csv(tmp_path / "report" / "calibration.csv").set_index("estimate")
+    # the issue's numbers: mean |disagreement - error| 0.034, mean |(1 - tc_full_test) - error| 0.021
+    assert cal.loc["gm_disagreement", "mae"] == pytest.approx(0.034, abs=5e-4)
+    assert cal.loc["err_hat_full_test", "mae"] == pytest.approx(0.021, abs=5e-4)
 
 
 def _no_launch(entry: str, params: dict[str, str]) -> str:
@@ -581,15 +716,17 @@ def test_a_sweep_that_raises_anything_gives_a_report_that_says_so_also_when_rere
 
     monkeypatch.setattr(produce, "sweep_until_converged", lambda *args: "sweep-run-id")
     monkeypatch.setattr(produce, "sweep_results", fails)  # the sweep ran; reading its results failed
-    sweep_id, trials, corr, costs, space, error = produce.run_sweep(s, "study", {}, tmp_path, _no_launch)
+    sweep_id, done = produce.run_sweep(s, "study", {}, tmp_path, _no_launch)
+    trials, corr, costs, space, error = done.trials, done.corr, done.costs, done.space, done.error
     assert sweep_id == "sweep-run-id" and trials.empty and corr.empty and costs == {} and space == {}
     assert error == "MlflowException: RESOURCE_DOES_NOT_EXIST: no run"
     # a programming error in the sweep itself
     monkeypatch.setattr(produce, "sweep_until_converged", lambda *args: 1 / 0)
-    assert produce.run_sweep(s, "study", {}, tmp_path, _no_launch)[-1] == "ZeroDivisionError: division by zero"
+    assert produce.run_sweep(s, "study", {}, tmp_path, _no_launch)[1].error == "ZeroDivisionError: division by zero"
     r = results.Results(s, _metrics(s), _figures(), trials, corr, costs, sweep_error=error)
     files.write(r, tmp_path)
-    assert json.loads((tmp_path / "report" / "settings.json").read_text())["sweep_error"] == error
+    stored = json.loads((tmp_path / "report" / "settings.json").read_text())
+    assert stored["environments"]["digits-mlp"]["sweep_error"] == error
     files.write_rerendered(tmp_path, "2001-02-03")
     assert f"**No verdict.** The sweep failed: {error}" in (tmp_path / "REPORT.md").read_text()
 

@@ -85,6 +85,11 @@ def test_the_noise_claims_are_seed_paired_and_need_both_arms_to_fit_their_labels
         trials = pd.DataFrame({"label_noise": noise, "test_acc": [0.8, 0.9]})
         r = results.Results(s, _noise_metrics(s), {}, trials, pd.DataFrame())
         assert f"This report's sweep {says}" in "\n".join(sections.noise_section(r))
+        # the form `produce` and a re-render make: one SweepResult per environment, the one-sweep fields empty
+        env = s.environments[0]
+        sweep = results.SweepResult(env, trials, pd.DataFrame(), cfg=experiments.sweep_config(s, env))
+        r = results.Results(s, _noise_metrics(s), {}, pd.DataFrame(), pd.DataFrame(), sweeps=(sweep,))
+        assert f"This report's sweep {says}" in "\n".join(sections.noise_section(r))
 
 
 def test_section_1_claims_tc_gain_and_says_what_it_is():

@@ -7,7 +7,7 @@ import pytest
 from scipy import stats
 
 from tc.stats import rankcorr
-from tc.stats.multiplicity import ALPHA, multiplicity
+from tc.stats.multiplicity import ALPHA, holm, multiplicity
 from tc.sweep import space as sweep_space
 from tc.sweep import study as studies
 from tc.sweep import summary as sweep_summary
@@ -192,6 +192,35 @@ def test_measure_columns_leave_out_per_cut_variants():
 # ---- the redesigned sweep: fitted space, gen_gap, seeds, convergence, multiplicity, QMC ------------------
 
 
+def test_trials_rows_carry_the_per_cut_scores_and_the_error_estimates_but_rank_neither():
+    metrics = {
+        "tc_kappa_test": 0.9,
+        "tc_kappa_test_d2": 0.8,
+        "tc_test_d2": 0.85,
+        "tc_js_test_d4": 0.1,
+        "err_hat_tc_test": 0.1,
+        "err_hat_full_test": 0.05,
+        "gm_disagreement": 0.04,
+        "tc_test_seed_sd": 0.01,
+        "aniso_drift_topk_var_d2": 0.5,
+        "tc_test_random_shallow_d2": 0.3,
+        "analysis_seconds": 3.0,
+        "test_acc": 0.9,
+    }
+    row = sweep_summary.trial_columns(metrics)
+    assert set(row) == {
+        "tc_kappa_test",
+        "tc_kappa_test_d2",
+        "tc_test_d2",
+        "tc_js_test_d4",
+        "err_hat_tc_test",
+        "err_hat_full_test",
+        "gm_disagreement",
+        "tc_test_seed_sd",
+    }
+    assert sweep_summary.measure_columns(list(row)) == ["tc_kappa_test", "gm_disagreement"]  # the others: no rows
+
+
 def test_default_space_fits_the_data_set_and_a_space_that_cannot_is_refused():
     digits = sweep_space.default_space(1437)
     assert digits["train_size"]["choices"] == [500, 1000, 0]  # 2000 > 1437 dropped; 0 (= all) stays
@@ -293,7 +322,7 @@ def test_the_confirmatory_measure_is_tested_alone_and_the_exploratory_family_is_
     _assert_holm(gap["kendall_p_holm"], gap["kendall_p"])
 
 
-def test_measures_with_identical_ranks_are_flagged_and_each_counted_in_their_family():
+def test_measures_with_identical_ranks_are_flagged_and_counted_once_in_their_family():
     rng = np.random.default_rng(6)
     df = _null_family(rng, n_measures=6)
     df["m0_twin"] = 2 * df["m0"] + 1  # a monotone transform: the same ranks on these trials
@@ -318,9 +347,14 @@ def test_measures_with_identical_ranks_are_flagged_and_each_counted_in_their_fam
     assert table["same_ranks_as"].to_dict() == {m: twins.get(m, "") for m in measures}  # a flag, carried as is
     explore = table[table["role"] == "exploratory"]
     assert len(explore) == len(measures) - 1 == 10  # every measure but the confirmatory one, twins included
-    _assert_holm(explore["kendall_p_holm"], explore["kendall_p"])  # one family of 10, not 8 "distinct" tests
-    m = len(explore)  # the smallest exploratory p is multiplied by the whole family's size
-    assert explore["kendall_p_holm"].min() == pytest.approx(min(1.0, m * explore["kendall_p"].min()))
+    # ... but a class of twins is one test: 8 classes (m0_twin alone: its twin is the confirmatory measure)
+    key = {m: twins.get(m, m) for m in explore.index}
+    classes = explore.groupby(pd.Series(key))["kendall_p"].min()
+    assert len(classes) == 8
+    oracle = dict(zip(classes.index, holm(classes.to_numpy(float)), strict=True))
+    for m in explore.index:
+        assert explore.loc[m, "kendall_p_holm"] == pytest.approx(oracle[key[m]]), m
+    assert explore.loc["m2_twin", "kendall_p_holm"] == explore.loc["m2", "kendall_p_holm"]
     assert table.loc["m0", "kendall_p_holm"] == table.loc["m0", "kendall_p"]
 
 

@@ -1,5 +1,7 @@
-"""What the report's measures cost, in training epochs per sweep trial (costs.csv), and what the paper's
-scale would cost (an estimate, stated as one). Pure."""
+"""What the report's measures cost per sweep trial, in total compute relative to ONE training run of the trial
+(`run_costs`: the training runs a measure needs beyond the trial's own, plus its analysis time over the trial's
+training time; costs_<env>.csv), or in training epochs (`epoch_costs`, the tables stored before issue 23); and what
+the paper's scale would cost (an estimate, stated as one). Pure."""
 
 from __future__ import annotations
 
@@ -42,6 +44,34 @@ def epoch_costs(trials: list[tuple[dict[str, float], float | None]], second_epoc
     if second_epochs:
         totals[SECOND_SEED] = list(second_epochs)
     return {k: sum(v) / len(v) for k, v in totals.items()}
+
+
+def run_costs(trials: list[tuple[dict[str, float], float | None]], seeds: int = 1) -> dict[str, float]:
+    """Mean cost of each timed step in training runs: every `<step>_seconds` of a `TIMED_STEP` over the seconds of
+    that trial's own training run (its seconds per epoch times its `epochs_trained`), averaged over the trials
+    (`epoch_costs` with the run as the unit). With `seeds` = 2 the step `SECOND_SEED` costs exactly 1: the
+    trial's second training run, which the two-seed measures need (`cost_of`). So a measure's `cost_of` is its
+    training runs beyond the trial's own plus its analysis, relative to ONE training run of the trial."""
+    per_run = [
+        (m, per_epoch * m["epochs_trained"] if per_epoch and m.get("epochs_trained") else None)
+        for m, per_epoch in trials
+    ]
+    out = epoch_costs(per_run)
+    if seeds == 2:
+        out[SECOND_SEED] = 1.0
+    return out
+
+
+def runs_from_epochs(costs: dict[str, float], epochs_per_run: float, seeds: int = 1) -> dict[str, float]:
+    """Costs in epochs (`epoch_costs`, what tables stored before issue 23 hold) in training runs: each step's
+    epochs over `epochs_per_run` (the trials' mean `epochs_trained`: an approximation, the mean of ratios being
+    what `run_costs` measures), the second seed's training one run (`seeds` = 2). Empty without `epochs_per_run`."""
+    if not epochs_per_run or not math.isfinite(epochs_per_run):
+        return {}
+    out = {k: v / epochs_per_run for k, v in costs.items() if k != SECOND_SEED}
+    if seeds == 2:
+        out[SECOND_SEED] = 1.0
+    return out
 
 
 def _split_of(measure: str) -> str | None:
@@ -104,9 +134,10 @@ def cost_of(measure: str, costs: dict[str, float]) -> float | None:
     return (2 * own if base != measure else own) + costs[SECOND_SEED]
 
 
-def costs_table(costs: dict[str, float]) -> pd.DataFrame:
-    """costs.csv: one row per timed step, its mean cost in training epochs per trial (`epoch_costs`)."""
-    return pd.DataFrame({"step": list(costs), "epochs": list(costs.values())})
+def costs_table(costs: dict[str, float], unit: str = "epochs") -> pd.DataFrame:
+    """costs.csv: one row per timed step, its mean cost per trial in `unit`: `epochs` (`epoch_costs`, tables stored
+    before issue 23) or `runs` (`run_costs`: training runs)."""
+    return pd.DataFrame({"step": list(costs), unit: list(costs.values())})
 
 
 # An estimate, not a measurement: stated as such in the report. 50k images x 100 epochs of ResNet-20 on one

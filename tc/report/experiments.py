@@ -12,14 +12,16 @@ from pathlib import Path
 
 from tc.config import AnalyzeConfig, SweepConfig, TrainConfig, from_strings
 from tc.core.models import ModelSpec, build_model, default_depth
+from tc.report.environments import Environment, environments
 from tc.stats.replicates import Claim
 
 
 @dataclass(frozen=True)
 class Settings:
     """The report's scale. `base`: the ResNet runs (consistency, controls, anisotropy, freezing, BatchNorm)
-    at `seeds` seeds; `labels`: the random-label MLP runs at `label_seeds` seeds per arm; the sweep's
-    `n_trials` converged trials (`sweep_extra` on top of the sweep's defaults); `samples` per split;
+    at `seeds` seeds; `labels`: the random-label MLP runs at `label_seeds` seeds per arm; one sweep of `n_trials`
+    converged trials per environment of `environments` (`tc.report.environments`: each its sweep parameters on top
+    of the report's, `sweep_parameters`); `samples` per split;
     `analysis`: analyze parameters of every ResNet analysis (AnalyzeConfig's defaults for the rest; the report's
     own choices per analysis, e.g. `splits`, win)."""
 
@@ -28,7 +30,7 @@ class Settings:
     labels: dict
     label_seeds: int
     n_trials: int
-    sweep_extra: dict
+    environments: tuple[Environment, ...]
     samples: int
     quick: bool
     analysis: dict = field(default_factory=dict)
@@ -37,7 +39,7 @@ class Settings:
 def settings(quick: bool, trials: int, root: Path) -> Settings:
     """Quick (the test): ResNet-8 and a small MLP on digits, 2 seeds, at most 6 trials. Full: ResNet-20 (width
     16) on 5,000 Fashion-MNIST images at 5 seeds; the random-label MLP (width 256) on 1,000 digits at 5 seeds
-    per arm; the sweep's default proxy (digits MLP trained to cross-entropy 0.01) at `trials` converged trials."""
+    per arm; one sweep per environment (`tc.report.environments.environments`) at `trials` converged trials each."""
     # random labels: no augmentation, no weight decay, a constant learning rate, trained until the training
     # cross-entropy on the labels used is <= 0.02 (accuracy >= 0.99, checked); a checkpoint every 8 steps,
     # analyzed at LABEL_FRACTIONS matched fractions of training (runs of different lengths compare at equal
@@ -48,11 +50,10 @@ def settings(quick: bool, trials: int, root: Path) -> Settings:
         base = {"dataset": "digits", "model": "resnet20", "depth": 8, "width": 8, "epochs": 4}
         base |= {"train_size": 800, "batch_size": 64}
         labels |= {"width": 64, "train_size": 300, "epochs": 150, "target_loss": 0.05}
-        sweep_extra = {"search_space": str(root / "examples/digits_space.yaml"), "epochs": 150}
-        return Settings(base, 2, labels, 2, min(trials, 6), sweep_extra, 200, True)
+        return Settings(base, 2, labels, 2, min(trials, 6), environments(True, root), 200, True)
     base = {"dataset": "fashion-mnist", "model": "resnet20", "width": 16, "epochs": 6, "train_size": 5000}
     labels |= {"train_size": 1000, "epochs": 400, "target_loss": 0.02}
-    return Settings(base, 5, labels, 5, trials, {}, 500, False)
+    return Settings(base, 5, labels, 5, trials, environments(False, root), 500, False)
 
 
 FREEZE_EPOCH = 2
@@ -134,22 +135,39 @@ def base_analysis(s: Settings) -> dict:
     return {**s.analysis, "max_samples": s.samples, "measures": "false", "phases": "true"}
 
 
-def sweep_parameters(s: Settings, study_name: str, n_trials: int) -> dict:
-    """The correlation sweep: the sweep's defaults (QMC, digits MLP to cross-entropy 0.01, two seeds per
-    configuration) with a light per-trial analysis (no anisotropy: it is not a candidate predictor here)."""
+def sweep_parameters(s: Settings, study_name: str, n_trials: int, env: Environment | None = None) -> dict:
+    """One environment's correlation sweep (`env`; default the first of `s.environments`): the sweep's defaults
+    (QMC, two seeds per configuration) with a light per-trial analysis (no anisotropy: it is not a candidate
+    predictor here), and the environment's own parameters on top (its data set, model, space, epochs). The
+    study name and the number of trials are the report's: an environment cannot set them."""
+    env = env if env is not None else s.environments[0]
+    own = {k: v for k, v in env.sweep.items() if k not in ("n_trials", "study_name")}
     return {
-        "n_trials": n_trials,
-        "study_name": study_name,
         "max_samples": min(s.samples, 500),
         "anisotropy": "false",
         "bootstrap": 1000,
-        **s.sweep_extra,
+        **own,
+        "n_trials": n_trials,
+        "study_name": study_name,
     }
 
 
-def sweep_config(s: Settings) -> SweepConfig:
-    """The resolved config of the report's sweep (SweepConfig's defaults for what `sweep_parameters` leaves)."""
-    return from_strings(SweepConfig, as_strings(sweep_parameters(s, "tc-report", max(s.n_trials, 1))))
+def sweep_config(s: Settings, env: Environment | None = None) -> SweepConfig:
+    """The resolved config of one environment's sweep (default the first; SweepConfig's defaults for what
+    `sweep_parameters` leaves)."""
+    return from_strings(SweepConfig, as_strings(sweep_parameters(s, "tc-report", max(s.n_trials, 1), env)))
+
+
+def legacy_settings(stored: dict) -> Settings:
+    """`Settings` from a settings.json record: the current form (`environments`: a list of {name, title, sweep}),
+    or the form stored before issue 23 (one sweep, `sweep_extra`: its parameters on top of the report's), read
+    as one environment, the digits MLP of the sweep's defaults."""
+    stored = dict(stored)
+    if "sweep_extra" in stored:
+        extra = stored.pop("sweep_extra")
+        stored["environments"] = [{"name": "digits-mlp", "title": "MLP on 8x8 digits", "sweep": extra}]
+    stored["environments"] = tuple(Environment(**e) for e in stored["environments"])
+    return Settings(**stored)
 
 
 def describe_machine(device: str = "auto") -> str:

@@ -1,6 +1,6 @@
 """The report run: every experiment of `tc.report.experiments` trained and analyzed as a nested MLflow run of
 the report run (the train and analyze entry points' own path, in this process: `tc.tracking.jobs`), the base
-run's figures downloaded, the sweep run until enough trials converged, and the report written
+run's figures downloaded, one sweep per environment run until enough trials converged, and the report written
 (`tc.report.files.write`) and logged. MLflow only through `tc.tracking`; the one thing it cannot do, starting
 an entry point of this project as an `mlflow run` (the sweep), comes in as `launch` from the entry point."""
 
@@ -16,10 +16,11 @@ from typing import Any
 import pandas as pd
 
 from tc.report import experiments
-from tc.report.costs import epoch_costs
+from tc.report.costs import run_costs
+from tc.report.environments import Environment
 from tc.report.experiments import BASE_FIGURES, Settings
 from tc.report.files import clear_sweep_figures, report_dir, sweep_figures, sweep_tables, write
-from tc.report.results import Results
+from tc.report.results import Results, SweepResult
 from tc.tracking import analyses, client
 from tc.tracking.jobs import analyze_job, train_job
 
@@ -45,62 +46,64 @@ def timed(timing: dict, key: str, fn: Callable, *args: Any) -> Any:
     return out
 
 
-def sweep_until_converged(s: Settings, study: str, timing: dict, launch: Launch) -> str:
-    """Run the sweep until its study holds `s.n_trials` converged trials (a rerun adds trials to the study;
-    at most 3 rounds): the last sweep run's id, whose tables cover every trial of the study (fewer converged
-    trials than asked when the rounds ran out)."""
+def sweep_until_converged(s: Settings, study: str, timing: dict, launch: Launch, env: Environment | None = None) -> str:
+    """Run one environment's sweep (`env`; default the first) until its study holds `s.n_trials` converged trials
+    (a rerun adds trials to the study; at most 3 rounds): the last sweep run's id, whose tables cover every trial of
+    the study (fewer converged trials than asked when the rounds ran out)."""
+    env = env if env is not None else s.environments[0]
     asked = s.n_trials
     for _ in range(3):
-        params = experiments.as_strings(experiments.sweep_parameters(s, study, asked))
-        sweep_id = timed(timing, "sweep", launch, "sweep", params)
+        params = experiments.as_strings(experiments.sweep_parameters(s, study, asked, env))
+        sweep_id = timed(timing, f"sweep {env.name}", launch, "sweep", params)
         converged = int(client.get_run(sweep_id).data.metrics.get("n_trials_converged", 0))
         if converged >= s.n_trials:
             break
         asked += s.n_trials - converged + 2
-        print(f"tc report: {converged} converged trials of {s.n_trials}; asking for {asked} in all", flush=True)
+        print(f"tc report: {env.name}: {converged} converged trials of {s.n_trials}; asking for {asked}", flush=True)
     return sweep_id
 
 
-def sweep_results(sweep_id: str, fig_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, float]]:
-    """(trials, correlations, costs) of a finished sweep run, its figures moved into `fig_dir`; the download
-    goes through a temporary directory. Fewer than 3 converged trials: no correlations, no figures."""
+def sweep_results(sweep_id: str, fig_dir: Path, env: str = "") -> tuple[pd.DataFrame, pd.DataFrame, dict[str, float]]:
+    """(trials, correlations, costs in training runs: `run_costs`) of a finished sweep run, its figures moved into
+    `fig_dir` (named after `env`: `tc.report.files.sweep_figure_names`); the download goes through a temporary
+    directory. Fewer than 3 converged trials: no correlations, no figures."""
     with tempfile.TemporaryDirectory() as tmp:
         art = Path(client.client().download_artifacts(sweep_id, "", tmp))
-        trials, corr = sweep_tables(art, fig_dir)
+        trials, corr = sweep_tables(art, fig_dir, env)
     costs = {}
     if "run_id" in trials:
         ids = list(trials["run_id"].dropna())
-        # each trial's second seed (seeds=2): its training is part of what gm_disagreement, the cross-seed
-        # control and the seed spreads cost
-        second = [client.get_run(o).data.metrics.get("epochs_trained") for r in ids for o in client.seed_runs(r)[:1]]
-        costs = epoch_costs(
-            [(client.get_run(r).data.metrics, client.seconds_per_epoch(r)) for r in ids],
-            [e for e in second if e is not None],
-        )
+        # each trial's second seed (seeds=2) is one more training run: what gm_disagreement, gm_js_disagreement,
+        # the cross-seed control and the seed spreads cost beyond their own computation
+        seeds = 2 if any(client.seed_runs(r) for r in ids[:1]) else 1
+        costs = run_costs([(client.get_run(r).data.metrics, client.seconds_per_epoch(r)) for r in ids], seeds)
     return trials, corr, costs
 
 
-def run_sweep(s: Settings, study: str, timing: dict, figs: Path, launch: Launch) -> tuple:
-    """(sweep run id or None, trials, correlations, costs, fitted space, error): the report's sweep and its
-    tables. Any exception from fitting the space, the sweep runs or reading their results (an MLflow, Optuna
-    or programming error alike) is the sweep's failure, not the report's: its `type: message` is returned as
-    the error (the report then says "The sweep failed: ..."), with empty tables."""
+def run_sweep(s: Settings, study: str, timing: dict, figs: Path, launch: Launch, env: Environment | None = None):
+    """One environment's sweep (`env`; default the first) and its tables, as a `SweepResult` (with the sweep run's
+    id beside it). Any exception from fitting the space, the sweep runs or reading their results (an MLflow, Optuna
+    or programming error alike) is that environment's failure, not the report's: its `type: message` is the
+    result's error (the report then says "The sweep failed: ..."), with empty tables; the other environments still
+    run and report."""
     from tc.sweep.space import fitted_space  # here: optuna loads only when the sweep runs
 
+    env = env if env is not None else s.environments[0]
+    cfg = experiments.sweep_config(s, env)
     sweep_id = None
     try:
-        space = fitted_space(experiments.sweep_config(s))
-        sweep_id = sweep_until_converged(s, study, timing, launch)
-        trials, corr, costs = sweep_results(sweep_id, figs)
+        space = fitted_space(cfg)
+        sweep_id = sweep_until_converged(s, study, timing, launch, env)
+        trials, corr, costs = sweep_results(sweep_id, figs, env.name)
     except Exception as e:  # any failure of the sweep: an hour of experiments must still give a report
-        return sweep_id, pd.DataFrame(), pd.DataFrame(), {}, {}, f"{type(e).__name__}: {e}"[:500]
-    return sweep_id, trials, corr, costs, space, ""
+        return sweep_id, SweepResult(env, pd.DataFrame(), pd.DataFrame(), {}, {}, cfg, f"{type(e).__name__}: {e}"[:500])
+    return sweep_id, SweepResult(env, trials, corr, costs, space, cfg, "", sweep_figures(figs, env.name))
 
 
 def produce(s: Settings, out: Path, report_run_id: str, launch: Launch) -> Path:
     """The report at scale `s`, measured inside the active report run `report_run_id` and written into `out`
     (REPORT.md, and figures and tables in `out`/report): its path. The run gets REPORT.md and
-    `report_runs.json` (every run id, the sweep's, and the seconds of each step)."""
+    `report_runs.json` (every run id, each environment's sweep run id, and the seconds of each step)."""
     t_start, timing, metrics = time.time(), {}, {}
     figs = report_dir(out)
     runs = {}
@@ -113,14 +116,15 @@ def produce(s: Settings, out: Path, report_run_id: str, launch: Launch) -> Path:
         metrics[name] = client.get_run(runs[key]).data.metrics
     fig = {k: download_figure(runs["base/s0"], f, figs, f"base_{f}") for k, f in BASE_FIGURES.items()}
     clear_sweep_figures(figs)
-    sweep_id, trials, corr, costs, space, error = run_sweep(s, f"tc-report-{int(t_start)}", timing, figs, launch)
-    fig |= sweep_figures(figs)
+    sweep_ids, sweeps = {}, []
+    for env in s.environments:  # one sweep, one study per environment
+        sweep_ids[env.name], done = run_sweep(s, f"tc-report-{int(t_start)}-{env.name}", timing, figs, launch, env)
+        sweeps.append(done)
     machine = experiments.describe_machine(experiments.train_config(s.base).device)
-    results = Results(
-        s, metrics, fig, trials, corr, costs, timing, time.time() - t_start, machine, sweep_error=error, space=space
-    )
+    empty = pd.DataFrame()
+    results = Results(s, metrics, fig, empty, empty, {}, timing, time.time() - t_start, machine, sweeps=tuple(sweeps))
     path = write(results, out)
     client.client().log_artifact(report_run_id, str(path))
-    record = {"runs": runs, "sweep_run_id": sweep_id, "timing_s": timing}
+    record = {"runs": runs, "sweep_run_ids": sweep_ids, "timing_s": timing}
     client.client().log_dict(report_run_id, record, "report_runs.json")
     return path

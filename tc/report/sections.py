@@ -25,7 +25,7 @@ from tc.report.experiments import (
     train_config,
 )
 from tc.report.markdown import effect_rows, fmt, margins, mean_ci, model_name
-from tc.report.results import STORED_TABLES, Results, effects_of, sweep_config_of
+from tc.report.results import STORED_TABLES, Results, effects_of, sweep_config_of, sweeps_of
 from tc.report.verdicts import MEMORISED, memorised, seed_values
 from tc.stats.multiplicity import ALPHA
 from tc.stats.replicates import Effect
@@ -230,11 +230,15 @@ def noise_section(r: Results) -> list[str]:
             "",
         ]
     m = r.metrics
-    varies = "label_noise" in r.trials and r.trials["label_noise"].nunique() > 1
+    # every environment's trials (`sweeps_of`: `produce` and a re-render fill `sweeps`, not the one-sweep `trials`)
+    sweeps = sweeps_of(r)
+    trials = [sw.trials for sw in sweeps if not sw.trials.empty]
+    varies = [sw.env.name for sw in sweeps if "label_noise" in sw.trials and sw.trials["label_noise"].nunique() > 1]
+    where = f" in `{'`, `'.join(varies)}`" if len(sweeps) > 1 else ""
     sweep = (
-        "This report's sweep still varies it (section 6): its τ there includes the effect measured here."
+        f"This report's sweep still varies it{where} (section 6): its τ there includes the effect measured here."
         if varies
-        else ("This report's sweep does not vary it." if not r.trials.empty else "")
+        else (f"This report's sweep{'s do' if len(sweeps) > 1 else ' does'} not vary it." if trials else "")
     )
     epochs = {arm: _ci(m, arm, "epochs_trained", 0) for arm in NOISE_ARMS}
     acc = {arm: _ci(m, arm, "test_acc") for arm in NOISE_ARMS}

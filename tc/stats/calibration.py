@@ -69,3 +69,34 @@ def calibration(estimate, error, level: float = 0.95) -> Calibration:
     return Calibration(
         n, mae, mae - mae_half, mae + mae_half, b, b - t * se_b, b + t * se_b, a, a - t * se_a, a + t * se_a
     )
+
+
+@dataclass(frozen=True)
+class MaeComparison:
+    """Paired comparison of two estimates' calibration over the same `n` trials: the mean of
+    d_i = |a_i - err_i| - |b_i - err_i| (negative: `a` is closer to the error), its `level` t interval, and the
+    one-sided p of H0: mean d >= 0 against mean d < 0 (paired t test)."""
+
+    n: int
+    diff: float
+    low: float
+    high: float
+    p: float
+
+
+def compare_mae(a, b, error, level: float = 0.95) -> MaeComparison:
+    """Is estimate `a` closer to the error than estimate `b` on the same trials (module doc: one pair per trial;
+    trials with a NaN in any of the three dropped)? d_i = |a_i - err_i| - |b_i - err_i|; mean d with its t
+    interval, and the one-sided paired t test of mean d < 0 (sampling unit: the trial; the t test leans on the
+    mean of d being near normal, which the central limit theorem gives over tens of trials). Fewer than 2
+    trials, or d constant: NaN."""
+    a, b, y = (np.asarray(v, dtype=float) for v in (a, b, error))
+    keep = np.isfinite(a) & np.isfinite(b) & np.isfinite(y)
+    d = np.abs(a[keep] - y[keep]) - np.abs(b[keep] - y[keep])
+    n, nan = len(d), math.nan
+    if n < 2 or np.ptp(d) == 0:
+        return MaeComparison(n, float(d.mean()) if n else nan, nan, nan, nan)
+    se = float(d.std(ddof=1) / math.sqrt(n))
+    half = float(stats.t.ppf((1 + level) / 2, n - 1)) * se
+    p = float(stats.t.cdf(float(d.mean()) / se, n - 1))
+    return MaeComparison(n, float(d.mean()), float(d.mean()) - half, float(d.mean()) + half, p)

@@ -15,8 +15,8 @@ search space is a plain dict of hyperparameter -> spec ({"type": "float" | "int"
     95% bootstrap CIs resample trials with replacement (percentile method; `tc.stats.bootstrap`).
 Sampling unit of every p-value and CI: the trial. Multiplicity (`tc.stats.multiplicity`): the pre-specified
 CONFIRMATORY_MEASURE against PRIMARY_TARGET is the one confirmatory test, at ALPHA on its own; every other
-(measure, target) is exploratory, Holm-adjusted within its target's family (every measure counts, whatever
-its dependence on the others); measures with the same ranks on these trials are flagged (`same_ranks`).
+(measure, target) is exploratory, Holm-adjusted within its target's family; measures with the same ranks on these
+trials are flagged (`same_ranks`) and counted once.
 """
 
 from __future__ import annotations
@@ -190,9 +190,8 @@ def partial_kendall(trials: pd.DataFrame, measure: str, target: str, controls: l
 def same_ranks(trials: pd.DataFrame, measures: list[str]) -> dict[str, str]:
     """{measure: the first earlier measure of `measures` whose ranks over the trials equal its own}: both
     are missing on the same trials and order the others identically (ties included), so every rank
-    statistic of the two with any target is the same number on these trials. A flag only: two measures that
-    differ in value can share ranks on one set of trials and not on another, so `multiplicity` counts each
-    of them. Measures that are no one's twin are left out."""
+    statistic of the two with any target is the same number on these trials: `multiplicity` counts them once
+    in their Holm family (one test, not two). Measures that are no one's twin are left out."""
     out: dict[str, str] = {}
     keys: dict[tuple, str] = {}
     for m in dict.fromkeys(measures):  # first occurrence order

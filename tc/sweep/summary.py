@@ -45,6 +45,19 @@ def measure_columns(columns: list[str]) -> list[str]:
     ]
 
 
+#: Columns of trials.csv beside the measures, which no correlation ranks but the report reads: each cut's variant of
+#: the consistency scores (which depth carries the signal: `tc.stats.robust.per_cut_table`) and the single-run error
+#: estimates (their calibration beside GDE's: `tc.stats.calibration`).
+EXTRA_COLUMN = re.compile(r"tc_(kappa_|js_)?(train|test|corrupt)_d\d+|err_hat_(tc|full)_(train|test|corrupt)")
+
+
+def trial_columns(metrics: dict[str, float]) -> dict[str, float]:
+    """The metrics of a trial's run that its row of trials.csv holds: every measure (`measure_columns`), every
+    `<measure>_seed_sd` spread, and the `EXTRA_COLUMN`s."""
+    measures = set(measure_columns(list(metrics)))
+    return {k: v for k, v in metrics.items() if k in measures or k.endswith("_seed_sd") or EXTRA_COLUMN.fullmatch(k)}
+
+
 def split_converged(trials: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(trials that enter the correlations, trials that never reached the stopping criterion). A trial with
     `converged` = 0 is left out: comparing it with converged ones would compare models at unequal fit. A
@@ -74,7 +87,7 @@ def trials_table(study: optuna.Study) -> pd.DataFrame:
             "gen_gap": gen_gap(m),  # clean labels, the whole test set of test_acc
             "run_id": run_id,
         }
-        row.update({k: v for k, v in m.items() if k in measure_columns(list(m)) or k.endswith("_seed_sd")})
+        row.update(trial_columns(m))
         rows.append(row)
     return pd.DataFrame(rows)
 
