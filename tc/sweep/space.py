@@ -5,7 +5,8 @@ A space is a plain dict mapping a TrainConfig field to a spec: {"type": "float" 
 parameter of the same space: {"type", "log", "given": <parameter>, "ranges": {<choice>: {"low", "high"}, ...}},
 one range per choice (`validate_space`): e.g. a learning rate per optimizer, since one range rarely suits both
 SGD and Adam. Its `low`/`high` are then the envelope of its ranges, filled in by `load_space` (`with_envelopes`),
-so that what reads a numeric spec's bounds (Ψ's matching tolerance, the console) reads them unchanged. It is read from YAML/JSON (`load_space`) or is the default
+so that what reads a numeric spec's bounds (Ψ's matching tolerance, the console) reads them unchanged.
+It is read from YAML/JSON (`load_space`) or is the default
 (`default_space`, fitted to the data set), and is checked before the first trial, so that a bad value is
 refused naming the parameter, not a traceback in the middle of a sweep: its shape (`validate_space`), that
 the data set can satisfy it (`check_space_fits`) and every value against its TrainConfig field
