@@ -10,7 +10,8 @@ Each corner's values are enqueued into a fresh Optuna study in a throwaway sqlit
 `tc.sweep.space.suggest` (a conditional learning rate included), trained at both seeds by
 `tc.sweep.trial.train_trial` to the environment's criterion and analyzed by `tc.sweep.trial.analyze_trial`, as a
 sweep trial is. Printed per corner: the epochs each seed took, whether it converged, training and analysis wall
-time (both seeds), and the machine's load average before and after (the machine may be shared).
+time (both seeds), the process's CPU time (less stretched than wall time when the machine is shared), and the
+machine's load average before and after.
 """
 
 from __future__ import annotations
@@ -117,30 +118,33 @@ def main(argv: list[str] | None = None) -> None:
             values = suggest(trial, space)
             load = os.getloadavg()[0]
             with client.nested_run(T.trial_tags(cfg, trial.number, parent.info.run_id), corner) as rid:
-                t0 = time.perf_counter()
+                t0, c0 = time.perf_counter(), time.process_time()
                 second = T.train_trial(cfg, trial, T.trial_config(cfg, values), rid, parent.info.run_id)
                 train_s = time.perf_counter() - t0
                 t0 = time.perf_counter()
                 T.analyze_trial(T.analysis_config(cfg, rid, second), parent.info.run_id, second)
                 analysis_s = time.perf_counter() - t0
+                cpu_s = time.process_time() - c0  # both threads' CPU time: what a loaded machine stretches less
                 runs = [client.get_run(i).data.metrics for i in (rid, second) if i]
             epochs = "+".join(f"{m['epochs_trained']:.0f}" for m in runs)
             conv = "+".join("yes" if m.get("converged") else "no" for m in runs)
             acc = "/".join(f"{m['test_acc']:.3f}" for m in runs)
-            row = (corner, epochs, conv, acc, train_s, analysis_s, load, os.getloadavg()[0])
+            row = (corner, epochs, conv, acc, train_s, analysis_s, cpu_s, load, os.getloadavg()[0])
             rows.append(row)
             print(
                 f"{corner}: {values} | epochs {epochs} | converged {conv} | test_acc {acc} | train {train_s:.0f} s, "
-                f"analysis {analysis_s:.0f} s, trial {train_s + analysis_s:.0f} s | load {row[6]:.1f} -> {row[7]:.1f}",
+                f"analysis {analysis_s:.0f} s, trial {train_s + analysis_s:.0f} s, CPU {cpu_s:.0f} s | "
+                f"load {load:.1f} -> {row[-1]:.1f}",
                 flush=True,
             )
             study.tell(trial, runs[0]["test_acc"])
-    print("\n| corner | epochs (seeds) | converged | test acc | train (s) | analysis (s) | trial (s) | load |")
-    print("|---|---|---|---|---|---|---|---|")
-    for corner, epochs, conv, acc, train_s, analysis_s, l0, l1 in rows:
+    head = "| corner | epochs (seeds) | converged | test acc | train (s) | analysis (s) | trial (s) | CPU (s) | load |"
+    print("\n" + head)
+    print("|---|---|---|---|---|---|---|---|---|")
+    for corner, epochs, conv, acc, train_s, analysis_s, cpu_s, l0, l1 in rows:
         print(
             f"| {corner} | {epochs} | {conv} | {acc} | {train_s:.0f} | {analysis_s:.0f} | {train_s + analysis_s:.0f} "
-            f"| {l0:.1f}-{l1:.1f} |"
+            f"| {cpu_s:.0f} | {l0:.1f}-{l1:.1f} |"
         )
 
 

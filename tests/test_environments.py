@@ -2,12 +2,12 @@
 of them; the conditional (per-optimizer) learning-rate spec; the sizing calculation against brute force."""
 
 import math
-import sys
 
 import numpy as np
 import optuna
 import pytest
 
+from benchmarks import env_sizing
 from tc.config import SweepConfig
 from tc.core import data as tcdata
 from tc.report import experiments
@@ -15,9 +15,6 @@ from tc.report.environments import Environment, environments
 from tc.sweep import space as sweep_space
 from tc.sweep.study import make_sampler
 from tests.conftest import ROOT
-
-sys.path.insert(0, str(ROOT / "benchmarks"))
-import env_sizing  # noqa: E402
 
 COND = {
     "optimizer": {"type": "categorical", "choices": ["sgd", "adam"]},
