@@ -32,7 +32,7 @@ if str(ROOT) not in sys.path:  # run as a script from anywhere: import this chec
 # Corners of each environment's space by compute (train_size x depth x width, small batches costing more
 # steps) and by how slowly they fit (a small learning rate; Adam at its low end fitted slowest when measured).
 CORNERS = {
-    "fashion-conv": {
+    "conv": {
         "cheap": {
             "optimizer": "sgd",
             "lr": 0.15,
@@ -71,7 +71,7 @@ CORNERS = {
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--env", default="fashion-conv", choices=sorted(CORNERS))
+    p.add_argument("--env", default="conv", choices=sorted(CORNERS))
     p.add_argument("--corners", default="cheap,median,expensive")
     p.add_argument("--epochs", type=int, default=0, help="a shorter epoch cap than the environment's (0: its own)")
     args = p.parse_args(argv)
