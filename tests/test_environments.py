@@ -68,7 +68,7 @@ def test_a_conditional_spec_gets_its_envelope_and_its_values_are_checked_with_th
     path = tmp_path / "s.yaml"
     path.write_text((ROOT / "examples/fashion_conv_space.yaml").read_text())
     space = sweep_space.load_space(str(path))
-    assert (space["lr"]["low"], space["lr"]["high"]) == (1e-3, 0.1)  # the envelope of the two ranges
+    assert (space["lr"]["low"], space["lr"]["high"]) == (2e-3, 0.15)  # the envelope of the two ranges
     sweep_space.validate_space(space)  # the envelope is valid too
     fixed = {"dataset": "digits", "model": "mlp"}
     sweep_space.check_space_values(sweep_space.with_envelopes(COND), fixed)
