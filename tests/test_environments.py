@@ -138,3 +138,11 @@ def test_the_bootstrap_half_width_estimates_the_sampling_spread_of_tau():
     )
     assert env_sizing.trials_needed(0.5, grid=range(20, 200, 20), reps=40, draws=300) in (40, 60, 80)
     assert math.isclose(env_sizing.GOAL, 0.15)
+
+
+def test_a_sweep_with_sampler_grid_refuses_a_conditional_space_before_any_trial():
+    space = str(ROOT / "examples/conv_quick_space.yaml")
+    cfg = SweepConfig(search_space=space, dataset="digits", model="resnet20", sampler="grid")
+    with pytest.raises(ValueError, match="sampler=grid cannot draw lr"):
+        sweep_space.checked_space(cfg)
+    assert "lr" in sweep_space.checked_space(SweepConfig(search_space=space, dataset="digits", model="resnet20"))
