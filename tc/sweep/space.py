@@ -145,7 +145,7 @@ def _validate_conditional(space: dict, name: str, spec: dict, where: str) -> Non
     if not isinstance(ranges, dict) or sorted(map(repr, ranges)) != sorted(map(repr, choices)):
         raise ValueError(
             f"{where}: {name} needs `ranges` with one range per choice of {given} ({choices}), got "
-            f"{sorted(ranges) if isinstance(ranges, dict) else ranges!r}"
+            f"{list(ranges) if isinstance(ranges, dict) else ranges!r}"
         )
     for choice, r in ranges.items():
         _validate_range(f"{name}[{given}={choice}]", r, spec["type"], where)
