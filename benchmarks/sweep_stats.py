@@ -82,7 +82,7 @@ def synthetic_trials(n_trials: int, n_measures: int, seed: int = 0) -> pd.DataFr
             cols[name] = np.exp(rng.uniform(math.log(spec["low"]), math.log(spec["high"]), n_trials))
     df = pd.DataFrame(cols)
     df["test_acc"] = 0.9 + 0.02 * np.log(df["lr"]) + 1e-4 * df["width"] + rng.normal(0, 0.01, n_trials)
-    df["gen_gap"] = 0.05 - 0.5 * df["label_noise"] + rng.normal(0, 0.01, n_trials)
+    df["gen_gap"] = 0.05 - 0.01 * np.log(df["lr"]) + rng.normal(0, 0.01, n_trials)
     for k in range(n_measures):
         m = df["test_acc"] + rng.normal(0, 0.01 * (1 + k % 5), n_trials)
         if k % 7 == 3:

@@ -87,7 +87,7 @@ NOTES: dict[str, dict[str, str]] = {
         "n_trials": "See [Many workers](scaling.md#many-workers-many-machines)",
         "study_name": "Rerunning with an existing name adds trials to it",
         "storage": "The default journal lies beside the MLflow sqlite store",
-        "search_space": "Default: lr, batch size, weight decay, width, label noise, train-set size "
+        "search_space": "Default: lr, batch size, weight decay, width, train-set size (no label noise) "
         "(`tc.sweep.space.DEFAULT_SPACE`, fitted to the data set); e.g. `examples/digits_space.yaml`",
         "sampler": "`grid` takes 3 points per numeric range",
         "seed": "Re-seeded per trial from (seed, trial number); the second training seed is seed + 1",
