@@ -275,12 +275,13 @@ def test_report_config_keeps_the_old_meanings():
     from tc.config import ReportConfig
 
     cfg = parse_args(ReportConfig, [])
-    assert (cfg.quick, cfg.trials, cfg.out_dir, cfg.rerender) == (False, 48, None, False)
+    # trials 0: each environment's own size (issue 23: environments are sized apart, docs/report.md)
+    assert (cfg.quick, cfg.trials, cfg.out_dir, cfg.rerender) == (False, 0, None, False)
     cfg = parse_args(ReportConfig, ["--quick", "true", "--trials", "6", "--out_dir", "'/tmp/r'"])
     assert (cfg.quick, cfg.trials, cfg.out_dir) == (True, 6, "/tmp/r")
     assert parse_args(ReportConfig, ["--rerender", "true", "--out_dir", "x"]).rerender
     for argv, words in [
-        (["--trials", "0"], ["trials=0", ">= 1"]),
+        (["--trials", "-1"], ["trials=-1", ">= 0"]),
         (["--quick", "maybe"], ["quick='maybe'", "bool"]),
         (["--rerender", "true", "--quick", "true"], ["rerender=true", "quick=true", "drop quick and trials"]),
         (["--rerender", "true", "--trials", "6"], ["trials=6", "settings.json"]),

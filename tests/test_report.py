@@ -195,6 +195,23 @@ def test_report_has_every_section_in_order_and_verdicts_follow_the_primary_test(
     assert s.n_trials == 6 and experiments.settings(False, 48, Path(".")).n_trials == 48
 
 
+def test_trials_per_environment_are_its_own_size_unless_the_report_gives_one_for_all():
+    from tc.config import ReportConfig
+    from tc.report.environments import environments
+
+    assert ReportConfig().trials == 0  # the default: each environment's own size
+    for quick in (True, False):
+        s = experiments.settings(quick, 0, Path("."))
+        sizes = [experiments.trials_for(s, env) for env in s.environments]
+        assert sizes == [env.n_trials for env in environments(quick, Path("."))]
+        assert experiments.sweep_config(s, s.environments[1]).n_trials == sizes[1]
+        given = experiments.settings(quick, 5, Path("."))
+        assert [experiments.trials_for(given, env) for env in given.environments] == [5, 5]
+    s = experiments.settings(False, 0, Path("."))
+    unsized = replace(s, environments=(replace(s.environments[0], n_trials=None),))
+    assert experiments.trials_for(unsized) == 3  # the fewest a rank correlation is computed on
+
+
 def test_a_failed_environment_leaves_the_primary_test_without_a_verdict_and_the_report_still_renders():
     """One environment's sweep failed (empty tables, its error): the report still renders (produce promises that the
     other environments still report), the failed environment is a column of n/a, and "in every environment" cannot
@@ -308,7 +325,7 @@ def test_rendered_text_follows_the_settings_and_the_machine(monkeypatch):
         "seeds with Holm p < 0.05",
         "5 draws per seed",
         "about 4 GPU-hours for the seeded experiments at 5 seeds per arm",
-        "about 16 GPU-hours for a 48-trial two-seed sweep",
+        "about 32 GPU-hours for 96 two-seed sweep trials (2 environments)",  # 48 in each
     ):
         assert said in default_text, said
     s = experiments.Settings(
@@ -356,7 +373,7 @@ def test_rendered_text_follows_the_settings_and_the_machine(monkeypatch):
         "4 trials ran; 1 hit the cap",
         "With 3 seeds the half-width is 4.3",
         "about 2 GPU-hours for the seeded experiments at 3 seeds per arm",  # 3 x 2 arms x 20 min
-        "about 2 GPU-hours for a 12-trial one-seed sweep",  # 12 x 10 min
+        "about 2 GPU-hours for 12 one-seed sweep trials (1 environment)",  # 12 x 10 min
     ):
         assert said in text, said
     stale = ("2 CPU cores", "lr 0.1 cosine", "two seeds", "cap 300", "cut 4", "last 50%", "last half", "top-3")
@@ -494,7 +511,9 @@ def test_produce_runs_every_experiment_logs_the_report_and_survives_a_failed_swe
         assert (out / "report" / f"base_{name}").read_bytes() == b"png"
     assert "(report/base_consistency_heatmaps.png)" in text and "(report/base_perturbation.png)" in text
     record = json.loads((Path(client.client().download_artifacts(run.info.run_id, "report_runs.json"))).read_text())
-    assert set(record["runs"]) == set(experiments.training_runs(s)) and record["sweep_run_ids"] == {"digits-mlp": None}
+    assert set(record["runs"]) == set(experiments.training_runs(s)) and record["sweep_run_ids"] == {
+        e.name: None for e in s.environments
+    }
     assert len(analyzed) == len(experiments.analyses(s, record["runs"]))
     assert {"train base", "analyze base", "analyze splice"} <= set(record["timing_s"])
     logged = {a.path for a in client.client().list_artifacts(run.info.run_id)}

@@ -11,7 +11,7 @@ import re
 import pandas as pd
 
 from tc.config import SPLITS
-from tc.report.experiments import Settings
+from tc.report.experiments import Settings, trials_for
 
 _SPLIT = "|".join(SPLITS)  # one split's timer: tc_<split>
 # The analysis' timed steps, `<step>_seconds` each (`tc.analysis.registry`): listed, because a trial's run also holds
@@ -151,10 +151,12 @@ def paper_scale(s: Settings, seeds: int) -> str:
     """The paper-scale estimate (PAPER_GPU_MINUTES per run and per analysis) at the report's seeds and trials,
     with `seeds` training seeds per sweep trial, rounded up to whole GPU-hours."""
     seeded = math.ceil(s.seeds * 2 * 2 * PAPER_GPU_MINUTES / 60)
-    trials = math.ceil(s.n_trials * seeds * PAPER_GPU_MINUTES / 60)
+    n_trials = sum(trials_for(s, env) for env in s.environments)
+    trials = math.ceil(n_trials * seeds * PAPER_GPU_MINUTES / 60)
     per = {1: "one-seed", 2: "two-seed"}.get(seeds, f"{seeds}-seed")
     return (
         f"Estimated (not measured): about {PAPER_GPU_MINUTES} GPU-minutes to train one run and as much to analyze "
         f"it, so about {seeded} GPU-hours for the seeded experiments at {s.seeds} seeds per arm and about {trials} "
-        f"GPU-hours for a {s.n_trials}-trial {per} sweep."
+        f"GPU-hours for {n_trials} {per} sweep trials ({len(s.environments)} environment"
+        f"{'s' if len(s.environments) != 1 else ''})."
     )

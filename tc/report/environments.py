@@ -68,7 +68,7 @@ def environments(quick: bool, root: Path) -> tuple[Environment, ...]:
     if quick:
         digits = {"search_space": str(root / "examples/digits_clean_space.yaml"), "epochs": 150}
         return (
-            Environment("digits-mlp", DIGITS_TITLE, digits),
+            Environment("digits-mlp", DIGITS_TITLE, digits, n_trials=6),
             Environment("conv", CONV_QUICK_TITLE, conv_sweep(root, quick=True), n_trials=3),
         )
     return (

@@ -13,15 +13,16 @@ from pathlib import Path
 from tc.config import AnalyzeConfig, SweepConfig, TrainConfig, from_strings
 from tc.core.models import ModelSpec, build_model, default_depth
 from tc.report.environments import Environment, environments
+from tc.stats.rankcorr import MIN_TRIALS
 from tc.stats.replicates import Claim
 
 
 @dataclass(frozen=True)
 class Settings:
     """The report's scale. `base`: the ResNet runs (consistency, controls, anisotropy, freezing, BatchNorm)
-    at `seeds` seeds; `labels`: the random-label MLP runs at `label_seeds` seeds per arm; one sweep of `n_trials`
-    converged trials per environment of `environments` (`tc.report.environments`: each its sweep parameters on top
-    of the report's, `sweep_parameters`); `samples` per split;
+    at `seeds` seeds; `labels`: the random-label MLP runs at `label_seeds` seeds per arm; one sweep per
+    environment of `environments` (`tc.report.environments`: each its sweep parameters on top of the report's,
+    `sweep_parameters`) at `trials_for(s, env)` converged trials (`n_trials`: 0, or all alike); `samples` per split;
     `analysis`: analyze parameters of every ResNet analysis (AnalyzeConfig's defaults for the rest; the report's
     own choices per analysis, e.g. `splits`, win)."""
 
@@ -39,7 +40,8 @@ class Settings:
 def settings(quick: bool, trials: int, root: Path) -> Settings:
     """Quick (the test): ResNet-8 and a small MLP on digits, 2 seeds, at most 6 trials. Full: ResNet-20 (width
     16) on 5,000 Fashion-MNIST images at 5 seeds; the random-label MLP (width 256) on 1,000 digits at 5 seeds
-    per arm; one sweep per environment (`tc.report.environments.environments`) at `trials` converged trials each."""
+    per arm; one sweep per environment (`tc.report.environments.environments`) at `trials` converged trials each
+    (0: each environment's own size, `trials_for`)."""
     # random labels: no augmentation, no weight decay, a constant learning rate, trained until the training
     # cross-entropy on the labels used is <= 0.02 (accuracy >= 0.99, checked); a checkpoint every 8 steps,
     # analyzed at LABEL_FRACTIONS matched fractions of training (runs of different lengths compare at equal
@@ -50,7 +52,7 @@ def settings(quick: bool, trials: int, root: Path) -> Settings:
         base = {"dataset": "digits", "model": "resnet20", "depth": 8, "width": 8, "epochs": 4}
         base |= {"train_size": 800, "batch_size": 64}
         labels |= {"width": 64, "train_size": 300, "epochs": 150, "target_loss": 0.05}
-        return Settings(base, 2, labels, 2, min(trials, 6), environments(True, root), 200, True)
+        return Settings(base, 2, labels, 2, (min(trials, 6) if trials else 0), environments(True, root), 200, True)
     base = {"dataset": "fashion-mnist", "model": "resnet20", "width": 16, "epochs": 6, "train_size": 5000}
     labels |= {"train_size": 1000, "epochs": 400, "target_loss": 0.02}
     return Settings(base, 5, labels, 5, trials, environments(False, root), 500, False)
@@ -152,10 +154,18 @@ def sweep_parameters(s: Settings, study_name: str, n_trials: int, env: Environme
     }
 
 
+def trials_for(s: Settings, env: Environment | None = None) -> int:
+    """The converged trials the report collects in one environment (default the first): the report's `trials`
+    when given (> 0, for every environment alike), else the environment's own size (`Environment.n_trials`,
+    docs/report.md "Environments and their size"); at least the 3 a rank correlation needs."""
+    env = env if env is not None else s.environments[0]
+    return s.n_trials if s.n_trials > 0 else max(env.n_trials or MIN_TRIALS, MIN_TRIALS)
+
+
 def sweep_config(s: Settings, env: Environment | None = None) -> SweepConfig:
     """The resolved config of one environment's sweep (default the first; SweepConfig's defaults for what
     `sweep_parameters` leaves)."""
-    return from_strings(SweepConfig, as_strings(sweep_parameters(s, "tc-report", max(s.n_trials, 1), env)))
+    return from_strings(SweepConfig, as_strings(sweep_parameters(s, "tc-report", trials_for(s, env), env)))
 
 
 def legacy_settings(stored: dict) -> Settings:

@@ -160,7 +160,9 @@ def from_tables(figs: Path) -> Results:
     legacy = "environments" not in stored
     per_env = {s.environments[0].name: stored} if legacy else stored["environments"]
     sweeps = []
-    for env in s.environments:
+    # the environments whose sweep was stored: every one of a produced report; a report written in the one-sweep
+    # form (`Results` without `sweeps`, e.g. by a caller from before issue 23) stores its settings' first only
+    for env in (e for e in s.environments if e.name in per_env):
         rec = per_env[env.name]
         cfg = SweepConfig(**rec["sweep_config"])
         trials = _read_table(figs / table_name("trials", env.name, legacy))

@@ -47,19 +47,19 @@ def timed(timing: dict, key: str, fn: Callable, *args: Any) -> Any:
 
 
 def sweep_until_converged(s: Settings, study: str, timing: dict, launch: Launch, env: Environment | None = None) -> str:
-    """Run one environment's sweep (`env`; default the first) until its study holds `s.n_trials` converged trials
-    (a rerun adds trials to the study; at most 3 rounds): the last sweep run's id, whose tables cover every trial of
-    the study (fewer converged trials than asked when the rounds ran out)."""
+    """Run one environment's sweep (`env`; default the first) until its study holds `experiments.trials_for`
+    converged trials (a rerun adds trials to the study; at most 3 rounds): the last sweep run's id, whose tables
+    cover every trial of the study (fewer converged trials than asked when the rounds ran out)."""
     env = env if env is not None else s.environments[0]
-    asked = s.n_trials
+    wanted = asked = experiments.trials_for(s, env)
     for _ in range(3):
         params = experiments.as_strings(experiments.sweep_parameters(s, study, asked, env))
         sweep_id = timed(timing, f"sweep {env.name}", launch, "sweep", params)
         converged = int(client.get_run(sweep_id).data.metrics.get("n_trials_converged", 0))
-        if converged >= s.n_trials:
+        if converged >= wanted:
             break
-        asked += s.n_trials - converged + 2
-        print(f"tc report: {env.name}: {converged} converged trials of {s.n_trials}; asking for {asked}", flush=True)
+        asked += wanted - converged + 2
+        print(f"tc report: {env.name}: {converged} converged trials of {wanted}; asking for {asked}", flush=True)
     return sweep_id
 
 
