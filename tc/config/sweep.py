@@ -45,6 +45,12 @@ class SweepConfig:
         "train every trial until its training cross-entropy (own labels, whole training set) is <= this "
         "(Jiang et al. 2020: equal fit); 0 = off. Trials that reach the cap first are reported apart",
     )
+    test_every: int = opt(
+        0,
+        "epochs between test-set evaluations in every trial's training; 0 = at the last epoch only: the final test "
+        "accuracy, all the sweep reads, is the same, and small training sets train several times faster; "
+        "pruner=median needs >= 1 (it compares test accuracy epoch by epoch)",
+    )
     seeds: int = opt(
         2, "training seeds per configuration (2: gm_disagreement, gm_js_disagreement and <measure>_seed_sd); 1 or 2"
     )
@@ -69,6 +75,12 @@ class SweepConfig:
         check_range("epochs", self.epochs, 1)
         check_range("target_loss", self.target_loss, 0.0)
         check_range("seeds", self.seeds, 1, 2)
+        check_range("test_every", self.test_every, 0)
+        if self.pruner != "none" and self.test_every == 0:
+            raise ValueError(
+                f"pruner={self.pruner} needs test_every >= 1: it compares each trial's test accuracy epoch by epoch, "
+                "and test_every=0 evaluates the test set at the last epoch only; pass -P test_every=1 (or pruner=none)"
+            )
         check_range("max_samples", self.max_samples, 0)
         check_range("bootstrap", self.bootstrap, 100)
         if not self.study_name.strip():
