@@ -65,7 +65,7 @@ def test_by_default_every_epoch_has_the_test_metrics_of_its_saved_model():
 
 # converges at epoch 7 (checked below): not a multiple of 2 or 3, so the last epoch is evaluated only because it
 # is the last; the capped run ends at epoch 5 (not a multiple of 2 or 3 either)
-RUNS = {"converged": dict(epochs=60, target_loss=0.05), "capped": dict(epochs=5)}
+RUNS = {"converged": dict(epochs=60, target_loss=0.2), "capped": dict(epochs=5)}
 
 
 @pytest.mark.parametrize("every", [0, 2, 3])
