@@ -143,6 +143,12 @@ def test_a_pruner_with_test_every_0_is_refused_naming_both():
     assert sweep_trial.trial_config(cfg, {}).test_every == 3  # every trial trains with the sweep's value
 
 
+def test_the_sweep_command_refuses_a_pruner_with_test_every_0_before_any_trial(mlflow_store, tmp_path, capsys):
+    assert sweep_ep.main(["--pruner", "median", "--storage", str(tmp_path / "j.log")]) == 2
+    assert "pruner=median needs test_every >= 1" in capsys.readouterr().err
+    assert not (tmp_path / "j.log").exists()
+
+
 def test_pruning_reports_only_the_epochs_that_have_test_accuracy():
     study = optuna.create_study(direction="maximize", pruner=optuna.pruners.NopPruner())
     trial = study.ask()

@@ -34,7 +34,9 @@ class SweepConfig:
         "(optimises test accuracy: correlations are then estimated along an optimiser's path)",
         SAMPLERS,
     )
-    pruner: str = opt("none", "prune trials whose test accuracy lags the median at the same epoch", PRUNERS)
+    pruner: str = opt(
+        "none", "prune trials whose test accuracy lags the median at the same epoch (needs test_every >= 1)", PRUNERS
+    )
     seed: int = opt(0, "sampler seed (reproducible only with one worker) and every trial's training seed")
     dataset: str = opt("digits", "data set of every trial", DATASETS)
     model: str = opt("mlp", "architecture of every trial", MODELS)
@@ -48,8 +50,8 @@ class SweepConfig:
     test_every: int = opt(
         0,
         "epochs between test-set evaluations in every trial's training; 0 = at the last epoch only: the final test "
-        "accuracy, all the sweep reads, is the same, and small training sets train several times faster; "
-        "pruner=median needs >= 1 (it compares test accuracy epoch by epoch)",
+        "accuracy, all the sweep reads, is the same, and a trial on a small training set with a large test set "
+        "trains many times faster; pruner=median needs >= 1 (it compares test accuracy epoch by epoch)",
     )
     seeds: int = opt(
         2, "training seeds per configuration (2: gm_disagreement, gm_js_disagreement and <measure>_seed_sd); 1 or 2"
