@@ -189,3 +189,24 @@ def test_a_trial_at_test_every_0_has_the_same_test_accuracy_and_analysis_as_at_1
         assert len(MlflowClient().get_metric_history(trial.user_attrs["mlflow_run_id"], "test_acc")) == evaluations
     pruned, _ = _trial(tmp_path, "pruned", "--pruner", "median", "--test_every", "2")
     assert sorted(pruned.intermediate_values) == [2, 3]  # epoch 2, and the last
+
+
+def test_a_stored_report_from_before_test_every_reads_back_as_evaluated_every_epoch(tmp_path):
+    """A report's settings.json written before `test_every` existed has no such key: its sweep evaluated the test
+    set at every epoch, so it reads back as test_every=1 (not the default 0), and a stored pruner=median (which
+    SweepConfig refuses at test_every=0) still re-renders."""
+    from dataclasses import asdict
+
+    from tc.report import files
+    from tests.test_report import _stored_report
+
+    _stored_report(tmp_path)
+    path = tmp_path / "report" / "settings.json"
+    stored = json.loads(path.read_text())
+    assert stored["sweep_config"].pop("test_every") == 0  # a report of today stores the value it ran with
+    path.write_text(json.dumps(stored))
+    assert files.from_tables(tmp_path / "report").sweep_cfg.test_every == 1
+    stored["sweep_config"]["pruner"] = "median"
+    path.write_text(json.dumps(stored))
+    back = files.from_tables(tmp_path / "report").sweep_cfg
+    assert asdict(back) == {**stored["sweep_config"], "test_every": 1}

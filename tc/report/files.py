@@ -110,7 +110,9 @@ def from_tables(figs: Path) -> Results:
         )
     stored = json.loads(path.read_text())
     s = Settings(**stored["settings"])
-    cfg = SweepConfig(**stored["sweep_config"])
+    # a report stored before test_every existed: its sweep evaluated the test set at every epoch (and a stored
+    # pruner=median is refused at the default 0)
+    cfg = SweepConfig(**{"test_every": 1, **stored["sweep_config"]})
     space = stored["space"]
     effects = effects_from_table(pd.read_csv(figs / "effects.csv"))
     trials = _read_table(figs / "trials.csv")
