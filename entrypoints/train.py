@@ -3,9 +3,9 @@
     mlflow run . --env-manager local -e train -P dataset=fashion-mnist -P model=resnet20 -P epochs=5 \
         -P train_size=5000
 
-Logs: every parameter, `config.json`, per-epoch `train_loss, train_acc, test_loss, test_acc, epoch, lr` and
-`train_seconds` (active training time so far, without the downtime of a resume; MLflow step = global
-optimizer step), `checkpoints/step_XXXXXXXX.pt` from step 0 to the last step,
+Logs: every parameter, `config.json`, per-epoch `train_loss, train_acc, epoch, lr`, `test_loss, test_acc` (every
+`test_every` epochs and at the last) and `train_seconds` (active training time so far, without the downtime of
+a resume; MLflow step = global optimizer step), `checkpoints/step_XXXXXXXX.pt` from step 0 to the last step,
 `checkpoints/index.json` (step, epoch, file, sha256) and `resume/state.pt` (deleted once the run finishes),
 and the tags `tc.writer` / `tc.writer_heartbeat` (who trains the run: resuming a run with a live writer is refused).
 

@@ -34,7 +34,9 @@ class SweepConfig:
         "(optimises test accuracy: correlations are then estimated along an optimiser's path)",
         SAMPLERS,
     )
-    pruner: str = opt("none", "prune trials whose test accuracy lags the median at the same epoch", PRUNERS)
+    pruner: str = opt(
+        "none", "prune trials whose test accuracy lags the median at the same epoch (needs test_every >= 1)", PRUNERS
+    )
     seed: int = opt(0, "sampler seed (reproducible only with one worker) and every trial's training seed")
     dataset: str = opt("digits", "data set of every trial", DATASETS)
     model: str = opt("mlp", "architecture of every trial", MODELS)
@@ -44,6 +46,12 @@ class SweepConfig:
         0.01,
         "train every trial until its training cross-entropy (own labels, whole training set) is <= this "
         "(Jiang et al. 2020: equal fit); 0 = off. Trials that reach the cap first are reported apart",
+    )
+    test_every: int = opt(
+        0,
+        "epochs between test-set evaluations in every trial's training; 0 = at the last epoch only: the final test "
+        "accuracy, all the sweep reads, is the same, and a trial on a small training set with a large test set "
+        "trains many times faster; pruner=median needs >= 1 (it compares test accuracy epoch by epoch)",
     )
     seeds: int = opt(
         2, "training seeds per configuration (2: gm_disagreement, gm_js_disagreement and <measure>_seed_sd); 1 or 2"
@@ -69,6 +77,12 @@ class SweepConfig:
         check_range("epochs", self.epochs, 1)
         check_range("target_loss", self.target_loss, 0.0)
         check_range("seeds", self.seeds, 1, 2)
+        check_range("test_every", self.test_every, 0)
+        if self.pruner != "none" and self.test_every == 0:
+            raise ValueError(
+                f"pruner={self.pruner} needs test_every >= 1: it compares each trial's test accuracy epoch by epoch, "
+                "and test_every=0 evaluates the test set at the last epoch only; pass -P test_every=1 (or pruner=none)"
+            )
         check_range("max_samples", self.max_samples, 0)
         check_range("bootstrap", self.bootstrap, 100)
         if not self.study_name.strip():

@@ -61,6 +61,11 @@ class TrainConfig:
     train_size: int = opt(0, "seeded subset of the training set; 0 = all of it")
     seed: int = opt(0, "seed for initialisation, subset, label noise, data order and augmentation")
     checkpoint_every: int = opt(0, "optimizer steps between checkpoints; 0 = once per epoch")
+    test_every: int = opt(
+        1,
+        "epochs between evaluations on the whole test set (test_loss, test_acc), and always at the last epoch; "
+        "0 = at the last epoch only (final test accuracy is the same, training is faster on small training sets)",
+    )
     device: str = opt("auto", "where to train; auto = cuda when available", DEVICES)
     freeze_cut: int = opt(
         0, "freeze blocks [0, freeze_cut) from epoch freeze_epoch on (arXiv 2509.20334's freezing control); 0 = never"
@@ -84,6 +89,7 @@ class TrainConfig:
         check_range("target_loss", self.target_loss, 0.0)
         check_range("train_size", self.train_size, 0)
         check_range("checkpoint_every", self.checkpoint_every, 0)
+        check_range("test_every", self.test_every, 0)
         check_range("seed", self.seed, 0)
         check_range("freeze_cut", self.freeze_cut, 0)
         check_range("freeze_epoch", self.freeze_epoch, 0)

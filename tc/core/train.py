@@ -20,7 +20,10 @@ end, summed over every resumed part of the run: the downtime between a kill and 
 It is logged with each epoch's metrics and is what the analysis's `*_cost_epochs` divide by.
 
 Events, in order, after optimizer step s:
-  1. at an epoch end: `metrics` = train sums of the epoch + evaluation on the test set;
+  1. at an epoch end: `metrics` = train sums of the epoch; the stopping criterion's metrics (below), which decide
+     if this epoch is the last; the whole test set's `test_loss`, `test_acc` when the epoch is a multiple of
+     `cfg.test_every` or the last (cap or criterion), else none (callbacks must not assume them). Evaluations
+     draw no random numbers and change no weights: `test_every` changes no number but `train_seconds`;
   2. at a checkpoint step (s = 0, every `checkpoint_every` steps, the last step) or an epoch end:
      `callback.on_save(step, epoch, model, state, checkpoint)`: `state` is the resume state, carrying the
      epoch's metrics as `pending_metrics` so a crash between 2 and 3 loses nothing;
@@ -328,18 +331,14 @@ def train(
             epoch_end = step % spe == 0
             metrics = None
             if epoch_end:
-                test = evaluate(model, data, data.test_x, data.test_y, device)
-                metrics = {
-                    "train_loss": sums.loss / sums.count,
-                    "train_acc": sums.correct / sums.count,
-                    "test_loss": test["loss"],
-                    "test_acc": test["acc"],
-                    "epoch": float(step // spe),
-                    "lr": lr_at(step - 1, total, cfg),
-                }
+                metrics = {"train_loss": sums.loss / sums.count, "train_acc": sums.correct / sums.count}
                 sums = _EpochSums()
-                stopped = _stopping_metrics(model, data, cfg, device, step, metrics)
-                metrics["train_seconds"] = train_seconds()
+                stopped = _stopping_metrics(model, data, cfg, device, step, criterion := {})
+                if tests_at(cfg, step // spe, last=stopped or step >= total):
+                    test = evaluate(model, data, data.test_x, data.test_y, device)
+                    metrics |= {"test_loss": test["loss"], "test_acc": test["acc"]}
+                metrics |= {"epoch": float(step // spe), "lr": lr_at(step - 1, total, cfg), **criterion}
+                metrics["train_seconds"] = train_seconds()  # last: after every evaluation
             checkpoint = step % every == 0 or step == total or stopped
             if checkpoint or epoch_end:
                 save(metrics, checkpoint)
@@ -350,9 +349,13 @@ def train(
     return model
 
 
+def tests_at(cfg: TrainConfig, epoch: int, last: bool) -> bool:
+    """Whether epoch `epoch` (1-based) ends with a test evaluation: every `cfg.test_every`, and the `last` one."""
+    return last or (cfg.test_every > 0 and epoch % cfg.test_every == 0)
+
+
 def _stopping_metrics(model, data: DataBundle, cfg: TrainConfig, device, step: int, metrics: dict) -> bool:
-    """Add the stopping criterion's metrics (module doc) to this epoch's `metrics`; True when training stops here
-    because the criterion is met."""
+    """Add the stopping criterion's metrics (module doc) to `metrics`; True when it is met here (training stops)."""
     spe = steps_per_epoch(len(data.train_y), cfg.batch_size)  # as in `train`
     total = cfg.epochs * spe
     met = False
@@ -387,10 +390,10 @@ class ProgressReporter:
         self.lines.update(1)
 
     def on_epoch_end(self, step: int, epoch: int, m: dict[str, float]) -> None:
+        test = "".join(f"  {k} {m[k]:.4f}" for k in ("test_loss", "test_acc") if k in m)
         self.bar.write(
             f"epoch {epoch}/{self.cfg.epochs}  step {step}/{self.total}  train_loss {m['train_loss']:.4f}  "
-            f"train_acc {m['train_acc']:.4f}  test_loss {m['test_loss']:.4f}  test_acc {m['test_acc']:.4f}  "
-            f"[{time.perf_counter() - self._t0:.1f}s]"
+            f"train_acc {m['train_acc']:.4f}{test}  [{time.perf_counter() - self._t0:.1f}s]"
         )
 
     def close(self) -> None:

@@ -164,7 +164,9 @@ def from_tables(figs: Path) -> Results:
     # form (`Results` without `sweeps`, e.g. by a caller from before issue 23) stores its settings' first only
     for env in (e for e in s.environments if e.name in per_env):
         rec = per_env[env.name]
-        cfg = SweepConfig(**rec["sweep_config"])
+        # a report stored before test_every existed: its sweep evaluated the test set at every epoch (and a stored
+        # pruner=median is refused at the default 0)
+        cfg = SweepConfig(**{"test_every": 1, **rec["sweep_config"]})
         trials = _read_table(figs / table_name("trials", env.name, legacy))
         table = _read_table(figs / table_name("costs", env.name, legacy))
         if legacy:

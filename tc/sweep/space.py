@@ -250,6 +250,7 @@ def fixed_settings(cfg: SweepConfig) -> dict:
         "depth": cfg.depth,
         "epochs": cfg.epochs,
         "target_loss": cfg.target_loss,
+        "test_every": cfg.test_every,
         "seed": cfg.seed,
     }
 

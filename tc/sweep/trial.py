@@ -59,12 +59,16 @@ from tc.tracking.secrets import mask_text
 
 
 class Pruning:
-    """Training callback: report test accuracy per epoch, stop the trial when the pruner says so."""
+    """Training callback: report test accuracy at each epoch that has one (every `test_every` epochs and the last:
+    `tc.core.train`; every trial of a sweep shares `test_every`, so the pruner compares them at the same epochs),
+    stop the trial when the pruner says so. `SweepConfig` refuses a pruner with test_every = 0."""
 
     def __init__(self, trial: optuna.Trial):
         self.trial = trial
 
     def on_epoch_end(self, step: int, epoch: int, metrics: dict) -> None:
+        if "test_acc" not in metrics:
+            return
         self.trial.report(metrics["test_acc"], epoch)
         if self.trial.should_prune():
             raise optuna.TrialPruned(f"test_acc {metrics['test_acc']:.4f} below the median at epoch {epoch}")

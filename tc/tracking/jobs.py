@@ -195,8 +195,9 @@ def train_into_run(
         check_rng_state(run_id, resume_state.get("rng"))
         resume_state = {**resume_state, "train_seconds": check_train_seconds(run_id, resume_state.get("train_seconds"))}
         pending = resume_state.get("pending_metrics")
-        # The crash may have come between saving this state and logging its epoch's metrics.
-        if pending and start not in logged_steps(run_id, "test_acc"):
+        # The crash may have come between saving this state and logging its epoch's metrics. train_loss: a key
+        # every epoch logs (test_acc is only at the epochs `test_every` evaluates)
+        if pending and start not in logged_steps(run_id, "train_loss"):
             log_metrics(run_id, pending, start)
     print(
         f"tc train: {cfg.model} (depth {cfg.depth}, width {cfg.width}) on {cfg.dataset}: "
