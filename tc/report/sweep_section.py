@@ -30,7 +30,9 @@ COST_NOTE = (
     "Cost: total compute relative to ONE training run of the trial: the training runs a measure needs beyond the "
     "trial's own (1 for the measures that need a second seed's network, `gm_disagreement`, `gm_js_disagreement`, "
     "`tc_test_crossseed` and the seed spreads: a second training run) plus its analysis time over the trial's "
-    "training time (`tc.report.costs.run_costs`)."
+    "training time (`tc.report.costs.run_costs`). The training time is the trial's as it ran: with the sweep's "
+    "`test_every` (0 by default: the test set is evaluated at the last epoch only, so training holds no per-epoch "
+    "test pass)."
 )
 
 
