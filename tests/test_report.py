@@ -212,6 +212,20 @@ def test_trials_per_environment_are_its_own_size_unless_the_report_gives_one_for
     assert experiments.trials_for(unsized) == 3  # the fewest a rank correlation is computed on
 
 
+def test_the_cost_note_states_the_test_every_each_sweep_ran_with():
+    """A trial's costs divide by its training time as it ran, which holds a test-set pass at each evaluated epoch:
+    the note says how often each environment's sweep evaluated it (its stored `test_every`), not the default's."""
+    s = experiments.settings(True, 24, Path("."))
+    r = _two_env_results(s, (0.6, 0.6), _corr(0.7, 0.3))
+    assert {sw.cfg.test_every for sw in r.sweeps} == {0}  # the report's sweeps: SweepConfig's default
+    design = render.render(r).split("## 6. Does")[1].split("### 6.1")[0]
+    assert "with the test set evaluated at the last epoch only (the sweep's `test_every=0`)" in design
+    every = replace(r.sweeps[1], cfg=replace(r.sweeps[1].cfg, test_every=1))
+    design = render.render(replace(r, sweeps=(r.sweeps[0], every))).split("## 6. Does")[1].split("### 6.1")[0]
+    assert "`env0` at the last epoch only (`test_every=0`), `env1` at every epoch (`test_every=1`)" in design
+    assert "no per-epoch test pass" not in design
+
+
 def test_a_failed_environment_leaves_the_primary_test_without_a_verdict_and_the_report_still_renders():
     """One environment's sweep failed (empty tables, its error): the report still renders (produce promises that the
     other environments still report), the failed environment is a column of n/a, and "in every environment" cannot
@@ -709,6 +723,10 @@ def test_the_published_one_sweep_report_rerenders_with_its_legacy_tables(tmp_pat
         in text
     )
     assert "### 6.2 Across environments" in text and "a re-reading, not a confirmation" in text
+    # its sweep evaluated the test set at every epoch (stored before test_every: read back as 1), and its costs
+    # divide by that training time
+    assert "with the test set evaluated at every epoch (the sweep's `test_every=1`)" in text
+    assert "at the last epoch only" not in text.split("## 6. Does")[1].split("### 6.1")[0]
     assert "| `gm_disagreement` | − | -0.84 [-0.90, -0.77] |" in text
     # SPEC's bar in epochs: the stored cost itself (30.07), turned back with the same epochs per run
     assert f"at most 2 training epochs: here {epochs['analysis']:.1f}, at {per_run:.0f} epochs per run" in text

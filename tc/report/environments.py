@@ -22,7 +22,8 @@ from pathlib import Path
 CONV_TARGET_LOSS = 0.05
 CONV_EPOCHS = 60
 # Analysis examples per split: at the report's 500 a conv trial's analysis took nearly as long as its training
-# (53 s against 68 s), at 200 a tenth to a fifth of the trial (docs/report.md); 200 is also the quick report's.
+# (53 s against 68 s, the test set then evaluated at every epoch); at 200, with the sweep's test_every=0, about as
+# long as its training (15 to 31 s against 16 to 46 s; docs/report.md); 200 is also the quick report's.
 CONV_SAMPLES = 200
 
 

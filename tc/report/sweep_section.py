@@ -30,10 +30,30 @@ COST_NOTE = (
     "Cost: total compute relative to ONE training run of the trial: the training runs a measure needs beyond the "
     "trial's own (1 for the measures that need a second seed's network, `gm_disagreement`, `gm_js_disagreement`, "
     "`tc_test_crossseed` and the seed spreads: a second training run) plus its analysis time over the trial's "
-    "training time (`tc.report.costs.run_costs`). The training time is the trial's as it ran: with the sweep's "
-    "`test_every` (0 by default: the test set is evaluated at the last epoch only, so training holds no per-epoch "
-    "test pass)."
+    "training time (`tc.report.costs.run_costs`)."
 )
+
+
+def _evaluated(every: int) -> str:
+    """When a sweep with `test_every` = `every` evaluated the test set (`tc.core.train.tests_at`), in words."""
+    return {0: "at the last epoch only", 1: "at every epoch"}.get(every, f"every {every} epochs and at the last")
+
+
+def cost_note(sweeps: tuple[SweepResult, ...]) -> str:
+    """COST_NOTE, and the training time the costs divide by as each sweep ran it: a test-set pass at each epoch its
+    `test_every` evaluated (a sweep stored before test_every existed evaluated every epoch: read back as 1)."""
+    every = {s.env.name: s.cfg.test_every for s in sweeps if s.cfg is not None}
+    if not every:
+        return COST_NOTE
+    if len(set(every.values())) == 1:
+        (e,) = set(every.values())
+        where = f"with the test set evaluated {_evaluated(e)} (the sweep's `test_every={e}`)"
+        where += ": it holds no per-epoch test pass" if e == 0 else ""
+    else:
+        where = "with the test set evaluated in " + ", ".join(
+            f"`{name}` {_evaluated(e)} (`test_every={e}`)" for name, e in every.items()
+        )
+    return f"{COST_NOTE} The training time is the trial's as it ran, {where}."
 
 
 def sweep_section(r: Results) -> list[str]:
@@ -55,7 +75,7 @@ def sweep_section(r: Results) -> list[str]:
         f"p < α = {ALPHA:g} (an intersection-union test: it needs no correction). Every other measure, and every "
         "measure against the gap, is exploratory: Holm-adjusted within its family. = `name` marks a measure with "
         "identical ranks, the same ranks as `name` on these trials (so the same τ and p): one test, counted once in "
-        f"its family. {COST_NOTE}",
+        f"its family. {cost_note(sweeps)}",
         "",
     ]
     for k, s in enumerate(sweeps, 1):
