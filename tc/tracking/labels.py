@@ -68,9 +68,9 @@ _SPELLINGS: dict[str, Callable[[Any], str]] = {
     "train_size": lambda v: f"n{v}",
 }
 #: TrainConfig fields a run name never shows: named otherwise (model_label, dataset, seed, freeze) or not changing
-#: what is trained (where it runs, where its data lies, how often its checkpoints are saved)
+#: what is trained (where it runs, where its data lies, how often its checkpoints are saved or the test set scored)
 NAME_LEAVES_OUT = ("model", "depth", "width", "dataset", "seed", "freeze_cut", "freeze_epoch", "checkpoint_every")
-NAME_LEAVES_OUT += ("device", "data_dir", "download")
+NAME_LEAVES_OUT += ("device", "data_dir", "download", "test_every")
 _TRAIN_DEFAULTS = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
 
 
