@@ -208,31 +208,29 @@ SWEEP_FIGURES = {"sweep_scatter": "sweep_scatter.png", "sweep_bars": "sweep_bars
 
 PHASES = ("early", "middle", "late")
 
+
 # The claims, each read off a seed-level paired interval (`tc.stats.replicates`). Arms: base, frozen, splice,
 # recalibrate (the BatchNorm modes on the same base runs and samples), clean, random and noisy (labels).
 # Section 1's convergence-adjusted claims are on tc_gain = tc - tc_full (`tc.core.consistency.tc_gain`), whose
 # interval covers as tc_full -> 1 (tests/test_gain_coverage.py); reports stored before read them as tc_excess
 # (CONSISTENCY_V1, LEGACY_CLAIMS).
-CONSISTENCY = (
-    Claim(
-        "tc_gain_test",
-        "base",
-        text="test: the final deep part agrees on earlier features beyond whole-network convergence",
-    ),
-    Claim("tc_gain_corrupt", "base", text="corrupted test data: the same"),
-    Claim("tc_gain_train", "base", text="training data: the same"),
-    Claim("tc_test", "base", "base", metric_b="tc_test_crossseed", text="above another seed's deep part"),
-)
-CONSISTENCY_V1 = (  # section 1 of the reports stored before tc_gain: the same claims on the ratio tc_excess
-    Claim(
-        "tc_excess_test",
-        "base",
-        text="test: the final deep part agrees on earlier features beyond whole-network convergence",
-    ),
-    Claim("tc_excess_corrupt", "base", text="corrupted test data: the same"),
-    Claim("tc_excess_train", "base", text="training data: the same"),
-    CONSISTENCY[-1],
-)
+def _consistency(score: str) -> tuple[Claim, ...]:
+    """Section 1's claims with `score` (tc_gain, or tc_excess in reports stored before it) as the
+    convergence-adjusted score, and the cross-seed claim."""
+    return (
+        Claim(
+            f"{score}_test",
+            "base",
+            text="test: the final deep part agrees on earlier features beyond whole-network convergence",
+        ),
+        Claim(f"{score}_corrupt", "base", text="corrupted test data: the same"),
+        Claim(f"{score}_train", "base", text="training data: the same"),
+        Claim("tc_test", "base", "base", metric_b="tc_test_crossseed", text="above another seed's deep part"),
+    )
+
+
+CONSISTENCY = _consistency("tc_gain")
+CONSISTENCY_V1 = _consistency("tc_excess")  # section 1 of the reports stored before tc_gain: the ratio tc_excess
 LABELS = (
     # the section's headline claim (shown first, pre-specified): its verdict is the section's. Its metric is spelled
     # out, not tied to the sweep's confirmatory measure: stored effects.csv tables name it
