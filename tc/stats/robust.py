@@ -51,19 +51,18 @@ class TauCI(NamedTuple):
     n: int
 
 
-def _pairs(x, y) -> tuple[np.ndarray, np.ndarray]:
+def _pairs(x, y) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """x and y without the pairs that hold a NaN, and the mask of the pairs kept."""
     x, y = np.asarray(x, float), np.asarray(y, float)
     keep = np.isfinite(x) & np.isfinite(y)
-    return x[keep], y[keep]
+    return x[keep], y[keep], keep
 
 
 def kendall_interval(x, y, draws: int = 1000, seed: int = 0, strata=None) -> TauCI:
     """τ-b of x and y (pairs with a NaN dropped) and its percentile interval over `draws` resamples of the
     trials (`strata`: a label per trial; each stratum is resampled within itself, its size kept). Fewer than
     MIN_TRIALS pairs or a constant variable: NaN."""
-    x, y = np.asarray(x, float), np.asarray(y, float)
-    keep = np.isfinite(x) & np.isfinite(y)
-    x, y = x[keep], y[keep]
+    x, y, keep = _pairs(x, y)
     n = len(x)
     if n < MIN_TRIALS or np.ptp(x) == 0 or np.ptp(y) == 0:
         return TauCI(math.nan, math.nan, math.nan, n)
@@ -84,7 +83,7 @@ def kendall_interval(x, y, draws: int = 1000, seed: int = 0, strata=None) -> Tau
 def one_sided_p(x, y, sign: int) -> float:
     """p of H0: sign·τ <= 0 against sign·τ > 0 (SciPy's τ-b test; pairs with a NaN dropped); NaN below
     MIN_TRIALS pairs or for a constant variable."""
-    x, y = _pairs(x, y)
+    x, y, _ = _pairs(x, y)
     if len(x) < MIN_TRIALS or np.ptp(x) == 0 or np.ptp(y) == 0:
         return math.nan
     return float(stats.kendalltau(x, y, alternative="greater" if sign > 0 else "less").pvalue)
@@ -163,15 +162,13 @@ def robust_table(
     `exploratory`), `same_ranks_as` (a twin in every environment), `p_holm` (primary: its own p_IUT; others:
     Holm over the exploratory measures, twins once) and `predicts`. `signs`: each measure's stated direction
     (missing or None: post-hoc, `robust_row`)."""
-    rows = []
+    rows, empty = [], (np.array([]), np.array([]))
     for m in measures:
+        # every environment, in its order; one without the measure or the target as one with no trials
         envs = {
-            name: (df[m].to_numpy(float), df[target].to_numpy(float))
+            name: (df[m].to_numpy(float), df[target].to_numpy(float)) if m in df and target in df else empty
             for name, df in trials.items()
-            if m in df and target in df
         }
-        envs |= {name: (np.array([]), np.array([])) for name in trials if name not in envs}
-        envs = {name: envs[name] for name in trials}  # environments in their order
         rows.append({"measure": m, **robust_row(envs, signs.get(m), draws, seed)})
     table = pd.DataFrame(rows)
     if table.empty:
