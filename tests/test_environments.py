@@ -2,6 +2,8 @@
 of them; the conditional (per-optimizer) learning-rate spec; the sizing calculation against brute force."""
 
 import math
+from dataclasses import asdict
+from pathlib import Path
 
 import numpy as np
 import optuna
@@ -166,3 +168,16 @@ def test_qmc_refuses_overlapping_conditional_ranges_which_would_crowd_its_draws_
     touching = "adam: {low: 0.005, high: 0.01}"
     path.write_text(path.read_text().replace("adam: {low: 0.005, high: 0.02}", touching))
     assert "lr" in sweep_space.checked_space(cfg)
+
+
+@pytest.mark.parametrize("name", ["../x", "a/b", "", "Digits", "-x", "a" * 41, "x.csv", None])
+def test_an_environment_name_that_could_reach_a_path_is_refused(name):
+    """A name becomes part of the stored tables' file names, and a re-render reads it from settings.json."""
+    with pytest.raises(ValueError, match="environment name"):
+        Environment(name, "t")
+
+
+def test_a_stored_settings_json_with_a_path_in_an_environment_name_is_refused(tmp_path):
+    stored = {**asdict(experiments.settings(True, 0, Path("."))), "environments": [{"name": "../../etc", "title": "t"}]}
+    with pytest.raises(ValueError, match="environment name"):
+        experiments.legacy_settings(stored)

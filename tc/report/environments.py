@@ -12,8 +12,11 @@ converged trials for τ's 95% interval to be at most ±0.15 wide where the repor
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
+
+NAME = re.compile(r"[a-z0-9][a-z0-9-]{0,39}")  # an environment's name (`Environment.name`)
 
 # The conv environment's fixed settings: the criterion and its epoch cap. A looser criterion than the digits
 # MLP's 0.01, for the time: SGD took 37 epochs to 0.05 on 500 images but 41 to 0.01 on 1,000, and Adam at lr
@@ -37,6 +40,15 @@ class Environment:
     title: str
     sweep: dict = field(default_factory=dict)
     n_trials: int | None = None
+
+    def __post_init__(self) -> None:
+        # the name becomes part of file names (trials_<name>.csv, figures) and study names, and a re-render reads it
+        # back from a stored settings.json: data, so checked before it can reach a path
+        if not isinstance(self.name, str) or not NAME.fullmatch(self.name):
+            raise ValueError(
+                f"environment name {self.name!r}: use lowercase letters, digits and '-' (at most 40), starting with a "
+                "letter or digit"
+            )
 
 
 def conv_sweep(root: Path, quick: bool) -> dict:
