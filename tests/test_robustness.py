@@ -488,6 +488,29 @@ def test_two_workers_that_read_the_qmc_index_at_once_still_draw_distinct_points(
 
 
 @pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")  # Optuna's own QMCSampler
+def test_qmc_claims_name_the_sequence_optuna_counts(tmp_path):
+    """Unscrambled, Optuna ignores the seed: samplers with different seeds share one Sobol sequence and one
+    index counter, so they must see each other's claims too (same race replay as above)."""
+    storage = open_storage(str(tmp_path / "j.log"))
+
+    def sampler(seed):
+        return studies.ClaimedQMCSampler(scramble=False, seed=seed, warn_independent_sampling=False)
+
+    study = optuna.create_study(study_name="s", storage=storage, sampler=sampler(0))
+    draws = _draw(study, 2)
+    read_by_second_worker = _qmc_counters(study)
+    draws += _draw(study, 1)
+    for key, value in read_by_second_worker.items():
+        studies.study_storage(study).set_study_system_attr(study._study_id, key, value)
+    draws += _draw(optuna.create_study(study_name="s", storage=storage, sampler=sampler(1), load_if_exists=True), 1)
+    assert len({(lr, w) for _, lr, w in draws[1:]}) == 3  # trial 0 is drawn at random, the rest by Sobol
+    (counter,) = _qmc_counters(study)
+    claim_keys = {k for t in study.get_trials() for k in t.system_attrs if k.startswith(studies.QMC_CLAIM_PREFIX)}
+    (claim_key,) = claim_keys  # one sequence, one claim key: Optuna's counter key, shortened
+    assert counter.removeprefix("qmc:").startswith(claim_key.removeprefix(studies.QMC_CLAIM_PREFIX))
+
+
+@pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")  # Optuna's own QMCSampler
 def test_one_qmc_worker_draws_optunas_sequence_point_for_point(tmp_path):
     """Claims change nothing for one worker: the report's single-worker sweeps draw what they drew before."""
     draws = []

@@ -188,22 +188,18 @@ class ClaimedQMCSampler(optuna.samplers.QMCSampler):
     parameters). Here a trial also writes the index it took into its own system attrs and then reads the
     study's trials back: if another trial holds that index, it takes the next one. Of two trials that took
     one index, the one that reads last sees the other (each reads after its own write), so no two trials keep
-    the same index. One worker alone never meets a claim, so its sequence is Optuna's, point for point.
-    `_find_sample_id` is Optuna's private hook; a test fails if Optuna renames it."""
+    the same index (both may move on: a skipped index is a gap in the design, not a repeat). One worker alone
+    never meets a claim, so its sequence is Optuna's, point for point. `_find_sample_id` is Optuna's private
+    hook, called only from `sample_relative`; a test fails if Optuna renames it."""
 
     MAX_CLAIMS = 1000  # indices tried before giving up: only a storage that loses writes can reach it
-
-    _trial: optuna.trial.FrozenTrial | None = None
 
     def sample_relative(self, study, trial, search_space):
         self._trial = trial  # the trial `_find_sample_id` claims for (Optuna does not pass it)
         return super().sample_relative(study, trial, search_space)
 
     def _find_sample_id(self, study: optuna.Study, search_space: dict) -> int:
-        trial = self._trial
-        if trial is None:
-            return super()._find_sample_id(study, search_space)
-        storage = study_storage(study)
+        trial, storage = self._trial, study_storage(study)
         key = QMC_CLAIM_PREFIX + self._sequence_key(search_space)
         for _ in range(self.MAX_CLAIMS):
             sample_id = super()._find_sample_id(study, search_space)
@@ -214,9 +210,10 @@ class ClaimedQMCSampler(optuna.samplers.QMCSampler):
         raise RuntimeError(f"trial {trial.number}: no free Sobol index after {self.MAX_CLAIMS} claims")
 
     def _sequence_key(self, search_space: dict) -> str:
-        """One Sobol sequence per (search space, scramble seed), as Optuna counts them."""
+        """Optuna's key for the sequence it counts (a prefix of its hash): unscrambled, the seed is no part of it."""
         space = {name: str(dist) for name, dist in sorted(search_space.items())}
-        text = json.dumps({"qmc_type": self._qmc_type, "search_space": space, "seed": self._seed})
+        seeded = {"scramble": True, "seed": self._seed} if self._scramble else {"scramble": False}
+        text = json.dumps({"qmc_type": self._qmc_type, "search_space": space, **seeded})
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
