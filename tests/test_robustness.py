@@ -447,6 +447,89 @@ def test_restarted_and_parallel_workers_draw_distinct_parameters(tmp_path, sampl
     assert len(set(plain)) == 2
 
 
+def _qmc_counters(study):
+    """Optuna's QMC index counters: the study system attrs its QMCSampler reads, then writes."""
+    attrs = studies.study_storage(study).get_study_system_attrs(study._study_id)
+    return {k: v for k, v in attrs.items() if k.startswith("qmc:")}
+
+
+@pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")  # Optuna's own QMCSampler
+@pytest.mark.parametrize("claimed", [True, False])
+def test_two_workers_that_read_the_qmc_index_at_once_still_draw_distinct_points(tmp_path, claimed):
+    """CI, PostgreSQL: two workers restarted together completed two trials with identical parameters.
+    Optuna's QMCSampler takes its Sobol index with a read, then a write; a second worker that reads between
+    the two takes the same index. The race is replayed exactly by rewinding the counter to what that worker
+    read. Optuna's own sampler (claimed=False) repeats the point: the bug; tc's claims the next index."""
+    storage = open_storage(str(tmp_path / "j.log"))
+    space = {"lr": SPACE["lr"], "width": {"type": "categorical", "choices": [8, 16]}}
+
+    def sampler():  # a fresh sampler per worker, same seed
+        if claimed:
+            return studies.make_sampler("qmc", space, 0)
+        return optuna.samplers.QMCSampler(qmc_type="sobol", scramble=True, seed=0, warn_independent_sampling=False)
+
+    study = optuna.create_study(study_name="s", storage=storage, sampler=sampler(), load_if_exists=True)
+    draws = _draw(study, 2)  # trial 0 learns the space; trial 1 takes Sobol index 0
+    read_by_second_worker = _qmc_counters(study)
+    draws += _draw(study, 1)  # worker A: index 1
+    for key, value in read_by_second_worker.items():  # worker B read the counter before A wrote it
+        studies.study_storage(study).set_study_system_attr(study._study_id, key, value)
+    other = optuna.create_study(study_name="s", storage=storage, sampler=sampler(), load_if_exists=True)
+    draws += _draw(other, 1)  # worker B
+    points = [(lr, w) for _, lr, w in draws]
+    if not claimed:
+        assert points[3] == points[2]  # the race, reproduced on Optuna's sampler
+        return
+    assert len(set(points)) == 4
+    claims = [
+        v for t in study.get_trials() for k, v in t.system_attrs.items() if k.startswith(studies.QMC_CLAIM_PREFIX)
+    ]
+    assert sorted(claims) == [0, 1, 2]  # trials 1-3 each hold one index (fails if Optuna drops the hook)
+
+
+@pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")  # Optuna's own QMCSampler
+def test_qmc_claims_name_the_sequence_optuna_counts(tmp_path):
+    """Unscrambled, Optuna ignores the seed: samplers with different seeds share one Sobol sequence and one
+    index counter, so they must see each other's claims too (same race replay as above)."""
+    storage = open_storage(str(tmp_path / "j.log"))
+
+    def sampler(seed):
+        return studies.ClaimedQMCSampler(scramble=False, seed=seed, warn_independent_sampling=False)
+
+    study = optuna.create_study(study_name="s", storage=storage, sampler=sampler(0))
+    draws = _draw(study, 2)
+    read_by_second_worker = _qmc_counters(study)
+    draws += _draw(study, 1)
+    for key, value in read_by_second_worker.items():
+        studies.study_storage(study).set_study_system_attr(study._study_id, key, value)
+    draws += _draw(optuna.create_study(study_name="s", storage=storage, sampler=sampler(1), load_if_exists=True), 1)
+    assert len({(lr, w) for _, lr, w in draws[1:]}) == 3  # trial 0 is drawn at random, the rest by Sobol
+    (counter,) = _qmc_counters(study)
+    claim_keys = {k for t in study.get_trials() for k in t.system_attrs if k.startswith(studies.QMC_CLAIM_PREFIX)}
+    (claim_key,) = claim_keys  # one sequence, one claim key: Optuna's counter key, shortened
+    assert counter.removeprefix("qmc:").startswith(claim_key.removeprefix(studies.QMC_CLAIM_PREFIX))
+
+
+@pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")  # Optuna's own QMCSampler
+def test_one_qmc_worker_draws_optunas_sequence_point_for_point(tmp_path):
+    """Claims change nothing for one worker: the report's single-worker sweeps draw what they drew before."""
+    draws = []
+    for kind in ("claimed", "optuna"):
+        storage = open_storage(str(tmp_path / f"{kind}.log"))
+        if kind == "claimed":
+            sampler = studies.qmc_sampler(3)
+        else:
+            sampler = optuna.samplers.QMCSampler(
+                qmc_type="sobol",
+                scramble=True,
+                seed=3,
+                independent_sampler=optuna.samplers.RandomSampler(seed=3),
+                warn_independent_sampling=False,
+            )
+        draws.append(_draw(optuna.create_study(study_name="s", storage=storage, sampler=sampler), 9))
+    assert draws[0] == draws[1]
+
+
 def test_one_worker_on_a_fresh_study_is_reproducible(tmp_path):
     runs = []
     for i in range(2):

@@ -212,7 +212,7 @@ def suggest(trial: Any, space: dict[str, dict[str, Any]]) -> dict[str, Any]:
     range of the value drawn for it, under its own name (so a trial's `lr` is the learning rate it trains with).
     Its distribution then differs between trials, which Optuna allows; QMC's Sobol design covers it only where
     the trial's range is the study's first trial's (elsewhere Optuna draws it at random, seeded, within its
-    range), as it covers no categorical parameter; so under QMC its ranges must not overlap (`checked_space`)."""
+    range), as it assumes a fixed space; so under QMC its ranges must not overlap (`checked_space`)."""
     out = {}
     for name, spec in sorted(space.items(), key=lambda item: "given" in item[1]):  # stable: conditional last
         if spec["type"] == "categorical":

@@ -4,13 +4,15 @@ joining it, failing dead workers' trials, and the loop that runs one worker's tr
 Several workers (processes or machines) with the same study name, storage and tracking server share one study;
 trial numbers are unique in it, which is what re-seeding and the budget (`tc.sweep.budget`) rely on. What a
 trial does is `tc.sweep.trial`; MLflow goes through `tc.tracking` only. Optuna is reached through its public
-API, except a study's storage (`study_storage`) and GridSampler's choice seed (`_seed_grid_choice`), which
-Optuna does not expose; each is one small function, and a test fails if Optuna changes it.
+API, except a study's storage (`study_storage`), GridSampler's choice seed (`_seed_grid_choice`) and
+QMCSampler's Sobol index (`ClaimedQMCSampler`), which Optuna does not expose; each is one small piece, and a
+test fails if Optuna changes it.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import logging
 import math
@@ -149,22 +151,22 @@ def make_sampler(name: str, space: dict, seed: int) -> optuna.samplers.BaseSampl
         "tpe": lambda s: optuna.samplers.TPESampler(seed=s, constant_liar=True),
         "random": lambda s: optuna.samplers.RandomSampler(seed=s),
         "grid": lambda s: _grid_sampler(grid_of(space), seed, s),
-        # one scramble seed for all workers (the Sobol index lives in the study); per-trial seed for categoricals
+        # one scramble seed for all workers (the Sobol index lives in the study); per-trial seed for trial 0
         "qmc": lambda s: qmc_sampler(seed, independent_seed=s),
     }
     return TrialSeededSampler(makers[name], seed)
 
 
 def qmc_sampler(seed: int, independent_seed: int | None = None) -> optuna.samplers.QMCSampler:
-    """Optuna's scrambled-Sobol QMCSampler: a space-filling design over the numeric parameters (categorical
-    ones fall back to a seeded RandomSampler, as QMCSampler does for any non-numeric distribution). One
-    scramble seed for the whole study, so that workers share one low-discrepancy sequence. Optuna samples
-    the study's first trial independently (it learns the space from it); the Sobol sequence starts after it.
-    `independent_seed` (default `seed`) seeds the RandomSampler for the categorical parameters."""
+    """Optuna's scrambled-Sobol QMCSampler: a space-filling design over the study's relative search space,
+    categorical parameters included (Optuna 5.1 gives each one a Sobol coordinate). One scramble seed for the
+    whole study, so that workers share one low-discrepancy sequence; each Sobol index is claimed by one trial
+    (`ClaimedQMCSampler`). Optuna samples the study's first trial independently (it learns the space from
+    it), with a RandomSampler seeded by `independent_seed` (default `seed`); the Sobol sequence starts after it."""
     independent = seed if independent_seed is None else independent_seed
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        return optuna.samplers.QMCSampler(
+        return ClaimedQMCSampler(
             qmc_type="sobol",
             scramble=True,
             seed=seed,
@@ -172,6 +174,47 @@ def qmc_sampler(seed: int, independent_seed: int | None = None) -> optuna.sample
             warn_independent_sampling=False,
             warn_asynchronous_seeding=False,
         )
+
+
+QMC_CLAIM_PREFIX = "tc.qmc:"  # trial system attr: the Sobol index this trial took, per sequence
+
+
+class ClaimedQMCSampler(optuna.samplers.QMCSampler):
+    """QMCSampler whose Sobol indices are claimed, not just counted.
+
+    Optuna keeps the next index in a study attribute and takes it with a read, then a write, which its own
+    comment says is not atomic: two workers that sample at the same moment read the same index and draw the
+    same point (CI: two workers restarted together on PostgreSQL completed two trials with identical
+    parameters). Here a trial also writes the index it took into its own system attrs and then reads the
+    study's trials back: if another trial holds that index, it takes the next one. Of two trials that took
+    one index, the one that reads last sees the other (each reads after its own write), so no two trials keep
+    the same index (both may move on: a skipped index is a gap in the design, not a repeat). One worker alone
+    never meets a claim, so its sequence is Optuna's, point for point. `_find_sample_id` is Optuna's private
+    hook, called only from `sample_relative`; a test fails if Optuna renames it."""
+
+    MAX_CLAIMS = 1000  # indices tried before giving up: only a storage that loses writes can reach it
+
+    def sample_relative(self, study, trial, search_space):
+        self._trial = trial  # the trial `_find_sample_id` claims for (Optuna does not pass it)
+        return super().sample_relative(study, trial, search_space)
+
+    def _find_sample_id(self, study: optuna.Study, search_space: dict) -> int:
+        trial, storage = self._trial, study_storage(study)
+        key = QMC_CLAIM_PREFIX + self._sequence_key(search_space)
+        for _ in range(self.MAX_CLAIMS):
+            sample_id = super()._find_sample_id(study, search_space)
+            storage.set_trial_system_attr(trial._trial_id, key, sample_id)
+            others = study.get_trials(deepcopy=False)
+            if not any(t.number != trial.number and t.system_attrs.get(key) == sample_id for t in others):
+                return sample_id
+        raise RuntimeError(f"trial {trial.number}: no free Sobol index after {self.MAX_CLAIMS} claims")
+
+    def _sequence_key(self, search_space: dict) -> str:
+        """Optuna's key for the sequence it counts (a prefix of its hash): unscrambled, the seed is no part of it."""
+        space = {name: str(dist) for name, dist in sorted(search_space.items())}
+        seeded = {"scramble": True, "seed": self._seed} if self._scramble else {"scramble": False}
+        text = json.dumps({"qmc_type": self._qmc_type, "search_space": space, **seeded})
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def _grid_sampler(grid: dict, seed: int, trial_seed: int) -> optuna.samplers.GridSampler:
