@@ -275,7 +275,8 @@ STALE_ATTR = "tc.stale"  # user attr of a dead worker's trial, FAILED by a later
 
 def fail_dead_trials(study: optuna.Study) -> list[int]:
     """Mark FAILED every RUNNING trial whose worker (recorded in its user attrs) was on this host and is
-    dead, with its MLflow run and its worker's sweep run. Journal files have no heartbeat, so without this a
+    dead, with its MLflow run (even FINISHED: killed before Optuna recorded it) and its worker's sweep run. Journal
+    files have no heartbeat, so without this a
     killed worker's trial stays RUNNING forever. Trials of other hosts are left to RDB heartbeats. When the
     storage has a stale-trial callback (RDB: retry), it runs for these too. Returns their numbers."""
     failed = []
@@ -299,7 +300,7 @@ def fail_dead_trials(study: optuna.Study) -> list[int]:
         for key in ("mlflow_run_id", "tc.sweep_run_id"):
             run_id = t.user_attrs.get(key)
             try:
-                if run_id and client.get_run(run_id).info.status == "RUNNING":
+                if run_id and client.get_run(run_id).info.status != "FAILED":  # FINISHED: killed before tell
                     client.client().set_tag(run_id, "tc.error", reason)
                     client.client().set_terminated(run_id, "FAILED")
             except LookupError:  # a run on another tracking server: the trial is failed all the same
