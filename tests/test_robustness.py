@@ -548,7 +548,10 @@ def _sleeper_identity():
 
 
 @pytest.mark.parametrize("kind", ["journal", "rdb"])
-def test_dead_workers_running_trials_are_failed_with_their_runs(mlflow_store, tmp_path, kind):
+@pytest.mark.parametrize("run_ended", [False, True])
+def test_dead_workers_running_trials_are_failed_with_their_runs(mlflow_store, tmp_path, kind, run_ended):
+    """run_ended: the worker was killed after its trial's run ended FINISHED but before Optuna recorded the trial
+    (found by the PostgreSQL kill test): that run is FAILED too, as its trial does not count."""
     storage = open_storage(str(tmp_path / "j.log") if kind == "journal" else f"sqlite:///{tmp_path / 'o.db'}")
     study = optuna.create_study(study_name="s", storage=storage)
     dead_run, parent, live_run = _new_run(), _new_run(), _new_run()
@@ -557,6 +560,8 @@ def test_dead_workers_running_trials_are_failed_with_their_runs(mlflow_store, tm
     dead.set_user_attr(studies.WORKER_ATTR, json.dumps({**_sleeper_identity(), "at": time.time()}))
     dead.set_user_attr("mlflow_run_id", dead_run)
     dead.set_user_attr("tc.sweep_run_id", parent)
+    if run_ended:
+        MlflowClient().set_terminated(dead_run, "FINISHED")
     live = study.ask()
     live.set_user_attr(studies.WORKER_ATTR, json.dumps(writers.writer_identity()))
     live.set_user_attr("mlflow_run_id", live_run)

@@ -274,10 +274,10 @@ STALE_ATTR = "tc.stale"  # user attr of a dead worker's trial, FAILED by a later
 
 
 def fail_dead_trials(study: optuna.Study) -> list[int]:
-    """Mark FAILED every RUNNING trial whose worker (recorded in its user attrs) was on this host and is
-    dead, with its MLflow run and its worker's sweep run. Journal files have no heartbeat, so without this a
-    killed worker's trial stays RUNNING forever. Trials of other hosts are left to RDB heartbeats. When the
-    storage has a stale-trial callback (RDB: retry), it runs for these too. Returns their numbers."""
+    """Mark FAILED every RUNNING trial whose worker (recorded in its user attrs) was on this host and is dead, with
+    its MLflow run (even ended: killed after it, before Optuna recorded the trial) and its worker's sweep run (if
+    RUNNING). Journal files have no heartbeat: without this a killed worker's trial stays RUNNING forever. Trials of
+    other hosts are left to RDB heartbeats. The stale-trial callback (RDB: retry) runs for these. Returns numbers."""
     failed = []
     storage = study_storage(study)
     study_id = storage.get_study_id_from_name(study.study_name)
@@ -298,8 +298,9 @@ def fail_dead_trials(study: optuna.Study) -> list[int]:
         failed.append(t.number)
         for key in ("mlflow_run_id", "tc.sweep_run_id"):
             run_id = t.user_attrs.get(key)
-            try:
-                if run_id and client.get_run(run_id).info.status == "RUNNING":
+            try:  # a sweep run that ended: its worker ended, and this is a re-queued trial's stale copy of the attr
+                status = client.get_run(run_id).info.status if run_id else "FAILED"
+                if status == "RUNNING" or (status != "FAILED" and key == "mlflow_run_id"):
                     client.client().set_tag(run_id, "tc.error", reason)
                     client.client().set_terminated(run_id, "FAILED")
             except LookupError:  # a run on another tracking server: the trial is failed all the same
