@@ -785,3 +785,41 @@ def test_every_tc_report_path_that_a_text_namesresolves():
     assert {m for m, _ in named} >= {"tc.report.rerender", "tc.report.files.write"}  # the scan finds them
     assert sorted((where, m) for m, where in named if not resolves(m)) == []
     assert not resolves("tc.report.no_such_name") and not resolves("tc.report.files.no_such_name")
+
+
+def test_per_cut_cells_on_part_of_an_environments_trials_say_on_how_many():
+    """ResNet-8 and -14 in one environment: cuts 2 and 4 exist in the ResNet-8 trials only, 5 and 7 in the
+    ResNet-14 ones; such a τ is over those trials, and the table must say so (docs/REPORT.md printed it bare)."""
+    from tc.report.robust_section import per_cut_lines
+
+    pc = pd.DataFrame(
+        [("a", 1, 0.2, 0.1, 0.3, 50), ("a", 4, 0.45, 0.2, 0.6, 25), ("b", 1, 0.3, 0.2, 0.4, 91)],
+        columns=["env", "cut", "tau", "low", "high", "n"],
+    )
+    lines = per_cut_lines(pc, ["a", "b"])
+    assert "| 1 | 0.20 [0.10, 0.30] | 0.30 [0.20, 0.40] |" in lines
+    assert "| 4 | 0.45 [0.20, 0.60] (n = 25 of 50) | n/a |" in lines
+    full = per_cut_lines(pc[pc["cut"] == 1], ["a", "b"])
+    assert not any("of 50" in x or "(n = k of m)" in x for x in full)  # every trial: no note
+
+
+def test_secondary_hypothesis_reads_contradicted_where_gde_is_significantly_closer():
+    """Δ = |estimate − error| − |GDE − error|: an interval wholly above 0 is evidence against the hypothesis, not
+    an absence of evidence ("not shown" hid that in docs/REPORT.md's conv environment)."""
+    from tc.report.robust_section import calibration_lines
+    from tc.report.robustness import GDE, SECONDARY
+
+    def cal(lows):
+        rows = []
+        for env, low in lows.items():
+            for est in (SECONDARY, GDE):
+                vs = (low + 0.008, low, low + 0.016, 0.99) if est == SECONDARY else (np.nan,) * 4
+                rows.append((env, est, 50, 0.03, 0.02, 0.04, 0.5, 0.4, 0.6, 0.1, 0.05, 0.15, *vs))
+        cols = ["env", "estimate", "n", "mae", "mae_low", "mae_high", "slope", "slope_low", "slope_high"]
+        cols += ["intercept", "intercept_low", "intercept_high", "vs_gde", "vs_gde_low", "vs_gde_high", "p_vs_gde"]
+        return pd.DataFrame(rows, columns=cols)
+
+    text = "\n".join(calibration_lines(cal({"a": -0.0001, "b": 0.001}), ["a", "b"]))
+    assert "**contradicted**" in text and "`b` Δ = 0.009 [0.001, 0.017]" in text and "`a` Δ" not in text
+    text = "\n".join(calibration_lines(cal({"a": -0.0001, "b": -0.002}), ["a", "b"]))
+    assert "**not shown** at these trials." in text and "contradicted" not in text

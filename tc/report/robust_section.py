@@ -101,9 +101,30 @@ def per_cut_lines(per_cut: pd.DataFrame, envs: list[str]) -> list[str]:
         "|---|" + "---|" * len(envs),
     ]
     table = per_cut.set_index(["env", "cut"])
+    # an environment whose architectures have different numbers of cuts (ResNet-8 and -14) scores a cut index on
+    # part of its trials only, and there the index is a different place in each network: the cell says on how many
+    full = per_cut.groupby("env")["n"].max() if "n" in per_cut else pd.Series(dtype=float)
+    partial = False
     for cut in cuts:
-        cells = [_ci(*table.loc[(e, cut), ["tau", "low", "high"]]) if (e, cut) in table.index else "n/a" for e in envs]
+        cells = []
+        for e in envs:
+            if (e, cut) not in table.index:
+                cells.append("n/a")
+                continue
+            cell = _ci(*table.loc[(e, cut), ["tau", "low", "high"]])
+            n = table.loc[(e, cut), "n"] if "n" in table else full.get(e)
+            if e in full and n < full[e]:
+                cell += f" (n = {int(n)} of {int(full[e])})"
+                partial = True
+            cells.append(cell)
         lines.append(f"| {cut} | " + " | ".join(cells) + " |")
+    if partial:
+        lines += [
+            "",
+            "(n = k of m): the cut exists in k of the environment's m trials only (an architecture with fewer "
+            "cuts has none there), so its τ is over those trials, and a cut index is not the same depth in "
+            "networks of different depth.",
+        ]
     return [*lines, ""]
 
 
@@ -146,11 +167,25 @@ def calibration_lines(cal: pd.DataFrame, envs: list[str], post_hoc: bool = False
                     if row.holds
                     else "**not tested**: an environment has no comparison."
                     if pd.isna(row.p_iut)
-                    else "**not shown** at these trials."
+                    else _against(cal, envs)
                 )
                 + (POST_HOC if post_hoc else ""),
             ]
     return [*lines, ""]
+
+
+def _against(cal: pd.DataFrame, envs: list[str]) -> str:
+    """The secondary hypothesis not shown: "contradicted" where an environment's Δ interval lies wholly above 0 (GDE
+    significantly closer: the data point the other way), else "not shown"."""
+    rows = cal[cal["estimate"] == SECONDARY].set_index("env") if "vs_gde_low" in cal else pd.DataFrame()
+    worse = [e for e in envs if e in rows.index and rows.loc[e, "vs_gde_low"] > 0]
+    if not worse:
+        return "**not shown** at these trials."
+    said = ", ".join(
+        f"`{e}` Δ = {_ci(rows.loc[e, 'vs_gde'], rows.loc[e, 'vs_gde_low'], rows.loc[e, 'vs_gde_high'], 3)}"
+        for e in worse
+    )
+    return f"**contradicted**: GDE's estimate is closer to the test error, its interval above 0, in {said}."
 
 
 def verdict_lines(robust: pd.DataFrame, envs: list[str], post_hoc: bool = False) -> list[str]:
