@@ -15,6 +15,7 @@ import json
 import os
 import subprocess
 import sys
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -105,6 +106,38 @@ def test_the_quick_start_does_the_work_of_what_it_prints_and_no_more():
     assert (cfg.run_id, cfg.max_samples, cfg.checkpoints, cfg.measures) == ("run", 500, "0,100,125,150,175,200", False)
     # what measures=false leaves out (the gm_* measures and the MMD surrogate) is not in the printed headline
     assert not [k for k in HEADLINE if k in GM or k.startswith(("gm_", "tc_mmd"))]
+
+
+def test_the_quick_start_runs_its_jobs_with_those_parameters(mlflow_store, monkeypatch, capsys):
+    """`main` itself hands the jobs `train_parameters` and `analyze_parameters` (test set at the last epoch, no
+    measures), and prints test_acc and the headline from the training run. The jobs are stand-ins that record
+    their configs: the real ones are the slow test's."""
+    asked = {}
+    headline = {"test_acc": 0.8, **{k: i / 100 for i, k in enumerate(HEADLINE) if k != "tc_test_crossseed"}}
+
+    def train_job(cfg):
+        asked["train"] = cfg
+        return "trained"
+
+    def analyze_job(cfg):
+        asked["analyze"] = cfg
+        return SimpleNamespace(lines=lambda: ["done"])
+
+    monkeypatch.setattr(quick, "load_data", lambda *a, **k: None)  # the stand-ins read no data
+    monkeypatch.setattr(quick, "train_job", train_job)
+    monkeypatch.setattr(quick, "analyze_job", analyze_job)
+    saved = [SimpleNamespace(step=s) for s in (200, *range(0, 200, 25))]
+    monkeypatch.setattr(quick, "checkpoint_index", lambda run_id: saved if run_id == "trained" else [])
+    monkeypatch.setattr(quick, "get_run", lambda run_id: SimpleNamespace(data=SimpleNamespace(metrics=headline)))
+    assert quick.main([]) == 0
+    args = quick.parse_args([])
+    assert asked["train"] == from_strings(TrainConfig, quick.train_parameters(args))
+    assert asked["train"].test_every == 0 and asked["analyze"].measures is False
+    steps = [e.step for e in saved]
+    assert asked["analyze"] == from_strings(AnalyzeConfig, quick.analyze_parameters(args, "trained", steps))
+    assert asked["analyze"].checkpoints == "0,100,125,150,175,200"
+    printed = capsys.readouterr().out.split("=== tc quick start ===")[1].splitlines()
+    assert [line.split()[0] for line in printed if line.startswith("  ")] == list(headline)
 
 
 def _rule_steps(total: int, every: int) -> list[int]:
@@ -228,7 +261,7 @@ def test_the_real_quick_start_prints_no_warning(mlflow_store):
     assert trained.data.metrics["tc_window_checkpoints"] >= MIN_WINDOW
     assert "tc.window_warning" not in trained.data.tags
     # every printed number was computed, without the measures and with one test evaluation, at the last epoch
-    assert set(HEADLINE) - {"tc_test_crossseed"} <= set(parent.data.metrics)  # no reference run: no cross-seed
+    assert {"test_acc", *HEADLINE} - {"tc_test_crossseed"} <= set(parent.data.metrics)  # no reference: no cross-seed
     assert not [k for k in trained.data.metrics if k.startswith(("gm_", "tc_mmd"))]
     assert [m.step for m in MlflowClient().get_metric_history(trained.info.run_id, "test_acc")] == [200]
 
