@@ -7,9 +7,9 @@ entry points' own jobs (`tc.tracking.jobs.train_job`, `analyze_job`), then print
 accuracy and temporal-consistency scores, and how to open the MLflow UI. The run checkpoints every eighth of
 training and the analysis reads the initialisation, four checkpoints spread over the last half and the final
 one (the comment above `checkpoint_every` says why). It evaluates the test set at the last epoch only and
-analyzes without the baseline measures gm_*, none of which it prints (the comment above `train_parameters`
-says why). A bad parameter, a missing data set or a train_size above
-its size is refused before any run starts: exit 2 and one FAILED run named `refused: <reason>` (`tc.tracking.refusals`).
+analyzes without the baseline measures gm_*, none of which its headline holds (the comment above
+`train_parameters` says why). A bad parameter, a missing data set or a train_size above its size is refused before
+any run starts: exit 2 and one FAILED run named `refused: <reason>` (`tc.tracking.refusals`).
 """
 
 from __future__ import annotations
@@ -63,10 +63,12 @@ def analyzed_steps(steps: list[int], window: float = AnalyzeConfig.window) -> li
 
 
 # The quick start does the work of what it prints and no more (issue 21: it must take <= 120 s on 2 cores; its
-# phases were already at their arithmetic floors, docs/benchmarks.md). Two things it printed nothing from:
+# phases were already at their arithmetic floors, docs/benchmarks.md). Two things its headline holds nothing from:
 #   - the test set is evaluated at the last epoch only (`test_every` 0), not after every epoch: 4 passes over the
-#     10,000 test images fewer; training is the same step for step (evaluation draws no random numbers), so
-#     test_acc is the same number;
+#     10,000 test images fewer; training is the same step for step (an evaluation runs in eval mode and inference
+#     mode: it changes no weight or BatchNorm statistic and draws no random numbers; tests/test_test_every.py), so
+#     test_acc and every checkpoint are the same. The progress lines of epochs 1-4 no longer print a test_loss and
+#     test_acc, and the training run's test_acc and test_loss have one point, at the last step;
 #   - the analysis leaves out the baseline measures gm_* and tc_mmd (`measures` false): none is in its headline
 #     (`tc.analysis.registry.HEADLINE`), and gm_sharpness alone cost about 20 s. `analyze -P run_id=...` with its
 #     defaults adds them to the same run.
