@@ -10,7 +10,8 @@ It trains the quick start's model in process (ResNet-20 width 16 on 5,000 Fashio
 checkpoints every eighth of training: `entrypoints/main.py`), or loads its checkpoints from `--cache_dir`,
 selects the checkpoints the quick start analyzes (`tc.analysis.splits.window_spread_steps`) and runs
 `tc.analysis.run.analyze_run` at the quick start's analysis settings (500 samples, the default splits,
-anisotropy and measures on). It then prints one table, from the phase timers the analysis logs:
+anisotropy on) but with the measures gm_* and tc_mmd on, which the quick start leaves out (it prints none) and
+`analyze` computes by default. It then prints one table, from the phase timers the analysis logs:
 
     | phase | seconds | floor (s) | ratio | what the floor counts |
 

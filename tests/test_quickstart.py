@@ -4,7 +4,8 @@ Fast: the main job's exact parameters (MLproject's defaults, through entrypoints
 loop on a stand-in model and data of the same size, so the checkpoint steps are the ones the real run saves;
 the analysis's checkpoint selection must then put at least `MIN_WINDOW` checkpoints in tc's window, the rule
 behind analyze's "the tc window holds N checkpoint(s)" warning, without analyzing more checkpoints than before.
-Slow: the real main job, whose output must hold no warning line.
+Fast also: the quick start evaluates the test set at its last epoch and analyzes without the baseline measures,
+none of which it prints (issue 21). Slow: the real main job, whose output must hold no warning line.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import json
 import os
 import subprocess
 import sys
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -23,6 +25,7 @@ from mlflow.tracking import MlflowClient
 
 from entrypoints import main as quick
 from tc.analysis.consistency import MIN_WINDOW
+from tc.analysis.registry import GM, HEADLINE
 from tc.analysis.splits import WINDOW_CHECKPOINTS, checkpoint_interval, select_steps, window_spread_steps
 from tc.config import AnalyzeConfig, TrainConfig, from_strings
 from tc.core import checkpoints as ck
@@ -92,6 +95,49 @@ def test_main_job_window_holds_enough_checkpoints_at_the_same_analysis_cost():
     tail = np.array([analyzed[i] for i in win] + [analyzed[-1]])
     assert len(set(np.diff(tail))) == 1 and tail[0] == (1 - window) * tail[-1]
     assert analyzed == [0, 100, 125, 150, 175, 200]
+
+
+def test_the_quick_start_does_the_work_of_what_it_prints_and_no_more():
+    """Issue 21: the test set at the last epoch only, and no baseline measures, none of which it prints."""
+    args = quick.parse_args([f"--{k}={v}" for k, v in _main_defaults().items()])
+    assert from_strings(TrainConfig, quick.train_parameters(args)).test_every == 0
+    saved = [200, *range(0, 200, 25)]  # the run's steps, as the index lists them (unsorted is fine)
+    cfg = from_strings(AnalyzeConfig, quick.analyze_parameters(args, "run", saved))
+    assert (cfg.run_id, cfg.max_samples, cfg.checkpoints, cfg.measures) == ("run", 500, "0,100,125,150,175,200", False)
+    # what measures=false leaves out (the gm_* measures and the MMD surrogate) is not in the printed headline
+    assert not [k for k in HEADLINE if k in GM or k.startswith(("gm_", "tc_mmd"))]
+
+
+def test_the_quick_start_runs_its_jobs_with_those_parameters(mlflow_store, monkeypatch, capsys):
+    """`main` itself hands the jobs `train_parameters` and `analyze_parameters` (test set at the last epoch, no
+    measures), and prints test_acc and the headline from the training run. The jobs are stand-ins that record
+    their configs: the real ones are the slow test's."""
+    asked = {}
+    headline = {"test_acc": 0.8, **{k: i / 100 for i, k in enumerate(HEADLINE) if k != "tc_test_crossseed"}}
+
+    def train_job(cfg):
+        asked["train"] = cfg
+        return "trained"
+
+    def analyze_job(cfg):
+        asked["analyze"] = cfg
+        return SimpleNamespace(lines=lambda: ["done"])
+
+    monkeypatch.setattr(quick, "load_data", lambda *a, **k: None)  # the stand-ins read no data
+    monkeypatch.setattr(quick, "train_job", train_job)
+    monkeypatch.setattr(quick, "analyze_job", analyze_job)
+    saved = [SimpleNamespace(step=s) for s in (200, *range(0, 200, 25))]
+    monkeypatch.setattr(quick, "checkpoint_index", lambda run_id: saved if run_id == "trained" else [])
+    monkeypatch.setattr(quick, "get_run", lambda run_id: SimpleNamespace(data=SimpleNamespace(metrics=headline)))
+    assert quick.main([]) == 0
+    args = quick.parse_args([])
+    assert asked["train"] == from_strings(TrainConfig, quick.train_parameters(args))
+    assert asked["train"].test_every == 0 and asked["analyze"].measures is False
+    steps = [e.step for e in saved]
+    assert asked["analyze"] == from_strings(AnalyzeConfig, quick.analyze_parameters(args, "trained", steps))
+    assert asked["analyze"].checkpoints == "0,100,125,150,175,200"
+    printed = capsys.readouterr().out.split("=== tc quick start ===")[1].splitlines()
+    assert [line.split()[0] for line in printed if line.startswith("  ")] == list(headline)
 
 
 def _rule_steps(total: int, every: int) -> list[int]:
@@ -214,6 +260,10 @@ def test_the_real_quick_start_prints_no_warning(mlflow_store):
     trained = MlflowClient().get_run(parent.data.tags["tc.train_run_id"])
     assert trained.data.metrics["tc_window_checkpoints"] >= MIN_WINDOW
     assert "tc.window_warning" not in trained.data.tags
+    # every printed number was computed, without the measures and with one test evaluation, at the last epoch
+    assert {"test_acc", *HEADLINE} - {"tc_test_crossseed"} <= set(parent.data.metrics)  # no reference: no cross-seed
+    assert not [k for k in trained.data.metrics if k.startswith(("gm_", "tc_mmd"))]
+    assert [m.step for m in MlflowClient().get_metric_history(trained.info.run_id, "test_acc")] == [200]
 
 
 @pytest.mark.parametrize("window", [0.25, 0.3, 0.5, 0.75, 1.0])

@@ -89,6 +89,43 @@ def test_test_every_changes_nothing_but_which_epochs_have_test_metrics(run, ever
     assert all(torch.equal(rec.final[k], ref.final[k]) for k in ref.final)
 
 
+class _Saved:
+    """Every state the loop saves (checkpoint or epoch end): the step, a copy of the model's state dict (weights and
+    BatchNorm running statistics) and the epoch's metrics, if any."""
+
+    def __init__(self):
+        self.saves = []
+
+    def on_save(self, step, epoch, model, state, checkpoint):
+        self.saves.append((step, {k: v.clone() for k, v in model.state_dict().items()}, state["pending_metrics"]))
+
+
+def test_test_every_changes_no_state_of_a_batchnorm_model():
+    """The quick start trains a ResNet (BatchNorm) with test_every=0 (issue 21) and claims the same run as at 1: the
+    test evaluations run in eval mode, so no BatchNorm running statistic, weight, checkpoint or metric but the
+    time and the test ones of the earlier epochs differs; the final test metrics are equal."""
+    base = dict(dataset="digits", model="resnet20", depth=8, width=4, batch_size=64, epochs=2, train_size=128)
+    runs = {}
+    for every in (0, 1):
+        cfg = TrainConfig(**base, checkpoint_every=1, test_every=every, device="cpu")
+        data = load_data("digits", train_size=cfg.train_size, seed=cfg.seed)
+        torch.manual_seed(cfg.seed)
+        model = build_model(ModelSpec.of(cfg, data))
+        assert any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())
+        train(model, data, cfg, [saved := _Saved()])
+        runs[every] = saved.saves
+    assert [s for s, _, _ in runs[0]] == [s for s, _, _ in runs[1]] and len(runs[0]) > 4
+    drop = {"train_seconds", *TEST_KEYS}
+    for (_, state0, m0), (_, state1, m1) in zip(runs[0], runs[1], strict=True):
+        assert state0.keys() == state1.keys() and any("running_mean" in k for k in state0)
+        assert all(torch.equal(state0[k], state1[k]) for k in state0)
+        assert (m0 is None) == (m1 is None)
+        if m0 is not None:
+            assert {k: v for k, v in m0.items() if k not in drop} == {k: v for k, v in m1.items() if k not in drop}
+    final0, final1 = runs[0][-1][2], runs[1][-1][2]
+    assert {k: final0[k] for k in TEST_KEYS} == {k: final1[k] for k in TEST_KEYS}
+
+
 def test_test_every_is_a_nonnegative_count():
     with pytest.raises(ValueError, match="test_every"):
         TrainConfig(test_every=-1)

@@ -15,7 +15,8 @@ from tc.config.train import TrainConfig
 @dataclass(frozen=True)
 class MainConfig:
     """The quick start's run: its length, data, width and seed (to `train`) and the analysis's sample size (to
-    `analyze`). Every other setting is the entry point's default, but the checkpoints (`entrypoints/main.py`)."""
+    `analyze`). Every other setting is the entry point's default, but the checkpoints, the test set evaluated at
+    the last epoch only (`test_every` 0) and no measures gm_* (`measures` false): `entrypoints/main.py` says why."""
 
     epochs: int = passed_on(TrainConfig, "epochs", 5, "train")
     train_size: int = passed_on(TrainConfig, "train_size", 5000, "train")
