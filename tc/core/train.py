@@ -217,7 +217,7 @@ def evaluate(
 ) -> dict[str, float]:
     """Mean cross-entropy and accuracy of `model` (eval mode) on uint8 images `x` with labels `y`. Batches of 256:
     on the 2-core CPU a conv forward ran ~3x faster per image at 64-256 than at 1,000-2,000 (docs/benchmarks.md,
-    "Analyze speed"), and batches of 1,000 made the quick start's five test evaluations about half its training."""
+    "Analyze speed"), and batches of 1,000 made five per-epoch test passes about half the quick start's training."""
     model.eval()
     loss_sum, correct = 0.0, 0
     for i in range(0, len(y), batch_size):
