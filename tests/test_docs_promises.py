@@ -1,7 +1,8 @@
 """The numbers the docs quote from the published report are the report's stored tables (issue 22: every number in
-the docs is checked by a test or a measurement). The report's run (2026-11-29, docs/report.md's lab note) left
-its tables in docs/report/; the prose of README.md, docs/report.md and docs/sweep.md quotes them by hand, so a
-re-render or a new run that moves them must move the prose too."""
+the docs is checked by a test or a measurement). The report's run (2026-12-04, docs/report.md's lab note) left
+its tables in docs/report/; the prose of README.md and docs/report.md quotes them by hand, so a re-render or a new
+run that moves them must move the prose too. docs/sweep.md quotes the sweep of the report before it (2026-11-29),
+whose tables are a fixture (tests/fixtures/legacy_report)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 TABLES = ROOT / "docs" / "report"
+LEGACY = ROOT / "tests" / "fixtures" / "legacy_report" / "report"
 
 
 def _text(name: str) -> str:
@@ -24,67 +26,86 @@ def _effect(label: str) -> pd.Series:
     return effects.loc[label]
 
 
-def _tau(measure: str) -> pd.Series:
-    table = pd.read_csv(TABLES / "correlations.csv")
-    return table[(table.measure == measure) & (table.target == "test_acc")].iloc[0]
+def _robust(measure: str) -> pd.Series:
+    table = pd.read_csv(TABLES / "robust.csv")
+    return table[table.measure == measure].iloc[0]
 
 
 def _interval(value: float, low: float, high: float, digits: int = 2) -> str:
     return f"{value:.{digits}f} [{low:.{digits}f}, {high:.{digits}f}]"
 
 
-def test_the_headline_tau_quoted_in_readme_and_report_md_is_the_stored_one():
-    row = _tau("tc_kappa_test")
-    assert row.n_trials == 50 and row.kendall_p < 0.001
-    quoted = _interval(row.kendall, row.kendall_ci_low, row.kendall_ci_high)
-    assert quoted == "0.50 [0.34, 0.65]"
-    assert f"Kendall τ = {row.kendall:.2f}" in _text("README.md")
+def _minus(text: str) -> str:
+    return text.replace("-", "−")
+
+
+def test_the_primary_tau_quoted_in_readme_and_report_md_is_the_stored_one():
+    row = _robust("tc_kappa_test")
+    assert (row["n_digits-mlp"], row.n_conv) == (91, 50)
+    assert row.p_iut < 0.001 and row.predicts
+    digits = _interval(row["tau_digits-mlp"], row["tau_digits-mlp_low"], row["tau_digits-mlp_high"])
+    conv = _interval(row.tau_conv, row.tau_conv_low, row.tau_conv_high)
+    assert f"Kendall τ = {row['tau_digits-mlp']:.2f} and {row.tau_conv:.2f}" in _text("README.md")
     report = _text("docs/report.md")
-    assert f"over 50 converged trials, `tc_kappa_test` has Kendall τ = {quoted}" in report
-    dis = _tau("gm_disagreement")
-    assert f"τ = {_interval(dis.kendall, dis.kendall_ci_low, dis.kendall_ci_high).replace('-', '−')}" in report
-    assert f"`tc_window_checkpoints` (τ = {_tau('tc_window_checkpoints').kendall:.2f})".replace("-", "−") in report
-    costs = pd.read_csv(TABLES / "costs.csv").set_index("step").epochs
-    assert f"({costs['gm_disagreement']:.2f} against {costs['analysis']:.0f} training epochs" in report
-    cheap = "tc_test_cheap_k1_n100"
-    assert f"surrogates cost {costs[cheap]:.1f} epochs at τ = {_tau(cheap).kendall:.2f}" in report
+    assert f"τ = {digits} on 91 converged digits-MLP trials and {conv} on 50 conv trials" in report
+    assert f"The pooled τ, {_interval(row.pooled, row.pooled_low, row.pooled_high)}," in report
+    dis = _robust("gm_disagreement")
+    said = f"τ = {dis['tau_digits-mlp']:.2f} and {dis.tau_conv:.2f}"
+    assert _minus(said) in _text("README.md") and _minus(said) in report
+    assert _minus(f"(worst environment {_interval(dis.worst_tau, dis.worst_low, dis.worst_high)})") in report
+    steps = _robust("gm_steps_to_criterion")
+    assert f"both ({steps['tau_digits-mlp']:.2f} and {steps.tau_conv:.2f})" in report
+    assert _minus(f"flips `gm_steps_to_criterion` to {steps.pooled:.2f}") in report
+
+
+def test_the_calibration_report_md_quotes_is_the_stored_one():
+    cal = pd.read_csv(TABLES / "calibration.csv").set_index(["env", "estimate"])
+    report = _text("docs/report.md")
+    full = [cal.loc[(e, "err_hat_full_test"), "mae"] for e in ("digits-mlp", "conv")]
+    gde = [cal.loc[(e, "gm_disagreement"), "mae"] for e in ("digits-mlp", "conv")]
+    assert f"within {full[0]:.3f} (digits) and {full[1]:.3f} (conv)" in report
+    assert f"closer in both ({gde[0]:.3f} and {gde[1]:.3f})" in report
+    conv = cal.loc[("conv", "err_hat_full_test")]
+    assert f"(difference {_interval(conv.vs_gde, conv.vs_gde_low, conv.vs_gde_high, 3)})" in report
 
 
 @pytest.mark.parametrize(
     ("label", "quoted"),
     [
-        ("tc_excess_test (base)", "`tc_excess` {}"),
-        ("tc_excess_corrupt (base)", ", {}, "),
-        ("tc_excess_train (base)", ", {})"),
+        ("tc_gain_test (base)", "(`tc_gain` {}, "),
+        ("tc_gain_corrupt (base)", ", {}, "),
+        ("tc_gain_train (base)", ", {});"),
         ("tc_kappa_test: clean − random", "(difference {})"),
         ("tc_full_test: clean − random", "falls as much ({})"),
-        ("tc_test: recalibrate − splice", "raises it by {}"),
+        ("test_acc: clean − noisy", "lower test accuracy by {},"),
+        ("tc_kappa_test: clean − noisy", "`tc_kappa_test` ({})"),
+        ("tc_full_test: clean − noisy", "`tc_full_test` ({})"),
     ],
 )
 def test_report_md_quotes_each_claims_stored_interval(label, quoted):
     row = _effect(label)
-    digits = 3 if ":" in label else 2
-    assert quoted.format(_interval(row["diff"], row.low, row.high, digits)) in _text("docs/report.md")
+    assert quoted.format(_interval(row["diff"], row.low, row.high, 3)) in _text("docs/report.md")
 
 
 def test_report_md_quotes_the_other_stored_effects():
     report = _text("docs/report.md")
     top = _effect("aniso_perturb_top_acc − aniso_perturb_random_acc (base)")
     diff = f"−{-top['diff']:.3f} [−{-top.low:.3f}, −{-top.high:.3f}]"
-    assert f"accuracy {top.mean_a:.3f} against {top.mean_b:.3f}, difference {diff}" in report
+    assert f"(accuracy {top.mean_a:.3f} against {top.mean_b:.3f}, difference {diff})" in report
     kappa = _effect("tc_kappa_test: clean − random")
     assert f"falls from {kappa.mean_a:.3f} to {kappa.mean_b:.3f}" in report
-    thirds = [_effect(f"tc_kappa_test_{p}: clean − random")["diff"] for p in ("early", "middle", "late")]
-    assert "(early {:.2f}, middle {:.2f}, late {:.2f})".format(*thirds) in report
-    frozen = _effect("test_acc: frozen − base")
-    assert f"lowers test accuracy by {-frozen['diff']:.3f} [{abs(frozen.high):.3f}, {-frozen.low:.3f}]" in report
-    assert f"freezing raises tc by {_effect('tc_test: frozen − base')['diff']:.3f}" in report
     cross, shallow = _effect("tc_test − tc_test_crossseed (base)"), _effect("tc_test − tc_test_random_shallow (base)")
-    assert f"(tc {cross.mean_a:.2f} against {cross.mean_b:.2f} and {shallow.mean_b:.2f})" in report
+    assert f"(tc {cross.mean_a:.3f} against {cross.mean_b:.3f} and {shallow.mean_b:.3f})" in report
+    gain = _effect("tc_gain_test: clean − noisy")
+    assert _minus(f"inconclusive ({_interval(gain['diff'], gain.low, gain.high, 3)})") in report
+    loss = _effect("gm_sum_train_loss: clean − noisy")
+    assert f"({loss.mean_a:.3f} clean against {loss.mean_b:.3f} noisy)" in report
+    steps = _effect("gm_steps_to_criterion: clean − noisy")
+    assert f"({steps.mean_b:.0f} against {steps.mean_a:.0f})" in report
 
 
-def test_the_proxys_range_in_sweep_md_is_the_report_sweeps_trials():
-    trials = pd.read_csv(TABLES / "trials.csv")
+def test_the_proxys_range_in_sweep_md_is_the_earlier_report_sweeps_trials():
+    trials = pd.read_csv(LEGACY / "trials.csv")
     converged = trials[trials.converged == 1]
     assert (len(trials), len(converged)) == (52, 50)
     acc, epochs = converged.test_acc, converged.epochs_trained

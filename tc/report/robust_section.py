@@ -52,9 +52,11 @@ def robust_lines(robust: pd.DataFrame, envs: list[str], sweeps: tuple[SweepResul
     order = order.sort_values(["p", "f"], ascending=[True, False], kind="stable")
     head = " | ".join(f"τ `{e}` [95% CI]" for e in envs)
     lines = [
-        "Each measure's τ with test accuracy per environment, pooled over every environment's trials (stratified "
-        "bootstrap), and its **worst environment**: the one least favourable in its predicted direction (`+`: higher "
-        "is better; `−`: lower; `?`: none stated before the run, the pooled sign taken and its p doubled). p: the "
+        "Each measure's τ with test accuracy per environment, pooled over every environment's trials "
+        "(stratified bootstrap; descriptive: it also ranks the environments against each other, whose "
+        "accuracy and measure levels differ, so it can exceed or reverse every environment's τ), and its "
+        "**worst environment**: the one least favourable in its predicted direction (`+`: higher is better; "
+        "`−`: lower; `?`: none stated before the run, the pooled sign taken and its p doubled). p: the "
         'largest of the environments\' one-sided p (an intersection-union test of "in every environment"); the '
         f"primary measure's alone, every other Holm-adjusted over the exploratory measures (rank twins once). The "
         f"primary measure **predicts** when its p < {ALPHA:g} (its test, the verdict below); every other when that "
@@ -208,6 +210,7 @@ def verdict_lines(robust: pd.DataFrame, envs: list[str], post_hoc: bool = False)
     return [
         f"**Verdict.** The primary test: `{CONFIRMATORY_MEASURE}` with test accuracy, {per}. Every environment's "
         f"p < {ALPHA:g} is needed: {said}. Pooled over the environments τ = "
-        f"{_ci(row.pooled, row.pooled_low, row.pooled_high)} (descriptive)." + (POST_HOC if post_hoc else ""),
+        f"{_ci(row.pooled, row.pooled_low, row.pooled_high)} (descriptive: it mixes the environments' levels; the "
+        "verdict reads each environment)." + (POST_HOC if post_hoc else ""),
         "",
     ]
