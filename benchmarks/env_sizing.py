@@ -9,7 +9,8 @@ trials: a measure and test accuracy drawn bivariate normal with correlation r = 
 τ = τ (Greiner's relation), so that the only input is the τ the environment is expected to have. `halfwidth`
 is the median over `reps` simulated sweeps of the interval's half-width (high - low) / 2; `trials_needed` the
 fewest trials on a grid whose median half-width is <= the goal. The check on real trials: the converged trials
-of docs/report/trials.csv (the 50 digits trials of the report), all of them and those with clean labels, the
+of tests/fixtures/legacy_report/report/trials.csv (the 50 digits trials of the report of 2026-11-29, docs/ at
+commit 4eb747d), all of them and those with clean labels, the
 half-width of `tc_kappa_test` against test accuracy at their own size, projected to n trials as
 hw(N)·sqrt(N / n) (a rank correlation's standard error falls as 1/sqrt(n)), beside the simulated one.
 """
@@ -111,7 +112,7 @@ def main(argv: list[str] | None = None) -> None:
         widths = [halfwidth(n, tau, args.reps, args.draws) for n in sizes]
         fewest = next((n for n, w in zip(sizes, widths, strict=True) if w <= GOAL), None)
         print(f"| {tau} | " + " | ".join(f"±{w:.3f}" for w in widths) + f" | {fewest or '> ' + str(sizes[-1])} |")
-    real_check(ROOT / "docs/report/trials.csv", "tc_kappa_test", args.draws, sizes)
+    real_check(ROOT / "tests/fixtures/legacy_report/report/trials.csv", "tc_kappa_test", args.draws, sizes)
 
 
 if __name__ == "__main__":
