@@ -146,8 +146,8 @@ def test_bn_recalibration_uses_full_batches_says_when_fewer_and_refuses_none():
 
 def test_a_user_models_skipped_spectral_bound_is_named_and_counted():
     """gm_log_spectral_product needs tc's own models: on a traced user model it is skipped, with a warning that
-    names it, and `n_measures_skipped` counts it; the other measures are computed. Without the train split every
-    measure is skipped, and counted."""
+    names it, and `n_measures_skipped` counts it; the other measures are computed. Without the train split (or
+    with the costly measures off) the measures are the same numbers: they read the same seeded samples."""
     from tests.stage_models import small_net
 
     data = load_data("digits", train_size=128)
@@ -162,10 +162,16 @@ def test_a_user_models_skipped_spectral_bound_is_named_and_counted():
     assert {"gm_param_norm", "gm_margin", "gm_sharpness", "tc_mmd"} <= set(m)
     [said] = [w for w in result.summary["warnings"] if "gm_log_spectral_product" in w]
     assert "cannot bound" in said and "own-models.md" in said
-    cfg = _cfg(splits="test", max_samples=16, anisotropy=False, matrix="final")
-    result = analyze_run(Checkpoints([0, 1], sds), data, cfg, RunContext(model, 32, 0))
-    assert result.metrics["n_measures_skipped"] == 7  # 6 gm_* (no reference run: no gm_disagreement) + tc_mmd
-    assert any("need the train split" in w for w in result.summary["warnings"])
+    measures = {k for k in m if k.startswith("gm_") and not k.endswith(("_seconds", "_cost_epochs"))} | {"tc_mmd"}
+    for only_test, costly in ((True, True), (True, False), (False, False)):
+        cfg = _cfg(splits="test" if only_test else "train,test", max_samples=16, anisotropy=False, matrix="final")
+        cfg = replace(cfg, costly_measures=costly)
+        g = analyze_run(Checkpoints([0, 1], sds), data, cfg, RunContext(model, 32, 0)).metrics
+        assert g["n_measures_skipped"] == 1, (only_test, costly)  # the spectral bound: costly ones are not asked
+        left_out = set() if costly else {"gm_sharpness", "tc_mmd", "gm_sharpness_evals", "tc_mmd_seconds"}
+        assert not left_out & set(g)
+        assert {k: g[k] for k in measures - left_out} == {k: m[k] for k in measures - left_out}
+        assert ("tc_train" in g) != only_test  # the consistency scores are still computed only where asked
 
 
 def test_settings_an_own_loop_run_did_not_log_are_named_where_the_analysis_uses_them():
