@@ -106,6 +106,22 @@ def test_fewer_samples_than_max_samples_are_said_once_per_set_and_counted():
     assert sample_notes(data, _cfg(max_samples=100, splits="test"))[1] == []
 
 
+def test_fewer_training_samples_than_max_samples_are_said_when_only_the_measures_read_them():
+    """The measures read the train and test samples whatever `splits` says (`tc.analysis.run.measure_samples`):
+    with splits=test (a sweep's core analysis) on a training set smaller than max_samples, they read the whole
+    set, which a warning says, as it does when the train split reads it. No train split: no n_samples_train."""
+    data = load_data("digits", train_size=128)
+    counts, warnings = sample_notes(data, _cfg(max_samples=300, splits="test"))
+    assert counts == {"n_samples_test": 300.0}
+    assert warnings == [
+        "the train set has 128 examples, fewer than max_samples=300: the measures (gm_*, tc_mmd) read all 128"
+    ]
+    assert sample_notes(data, _cfg(max_samples=300, splits="test", measures=False)) == (counts, [])
+    assert sample_notes(data, _cfg(max_samples=300, splits="train,test"))[1] == [
+        "the train set has 128 examples, fewer than max_samples=300: split(s) train analyze all 128"
+    ]  # said once, by the split
+
+
 def test_fractions_that_give_fewer_checkpoints_are_said_and_one_checkpoint_is_refused():
     counts, warnings = checkpoint_notes([0, 8, 16], _cfg(checkpoints="fractions:5"))
     assert counts == {"n_checkpoints": 3.0} and "fractions:5 selected 3 checkpoints" in warnings[0]
@@ -179,6 +195,11 @@ def test_settings_an_own_loop_run_did_not_log_are_named_where_the_analysis_uses_
     [said] = unlogged_warnings(run, _cfg(splits="test", measures=False))  # only the gradient noise reads them
     assert said.startswith("the run did not log seed, batch_size: tc's defaults (seed=0, batch_size=128)")
     assert unlogged_warnings(run, _cfg(splits="test", measures=False, anisotropy=False)) == []  # lr: never read
+    # the measures read the training samples (and their labels) whatever `splits` says: a sweep's core analysis
+    run = RunContext(None, 128, 0, unlogged=("train_size", "label_noise"))
+    [said] = unlogged_warnings(run, _cfg(splits="test", anisotropy=False))
+    assert said.startswith("the run did not log train_size, label_noise") and "the measures' training samples" in said
+    assert unlogged_warnings(run, _cfg(splits="test", anisotropy=False, measures=False)) == []
 
 
 def test_a_cross_seed_control_without_the_test_split_is_said():
