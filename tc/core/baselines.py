@@ -345,8 +345,7 @@ def compute_all(
     forwards over the training samples); `skipped`, {gm_log_spectral_product: why} when the model has a layer
     that bound cannot take (a traced user model; without `skipped`, its TypeError is raised). margin, train loss
     and the search's L(θ) share one logits pass, counted in each one's seconds and once in the wall time; so do
-    the two disagreements, on the test inputs. `leave_out`: gm_<name>s not to compute (a sweep's core analysis
-    leaves out `gm_sharpness`, whose σ search costs about 16 forwards per training sample)."""
+    the two disagreements, on the test inputs. `leave_out`: gm_<name>s not to compute (e.g. gm_sharpness)."""
     device = _device(model) if device is None else torch.device(device)
     model, init = model.to(device), init.to(device)
     other = other.to(device) if other is not None else None
@@ -384,9 +383,7 @@ def compute_all(
         jobs["disagreement"] = lambda: top1_disagreement(*once("test"))  # = `disagreement`
         jobs["js_disagreement"] = lambda: mean_js(*once("test"))
     values, seconds = {}, {}  # gm_<name> -> its value, its seconds
-    for name, job in jobs.items():
-        if f"gm_{name}" in leave_out:
-            continue
+    for name, job in ((n, j) for n, j in jobs.items() if f"gm_{n}" not in leave_out):
         t0 = time.perf_counter()
         try:
             values[f"gm_{name}"] = job()
