@@ -1,17 +1,20 @@
 """What a sweep trial's analysis costs against its training, at the report's sweep settings, in one run.
 
-    python benchmarks/trial_cost.py                     # 5 trials, analysis=measures then full, per trial
-    python benchmarks/trial_cost.py --trials 2 --analysis measures
+    python benchmarks/trial_cost.py                     # 5 trials, analysis=core then measures, per trial
+    python benchmarks/trial_cost.py --env conv --trials 4 --analysis core
+    python benchmarks/trial_cost.py --trials 2 --analysis core,measures,full
     python benchmarks/trial_cost.py --trials 1 --profile 40   # cProfile of the first trial's analysis
 
-The trials are the report's sweep (`tc.report.experiments.sweep_config` at the full report's settings: digits
-MLP, QMC over the default space fitted to digits, two seeds, target_loss 0.01, 500 samples per split, no
-anisotropy), drawn by the sweep's own sampler in a fresh local sqlite store, trained by `tc.sweep.trial.train_trial`
-and analyzed by `tc.sweep.trial.analyze_trial`, as the sweep does. Per trial it prints the training wall time
-(both seeds, with their checkpoint logging), the analysis wall time (both seeds: load with a fresh checkpoint
-cache, analysis, cheap surrogates, seed spread, write-back, labels), their ratio (the issue's target: <= 25%),
-where the analysis time went, and, with `--analysis both`, whether every measure of the sweep's correlation table
-(`tc.sweep.summary.measure_columns`) has the same value under analysis=measures as under analysis=full.
+The trials are a report environment's sweep (`tc.report.experiments.sweep_config` at the full report's settings;
+`--env`, default the first: digits MLP, QMC over the default space fitted to digits, two seeds, target_loss 0.01,
+500 samples per split, no anisotropy; conv: a ResNet on 500 Fashion-MNIST images, 200 samples per split), with the
+trial analysis `--analysis` (the sweep's `analysis`: core, its default, measures, the report's, or full; a comma
+list runs each in turn on every trial), drawn by the sweep's own sampler in a fresh local sqlite store, trained by
+`tc.sweep.trial.train_trial` and analyzed by `tc.sweep.trial.analyze_trial`, as the sweep does. Per trial it prints
+the training wall time (both seeds, with their checkpoint logging), the analysis wall time (both seeds: load with a
+fresh checkpoint cache, analysis, cheap surrogates, seed spread, write-back, labels), their ratio (the issue's
+target: <= 25%), where the analysis time went, and, with several analyses, whether every measure of each one's
+correlation table (`tc.sweep.summary.measure_columns`) has the same value in the next one, which computes more.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from __future__ import annotations
 import argparse
 import atexit
 import cProfile
+import itertools
 import math
 import os
 import pstats
@@ -67,7 +71,7 @@ def timed_parts(spent: dict[str, float]) -> None:
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--trials", type=int, default=5)
-    p.add_argument("--analysis", choices=("measures", "full", "both"), default="both")
+    p.add_argument("--analysis", default="core,measures", help="comma list of core, measures, full (in that order)")
     p.add_argument("--profile", type=int, default=0, help="print the top N cProfile lines of trial 0's analysis")
     p.add_argument(
         "--threads", type=int, default=0, help="torch threads (0: torch's default); 1 damps a loaded machine"
@@ -76,6 +80,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--max_samples", type=int, default=0, help="examples per split (0: the sweep's 500): a cut")
     p.add_argument("--profile_sort", default="cumulative", help="pstats sort key: cumulative or tottime")
     p.add_argument("--keep", action="store_true", help="keep the temporary store (runs, checkpoints) to inspect")
+    p.add_argument("--env", default="", help="the report environment whose sweep to run (default: the first)")
     args = p.parse_args(argv)
 
     if args.threads:
@@ -91,6 +96,7 @@ def main(argv: list[str] | None = None) -> None:
     import mlflow
     import optuna
 
+    from tc.config.sweep import TRIAL_ANALYSES
     from tc.core.device import cpu_description
     from tc.report import experiments
     from tc.sweep import trial as T
@@ -101,14 +107,20 @@ def main(argv: list[str] | None = None) -> None:
     from tc.tracking.analyses import current_analysis
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    cfg = experiments.sweep_config(experiments.settings(quick=False, trials=48, root=ROOT))
+    settings = experiments.settings(quick=False, trials=48, root=ROOT)
+    envs = {e.name: e for e in settings.environments}
+    if args.env and args.env not in envs:
+        p.error(f"--env {args.env}: the report's environments are {', '.join(envs)}")
+    cfg = experiments.sweep_config(settings, envs.get(args.env))
     if args.max_samples:
         cfg = replace(cfg, max_samples=args.max_samples)
     space = fitted_space(cfg)
     study = optuna.create_study(direction="maximize", sampler=make_sampler(cfg.sampler, space, cfg.seed))
     spent: dict[str, float] = defaultdict(float)
     timed_parts(spent)
-    modes = ("measures", "full") if args.analysis == "both" else (args.analysis,)
+    modes = tuple(args.analysis.split(","))
+    if not modes or any(m not in TRIAL_ANALYSES for m in modes):
+        p.error(f"--analysis {args.analysis}: a comma list of {', '.join(TRIAL_ANALYSES)}")
     print(
         f"# trial cost: the report's sweep ({cfg.dataset} {cfg.model}, {cfg.sampler}, seeds {cfg.seeds}, "
         f"target_loss {cfg.target_loss}, max_samples {cfg.max_samples}, anisotropy {cfg.anisotropy}); "
@@ -156,8 +168,8 @@ def main(argv: list[str] | None = None) -> None:
                     )
                     if prof:
                         pstats.Stats(prof).sort_stats(args.profile_sort).print_stats(args.profile)
-                if len(got) == 2:
-                    diffs.append(compare(trial.number, got["measures"], got["full"], measure_columns))
+                for smaller, larger in itertools.pairwise(modes):
+                    diffs.append(compare(trial.number, (smaller, got[smaller]), (larger, got[larger]), measure_columns))
             study.tell(trial, float(client.get_run(rid).data.metrics["test_acc"]))
 
     print("\n| trial | analysis | epochs (both seeds) | checkpoints | train (s) | analysis (s) | ratio | split |")
@@ -169,25 +181,28 @@ def main(argv: list[str] | None = None) -> None:
         )
     if diffs:
         print(
-            "\nmeasures vs full: "
+            f"\n{' vs '.join(modes)}: "
             + ("every measure equal" if all(d == 0 for d in diffs) else f"{sum(diffs)} measures differ (above)")
         )
     sys.stdout.flush()
 
 
-def compare(number: int, measures: dict[str, float], full: dict[str, float], columns) -> int:
-    """Print and count the correlation table's measures (`columns`: `measure_columns`) that differ between the
-    two analyses (a measure one of them lacks counts)."""
-    wanted = sorted(set(columns(list(full))) | set(columns(list(measures))))
+def compare(number: int, smaller: tuple[str, dict[str, float]], larger: tuple[str, dict[str, float]], columns) -> int:
+    """Print and count the measures of the `smaller` analysis's correlation table (`columns`: `measure_columns`)
+    that the `larger` one (a (mode, metrics) pair each) lacks or gives another value."""
+    (a_name, a), (b_name, b) = smaller, larger
+    wanted = sorted(columns(list(a)))
     bad = 0
     for m in wanted:
-        a, b = measures.get(m), full.get(m)
-        same = a is not None and b is not None and (a == b or (math.isnan(a) and math.isnan(b)))
-        if not same:
+        x, y = a[m], b.get(m)
+        if not (y is not None and (x == y or (math.isnan(x) and math.isnan(y)))):
             bad += 1
-            print(f"  trial {number}: {m}: measures {a} != full {b}")
-    extra = sorted(set(full) - set(measures))
-    print(f"  trial {number}: {len(wanted)} measures compared, {bad} differ; only in full: {extra}", flush=True)
+            print(f"  trial {number}: {m}: {a_name} {x} != {b_name} {y}")
+    extra = sorted(set(columns(list(b))) - set(wanted))
+    print(
+        f"  trial {number}: {len(wanted)} measures of {a_name} compared, {bad} differ; only in {b_name}: {extra}",
+        flush=True,
+    )
     return bad
 
 

@@ -79,7 +79,7 @@ NOTES: dict[str, dict[str, str]] = {
         "matrix": "`final` costs O(T) composites, `full` O(T²)",
         "phases": "Refused when a third holds no checkpoint",
         "anisotropy": "See [Anisotropy of SGD noise](#anisotropy-of-sgd-noise)",
-        "measures": "Also the MMD surrogate `tc_mmd`; see [Baseline measures](#baseline-measures-and-cheap-surrogates)",
+        "measures": "See [Baseline measures](#baseline-measures-and-cheap-surrogates)",
         "data_dir": "A run trained with its own `data_dir` needs this (or `TC_DATA_DIR`) here; see [Data](#data)",
         "download": "Needs internet",
     },

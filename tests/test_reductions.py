@@ -106,6 +106,22 @@ def test_fewer_samples_than_max_samples_are_said_once_per_set_and_counted():
     assert sample_notes(data, _cfg(max_samples=100, splits="test"))[1] == []
 
 
+def test_fewer_training_samples_than_max_samples_are_said_when_only_the_measures_read_them():
+    """The measures read the train and test samples whatever `splits` says (`tc.analysis.run.measure_samples`):
+    with splits=test (a sweep's core analysis) on a training set smaller than max_samples, they read the whole
+    set, which a warning says, as it does when the train split reads it. No train split: no n_samples_train."""
+    data = load_data("digits", train_size=128)
+    counts, warnings = sample_notes(data, _cfg(max_samples=300, splits="test"))
+    assert counts == {"n_samples_test": 300.0}
+    assert warnings == [
+        "the train set has 128 examples, fewer than max_samples=300: the measures (gm_*, tc_mmd) read all 128"
+    ]
+    assert sample_notes(data, _cfg(max_samples=300, splits="test", measures=False)) == (counts, [])
+    assert sample_notes(data, _cfg(max_samples=300, splits="train,test"))[1] == [
+        "the train set has 128 examples, fewer than max_samples=300: split(s) train analyze all 128"
+    ]  # said once, by the split
+
+
 def test_fractions_that_give_fewer_checkpoints_are_said_and_one_checkpoint_is_refused():
     counts, warnings = checkpoint_notes([0, 8, 16], _cfg(checkpoints="fractions:5"))
     assert counts == {"n_checkpoints": 3.0} and "fractions:5 selected 3 checkpoints" in warnings[0]
@@ -146,8 +162,8 @@ def test_bn_recalibration_uses_full_batches_says_when_fewer_and_refuses_none():
 
 def test_a_user_models_skipped_spectral_bound_is_named_and_counted():
     """gm_log_spectral_product needs tc's own models: on a traced user model it is skipped, with a warning that
-    names it, and `n_measures_skipped` counts it; the other measures are computed. Without the train split every
-    measure is skipped, and counted."""
+    names it, and `n_measures_skipped` counts it; the other measures are computed. Without the train split (or
+    with the costly measures off) the measures are the same numbers: they read the same seeded samples."""
     from tests.stage_models import small_net
 
     data = load_data("digits", train_size=128)
@@ -162,10 +178,16 @@ def test_a_user_models_skipped_spectral_bound_is_named_and_counted():
     assert {"gm_param_norm", "gm_margin", "gm_sharpness", "tc_mmd"} <= set(m)
     [said] = [w for w in result.summary["warnings"] if "gm_log_spectral_product" in w]
     assert "cannot bound" in said and "own-models.md" in said
-    cfg = _cfg(splits="test", max_samples=16, anisotropy=False, matrix="final")
-    result = analyze_run(Checkpoints([0, 1], sds), data, cfg, RunContext(model, 32, 0))
-    assert result.metrics["n_measures_skipped"] == 7  # 6 gm_* (no reference run: no gm_disagreement) + tc_mmd
-    assert any("need the train split" in w for w in result.summary["warnings"])
+    measures = {k for k in m if k.startswith("gm_") and not k.endswith(("_seconds", "_cost_epochs"))} | {"tc_mmd"}
+    for only_test, costly in ((True, True), (True, False), (False, False)):
+        cfg = _cfg(splits="test" if only_test else "train,test", max_samples=16, anisotropy=False, matrix="final")
+        cfg = replace(cfg, costly_measures=costly)
+        g = analyze_run(Checkpoints([0, 1], sds), data, cfg, RunContext(model, 32, 0)).metrics
+        assert g["n_measures_skipped"] == 1, (only_test, costly)  # the spectral bound: costly ones are not asked
+        left_out = set() if costly else {"gm_sharpness", "tc_mmd", "gm_sharpness_evals", "tc_mmd_seconds"}
+        assert not left_out & set(g)
+        assert {k: g[k] for k in measures - left_out} == {k: m[k] for k in measures - left_out}
+        assert ("tc_train" in g) != only_test  # the consistency scores are still computed only where asked
 
 
 def test_settings_an_own_loop_run_did_not_log_are_named_where_the_analysis_uses_them():
@@ -173,6 +195,11 @@ def test_settings_an_own_loop_run_did_not_log_are_named_where_the_analysis_uses_
     [said] = unlogged_warnings(run, _cfg(splits="test", measures=False))  # only the gradient noise reads them
     assert said.startswith("the run did not log seed, batch_size: tc's defaults (seed=0, batch_size=128)")
     assert unlogged_warnings(run, _cfg(splits="test", measures=False, anisotropy=False)) == []  # lr: never read
+    # the measures read the training samples (and their labels) whatever `splits` says: a sweep's core analysis
+    run = RunContext(None, 128, 0, unlogged=("train_size", "label_noise"))
+    [said] = unlogged_warnings(run, _cfg(splits="test", anisotropy=False))
+    assert said.startswith("the run did not log train_size, label_noise") and "the measures' training samples" in said
+    assert unlogged_warnings(run, _cfg(splits="test", anisotropy=False, measures=False)) == []
 
 
 def test_a_cross_seed_control_without_the_test_split_is_said():

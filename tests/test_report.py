@@ -713,6 +713,10 @@ def test_the_published_one_sweep_report_rerenders_with_its_legacy_tables(tmp_pat
     back = files.from_tables(tmp_path / "report")
     (sweep,) = results.sweeps_of(back)
     assert back.legacy_tables and sweep.env.name == "digits-mlp" and len(sweep.trials) == 52
+    # stored before SweepConfig.analysis existed: its trials computed every measure (tc_train, gm_sharpness, ...),
+    # not the later default core; read back as measures, as before core became the default
+    assert "analysis" not in stored["sweep_config"] and sweep.cfg.analysis == "measures"
+    assert {"tc_train", "gm_sharpness", "tc_mmd", "tc_test_crossseed"} <= set(sweep.trials.columns)
     epochs = pd.read_csv(tmp_path / "report" / "costs.csv").set_index("step")["epochs"]
     per_run = sweep.trials["epochs_trained"].mean()  # the costs were measured over every trial of trials.csv
     assert sweep.costs["analysis"] == pytest.approx(epochs["analysis"] / per_run)

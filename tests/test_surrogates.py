@@ -128,7 +128,8 @@ def test_every_analyze_config_field_is_shared_own_or_not_shared_with_the_surroga
         "run_id": "r", "model": "tests.stage_models:small_net", "cuts": "1", "bn_mode": "recalibrate",
         "calibration_batches": 2, "batch_size": 7, "device": "cpu", "precision": "bf16", "seed": 5,
         "splits": "train", "max_samples": 11, "matrix": "final", "anisotropy": False, "measures": False,
-        "checkpoints": "every:3", "window": 0.2, "corruptions": "jpeg", "severities": "1", "reference_run_id": "o",
+        "costly_measures": False, "controls": False, "checkpoints": "every:3", "window": 0.2, "corruptions": "jpeg",
+        "severities": "1", "reference_run_id": "o",
         "phases": True, "aniso_k": 2, "null_draws": 200, "grad_batches": 4, "allow_unfinished": True,
         "data_dir": "/data/elsewhere", "download": True, "outputs": "measures",
     }  # fmt: skip
@@ -142,6 +143,7 @@ def test_every_analyze_config_field_is_shared_own_or_not_shared_with_the_surroga
     for n in NOT_SHARED:
         assert getattr(got, n) == default[n], n
     own = {"splits": "test", "max_samples": 30, "matrix": "final", "anisotropy": False, "measures": False}
+    own |= {"controls": False}
     own |= {"checkpoints": "4,8", "window": 1.0, "outputs": "measures"}
     assert {n: getattr(got, n) for n in SURROGATE_OWN} == own
 

@@ -143,7 +143,9 @@ def test_sweep_reports_correlations_to_the_parent_run(mlflow_store, tmp_path):
         trials
     )
     # 2 epochs: the window holds 1 checkpoint, so only the k=1 surrogate exists (k=2 would exceed the window)
-    assert {"tc_test_cheap_k1_n100", "tc_window_checkpoints", "gm_sharpness", "gm_margin", "tc_mmd"} <= set(trials)
+    assert {"tc_test_cheap_k1_n100", "tc_window_checkpoints", "gm_margin", "gm_dist_init"} <= set(trials)
+    # the default analysis, core: no train or corrupt split, no costly measures (analysis=measures adds them)
+    assert not {"tc_train", "tc_corrupt", "gm_sharpness", "tc_mmd"} & set(trials)
     assert not any(c.endswith(("_seconds", "_cost_epochs")) for c in trials if c.startswith(("tc_", "gm_")))
     children = client.search_runs(["0"], f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
     assert sorted(r.info.run_id for r in children) == sorted(trials["run_id"])

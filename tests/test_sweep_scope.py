@@ -1,5 +1,6 @@
-"""Issue 21: a sweep trial analyzes only what the sweep reads (`SweepConfig.analysis` = measures, the default; full
-one parameter away), and the report's cost column counts the whole cost of each measure (`tc.report.costs`)."""
+"""Issue 21: a sweep trial analyzes only what the sweep reads (`SweepConfig.analysis` = core, the default; every
+measure, as the report ranks them, and the full analysis one parameter away), and the report's cost column counts
+the whole cost of each measure (`tc.report.costs`)."""
 
 from __future__ import annotations
 
@@ -99,8 +100,15 @@ def test_every_timer_the_analysis_registers_is_a_timed_step():
 def test_the_sweeps_analysis_parameter_picks_the_trials_analysis():
     default = analysis_config(SweepConfig(analyze_matrix="full"), "r", "s")
     assert (default.outputs, default.matrix, default.reference_run_id) == ("measures", "final", "s")
+    # core: the test split's scores, no controls, no costly measures, no anisotropy
+    assert (default.splits, default.controls, default.costly_measures, default.anisotropy) == ("test", 0, 0, 0)
+    every = analysis_config(SweepConfig(analysis="measures", anisotropy=True), "r", "s")
+    assert (every.outputs, every.matrix, every.splits) == ("measures", "final", AnalyzeConfig.splits)
+    assert every.controls and every.costly_measures and every.anisotropy
     full = analysis_config(SweepConfig(analysis="full", analyze_matrix="full"), "r", None)
-    assert (full.outputs, full.matrix) == ("full", "full")
+    assert (full.outputs, full.matrix, full.splits, full.controls, full.costly_measures) == (
+        "full", "full", AnalyzeConfig.splits, True, True
+    )  # fmt: skip
     with pytest.raises(ValueError, match="analysis"):
         SweepConfig(analysis="some")
     with pytest.raises(ValueError, match="outputs"):
@@ -119,7 +127,7 @@ def test_a_trials_measures_analysis_equals_the_full_one_on_every_measure_and_wri
         first = jobs.train_job(TINY, run_id=trial_run.info.run_id)  # still RUNNING, as in a sweep
         second = jobs.train_job(replace(TINY, seed=1), tags={"tc.seed_of": first})
         got, files = {}, {}
-        for mode in ("measures", "full"):
+        for mode in ("core", "measures", "full"):
             analyze_trial(analysis_config(replace(cfg, analysis=mode), first, second), sweep_run.info.run_id, second)
             got[mode] = analyses.current_analysis(first)[1]
             files[mode] = (_files(first), _files(second))
@@ -137,6 +145,19 @@ def test_a_trials_measures_analysis_equals_the_full_one_on_every_measure_and_wri
     assert files["measures"] == ({"summary.json"}, {"summary.json"})
     for written in files["full"]:
         assert {"matrices.csv", "per_sample.csv", "corrupt.csv", "summary.json", "per_sample_kde.png"} <= written
+    # core: what the sweep's own question reads, each with the value the report's analysis gives it
+    core = got["core"]
+    ranked = measure_columns(list(core))
+    assert {"tc_kappa_test", "tc_test", "tc_full_test", "drift_test", "gm_disagreement", "gm_margin"} <= set(ranked)
+    assert {"gm_sum_train_loss", "gm_log_spectral_product", "gm_dist_init"} <= set(ranked)
+    assert any(m.startswith("tc_test_cheap_") for m in ranked)
+    not_core = {"tc_train", "tc_corrupt", "tc_full_train", "tc_test_crossseed", "gm_sharpness", "tc_mmd"}
+    assert not not_core & set(core) and not_core <= set(table)  # left out of core alone
+    assert set(ranked) < set(table)
+    assert {m: core[m] for m in ranked} == {m: measures[m] for m in ranked}  # equal values, bit for bit
+    spread = sorted(k for k in core if k.endswith("_seed_sd"))
+    assert "tc_kappa_test_seed_sd" in spread and {k: core[k] for k in spread} == {k: measures[k] for k in spread}
+    assert files["core"] == ({"summary.json"}, {"summary.json"})
 
 
 def test_the_reports_costs_read_each_trials_second_seed_training(mlflow_store, tmp_path):

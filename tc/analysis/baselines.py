@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Collection
 
 from tc.analysis.inputs import RunContext, initial_state
 from tc.analysis.splits import EvalSplit
@@ -29,6 +30,7 @@ def baseline_measures(
     run: RunContext,
     splits: tuple[EvalSplit, EvalSplit | None],
     warnings: list[str] | None = None,
+    leave_out: Collection[str] = (),
 ) -> dict[str, float]:
     """gm_<name> of the final checkpoint on the (train, test) analysis samples (`tc.core.baselines.compute_all`),
     each with its cost in seconds and in training-epoch equivalents (`gm_<name>_cost_epochs`, from the run's
@@ -36,7 +38,8 @@ def baseline_measures(
     with θ_0 the step-0 checkpoint (`initial_state`); NaN, with `NO_INIT_WARNING` appended to `warnings`, when
     the run never logged step 0. A measure the model's layers do not allow (`NEEDS_TC_MODELS` on a traced
     torchvision or user model) is left out, with a warning that names it and why (`n_measures_skipped`, which
-    `tc.analysis.run.add_measures` logs, counts it)."""
+    `tc.analysis.run.add_measures` logs, counts it). `leave_out`: gm_<name>s not asked for (not computed, not
+    counted: `tc.core.baselines.compute_all`)."""
     train, test = splits
     final = at_state(run.model, ckpts.state_dicts[-1])
     init = initial_state(ckpts, run)
@@ -52,6 +55,7 @@ def baseline_measures(
         device=resolve_device(cfg.device),
         evals=evals,
         skipped=skipped,
+        leave_out=leave_out,
     )
     for name, why in skipped.items():
         if warnings is not None:

@@ -44,14 +44,12 @@ def consistency_analysis(
     run: RunContext,
     splits: list[EvalSplit] | None = None,
     progress: Callable[[int], None] | None = None,
-    *,
-    controls: bool = True,
 ) -> AnalysisResult:
     """Every SPEC section 2-3 quantity for each (cut, split); see `tc.core.consistency` for the formulas.
     `splits` defaults to `make_splits(data, cfg)`. Also `tc_full_<split>` (whole networks over the same
     window), `tc_gain_<split>`, `tc_excess_<split>`, `tc_kappa_<split>[_d<cut>]` and `tc_window_checkpoints`; a
     window of fewer than `MIN_WINDOW` checkpoints adds a line to `summary["warnings"]` and a tag to
-    `summary["tags"]`. With `controls` (the default) also the controls: `tc_test_crossseed*` when `run.reference`
+    `summary["tags"]`. With `cfg.controls` (the default) also the controls: `tc_test_crossseed*` when `run.reference`
     is set, and `bf16_agreement` when `cfg.precision` is bf16 (`cfg.precision` is the composites' compute precision
     either way). Timers: `tc_<split>_seconds` per split, `controls_seconds`, and `analysis_seconds` for all of it."""
     t0 = time.perf_counter()
@@ -77,7 +75,7 @@ def consistency_analysis(
         summary["half_life"].update(half_life)
     corrupt = tables.corrupt_frame()
     metrics.update(corruption_means(corrupt))
-    if controls:
+    if cfg.controls:
         with timed(metrics, "controls_seconds"):
             metrics.update(control_metrics(plan, run, splits))
     metrics["analysis_seconds"] = time.perf_counter() - t0

@@ -76,6 +76,8 @@ def unlogged_warnings(run: RunContext, cfg: AnalyzeConfig) -> list[str]:
     uses = []
     if "train" in cfg.split_names:  # the measures (gm_*, tc_mmd) read its samples too
         uses.append(("the train split", TRAINING_SAMPLES))
+    elif cfg.measures:  # they read the training samples whatever `splits` says (`tc.analysis.run.measure_samples`)
+        uses.append(("the measures' training samples", TRAINING_SAMPLES))
     if cfg.anisotropy:
         uses.append(("the gradient-noise minibatches", (*TRAINING_SAMPLES, "batch_size")))
     if cfg.bn_mode == "recalibrate":

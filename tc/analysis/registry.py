@@ -56,6 +56,11 @@ GM = (
     "gm_steps_to_criterion",
 )
 
+#: The measures that cost many passes, which `AnalyzeConfig.costly_measures=false` leaves out (a sweep's core
+#: analysis): gm_sharpness's σ search (about 16 forwards per training sample) and tc_mmd (the features of every
+#: window checkpoint on two splits). Together they cost about as much as one split's consistency scores.
+COSTLY_MEASURES = ("gm_sharpness", "tc_mmd")
+
 # pattern -> one-line meaning. W = the tc window (checkpoints in the last `window` of training, before the
 # final one T); agree_d, g_d, rc, r(Δ), c(x): `tc.core.consistency`; the function that computes each is named,
 # relative to `tc.core` (`consistency.tc_score` is `tc.core.consistency.tc_score`) or to `tc` (`analysis.*`).
@@ -106,7 +111,7 @@ METRICS: dict[str, str] = {
     "n_cuts_{test}": "cuts at which that anisotropy test ran, of those analyzed (a warning names the others and "
     "why); its means and min p-values are over these",
     "n_measures_skipped": "measures=true: gm_* and tc_mmd asked for but not computed (gm_log_spectral_product on "
-    "a model whose layers it cannot bound; all of them without the train split); the warnings name them",
+    "a model whose layers it cannot bound; the learning-speed ones without a logged curve); the warnings name them",
     "acc_{split}": "accuracy of the final network f(·; θ_T)",
     "drift_{split}_d{cut}": "mean_{t in W} mean_x ||z_t(x) - z_T(x)|| / ||z_T(x)|| (`consistency.drift_score`)",
     "drift_{split}": "mean over cuts of drift_{split}_d{cut}",
@@ -172,7 +177,7 @@ METRICS: dict[str, str] = {
     "{gm}_seconds": "wall time of {gm}",
     "gm_sharpness_evals": "σ values the gm_sharpness search tried (each: `draws` forwards over the train samples)",
     "{gm}_cost_epochs": "{gm}_seconds / the run's seconds per training epoch",
-    "tc_mmd_d{cut}": "MMD² between window features of the train split and final features of the test split "
+    "tc_mmd_d{cut}": "MMD² between window features of the train samples and final features of the test samples "
     "(`analysis.mmd.mmd_measures`)",
     "tc_mmd": "mean over cuts of tc_mmd_d{cut}",
     "tc_mmd_seconds": "wall time of tc_mmd",

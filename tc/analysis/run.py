@@ -10,6 +10,7 @@ evaluates are described in `tc.analysis.splits`; `tc.analysis.files` writes its 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 
 from tc.analysis.anisotropy import anisotropy
 from tc.analysis.baselines import LEARNING_SPEED, baseline_measures, learning_speed_asked, learning_speed_measures
@@ -18,7 +19,7 @@ from tc.analysis.consistency import consistency_analysis
 from tc.analysis.controls import control_warnings
 from tc.analysis.inputs import RunContext, unlogged_warnings
 from tc.analysis.mmd import mmd_measures
-from tc.analysis.registry import GM
+from tc.analysis.registry import COSTLY_MEASURES, GM
 from tc.analysis.result import AnalysisResult
 from tc.analysis.splits import EvalSplit, checkpoint_notes, make_splits, parse_cuts, sample_notes, split_named
 from tc.analysis.timing import timed
@@ -35,11 +36,9 @@ def analyze_run(
     cfg: AnalyzeConfig,
     run: RunContext,
     progress: Callable[[int], None] | None = None,
-    *,
-    controls: bool = True,
 ) -> AnalysisResult:
     """Every metric of an analysis of `ckpts` (see `tc.analysis.registry.METRICS`), with its tables and summary.
-    `progress(n)` is called as the composite forwards finish n more samples. `controls=False` leaves out the
+    `progress(n)` is called as the composite forwards finish n more samples. `cfg.controls=False` leaves out the
     controls of `consistency_analysis` (cross-seed, bf16 agreement): a cheap surrogate is timed alone.
     On CUDA the whole analysis runs with TF32 off (`tc.core.device.exact_fp32`), restored after.
     Where it uses less than asked (samples, checkpoints, BatchNorm calibration batches, gradient minibatches, cuts
@@ -72,18 +71,20 @@ def analyze_run(
         used, said = notes(data, cfg)
         counts.update(used)
         warnings += said
-    warnings += unlogged_warnings(run, cfg) + (control_warnings(cfg, run) if controls else [])
+    warnings += unlogged_warnings(run, cfg) + (control_warnings(cfg, run) if cfg.controls else [])
     with exact_fp32(resolve_device(cfg.device)):  # TF32 off on CUDA: fp32 means fp32 (tc.core.device.exact_fp32)
         seconds: dict[str, float] = {}
         with timed(seconds, "splits_seconds"):  # the subsets and the corruptions
             splits = make_splits(data, cfg)
-        result = consistency_analysis(ckpts, data, cfg, run, splits, progress, controls=controls)
+        result = consistency_analysis(ckpts, data, cfg, run, splits, progress)
         result.metrics.update({**seconds, **counts})
         result.summary["warnings"][:0] = warnings
         if cfg.anisotropy:
             add_anisotropy(result, ckpts, data, cfg, run, splits)
         if cfg.measures:
-            add_measures(result, ckpts, data, cfg, run, splits)
+            with timed(result.metrics, "splits_seconds"):  # the measures' samples where `splits` has none
+                samples = measure_samples(data, cfg, splits)
+            add_measures(result, ckpts, data, cfg, run, samples)
         if run.seconds_per_epoch:  # what the consistency analysis cost, in the run's own training epochs
             result.metrics["tc_cost_epochs"] = result.metrics["analysis_seconds"] / run.seconds_per_epoch
     return result
@@ -109,37 +110,49 @@ def add_anisotropy(
     result.summary["warnings"] += result.aniso.warnings
 
 
+def measure_samples(data: DataBundle, cfg: AnalyzeConfig, splits: list[EvalSplit]) -> tuple[EvalSplit, EvalSplit]:
+    """The (train, test) samples the measures read: the analysis' own splits where `cfg.splits` has them, else the
+    same seeded subsets made here (`make_splits`), so a measure has one value whatever `splits` says. `splits`
+    chooses where the consistency scores are computed; the measures of the final checkpoint never needed the train
+    split's consistency scores, and a sweep's core analysis (splits=test) computes them without."""
+    missing = [name for name in ("train", "test") if split_named(splits, name) is None]
+    made = make_splits(data, replace(cfg, splits=",".join(missing))) if missing else []
+    train, test = (split_named(splits, name) or split_named(made, name) for name in ("train", "test"))
+    assert train is not None and test is not None  # make_splits made each one missing
+    return train, test
+
+
 def add_measures(
     result: AnalysisResult,
     ckpts: Checkpoints,
     data: DataBundle,
     cfg: AnalyzeConfig,
     run: RunContext,
-    splits: list[EvalSplit],
+    samples: tuple[EvalSplit, EvalSplit],
 ) -> None:
-    """Add the measures to `result`: the baseline measures gm_* (`tc.analysis.baselines`, which need the train
-    split), the learning-speed measures gm_sum_train_loss and gm_steps_to_criterion (from the run's training
-    curve, `run.history`: no split, no forward pass) and the feature MMD tc_mmd with `tc_mmd_seconds`
-    (`tc.analysis.mmd`, which needs the train and the test split). `n_measures_skipped`: those asked for
-    (gm_disagreement and gm_js_disagreement only with a reference run, the learning-speed ones only with a training
-    curve, gm_steps_to_criterion only for a run with a target_loss) but not computed, each named in a warning
-    with the reason."""
-    train, test = split_named(splits, "train"), split_named(splits, "test")
+    """Add the measures to `result`, on the (train, test) `samples` (`measure_samples`): the baseline measures gm_*
+    (`tc.analysis.baselines`), the learning-speed measures gm_sum_train_loss and gm_steps_to_criterion (from the
+    run's training curve, `run.history`: no forward pass) and the feature MMD tc_mmd with `tc_mmd_seconds`
+    (`tc.analysis.mmd`). `cfg.costly_measures=False` leaves out `COSTLY_MEASURES` (gm_sharpness, tc_mmd): not
+    asked, so not counted. `n_measures_skipped`: those asked for (gm_disagreement and gm_js_disagreement only with
+    a reference run, the learning-speed ones only with a training curve, gm_steps_to_criterion only for a run with
+    a target_loss) but not computed, each named in a warning with the reason."""
     warnings = result.summary["warnings"]
+    leave_out = () if cfg.costly_measures else COSTLY_MEASURES
     before = set(result.metrics)
-    if train is not None:  # a measure its own code cannot compute is named in a warning there
-        result.metrics.update(baseline_measures(ckpts, data, cfg, run, (train, test), warnings))
+    # a measure its own code cannot compute is named in a warning there
+    result.metrics.update(baseline_measures(ckpts, data, cfg, run, samples, warnings, leave_out))
     result.metrics.update(learning_speed_measures(run, warnings))  # from the training curve: no split needed
-    if train is not None and test is not None:
+    if "tc_mmd" not in leave_out:
         with timed(result.metrics, "tc_mmd_seconds"):
-            result.metrics.update(mmd_measures(ckpts, data, cfg, run, (train, test)))
+            result.metrics.update(mmd_measures(ckpts, data, cfg, run, samples))
     pair = ("gm_disagreement", "gm_js_disagreement")  # they need a reference run (another seed)
-    asked = [m for m in (*GM, "tc_mmd") if (m not in pair or run.reference is not None) and m not in LEARNING_SPEED]
+    asked = [
+        m
+        for m in (*GM, "tc_mmd")
+        if (m not in pair or run.reference is not None) and m not in LEARNING_SPEED and m not in leave_out
+    ]
     missing = [m for m in asked if m not in set(result.metrics) - before]
-    if train is None and missing:
-        warnings.append(f"{', '.join(missing)} not computed: they need the train split (splits={cfg.splits})")
-    elif test is None and (unmet := [m for m in missing if m in (*pair, "tc_mmd")]):
-        warnings.append(f"{', '.join(unmet)} not computed: they need the test split too (splits={cfg.splits})")
     # the learning-speed measures: asked for with a training curve; not computed ones are named by their own code
     missing += [m for m in learning_speed_asked(run) if m not in result.metrics]
     result.metrics["n_measures_skipped"] = float(len(missing))

@@ -106,7 +106,8 @@ def _subset(n: int, k: int, seed: int) -> torch.Tensor:
 def sample_notes(data: DataBundle, cfg: AnalyzeConfig) -> tuple[dict[str, float], list[str]]:
     """({n_samples_<split>: examples `make_splits` gives that split}, warnings): `max_samples` each, or the whole
     set the split is drawn from when it holds fewer, which one warning per set says (the corrupt split is the
-    test subset, corrupted). Computed from the set sizes, without building the (corrupted) splits."""
+    test subset, corrupted), as one more does for a set that only the measures read (`cfg.measures` with no split
+    drawn from it). Computed from the set sizes, without building the (corrupted) splits."""
     sizes = {"train": len(data.train_y), "test": len(data.test_y)}
     source = {"train": "train", "test": "test", "corrupt": "test"}
     used = {where: min(n, cfg.max_samples or n) for where, n in sizes.items()}  # as `_subset` draws them
@@ -119,6 +120,15 @@ def sample_notes(data: DataBundle, cfg: AnalyzeConfig) -> tuple[dict[str, float]
         f"the {where} set has {sizes[where]} examples, fewer than max_samples={cfg.max_samples}: split(s) "
         f"{', '.join(names)} analyze all {sizes[where]}"
         for where, names in short.items()
+    ]
+    # the measures read the train and test samples whatever `splits` says (`tc.analysis.run.measure_samples`): a
+    # set no split reads is said here (no n_samples_<split>: it is no split, and `sample_count` counts splits)
+    read = {source[name] for name in cfg.split_names}
+    warnings += [
+        f"the {where} set has {sizes[where]} examples, fewer than max_samples={cfg.max_samples}: the measures "
+        f"(gm_*, tc_mmd) read all {sizes[where]}"
+        for where in (("train", "test") if cfg.measures else ())
+        if where not in read and cfg.max_samples > sizes[where]
     ]
     return metrics, warnings
 

@@ -17,10 +17,21 @@ KS = (1, 2)
 #: taken from the full analysis: what makes the surrogate measure the same network the same way
 SHARED = ("run_id", "model", "cuts", "bn_mode", "calibration_batches", "batch_size", "device", "precision", "seed")
 #: set by the surrogate itself (`surrogate_config`)
-SURROGATE_OWN = ("splits", "max_samples", "matrix", "anisotropy", "measures", "checkpoints", "window", "outputs")
+SURROGATE_OWN = (
+    "splits",
+    "max_samples",
+    "matrix",
+    "anisotropy",
+    "measures",
+    "controls",
+    "checkpoints",
+    "window",
+    "outputs",
+)
 #: left at their defaults: the full analysis's controls and extra outputs, or inputs of splits and measures
 #: the surrogate does not compute
 NOT_SHARED = (
+    "costly_measures",  # with measures=False: read by nothing
     "corruptions",
     "severities",
     "reference_run_id",
@@ -40,8 +51,8 @@ def surrogate_config(cfg: AnalyzeConfig, steps: list[int], samples: int) -> Anal
     device, compute precision and seed). The rest is the surrogate's own (`SURROGATE_OWN`) or a default
     (`NOT_SHARED`), so none of the full analysis's extra work (the cross-seed `reference_run_id`, `phases`,
     which needs more checkpoints than a surrogate has) runs inside the surrogate or is counted in its
-    `_seconds`; the bf16 agreement check, which `precision=bf16` also triggers, is left out by `cheap_scores`
-    (`analyze_run(controls=False)`)."""
+    `_seconds`; nor do the controls (`controls=False`: the bf16 agreement check, which `precision=bf16` also
+    triggers)."""
     return AnalyzeConfig(
         **{name: getattr(cfg, name) for name in SHARED},
         splits="test",
@@ -49,6 +60,7 @@ def surrogate_config(cfg: AnalyzeConfig, steps: list[int], samples: int) -> Anal
         matrix="final",
         anisotropy=False,
         measures=False,
+        controls=False,  # the bf16 agreement check, which precision=bf16 also triggers, is not the surrogate's
         checkpoints=",".join(map(str, steps)),
         window=1.0,  # every chosen checkpoint before the last is in the window
         outputs="measures",  # only its tc_test is read: no tables
@@ -71,7 +83,7 @@ def cheap_scores(
         chosen = [window_steps[int((j + 0.5) * len(window_steps) / k)] for j in range(k)]
         steps = sorted({*chosen, ckpts.steps[-1]})
         sub = Checkpoints(steps, [ckpts.state_dicts[ckpts.steps.index(s)] for s in steps])
-        result = analyze_run(sub, data, surrogate_config(cfg, steps, samples), run, controls=False)
+        result = analyze_run(sub, data, surrogate_config(cfg, steps, samples), run)
         out[f"tc_test_cheap_k{k}_n{samples}"] = result.metrics["tc_test"]
         out[f"tc_test_cheap_k{k}_n{samples}_seconds"] = result.metrics["analysis_seconds"]
     return out

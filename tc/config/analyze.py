@@ -190,7 +190,21 @@ class AnalyzeConfig:
     grad_batches: int = opt(
         32, "training minibatches for the gradient-noise covariance; at least aniso_k + 2 (the test's minimum)"
     )
-    measures: bool = opt(True, "also the baseline generalization measures gm_* of the final checkpoint")
+    measures: bool = opt(
+        True,
+        "also the baseline generalization measures gm_* of the final checkpoint and tc_mmd, on the training and test "
+        "samples whatever splits says",
+    )
+    costly_measures: bool = opt(
+        True,
+        "with measures: also gm_sharpness (a σ search: about 16 forwards per training sample) and tc_mmd (every "
+        "window checkpoint's features on two splits); false = the cheap measures only, as a sweep's core analysis",
+    )
+    controls: bool = opt(
+        True,
+        "also the controls: tc_test_crossseed with a reference run (its deep parts on this run's features), "
+        "bf16_agreement with precision=bf16",
+    )
     model: str | None = opt(
         None, "a run of your own model (module:function): name it again here; tc never imports code a run names"
     )

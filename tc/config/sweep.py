@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from tc.config.analyze import ANALYSIS_OUTPUTS
 from tc.config.fields import check_range, opt, validate_choices
 from tc.config.vocabulary import DATASETS, MATRICES, MODELS, PRUNERS, SAMPLERS
+
+#: What a sweep trial's analysis computes (`SweepConfig.analysis`; `tc.sweep.trial.analysis_config` says how):
+#: core, the cheap default; measures, every measure (the report's sweeps); full, the analyze entry point's analysis.
+TRIAL_ANALYSES = ("core", "measures", "full")
 
 
 @dataclass(frozen=True)
@@ -58,16 +61,22 @@ class SweepConfig:
     )
     max_samples: int = opt(500, "analysis: examples per split")
     analysis: str = opt(
-        "measures",
-        "what each trial's analysis computes: measures (only the metrics the sweep's correlation table and "
-        "<measure>_seed_sd read, the cheap surrogates too; no tables, figures or lag curves: the fast default) or "
-        "full (everything analyze computes, written back with its tables and figures)",
-        ANALYSIS_OUTPUTS,
+        "core",
+        "what each trial's analysis computes, and so what the correlation table ranks: core (the fast default: the "
+        "consistency scores on the test split, the cheap measures gm_* of the final checkpoint, the learning-speed "
+        "measures and the cheap surrogates), measures (also the train and corrupt splits' scores, the cross-seed "
+        "control, gm_sharpness and tc_mmd: what the report reads), or full (everything analyze computes, written "
+        "back with its tables and figures); core and measures write back the metrics alone",
+        TRIAL_ANALYSES,
     )
     analyze_matrix: str = opt(
         "final", "analysis=full: final (scores only, fast) or full (every (t1, t2) pair, lag curves)", MATRICES
     )
-    anisotropy: bool = opt(True, "analysis: also the anisotropy statistics")
+    anisotropy: bool = opt(
+        False,
+        "analysis: also the anisotropy statistics aniso_* (then ranked too; they cost several times the rest of a "
+        "trial's analysis)",
+    )
     bootstrap: int = opt(1000, "bootstrap resamples for the confidence intervals")
 
     def __post_init__(self) -> None:

@@ -17,7 +17,7 @@ import copy
 import itertools
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 
 import numpy as np
@@ -333,6 +333,7 @@ def compute_all(
     device: str | torch.device | None = None,
     evals: dict[str, int] | None = None,
     skipped: dict[str, str] | None = None,
+    leave_out: Collection[str] = (),
 ) -> tuple[dict[str, float], dict[str, float]]:
     """({gm_<name>: value}, {gm_<name>: seconds}) of `model` with its initialisation `init`, on the training
     samples `train` = (x, y); `gm_disagreement` (`disagreement`) and `gm_js_disagreement` (mean JS in bits between
@@ -344,7 +345,7 @@ def compute_all(
     forwards over the training samples); `skipped`, {gm_log_spectral_product: why} when the model has a layer
     that bound cannot take (a traced user model; without `skipped`, its TypeError is raised). margin, train loss
     and the search's L(θ) share one logits pass, counted in each one's seconds and once in the wall time; so do
-    the two disagreements, on the test inputs."""
+    the two disagreements, on the test inputs. `leave_out`: gm_<name>s not to compute (e.g. gm_sharpness)."""
     device = _device(model) if device is None else torch.device(device)
     model, init = model.to(device), init.to(device)
     other = other.to(device) if other is not None else None
@@ -382,7 +383,7 @@ def compute_all(
         jobs["disagreement"] = lambda: top1_disagreement(*once("test"))  # = `disagreement`
         jobs["js_disagreement"] = lambda: mean_js(*once("test"))
     values, seconds = {}, {}  # gm_<name> -> its value, its seconds
-    for name, job in jobs.items():
+    for name, job in ((n, j) for n, j in jobs.items() if f"gm_{n}" not in leave_out):
         t0 = time.perf_counter()
         try:
             values[f"gm_{name}"] = job()

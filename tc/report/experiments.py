@@ -142,13 +142,16 @@ def base_analysis(s: Settings) -> dict:
 
 def sweep_parameters(s: Settings, study_name: str, n_trials: int, env: Environment | None = None) -> dict:
     """One environment's correlation sweep (`env`; default the first of `s.environments`): the sweep's defaults
-    (QMC, two seeds per configuration) with a light per-trial analysis (no anisotropy: it is not a candidate
-    predictor here), and the environment's own parameters on top (its data set, model, space, epochs). The
-    study name and the number of trials are the report's: an environment cannot set them."""
+    (QMC, two seeds per configuration) with every measure the report ranks (`analysis=measures`: the sweep's
+    default, core, leaves out the train and corrupt splits, the cross-seed control, gm_sharpness and tc_mmd) and
+    no anisotropy (it is not a candidate predictor here), and the environment's own parameters on top (its data
+    set, model, space, epochs). The study name and the number of trials are the report's: an environment cannot
+    set them."""
     env = env if env is not None else s.environments[0]
     own = {k: v for k, v in env.sweep.items() if k not in ("n_trials", "study_name")}
     return {
         "max_samples": min(s.samples, 500),
+        "analysis": "measures",
         "anisotropy": "false",
         "bootstrap": 1000,
         **own,

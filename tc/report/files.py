@@ -165,8 +165,9 @@ def from_tables(figs: Path) -> Results:
     for env in (e for e in s.environments if e.name in per_env):
         rec = per_env[env.name]
         # a report stored before test_every existed: its sweep evaluated the test set at every epoch (and a stored
-        # pruner=median is refused at the default 0)
-        cfg = SweepConfig(**{"test_every": 1, **rec["sweep_config"]})
+        # pruner=median is refused at the default 0); before `analysis` existed its trials computed every measure
+        # (not today's default, core), and before the anisotropy default became false it was true
+        cfg = SweepConfig(**{"test_every": 1, "analysis": "measures", "anisotropy": True, **rec["sweep_config"]})
         trials = _read_table(figs / table_name("trials", env.name, legacy))
         table = _read_table(figs / table_name("costs", env.name, legacy))
         if legacy:

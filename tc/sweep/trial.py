@@ -82,17 +82,28 @@ TRIAL_FAILURES: tuple[type[BaseException], ...] = (TrainingFailure, torch.OutOfM
 
 def analysis_config(cfg: SweepConfig, run_id: str, second_id: str | None) -> AnalyzeConfig:
     """How every trial is analyzed; the second seed (if any) is the reference: gm_disagreement on the test
-    inputs, tc_test_crossseed. `cfg.analysis` = measures (the default) computes what the sweep reads and no more:
-    the metrics alone (`outputs=measures`: no tables or figures written back) and the final column of each
-    matrix (`matrix=final`: the lag curves and half-lives are no measure of the correlation table); full is
-    the analyze entry point's analysis at `cfg.analyze_matrix`, with its files."""
-    measures_only = cfg.analysis == "measures"
+    inputs, tc_test_crossseed. By `cfg.analysis`:
+
+    - core (the default) computes the correlation table of the sweep's own question (does temporal consistency
+      predict test accuracy, beside cheap baselines?) and nothing else: the consistency scores on the test split
+      only, no controls (tc_test_crossseed), and the measures without `tc.analysis.registry.COSTLY_MEASURES`
+      (gm_sharpness, tc_mmd).
+    - measures computes every measure the report's sweeps rank: all three splits, the controls, every gm_*.
+    - full is the analyze entry point's analysis at `cfg.analyze_matrix`, written back with its files.
+
+    Core and measures write back the metrics alone (`outputs=measures`: no tables or figures) and compute the final
+    column of each matrix (`matrix=final`: the lag curves and half-lives are no measure of the correlation table);
+    every measure they share has one value in all three (`tests/test_sweep_scope.py`)."""
+    core = cfg.analysis == "core"
     return AnalyzeConfig(
         run_id=run_id,
+        splits="test" if core else AnalyzeConfig.splits,
         max_samples=cfg.max_samples,
-        matrix="final" if measures_only else cfg.analyze_matrix,
-        outputs=cfg.analysis,
+        matrix=cfg.analyze_matrix if cfg.analysis == "full" else "final",
+        outputs="full" if cfg.analysis == "full" else "measures",
         anisotropy=cfg.anisotropy,
+        costly_measures=not core,
+        controls=not core,
         null_draws=200,
         seed=cfg.seed,
         reference_run_id=second_id,

@@ -202,11 +202,12 @@ def train_tags(cfg: Any, unknown: Collection[str] = ()) -> dict[str, str]:
 
 
 # The analysis settings that change the value of a score (not only which scores exist, as splits, matrix, phases,
-# anisotropy, measures and outputs do; nor only where or whether it runs, as device, data_dir, download, model and
-# allow_unfinished do), in the order a description shows them. The first four are always shown, the others when
-# they differ from their AnalyzeConfig default: the consistency window and checkpoints, the cuts and samples it
-# averages over; BatchNorm in composites (and its recalibration batches, of batch_size examples); the corrupt split;
-# bf16; the seed of every subset; the anisotropy test's k, null draws and gradient minibatches (of batch_size).
+# anisotropy, measures, costly_measures, controls and outputs do; nor only where or whether it runs, as device,
+# data_dir, download, model and allow_unfinished do), in the order a description shows them. The first four are always
+# shown, the others when they differ from their AnalyzeConfig default: the consistency window and checkpoints, the cuts
+# and samples it averages over; BatchNorm in composites (and its recalibration batches, of batch_size examples); the
+# corrupt split; bf16; the seed of every subset; the anisotropy test's k, null draws and gradient minibatches (of
+# batch_size).
 SCORE_SETTINGS = ("window", "checkpoints", "cuts", "max_samples", "bn_mode", "calibration_batches", "corruptions")
 SCORE_SETTINGS += ("severities", "precision", "batch_size", "seed", "aniso_k", "null_draws", "grad_batches")
 # reference_run_id is left out: it differs per run (a sweep trial's two seeds name each other), so it would split
