@@ -386,9 +386,10 @@ def test_a_mistyped_space_value_is_refused_before_any_trial(mlflow_store, tmp_pa
 
 def test_every_seeds_run_has_the_trials_tags_and_a_description(mlflow_store, tmp_path):
     """seeds=2: the second seed's run carries the trial's tags (tc.study, tc.trial, tc.sweep_run_id), the
-    training run's tags, tc.converged, the analysis tags and a description, as the first seed's run does, so
-    a UI filter on any of them finds both seeds."""
-    argv = ["--seeds", "2", "--target_loss", "0.5", "--epochs", "3", "--n_trials", "1"]
+    training run's tags, tc.converged, the analysis tags (analysis=measures: the default, core, does not analyze
+    the second seed) and a description, as the first seed's run does, so a UI filter on any of them finds both
+    seeds."""
+    argv = ["--seeds", "2", "--target_loss", "0.5", "--epochs", "3", "--n_trials", "1", "--analysis", "measures"]
     assert _sweep(tmp_path, {"lr": {"type": "categorical", "choices": [0.2]}}, *argv) == 0
     client = MlflowClient()
     (trial,) = _study(tmp_path).trials
