@@ -122,7 +122,7 @@ def main(argv: list[str] | None = None) -> None:
                 second = T.train_trial(cfg, trial, T.trial_config(cfg, values), rid, parent.info.run_id)
                 train_s = time.perf_counter() - t0
                 t0 = time.perf_counter()
-                T.analyze_trial(T.analysis_config(cfg, rid, second), parent.info.run_id, second)
+                T.analyze_trial(T.analysis_config(cfg, rid, second), parent.info.run_id, T.analyzed_seed(cfg, second))
                 analysis_s = time.perf_counter() - t0
                 cpu_s = time.process_time() - c0  # both threads' CPU time: what a loaded machine stretches less
                 runs = [client.get_run(i).data.metrics for i in (rid, second) if i]

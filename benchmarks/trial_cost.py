@@ -11,10 +11,11 @@ The trials are a report environment's sweep (`tc.report.experiments.sweep_config
 trial analysis `--analysis` (the sweep's `analysis`: core, its default, measures, the report's, or full; a comma
 list runs each in turn on every trial), drawn by the sweep's own sampler in a fresh local sqlite store, trained by
 `tc.sweep.trial.train_trial` and analyzed by `tc.sweep.trial.analyze_trial`, as the sweep does. Per trial it prints
-the training wall time (both seeds, with their checkpoint logging), the analysis wall time (both seeds: load with a
-fresh checkpoint cache, analysis, cheap surrogates, seed spread, write-back, labels), their ratio (the issue's
-target: <= 25%), where the analysis time went, and, with several analyses, whether every measure of each one's
-correlation table (`tc.sweep.summary.measure_columns`) has the same value in the next one, which computes more.
+the training wall time (both seeds, with their checkpoint logging), the analysis wall time (the seeds it analyzes,
+`analyzed_seed`: load with a fresh checkpoint cache, analysis, cheap surrogates, seed spread, write-back, labels),
+their ratio (the issue's target: <= 25%), where the analysis time went, and, with several analyses, whether every
+measure of each one's correlation table (`tc.sweep.summary.measure_columns`) has the same value in the next one,
+which computes more.
 """
 
 from __future__ import annotations
@@ -143,7 +144,8 @@ def main(argv: list[str] | None = None) -> None:
                 got = {}
                 for mode in modes:
                     spent.clear()
-                    acfg = T.analysis_config(replace(cfg, analysis=mode), rid, second)
+                    mode_cfg = replace(cfg, analysis=mode)
+                    acfg = T.analysis_config(mode_cfg, rid, second)
                     if args.checkpoints:
                         acfg = replace(acfg, checkpoints=args.checkpoints)
                     # a fresh checkpoint cache: a trial's analysis downloads its new runs' checkpoints
@@ -152,7 +154,7 @@ def main(argv: list[str] | None = None) -> None:
                     t0 = time.perf_counter()
                     if prof:
                         prof.enable()
-                    T.analyze_trial(acfg, parent.info.run_id, second)
+                    T.analyze_trial(acfg, parent.info.run_id, T.analyzed_seed(mode_cfg, second))
                     if prof:
                         prof.disable()
                     analysis_s = time.perf_counter() - t0

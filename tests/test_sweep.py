@@ -260,6 +260,7 @@ def test_trials_train_to_the_target_with_two_seeds_and_unconverged_ones_are_set_
     argv = ["--n_trials", "2", "--dataset", "digits", "--model", "mlp", "--epochs", "40", "--target_loss", "0.05"]
     argv += ["--max_samples", "60", "--bootstrap", "100", "--search_space", str(space), "--sampler", "grid"]
     argv += ["--storage", str(tmp_path / "j.log"), "--anisotropy", "false", "--seeds", "2"]
+    argv += ["--analysis", "measures"]  # the second seed analyzed too: the spreads <measure>_seed_sd
     # fixed training settings come from TrainConfig's defaults; keep trials small through the space's data
     assert sweep_ep.main(argv) == 0
     client = MlflowClient()

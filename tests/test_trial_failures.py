@@ -384,11 +384,14 @@ def test_a_mistyped_space_value_is_refused_before_any_trial(mlflow_store, tmp_pa
     assert run.info.run_name.startswith("refused: ") and "batch_size=32.5" in run.data.tags["tc.error"]
 
 
-def test_every_seeds_run_has_the_trials_tags_and_a_description(mlflow_store, tmp_path):
+@pytest.mark.parametrize("analysis", ["core", "measures"])
+def test_every_seeds_run_has_the_trials_tags_and_a_description(mlflow_store, tmp_path, analysis):
     """seeds=2: the second seed's run carries the trial's tags (tc.study, tc.trial, tc.sweep_run_id), the
-    training run's tags, tc.converged, the analysis tags and a description, as the first seed's run does, so
-    a UI filter on any of them finds both seeds."""
-    argv = ["--seeds", "2", "--target_loss", "0.5", "--epochs", "3", "--n_trials", "1"]
+    training run's tags, tc.converged and a description, as the first seed's run does, so a UI filter on any of
+    them finds both seeds. With analysis=measures it is analyzed too (the analysis tags, the spreads
+    <measure>_seed_sd); under the default, core, it is the first seed's reference alone (gm_disagreement,
+    gm_js_disagreement) and holds its training only."""
+    argv = ["--seeds", "2", "--target_loss", "0.5", "--epochs", "3", "--n_trials", "1", "--analysis", analysis]
     assert _sweep(tmp_path, {"lr": {"type": "categorical", "choices": [0.2]}}, *argv) == 0
     client = MlflowClient()
     (trial,) = _study(tmp_path).trials
@@ -399,13 +402,23 @@ def test_every_seeds_run_has_the_trials_tags_and_a_description(mlflow_store, tmp
     shared = {k for k in first.data.tags if k.startswith("tc.") and k not in per_run}
     assert {"tc.study", "tc.trial", "tc.sweep_run_id", "tc.dataset", "tc.model", "tc.converged"} <= shared
     assert any(k.startswith("tc.analysis.") for k in shared)
+    analyzed = analysis != "core"
     for key in shared:
+        if not analyzed and key.startswith(("tc.analysis", "tc.window_warning")):  # the analysis' own tags
+            assert key not in second.data.tags, key  # core: the second seed is not analyzed
+            continue
         assert key in second.data.tags, key
         if not key.startswith(("tc.analysis_version", "tc.analysis_step")):
             assert second.data.tags[key] == first.data.tags[key], key
+    assert ("tc.analysis" in second.data.tags) == analyzed
+    assert first.data.tags["tc.analysis.reference_run_id"] == second.info.run_id
+    assert {"gm_disagreement", "gm_js_disagreement"} <= set(first.data.metrics)  # the reference, in both
+    assert ("tc_test_seed_sd" in first.data.metrics) == analyzed
+    assert ("tc_test" in second.data.metrics) == analyzed
     assert second.data.tags["tc.seed"] == str(int(first.data.tags["tc.seed"]) + 1)
     assert (first.info.run_name, second.info.run_name) == ("trial 0", "trial 0 seed1")
     note = second.data.tags["mlflow.note.content"]
-    assert "seed 1" in note and "test accuracy" in note and "tc test" in note  # trained, then analyzed
+    assert "seed 1" in note and "test accuracy" in note  # trained
+    assert ("tc test" in note) == analyzed  # then analyzed, or not
     trial_filter = f"tags.`tc.trial` = '{trial.number}' and tags.`tc.study` = 'tc-sweep'"
     assert {r.info.run_id for r in client.search_runs(["0"], trial_filter)} == {first.info.run_id, second.info.run_id}

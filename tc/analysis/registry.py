@@ -184,8 +184,8 @@ METRICS: dict[str, str] = {
     "tc_test_cheap_k{k}_n{n}": "sweep only: tc_test from k window checkpoints and n test samples "
     "(`analysis.surrogates.cheap_scores`)",
     "tc_test_cheap_k{k}_n{n}_seconds": "sweep only: wall time of tc_test_cheap_k{k}_n{n}",
-    "{measure}_seed_sd": "sweep with seeds=2: |a - b| / sqrt(2) of a measure over the two seeds "
-    "(`tc.sweep.trial.seed_spread`)",
+    "{measure}_seed_sd": "sweep with seeds=2 and analysis=measures or full: |a - b| / sqrt(2) of a measure over "
+    "the two seeds (`tc.sweep.trial.seed_spread`)",
     "corr_spearman_{measure}": "sweep run: Spearman ρ of the measure with test accuracy over the trials",
     "corr_kendall_{measure}": "sweep run: Kendall τ-b of the measure with test accuracy over the trials",
     "n_trials_converged": "sweep run: trials in the correlations: those whose seeds all reached target_loss (all "

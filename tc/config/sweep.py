@@ -57,7 +57,9 @@ class SweepConfig:
         "trains many times faster; pruner=median needs >= 1 (it compares test accuracy epoch by epoch)",
     )
     seeds: int = opt(
-        2, "training seeds per configuration (2: gm_disagreement, gm_js_disagreement and <measure>_seed_sd); 1 or 2"
+        2,
+        "training seeds per configuration (2: gm_disagreement, gm_js_disagreement, and with analysis=measures or "
+        "full <measure>_seed_sd); 1 or 2",
     )
     max_samples: int = opt(500, "analysis: examples per split")
     analysis: str = opt(
@@ -65,7 +67,8 @@ class SweepConfig:
         "what each trial's analysis computes, and so what the correlation table ranks: core (the fast default: the "
         "consistency scores on the test split, the cheap measures gm_* of the final checkpoint, the learning-speed "
         "measures and the cheap surrogates), measures (also the train and corrupt splits' scores, the cross-seed "
-        "control, gm_sharpness and tc_mmd: what the report reads), or full (everything analyze computes, written "
+        "control, gm_sharpness, tc_mmd and the second seed's analysis with the <measure>_seed_sd spreads: what the "
+        "report reads), or full (everything analyze computes, written "
         "back with its tables and figures); core and measures write back the metrics alone",
         TRIAL_ANALYSES,
     )

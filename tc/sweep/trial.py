@@ -87,7 +87,7 @@ def analysis_config(cfg: SweepConfig, run_id: str, second_id: str | None) -> Ana
     - core (the default) computes the correlation table of the sweep's own question (does temporal consistency
       predict test accuracy, beside cheap baselines?) and nothing else: the consistency scores on the test split
       only, no controls (tc_test_crossseed), and the measures without `tc.analysis.registry.COSTLY_MEASURES`
-      (gm_sharpness, tc_mmd).
+      (gm_sharpness, tc_mmd); the second seed serves as the reference only, not analyzed (`analyzed_seed`).
     - measures computes every measure the report's sweeps rank: all three splits, the controls, every gm_*.
     - full is the analyze entry point's analysis at `cfg.analyze_matrix`, written back with its files.
 
@@ -108,6 +108,14 @@ def analysis_config(cfg: SweepConfig, run_id: str, second_id: str | None) -> Ana
         seed=cfg.seed,
         reference_run_id=second_id,
     )
+
+
+def analyzed_seed(cfg: SweepConfig, second_id: str | None) -> str | None:
+    """The second seed's run when the trial analyzes it too (`analyze_trial`'s `second_id`), for the
+    `<measure>_seed_sd` spreads: under analysis=measures or full. Under core, None: no correlation reads a spread,
+    and the second seed's last checkpoint, loaded as the reference run (`analysis_config`), still gives
+    gm_disagreement and gm_js_disagreement; analyzing the whole second run would double the trial's analysis."""
+    return second_id if cfg.analysis != "core" else None
 
 
 def trial_config(cfg: SweepConfig, values: dict) -> TrainConfig:
@@ -218,7 +226,8 @@ def objective(cfg: SweepConfig, space: dict, parent_id: str) -> Callable[[optuna
         if cfg.target_loss > 0:
             _record_convergence(trial, run_id, second_id)
         try:
-            warned = analyze_trial(analysis_config(cfg, run_id, second_id), parent_id, second_id)
+            acfg = analysis_config(cfg, run_id, second_id)
+            warned = analyze_trial(acfg, parent_id, analyzed_seed(cfg, second_id))
         except torch.OutOfMemoryError as e:  # as in training: the configuration's size meets the device
             return _fail(trial, e, run_id)
         if warned:
