@@ -210,6 +210,7 @@ def test_a_cross_seed_control_without_the_test_split_is_said():
     assert said.startswith("tc_test_crossseed not computed: the cross-seed control needs the test split")
     assert control_warnings(_cfg(splits="train,test"), run) == []
     assert control_warnings(_cfg(splits="train"), RunContext(None, 128, 0)) == []  # no reference: not asked
+    assert control_warnings(_cfg(splits="train", controls=False), run) == []  # controls off: not asked
 
 
 class _Keep:

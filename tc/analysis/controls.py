@@ -29,9 +29,9 @@ def control_metrics(plan: Plan, run: RunContext, splits: list[EvalSplit]) -> dic
 
 
 def control_warnings(cfg: AnalyzeConfig, run: RunContext) -> list[str]:
-    """The controls asked for that `control_metrics` cannot compute: the cross-seed control (a reference run is
-    given) without the test split."""
-    if run.reference is not None and "test" not in cfg.split_names:
+    """The controls asked for (`cfg.controls`) that `control_metrics` cannot compute: the cross-seed control (a
+    reference run is given) without the test split."""
+    if cfg.controls and run.reference is not None and "test" not in cfg.split_names:
         return [f"tc_test_crossseed not computed: the cross-seed control needs the test split (splits={cfg.splits})"]
     return []
 

@@ -71,7 +71,7 @@ def analyze_run(
         used, said = notes(data, cfg)
         counts.update(used)
         warnings += said
-    warnings += unlogged_warnings(run, cfg) + (control_warnings(cfg, run) if cfg.controls else [])
+    warnings += unlogged_warnings(run, cfg) + control_warnings(cfg, run)
     with exact_fp32(resolve_device(cfg.device)):  # TF32 off on CUDA: fp32 means fp32 (tc.core.device.exact_fp32)
         seconds: dict[str, float] = {}
         with timed(seconds, "splits_seconds"):  # the subsets and the corruptions
